@@ -1,0 +1,2 @@
+//! The pmcache binary.
+fn main() {}
