@@ -1,0 +1,242 @@
+//! Blob files on disk: temp files, the atomic commit into `blobs/`, the sweep of leftovers.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::digest::{Digest, Sha256Writer};
+use crate::error::{Result, io};
+
+const TEMP_SUFFIX: &str = ".part";
+
+pub(crate) struct Blobs {
+    blobs: PathBuf,
+    temp: PathBuf,
+}
+
+/// A blob being written. Readers may share the file (see [`TempBlob::shared_file`]) and read what
+/// has been written so far with positional reads; the file stays valid for them after the commit
+/// renames it. Dropping a `TempBlob` without committing it deletes the file.
+pub struct TempBlob {
+    path: PathBuf,
+    file: Arc<File>,
+    hasher: Sha256Writer,
+    written: u64,
+    committed: bool,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Blobs {
+    pub(crate) fn open(root: &Path) -> Result<Blobs> {
+        let blobs = root.join("blobs");
+        let temp = root.join("tmp");
+        for dir in [root, &blobs, &temp] {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        Ok(Blobs { blobs, temp })
+    }
+
+    /// `blobs/ab/cd/abcd…`: two fan-out levels keep directories small with millions of blobs.
+    pub(crate) fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.blobs.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+
+    pub(crate) fn create_temp(&self) -> Result<TempBlob> {
+        let name = format!(
+            "{}-{}-{}{TEMP_SUFFIX}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+            nanos_now()
+        );
+        let path = self.temp.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(TempBlob {
+            path,
+            file: Arc::new(file),
+            hasher: Sha256Writer::default(),
+            written: 0,
+            committed: false,
+        })
+    }
+
+    pub(crate) fn commit(&self, mut temp: TempBlob) -> Result<(Digest, u64)> {
+        temp.file.sync_all().map_err(io(&temp.path))?;
+        let digest = std::mem::take(&mut temp.hasher).finish();
+        let size = temp.written;
+        let target = self.path(&digest);
+        let parent = target.parent().expect("a blob path always has a fan-out parent");
+        fs::create_dir_all(parent).map_err(io(parent))?;
+        if target.is_file() {
+            // Same content already stored: content addressing makes the new copy redundant.
+            temp.remove();
+            return Ok((digest, size));
+        }
+        fs::rename(&temp.path, &target).map_err(io(&target))?;
+        temp.committed = true;
+        File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(parent))?;
+        Ok((digest, size))
+    }
+
+    /// Removes every temp file; called at start, before anything else can write.
+    pub(crate) fn sweep_temp(&self) -> Result<u64> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.temp).map_err(io(&self.temp))? {
+            let path = entry.map_err(io(&self.temp))?.path();
+            fs::remove_file(&path).map_err(io(&path))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    pub(crate) fn count_temp(&self) -> Result<u64> {
+        let entries = fs::read_dir(&self.temp).map_err(io(&self.temp))?;
+        Ok(entries.count() as u64)
+    }
+
+    /// Every blob file with the digest its name claims.
+    pub(crate) fn list(&self) -> Result<Vec<(Digest, PathBuf)>> {
+        let mut found = Vec::new();
+        for first in read_dirs(&self.blobs)? {
+            for second in read_dirs(&first)? {
+                for entry in fs::read_dir(&second).map_err(io(&second))? {
+                    let path = entry.map_err(io(&second))?.path();
+                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if let Ok(digest) = name.parse::<Digest>() {
+                        found.push((digest, path));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    Ok(dirs)
+}
+
+fn nanos_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default()
+}
+
+impl TempBlob {
+    /// Appends bytes (blocking I/O: call from a blocking context for large writes).
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(bytes, self.written)
+            .map_err(io(&self.path))?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The sha256 of what has been written so far.
+    pub fn digest_so_far(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
+    /// The open file, for positional reads of the bytes written so far by concurrent readers.
+    pub fn shared_file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    /// Where the temp file lives (for logs).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn remove(&mut self) {
+        if let Err(error) = fs::remove_file(&self.path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), %error, "could not remove temp file");
+        }
+        self.committed = true;
+    }
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.remove();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_names_the_blob_by_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let mut temp = blobs.create_temp().unwrap();
+        temp.write_all(b"hello ").unwrap();
+        temp.write_all(b"world").unwrap();
+        let (digest, size) = blobs.commit(temp).unwrap();
+        assert_eq!(digest, Digest::of(b"hello world"));
+        assert_eq!(size, 11);
+        assert_eq!(fs::read(blobs.path(&digest)).unwrap(), b"hello world");
+        assert_eq!(blobs.count_temp().unwrap(), 0);
+    }
+
+    #[test]
+    fn dropped_temp_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let mut temp = blobs.create_temp().unwrap();
+        temp.write_all(b"partial").unwrap();
+        drop(temp);
+        assert_eq!(blobs.count_temp().unwrap(), 0);
+        assert!(blobs.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn readers_keep_their_file_across_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let mut temp = blobs.create_temp().unwrap();
+        temp.write_all(b"abcdef").unwrap();
+        let reader = temp.shared_file();
+        blobs.commit(temp).unwrap();
+        let mut buffer = [0u8; 3];
+        reader.read_exact_at(&mut buffer, 3).unwrap();
+        assert_eq!(&buffer, b"def");
+    }
+
+    #[test]
+    fn sweep_removes_leftover_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        fs::write(dir.path().join("tmp").join("leftover.part"), b"x").unwrap();
+        assert_eq!(blobs.sweep_temp().unwrap(), 1);
+        assert_eq!(blobs.count_temp().unwrap(), 0);
+    }
+}
