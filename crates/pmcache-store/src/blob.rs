@@ -73,7 +73,9 @@ impl Blobs {
         let digest = std::mem::take(&mut temp.hasher).finish();
         let size = temp.written;
         let target = self.path(&digest);
-        let parent = target.parent().expect("a blob path always has a fan-out parent");
+        let parent = target
+            .parent()
+            .expect("a blob path always has a fan-out parent");
         fs::create_dir_all(parent).map_err(io(parent))?;
         if target.is_file() {
             // Same content already stored: content addressing makes the new copy redundant.

@@ -66,17 +66,25 @@ impl Index {
 
     pub(crate) fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
         let txn = self.db.begin_read().map_err(index("reading"))?;
-        let opened = txn.open_table(table.definition()).map_err(index("reading"))?;
+        let opened = txn
+            .open_table(table.definition())
+            .map_err(index("reading"))?;
         let Some(value) = opened.get(key).map_err(index("reading"))? else {
             return Ok(None);
         };
         decode(table, key, value.value()).map(Some)
     }
 
-    pub(crate) fn put_all<T: Serialize>(&self, table: Table, records: &[(String, T)]) -> Result<()> {
+    pub(crate) fn put_all<T: Serialize>(
+        &self,
+        table: Table,
+        records: &[(String, T)],
+    ) -> Result<()> {
         let txn = self.db.begin_write().map_err(index("writing"))?;
         {
-            let mut opened = txn.open_table(table.definition()).map_err(index("writing"))?;
+            let mut opened = txn
+                .open_table(table.definition())
+                .map_err(index("writing"))?;
             for (key, record) in records {
                 let bytes = serde_json::to_vec(record).map_err(|source| Error::Record {
                     table: table.name(),
@@ -101,7 +109,9 @@ impl Index {
 
     pub(crate) fn entries(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
         let txn = self.db.begin_read().map_err(index("listing"))?;
-        let opened = txn.open_table(table.definition()).map_err(index("listing"))?;
+        let opened = txn
+            .open_table(table.definition())
+            .map_err(index("listing"))?;
         let mut entries = Vec::new();
         for entry in opened.iter().map_err(index("listing"))? {
             let (key, value) = entry.map_err(index("listing"))?;
@@ -175,7 +185,10 @@ mod tests {
         let index = Index::open(&path).unwrap();
         let value: Option<Vec<u8>> = index.get(Table::Sources, "pypi/abc").unwrap();
         assert_eq!(value, Some(vec![1, 2, 3]));
-        assert_eq!(index.get::<Vec<u8>>(Table::Artifacts, "pypi/abc").unwrap(), None);
+        assert_eq!(
+            index.get::<Vec<u8>>(Table::Artifacts, "pypi/abc").unwrap(),
+            None
+        );
         index.remove(Table::Sources, "pypi/abc").unwrap();
         assert!(index.entries(Table::Sources).unwrap().is_empty());
     }

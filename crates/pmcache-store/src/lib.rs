@@ -94,7 +94,9 @@ impl Store {
     /// The caller records it in the index afterwards, so the index never names a missing blob.
     pub fn commit(&self, temp: TempBlob) -> Result<(Digest, u64)> {
         let (digest, size) = self.inner.blobs.commit(temp)?;
-        self.inner.index.touch_blob(&digest, size, access::now_unix())?;
+        self.inner
+            .index
+            .touch_blob(&digest, size, access::now_unix())?;
         Ok((digest, size))
     }
 

@@ -45,7 +45,10 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match UNITS[..4].iter().find(|(_, m)| self.0 >= *m && self.0 % m == 0) {
+        match UNITS[..4]
+            .iter()
+            .find(|(_, m)| self.0 >= *m && self.0.is_multiple_of(*m))
+        {
             Some((unit, multiplier)) => write!(f, "{}{unit}", self.0 / multiplier),
             None => write!(f, "{}B", self.0),
         }

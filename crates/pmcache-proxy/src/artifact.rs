@@ -1,0 +1,119 @@
+//! Immutable artifacts: where they come from (sources learnt from upstream documents), what was
+//! stored (records), and serving them from the store or through a fill.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use pmcache_store::{Digest, Table};
+use url::Url;
+
+use crate::Proxy;
+use crate::body::{self, Body};
+use crate::checksum::Checksum;
+use crate::error::Result;
+use crate::inflight::{self, FillJob};
+use crate::serve::{self, CACHE_HEADER, CacheStatus, ClientRequest};
+
+/// Where an artifact that a frontend advertised comes from. Recorded when a document is
+/// rewritten; a client can only ask for artifacts that have a source, so it can never make
+/// pmcache fetch a URL of its choosing.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArtifactSource {
+    /// The upstream URL, absolute, without fragment.
+    pub url: Url,
+    /// The checksum the upstream published for it, if any.
+    pub checksum: Option<Checksum>,
+}
+
+/// What the store holds for an artifact (table `artifacts`, key `<ecosystem>/<upstream url>`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ArtifactRecord {
+    pub url: String,
+    pub digest: Digest,
+    pub size: u64,
+    /// The published checksum the bytes were verified against; None when none was published.
+    pub verified: Option<Checksum>,
+}
+
+/// A request for one artifact.
+pub struct ArtifactRequest<'a> {
+    /// `pypi`, `npm`, `rubygems` or `packagist`: keeps ecosystems' keys apart.
+    pub ecosystem: &'static str,
+    pub source: ArtifactSource,
+    /// The `Content-Type` to answer with.
+    pub content_type: &'static str,
+    pub client: ClientRequest<'a>,
+    /// Which redirect targets the upstream may send this fetch to.
+    pub allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
+}
+
+/// Immutable artifacts may be cached by clients for ever.
+const IMMUTABLE: &str = "public, max-age=365000000, immutable";
+
+impl Proxy {
+    /// Serves an artifact: from the store when a copy verified against the currently published
+    /// checksum exists, else through a single-flight verified fill.
+    pub async fn artifact(&self, request: ArtifactRequest<'_>) -> Result<Response<Body>> {
+        let key = artifact_key(request.ecosystem, &request.source.url);
+        if let Some(response) = self.serve_stored(&key, &request)? {
+            return Ok(response);
+        }
+        let job = FillJob {
+            key,
+            url: request.source.url.clone(),
+            checksum: request.source.checksum.clone(),
+            allow_redirect: Arc::clone(&request.allow_redirect),
+        };
+        let mut progress = self
+            .inner
+            .fills
+            .join(job, &self.inner.store, &self.inner.upstream);
+        let length = inflight::started(&mut progress).await?;
+        let mut headers = artifact_headers(request.content_type, CacheStatus::Miss);
+        if let Some(length) = length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        let body = if request.client.head {
+            body::empty()
+        } else {
+            inflight::follow(progress)
+        };
+        Ok(serve::with_headers(StatusCode::OK, headers, body))
+    }
+
+    fn serve_stored(
+        &self,
+        key: &str,
+        request: &ArtifactRequest<'_>,
+    ) -> Result<Option<Response<Body>>> {
+        let store = &self.inner.store;
+        let Some(record) = store.get::<ArtifactRecord>(Table::Artifacts, key)? else {
+            return Ok(None);
+        };
+        if request.source.checksum.is_some() && record.verified != request.source.checksum {
+            // The upstream now publishes another checksum for this URL: the stored bytes are
+            // not what it vouches for any more, so fetch and verify again.
+            tracing::warn!(url = %record.url, "published checksum changed; fetching again");
+            return Ok(None);
+        }
+        let Some(file) = store.open_blob(&record.digest)? else {
+            tracing::warn!(url = %record.url, digest = %record.digest, "blob missing; fetching again");
+            return Ok(None);
+        };
+        let headers = artifact_headers(request.content_type, CacheStatus::Hit);
+        serve::blob_response(file, &record.digest, record.size, request.client, headers).map(Some)
+    }
+}
+
+fn artifact_headers(content_type: &'static str, cache: CacheStatus) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    headers.insert(CACHE_HEADER, HeaderValue::from_static(cache.as_str()));
+    headers
+}
+
+pub(crate) fn artifact_key(ecosystem: &str, url: &Url) -> String {
+    format!("{ecosystem}/{url}")
+}

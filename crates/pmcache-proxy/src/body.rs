@@ -1,0 +1,68 @@
+//! Response bodies: in-memory bytes, committed blobs, and files still being filled.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+
+/// The body type of every pmcache response.
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// Bytes read from disk per frame: large enough for throughput, small enough that fifty
+/// concurrent readers stay within a few megabytes.
+pub(crate) const CHUNK: u64 = 64 * 1024;
+
+/// A body of bytes already in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Streams `length` bytes of a complete file from `start`.
+pub(crate) fn file_range(file: File, start: u64, length: u64) -> Body {
+    let file = Arc::new(file);
+    let end = start + length;
+    let chunks = stream::try_unfold(start, move |offset| {
+        let file = Arc::clone(&file);
+        async move {
+            if offset >= end {
+                return Ok(None);
+            }
+            let want = (end - offset).min(CHUNK);
+            let bytes = read_at(file, offset, want).await?;
+            if bytes.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob is shorter than its index record",
+                ));
+            }
+            let next = offset + bytes.len() as u64;
+            Ok(Some((Frame::data(bytes), next)))
+        }
+    });
+    StreamBody::new(chunks).boxed_unsync()
+}
+
+/// Reads up to `want` bytes at `offset` on the blocking pool.
+pub(crate) async fn read_at(file: Arc<File>, offset: u64, want: u64) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buffer = vec![0u8; want as usize];
+        let read = file.read_at(&mut buffer, offset)?;
+        buffer.truncate(read);
+        Ok(Bytes::from(buffer))
+    })
+    .await
+    .map_err(io::Error::other)?
+}

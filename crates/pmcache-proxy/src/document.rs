@@ -1,0 +1,395 @@
+//! Metadata documents (index pages, packuments, …): fetched, rendered once per upstream version
+//! into the variants pmcache serves, stored as blobs, kept fresh by TTL and conditional
+//! revalidation, and served stale when the upstream fails. Serving a cached document reads a
+//! blob: it never parses or rewrites anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use pmcache_store::{Digest, Store, Table};
+use url::Url;
+
+use crate::Proxy;
+use crate::artifact::ArtifactSource;
+use crate::body::Body;
+use crate::error::{Error, Result};
+use crate::freshness::{self, Freshness};
+use crate::serve::{self, CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
+
+/// Bodies smaller than this are not worth a gzip copy.
+const GZIP_THRESHOLD: usize = 1024;
+
+/// Which document to get and how.
+pub struct DocumentRequest {
+    /// Keeps ecosystems' keys apart.
+    pub ecosystem: &'static str,
+    /// The document's identity within the ecosystem (e.g. the normalised project name).
+    pub key: String,
+    pub url: Url,
+    /// The `Accept` header sent upstream.
+    pub accept: &'static str,
+    /// How long a fetched copy is served without asking the upstream.
+    pub ttl: Duration,
+    pub allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
+}
+
+/// An upstream document as received (decompressed), handed to the frontend's renderer.
+pub struct UpstreamDocument {
+    /// The URL that answered, after redirects: relative links resolve against it.
+    pub url: Url,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+/// What a frontend renders from one upstream version of a document.
+pub struct Rendering {
+    pub variants: Vec<Variant>,
+    /// Artifact sources advertised by the rendered document, by the id in their pmcache URL.
+    pub sources: Vec<(String, ArtifactSource)>,
+}
+
+/// One representation pmcache serves (e.g. PEP 503 HTML or PEP 691 JSON).
+pub struct Variant {
+    pub name: &'static str,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DocumentRecord {
+    url: String,
+    fetched_at: u64,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    variants: BTreeMap<String, StoredVariant>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct StoredVariant {
+    content_type: String,
+    digest: Digest,
+    size: u64,
+    gzip: Option<StoredBlob>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct StoredBlob {
+    digest: Digest,
+    size: u64,
+}
+
+/// A document ready to serve.
+pub struct Document {
+    record: DocumentRecord,
+    /// How it was obtained.
+    pub cache: CacheStatus,
+    ttl: Duration,
+}
+
+/// Per-document locks, so concurrent misses of one document make one upstream request.
+#[derive(Default)]
+pub(crate) struct DocumentLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl DocumentLocks {
+    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        Arc::clone(locks.entry(key.to_owned()).or_default())
+    }
+}
+
+impl Proxy {
+    /// Gets a document: fresh from the cache, revalidated, fetched and rendered, or stale when
+    /// the upstream fails. `render` runs on the blocking pool, once per upstream version.
+    pub async fn document<R>(&self, request: DocumentRequest, render: R) -> Result<Document>
+    where
+        R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
+    {
+        let key = format!("{}/{}", request.ecosystem, request.key);
+        if let Some(document) = self.fresh(&key, request.ttl)? {
+            return Ok(document);
+        }
+        let lock = self.inner.document_locks.get(&key);
+        let _guard = lock.lock().await;
+        // Another request may have refreshed it while this one waited.
+        if let Some(document) = self.fresh(&key, request.ttl)? {
+            return Ok(document);
+        }
+        let cached = self.usable_record(&key)?;
+        match self.refresh(&key, &request, cached.as_ref(), render).await {
+            Ok(document) => Ok(document),
+            Err(error) if error.is_upstream_fault() && cached.is_some() => {
+                tracing::warn!(
+                    ecosystem = request.ecosystem, document = %request.key, %error,
+                    cache = "stale", "upstream failed; serving the cached copy"
+                );
+                Ok(Document {
+                    record: cached.expect("checked above"),
+                    cache: CacheStatus::Stale,
+                    ttl: request.ttl,
+                })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The source of an artifact a document advertised, by the id in its pmcache URL.
+    pub fn source(&self, ecosystem: &str, id: &str) -> Result<Option<ArtifactSource>> {
+        Ok(self
+            .inner
+            .store
+            .get(Table::Sources, &format!("{ecosystem}/{id}"))?)
+    }
+
+    fn fresh(&self, key: &str, ttl: Duration) -> Result<Option<Document>> {
+        let Some(record) = self.usable_record(key)? else {
+            return Ok(None);
+        };
+        if freshness::assess(record.fetched_at, ttl, freshness::now_unix()) != Freshness::Fresh {
+            return Ok(None);
+        }
+        Ok(Some(Document {
+            record,
+            cache: CacheStatus::Hit,
+            ttl,
+        }))
+    }
+
+    /// The cached record, if all of its blobs are still there.
+    fn usable_record(&self, key: &str) -> Result<Option<DocumentRecord>> {
+        let store = &self.inner.store;
+        let record = store.get::<DocumentRecord>(Table::Documents, key)?;
+        Ok(record.filter(|record| {
+            record.variants.values().all(|variant| {
+                store.blob_path(&variant.digest).is_some()
+                    && variant
+                        .gzip
+                        .as_ref()
+                        .is_none_or(|gzip| store.blob_path(&gzip.digest).is_some())
+            })
+        }))
+    }
+
+    async fn refresh<R>(
+        &self,
+        key: &str,
+        request: &DocumentRequest,
+        cached: Option<&DocumentRecord>,
+        render: R,
+    ) -> Result<Document>
+    where
+        R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
+    {
+        let headers = conditional_headers(request.accept, cached);
+        let upstream = &self.inner.upstream;
+        let fetched = upstream
+            .get(&request.url, &headers, request.allow_redirect.as_ref())
+            .await?;
+        let now = freshness::now_unix();
+        if fetched.status == StatusCode::NOT_MODIFIED {
+            let Some(cached) = cached else {
+                return Err(Error::Document {
+                    url: request.url.to_string(),
+                    reason: "answered 304 to an unconditional request".to_owned(),
+                });
+            };
+            let mut record = cached.clone();
+            record.fetched_at = now;
+            self.inner.store.put(Table::Documents, key, &record)?;
+            return Ok(Document {
+                record,
+                cache: CacheStatus::Revalidated,
+                ttl: request.ttl,
+            });
+        }
+        let etag = fetched.header(header::ETAG).map(str::to_owned);
+        let last_modified = fetched.header(header::LAST_MODIFIED).map(str::to_owned);
+        let content_type = fetched
+            .header(header::CONTENT_TYPE)
+            .unwrap_or("")
+            .to_owned();
+        let url = fetched.url.clone();
+        let body = fetched.read_document(upstream.max_document_size()).await?;
+        let document = UpstreamDocument {
+            url: url.clone(),
+            content_type,
+            body,
+        };
+        let store = self.inner.store.clone();
+        let ecosystem = request.ecosystem;
+        let variants = tokio::task::spawn_blocking(move || {
+            let rendering = render(document)?;
+            store_rendering(&store, ecosystem, rendering)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("render task failed: {e}")))??;
+        let record = DocumentRecord {
+            url: url.to_string(),
+            fetched_at: now,
+            etag,
+            last_modified,
+            variants,
+        };
+        self.inner.store.put(Table::Documents, key, &record)?;
+        tracing::debug!(
+            ecosystem,
+            document = key,
+            cache = "miss",
+            "document rendered and stored"
+        );
+        Ok(Document {
+            record,
+            cache: CacheStatus::Miss,
+            ttl: request.ttl,
+        })
+    }
+
+    /// Answers a client with one variant of a document: 304 when its `If-None-Match` names the
+    /// variant, gzip when accepted and stored, HEAD without a body. `vary` is the `Vary` header.
+    pub fn respond(
+        &self,
+        document: &Document,
+        variant: &str,
+        client: ClientRequest<'_>,
+        vary: &'static str,
+    ) -> Result<Response<Body>> {
+        let stored = document.record.variants.get(variant).ok_or_else(|| {
+            Error::Internal(format!(
+                "document {} has no {variant} variant",
+                document.record.url
+            ))
+        })?;
+        let (blob, gzip) = match (&stored.gzip, client.accepts_gzip()) {
+            (Some(gzip), true) => ((gzip.digest, gzip.size), true),
+            _ => ((stored.digest, stored.size), false),
+        };
+        let headers = document_headers(document, &stored.content_type, gzip, vary);
+        let Some(file) = self.inner.store.open_blob(&blob.0)? else {
+            return Err(Error::Internal(format!(
+                "document blob {} vanished",
+                blob.0
+            )));
+        };
+        // Ranges are an artifact feature; documents are always sent whole.
+        let request = ClientRequest {
+            head: client.head,
+            headers: &strip_range(client.headers),
+        };
+        serve::blob_response(file, &blob.0, blob.1, request, headers)
+    }
+}
+
+fn strip_range(headers: &HeaderMap) -> HeaderMap {
+    let mut headers = headers.clone();
+    headers.remove(header::RANGE);
+    headers
+}
+
+fn document_headers(
+    document: &Document,
+    content_type: &str,
+    gzip: bool,
+    vary: &'static str,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, serve::header_value(content_type));
+    let max_age = format!("public, max-age={}", document.ttl.as_secs());
+    headers.insert(header::CACHE_CONTROL, serve::header_value(&max_age));
+    headers.insert(header::VARY, HeaderValue::from_static(vary));
+    headers.insert(
+        CACHE_HEADER,
+        HeaderValue::from_static(document.cache.as_str()),
+    );
+    if let Some(last_modified) = &document.record.last_modified {
+        headers.insert(header::LAST_MODIFIED, serve::header_value(last_modified));
+    }
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    if document.cache == CacheStatus::Stale {
+        headers.insert(STALE_HEADER, HeaderValue::from_static("1"));
+        headers.insert(
+            header::WARNING,
+            HeaderValue::from_static("110 pmcache \"Response is Stale\""),
+        );
+    }
+    headers
+}
+
+fn conditional_headers(accept: &'static str, cached: Option<&DocumentRecord>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+    if let Some(cached) = cached {
+        if let Some(etag) = &cached.etag {
+            headers.insert(header::IF_NONE_MATCH, serve::header_value(etag));
+        }
+        if let Some(last_modified) = &cached.last_modified {
+            headers.insert(
+                header::IF_MODIFIED_SINCE,
+                serve::header_value(last_modified),
+            );
+        }
+    }
+    headers
+}
+
+fn store_rendering(
+    store: &Store,
+    ecosystem: &str,
+    rendering: Rendering,
+) -> Result<BTreeMap<String, StoredVariant>> {
+    let mut variants = BTreeMap::new();
+    for variant in rendering.variants {
+        let (digest, size) = store.put_bytes(&variant.body)?;
+        let gzip = if variant.body.len() >= GZIP_THRESHOLD {
+            let (digest, size) = store.put_bytes(&gzip(&variant.body))?;
+            Some(StoredBlob { digest, size })
+        } else {
+            None
+        };
+        let stored = StoredVariant {
+            content_type: variant.content_type.to_owned(),
+            digest,
+            size,
+            gzip,
+        };
+        variants.insert(variant.name.to_owned(), stored);
+    }
+    let sources: Vec<(String, ArtifactSource)> = rendering
+        .sources
+        .into_iter()
+        .map(|(id, source)| (format!("{ecosystem}/{id}"), source))
+        .collect();
+    store.put_all(Table::Sources, &sources)?;
+    Ok(variants)
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(body)
+        .and_then(|()| encoder.finish())
+        .expect("compressing into memory cannot fail")
+}
+
+/// The blobs a stored record refers to, for `verify` and garbage collection.
+pub(crate) fn referenced(bytes: &[u8]) -> Vec<Digest> {
+    let Ok(record) = serde_json::from_slice::<DocumentRecord>(bytes) else {
+        return Vec::new();
+    };
+    record
+        .variants
+        .values()
+        .flat_map(|variant| {
+            std::iter::once(variant.digest).chain(variant.gzip.as_ref().map(|gzip| gzip.digest))
+        })
+        .collect()
+}

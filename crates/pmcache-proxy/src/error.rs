@@ -1,0 +1,114 @@
+//! Errors of the proxy core, classified by whose fault they are: the upstream's (502/503/504),
+//! the client's (4xx) or ours (500). `Display` is the one-line reason a person reads.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::checksum::Checksum;
+
+/// A proxy failure with the URL or key involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("upstream {url} could not be reached: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("upstream {url} did not answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("upstream {url} answered {status}")]
+    Status {
+        url: String,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+    },
+    #[error("upstream has no {url} (404)")]
+    NotFound { url: String },
+    #[error("upstream {url} broke off the transfer: {reason}")]
+    Body { url: String, reason: String },
+    #[error("upstream {url} sent {actual} bytes where it announced {announced}")]
+    Length {
+        url: String,
+        announced: u64,
+        actual: u64,
+    },
+    #[error("upstream document {url} is larger than the {limit}-byte limit")]
+    TooLarge { url: String, limit: u64 },
+    #[error("upstream {url} redirected to {location}, which pmcache will not follow")]
+    Redirect { url: String, location: String },
+    #[error(
+        "upstream {url} sent bytes with {actual} where {expected} was published; nothing was cached"
+    )]
+    Checksum {
+        url: String,
+        expected: Checksum,
+        actual: Checksum,
+    },
+    #[error("upstream document {url} is malformed: {reason}")]
+    Document { url: String, reason: String },
+    #[error("pmcache cannot use upstream URL {url}: {reason}")]
+    BadUpstreamUrl { url: String, reason: String },
+    #[error("pmcache storage failed")]
+    Store(#[from] pmcache_store::Error),
+    #[error("pmcache internal failure: {0}")]
+    Internal(String),
+    /// One failure reported to every client waiting on the same fill or document.
+    #[error("{0}")]
+    Shared(std::sync::Arc<Error>),
+}
+
+/// Result with the proxy's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How long clients are told to wait after an upstream fault.
+const RETRY_AFTER_UPSTREAM_FAULT: Duration = Duration::from_secs(30);
+
+impl Error {
+    /// The status a client gets. An upstream fault is never a 404: clients take 404 to mean
+    /// "no such package" and stop looking.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Shared(inner) => inner.status(),
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Status { status, .. }
+                if *status == StatusCode::SERVICE_UNAVAILABLE
+                    || *status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `Retry-After` to send, where waiting may help.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Shared(inner) => inner.retry_after(),
+            Error::Status {
+                retry_after: Some(after),
+                ..
+            } => Some(*after),
+            Error::Connect { .. } | Error::Timeout { .. } | Error::Status { .. } => {
+                Some(RETRY_AFTER_UPSTREAM_FAULT)
+            }
+            _ => None,
+        }
+    }
+
+    /// True when the upstream is failing (so a stale copy may be served instead).
+    pub fn is_upstream_fault(&self) -> bool {
+        if let Error::Shared(inner) = self {
+            return inner.is_upstream_fault();
+        }
+        matches!(
+            self,
+            Error::Connect { .. }
+                | Error::Timeout { .. }
+                | Error::Body { .. }
+                | Error::Length { .. }
+                | Error::TooLarge { .. }
+                | Error::Redirect { .. }
+                | Error::Document { .. }
+        ) || matches!(self, Error::Status { status, .. } if status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS)
+    }
+}

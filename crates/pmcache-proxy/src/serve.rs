@@ -1,0 +1,295 @@
+//! Responses built from committed blobs: validators, 304, HEAD and single byte ranges.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use pmcache_store::Digest;
+
+use crate::body::{self, Body};
+use crate::error::Result;
+
+/// The response header that tells clients and tests how pmcache answered.
+pub const CACHE_HEADER: &str = "x-pmcache-cache";
+/// Set on metadata served stale because the upstream failed.
+pub const STALE_HEADER: &str = "x-pmcache-stale";
+
+/// How a response was produced, for the `X-Pmcache-Cache` header, logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from the cache without contacting the upstream.
+    Hit,
+    /// Fetched from the upstream (and stored if it verified).
+    Miss,
+    /// Served from the cache because the upstream failed.
+    Stale,
+    /// The upstream confirmed the cached copy (304).
+    Revalidated,
+}
+
+impl CacheStatus {
+    /// The lowercase label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Revalidated => "revalidated",
+        }
+    }
+}
+
+/// What pmcache needs to know of the client's request to answer it.
+#[derive(Clone, Copy)]
+pub struct ClientRequest<'a> {
+    /// A HEAD request: headers only.
+    pub head: bool,
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> ClientRequest<'a> {
+    /// Reads a header as text.
+    pub fn header(&self, name: header::HeaderName) -> Option<&'a str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// True when the client's `If-None-Match` names `etag` (or `*`).
+    pub fn matches_etag(&self, etag: &str) -> bool {
+        self.headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|tag| tag.trim().trim_start_matches("W/"))
+            .any(|tag| tag == etag || tag == "*")
+    }
+
+    /// True when the client accepts a gzip content coding.
+    pub fn accepts_gzip(&self) -> bool {
+        self.header(header::ACCEPT_ENCODING).is_some_and(|value| {
+            value.split(',').any(|coding| {
+                let mut parts = coding.split(';');
+                let name = parts.next().unwrap_or("").trim();
+                let refused = parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q == 0.0)
+                });
+                name.eq_ignore_ascii_case("gzip") && !refused
+            })
+        })
+    }
+}
+
+/// The strong ETag of a blob.
+pub fn etag_of(digest: &Digest) -> String {
+    format!("\"{}\"", digest.to_hex())
+}
+
+/// A byte range the client asked for, resolved against the blob size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RangeRequest {
+    /// No usable single range: send everything.
+    Whole,
+    /// `start..=end`.
+    Part { start: u64, end: u64 },
+    /// Nothing of the blob lies in the range.
+    Unsatisfiable,
+}
+
+/// Parses `Range: bytes=a-b | a- | -n` (RFC 9110 §14.1.2). Multiple ranges and other units are
+/// answered with the whole body, which the RFC allows.
+pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Whole;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parsed = match (first.is_empty(), last.is_empty()) {
+        (true, false) => last.parse::<u64>().ok().map(|suffix| {
+            if suffix == 0 || size == 0 {
+                None
+            } else {
+                Some((size.saturating_sub(suffix), size - 1))
+            }
+        }),
+        (false, _) => {
+            let start = first.parse::<u64>().ok();
+            let end = if last.is_empty() {
+                Some(u64::MAX)
+            } else {
+                last.parse::<u64>().ok()
+            };
+            match (start, end) {
+                (Some(start), Some(end)) if start <= end => {
+                    Some((start < size).then(|| (start, end.min(size.saturating_sub(1)))))
+                }
+                _ => None,
+            }
+        }
+        (true, true) => None,
+    };
+    match parsed {
+        None => RangeRequest::Whole,
+        Some(None) => RangeRequest::Unsatisfiable,
+        Some(Some((start, end))) => RangeRequest::Part { start, end },
+    }
+}
+
+/// Serves a committed blob: 304 on a matching `If-None-Match`, 206 for a single satisfiable
+/// range, 416 for an unsatisfiable one, HEAD without a body. `headers` are added as given.
+pub(crate) fn blob_response(
+    file: std::fs::File,
+    digest: &Digest,
+    size: u64,
+    request: ClientRequest<'_>,
+    mut headers: HeaderMap,
+) -> Result<Response<Body>> {
+    let etag = etag_of(digest);
+    headers.insert(header::ETAG, header_value(&etag));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if request.matches_etag(&etag) {
+        return Ok(with_headers(
+            StatusCode::NOT_MODIFIED,
+            headers,
+            body::empty(),
+        ));
+    }
+    let range = match request.header(header::IF_RANGE) {
+        Some(validator) if validator.trim() != etag => RangeRequest::Whole,
+        _ => parse_range(request.header(header::RANGE), size),
+    };
+    let (status, start, length) = match range {
+        RangeRequest::Whole => (StatusCode::OK, 0, size),
+        RangeRequest::Part { start, end } => {
+            let content_range = format!("bytes {start}-{end}/{size}");
+            headers.insert(header::CONTENT_RANGE, header_value(&content_range));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            headers.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes */{size}")),
+            );
+            return Ok(with_headers(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                headers,
+                body::empty(),
+            ));
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let body = if request.head {
+        body::empty()
+    } else {
+        body::file_range(file, start, length)
+    };
+    Ok(with_headers(status, headers, body))
+}
+
+pub(crate) fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A header value from text we built; invalid bytes (never expected) become an empty value
+/// rather than a panic.
+pub(crate) fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_against_the_size() {
+        assert_eq!(parse_range(None, 10), RangeRequest::Whole);
+        assert_eq!(
+            parse_range(Some("bytes=2-4"), 10),
+            RangeRequest::Part { start: 2, end: 4 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-"), 10),
+            RangeRequest::Part { start: 5, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-3"), 10),
+            RangeRequest::Part { start: 7, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=8-100"), 10),
+            RangeRequest::Part { start: 8, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=10-"), 10),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-0"), 10),
+            RangeRequest::Unsatisfiable
+        );
+    }
+
+    #[test]
+    fn malformed_ranges_mean_the_whole_body() {
+        for bad in [
+            "bytes=4-2",
+            "bytes=a-b",
+            "bytes=-",
+            "items=1-2",
+            "bytes=1-2,4-5",
+            "bytes=99999999999999999999-",
+        ] {
+            assert_eq!(parse_range(Some(bad), 10), RangeRequest::Whole, "{bad}");
+        }
+    }
+
+    #[test]
+    fn gzip_acceptance_honours_q_zero() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate"),
+        );
+        assert!(
+            ClientRequest {
+                head: false,
+                headers: &headers
+            }
+            .accepts_gzip()
+        );
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0, identity"),
+        );
+        assert!(
+            !ClientRequest {
+                head: false,
+                headers: &headers
+            }
+            .accepts_gzip()
+        );
+    }
+
+    #[test]
+    fn etag_matching_accepts_lists_and_weak_forms() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"x\", W/\"abc\""),
+        );
+        let request = ClientRequest {
+            head: false,
+            headers: &headers,
+        };
+        assert!(request.matches_etag("\"abc\""));
+        assert!(!request.matches_etag("\"abd\""));
+    }
+}

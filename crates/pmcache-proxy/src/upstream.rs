@@ -1,0 +1,328 @@
+//! The HTTP(S) client that talks to upstream registries: pooled connections, rustls with the ring
+//! provider, connect and read timeouts, redirects only where the caller allows, bounded bodies.
+
+use std::io::Read;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+const MAX_REDIRECTS: usize = 5;
+const USER_AGENT: &str = concat!("pmcache/", env!("CARGO_PKG_VERSION"));
+
+/// A pooled upstream client shared by every frontend.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    read_timeout: Duration,
+    max_document_size: u64,
+}
+
+/// An upstream response whose status is 2xx or 304, after redirects.
+pub struct Fetched {
+    /// The URL that answered, after redirects.
+    pub url: Url,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    body: Incoming,
+    read_timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds the client; fails only if the system's root certificates cannot be loaded at all.
+    pub fn new(config: &Config) -> Result<Upstream> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let provider = rustls::crypto::ring::default_provider();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider)
+            .map_err(|e| Error::Internal(format!("no usable root certificates: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        Ok(Upstream {
+            client,
+            read_timeout: config.read_timeout,
+            max_document_size: config.max_document_size.0,
+        })
+    }
+
+    /// GETs `url`, following redirects to URLs that `allow_redirect` accepts. Answers other than
+    /// 2xx and 304 become errors (404 and 410 as [`Error::NotFound`]).
+    pub async fn get(
+        &self,
+        url: &Url,
+        headers: &HeaderMap,
+        allow_redirect: &(dyn Fn(&Url) -> bool + Sync),
+    ) -> Result<Fetched> {
+        let mut current = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let response = self.send(&current, headers).await?;
+            let status = response.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                let next = redirect_target(&current, response.headers())?;
+                if !allow_redirect(&next) {
+                    return Err(Error::Redirect {
+                        url: current.to_string(),
+                        location: next.to_string(),
+                    });
+                }
+                tracing::debug!(from = %current, to = %next, "following upstream redirect");
+                current = next;
+                continue;
+            }
+            return self.accept(current, response);
+        }
+        Err(Error::Redirect {
+            url: url.to_string(),
+            location: format!("more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
+    async fn send(&self, url: &Url, headers: &HeaderMap) -> Result<Response<Incoming>> {
+        let mut request =
+            Request::get(url.as_str())
+                .body(Empty::new())
+                .map_err(|e| Error::BadUpstreamUrl {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })?;
+        *request.headers_mut() = headers.clone();
+        request
+            .headers_mut()
+            .insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
+            Err(_) => Err(Error::Timeout {
+                url: url.to_string(),
+                timeout: self.read_timeout,
+            }),
+            Ok(Err(error)) => Err(classify_client_error(url, &error)),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    fn accept(&self, url: Url, response: Response<Incoming>) -> Result<Fetched> {
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            return Err(Error::NotFound {
+                url: url.to_string(),
+            });
+        }
+        if !status.is_success() && status != StatusCode::NOT_MODIFIED {
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(Error::Status {
+                url: url.to_string(),
+                status,
+                retry_after,
+            });
+        }
+        let (parts, body) = response.into_parts();
+        Ok(Fetched {
+            url,
+            status,
+            headers: parts.headers,
+            body,
+            read_timeout: self.read_timeout,
+        })
+    }
+
+    /// The largest metadata document accepted (decompressed).
+    pub fn max_document_size(&self) -> u64 {
+        self.max_document_size
+    }
+}
+
+impl Fetched {
+    /// The announced length of the body, if any.
+    pub fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// A response header as text.
+    pub fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The next chunk of the body; None at the end. A stall longer than the read timeout is an error.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let frame = tokio::time::timeout(self.read_timeout, self.body.frame()).await;
+            match frame {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        url: self.url.to_string(),
+                        timeout: self.read_timeout,
+                    });
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(error))) => {
+                    return Err(Error::Body {
+                        url: self.url.to_string(),
+                        reason: error_chain(&error),
+                    });
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a whole metadata document, decoding gzip, refusing anything over `limit` bytes
+    /// (compressed or not) so that a hostile upstream cannot exhaust memory.
+    pub async fn read_document(mut self, limit: u64) -> Result<Bytes> {
+        let announced = self.content_length();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(Error::TooLarge {
+                    url: self.url.to_string(),
+                    limit,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if let Some(announced) = announced
+            && announced != body.len() as u64
+        {
+            return Err(Error::Length {
+                url: self.url.to_string(),
+                announced,
+                actual: body.len() as u64,
+            });
+        }
+        let gzipped = self
+            .header(header::CONTENT_ENCODING)
+            .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+        if !gzipped {
+            return Ok(body.freeze());
+        }
+        gunzip_bounded(&body, limit).map_err(|reason| match reason {
+            GunzipError::TooLarge => Error::TooLarge {
+                url: self.url.to_string(),
+                limit,
+            },
+            GunzipError::Corrupt(reason) => Error::Document {
+                url: self.url.to_string(),
+                reason: format!("bad gzip encoding: {reason}"),
+            },
+        })
+    }
+}
+
+enum GunzipError {
+    TooLarge,
+    Corrupt(String),
+}
+
+fn gunzip_bounded(compressed: &[u8], limit: u64) -> Result<Bytes, GunzipError> {
+    let decoder = flate2::read::MultiGzDecoder::new(compressed);
+    let mut out = Vec::new();
+    decoder
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| GunzipError::Corrupt(e.to_string()))?;
+    if out.len() as u64 > limit {
+        return Err(GunzipError::TooLarge);
+    }
+    Ok(Bytes::from(out))
+}
+
+fn redirect_target(current: &Url, headers: &HeaderMap) -> Result<Url> {
+    let location = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Redirect {
+            url: current.to_string(),
+            location: "(no usable Location header)".to_owned(),
+        })?;
+    current.join(location).map_err(|_| Error::Redirect {
+        url: current.to_string(),
+        location: location.to_owned(),
+    })
+}
+
+fn classify_client_error(url: &Url, error: &hyper_util::client::legacy::Error) -> Error {
+    let reason = error_chain(error);
+    if error.is_connect() {
+        Error::Connect {
+            url: url.to_string(),
+            reason,
+        }
+    } else {
+        Error::Body {
+            url: url.to_string(),
+            reason,
+        }
+    }
+}
+
+/// The innermost causes, which say what really happened ("connection refused"), on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn gunzip_refuses_bombs() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![0u8; 1 << 20]).unwrap();
+        let bomb = encoder.finish().unwrap();
+        assert!(matches!(
+            gunzip_bounded(&bomb, 1000),
+            Err(GunzipError::TooLarge)
+        ));
+        assert_eq!(gunzip_bounded(&bomb, 1 << 20).ok().unwrap().len(), 1 << 20);
+        assert!(matches!(
+            gunzip_bounded(b"not gzip", 100),
+            Err(GunzipError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn redirects_resolve_relative_locations() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, HeaderValue::from_static("/simple/demo/"));
+        let from = Url::parse("http://127.0.0.1:1/simple/demo").unwrap();
+        let to = redirect_target(&from, &headers).unwrap();
+        assert_eq!(to.as_str(), "http://127.0.0.1:1/simple/demo/");
+    }
+}
