@@ -63,12 +63,19 @@ impl VerifyReport {
 
 impl Store {
     /// Opens (creating if needed) the store under `root`, sweeping temp files left by a crash.
+    /// Only the one process that serves from the store may open it this way.
     pub fn open(root: &Path) -> Result<Store> {
-        let blobs = blob::Blobs::open(root)?;
-        let swept = blobs.sweep_temp()?;
+        let store = Store::inspect(root)?;
+        let swept = store.inner.blobs.sweep_temp()?;
         if swept > 0 {
             tracing::info!(swept, "removed temp files left by an earlier run");
         }
+        Ok(store)
+    }
+
+    /// Opens the store without touching its temp files, for checks.
+    pub fn inspect(root: &Path) -> Result<Store> {
+        let blobs = blob::Blobs::open(root)?;
         let index = index::Index::open(&root.join("index.redb"))?;
         Ok(Store {
             inner: Arc::new(Inner {

@@ -1,0 +1,308 @@
+//! The `/pypi/` routes: the simple index root, project pages (HTML or JSON by negotiation),
+//! and the files and core-metadata they link to.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use pmcache_proxy::{
+    self as proxy, ArtifactRequest, ArtifactSource, Body, Checksum, ClientRequest, DocumentRequest,
+    Rendering, UpstreamDocument, Variant,
+};
+use url::Url;
+
+use crate::Frontend;
+use crate::error::{Error, Result};
+use crate::name::ProjectName;
+use crate::negotiate::{self, MediaType};
+use crate::rewrite::{self, Rendered};
+use crate::wire::{CoreMetadata, File, ProjectList, ProjectPage};
+
+/// The `Vary` of negotiated pages.
+const VARY: &str = "Accept, Accept-Encoding";
+
+/// A route under the mount point, parsed from the request path.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Root,
+    Project(&'a str),
+    File { id: &'a str, filename: &'a str },
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    if let Some(rest) = path.strip_prefix("/simple") {
+        return match rest {
+            "" | "/" => Some(Route::Root),
+            _ => {
+                let name = rest.strip_prefix('/')?;
+                let name = name.strip_suffix('/').unwrap_or(name);
+                (!name.is_empty() && !name.contains('/')).then_some(Route::Project(name))
+            }
+        };
+    }
+    let rest = path.strip_prefix("/files/")?;
+    let (id, filename) = rest.split_once('/')?;
+    let valid_id = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    (valid_id && !filename.is_empty() && !filename.contains('/'))
+        .then_some(Route::File { id, filename })
+}
+
+impl Frontend {
+    /// Answers one request whose path, below the mount point, is `path`.
+    pub async fn handle(&self, parts: &Parts, path: &str) -> Result<Response<Body>> {
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return Err(Error::MethodNotAllowed {
+                method: parts.method.to_string(),
+            });
+        }
+        let client = ClientRequest {
+            head: parts.method == Method::HEAD,
+            headers: &parts.headers,
+        };
+        match route(path) {
+            Some(Route::Root) if path == "/simple" => Ok(self.redirect("/simple/", parts)),
+            Some(Route::Root) => self.root(parts, client).await,
+            Some(Route::Project(raw)) => {
+                let name = ProjectName::parse(raw)?;
+                // PEP 503: one canonical URL per project; other spellings redirect to it.
+                if name.as_str() != raw || !path.ends_with('/') {
+                    return Ok(self.redirect(&format!("/simple/{name}/"), parts));
+                }
+                self.project(&name, parts, client).await
+            }
+            Some(Route::File { id, filename }) => self.file(id, filename, client).await,
+            None => Err(Error::NoRoute {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    fn redirect(&self, to: &str, parts: &Parts) -> Response<Body> {
+        let mut location = format!("{}{to}", self.mount);
+        if let Some(query) = parts.uri.query() {
+            location.push('?');
+            location.push_str(query);
+        }
+        let mut response = Response::new(proxy::empty());
+        *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        response
+    }
+
+    async fn root(&self, parts: &Parts, client: ClientRequest<'_>) -> Result<Response<Body>> {
+        let mount = self.mount;
+        let request = self.document_request("root".to_owned(), self.upstream.clone());
+        let document = self
+            .proxy
+            .document(request, move |upstream| {
+                let list = ProjectList::parse(&upstream.body, &upstream.content_type)
+                    .map_err(|e| document_error(&upstream, e))?;
+                Ok(rendering(rewrite::render_list(&list, mount), Vec::new()))
+            })
+            .await?;
+        self.negotiated(&document, parts, client)
+    }
+
+    async fn project(
+        &self,
+        name: &ProjectName,
+        parts: &Parts,
+        client: ClientRequest<'_>,
+    ) -> Result<Response<Body>> {
+        let url = self
+            .upstream
+            .join(&format!("{name}/"))
+            .map_err(|e| Error::Proxy(bad_url(&self.upstream, &e.to_string())))?;
+        let mount = self.mount;
+        let request = self.document_request(format!("project/{name}"), url);
+        let document = self
+            .proxy
+            .document(request, move |upstream| {
+                let page =
+                    ProjectPage::parse(&upstream.body, &upstream.content_type, &upstream.url)
+                        .map_err(|e| document_error(&upstream, e))?;
+                let sources = page.files().iter().flat_map(sources_of).collect();
+                Ok(rendering(rewrite::render_project(&page, mount), sources))
+            })
+            .await?;
+        self.negotiated(&document, parts, client)
+    }
+
+    fn document_request(&self, key: String, url: Url) -> DocumentRequest {
+        DocumentRequest {
+            ecosystem: ECOSYSTEM,
+            key,
+            url,
+            accept: negotiate::UPSTREAM_ACCEPT,
+            ttl: self.ttl,
+            allow_redirect: same_origin_as(&self.upstream),
+        }
+    }
+
+    /// Serves the variant the client negotiated, labelled with the exact media type it chose.
+    fn negotiated(
+        &self,
+        document: &proxy::Document,
+        parts: &Parts,
+        client: ClientRequest<'_>,
+    ) -> Result<Response<Body>> {
+        let accept = client.header(header::ACCEPT);
+        let media = negotiate::negotiate(accept, format_query(parts.uri.query()).as_deref());
+        let variant = if media.is_json() { "json" } else { "html" };
+        let mut response = self.proxy.respond(document, variant, client, VARY)?;
+        if response.status().is_success() {
+            let content_type = HeaderValue::from_static(media.content_type());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+        }
+        Ok(response)
+    }
+
+    async fn file(
+        &self,
+        id: &str,
+        filename: &str,
+        client: ClientRequest<'_>,
+    ) -> Result<Response<Body>> {
+        // PEP 658: `<file url>.metadata` is the core metadata of the file, recorded under its
+        // own source id when the page advertised it.
+        let source_id = match filename.strip_suffix(".metadata") {
+            Some(_) => format!("{id}.metadata"),
+            None => id.to_owned(),
+        };
+        let source =
+            self.proxy
+                .source(ECOSYSTEM, &source_id)?
+                .ok_or_else(|| Error::UnknownFile {
+                    filename: filename.to_owned(),
+                })?;
+        let allow_redirect = same_origin_as(&source.url);
+        let request = ArtifactRequest {
+            ecosystem: ECOSYSTEM,
+            source,
+            content_type: "application/octet-stream",
+            client,
+            allow_redirect,
+        };
+        Ok(self.proxy.artifact(request).await?)
+    }
+}
+
+/// Index keys and metrics label of this frontend.
+pub(crate) const ECOSYSTEM: &str = "pypi";
+
+fn rendering(rendered: Rendered, sources: Vec<(String, ArtifactSource)>) -> Rendering {
+    Rendering {
+        variants: vec![
+            Variant {
+                name: "html",
+                content_type: MediaType::TextHtml.content_type(),
+                body: rendered.html.into_bytes(),
+            },
+            Variant {
+                name: "json",
+                content_type: MediaType::Json.content_type(),
+                body: rendered.json.into_bytes(),
+            },
+        ],
+        sources,
+    }
+}
+
+/// The artifact sources a file link advertises: the file, and its core metadata if any.
+fn sources_of(file: &File) -> Vec<(String, ArtifactSource)> {
+    let id = rewrite::file_id(&file.url);
+    let mut sources = vec![(
+        id.clone(),
+        ArtifactSource {
+            url: file.url.clone(),
+            checksum: strongest(&file.hashes),
+        },
+    )];
+    if let CoreMetadata::Present { hashes } = &file.core_metadata {
+        let mut url = file.url.clone();
+        url.set_path(&format!("{}.metadata", file.url.path()));
+        let checksum = strongest(hashes);
+        sources.push((format!("{id}.metadata"), ArtifactSource { url, checksum }));
+    }
+    sources
+}
+
+fn strongest(hashes: &std::collections::BTreeMap<String, String>) -> Option<Checksum> {
+    Checksum::strongest(
+        hashes
+            .iter()
+            .filter_map(|(algorithm, value)| Checksum::from_hex(algorithm, value)),
+    )
+}
+
+/// Redirects are followed only within the origin that was asked.
+fn same_origin_as(url: &Url) -> Arc<dyn Fn(&Url) -> bool + Send + Sync> {
+    let origin = url.origin();
+    Arc::new(move |next: &Url| next.origin() == origin)
+}
+
+fn format_query(query: Option<&str>) -> Option<String> {
+    // A literal `+` is part of the media type (`v1+json`), not an encoded space.
+    let query = query?.replace('+', "%2B");
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "format")
+        .map(|(_, value)| value.into_owned())
+}
+
+fn document_error(upstream: &UpstreamDocument, error: Error) -> proxy::Error {
+    proxy::Error::Document {
+        url: upstream.url.to_string(),
+        reason: error.to_string(),
+    }
+}
+
+fn bad_url(base: &Url, reason: &str) -> proxy::Error {
+    proxy::Error::BadUpstreamUrl {
+        url: base.to_string(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_paths() {
+        assert_eq!(route("/simple/"), Some(Route::Root));
+        assert_eq!(route("/simple"), Some(Route::Root));
+        assert_eq!(route("/simple/Demo_App/"), Some(Route::Project("Demo_App")));
+        assert_eq!(route("/simple/demo"), Some(Route::Project("demo")));
+        assert_eq!(route("/simple/a/b/"), None);
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            route(&format!("/files/{id}/demo-1.0.tar.gz")),
+            Some(Route::File {
+                id,
+                filename: "demo-1.0.tar.gz"
+            })
+        );
+        assert_eq!(route("/files/../etc/passwd"), None);
+        assert_eq!(route(&format!("/files/{id}/")), None);
+        assert_eq!(route("/other"), None);
+    }
+
+    #[test]
+    fn format_query_is_read_from_the_query_string() {
+        assert_eq!(
+            format_query(Some("format=application/vnd.pypi.simple.v1%2Bjson")).as_deref(),
+            Some("application/vnd.pypi.simple.v1+json")
+        );
+        assert_eq!(
+            format_query(Some("a=b&format=application/vnd.pypi.simple.v1+html")).as_deref(),
+            Some("application/vnd.pypi.simple.v1+html")
+        );
+        assert_eq!(format_query(Some("x=1")), None);
+        assert_eq!(format_query(None), None);
+    }
+}

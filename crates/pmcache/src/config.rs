@@ -1,0 +1,243 @@
+//! The whole configuration: the embedded `config/default.toml`, overlaid by a `--config` file,
+//! then by `PMCACHE_*` environment variables, then by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use pmcache_proxy as proxy;
+use pmcache_pypi as pypi;
+use url::Url;
+
+/// The built-in configuration, compiled into the binary.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
+const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
+/// Sections that environment variables may set (`PMCACHE_<SECTION>_<KEY>`).
+const SECTIONS: [&str; 3] = ["log", "upstream", "pypi"];
+const ENV_PREFIX: &str = "PMCACHE_";
+
+/// Everything pmcache can be told.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve on. Default `127.0.0.1:7878`.
+    pub listen: SocketAddr,
+    /// Directory for blobs, temp files and the index. Default `pmcache-data`.
+    pub data_dir: PathBuf,
+    /// The URL clients reach pmcache at, if not what they send as Host. Default unset.
+    pub public_url: Option<Url>,
+    pub log: LogConfig,
+    pub upstream: proxy::Config,
+    pub pypi: pypi::Config,
+}
+
+/// The `[log]` section.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,pmcache_proxy=debug`; `RUST_LOG` wins when set.
+    /// Default `info`.
+    pub filter: String,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            data_dir: PathBuf::from("pmcache-data"),
+            public_url: None,
+            log: LogConfig::default(),
+            upstream: proxy::Config::default(),
+            pypi: pypi::Config::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Command-line flags that override every other source.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Builds the configuration from its four layers. `env` is the process environment (tests pass
+/// their own list instead of mutating the real one).
+pub fn load(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    flags: &Overrides,
+) -> anyhow::Result<Config> {
+    let mut table: toml::Table =
+        toml::from_str(DEFAULT_TOML).context("the embedded default config is invalid")?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let layer: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+        merge(&mut table, layer);
+    }
+    for (name, value) in env.iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)) {
+        apply_env(&mut table, name, value)?;
+    }
+    let mut config: Config = toml::Value::Table(table)
+        .try_into()
+        .context("invalid configuration")?;
+    if let Some(listen) = flags.listen {
+        config.listen = listen;
+    }
+    if let Some(data_dir) = &flags.data_dir {
+        config.data_dir = data_dir.clone();
+    }
+    Ok(config)
+}
+
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (key, value) in layer {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_section)), toml::Value::Table(section)) => {
+                merge(base_section, section);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// `PMCACHE_PYPI_METADATA_TTL=1m` sets `[pypi] metadata_ttl = "1m"`.
+fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
+    let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+    let value = env_value(value);
+    if TOP_LEVEL_KEYS.contains(&key.as_str()) {
+        table.insert(key, value);
+        return Ok(());
+    }
+    for section in SECTIONS {
+        if let Some(field) = key.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
+            let entry = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(section_table) = entry {
+                section_table.insert(field.to_owned(), value);
+                return Ok(());
+            }
+        }
+    }
+    bail!(
+        "unknown setting {name}: pmcache reads PMCACHE_<KEY> for {} and PMCACHE_<SECTION>_<KEY> for sections {}",
+        TOP_LEVEL_KEYS.join(", "),
+        SECTIONS.join(", ")
+    )
+}
+
+/// An environment value as TOML when it reads as a TOML scalar (`true`, `8`), else a string.
+fn env_value(text: &str) -> toml::Value {
+    let parsed = toml::from_str::<toml::Table>(&format!("value = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("value"));
+    match parsed {
+        Some(
+            value @ (toml::Value::Boolean(_) | toml::Value::Integer(_) | toml::Value::Float(_)),
+        ) => value,
+        _ => toml::Value::String(text.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_default_is_exactly_the_default() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+        assert_eq!(
+            load(None, &[], &Overrides::default()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn example_parses() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
+        let config = load(Some(&example), &[], &Overrides::default()).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pmcache.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[pypi]\nmetadata_ttl = \"1m\"\nupstream = \"http://127.0.0.1:1/simple/\"\n",
+        )
+        .unwrap();
+        let environment = env(&[
+            ("PMCACHE_PYPI_METADATA_TTL", "0s"),
+            ("PMCACHE_DATA_DIR", "/var/cache/pmcache"),
+            ("PMCACHE_PYPI_ENABLED", "false"),
+            ("OTHER", "ignored"),
+        ]);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9001".parse().unwrap()),
+            data_dir: None,
+        };
+        let config = load(Some(&file), &environment, &flags).unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.data_dir, PathBuf::from("/var/cache/pmcache"));
+        assert_eq!(config.pypi.metadata_ttl, Duration::ZERO);
+        assert_eq!(config.pypi.upstream, "http://127.0.0.1:1/simple/");
+        assert!(!config.pypi.enabled);
+    }
+
+    #[test]
+    fn unknown_settings_are_refused_with_a_reason() {
+        let error = load(
+            None,
+            &env(&[("PMCACHE_PIPY_UPSTREAM", "x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("PMCACHE_PIPY_UPSTREAM"),
+            "{error}"
+        );
+        let error = load(
+            None,
+            &env(&[("PMCACHE_PYPI_TTL", "1m")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("ttl"), "{error:#}");
+    }
+}

@@ -1,0 +1,142 @@
+//! Routes requests to the frontend mounted at their path prefix, turns errors into a status and
+//! a one-line reason, and counts and logs every answer.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use pmcache_proxy::{self as proxy, Body, CACHE_HEADER};
+use pmcache_pypi as pypi;
+
+use crate::metrics::Metrics;
+
+/// A frontend, or why it is off.
+pub enum Mount<F> {
+    On(F),
+    Off(String),
+}
+
+/// Everything a request can reach.
+pub struct App {
+    pub pypi: Mount<pypi::Frontend>,
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// Answers one request; never fails (errors become responses).
+    pub async fn handle(&self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        let (parts, _body) = request.into_parts();
+        let path = parts.uri.path().to_owned();
+        let (ecosystem, response) = match mount_of(&path) {
+            Some(("pypi", rest)) => ("pypi", self.pypi(&parts, rest).await),
+            _ => ("none", self.own_route(&path)),
+        };
+        let cache = response
+            .headers()
+            .get(CACHE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        let status = response.status().as_u16();
+        self.metrics.observe(ecosystem, cache, status);
+        tracing::info!(
+            method = %parts.method, path = %path, status, ecosystem, cache,
+            elapsed_ms = started.elapsed().as_millis() as u64, "request"
+        );
+        Ok(response)
+    }
+
+    async fn pypi(&self, parts: &http::request::Parts, rest: &str) -> Response<Body> {
+        match &self.pypi {
+            Mount::On(frontend) => match frontend.handle(parts, rest).await {
+                Ok(response) => response,
+                Err(error) => failure(error.status(), &error, error.retry_after()),
+            },
+            Mount::Off(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+        }
+    }
+
+    fn own_route(&self, path: &str) -> Response<Body> {
+        match path {
+            "/healthz" => text(StatusCode::OK, "ok"),
+            "/metrics" => {
+                let mut response = Response::new(proxy::full(self.metrics.render()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "pmcache has no route {path}: it serves /pypi/simple/, /healthz and /metrics"
+                ),
+            ),
+        }
+    }
+}
+
+/// Splits `/pypi/simple/x/` into `("pypi", "/simple/x/")`.
+fn mount_of(path: &str) -> Option<(&'static str, &str)> {
+    ["pypi"].into_iter().find_map(|mount| {
+        let rest = path.strip_prefix('/')?.strip_prefix(mount)?;
+        (rest.is_empty() || rest.starts_with('/')).then_some((mount, rest))
+    })
+}
+
+/// An error response: the status, `Retry-After` where waiting helps, and the one-line reason.
+/// The full error chain goes to the log, never to the client.
+fn failure(
+    status: StatusCode,
+    error: &(dyn std::error::Error + 'static),
+    retry_after: Option<Duration>,
+) -> Response<Body> {
+    if status.is_server_error() {
+        tracing::warn!(error = %chain(error), "request failed");
+    }
+    let mut response = text(status, &error.to_string());
+    if let Some(after) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
+    }
+    response
+}
+
+fn text(status: StatusCode, reason: &str) -> Response<Body> {
+    let line = reason.lines().next().unwrap_or("");
+    let mut response = Response::new(proxy::full(format!("{line}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_match_whole_segments() {
+        assert_eq!(mount_of("/pypi/simple/"), Some(("pypi", "/simple/")));
+        assert_eq!(mount_of("/pypi"), Some(("pypi", "")));
+        assert_eq!(mount_of("/pypifoo"), None);
+        assert_eq!(mount_of("/healthz"), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! `pmcache serve`: opens the store, builds the frontends, listens, and shuts down gracefully on
+//! SIGTERM or Ctrl-C (in-flight requests get a grace period; batched bookkeeping is flushed).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use pmcache_proxy::Proxy;
+use pmcache_pypi as pypi;
+use pmcache_store::Store;
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::{App, Mount};
+
+/// How long in-flight requests may run on after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+/// How often batched last-access times are written to the index.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// Slow clients must send their request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let proxy = Proxy::new(store, &config.upstream)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let app = Arc::new(App {
+        pypi: pypi_mount(&config, &proxy, local).await,
+        metrics: Metrics::new(),
+    });
+    let flusher = tokio::spawn(flush_periodically(proxy.clone()));
+    // The first line on stdout tells scripts and tests where pmcache listens (port 0 picks one).
+    println!("pmcache listening on http://{local}");
+    tracing::info!(%local, data_dir = %config.data_dir.display(), "serving");
+    accept_until_shutdown(listener, app).await;
+    flusher.abort();
+    proxy.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let app = Arc::clone(&app);
+                let service = service_fn(move |request| {
+                    let app = Arc::clone(&app);
+                    async move { app.handle(request).await }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?GRACE, "in-flight requests did not finish in time");
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn flush_periodically(proxy: Proxy) {
+    let mut interval = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        interval.tick().await;
+        let flushing = proxy.clone();
+        match tokio::task::spawn_blocking(move || flushing.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not record access times"),
+            Err(error) => tracing::warn!(%error, "access-time flush task failed"),
+        }
+    }
+}
+
+/// The PyPI frontend, or the reason it is off (logged once, in one line naming the key to set).
+async fn pypi_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<pypi::Frontend> {
+    if !config.pypi.enabled {
+        return Mount::Off("the PyPI frontend is disabled (pypi.enabled = false)".to_owned());
+    }
+    let upstream = if config.pypi.upstream == "auto" {
+        let public_url = config.public_url.clone();
+        let discovered = tokio::task::spawn_blocking(move || {
+            pypi::discover::discover(&|url| is_self(url, local, public_url.as_ref()))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("discovery task failed: {e}")));
+        match discovered {
+            Ok(found) => {
+                tracing::info!(upstream = %found.url, source = %found.source, "PyPI upstream discovered");
+                found.url
+            }
+            Err(reason) => {
+                let message = format!(
+                    "the PyPI frontend is off: no upstream index found ({reason}); set pypi.upstream in the config or PMCACHE_PYPI_UPSTREAM"
+                );
+                tracing::error!("{message}");
+                return Mount::Off(message);
+            }
+        }
+    } else {
+        match pypi::discover::parse_index(&config.pypi.upstream) {
+            Some(url) => url,
+            None => {
+                let message = format!(
+                    "the PyPI frontend is off: pypi.upstream = {:?} is not an http(s) URL or \"auto\"",
+                    config.pypi.upstream
+                );
+                tracing::error!("{message}");
+                return Mount::Off(message);
+            }
+        }
+    };
+    tracing::info!(%upstream, "PyPI frontend on /pypi/");
+    Mount::On(pypi::Frontend::new(proxy.clone(), upstream, &config.pypi))
+}
+
+/// True when `url` points back at this pmcache (its listen address or public URL).
+fn is_self(url: &Url, local: SocketAddr, public_url: Option<&Url>) -> bool {
+    let same_port = url.port_or_known_default() == Some(local.port());
+    let local_host = match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || std::net::IpAddr::V4(ip) == local.ip(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || std::net::IpAddr::V6(ip) == local.ip(),
+        None => false,
+    };
+    let public = public_url.is_some_and(|public| {
+        public.host_str() == url.host_str()
+            && public.port_or_known_default() == url.port_or_known_default()
+    });
+    (same_port && local_host) || public
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_its_own_address() {
+        let local: SocketAddr = "127.0.0.1:7878".parse().unwrap();
+        let own = Url::parse("http://localhost:7878/pypi/simple/").unwrap();
+        let other = Url::parse("http://127.0.0.1:7879/simple/").unwrap();
+        assert!(is_self(&own, local, None));
+        assert!(!is_self(&other, local, None));
+        let public = Url::parse("https://cache.ci.example/").unwrap();
+        let via_public = Url::parse("https://cache.ci.example/pypi/simple/").unwrap();
+        assert!(is_self(&via_public, local, Some(&public)));
+    }
+}
