@@ -1,1 +1,4 @@
 //! End-to-end tests: real clients against pmcache and fixture upstreams on loopback.
+
+mod pypi;
+mod support;

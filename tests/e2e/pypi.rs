@@ -1,0 +1,688 @@
+//! PyPI end-to-end tests: real pip through pmcache against the fixture upstream (and, in
+//! `live_pypi_install`, against the index the local pip would use).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use tempfile::TempDir;
+
+use crate::support::dists::{APP, BIG, LIB_1_0, LIB_1_1, UTIL, dists};
+use crate::support::http;
+use crate::support::pip::Venv;
+use crate::support::pmcache::{self, Launch, Pmcache};
+use crate::support::pypi_upstream::{Fault, PageFormat, PypiUpstream};
+use crate::support::{sha256_hex, wait_until};
+
+/// The `Accept` header pip sends for project pages.
+const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
+/// How long a failed or aborted fill may take to clean its temp file up.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One test's world: a temp dir, the fixture upstream, and pmcache in front of it. Fields drop in
+/// order: pmcache first (printing its log), the temp dir last.
+struct Case {
+    pmcache: Pmcache,
+    upstream: PypiUpstream,
+    dir: TempDir,
+}
+
+impl Case {
+    /// The fixture in `format`, and pmcache with `PMCACHE_PYPI_METADATA_TTL=0s`.
+    fn start(format: PageFormat) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("pmcache-e2e-pypi-")
+            .tempdir()?;
+        let upstream = PypiUpstream::start(format)?;
+        let pmcache = serve(dir.path(), &upstream)?;
+        Ok(Self {
+            pmcache,
+            upstream,
+            dir,
+        })
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn index_url(&self) -> String {
+        self.pmcache.pypi_index_url()
+    }
+
+    /// A fresh venv in its own subdirectory.
+    fn venv(&self, name: &str) -> Result<Venv> {
+        Venv::create(&self.dir.path().join(name))
+    }
+
+    /// Starts pmcache again on the same data dir (the old process must be stopped).
+    fn restart(&mut self) -> Result<()> {
+        self.pmcache = serve(self.dir.path(), &self.upstream)?;
+        Ok(())
+    }
+
+    /// Installs demo-app into a fresh venv named `name` and checks what got installed.
+    fn install_demo_app(&self, name: &str) -> Result<()> {
+        let venv = self.venv(name)?;
+        venv.install(&self.index_url(), &["demo-app"])?
+            .ensure_success("pip install demo-app")?;
+        check_demo_app_imports(&venv)
+    }
+}
+
+fn serve(scratch: &Path, upstream: &PypiUpstream) -> Result<Pmcache> {
+    Pmcache::serve(
+        scratch,
+        &scratch.join("data"),
+        &[
+            ("PMCACHE_PYPI_UPSTREAM", &upstream.index_url()),
+            ("PMCACHE_PYPI_METADATA_TTL", "0s"),
+        ],
+    )
+}
+
+/// demo-app and its dependencies import, with demo_lib at the version `Demo.Lib>=1.1` selects.
+fn check_demo_app_imports(venv: &Venv) -> Result<()> {
+    let version = venv.python("import demo_app, demo_util, demo_lib; print(demo_lib.VERSION)")?;
+    ensure!(
+        version == "1.1.0",
+        "installed demo_lib is {version:?}, expected 1.1.0"
+    );
+    Ok(())
+}
+
+/// The file links of a project page, in page order, as written (HTML entities decoded).
+fn page_links(response: &http::Response) -> Result<Vec<String>> {
+    let content_type = response.header("content-type").unwrap_or_default();
+    if content_type.starts_with("application/vnd.pypi.simple.v1+json") {
+        let page: serde_json::Value = serde_json::from_slice(&response.body)?;
+        let files = page["files"]
+            .as_array()
+            .context("JSON page without files")?;
+        return files
+            .iter()
+            .map(|file| {
+                file["url"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .context("JSON file without url")
+            })
+            .collect();
+    }
+    let html = response.text();
+    let mut links = Vec::new();
+    let mut rest = html.as_str();
+    while let Some(start) = rest.find("href=\"") {
+        rest = &rest[start + "href=\"".len()..];
+        let end = rest.find('"').context("unterminated href")?;
+        links.push(rest[..end].replace("&amp;", "&"));
+        rest = &rest[end..];
+    }
+    Ok(links)
+}
+
+/// GETs the project page through pmcache as pip would ask for it.
+fn project_page(pmcache: &Pmcache, project: &str) -> Result<(String, http::Response)> {
+    project_page_as(pmcache, project, PIP_ACCEPT)
+}
+
+/// GETs the project page through pmcache with `accept`; it must answer 200.
+fn project_page_as(
+    pmcache: &Pmcache,
+    project: &str,
+    accept: &str,
+) -> Result<(String, http::Response)> {
+    let page_url = format!("{}{project}/", pmcache.pypi_index_url());
+    let response = http::get_with(&page_url, &[("accept", accept)])?;
+    ensure!(
+        response.status == 200,
+        "GET {page_url} (Accept: {accept}): {}",
+        response.describe()
+    );
+    Ok((page_url, response))
+}
+
+/// The absolute URL pmcache's page gives for `filename`, without its hash fragment.
+fn file_url(pmcache: &Pmcache, project: &str, filename: &str) -> Result<String> {
+    let (page_url, response) = project_page(pmcache, project)?;
+    let suffix = format!("/{filename}");
+    let link = page_links(&response)?
+        .into_iter()
+        .map(|link| link.split('#').next().unwrap_or_default().to_owned())
+        .find(|link| link.ends_with(&suffix))
+        .with_context(|| {
+            format!(
+                "{page_url} has no link to {filename}: {}",
+                response.describe()
+            )
+        })?;
+    Ok(if link.starts_with("http://") {
+        link
+    } else if link.starts_with('/') {
+        format!("{}{link}", pmcache.base_url())
+    } else {
+        format!("{page_url}{link}")
+    })
+}
+
+/// GETs `url` and fails unless the client sees a failed download: the connection dropped before
+/// a response, an error status, or a body that broke off; never a complete 200.
+fn ensure_failed_download(url: &str, what: &str) -> Result<()> {
+    match http::attempt(url)? {
+        http::Attempt::Dropped(_) => Ok(()),
+        http::Attempt::Response(response) => {
+            ensure!(
+                response.status != 200 || response.body_error.is_some(),
+                "{what}: GET {url} should fail, but got a complete {}",
+                response.describe()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Waits until no temp file is left in the store.
+fn wait_for_empty_tmp(data_dir: &Path) -> Result<()> {
+    wait_until(SETTLE_TIMEOUT, "the store's tmp/ to be empty", || {
+        Ok(pmcache::tmp_files(data_dir)?.is_empty())
+    })
+    .with_context(|| format!("left in tmp/: {:?}", pmcache::tmp_files(data_dir)))
+}
+
+/// None of `digests` is a blob in the store.
+fn ensure_not_stored(data_dir: &Path, digests: &[&str]) -> Result<()> {
+    let blobs = pmcache::blobs(data_dir)?;
+    for digest in digests {
+        ensure!(
+            !blobs.iter().any(|blob| blob == digest),
+            "blob {digest} was committed; blobs: {blobs:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Every one of `digests` is a blob in the store.
+fn ensure_stored(data_dir: &Path, digests: &[&str]) -> Result<()> {
+    let blobs = pmcache::blobs(data_dir)?;
+    for digest in digests {
+        ensure!(
+            blobs.iter().any(|blob| blob == digest),
+            "no blob {digest} in the store; blobs: {blobs:?}"
+        );
+    }
+    Ok(())
+}
+
+/// In both the JSON and the HTML representation, every file link of `project`'s page points at
+/// pmcache (`/pypi/files/<32 hex>/<filename>`), none at the upstream, and each file's published
+/// sha256 is kept.
+fn ensure_page_rewritten(pmcache: &Pmcache, project: &str) -> Result<()> {
+    let dists = dists()?;
+    let expected: Vec<&str> = dists
+        .of_project(project)
+        .iter()
+        .map(|dist| dist.filename.as_str())
+        .collect();
+    for accept in [PIP_ACCEPT, "text/html"] {
+        let (page_url, response) = project_page_as(pmcache, project, accept)?;
+        let links = page_links(&response)?;
+        let context = || format!("{page_url} (Accept: {accept}): {}", response.describe());
+        ensure!(
+            links.len() == expected.len(),
+            "links {links:?}, expected one per {expected:?}; {}",
+            context()
+        );
+        for link in &links {
+            let path = link.split('#').next().unwrap_or_default();
+            let id_and_name = path.strip_prefix("/pypi/files/").with_context(|| {
+                format!(
+                    "link {link} is not a root-relative /pypi/files/ URL; {}",
+                    context()
+                )
+            })?;
+            let (id, filename) = id_and_name
+                .split_once('/')
+                .with_context(|| format!("link {link}; {}", context()))?;
+            ensure!(
+                id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit()),
+                "link {link}: file id {id:?} is not 32 hex digits; {}",
+                context()
+            );
+            ensure!(
+                expected.contains(&filename),
+                "link {link} names no file of {project}; {}",
+                context()
+            );
+            ensure!(
+                response.text().contains(&dists.get(filename)?.sha256),
+                "the published sha256 of {filename} is missing; {}",
+                context()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// (a) pip downloads and installs demo-app (an sdist built by pip) with its dependencies through
+/// pmcache; every file has the published sha256 and went through pmcache's store.
+fn install_demo_app_through_pmcache(format: PageFormat) -> Result<()> {
+    let case = Case::start(format)?;
+    let dists = dists()?;
+    for project in ["demo-app", "demo-lib", "demo-util"] {
+        ensure_page_rewritten(&case.pmcache, project)?;
+    }
+
+    let venv = case.venv("client")?;
+    let downloads = case.dir.path().join("downloads");
+    venv.download(&case.index_url(), &downloads, &["demo-app"])?
+        .ensure_success("pip download demo-app")?;
+    let mut downloaded: Vec<String> = std::fs::read_dir(&downloads)?
+        .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_>>()?;
+    downloaded.sort();
+    let mut expected = vec![APP, LIB_1_1, UTIL];
+    expected.sort_unstable();
+    ensure!(
+        downloaded == expected,
+        "pip downloaded {downloaded:?}, expected {expected:?} (not {LIB_1_0})"
+    );
+    for filename in &downloaded {
+        let actual = sha256_hex(&std::fs::read(downloads.join(filename))?);
+        let published = &dists.get(filename)?.sha256;
+        ensure!(
+            &actual == published,
+            "{filename}: downloaded sha256 {actual}, published {published}"
+        );
+    }
+
+    venv.install(&case.index_url(), &["demo-app"])?
+        .ensure_success("pip install demo-app")?;
+    check_demo_app_imports(&venv)?;
+    let digests: Vec<&str> = expected
+        .iter()
+        .map(|name| Ok(dists.get(name)?.sha256.as_str()))
+        .collect::<Result<_>>()?;
+    ensure_stored(&case.data_dir(), &digests)
+}
+
+#[test]
+fn pip_installs_sdist_with_dependencies_html_upstream() -> Result<()> {
+    install_demo_app_through_pmcache(PageFormat::Html)
+}
+
+#[test]
+fn pip_installs_sdist_with_dependencies_json_upstream() -> Result<()> {
+    install_demo_app_through_pmcache(PageFormat::Json)
+}
+
+/// (b) A second install of the same set makes no request to the upstream files server.
+#[test]
+fn second_install_makes_zero_upstream_artifact_requests() -> Result<()> {
+    let case = Case::start(PageFormat::Json)?;
+    case.install_demo_app("first")?;
+    let mark = case.upstream.mark();
+
+    case.install_demo_app("second")?;
+    let lib_url = file_url(&case.pmcache, "demo-lib", LIB_1_1)?;
+    let response = http::get(&lib_url)?;
+    ensure!(
+        response.is_complete_ok(),
+        "GET {lib_url}: {}",
+        response.describe()
+    );
+    ensure!(
+        response.header("x-pmcache-cache") == Some("hit"),
+        "a cached wheel should be a cache hit: {}",
+        response.describe()
+    );
+
+    let requests = case.upstream.files_requests_since(mark);
+    ensure!(
+        requests == 0,
+        "the second install made {requests} upstream file requests:\n{}",
+        case.upstream.request_log()
+    );
+    Ok(())
+}
+
+/// (c) With the upstream stopped (connections refused), the same install succeeds from the cache.
+#[test]
+fn install_succeeds_from_cache_with_upstream_down() -> Result<()> {
+    let case = Case::start(PageFormat::Html)?;
+    case.install_demo_app("warm")?;
+
+    case.upstream.stop();
+    ensure!(
+        std::net::TcpStream::connect(case.upstream.index_addr()).is_err(),
+        "the stopped upstream still accepts connections"
+    );
+    case.install_demo_app("cold")?;
+
+    let (page_url, response) = project_page(&case.pmcache, "demo-lib")?;
+    ensure!(
+        response.header("x-pmcache-cache") == Some("stale"),
+        "{page_url} with the upstream down should be served stale: {}",
+        response.describe()
+    );
+
+    // Back up: the page is revalidated against the upstream again.
+    case.upstream.restart()?;
+    let mark = case.upstream.mark();
+    let (page_url, response) = project_page(&case.pmcache, "demo-lib")?;
+    ensure!(
+        response.header("x-pmcache-cache") != Some("stale")
+            && case.upstream.index_requests_since(mark) > 0,
+        "{page_url} once the upstream is back should be revalidated: {}",
+        response.describe()
+    );
+    Ok(())
+}
+
+/// (d) Bytes that do not match the page's sha256 fail the download and are never committed;
+/// once the upstream serves the right bytes, the install succeeds.
+#[test]
+fn corrupt_upstream_file_fails_and_is_not_committed() -> Result<()> {
+    let case = Case::start(PageFormat::Html)?;
+    let lib = dists()?.get(LIB_1_1)?;
+    let corrupt_sha256 = sha256_hex(&PypiUpstream::corrupted(lib));
+    case.upstream.set_fault(LIB_1_1, Fault::Corrupt);
+
+    let url = file_url(&case.pmcache, "demo-lib", LIB_1_1)?;
+    ensure_failed_download(&url, "corrupt upstream bytes")?;
+    let venv = case.venv("client")?;
+    let failed = venv
+        .install(&case.index_url(), &["demo-app"])?
+        .ensure_failure("pip install with a corrupt demo_lib wheel")?;
+    println!(
+        "pip install with a corrupt demo_lib wheel failed as it should:\n{}",
+        failed.output
+    );
+    ensure!(
+        case.upstream.artifact_requests(LIB_1_1) >= 2,
+        "pmcache never fetched the corrupt wheel"
+    );
+    wait_for_empty_tmp(&case.data_dir())?;
+    ensure_not_stored(&case.data_dir(), &[&corrupt_sha256, &lib.sha256])?;
+
+    case.upstream.clear_fault(LIB_1_1);
+    venv.install(&case.index_url(), &["demo-app"])?
+        .ensure_success("pip install after the upstream was fixed")?;
+    check_demo_app_imports(&venv)?;
+    ensure_stored(&case.data_dir(), &[&lib.sha256])
+}
+
+/// (e) An upstream connection cut half way through a file fails the client's download (direct
+/// GET and pip) and commits nothing; a later fetch works.
+#[test]
+fn upstream_cut_half_way_fails_download_and_commits_nothing() -> Result<()> {
+    let case = Case::start(PageFormat::Json)?;
+    let util = dists()?.get(UTIL)?;
+    case.upstream.set_fault(UTIL, Fault::Cut);
+
+    let url = file_url(&case.pmcache, "demo-util", UTIL)?;
+    ensure_failed_download(&url, "upstream cut half way")?;
+    wait_for_empty_tmp(&case.data_dir())?;
+    ensure_not_stored(&case.data_dir(), &[&util.sha256])?;
+
+    let venv = case.venv("client")?;
+    let failed = venv
+        .install(&case.index_url(), &["demo-app"])?
+        .ensure_failure("pip install with demo_util cut half way")?;
+    println!(
+        "pip install with demo_util cut half way failed as it should:\n{}",
+        failed.output
+    );
+    wait_for_empty_tmp(&case.data_dir())?;
+    ensure_not_stored(&case.data_dir(), &[&util.sha256])?;
+
+    case.upstream.clear_fault(UTIL);
+    let response = http::get(&url)?;
+    ensure!(
+        response.is_complete_ok(),
+        "GET {url} after the upstream recovered: {}",
+        response.describe()
+    );
+    ensure!(
+        sha256_hex(&response.body) == util.sha256,
+        "GET {url} served other bytes than published"
+    );
+    ensure_stored(&case.data_dir(), &[&util.sha256])
+}
+
+/// (f) 50 concurrent misses of one 20 MB file make one upstream fetch; every client gets the
+/// published bytes; pmcache's memory stays bounded.
+#[test]
+fn concurrent_misses_share_one_upstream_fetch() -> Result<()> {
+    const CLIENTS: usize = 50;
+    const PEAK_RSS_LIMIT: u64 = 100_000_000;
+    let case = Case::start(PageFormat::Json)?;
+    let big = dists()?.get(BIG)?;
+    case.upstream.set_fault(
+        BIG,
+        Fault::Throttle {
+            bytes_per_second: 8_000_000,
+        },
+    );
+    let url = file_url(&case.pmcache, "demo-big", BIG)?;
+
+    let results: Vec<Result<http::Digested>> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| scope.spawn(|| http::get_digest(&url)))
+            .collect();
+        clients
+            .into_iter()
+            .map(|client| {
+                client
+                    .join()
+                    .map_err(|_| anyhow!("client thread panicked"))?
+            })
+            .collect()
+    });
+    for (client, result) in results.into_iter().enumerate() {
+        let response = result.with_context(|| format!("client {client}"))?;
+        ensure!(
+            response.status == 200 && response.body_error.is_none(),
+            "client {client}: HTTP {} after {} bytes, error {:?}",
+            response.status,
+            response.length,
+            response.body_error
+        );
+        ensure!(
+            response.length == big.size && response.sha256 == big.sha256,
+            "client {client} got {} bytes with sha256 {}, published {} bytes with {}",
+            response.length,
+            response.sha256,
+            big.size,
+            big.sha256
+        );
+    }
+
+    let fetches = case.upstream.artifact_requests(BIG);
+    ensure!(
+        fetches == 1,
+        "{CLIENTS} concurrent misses made {fetches} upstream fetches"
+    );
+    let peak = case.pmcache.peak_rss_bytes()?;
+    println!(
+        "pmcache peak RSS (VmHWM) after {CLIENTS} concurrent 20 MB downloads: {:.1} MB",
+        peak as f64 / 1e6
+    );
+    ensure!(
+        peak < PEAK_RSS_LIMIT,
+        "pmcache peak RSS {peak} bytes is over {PEAK_RSS_LIMIT}"
+    );
+    Ok(())
+}
+
+/// (g) `kill -9` during a fill leaves a consistent store: `verify` passes, the next start sweeps
+/// tmp/, and the file is fetched again and served whole.
+#[test]
+fn kill_during_fill_leaves_consistent_store() -> Result<()> {
+    let mut case = Case::start(PageFormat::Html)?;
+    let big = dists()?.get(BIG)?;
+    case.upstream.set_fault(
+        BIG,
+        Fault::Throttle {
+            bytes_per_second: 1_000_000,
+        },
+    );
+    let url = file_url(&case.pmcache, "demo-big", BIG)?;
+    // The restarted pmcache listens on another port; the file's path must stay valid.
+    let path = url
+        .strip_prefix(case.pmcache.base_url())
+        .context("file URL outside pmcache")?
+        .to_owned();
+
+    let client = {
+        let url = url.clone();
+        std::thread::spawn(move || http::get_digest(&url))
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the upstream to send 1 MB of demo_big",
+        || Ok(case.upstream.bytes_sent(BIG) >= 1_000_000),
+    )?;
+    case.pmcache.kill9()?;
+    let interrupted = client
+        .join()
+        .map_err(|_| anyhow!("client thread panicked"))?;
+    if let Ok(response) = &interrupted {
+        ensure!(
+            response.status != 200 || response.body_error.is_some() || response.length < big.size,
+            "the client got the whole file although pmcache was killed mid-fill"
+        );
+    }
+    println!(
+        "left in tmp/ by kill -9: {:?}",
+        pmcache::tmp_files(&case.data_dir())?
+    );
+
+    let data_dir = case.data_dir();
+    let verified = pmcache::verify(case.dir.path(), &data_dir)?;
+    ensure!(
+        verified.status.success(),
+        "pmcache verify after kill -9 failed:\n{}",
+        verified.output()
+    );
+    println!("pmcache verify after kill -9:\n{}", verified.stdout.trim());
+
+    case.restart()?;
+    let leftovers = pmcache::tmp_files(&data_dir)?;
+    ensure!(
+        leftovers.is_empty(),
+        "temp files survived the restart: {leftovers:?}"
+    );
+
+    case.upstream.clear_fault(BIG);
+    let fetches_before = case.upstream.artifact_requests(BIG);
+    let url = format!("{}{path}", case.pmcache.base_url());
+    let response = http::get_digest(&url)?;
+    ensure!(
+        response.status == 200 && response.body_error.is_none() && response.sha256 == big.sha256,
+        "GET {url} after the restart: HTTP {}, {} bytes, sha256 {}, error {:?}",
+        response.status,
+        response.length,
+        response.sha256,
+        response.body_error
+    );
+    ensure!(
+        case.upstream.artifact_requests(BIG) > fetches_before,
+        "demo_big was served after the restart without being fetched again"
+    );
+
+    case.pmcache.stop()?;
+    let verified = pmcache::verify(case.dir.path(), &data_dir)?;
+    ensure!(
+        verified.status.success(),
+        "pmcache verify after the final stop failed:\n{}",
+        verified.output()
+    );
+    ensure_stored(&data_dir, &[&big.sha256])
+}
+
+/// (h) Against the index the local pip would use (upstream `auto`), pip installs two small real
+/// packages. Skips when that index cannot be reached from here.
+#[test]
+fn live_pypi_install() -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("pmcache-e2e-live-")
+        .tempdir()?;
+    let mut launch = Launch::serve(
+        dir.path(),
+        &dir.path().join("data"),
+        &[("PMCACHE_PYPI_METADATA_TTL", "0s")],
+    )?;
+    // `auto` must see what the local pip sees: the inherited environment (real HOME included),
+    // less any pmcache setting, with the harness's PATH and log settings on top.
+    let ours = std::mem::take(&mut launch.env);
+    launch.env = std::env::vars()
+        .filter(|(key, _)| !key.starts_with("PMCACHE_"))
+        .collect();
+    launch
+        .env
+        .extend(ours.into_iter().filter(|(key, _)| key != "HOME"));
+    let pmcache = Pmcache::spawn(launch)?;
+
+    let probe_url = format!("{}six/", pmcache.pypi_index_url());
+    let probe = http::get_with(&probe_url, &[("accept", PIP_ACCEPT)])?;
+    if matches!(probe.status, 502..=504) {
+        eprintln!(
+            "SKIP: live_pypi_install: the upstream pip would use is not reachable: {}",
+            probe.describe()
+        );
+        return Ok(());
+    }
+    ensure!(probe.status == 200, "GET {probe_url}: {}", probe.describe());
+
+    let venv = Venv::create(&dir.path().join("client"))?;
+    venv.install(&pmcache.pypi_index_url(), &["six", "idna"])?
+        .ensure_success("pip install six idna")?;
+    let versions = venv.python("import six, idna; print(six.__version__, idna.__version__)")?;
+    println!("installed through pmcache: six, idna = {versions}");
+    Ok(())
+}
+
+/// (i) `pmcache serve` with no flags and no PMCACHE_* variables serves on 127.0.0.1:7878 and
+/// finds the fixture through `PIP_INDEX_URL` (upstream `auto`).
+#[test]
+fn default_run_command() -> Result<()> {
+    const DEFAULT_ADDRESS: &str = "127.0.0.1:7878";
+    let dir = tempfile::Builder::new()
+        .prefix("pmcache-e2e-default-")
+        .tempdir()?;
+    drop(std::net::TcpListener::bind(DEFAULT_ADDRESS).map_err(|error| {
+        anyhow!(
+            "default_run_command needs {DEFAULT_ADDRESS}, the contract's default listen address, but it is taken \
+             ({error}); stop whatever listens there and run again"
+        )
+    })?);
+    let upstream = PypiUpstream::start(PageFormat::Html)?;
+    let mut launch = Launch::bare(dir.path(), &["serve"])?;
+    launch
+        .env
+        .push(("PIP_INDEX_URL".to_owned(), upstream.index_url()));
+    launch
+        .env
+        .push(("PIP_CONFIG_FILE".to_owned(), "/dev/null".to_owned()));
+    let pmcache = Pmcache::spawn(launch)?;
+    ensure!(
+        pmcache.base_url() == format!("http://{DEFAULT_ADDRESS}"),
+        "pmcache serve with no flags listens on {}, not {DEFAULT_ADDRESS}",
+        pmcache.base_url()
+    );
+
+    let health = http::get(&format!("{}/healthz", pmcache.base_url()))?;
+    ensure!(health.status == 200, "GET /healthz: {}", health.describe());
+
+    let venv = Venv::create(&dir.path().join("client"))?;
+    venv.install(&pmcache.pypi_index_url(), &["demo-app"])?
+        .ensure_success("pip install demo-app")?;
+    check_demo_app_imports(&venv)?;
+    if upstream.artifact_requests(LIB_1_1) == 0 {
+        bail!(
+            "pmcache did not fetch from the fixture found through PIP_INDEX_URL:\n{}",
+            upstream.request_log()
+        );
+    }
+    Ok(())
+}

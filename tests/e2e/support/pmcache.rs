@@ -1,0 +1,287 @@
+//! The pmcache process under test: spawn it, wait for its listening line, stop or kill it, and
+//! look into its data dir. Its stderr goes to a file that is printed when the handle is dropped
+//! (libtest shows it only for failing tests).
+
+use std::fs::File;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Finished, read_lossy, run_bounded};
+
+/// How long pmcache may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a SIGTERM may take to stop it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+const LISTENING_PREFIX: &str = "pmcache listening on ";
+
+/// How to start pmcache.
+pub struct Launch {
+    pub args: Vec<String>,
+    /// The complete environment: pmcache inherits nothing else.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Where its stderr log goes.
+    pub log: PathBuf,
+}
+
+impl Launch {
+    /// `pmcache serve --listen 127.0.0.1:0 --data-dir DATA_DIR`, run in `scratch` with HOME
+    /// `scratch/home`, logging to a new file in `scratch`, with `env` added to a minimal
+    /// environment.
+    pub fn serve(scratch: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        let data_dir = data_dir.to_str().context("data dir is not UTF-8")?;
+        let mut launch = Self::bare(
+            scratch,
+            &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+        )?;
+        launch.env.extend(
+            env.iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+        );
+        Ok(launch)
+    }
+
+    /// `pmcache ARGS` with only PATH, HOME (`scratch/home`), LANG and log settings set.
+    pub fn bare(scratch: &Path, args: &[&str]) -> Result<Self> {
+        static LOGS: AtomicUsize = AtomicUsize::new(0);
+        let home = scratch.join("home");
+        std::fs::create_dir_all(&home)?;
+        let home = home
+            .to_str()
+            .context("scratch dir is not UTF-8")?
+            .to_owned();
+        let log = scratch.join(format!(
+            "pmcache-{}.stderr.log",
+            LOGS.fetch_add(1, Ordering::Relaxed)
+        ));
+        Ok(Self {
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            env: vec![
+                ("PATH".to_owned(), super::subprocess_path()?),
+                ("HOME".to_owned(), home),
+                ("LANG".to_owned(), "C.UTF-8".to_owned()),
+                ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
+                // Plain log lines in the captured stderr file.
+                ("NO_COLOR".to_owned(), "1".to_owned()),
+                (
+                    "RUST_LOG".to_owned(),
+                    "info,pmcache=debug,pmcache_proxy=debug,pmcache_pypi=debug,pmcache_store=debug"
+                        .to_owned(),
+                ),
+            ],
+            cwd: scratch.to_owned(),
+            log,
+        })
+    }
+}
+
+/// A running (or stopped) pmcache serve process.
+pub struct Pmcache {
+    child: Child,
+    base_url: String,
+    log: PathBuf,
+}
+
+impl Pmcache {
+    /// Starts `pmcache serve` on port 0 with `env` (see [`Launch::serve`]).
+    pub fn serve(scratch: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        Self::spawn(Launch::serve(scratch, data_dir, env)?)
+    }
+
+    /// Starts pmcache and waits for `pmcache listening on URL` on its stdout.
+    pub fn spawn(launch: Launch) -> Result<Self> {
+        let mut child = Command::new(binary())
+            .args(&launch.args)
+            .env_clear()
+            .envs(launch.env.iter().map(|(key, value)| (key, value)))
+            .current_dir(&launch.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&launch.log)?)
+            .spawn()
+            .with_context(|| format!("spawning {}", binary()))?;
+        let stdout = child.stdout.take().context("pmcache stdout")?;
+        let (sender, receiver) = mpsc::channel();
+        // Reads the listening line, then keeps draining stdout so pmcache never blocks on it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix(LISTENING_PREFIX) {
+                    let _ = sender.send(url.trim().to_owned());
+                }
+            }
+        });
+        let mut pmcache = Self {
+            child,
+            base_url: String::new(),
+            log: launch.log,
+        };
+        match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(url) => {
+                pmcache.base_url = url.trim_end_matches('/').to_owned();
+                Ok(pmcache)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                "pmcache {:?} printed no `{LISTENING_PREFIX}URL` line within {START_TIMEOUT:?}; stderr:\n{}",
+                launch.args,
+                pmcache.log_text()
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = pmcache.child.wait()?;
+                bail!(
+                    "pmcache {:?} exited ({status}) before listening; stderr:\n{}",
+                    launch.args,
+                    pmcache.log_text()
+                )
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The index URL to give pip.
+    pub fn pypi_index_url(&self) -> String {
+        format!("{}/pypi/simple/", self.base_url)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident set size in bytes (`VmHWM` of `/proc/PID/status`).
+    pub fn peak_rss_bytes(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let line = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .context("no VmHWM in /proc/PID/status")?;
+        let kib: u64 = line.trim().trim_end_matches("kB").trim().parse()?;
+        Ok(kib * 1024)
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for it to exit.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed", self.pid());
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                self.kill9()?;
+                bail!(
+                    "pmcache did not stop within {STOP_TIMEOUT:?} of SIGTERM; stderr:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its stderr so far.
+    pub fn log_text(&self) -> String {
+        read_lossy(&self.log)
+    }
+}
+
+impl Drop for Pmcache {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        eprintln!(
+            "---- pmcache stderr ({}) ----\n{}---- end of pmcache stderr ----",
+            self.log.display(),
+            tail(&self.log_text(), 300)
+        );
+    }
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    let mut tail = all[start..].join("\n");
+    tail.push('\n');
+    tail
+}
+
+/// The pmcache binary Cargo built for this test run.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_pmcache")
+}
+
+/// `pmcache verify --data-dir DATA_DIR`, run to completion (pmcache must not be serving it).
+pub fn verify(scratch: &Path, data_dir: &Path) -> Result<Finished> {
+    let mut command = Command::new(binary());
+    command
+        .args(["verify", "--data-dir"])
+        .arg(data_dir)
+        .env_clear()
+        .current_dir(scratch);
+    command
+        .env("PATH", super::subprocess_path()?)
+        .env("HOME", scratch.join("home"));
+    run_bounded(command, &scratch.join("logs"), Duration::from_secs(60))
+}
+
+/// The sha256 names of every blob in the store (`DIR/blobs/xx/yy/<sha256>`).
+pub fn blobs(data_dir: &Path) -> Result<Vec<String>> {
+    Ok(files_under(&data_dir.join("blobs"))?
+        .iter()
+        .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+        .collect())
+}
+
+/// Every file under `DIR/tmp/`.
+pub fn tmp_files(data_dir: &Path) -> Result<Vec<PathBuf>> {
+    files_under(&data_dir.join("tmp"))
+}
+
+/// Every regular file below `dir`, recursively; none if `dir` does not exist.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error).with_context(|| format!("listing {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                pending.push(entry.path());
+            } else {
+                found.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
