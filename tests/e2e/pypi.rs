@@ -686,3 +686,105 @@ fn default_run_command() -> Result<()> {
     }
     Ok(())
 }
+
+/// The project page over the wire: negotiation by Accept and `?format=`, exact Content-Types,
+/// 304 on a matching ETag, gzip when accepted, redirects of other spellings, 404 for a project
+/// the upstream does not have, and the request counter on `/metrics`.
+#[test]
+fn project_pages_negotiate_revalidate_and_compress() -> Result<()> {
+    let case = Case::start(PageFormat::Json)?;
+    let page = format!("{}demo-lib/", case.index_url());
+
+    let json = http::get_with(&page, &[("Accept", PIP_ACCEPT)])?;
+    ensure!(json.status == 200, "{}", json.describe());
+    ensure!(json.header("content-type") == Some("application/vnd.pypi.simple.v1+json"));
+    ensure!(json.header("vary") == Some("Accept, Accept-Encoding"));
+    let document: serde_json::Value = serde_json::from_slice(&json.body)?;
+    ensure!(document["name"] == "demo-lib", "{document}");
+
+    let html = http::get_with(&page, &[("Accept", "text/html")])?;
+    ensure!(
+        html.header("content-type") == Some("text/html"),
+        "{}",
+        html.describe()
+    );
+    ensure!(html.text().contains("<a href=\"/pypi/files/"));
+    let by_query = http::get(&format!(
+        "{page}?format=application/vnd.pypi.simple.v1%2Bhtml"
+    ))?;
+    ensure!(by_query.header("content-type") == Some("application/vnd.pypi.simple.v1+html"));
+
+    let etag = json.header("etag").context("page without ETag")?.to_owned();
+    let revalidated = http::get_with(&page, &[("Accept", PIP_ACCEPT), ("If-None-Match", &etag)])?;
+    ensure!(revalidated.status == 304, "{}", revalidated.describe());
+    ensure!(revalidated.body.is_empty());
+
+    let gzipped = http::get_with(
+        &page,
+        &[("Accept", PIP_ACCEPT), ("Accept-Encoding", "gzip")],
+    )?;
+    ensure!(
+        gzipped.header("content-encoding") == Some("gzip"),
+        "{}",
+        gzipped.describe()
+    );
+    ensure!(gzipped.body.starts_with(&[0x1f, 0x8b]), "not a gzip body");
+
+    let moved = http::get(&format!("{}Demo.Lib", case.index_url()))?;
+    ensure!(moved.status == 301, "{}", moved.describe());
+    ensure!(moved.header("location") == Some("/pypi/simple/demo-lib/"));
+
+    let missing = http::get(&format!("{}no-such-project/", case.index_url()))?;
+    ensure!(missing.status == 404, "{}", missing.describe());
+    let invalid = http::get(&format!("{}bad%2e%2ename/", case.index_url()))?;
+    ensure!(invalid.status == 400, "{}", invalid.describe());
+
+    let metrics = http::get(&format!("{}/metrics", case.pmcache.base_url()))?.text();
+    ensure!(
+        metrics
+            .contains("pmcache_requests_total{ecosystem=\"pypi\",cache=\"miss\",status=\"200\"}"),
+        "metrics lack the pypi miss counter:\n{metrics}"
+    );
+    Ok(())
+}
+
+/// With the upstream down and nothing cached, the client gets a gateway error with a reason and
+/// a Retry-After: never a 404 it would take for "no such project".
+#[test]
+fn upstream_down_with_empty_cache_is_a_gateway_error() -> Result<()> {
+    let case = Case::start(PageFormat::Html)?;
+    case.upstream.stop();
+    let response = http::get(&format!("{}demo-lib/", case.index_url()))?;
+    ensure!(
+        matches!(response.status, 502..=504),
+        "{}",
+        response.describe()
+    );
+    ensure!(
+        response.header("retry-after").is_some(),
+        "{}",
+        response.describe()
+    );
+    let reason = response.text();
+    ensure!(
+        reason.lines().count() == 1 && reason.contains("could not be reached"),
+        "{reason:?}"
+    );
+    Ok(())
+}
+
+/// SIGTERM stops pmcache cleanly (exit status 0), and what it stored is consistent afterwards.
+#[test]
+fn sigterm_stops_gracefully() -> Result<()> {
+    let mut case = Case::start(PageFormat::Html)?;
+    case.install_demo_app("venv")?;
+    let status = case.pmcache.stop()?;
+    ensure!(status.success(), "pmcache exited with {status}");
+    let verified = pmcache::verify(case.dir.path(), &case.data_dir())?;
+    ensure!(
+        verified.status.success(),
+        "verify failed: {}",
+        verified.output()
+    );
+    Ok(())
+}
