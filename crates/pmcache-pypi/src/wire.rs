@@ -745,14 +745,14 @@ mod tests {
     fn html_relative_links_resolve_against_the_first_base() {
         let page = html(
             r#"<a href="a-1.tar.gz">x</a>
-               <base href="https://mirror.example/root/"><base href="https://ignored.example/">
+               <base href="https://mirror.example/base/"><base href="https://ignored.example/">
                <a href="../b-1.tar.gz">y</a>"#,
         );
         let urls: Vec<_> = page.files().iter().map(|f| f.url.as_str()).collect();
         assert_eq!(
             urls,
             [
-                "https://mirror.example/root/a-1.tar.gz",
+                "https://mirror.example/base/a-1.tar.gz",
                 "https://mirror.example/b-1.tar.gz"
             ]
         );
