@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use pmcache_store::{Digest, Table};
+use pmcache_store::{Digest, Store, Table};
 use url::Url;
 
 use crate::Proxy;
@@ -68,7 +68,7 @@ impl Proxy {
         let mut progress = self
             .inner
             .fills
-            .join(job, &self.inner.store, &self.inner.upstream);
+            .join(job, &self.inner.store, &self.inner.upstream)?;
         let length = inflight::started(&mut progress).await?;
         let mut headers = artifact_headers(request.content_type, CacheStatus::Miss);
         if let Some(length) = length {
@@ -87,23 +87,36 @@ impl Proxy {
         key: &str,
         request: &ArtifactRequest<'_>,
     ) -> Result<Option<Response<Body>>> {
-        let store = &self.inner.store;
-        let Some(record) = store.get::<ArtifactRecord>(Table::Artifacts, key)? else {
-            return Ok(None);
-        };
-        if request.source.checksum.is_some() && record.verified != request.source.checksum {
-            // The upstream now publishes another checksum for this URL: the stored bytes are
-            // not what it vouches for any more, so fetch and verify again.
-            tracing::warn!(url = %record.url, "published checksum changed; fetching again");
-            return Ok(None);
-        }
-        let Some(file) = store.open_blob(&record.digest)? else {
-            tracing::warn!(url = %record.url, digest = %record.digest, "blob missing; fetching again");
+        let checksum = request.source.checksum.as_ref();
+        let Some((record, file)) = stored(&self.inner.store, key, checksum)? else {
             return Ok(None);
         };
         let headers = artifact_headers(request.content_type, CacheStatus::Hit);
         serve::blob_response(file, &record.digest, record.size, request.client, headers).map(Some)
     }
+}
+
+/// The stored copy of an artifact, if there is one verified against `checksum` (the one now
+/// published) and its blob is still on disk.
+pub(crate) fn stored(
+    store: &Store,
+    key: &str,
+    checksum: Option<&Checksum>,
+) -> Result<Option<(ArtifactRecord, std::fs::File)>> {
+    let Some(record) = store.get::<ArtifactRecord>(Table::Artifacts, key)? else {
+        return Ok(None);
+    };
+    if checksum.is_some() && record.verified.as_ref() != checksum {
+        // The upstream now publishes another checksum for this URL: the stored bytes are not
+        // what it vouches for any more, so fetch and verify again.
+        tracing::warn!(url = %record.url, "published checksum changed; fetching again");
+        return Ok(None);
+    }
+    let Some(file) = store.open_blob(&record.digest)? else {
+        tracing::warn!(url = %record.url, digest = %record.digest, "blob missing; fetching again");
+        return Ok(None);
+    };
+    Ok(Some((record, file)))
 }
 
 fn artifact_headers(content_type: &'static str, cache: CacheStatus) -> HeaderMap {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -91,11 +91,16 @@ pub struct Document {
     ttl: Duration,
 }
 
-/// Per-document locks, so concurrent misses of one document make one upstream request.
+/// Per-document locks, so concurrent misses of one document make one upstream request, and the
+/// last failure of each, so requests that queued behind a failed refresh share its outcome.
 #[derive(Default)]
 pub(crate) struct DocumentLocks {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    failures: Mutex<HashMap<String, (Instant, Arc<Error>)>>,
 }
+
+/// How long a failure is remembered (only requests that were already waiting can use it).
+const FAILURE_MEMORY: Duration = Duration::from_secs(60);
 
 impl DocumentLocks {
     fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -103,11 +108,30 @@ impl DocumentLocks {
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         Arc::clone(locks.entry(key.to_owned()).or_default())
     }
+
+    /// The error of a refresh of `key` that failed after `since`.
+    fn failed_since(&self, key: &str, since: Instant) -> Option<Arc<Error>> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, error) = failures.get(key)?;
+        (*at >= since).then(|| Arc::clone(error))
+    }
+
+    fn record_failure(&self, key: &str, error: &Arc<Error>) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        failures.retain(|_, (at, _)| now.duration_since(*at) < FAILURE_MEMORY);
+        failures.insert(key.to_owned(), (now, Arc::clone(error)));
+    }
 }
 
 impl Proxy {
     /// Gets a document: fresh from the cache, revalidated, fetched and rendered, or stale when
     /// the upstream fails. `render` runs on the blocking pool, once per upstream version.
+    ///
+    /// Concurrent requests for one document make one upstream request: the first runs the
+    /// refresh on its own task (so a client that hangs up cannot cancel it half-way) and the
+    /// others wait for it; when it fails, they take the stale copy (or its error) at once
+    /// instead of each waiting out the same upstream fault again.
     pub async fn document<R>(&self, request: DocumentRequest, render: R) -> Result<Document>
     where
         R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
@@ -116,6 +140,7 @@ impl Proxy {
         if let Some(document) = self.fresh(&key, request.ttl)? {
             return Ok(document);
         }
+        let asked_at = Instant::now();
         let lock = self.inner.document_locks.get(&key);
         let _guard = lock.lock().await;
         // Another request may have refreshed it while this one waited.
@@ -123,21 +148,54 @@ impl Proxy {
             return Ok(document);
         }
         let cached = self.usable_record(&key)?;
-        match self.refresh(&key, &request, cached.as_ref(), render).await {
-            Ok(document) => Ok(document),
-            Err(error) if error.is_upstream_fault() && cached.is_some() => {
-                tracing::warn!(
-                    ecosystem = request.ecosystem, document = %request.key, %error,
-                    cache = "stale", "upstream failed; serving the cached copy"
-                );
+        let outcome = match self.inner.document_locks.failed_since(&key, asked_at) {
+            Some(error) => Err(Error::Shared(error)),
+            None => {
+                self.spawn_refresh(&key, request, cached.clone(), render)
+                    .await
+            }
+        };
+        match (outcome, cached) {
+            (Ok(document), _) => Ok(document),
+            (Err(error), Some(record)) if error.is_upstream_fault() => {
+                tracing::warn!(document = %key, %error, cache = "stale", "serving the cached copy");
+                // A stale copy must not be cached downstream as if it were fresh.
                 Ok(Document {
-                    record: cached.expect("checked above"),
+                    record,
                     cache: CacheStatus::Stale,
-                    ttl: request.ttl,
+                    ttl: Duration::ZERO,
                 })
             }
-            Err(error) => Err(error),
+            (Err(error), _) => Err(error),
         }
+    }
+
+    async fn spawn_refresh<R>(
+        &self,
+        key: &str,
+        request: DocumentRequest,
+        cached: Option<DocumentRecord>,
+        render: R,
+    ) -> Result<Document>
+    where
+        R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
+    {
+        let proxy = self.clone();
+        let task_key = key.to_owned();
+        let refresh = tokio::spawn(async move {
+            proxy
+                .refresh(&task_key, &request, cached.as_ref(), render)
+                .await
+        });
+        let outcome = refresh
+            .await
+            .map_err(|e| Error::Internal(format!("refresh task failed: {e}")))?;
+        outcome.map_err(|error| {
+            let error = Arc::new(error);
+            tracing::warn!(document = %key, %error, "upstream refresh failed");
+            self.inner.document_locks.record_failure(key, &error);
+            Error::Shared(error)
+        })
     }
 
     /// The source of an artifact a document advertised, by the id in its pmcache URL.
@@ -200,9 +258,16 @@ impl Proxy {
                     reason: "answered 304 to an unconditional request".to_owned(),
                 });
             };
+            // RFC 9111 §4.3.4: a 304 carries the current validators; keep them for next time.
             let mut record = cached.clone();
             record.fetched_at = now;
-            self.inner.store.put(Table::Documents, key, &record)?;
+            if let Some(etag) = fetched.header(header::ETAG) {
+                record.etag = Some(etag.to_owned());
+            }
+            if let Some(last_modified) = fetched.header(header::LAST_MODIFIED) {
+                record.last_modified = Some(last_modified.to_owned());
+            }
+            self.put_record(key, record.clone()).await?;
             return Ok(Document {
                 record,
                 cache: CacheStatus::Revalidated,
@@ -224,20 +289,23 @@ impl Proxy {
         };
         let store = self.inner.store.clone();
         let ecosystem = request.ecosystem;
-        let variants = tokio::task::spawn_blocking(move || {
+        let record_key = key.to_owned();
+        // Rendering, compressing and the index writes (each an fsync) stay off the runtime.
+        let record = tokio::task::spawn_blocking(move || {
             let rendering = render(document)?;
-            store_rendering(&store, ecosystem, rendering)
+            let variants = store_rendering(&store, ecosystem, rendering)?;
+            let record = DocumentRecord {
+                url: url.to_string(),
+                fetched_at: now,
+                etag,
+                last_modified,
+                variants,
+            };
+            store.put(Table::Documents, &record_key, &record)?;
+            Ok::<_, Error>(record)
         })
         .await
         .map_err(|e| Error::Internal(format!("render task failed: {e}")))??;
-        let record = DocumentRecord {
-            url: url.to_string(),
-            fetched_at: now,
-            etag,
-            last_modified,
-            variants,
-        };
-        self.inner.store.put(Table::Documents, key, &record)?;
         tracing::debug!(
             ecosystem,
             document = key,
@@ -249,6 +317,15 @@ impl Proxy {
             cache: CacheStatus::Miss,
             ttl: request.ttl,
         })
+    }
+
+    async fn put_record(&self, key: &str, record: DocumentRecord) -> Result<()> {
+        let store = self.inner.store.clone();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || store.put(Table::Documents, &key, &record))
+            .await
+            .map_err(|e| Error::Internal(format!("index task failed: {e}")))??;
+        Ok(())
     }
 
     /// Answers a client with one variant of a document: 304 when its `If-None-Match` names the

@@ -10,7 +10,9 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::stream;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, stream};
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
@@ -18,7 +20,7 @@ use pmcache_store::{Store, Table};
 use tokio::sync::watch;
 use url::Url;
 
-use crate::artifact::ArtifactRecord;
+use crate::artifact::{self, ArtifactRecord};
 use crate::body::{self, Body, CHUNK};
 use crate::checksum::{Checksum, Verifier};
 use crate::error::{Error, Result};
@@ -57,25 +59,40 @@ pub(crate) struct Fills {
 }
 
 impl Fills {
-    /// Joins the fill of `job.key`, starting it unless one is running.
+    /// Joins the fill of `job`, starting it unless one is running. Fills are keyed by artifact
+    /// and checksum, so a request that expects other bytes never joins a fill checked against
+    /// a stale checksum.
     pub(crate) fn join(
         self: &Arc<Self>,
         job: FillJob,
         store: &Store,
         upstream: &Upstream,
-    ) -> watch::Receiver<Progress> {
+    ) -> Result<watch::Receiver<Progress>> {
+        let flight = job.flight_key();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(progress) = running.get(&job.key) {
-            return progress.clone();
+        if let Some(progress) = running.get(&flight) {
+            return Ok(progress.clone());
+        }
+        // A fill that finished between the caller's look-up and this lock has already written
+        // its record (before leaving `running`): serve that instead of fetching again.
+        if let Some((record, file)) = artifact::stored(store, &job.key, job.checksum.as_ref())? {
+            let done = Progress::Done {
+                file: Arc::new(file),
+                size: record.size,
+            };
+            return Ok(watch::channel(done).1);
         }
         let (sender, receiver) = watch::channel(Progress::Connecting);
-        running.insert(job.key.clone(), receiver.clone());
+        running.insert(flight.clone(), receiver.clone());
         let fills = Arc::clone(self);
         let (store, upstream) = (store.clone(), upstream.clone());
         // The fill runs on its own task so that it completes (and the cache fills) even when
         // the client that started it goes away.
         tokio::spawn(async move {
-            let outcome = fill(&job, &store, &upstream, &sender).await;
+            let outcome = AssertUnwindSafe(fill(&job, &store, &upstream, &sender))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(Error::Internal("artifact fill panicked".to_owned())));
             let last = match outcome {
                 Ok(done) => done,
                 Err(error) => {
@@ -85,9 +102,18 @@ impl Fills {
             };
             sender.send_replace(last);
             let mut running = fills.running.lock().unwrap_or_else(|p| p.into_inner());
-            running.remove(&job.key);
+            running.remove(&flight);
         });
-        receiver
+        Ok(receiver)
+    }
+}
+
+impl FillJob {
+    fn flight_key(&self) -> String {
+        match &self.checksum {
+            Some(checksum) => format!("{}#{checksum}", self.key),
+            None => self.key.clone(),
+        }
     }
 }
 
@@ -118,6 +144,7 @@ async fn fill(
         .get(&job.url, &headers, job.allow_redirect.as_ref())
         .await?;
     let length = fetched.content_length();
+    let framed = fetched.is_framed();
     let mut temp = store.create_temp()?;
     let file = temp.shared_file();
     progress.send_replace(Progress::Streaming {
@@ -154,17 +181,28 @@ async fn fill(
             actual,
         });
     }
+    if job.checksum.is_none() && !framed {
+        // Nothing vouches for these bytes and a cut connection would look like this same
+        // ending: serve them, but never keep them.
+        tracing::warn!(url = %job.url, "no checksum and no length: served, not stored");
+        return Ok(Progress::Done { file, size });
+    }
     let committing = store.clone();
-    let (digest, size) = tokio::task::spawn_blocking(move || committing.commit(temp))
-        .await
-        .map_err(|e| Error::Internal(format!("commit task failed: {e}")))??;
-    let record = ArtifactRecord {
-        url: job.url.to_string(),
-        digest,
-        size,
-        verified: job.checksum.clone(),
-    };
-    store.put(Table::Artifacts, &job.key, &record)?;
+    let (key, url, verified) = (job.key.clone(), job.url.to_string(), job.checksum.clone());
+    // fsync, rename and the index write are blocking: keep them off the runtime.
+    let digest = tokio::task::spawn_blocking(move || {
+        let (digest, size) = committing.commit(temp)?;
+        let record = ArtifactRecord {
+            url,
+            digest,
+            size,
+            verified,
+        };
+        committing.put(Table::Artifacts, &key, &record)?;
+        Ok::<_, Error>(digest)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("commit task failed: {e}")))??;
     tracing::info!(url = %job.url, %digest, size, "artifact stored");
     Ok(Progress::Done { file, size })
 }

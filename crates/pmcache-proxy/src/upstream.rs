@@ -35,6 +35,7 @@ pub struct Fetched {
     pub url: Url,
     pub status: StatusCode,
     pub headers: HeaderMap,
+    version: http::Version,
     body: Incoming,
     read_timeout: Duration,
 }
@@ -143,6 +144,7 @@ impl Upstream {
             url,
             status,
             headers: parts.headers,
+            version: parts.version,
             body,
             read_timeout: self.read_timeout,
         })
@@ -224,7 +226,12 @@ impl Fetched {
         if !gzipped {
             return Ok(body.freeze());
         }
-        gunzip_bounded(&body, limit).map_err(|reason| match reason {
+        // Inflating up to `limit` bytes is seconds of CPU: keep it off the async workers.
+        let compressed = body.freeze();
+        let inflated = tokio::task::spawn_blocking(move || gunzip_bounded(&compressed, limit))
+            .await
+            .map_err(|e| Error::Internal(format!("gzip task failed: {e}")))?;
+        inflated.map_err(|reason| match reason {
             GunzipError::TooLarge => Error::TooLarge {
                 url: self.url.to_string(),
                 limit,
@@ -234,6 +241,16 @@ impl Fetched {
                 reason: format!("bad gzip encoding: {reason}"),
             },
         })
+    }
+
+    /// True when the body's end is marked by the protocol (a length, chunked coding or HTTP/2
+    /// framing), so that a cut connection cannot pass for a complete body.
+    pub fn is_framed(&self) -> bool {
+        self.version >= http::Version::HTTP_2
+            || self.content_length().is_some()
+            || self
+                .header(header::TRANSFER_ENCODING)
+                .is_some_and(|coding| coding.to_ascii_lowercase().contains("chunked"))
     }
 }
 

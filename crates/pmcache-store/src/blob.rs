@@ -76,7 +76,7 @@ impl Blobs {
         let parent = target
             .parent()
             .expect("a blob path always has a fan-out parent");
-        fs::create_dir_all(parent).map_err(io(parent))?;
+        self.create_fan_out(parent)?;
         if target.is_file() {
             // Same content already stored: content addressing makes the new copy redundant.
             temp.remove();
@@ -84,10 +84,24 @@ impl Blobs {
         }
         fs::rename(&temp.path, &target).map_err(io(&target))?;
         temp.committed = true;
-        File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io(parent))?;
+        sync_dir(parent)?;
         Ok((digest, size))
+    }
+
+    /// Creates `blobs/ab/cd` and makes each new directory entry durable, so that after a power
+    /// loss the index (which is fsynced) never names a blob whose directory vanished.
+    fn create_fan_out(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let upper = dir.parent().expect("a fan-out directory has a parent");
+        let upper_existed = upper.is_dir();
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        sync_dir(upper)?;
+        if !upper_existed {
+            sync_dir(&self.blobs)?;
+        }
+        Ok(())
     }
 
     /// Removes every temp file; called at start, before anything else can write.
@@ -122,6 +136,12 @@ impl Blobs {
         }
         Ok(found)
     }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(io(dir))
 }
 
 fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
