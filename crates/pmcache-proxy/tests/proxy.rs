@@ -1,0 +1,282 @@
+//! The proxy core against scripted upstreams on loopback: document freshness, revalidation and
+//! stale-if-error, and artifact fills that must not store what nothing vouches for.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use pmcache_proxy::{
+    ArtifactRequest, ArtifactSource, CacheStatus, Checksum, ClientRequest, Config, DocumentRequest,
+    Proxy, Rendering, Variant,
+};
+use pmcache_store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use url::Url;
+
+/// How the scripted upstream answers each request.
+#[derive(Clone, Copy)]
+enum Script {
+    /// 200 with an ETag, or 304 when the request carries `If-None-Match`.
+    Document,
+    /// Accept, read the request, never answer.
+    Stall,
+    /// 200 without Content-Length or chunking: the body ends when the connection closes.
+    Unframed,
+    /// 200 with a Content-Length.
+    Framed,
+}
+
+const BODY: &[u8] = b"artifact bytes";
+
+struct Upstream {
+    url: Url,
+    requests: Arc<AtomicUsize>,
+    conditional: Arc<AtomicUsize>,
+}
+
+async fn upstream(script: Script) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let conditional = Arc::new(AtomicUsize::new(0));
+    let (counted, revalidations) = (Arc::clone(&requests), Arc::clone(&conditional));
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (counted, revalidations) = (Arc::clone(&counted), Arc::clone(&revalidations));
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let answer: Vec<u8> = match script {
+                    Script::Stall => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
+                    Script::Document if head.contains("if-none-match: \"v1\"") => {
+                        revalidations.fetch_add(1, Ordering::SeqCst);
+                        b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\nconnection: close\r\n\r\n".to_vec()
+                    }
+                    Script::Document => {
+                        b"HTTP/1.1 200 OK\r\netag: \"v1\"\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: close\r\n\r\ndoc".to_vec()
+                    }
+                    Script::Unframed => [b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".as_slice(), BODY].concat(),
+                    Script::Framed => [
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", BODY.len()).as_bytes(),
+                        BODY,
+                    ]
+                    .concat(),
+                };
+                let _ = socket.write_all(&answer).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    Upstream {
+        url,
+        requests,
+        conditional,
+    }
+}
+
+fn proxy(dir: &std::path::Path) -> Proxy {
+    let config = Config {
+        read_timeout: Duration::from_millis(500),
+        ..Config::default()
+    };
+    Proxy::new(Store::open(dir).unwrap(), &config).unwrap()
+}
+
+fn document_request(url: &Url, ttl: Duration) -> DocumentRequest {
+    DocumentRequest {
+        ecosystem: "test",
+        key: "doc".to_owned(),
+        url: url.clone(),
+        accept: "*/*",
+        ttl,
+        allow_redirect: Arc::new(|_: &Url| false),
+    }
+}
+
+fn render_upper(document: pmcache_proxy::UpstreamDocument) -> pmcache_proxy::Result<Rendering> {
+    Ok(Rendering {
+        variants: vec![Variant {
+            name: "plain",
+            content_type: "text/plain",
+            body: document.body.to_ascii_uppercase(),
+        }],
+        sources: Vec::new(),
+    })
+}
+
+async fn body_of(proxy: &Proxy, document: &pmcache_proxy::Document) -> Bytes {
+    let headers = HeaderMap::new();
+    let client = ClientRequest {
+        head: false,
+        headers: &headers,
+    };
+    let response = proxy.respond(document, "plain", client, "Accept").unwrap();
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+#[tokio::test]
+async fn fresh_documents_are_served_without_asking_and_stale_ones_revalidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let upstream = upstream(Script::Document).await;
+
+    let first = proxy
+        .document(
+            document_request(&upstream.url, Duration::from_secs(600)),
+            render_upper,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.cache, CacheStatus::Miss);
+    assert_eq!(body_of(&proxy, &first).await, "DOC");
+    let second = proxy
+        .document(
+            document_request(&upstream.url, Duration::from_secs(600)),
+            render_upper,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.cache, CacheStatus::Hit);
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 1);
+
+    let revalidated = proxy
+        .document(
+            document_request(&upstream.url, Duration::ZERO),
+            render_upper,
+        )
+        .await
+        .unwrap();
+    assert_eq!(revalidated.cache, CacheStatus::Revalidated);
+    assert_eq!(upstream.conditional.load(Ordering::SeqCst), 1);
+    assert_eq!(body_of(&proxy, &revalidated).await, "DOC");
+}
+
+#[tokio::test]
+async fn requests_queued_behind_a_failed_refresh_share_its_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let good = upstream(Script::Document).await;
+    proxy
+        .document(document_request(&good.url, Duration::ZERO), render_upper)
+        .await
+        .unwrap();
+
+    let stalled = upstream(Script::Stall).await;
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        let proxy = proxy.clone();
+        let url = stalled.url.clone();
+        waiting.push(tokio::spawn(async move {
+            proxy
+                .document(document_request(&url, Duration::ZERO), render_upper)
+                .await
+                .map(|document| document.cache)
+        }));
+    }
+    for task in waiting {
+        assert_eq!(task.await.unwrap().unwrap(), CacheStatus::Stale);
+    }
+    assert_eq!(
+        stalled.requests.load(Ordering::SeqCst),
+        1,
+        "each queued request waited out the stalled upstream again"
+    );
+}
+
+#[tokio::test]
+async fn nothing_cached_and_upstream_failing_is_a_gateway_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let stalled = upstream(Script::Stall).await;
+    let error = proxy
+        .document(document_request(&stalled.url, Duration::ZERO), render_upper)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.status(), http::StatusCode::GATEWAY_TIMEOUT, "{error}");
+    assert!(error.retry_after().is_some());
+}
+
+async fn fetch_artifact(
+    proxy: &Proxy,
+    url: &Url,
+    checksum: Option<Checksum>,
+) -> (String, Result<Bytes, String>) {
+    let headers = HeaderMap::new();
+    let request = ArtifactRequest {
+        ecosystem: "test",
+        source: ArtifactSource {
+            url: url.join("file.bin").unwrap(),
+            checksum,
+        },
+        content_type: "application/octet-stream",
+        client: ClientRequest {
+            head: false,
+            headers: &headers,
+        },
+        allow_redirect: Arc::new(|_: &Url| false),
+    };
+    // A fill that fails before the response starts is an error response (502); one that fails
+    // later aborts the body. Either is a failed download.
+    let response = match proxy.artifact(request).await {
+        Ok(response) => response,
+        Err(error) => return ("error".to_owned(), Err(error.to_string())),
+    };
+    let cache = response.headers()[pmcache_proxy::CACHE_HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| e.to_string());
+    (cache, body)
+}
+
+#[tokio::test]
+async fn unframed_bodies_without_a_checksum_are_served_but_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let upstream = upstream(Script::Unframed).await;
+    for _ in 0..2 {
+        let (cache, body) = fetch_artifact(&proxy, &upstream.url, None).await;
+        assert_eq!(cache, "miss");
+        assert_eq!(body.unwrap(), BODY);
+    }
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn verified_artifacts_are_stored_and_mismatches_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let upstream = upstream(Script::Framed).await;
+    let right = Checksum::from_hex("sha256", &pmcache_store::Digest::of(BODY).to_hex());
+    let wrong = Checksum::from_hex("sha256", &pmcache_store::Digest::of(b"other").to_hex());
+
+    let (_, body) = fetch_artifact(&proxy, &upstream.url, wrong.clone()).await;
+    assert!(body.is_err(), "a mismatching body must fail, got {body:?}");
+    let (cache, body) = fetch_artifact(&proxy, &upstream.url, right.clone()).await;
+    assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("miss", BODY));
+    let (cache, body) = fetch_artifact(&proxy, &upstream.url, right).await;
+    assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("hit", BODY));
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 2);
+}
