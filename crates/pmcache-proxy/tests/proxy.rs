@@ -1,6 +1,8 @@
 //! The proxy core against scripted upstreams on loopback: document freshness, revalidation and
 //! stale-if-error, and artifact fills that must not store what nothing vouches for.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failures by design
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
