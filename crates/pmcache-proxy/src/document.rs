@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 use crate::freshness::{self, Freshness};
 use crate::serve::{self, CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
 
+/// Identifies the renderer: a new pmcache renders every document again.
+const RENDERER: &str = env!("CARGO_PKG_VERSION");
+
 /// Bodies smaller than this are not worth a gzip copy.
 const GZIP_THRESHOLD: usize = 1024;
 
@@ -66,6 +69,11 @@ pub(crate) struct DocumentRecord {
     fetched_at: u64,
     etag: Option<String>,
     last_modified: Option<String>,
+    /// sha256 of the upstream body this was rendered from, and the pmcache version that
+    /// rendered it: an unchanged body is not rendered again, even from an upstream that sends
+    /// no validators.
+    #[serde(default)]
+    rendered_from: Option<(Digest, String)>,
     variants: BTreeMap<String, StoredVariant>,
 }
 
@@ -290,31 +298,44 @@ impl Proxy {
         let store = self.inner.store.clone();
         let ecosystem = request.ecosystem;
         let record_key = key.to_owned();
+        let cached = cached.cloned();
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime.
-        let record = tokio::task::spawn_blocking(move || {
-            let rendering = render(document)?;
-            let variants = store_rendering(&store, ecosystem, rendering)?;
+        let (record, cache) = tokio::task::spawn_blocking(move || {
+            let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
+            let (variants, cache) = match cached {
+                Some(cached) if cached.rendered_from == rendered_from => {
+                    (cached.variants, CacheStatus::Revalidated)
+                }
+                _ => {
+                    let rendering = render(document)?;
+                    (
+                        store_rendering(&store, ecosystem, rendering)?,
+                        CacheStatus::Miss,
+                    )
+                }
+            };
             let record = DocumentRecord {
                 url: url.to_string(),
                 fetched_at: now,
                 etag,
                 last_modified,
+                rendered_from,
                 variants,
             };
             store.put(Table::Documents, &record_key, &record)?;
-            Ok::<_, Error>(record)
+            Ok::<_, Error>((record, cache))
         })
         .await
         .map_err(|e| Error::Internal(format!("render task failed: {e}")))??;
         tracing::debug!(
             ecosystem,
             document = key,
-            cache = "miss",
-            "document rendered and stored"
+            cache = cache.as_str(),
+            "document stored"
         );
         Ok(Document {
             record,
-            cache: CacheStatus::Miss,
+            cache,
             ttl: request.ttl,
         })
     }

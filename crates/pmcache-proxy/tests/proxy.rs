@@ -282,3 +282,38 @@ async fn verified_artifacts_are_stored_and_mismatches_are_not() {
     assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("hit", BODY));
     assert_eq!(upstream.requests.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn an_unchanged_body_is_not_rendered_again_without_validators() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    // `Framed` sends no ETag or Last-Modified, like the intermediaries some networks have.
+    let upstream = upstream(Script::Framed).await;
+    let renders = Arc::new(AtomicUsize::new(0));
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let counter = Arc::clone(&renders);
+        let document = proxy
+            .document(
+                document_request(&upstream.url, Duration::ZERO),
+                move |document| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    render_upper(document)
+                },
+            )
+            .await
+            .unwrap();
+        outcomes.push(document.cache);
+        assert_eq!(body_of(&proxy, &document).await, BODY.to_ascii_uppercase());
+    }
+    assert_eq!(
+        outcomes,
+        [
+            CacheStatus::Miss,
+            CacheStatus::Revalidated,
+            CacheStatus::Revalidated
+        ]
+    );
+    assert_eq!(renders.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 3);
+}
