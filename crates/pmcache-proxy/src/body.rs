@@ -66,3 +66,19 @@ pub(crate) async fn read_at(file: Arc<File>, offset: u64, want: u64) -> io::Resu
     .await
     .map_err(io::Error::other)?
 }
+
+/// Fails a relayed body whose next piece takes longer than `timeout`, so a stalled upstream
+/// cannot hold a client connection open for ever.
+pub(crate) fn with_idle_timeout(body: Body, timeout: std::time::Duration) -> Body {
+    let frames = stream::try_unfold(body, move |mut body| async move {
+        match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "upstream stalled mid-body",
+            )),
+            Ok(None) => Ok(None),
+            Ok(Some(frame)) => Ok(Some((frame?, body))),
+        }
+    });
+    StreamBody::new(frames).boxed_unsync()
+}

@@ -16,6 +16,8 @@ mod document;
 mod error;
 mod freshness;
 mod inflight;
+mod origin;
+mod passthrough;
 mod serve;
 mod upstream;
 
@@ -26,6 +28,8 @@ pub use config::Config;
 pub use document::{Document, DocumentRequest, Rendering, UpstreamDocument, Variant};
 pub use error::{Error, Result};
 pub use freshness::{Freshness, assess};
+pub use origin::{RedirectPolicy, client_origin, same_origin};
+pub use passthrough::PassThrough;
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
 pub use upstream::Upstream;
 

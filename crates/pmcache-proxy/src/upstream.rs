@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -24,7 +24,7 @@ const USER_AGENT: &str = concat!("pmcache/", env!("CARGO_PKG_VERSION"));
 /// A pooled upstream client shared by every frontend.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     read_timeout: Duration,
     max_document_size: u64,
 }
@@ -98,13 +98,26 @@ impl Upstream {
     }
 
     async fn send(&self, url: &Url, headers: &HeaderMap) -> Result<Response<Incoming>> {
-        let mut request =
-            Request::get(url.as_str())
-                .body(Empty::new())
-                .map_err(|e| Error::BadUpstreamUrl {
-                    url: url.to_string(),
-                    reason: e.to_string(),
-                })?;
+        self.request(Method::GET, url, headers, Bytes::new()).await
+    }
+
+    /// Sends one request as given (no redirects followed, any status returned): for the
+    /// pass-through endpoints that pmcache relays without caching.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Incoming>> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .body(Full::new(body))
+            .map_err(|e| Error::BadUpstreamUrl {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
         *request.headers_mut() = headers.clone();
         request
             .headers_mut()
@@ -117,6 +130,11 @@ impl Upstream {
             Ok(Err(error)) => Err(classify_client_error(url, &error)),
             Ok(Ok(response)) => Ok(response),
         }
+    }
+
+    /// The longest wait for headers or the next piece of a body.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
     }
 
     fn accept(&self, url: Url, response: Response<Incoming>) -> Result<Fetched> {

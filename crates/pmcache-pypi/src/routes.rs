@@ -1,8 +1,6 @@
 //! The `/pypi/` routes: the simple index root, project pages (HTML or JSON by negotiation),
 //! and the files and core-metadata they link to.
 
-use std::sync::Arc;
-
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -138,7 +136,7 @@ impl Frontend {
             url,
             accept: negotiate::UPSTREAM_ACCEPT,
             ttl: self.ttl,
-            allow_redirect: same_origin_as(&self.upstream),
+            allow_redirect: proxy::same_origin(&self.upstream),
         }
     }
 
@@ -180,7 +178,7 @@ impl Frontend {
                 .ok_or_else(|| Error::UnknownFile {
                     filename: filename.to_owned(),
                 })?;
-        let allow_redirect = same_origin_as(&source.url);
+        let allow_redirect = proxy::same_origin(&source.url);
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
             source,
@@ -238,12 +236,6 @@ fn strongest(hashes: &std::collections::BTreeMap<String, String>) -> Option<Chec
             .iter()
             .filter_map(|(algorithm, value)| Checksum::from_hex(algorithm, value)),
     )
-}
-
-/// Redirects are followed only within the origin that was asked.
-fn same_origin_as(url: &Url) -> Arc<dyn Fn(&Url) -> bool + Send + Sync> {
-    let origin = url.origin();
-    Arc::new(move |next: &Url| next.origin() == origin)
 }
 
 fn format_query(query: Option<&str>) -> Option<String> {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use pmcache_npm as npm;
 use pmcache_proxy as proxy;
 use pmcache_pypi as pypi;
 use url::Url;
@@ -15,7 +16,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 /// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
 /// Sections that environment variables may set (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 3] = ["log", "upstream", "pypi"];
+const SECTIONS: [&str; 4] = ["log", "upstream", "pypi", "npm"];
 const ENV_PREFIX: &str = "PMCACHE_";
 
 /// Everything pmcache can be told.
@@ -31,6 +32,7 @@ pub struct Config {
     pub log: LogConfig,
     pub upstream: proxy::Config,
     pub pypi: pypi::Config,
+    pub npm: npm::Config,
 }
 
 /// The `[log]` section.
@@ -61,6 +63,7 @@ impl Default for Config {
             log: LogConfig::default(),
             upstream: proxy::Config::default(),
             pypi: pypi::Config::default(),
+            npm: npm::Config::default(),
         }
     }
 }

@@ -4,9 +4,12 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use pmcache_npm as npm;
 use pmcache_proxy::{self as proxy, Body, CACHE_HEADER};
 use pmcache_pypi as pypi;
 
@@ -21,6 +24,7 @@ pub enum Mount<F> {
 /// Everything a request can reach.
 pub struct App {
     pub pypi: Mount<pypi::Frontend>,
+    pub npm: Mount<npm::Frontend>,
     pub metrics: Metrics,
 }
 
@@ -28,10 +32,12 @@ impl App {
     /// Answers one request; never fails (errors become responses).
     pub async fn handle(&self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
-        let (parts, _body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
-        let (ecosystem, response) = match mount_of(&path) {
-            Some(("pypi", rest)) => ("pypi", self.pypi(&parts, rest).await),
+        let (ecosystem, response) = match (mount_of(&path), read_body(&parts, body).await) {
+            (_, Err(response)) => ("none", response),
+            (Some(("pypi", rest)), Ok(_)) => ("pypi", self.pypi(&parts, rest).await),
+            (Some(("npm", rest)), Ok(body)) => ("npm", self.npm(&parts, body, rest).await),
             _ => ("none", self.own_route(&path)),
         };
         let cache = response
@@ -58,6 +64,16 @@ impl App {
         }
     }
 
+    async fn npm(&self, parts: &http::request::Parts, body: Bytes, rest: &str) -> Response<Body> {
+        match &self.npm {
+            Mount::On(frontend) => match frontend.handle(parts, body, rest).await {
+                Ok(response) => response,
+                Err(error) => failure(error.status(), &error, error.retry_after()),
+            },
+            Mount::Off(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+        }
+    }
+
     fn own_route(&self, path: &str) -> Response<Body> {
         match path {
             "/healthz" => text(StatusCode::OK, "ok"),
@@ -72,7 +88,7 @@ impl App {
             _ => text(
                 StatusCode::NOT_FOUND,
                 &format!(
-                    "pmcache has no route {path}: it serves /pypi/simple/, /healthz and /metrics"
+                    "pmcache has no route {path}: it serves /pypi/simple/, /npm/, /healthz and /metrics"
                 ),
             ),
         }
@@ -81,10 +97,32 @@ impl App {
 
 /// Splits `/pypi/simple/x/` into `("pypi", "/simple/x/")`.
 fn mount_of(path: &str) -> Option<(&'static str, &str)> {
-    ["pypi"].into_iter().find_map(|mount| {
+    ["pypi", "npm"].into_iter().find_map(|mount| {
         let rest = path.strip_prefix('/')?.strip_prefix(mount)?;
         (rest.is_empty() || rest.starts_with('/')).then_some((mount, rest))
     })
+}
+
+/// The largest request body accepted (npm audit posts the whole dependency tree).
+const MAX_REQUEST_BODY: usize = 16 << 20;
+
+/// The request body, for the few endpoints that relay one; a bounded read, so a client cannot
+/// make pmcache buffer without limit.
+async fn read_body(parts: &http::request::Parts, body: Incoming) -> Result<Bytes, Response<Body>> {
+    if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+        return Ok(Bytes::new());
+    }
+    match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body over the {MAX_REQUEST_BODY}-byte limit"),
+        )),
+        Err(error) => Err(text(
+            StatusCode::BAD_REQUEST,
+            &format!("could not read the request body: {error}"),
+        )),
+    }
 }
 
 /// An error response: the status, `Retry-After` where waiting helps, and the one-line reason.
@@ -137,6 +175,10 @@ mod tests {
         assert_eq!(mount_of("/pypi/simple/"), Some(("pypi", "/simple/")));
         assert_eq!(mount_of("/pypi"), Some(("pypi", "")));
         assert_eq!(mount_of("/pypifoo"), None);
+        assert_eq!(
+            mount_of("/npm/@scope%2fname"),
+            Some(("npm", "/@scope%2fname"))
+        );
         assert_eq!(mount_of("/healthz"), None);
     }
 }

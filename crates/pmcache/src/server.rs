@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use pmcache_npm as npm;
 use pmcache_proxy::Proxy;
 use pmcache_pypi as pypi;
 use pmcache_store::Store;
@@ -41,6 +42,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let app = Arc::new(App {
         pypi: pypi_mount(&config, &proxy, local).await,
+        npm: npm_mount(&config, &proxy, local).await,
         metrics: Metrics::new(),
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
@@ -136,41 +138,102 @@ async fn pypi_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<
     if !config.pypi.enabled {
         return Mount::Off("the PyPI frontend is disabled (pypi.enabled = false)".to_owned());
     }
-    let upstream = if config.pypi.upstream == "auto" {
-        let public_url = config.public_url.clone();
-        let discovered = tokio::task::spawn_blocking(move || {
-            pypi::discover::discover(&|url| is_self(url, local, public_url.as_ref()))
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("discovery task failed: {e}")));
+    let public_url = config.public_url.clone();
+    let discover = move || {
+        pypi::discover::discover(&|url| is_self(url, local, public_url.as_ref()))
+            .map(|found| (found.url, found.source))
+    };
+    let names = Names {
+        label: "PyPI",
+        key: "pypi",
+        mount: "/pypi/",
+    };
+    match resolve_upstream(
+        &names,
+        &config.pypi.upstream,
+        discover,
+        pypi::discover::parse_index,
+    )
+    .await
+    {
+        Ok(upstream) => Mount::On(pypi::Frontend::new(proxy.clone(), upstream, &config.pypi)),
+        Err(message) => Mount::Off(message),
+    }
+}
+
+/// The npm frontend, or the reason it is off.
+async fn npm_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<npm::Frontend> {
+    if !config.npm.enabled {
+        return Mount::Off("the npm frontend is disabled (npm.enabled = false)".to_owned());
+    }
+    let public_url = config.public_url.clone();
+    let discover = move || {
+        npm::discover::discover(&|url| is_self(url, local, public_url.as_ref()))
+            .map(|found| (found.url, found.source))
+    };
+    let names = Names {
+        label: "npm",
+        key: "npm",
+        mount: "/npm/",
+    };
+    match resolve_upstream(
+        &names,
+        &config.npm.upstream,
+        discover,
+        npm::discover::parse_registry,
+    )
+    .await
+    {
+        Ok(upstream) => Mount::On(npm::Frontend::new(
+            proxy.clone(),
+            upstream,
+            &config.npm,
+            config.public_url.clone(),
+        )),
+        Err(message) => Mount::Off(message),
+    }
+}
+
+/// How a frontend is named in log lines and error messages.
+struct Names {
+    label: &'static str,
+    key: &'static str,
+    mount: &'static str,
+}
+
+/// Resolves an `upstream` setting: `auto` through the frontend's discovery, else as a URL.
+/// On failure the message (logged once) says which key or variable to set.
+async fn resolve_upstream(
+    names: &Names,
+    setting: &str,
+    discover: impl FnOnce() -> Result<(Url, String), String> + Send + 'static,
+    parse: fn(&str) -> Option<Url>,
+) -> Result<Url, String> {
+    let Names { label, key, mount } = names;
+    let variable = format!("PMCACHE_{}_UPSTREAM", key.to_ascii_uppercase());
+    let resolved = if setting == "auto" {
+        let discovered = tokio::task::spawn_blocking(discover)
+            .await
+            .unwrap_or_else(|e| Err(format!("discovery task failed: {e}")));
         match discovered {
-            Ok(found) => {
-                tracing::info!(upstream = %found.url, source = %found.source, "PyPI upstream discovered");
-                found.url
+            Ok((url, source)) => {
+                tracing::info!(upstream = %url, %source, "{label} upstream discovered");
+                Ok(url)
             }
-            Err(reason) => {
-                let message = format!(
-                    "the PyPI frontend is off: no upstream index found ({reason}); set pypi.upstream in the config or PMCACHE_PYPI_UPSTREAM"
-                );
-                tracing::error!("{message}");
-                return Mount::Off(message);
-            }
+            Err(reason) => Err(format!(
+                "the {label} frontend is off: no upstream found ({reason}); set {key}.upstream in the config or {variable}"
+            )),
         }
     } else {
-        match pypi::discover::parse_index(&config.pypi.upstream) {
-            Some(url) => url,
-            None => {
-                let message = format!(
-                    "the PyPI frontend is off: pypi.upstream = {:?} is not an http(s) URL or \"auto\"",
-                    config.pypi.upstream
-                );
-                tracing::error!("{message}");
-                return Mount::Off(message);
-            }
-        }
+        parse(setting).ok_or_else(|| {
+            format!("the {label} frontend is off: {key}.upstream = {setting:?} is not an http(s) URL or \"auto\"")
+        })
     };
-    tracing::info!(%upstream, "PyPI frontend on /pypi/");
-    Mount::On(pypi::Frontend::new(proxy.clone(), upstream, &config.pypi))
+    match &resolved {
+        Ok(upstream) => tracing::info!(%upstream, "{label} frontend on {mount}"),
+        Err(message) => tracing::error!("{message}"),
+    }
+    resolved
 }
 
 /// True when `url` points back at this pmcache (its listen address or public URL).

@@ -1,0 +1,65 @@
+//! Relaying requests pmcache does not cache (search, security advisories): one upstream request
+//! per client request, the answer streamed back as it comes, nothing stored.
+
+use std::io;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, Response};
+use http_body_util::BodyExt;
+use url::Url;
+
+use crate::Proxy;
+use crate::body::Body;
+use crate::error::Result;
+
+/// Request headers worth relaying: content negotiation and the client's own credentials.
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::CONTENT_TYPE,
+    header::AUTHORIZATION,
+];
+
+/// Response headers that describe the relayed body (hop-by-hop ones are dropped).
+const FORWARDED_RESPONSE_HEADERS: [HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LENGTH,
+    header::RETRY_AFTER,
+];
+
+/// One request to relay.
+pub struct PassThrough<'a> {
+    pub method: Method,
+    pub url: Url,
+    pub headers: &'a HeaderMap,
+    pub body: Bytes,
+}
+
+impl Proxy {
+    /// Relays a request to the upstream and streams its answer back, whatever its status.
+    pub async fn pass_through(&self, request: PassThrough<'_>) -> Result<Response<Body>> {
+        let mut headers = HeaderMap::new();
+        for name in FORWARDED_REQUEST_HEADERS {
+            if let Some(value) = request.headers.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        let upstream = &self.inner.upstream;
+        let response = upstream
+            .request(request.method, &request.url, &headers, request.body)
+            .await?;
+        let (parts, incoming) = response.into_parts();
+        let timeout = upstream.read_timeout();
+        let body = incoming.map_err(io::Error::other).boxed_unsync();
+        let mut relayed = Response::new(crate::body::with_idle_timeout(body, timeout));
+        *relayed.status_mut() = parts.status;
+        for name in FORWARDED_RESPONSE_HEADERS {
+            if let Some(value) = parts.headers.get(&name) {
+                relayed.headers_mut().insert(name, value.clone());
+            }
+        }
+        Ok(relayed)
+    }
+}
