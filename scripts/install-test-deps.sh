@@ -20,3 +20,33 @@ if ((${#missing[@]})); then
 else
   echo "test tools present: python3, pip, venv"
 fi
+
+# --- npm end-to-end tests: Node and npm from Debian when missing, then yarn v1 and pnpm from the
+# npm registry into target/test-tools/ (project-local: the tests never use global copies). The
+# pnpm major must run on the machine's Node (pnpm 12 needs Node >= 18).
+YARN_VERSION=1.22.22
+PNPM_VERSION=12.21.0
+root="$(cd "$(dirname "$0")/.." && pwd)"
+tools="$root/target/test-tools"
+
+if ! node --version >/dev/null 2>&1 || ! npm --version >/dev/null 2>&1; then
+  echo "installing: nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+
+tool_version() { # tool_version NAME: the installed project-local version, or nothing
+  "$tools/node_modules/.bin/$1" --version 2>/dev/null || true
+}
+if [[ "$(tool_version yarn)" == "$YARN_VERSION" && "$(tool_version pnpm)" == "$PNPM_VERSION" ]]; then
+  echo "test tools present: yarn $YARN_VERSION, pnpm $PNPM_VERSION in target/test-tools"
+else
+  echo "installing into target/test-tools: yarn@$YARN_VERSION pnpm@$PNPM_VERSION"
+  mkdir -p "$tools"
+  # Run from the tools dir so no project .npmrc applies; the registry is the machine's npm default.
+  (cd "$tools" && npm install --no-save --prefix "$tools" --no-audit --no-fund \
+    --no-update-notifier --no-package-lock "yarn@$YARN_VERSION" "pnpm@$PNPM_VERSION")
+  [[ "$(tool_version yarn)" == "$YARN_VERSION" ]] || { echo "yarn $YARN_VERSION did not install" >&2; exit 1; }
+  [[ "$(tool_version pnpm)" == "$PNPM_VERSION" ]] || { echo "pnpm $PNPM_VERSION did not install" >&2; exit 1; }
+fi

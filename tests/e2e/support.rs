@@ -2,10 +2,15 @@
 //! bounded waits. Every server listens on 127.0.0.1, on port 0 unless a test says otherwise.
 
 pub mod dists;
+pub mod egress_trap;
 pub mod http;
+pub mod npm;
+pub mod npm_packages;
+pub mod npm_upstream;
 pub mod pip;
 pub mod pmcache;
 pub mod pypi_upstream;
+pub mod request;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,564 @@
+//! A fixture npm registry on loopback, under the path prefix `/registry/`, answering like the
+//! intermediary this machine reaches instead of the real registry: full packuments as
+//! `application/json` whatever the client accepts (never abbreviated documents), no `ETag`,
+//! `Last-Modified` or `Cache-Control`, and an empty 404 for unknown names. Tarball URLs in the
+//! packuments are absolute on the fixture and conventional (`<name>/-/<basename>-<version>.tgz`).
+//! It also answers `-/ping`, `-/v1/search` and the bulk advisories endpoint, which tests can turn
+//! off (404, as the intermediary does for search). It counts every request by kind and injects
+//! faults per tarball at run time: corrupted bytes or throttling, or a whole-server stop and
+//! restart on the same port.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Result;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::npm_packages::{Packages, Tarball, packages};
+
+/// The path prefix the registry lives under.
+const PREFIX: &str = "/registry/";
+/// Bytes per body frame; throttling paces frames.
+const CHUNK: usize = 64 * 1024;
+/// What the fixture answers on `-/v1/search`.
+pub const SEARCH_RESULT: &str = r#"{"objects":[{"package":{"name":"demo-left","version":"2.0.0","description":"A fixture dependency with several versions"},"score":{"final":1,"detail":{"quality":1,"popularity":1,"maintenance":1}},"searchScore":1}],"total":1,"time":"Sat Mar 01 2025 10:00:00 GMT+0000 (Coordinated Universal Time)"}"#;
+/// What the fixture answers on a bulk advisories POST.
+pub const ADVISORIES_RESULT: &str = r#"{"demo-left":[]}"#;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A fault the registry injects into one tarball's responses.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// The same number of bytes, some flipped: `integrity` and `shasum` no longer match.
+    Corrupt,
+    /// The body is paced to this rate.
+    Throttle { bytes_per_second: u64 },
+}
+
+/// What a request asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A packument, by decoded package name (known or not).
+    Packument(String),
+    /// A tarball, by file name.
+    Tarball(String),
+    /// `-/v1/search`.
+    Search,
+    /// `-/npm/v1/security/advisories/bulk`.
+    Advisories,
+    /// Anything else (`-/ping`, other paths, other methods).
+    Other,
+}
+
+/// One request as the registry saw it.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub method: Method,
+    /// Path and query, as sent.
+    pub target: String,
+    pub kind: Kind,
+    pub body: Bytes,
+}
+
+/// State shared by the server and the test.
+struct State {
+    packages: &'static Packages,
+    /// Each package's full packument, rendered once.
+    packuments: HashMap<String, Bytes>,
+    api_enabled: AtomicBool,
+    faults: Mutex<HashMap<String, Fault>>,
+    log: Mutex<Vec<Logged>>,
+}
+
+/// The running fixture. Dropping it stops the server and prints its request log.
+pub struct NpmUpstream {
+    state: Arc<State>,
+    addr: SocketAddr,
+    running: Mutex<Option<Running>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// The listening server and the way to stop it.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl NpmUpstream {
+    /// Starts the registry on `127.0.0.1:0`.
+    pub fn start() -> Result<Self> {
+        let packages = packages()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("npm-upstream")
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let base = format!("http://{addr}{PREFIX}");
+        let packuments = packages
+            .packages
+            .keys()
+            .map(|name| Ok((name.clone(), render_packument(packages, name, &base)?)))
+            .collect::<Result<_>>()?;
+        let state = Arc::new(State {
+            packages,
+            packuments,
+            api_enabled: AtomicBool::new(true),
+            faults: Mutex::default(),
+            log: Mutex::default(),
+        });
+        let upstream = Self {
+            state,
+            addr,
+            running: Mutex::default(),
+            runtime,
+        };
+        upstream.launch(listener);
+        Ok(upstream)
+    }
+
+    /// `http://127.0.0.1:PORT/registry/`: the registry base URL to configure as upstream.
+    pub fn registry_url(&self) -> String {
+        format!("http://{}{PREFIX}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The full packument of `name` exactly as the registry serves it.
+    pub fn packument(&self, name: &str) -> Option<Bytes> {
+        self.state.packuments.get(name).cloned()
+    }
+
+    /// Injects `fault` into every later response for the tarball `filename`.
+    pub fn set_fault(&self, filename: &str, fault: Fault) {
+        lock(&self.state.faults).insert(filename.to_owned(), fault);
+    }
+
+    /// Serves `filename` normally again.
+    pub fn clear_fault(&self, filename: &str) {
+        lock(&self.state.faults).remove(filename);
+    }
+
+    /// Whether `-/v1/search` and the advisories endpoint answer (else they 404).
+    pub fn set_api_enabled(&self, enabled: bool) {
+        self.state.api_enabled.store(enabled, Ordering::SeqCst);
+    }
+
+    /// The exact bytes served for `tarball` under [`Fault::Corrupt`].
+    pub fn corrupted(tarball: &Tarball) -> Bytes {
+        corrupt(&tarball.bytes)
+    }
+
+    /// A mark for the `*_since` counters: the number of requests seen so far.
+    pub fn mark(&self) -> usize {
+        lock(&self.state.log).len()
+    }
+
+    /// Every request after `mark`.
+    pub fn requests_since(&self, mark: usize) -> Vec<Logged> {
+        lock(&self.state.log)[mark..].to_vec()
+    }
+
+    /// Tarball requests (any file) after `mark`.
+    pub fn tarball_requests_since(&self, mark: usize) -> usize {
+        self.requests_since(mark)
+            .iter()
+            .filter(|logged| matches!(logged.kind, Kind::Tarball(_)))
+            .count()
+    }
+
+    /// Requests for the tarball `filename`, ever.
+    pub fn tarball_requests(&self, filename: &str) -> usize {
+        self.count(&Kind::Tarball(filename.to_owned()))
+    }
+
+    /// Requests for the packument of `name`, ever.
+    pub fn packument_requests(&self, name: &str) -> usize {
+        self.count(&Kind::Packument(name.to_owned()))
+    }
+
+    /// Requests of `kind`, ever.
+    pub fn count(&self, kind: &Kind) -> usize {
+        lock(&self.state.log)
+            .iter()
+            .filter(|logged| &logged.kind == kind)
+            .count()
+    }
+
+    /// Every request so far, one per line, for messages.
+    pub fn request_log(&self) -> String {
+        let mut text = String::new();
+        for logged in lock(&self.state.log).iter() {
+            let _ = writeln!(
+                text,
+                "{} {} ({:?}{})",
+                logged.method,
+                logged.target,
+                logged.kind,
+                if logged.body.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} body bytes", logged.body.len())
+                }
+            );
+        }
+        text
+    }
+
+    /// Closes the listener and every open connection: new connections are refused.
+    pub fn stop(&self) {
+        let running = lock(&self.running).take();
+        if let Some(running) = running {
+            self.runtime.block_on(async {
+                let _ = running.stop.send(true);
+                let _ = running.task.await;
+            });
+        }
+    }
+
+    /// Listens again on the same port after [`Self::stop`].
+    pub fn restart(&self) -> Result<()> {
+        let listener = self.runtime.block_on(TcpListener::bind(self.addr))?;
+        self.launch(listener);
+        Ok(())
+    }
+
+    fn launch(&self, listener: TcpListener) {
+        let (stop, stopped) = watch::channel(false);
+        let task = self
+            .runtime
+            .spawn(accept_loop(listener, Arc::clone(&self.state), stopped));
+        *lock(&self.running) = Some(Running { stop, task });
+    }
+}
+
+impl Drop for NpmUpstream {
+    fn drop(&mut self) {
+        self.stop();
+        eprintln!(
+            "---- fixture npm registry requests ----\n{}---- end of requests ----",
+            self.request_log()
+        );
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not hide the log from the others.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The full packument of `name`, shaped like the registry's (and the intermediary's, plus the
+/// fields the intermediary strips: `_rev`, `readme`, `maintainers`…), with tarball URLs on `base`.
+fn render_packument(packages: &Packages, name: &str, base: &str) -> Result<Bytes> {
+    let package = packages.package(name)?;
+    let mut versions = serde_json::Map::new();
+    let mut time = serde_json::Map::new();
+    time.insert("created".to_owned(), package.created.clone().into());
+    time.insert("modified".to_owned(), package.modified.clone().into());
+    for (version, tarball) in &package.versions {
+        let mut manifest = serde_json::json!({
+            "name": name,
+            "version": version,
+            "description": package.description,
+            "main": "index.js",
+            "license": "MIT",
+            "_id": format!("{name}@{version}"),
+            "_nodeVersion": "20.20.2",
+            "_npmVersion": "11.19.1",
+            "_npmUser": {"name": "demo"},
+            "_hasShrinkwrap": false,
+            "scripts": {"test": "node index.js"},
+            "dist": {
+                "integrity": tarball.integrity,
+                "shasum": tarball.shasum,
+                "tarball": format!("{base}{}", tarball.registry_path()),
+                "fileCount": tarball.file_count,
+                "unpackedSize": tarball.unpacked_size,
+            },
+        });
+        if !tarball.dependencies.is_empty() {
+            manifest["dependencies"] = serde_json::Value::Object(tarball.dependencies.clone());
+        }
+        versions.insert(version.clone(), manifest);
+        time.insert(version.clone(), tarball.time.clone().into());
+    }
+    let document = serde_json::json!({
+        "_id": name,
+        "_rev": "7-5a0d2c3e9b1f4a6c8d7e0f1a2b3c4d5e",
+        "name": name,
+        "description": package.description,
+        "dist-tags": package.dist_tags,
+        "versions": versions,
+        "time": time,
+        "maintainers": [{"name": "demo"}],
+        "license": "MIT",
+        "readme": format!("# {name}\n\n{}\n", package.description),
+        "readmeFilename": "README.md",
+    });
+    Ok(Bytes::from(serde_json::to_vec(&document)?))
+}
+
+/// Accepts connections until told to stop, then drops the listener and every connection.
+async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = Arc::clone(&state);
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(respond(&state, request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    connections.shutdown().await;
+}
+
+async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Body> {
+    let method = request.method().clone();
+    let target = request.uri().path_and_query().map_or_else(
+        || request.uri().path().to_owned(),
+        |target| target.to_string(),
+    );
+    let path = request.uri().path().to_owned();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let kind = classify(&path, &method);
+    lock(&state.log).push(Logged {
+        method: method.clone(),
+        target,
+        kind: kind.clone(),
+        body,
+    });
+    let mut response = match (&kind, &method) {
+        (Kind::Packument(name), &Method::GET | &Method::HEAD) => match state.packuments.get(name) {
+            Some(document) => json(StatusCode::OK, document.clone()),
+            None => status_only(StatusCode::NOT_FOUND),
+        },
+        (Kind::Tarball(_), &Method::GET | &Method::HEAD) => tarball_response(state, &path),
+        (Kind::Search, &Method::GET) if state.api_enabled.load(Ordering::SeqCst) => {
+            json(StatusCode::OK, Bytes::from_static(SEARCH_RESULT.as_bytes()))
+        }
+        (Kind::Advisories, &Method::POST) if state.api_enabled.load(Ordering::SeqCst) => json(
+            StatusCode::OK,
+            Bytes::from_static(ADVISORIES_RESULT.as_bytes()),
+        ),
+        (Kind::Other, &Method::GET | &Method::HEAD) if path == format!("{PREFIX}-/ping") => {
+            json(StatusCode::OK, Bytes::from_static(b"{}"))
+        }
+        (_, &Method::GET | &Method::HEAD | &Method::POST) => status_only(StatusCode::NOT_FOUND),
+        _ => status_only(StatusCode::METHOD_NOT_ALLOWED),
+    };
+    if method == Method::HEAD {
+        *response.body_mut() = empty_body();
+    }
+    response
+}
+
+/// What `path` asks for, by npm's URL rules (protocol brief section 3): below the prefix, `-/…`
+/// is an API endpoint, `<name>/-/<file>` a tarball, `<name>` a packument (`@scope/name` with the
+/// slash plain or escaped in either case).
+fn classify(path: &str, method: &Method) -> Kind {
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return Kind::Other;
+    };
+    if let Some(endpoint) = rest.strip_prefix("-/") {
+        return match (endpoint, method) {
+            ("v1/search", &Method::GET) => Kind::Search,
+            ("npm/v1/security/advisories/bulk", &Method::POST) => Kind::Advisories,
+            _ => Kind::Other,
+        };
+    }
+    let decoded = percent_decode(rest);
+    if let Some((_, file)) = decoded.split_once("/-/") {
+        return Kind::Tarball(file.to_owned());
+    }
+    let segments = decoded.split('/').count();
+    let scoped = decoded.starts_with('@');
+    if !decoded.is_empty() && (segments == 1 && !scoped || segments == 2 && scoped) {
+        Kind::Packument(decoded)
+    } else {
+        Kind::Other
+    }
+}
+
+/// Decodes every `%XX` escape once; anything malformed is kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escape = bytes
+            .get(index + 1..index + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[index], escape) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// The tarball at `path`, when it is exactly the URL its packument publishes (scope slash plain
+/// or escaped).
+fn tarball_response(state: &Arc<State>, path: &str) -> Response<Body> {
+    let decoded = percent_decode(path.strip_prefix(PREFIX).unwrap_or_default());
+    let Some((name, file)) = decoded.split_once("/-/") else {
+        return status_only(StatusCode::NOT_FOUND);
+    };
+    let Some(tarball) = state.packages.by_filename(name, file) else {
+        return status_only(StatusCode::NOT_FOUND);
+    };
+    let fault = lock(&state.faults).get(&tarball.filename).copied();
+    Response::builder()
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header(CONTENT_LENGTH, tarball.bytes.len())
+        .body(tarball_body(tarball, fault))
+        .expect("static headers are valid")
+}
+
+/// The tarball's body in frames of [`CHUNK`] bytes, with `fault` applied.
+fn tarball_body(tarball: &Tarball, fault: Option<Fault>) -> Body {
+    let (data, bytes_per_second) = match fault {
+        None => (tarball.bytes.clone(), None),
+        Some(Fault::Corrupt) => (corrupt(&tarball.bytes), None),
+        Some(Fault::Throttle { bytes_per_second }) => {
+            (tarball.bytes.clone(), Some(bytes_per_second.max(1)))
+        }
+    };
+    let started = tokio::time::Instant::now();
+    let frames = futures_util::stream::unfold(0usize, move |offset| {
+        let data = data.clone();
+        async move {
+            if offset >= data.len() {
+                return None;
+            }
+            if let Some(rate) = bytes_per_second {
+                let due = started + Duration::from_secs_f64(offset as f64 / rate as f64);
+                tokio::time::sleep_until(due).await;
+            }
+            let end = data.len().min(offset + CHUNK);
+            Some((Ok(Frame::data(data.slice(offset..end))), end))
+        }
+    });
+    BoxBody::new(StreamBody::new(frames))
+}
+
+/// Same length, a few bytes flipped (start, middle and end, so every digest changes).
+fn corrupt(bytes: &[u8]) -> Bytes {
+    let mut corrupted = bytes.to_vec();
+    let length = corrupted.len();
+    for index in [length / 3, length / 2, length.saturating_sub(2)] {
+        if let Some(byte) = corrupted.get_mut(index) {
+            *byte ^= 0xA5;
+        }
+    }
+    Bytes::from(corrupted)
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_LENGTH, body.len())
+        .body(Full::new(body).map_err(|never| match never {}).boxed())
+        .expect("static headers are valid")
+}
+
+fn empty_body() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn status_only(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(empty_body());
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_like_npm_urls() -> anyhow::Result<()> {
+        for (path, expected) in [
+            (
+                "/registry/demo-left",
+                Kind::Packument("demo-left".to_owned()),
+            ),
+            (
+                "/registry/@demo%2fscoped",
+                Kind::Packument("@demo/scoped".to_owned()),
+            ),
+            (
+                "/registry/@demo%2Fscoped",
+                Kind::Packument("@demo/scoped".to_owned()),
+            ),
+            (
+                "/registry/@demo/scoped",
+                Kind::Packument("@demo/scoped".to_owned()),
+            ),
+            (
+                "/registry/@demo/scoped/-/scoped-1.0.0.tgz",
+                Kind::Tarball("scoped-1.0.0.tgz".to_owned()),
+            ),
+            (
+                "/registry/demo-left/-/demo-left-1.2.0.tgz",
+                Kind::Tarball("demo-left-1.2.0.tgz".to_owned()),
+            ),
+            ("/registry/demo-left/1.2.0", Kind::Other),
+            ("/registry/-/v1/search", Kind::Search),
+            ("/elsewhere/demo-left", Kind::Other),
+        ] {
+            let kind = classify(path, &Method::GET);
+            anyhow::ensure!(
+                kind == expected,
+                "{path} -> {kind:?}, expected {expected:?}"
+            );
+        }
+        Ok(())
+    }
+}
