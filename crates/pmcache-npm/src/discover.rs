@@ -59,31 +59,6 @@ fn npm_registry(defaults_only: bool) -> Result<Url, String> {
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let text = text.trim();
-    parse_registry(text).ok_or_else(|| format!("npm's registry {text:?} is not an http(s) URL"))
-}
-
-/// A registry base URL, with the trailing slash that joins need.
-pub fn parse_registry(text: &str) -> Option<Url> {
-    let mut url = Url::parse(text).ok()?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return None;
-    }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Some(url)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registries_get_a_trailing_slash() {
-        let url = parse_registry("http://127.0.0.1:4873/prefix").unwrap();
-        assert_eq!(url.as_str(), "http://127.0.0.1:4873/prefix/");
-        assert_eq!(parse_registry("undefined"), None);
-        assert_eq!(parse_registry("file:///tmp/x"), None);
-    }
+    pmcache_proxy::base_url(text)
+        .ok_or_else(|| format!("npm's registry {text:?} is not an http(s) URL"))
 }

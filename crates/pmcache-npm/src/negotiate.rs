@@ -4,6 +4,8 @@
 //! Only a client that names the corgi type gets it: a missing `Accept`, `*/*` (yarn berry sends
 //! nothing) or a header pmcache cannot read all mean the full document, as at the registry.
 
+use pmcache_proxy::accept::{Specificity, is_type, media_ranges, quality};
+
 /// Which packument document a client gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Representation {
@@ -29,10 +31,6 @@ impl Representation {
     }
 }
 
-/// Bytes of `Accept` read; real clients send under 100. Longer headers are cut before the last
-/// complete entry, which keeps the work bounded whatever arrives.
-const MAX_ACCEPT_LEN: usize = 4096;
-
 /// Choose the representation for a request's `Accept` header.
 ///
 /// Abbreviated when the header names `application/vnd.npm.install-v1+json` with q > 0 and no
@@ -45,111 +43,19 @@ pub fn negotiate(accept: Option<&str>) -> Representation {
     let Some(accept) = accept else {
         return Representation::Full;
     };
-    let mut abbreviated: Option<u16> = None;
-    let mut full = FullQuality::default();
-    for range in bounded(accept).split(',').filter_map(MediaRange::parse) {
-        if range.is(ABBREVIATED_TYPE) {
-            abbreviated = abbreviated.max(Some(range.quality));
-        } else {
-            full.offer(&range);
-        }
-    }
-    match abbreviated {
-        Some(quality) if quality > 0 && quality >= full.quality() => Representation::Abbreviated,
-        _ => Representation::Full,
-    }
-}
-
-/// The header up to [`MAX_ACCEPT_LEN`], without an entry that the cut split in two.
-fn bounded(accept: &str) -> &str {
-    if accept.len() <= MAX_ACCEPT_LEN {
-        return accept;
-    }
-    let cut = &accept[..accept.floor_char_boundary(MAX_ACCEPT_LEN)];
-    cut.rfind(',').map_or("", |comma| &cut[..comma])
-}
-
-/// The q the full document gets from the most specific matching range seen so far.
-#[derive(Default)]
-struct FullQuality {
-    exact: Option<u16>,
-    application: Option<u16>,
-    any: Option<u16>,
-}
-
-impl FullQuality {
-    fn offer(&mut self, range: &MediaRange<'_>) {
-        let slot = if range.is(FULL_TYPE) {
-            &mut self.exact
-        } else if range.is("application/*") {
-            &mut self.application
-        } else if range.is("*/*") {
-            &mut self.any
-        } else {
-            return;
-        };
-        *slot = (*slot).max(Some(range.quality));
-    }
-
-    fn quality(&self) -> u16 {
-        self.exact.or(self.application).or(self.any).unwrap_or(0)
-    }
-}
-
-/// One `type/subtype;params` entry of an `Accept` header.
-struct MediaRange<'a> {
-    essence: &'a str,
-    /// q-value in thousandths, 0..=1000.
-    quality: u16,
-}
-
-impl<'a> MediaRange<'a> {
-    /// `None` for entries that are not media ranges or carry an unreadable q; garbage is
-    /// skipped, never fatal.
-    fn parse(entry: &'a str) -> Option<MediaRange<'a>> {
-        let mut parts = entry.split(';');
-        let essence = parts.next()?.trim();
-        if !essence.contains('/') {
-            return None;
-        }
-        let mut quality = 1000;
-        for parameter in parts {
-            let Some((key, value)) = parameter.split_once('=') else {
-                continue;
-            };
-            if key.trim().eq_ignore_ascii_case("q") {
-                quality = parse_quality(value.trim())?;
-                // Parameters after q are accept-extensions, not part of the range.
-                break;
-            }
-        }
-        Some(MediaRange { essence, quality })
-    }
-
-    /// Media types compare case-insensitively (RFC 9110 §8.3.1).
-    fn is(&self, essence: &str) -> bool {
-        self.essence.eq_ignore_ascii_case(essence)
-    }
-}
-
-/// An RFC 9110 qvalue (`0`, `0.8`, `1.0`) in thousandths; digits past the third are ignored
-/// rather than rejected, since clients are sloppy and the order still comes through.
-fn parse_quality(value: &str) -> Option<u16> {
-    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
-    let whole: u16 = match whole {
-        "0" => 0,
-        "1" => 1000,
-        _ => return None,
+    let ranges = media_ranges(accept);
+    let named = |essence: &'static str| move |top: &str, sub: &str| is_type(top, sub, essence);
+    let full = quality(&ranges, "application", named(FULL_TYPE)).map_or(0, |(q, _)| q);
+    // Wildcards never select the abbreviated document: only a client that names it gets it.
+    let abbreviated = match quality(&ranges, "application", named(ABBREVIATED_TYPE)) {
+        Some((quality, Specificity::Exact)) => quality,
+        _ => 0,
     };
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    if abbreviated > 0 && abbreviated >= full {
+        Representation::Abbreviated
+    } else {
+        Representation::Full
     }
-    let thousandths = fraction
-        .bytes()
-        .chain(std::iter::repeat(b'0'))
-        .take(3)
-        .fold(0u16, |sum, digit| sum * 10 + u16::from(digit - b'0'));
-    Some((whole + thousandths).min(1000))
 }
 
 #[cfg(test)]
@@ -225,21 +131,6 @@ mod tests {
         for (accept, expected) in cases {
             assert_eq!(negotiate(Some(accept)), expected, "{accept:?}");
         }
-    }
-
-    #[test]
-    fn quality_parsing() {
-        assert_eq!(parse_quality("1"), Some(1000));
-        assert_eq!(parse_quality("1.0"), Some(1000));
-        assert_eq!(parse_quality("1.5"), Some(1000));
-        assert_eq!(parse_quality("0.8"), Some(800));
-        assert_eq!(parse_quality("0.125"), Some(125));
-        assert_eq!(parse_quality("0.1259"), Some(125));
-        assert_eq!(parse_quality("0."), Some(0));
-        assert_eq!(parse_quality(""), None);
-        assert_eq!(parse_quality("-1"), None);
-        assert_eq!(parse_quality("0.x"), None);
-        assert_eq!(parse_quality("0.٣"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! only when their bytes match the checksum the upstream published. A client can only reach
 //! artifacts whose source a fetched document advertised, never an arbitrary URL.
 
+pub mod accept;
 mod artifact;
 mod body;
 mod checksum;
@@ -28,7 +29,7 @@ pub use config::Config;
 pub use document::{Document, DocumentRequest, Rendering, UpstreamDocument, Variant};
 pub use error::{Error, Result};
 pub use freshness::{Freshness, assess};
-pub use origin::{RedirectPolicy, client_origin, same_origin};
+pub use origin::{RedirectPolicy, base_url, client_origin, same_origin};
 pub use passthrough::PassThrough;
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
 pub use upstream::Upstream;

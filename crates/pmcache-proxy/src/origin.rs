@@ -16,6 +16,20 @@ pub fn same_origin(url: &Url) -> RedirectPolicy {
     Arc::new(move |next: &Url| next.origin() == origin)
 }
 
+/// An upstream base URL as configured or discovered: http(s) only, with the trailing slash that
+/// relative joins need (`…/simple` + `name/` must not lose `simple`).
+pub fn base_url(text: &str) -> Option<Url> {
+    let mut url = Url::parse(text.trim()).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Some(url)
+}
+
 /// `scheme://host[:port]` without a trailing slash, or None when the request names no usable
 /// host (HTTP/1.0 without `Host`, or a value that is not a host name).
 pub fn client_origin(headers: &HeaderMap, public_url: Option<&Url>) -> Option<String> {
@@ -75,6 +89,14 @@ mod tests {
             map.insert(*name, HeaderValue::from_static(value));
         }
         map
+    }
+
+    #[test]
+    fn base_urls_get_a_trailing_slash() {
+        let url = base_url("http://127.0.0.1:4873/prefix").unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:4873/prefix/");
+        assert_eq!(base_url("undefined"), None);
+        assert_eq!(base_url("file:///tmp/x"), None);
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub fn discover(is_self: &dyn Fn(&Url) -> bool) -> Result<Discovered, String> {
         ],
     )
     .ok_or("pip's built-in default index could not be read")?;
-    let url = parse_index(default.trim()).ok_or("pip's built-in default index is not a URL")?;
+    let url = pmcache_proxy::base_url(default.trim())
+        .ok_or("pip's built-in default index is not a URL")?;
     Ok(Discovered {
         url,
         source: "pip's built-in default".to_owned(),
@@ -61,22 +62,9 @@ pub fn configured_index(listing: &str) -> Option<(&'static str, Url)> {
             let value = value.trim().trim_matches(|c| c == '\'' || c == '"');
             // A multi-value setting lists one URL per line; the index is the first.
             let first = value.split_whitespace().next()?;
-            parse_index(first).map(|url| (*key, url))
+            pmcache_proxy::base_url(first).map(|url| (*key, url))
         })
     })
-}
-
-/// An index base URL, with the trailing slash that relative joins need.
-pub fn parse_index(text: &str) -> Option<Url> {
-    let mut url = Url::parse(text).ok()?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return None;
-    }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Some(url)
 }
 
 fn run(program: &str, args: &[&str]) -> Option<String> {

@@ -152,7 +152,7 @@ async fn pypi_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<
         &names,
         &config.pypi.upstream,
         discover,
-        pypi::discover::parse_index,
+        pmcache_proxy::base_url,
     )
     .await
     {
@@ -180,7 +180,7 @@ async fn npm_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<n
         &names,
         &config.npm.upstream,
         discover,
-        npm::discover::parse_registry,
+        pmcache_proxy::base_url,
     )
     .await
     {
