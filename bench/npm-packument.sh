@@ -1,0 +1,531 @@
+#!/usr/bin/env bash
+# Warm npm packument throughput: pmcache vs nginx serving the same bytes as a static file.
+#
+# Usage: bench/npm-packument.sh [-h|--help]
+#
+# Generates a deterministic ~30 MB packument, serves it as pmcache's npm upstream from a tiny
+# static server, warms pmcache, copies pmcache's exact response bodies (identity and gzip) into
+# an nginx document root (gzip_static), checks both servers return identical bytes, then runs
+# wrk against each for `Accept-Encoding: identity` and `Accept-Encoding: gzip` and prints
+# requests/s, latency and the pmcache/nginx ratios. Everything listens on 127.0.0.1 only and
+# every process started here is stopped on exit. See bench/README.md.
+#
+# Environment (all optional):
+#   PMCACHE_BIN            pmcache binary to use; default: `cargo build --release` in the repo
+#   BENCH_PACKAGE          package name                          (default pmcache-bench-big)
+#   BENCH_PACKUMENT_BYTES  size of the generated packument       (default 30000000)
+#   WRK_THREADS            wrk -t                                (default 2)
+#   WRK_CONNECTIONS        wrk -c                                (default 16)
+#   WRK_DURATION           wrk -d                                (default 10s)
+#   WRK_TIMEOUT            wrk --timeout, per request            (default 30s)
+#   BENCH_CASES            encodings to run                      (default "identity gzip")
+#   BENCH_GZIP_SOURCE      what nginx serves as the .gz: `pmcache` = pmcache's own gzip
+#                          body, byte-identical (default); `gzip9` = `gzip -k -9` of the
+#                          identity body (then only the decompressed bytes are compared)
+#   BENCH_STARTUP_TIMEOUT  seconds to wait for each server to listen   (default 60)
+#   BENCH_WARM_TIMEOUT     seconds allowed for the first (filling) GET (default 300)
+#   BENCH_RESULTS          also write the results as TSV to this file
+#   BENCH_KEEP_TMP=1       keep the temp dir (logs, bodies, nginx.conf) for inspection
+#   BENCH_NO_INSTALL=1     never run apt-get; fail if nginx or wrk is missing
+
+set -euo pipefail
+
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"
+    exit 0
+fi
+if [[ $# -gt 0 ]]; then
+    echo "usage: $0 [-h|--help]  (configure with environment variables, see --help)" >&2
+    exit 2
+fi
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+
+PACKAGE=${BENCH_PACKAGE:-pmcache-bench-big}
+PACKUMENT_BYTES=${BENCH_PACKUMENT_BYTES:-30000000}
+WRK_THREADS=${WRK_THREADS:-2}
+WRK_CONNECTIONS=${WRK_CONNECTIONS:-16}
+WRK_DURATION=${WRK_DURATION:-10s}
+WRK_TIMEOUT=${WRK_TIMEOUT:-30s}
+CASES=${BENCH_CASES:-identity gzip}
+GZIP_SOURCE=${BENCH_GZIP_SOURCE:-pmcache}
+STARTUP_TIMEOUT=${BENCH_STARTUP_TIMEOUT:-60}
+WARM_TIMEOUT=${BENCH_WARM_TIMEOUT:-300}
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+case $GZIP_SOURCE in pmcache | gzip9) ;; *) die "BENCH_GZIP_SOURCE must be pmcache or gzip9" ;; esac
+for c in $CASES; do
+    case $c in identity | gzip) ;; *) die "BENCH_CASES may hold only identity and gzip" ;; esac
+done
+
+# --- cleanup -------------------------------------------------------------------------------
+
+WORK=""
+PIDS=()          # every process started here, in start order
+PORTS=()         # every port something of ours listened on
+POLICY_RC_D=""   # set while we keep apt from starting services
+SUDO=""
+
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid ignored SIGTERM for 10 s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local status=$? i port
+    set +e
+    trap - EXIT INT TERM
+    if [[ -n $POLICY_RC_D ]]; then
+        $SUDO rm -f "$POLICY_RC_D"
+    fi
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${PIDS[i]}"
+    done
+    for port in "${PORTS[@]}"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            log "warning: something still listens on 127.0.0.1:$port"
+        fi
+    done
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ $status == 1 && -s $WORK/pmcache.err ]]; then
+            log "last lines of pmcache's log:"
+            tail -n 10 "$WORK/pmcache.err" >&2
+        fi
+        if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
+            log "kept $WORK"
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Polls `$@` until it succeeds or `timeout` seconds pass; fails early if `pid` dies.
+wait_for() {
+    local what=$1 timeout=$2 pid=$3
+    shift 3
+    local deadline=$((SECONDS + timeout))
+    until "$@"; do
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            die "$what exited before it was ready${WAIT_LOG:+: $(tail -n 5 "$WAIT_LOG" 2>/dev/null)}"
+        fi
+        ((SECONDS < deadline)) || die "$what not ready after ${timeout}s"
+        sleep 0.2
+    done
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# --- 1. tools ------------------------------------------------------------------------------
+
+have_gzip_static() { nginx -V 2>&1 | grep -q -- '--with-http_gzip_static_module'; }
+
+install_tools() {
+    local missing=()
+    command -v python3 >/dev/null || die "python3 is required"
+    command -v curl >/dev/null || missing+=(curl)
+    command -v gzip >/dev/null || missing+=(gzip)
+    command -v wrk >/dev/null || missing+=(wrk)
+    if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+        missing+=(nginx-light)
+    fi
+    if ((${#missing[@]} > 0)); then
+        [[ ${BENCH_NO_INSTALL:-0} != 1 ]] || die "missing: ${missing[*]} (BENCH_NO_INSTALL=1)"
+        if [[ $(id -u) != 0 ]]; then
+            command -v sudo >/dev/null || die "missing ${missing[*]}: install them or run as root"
+            SUDO=sudo
+        fi
+        log "installing ${missing[*]} from Debian"
+        # Debian's nginx package starts the system nginx on port 80 when installed; a
+        # policy-rc.d answering 101 keeps it stopped (only ours runs, on 127.0.0.1).
+        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+            POLICY_RC_D=/usr/sbin/policy-rc.d
+            printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY_RC_D" >/dev/null
+            $SUDO chmod 755 "$POLICY_RC_D"
+        fi
+        $SUDO env DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -q >&2 ||
+            die "apt-get update failed"
+        $SUDO env DEBIAN_FRONTEND=noninteractive timeout 900 \
+            apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+            die "apt-get install ${missing[*]} failed"
+        if [[ -n $POLICY_RC_D ]]; then
+            $SUDO rm -f "$POLICY_RC_D"
+            POLICY_RC_D=""
+        fi
+    fi
+    PATH=$PATH:/usr/sbin
+    command -v nginx >/dev/null || die "nginx not found after install"
+    command -v wrk >/dev/null || die "wrk not found after install"
+    have_gzip_static || die "this nginx lacks gzip_static (try: apt-get install nginx)"
+}
+
+# --- 1b. pmcache ---------------------------------------------------------------------------
+
+build_pmcache() {
+    if [[ -n ${PMCACHE_BIN:-} ]]; then
+        [[ -x $PMCACHE_BIN ]] || die "PMCACHE_BIN=$PMCACHE_BIN is not an executable"
+        return
+    fi
+    command -v cargo >/dev/null || die "cargo not found (or set PMCACHE_BIN)"
+    log "cargo build --release (first build takes several minutes on 2 cores)"
+    (cd "$ROOT" && cargo build --release >&2) || die "cargo build --release failed"
+    local target
+    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    PMCACHE_BIN=$target/release/pmcache
+    [[ -x $PMCACHE_BIN ]] || die "no binary at $PMCACHE_BIN after the build"
+}
+
+# --- 3. upstream ---------------------------------------------------------------------------
+
+start_upstream() {
+    mkdir -p "$WORK/upstream/registry"
+    python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$WORK/upstream" \
+        >"$WORK/upstream.log" 2>&1 &
+    UPSTREAM_PID=$!
+    PIDS+=("$UPSTREAM_PID")
+    WAIT_LOG=$WORK/upstream.log wait_for "upstream static server" "$STARTUP_TIMEOUT" "$UPSTREAM_PID" \
+        grep -qs 'Serving HTTP on .* port [0-9]' "$WORK/upstream.log"
+    UPSTREAM_PORT=$(sed -n 's/^Serving HTTP on .* port \([0-9]*\).*/\1/p' "$WORK/upstream.log" | head -n1)
+    PORTS+=("$UPSTREAM_PORT")
+    UPSTREAM=http://127.0.0.1:$UPSTREAM_PORT/registry/
+    log "upstream: $UPSTREAM (python3 -m http.server)"
+}
+
+generate_packument() {
+    local file=$WORK/upstream/registry/$PACKAGE
+    mkdir -p "$(dirname "$file")"
+    log "generating the packument of $PACKAGE (~$PACKUMENT_BYTES bytes)"
+    timeout 300 python3 "$HERE/gen_packument.py" --name "$PACKAGE" --tarball-base "$UPSTREAM" \
+        --target-bytes "$PACKUMENT_BYTES" --out "$file" 2>"$WORK/gen.log" ||
+        die "gen_packument.py failed: $(cat "$WORK/gen.log")"
+    GEN_SUMMARY=$(cat "$WORK/gen.log")
+    log "$GEN_SUMMARY"
+    curl -sf --max-time 30 -o /dev/null "${UPSTREAM}${PACKAGE}" || die "upstream does not serve it"
+}
+
+# --- 3b. pmcache ---------------------------------------------------------------------------
+
+start_pmcache() {
+    mkdir -p "$WORK/pmcache-data"
+    # pmcache refuses PMCACHE_* variables it does not know, and PMCACHE_BIN is ours.
+    env -u PMCACHE_BIN \
+        PMCACHE_NPM_UPSTREAM="$UPSTREAM" \
+        PMCACHE_NPM_METADATA_TTL=1h \
+        PMCACHE_PYPI_ENABLED=false \
+        "$PMCACHE_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/pmcache-data" \
+        >"$WORK/pmcache.out" 2>"$WORK/pmcache.err" &
+    PMCACHE_PID=$!
+    PIDS+=("$PMCACHE_PID")
+    WAIT_LOG=$WORK/pmcache.err wait_for pmcache "$STARTUP_TIMEOUT" "$PMCACHE_PID" \
+        grep -qs '^pmcache listening on http://127\.0\.0\.1:[0-9]' "$WORK/pmcache.out"
+    PMCACHE_PORT=$(sed -n 's|^pmcache listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' \
+        "$WORK/pmcache.out" | head -n1)
+    PORTS+=("$PMCACHE_PORT")
+    PMCACHE_URL=http://127.0.0.1:$PMCACHE_PORT/npm/$PACKAGE
+    log "pmcache: $PMCACHE_URL ($PMCACHE_BIN)"
+}
+
+# GET with the benchmark's headers. fetch URL ENCODING BODY_FILE HEADER_FILE [MAX_TIME]
+fetch() {
+    curl -sS --max-time "${5:-60}" -H 'Accept: application/json' -H "Accept-Encoding: $2" \
+        -o "$3" -D "$4" -w '%{http_code}' "$1"
+}
+
+header_of() { # header_of FILE NAME -> value of the last response's header, lowercased name
+    tr -d '\r' <"$1" | awk -v n="$(tr 'A-Z' 'a-z' <<<"$2")" '
+        /^HTTP\// { v = "" }
+        { split($0, kv, ":"); k = tolower(kv[1]) }
+        k == n { sub(/^[^:]*:[ \t]*/, ""); v = $0 }
+        END { print v }'
+}
+
+warm_pmcache() {
+    local code started=$SECONDS
+    mkdir -p "$WORK/bodies"
+    log "warming pmcache (first GET fills from the upstream)"
+    code=$(fetch "$PMCACHE_URL" identity "$WORK/bodies/fill" "$WORK/bodies/fill.h" "$WARM_TIMEOUT") ||
+        die "first GET failed "
+    [[ $code == 200 ]] || die "first GET answered $code: $(head -c 300 "$WORK/bodies/fill")"
+    FILL_SECONDS=$((SECONDS - started))
+    code=$(fetch "$PMCACHE_URL" gzip "$WORK/bodies/fill.gz" "$WORK/bodies/fill.gz.h") ||
+        die "first gzip GET failed"
+    [[ $code == 200 ]] || die "first gzip GET answered $code"
+    # The bodies nginx will serve: pmcache's own warm answers.
+    code=$(fetch "$PMCACHE_URL" identity "$WORK/bodies/pmcache.identity" "$WORK/bodies/pmcache.identity.h") ||
+        die "warm GET failed "
+    [[ $code == 200 ]] || die "warm GET answered $code"
+    [[ -z $(header_of "$WORK/bodies/pmcache.identity.h" content-encoding) ]] ||
+        die "pmcache answered Accept-Encoding: identity with a Content-Encoding"
+    code=$(fetch "$PMCACHE_URL" gzip "$WORK/bodies/pmcache.gzip" "$WORK/bodies/pmcache.gzip.h") ||
+        die "warm GET failed "
+    [[ $code == 200 ]] || die "warm gzip GET answered $code"
+    PMCACHE_GZIPS=0
+    if [[ $(header_of "$WORK/bodies/pmcache.gzip.h" content-encoding) == gzip ]]; then
+        PMCACHE_GZIPS=1
+        gzip -dc "$WORK/bodies/pmcache.gzip" | cmp -s - "$WORK/bodies/pmcache.identity" ||
+            die "pmcache's gzip body does not decompress to its identity body"
+    else
+        log "warning: pmcache did not gzip its answer to Accept-Encoding: gzip"
+    fi
+    python3 -c 'import json, sys; json.load(open(sys.argv[1], "rb"))' \
+        "$WORK/bodies/pmcache.identity" || die "pmcache's body is not JSON"
+    log "filled in ${FILL_SECONDS}s; identity $(stat -c %s "$WORK/bodies/pmcache.identity") bytes," \
+        "gzip $(stat -c %s "$WORK/bodies/pmcache.gzip") bytes," \
+        "cache header: $(header_of "$WORK/bodies/pmcache.identity.h" x-pmcache-cache)"
+}
+
+# --- 4. nginx ------------------------------------------------------------------------------
+
+start_nginx() {
+    local www=$WORK/www dir=$WORK/nginx file user_line=""
+    file=$www/npm/$PACKAGE
+    mkdir -p "$(dirname "$file")" "$dir/tmp"
+    cp "$WORK/bodies/pmcache.identity" "$file"
+    if [[ $GZIP_SOURCE == pmcache && $PMCACHE_GZIPS == 1 ]]; then
+        cp "$WORK/bodies/pmcache.gzip" "$file.gz"
+    else
+        gzip -k -9 -f "$file"
+    fi
+    NGINX_PORT=$(free_port)
+    # Workers drop to an unprivileged user when the master is root; ours must read the temp dir.
+    [[ $(id -u) != 0 ]] || user_line="user root;"
+    cat >"$dir/nginx.conf" <<EOF
+# Generated by bench/npm-packument.sh: a static copy of pmcache's warm answers.
+daemon off;
+$user_line
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events {
+    worker_connections 1024;
+}
+http {
+    types {}
+    default_type application/json;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/tmp/client;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $www;
+        location / {
+            gzip_static on;
+        }
+    }
+}
+EOF
+    nginx -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>"$dir/test.log" ||
+        die "nginx -t: $(cat "$dir/test.log")"
+    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    PORTS+=("$NGINX_PORT")
+    NGINX_URL=http://127.0.0.1:$NGINX_PORT/npm/$PACKAGE
+    WAIT_LOG=$dir/error.log wait_for nginx "$STARTUP_TIMEOUT" "$NGINX_PID" \
+        curl -sf --max-time 5 -o /dev/null -H 'Accept-Encoding: identity' "$NGINX_URL"
+    log "nginx: $NGINX_URL ($(nginx -v 2>&1 | sed 's/.*: //'), worker_processes auto)"
+}
+
+# --- 5. verify and measure -----------------------------------------------------------------
+
+verify_same_bytes() {
+    local enc srv code sums=() ce
+    for enc in $CASES; do
+        sums=()
+        for srv in pmcache nginx; do
+            local url=$PMCACHE_URL
+            [[ $srv == nginx ]] && url=$NGINX_URL
+            code=$(fetch "$url" "$enc" "$WORK/bodies/check.$srv.$enc" "$WORK/bodies/check.$srv.$enc.h") ||
+                die "GET $enc from $srv failed"
+            [[ $code == 200 ]] || die "$srv answered $code for $enc"
+            ce=$(header_of "$WORK/bodies/check.$srv.$enc.h" content-encoding)
+            if [[ $enc == gzip && $ce != gzip && ($srv == nginx || $PMCACHE_GZIPS == 1) ]]; then
+                die "$srv sent Content-Encoding '$ce' to Accept-Encoding: gzip"
+            fi
+            sums+=("$(sha256sum <"$WORK/bodies/check.$srv.$enc" | cut -d' ' -f1)")
+        done
+        if [[ ${sums[0]} == "${sums[1]}" ]]; then
+            log "verified $enc: identical bodies, sha256 ${sums[0]:0:16}…," \
+                "$(stat -c %s "$WORK/bodies/check.nginx.$enc") bytes"
+        elif [[ $enc == gzip ]] &&
+            cmp -s <(gzip -dc "$WORK/bodies/check.pmcache.$enc" 2>/dev/null ||
+                cat "$WORK/bodies/check.pmcache.$enc") <(gzip -dc "$WORK/bodies/check.nginx.$enc"); then
+            log "verified gzip: same content, different compressed bytes" \
+                "(pmcache $(stat -c %s "$WORK/bodies/check.pmcache.$enc")," \
+                "nginx $(stat -c %s "$WORK/bodies/check.nginx.$enc") bytes)"
+        else
+            die "pmcache and nginx differ for $enc (sha256 ${sums[0]} vs ${sums[1]})"
+        fi
+    done
+}
+
+# Seconds in a wrk duration such as 10s, 2m, 1h or 30.
+duration_seconds() {
+    local d=$1
+    case $d in
+    *h) echo $((${d%h} * 3600)) ;;
+    *m) echo $((${d%m} * 60)) ;;
+    *s) echo "${d%s}" ;;
+    *) echo "$d" ;;
+    esac
+}
+
+# CPU time (clock ticks) used so far by a process and its direct children (nginx's workers).
+cpu_ticks() {
+    local pid total=0 t
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || t=0
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
+# Percent of all CPUs busy during one second: other work on the machine skews every figure.
+busy_percent() {
+    local a b
+    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+        printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
+}
+
+run_wrk() { # run_wrk SERVER ENCODING URL PID
+    local out=$WORK/wrk.$1.$2.txt bound busy before after
+    bound=$(($(duration_seconds "$WRK_DURATION") + $(duration_seconds "$WRK_TIMEOUT") + 30))
+    busy=$(busy_percent)
+    log "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION: $1, Accept-Encoding: $2" \
+        "(CPU busy before: ${busy}%)"
+    before=$(cpu_ticks "$4")
+    timeout "$bound" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" \
+        --timeout "$WRK_TIMEOUT" --latency \
+        -H 'Accept: application/json' -H "Accept-Encoding: $2" "$3" >"$out" 2>&1 ||
+        die "wrk failed or overran ${bound}s: $(cat "$out")"
+    after=$(cpu_ticks "$4")
+    # req/s, MB/s, avg, p50, p90, p99, max (ms), requests, errors, server CPU ms per request,
+    # CPU busy % before the run
+    awk -v srv="$1" -v enc="$2" -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" \
+        -v busy="$busy" '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000
+            if (v ~ /ms$/) return v + 0
+            if (v ~ /m$/) return v * 60000
+            if (v ~ /s$/) return v * 1000
+            return v + 0
+        }
+        function mb(v) {
+            if (v ~ /GB$/) return v * 1024
+            if (v ~ /MB$/) return v + 0
+            if (v ~ /KB$/) return v / 1024
+            return v / 1048576
+        }
+        $1 == "Latency" && avg == "" { avg = ms($2); max = ms($4) }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "90%" { p90 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        $2 == "requests" && $3 == "in" { n = $1 }
+        /^Requests\/sec:/ { rps = $2 }
+        /^Transfer\/sec:/ { tps = mb($2) }
+        /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+        /Non-2xx or 3xx responses:/ { err += $5 }
+        END {
+            cpu = n > 0 ? 1000 * ticks / hz / n : 0
+            printf "%s\t%s\t%.1f\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.2f\t%d\n",
+                enc, srv, rps, tps, avg, p50, p90, p99, max, n, err + 0, cpu, busy
+        }' "$out" >>"$WORK/results.tsv"
+}
+
+report() {
+    local cpu
+    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+    echo
+    echo "npm packument benchmark: $PACKAGE, warm, wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION"
+    echo "  upstream document: $GEN_SUMMARY"
+    echo "  served: identity $(stat -c %s "$WORK/bodies/pmcache.identity") bytes," \
+        "gzip $(stat -c %s "$WORK/www/npm/$PACKAGE.gz") bytes (nginx .gz: $GZIP_SOURCE)"
+    echo "  machine: $(nproc) cores${cpu:+ ($cpu)}, $(uname -sr)"
+    echo "  pmcache: $PMCACHE_BIN; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), worker_processes auto"
+    echo
+    {
+        printf 'encoding\tserver\treq/s\tMB/s\tavg ms\tp50 ms\tp90 ms\tp99 ms\tmax ms\trequests\terrors\tCPU ms/req\tbusy%%\n'
+        cat "$WORK/results.tsv"
+    } | column -t -s $'\t'
+    echo
+    awk -F'\t' '
+        { rps[$1, $2] = $3; p50[$1, $2] = $6; p99[$1, $2] = $8; cpu[$1, $2] = $12; order[++k] = $1 }
+        END {
+            print "pmcache / nginx:"
+            for (i = 1; i <= k; i++) {
+                e = order[i]
+                if (done[e]++ || rps[e, "nginx"] == 0 || p50[e, "nginx"] == 0) continue
+                printf "  %-8s  req/s %.2fx   p50 latency %.2fx   p99 latency %.2fx", e,
+                    rps[e, "pmcache"] / rps[e, "nginx"], p50[e, "pmcache"] / p50[e, "nginx"],
+                    p99[e, "pmcache"] / p99[e, "nginx"]
+                if (cpu[e, "nginx"] > 0) printf "   server CPU/req %.2fx", cpu[e, "pmcache"] / cpu[e, "nginx"]
+                printf "\n"
+            }
+        }' "$WORK/results.tsv"
+    if awk -F'\t' '$11 > 0 { bad = 1 } END { exit !bad }' "$WORK/results.tsv"; then
+        echo "warning: some requests failed (errors column); see the wrk output with BENCH_KEEP_TMP=1"
+    fi
+    if awk -F'\t' '$13 > 20 { bad = 1 } END { exit !bad }' "$WORK/results.tsv"; then
+        echo "warning: the machine was busy before some runs (busy% column): other work skews these figures"
+    fi
+    if [[ -n ${BENCH_RESULTS:-} ]]; then
+        {
+            printf 'encoding\tserver\treq_per_s\tmb_per_s\tavg_ms\tp50_ms\tp90_ms\tp99_ms\tmax_ms\trequests\terrors\tserver_cpu_ms_per_req\tbusy_before_pct\n'
+            cat "$WORK/results.tsv"
+        } >"$BENCH_RESULTS"
+    fi
+}
+
+main() {
+    install_tools
+    build_pmcache
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/pmcache-bench.XXXXXX")
+    start_upstream
+    generate_packument
+    start_pmcache
+    warm_pmcache
+    start_nginx
+    verify_same_bytes
+    : >"$WORK/results.tsv"
+    local enc
+    for enc in $CASES; do
+        run_wrk pmcache "$enc" "$PMCACHE_URL" "$PMCACHE_PID"
+        run_wrk nginx "$enc" "$NGINX_URL" "$NGINX_PID"
+    done
+    if ! kill -0 "$PMCACHE_PID" 2>/dev/null; then die "pmcache died during the run"; fi
+    report
+}
+
+main
