@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use pmcache_npm as npm;
 use pmcache_proxy as proxy;
 use pmcache_pypi as pypi;
@@ -84,13 +84,23 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
 }
 
+/// A configuration and the `PMCACHE_*` variables that named no setting.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// Variables such as `PMCACHE_BIN` (a wrapper script's) or `PMCACHE_PORT` (which Kubernetes
+    /// injects for a service named pmcache): not settings, so reported and ignored rather than
+    /// fatal. A variable naming a section (`PMCACHE_PYPI_TTL`) is a typo and stays an error.
+    pub ignored_env: Vec<String>,
+}
+
 /// Builds the configuration from its four layers. `env` is the process environment (tests pass
 /// their own list instead of mutating the real one).
 pub fn load(
     file: Option<&Path>,
     env: &[(String, String)],
     flags: &Overrides,
-) -> anyhow::Result<Config> {
+) -> anyhow::Result<Loaded> {
     let mut table: toml::Table =
         toml::from_str(DEFAULT_TOML).context("the embedded default config is invalid")?;
     if let Some(path) = file {
@@ -100,8 +110,11 @@ pub fn load(
             .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
         merge(&mut table, layer);
     }
+    let mut ignored_env = Vec::new();
     for (name, value) in env.iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)) {
-        apply_env(&mut table, name, value)?;
+        if !apply_env(&mut table, name, value) {
+            ignored_env.push(name.clone());
+        }
     }
     let mut config: Config = toml::Value::Table(table)
         .try_into()
@@ -112,7 +125,10 @@ pub fn load(
     if let Some(data_dir) = &flags.data_dir {
         config.data_dir = data_dir.clone();
     }
-    Ok(config)
+    Ok(Loaded {
+        config,
+        ignored_env,
+    })
 }
 
 fn merge(base: &mut toml::Table, layer: toml::Table) {
@@ -128,13 +144,14 @@ fn merge(base: &mut toml::Table, layer: toml::Table) {
     }
 }
 
-/// `PMCACHE_PYPI_METADATA_TTL=1m` sets `[pypi] metadata_ttl = "1m"`.
-fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
+/// `PMCACHE_PYPI_METADATA_TTL=1m` sets `[pypi] metadata_ttl = "1m"`. False when the name is
+/// neither a top-level key nor in a section.
+fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> bool {
     let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
     let value = env_value(value);
     if TOP_LEVEL_KEYS.contains(&key.as_str()) {
         table.insert(key, value);
-        return Ok(());
+        return true;
     }
     for section in SECTIONS {
         if let Some(field) = key.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
@@ -143,15 +160,11 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if let toml::Value::Table(section_table) = entry {
                 section_table.insert(field.to_owned(), value);
-                return Ok(());
+                return true;
             }
         }
     }
-    bail!(
-        "unknown setting {name}: pmcache reads PMCACHE_<KEY> for {} and PMCACHE_<SECTION>_<KEY> for sections {}",
-        TOP_LEVEL_KEYS.join(", "),
-        SECTIONS.join(", ")
-    )
+    false
 }
 
 /// An environment value as TOML when it reads as a TOML scalar (`true`, `8`), else a string.
@@ -184,7 +197,7 @@ mod tests {
         let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
         assert_eq!(parsed, Config::default());
         assert_eq!(
-            load(None, &[], &Overrides::default()).unwrap(),
+            load(None, &[], &Overrides::default()).unwrap().config,
             Config::default()
         );
     }
@@ -192,7 +205,9 @@ mod tests {
     #[test]
     fn example_parses() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
-        let config = load(Some(&example), &[], &Overrides::default()).unwrap();
+        let config = load(Some(&example), &[], &Overrides::default())
+            .unwrap()
+            .config;
         assert_eq!(config, Config::default());
     }
 
@@ -215,7 +230,7 @@ mod tests {
             listen: Some("127.0.0.1:9001".parse().unwrap()),
             data_dir: None,
         };
-        let config = load(Some(&file), &environment, &flags).unwrap();
+        let config = load(Some(&file), &environment, &flags).unwrap().config;
         assert_eq!(config.listen.port(), 9001);
         assert_eq!(config.data_dir, PathBuf::from("/var/cache/pmcache"));
         assert_eq!(config.pypi.metadata_ttl, Duration::ZERO);
@@ -224,17 +239,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_settings_are_refused_with_a_reason() {
-        let error = load(
+    fn variables_naming_no_setting_are_ignored_but_typos_in_a_section_are_refused() {
+        let loaded = load(
             None,
-            &env(&[("PMCACHE_PIPY_UPSTREAM", "x")]),
+            &env(&[
+                ("PMCACHE_PORT", "tcp://10.0.0.1:7878"),
+                ("PMCACHE_BIN", "x"),
+            ]),
             &Overrides::default(),
         )
-        .unwrap_err();
-        assert!(
-            error.to_string().contains("PMCACHE_PIPY_UPSTREAM"),
-            "{error}"
-        );
+        .unwrap();
+        assert_eq!(loaded.config, Config::default());
+        assert_eq!(loaded.ignored_env, ["PMCACHE_PORT", "PMCACHE_BIN"]);
         let error = load(
             None,
             &env(&[("PMCACHE_PYPI_TTL", "1m")]),

@@ -6,6 +6,7 @@ mod metrics;
 mod router;
 mod server;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +48,7 @@ struct Settings {
 }
 
 impl Settings {
-    fn load(&self) -> anyhow::Result<Config> {
+    fn load(&self) -> anyhow::Result<config::Loaded> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         let flags = Overrides {
             listen: self.listen,
@@ -71,14 +72,20 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(settings) => {
-            let config = settings.load()?;
+            let config::Loaded {
+                config,
+                ignored_env,
+            } = settings.load()?;
             init_logging(&config);
+            for name in ignored_env {
+                tracing::warn!(variable = %name, "ignoring a PMCACHE_ variable that names no setting");
+            }
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(server::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify(settings) => verify(&settings.load()?),
+        Command::Verify(settings) => verify(&settings.load()?.config),
     }
 }
 
@@ -117,6 +124,7 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

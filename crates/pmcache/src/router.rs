@@ -49,7 +49,7 @@ impl App {
         self.metrics.observe(ecosystem, cache, status);
         tracing::info!(
             method = %parts.method, path = %path, status, ecosystem, cache,
-            elapsed_ms = started.elapsed().as_millis() as u64, "request"
+            headers_ms = started.elapsed().as_millis() as u64, "request"
         );
         Ok(response)
     }
