@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -16,7 +16,7 @@ use crate::support::npm::{Sandbox, default_registry};
 use crate::support::npm_packages::{BIG, LEFT, LEFT_RESOLVED, Packages, SCOPED, Tarball, packages};
 use crate::support::npm_upstream::{ADVISORIES_RESULT, Fault, Kind, NpmUpstream, SEARCH_RESULT};
 use crate::support::pmcache::{self, Launch, Pmcache};
-use crate::support::{request, run_bounded, sha256_hex, wait_until};
+use crate::support::{run_bounded, sha256_hex};
 
 /// The `Accept` npm (on the lockfile "inflate" path), pnpm and yarn v1 send for packuments.
 const CORGI_ACCEPT: &str =
@@ -40,8 +40,6 @@ const PROBE_SCRIPT: &str = "const scoped = require('@demo/scoped'); \
      const big = require('demo-big'); \
      console.log(JSON.stringify({scoped: scoped.version, left: scoped.left, big: big.version, \
      data: require('fs').realpathSync(big.dataPath)}));";
-/// How long a failed fill may take to clean its temp file up.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One test's world: a temp dir, the fixture registry, the egress trap, and pmcache in front of
 /// the registry. Fields drop in order: pmcache first (printing its log), the temp dir last.
@@ -129,7 +127,7 @@ impl Case {
     fn ensure_tree_stored(&self) -> Result<()> {
         let tree = packages()?.demo_tree()?;
         let digests: Vec<&str> = tree.iter().map(|tarball| tarball.sha256.as_str()).collect();
-        ensure_stored(&self.data_dir(), &digests)
+        pmcache::ensure_stored(&self.data_dir(), &digests)
     }
 }
 
@@ -219,54 +217,6 @@ fn ensure_lockfile(project: &Path, registry: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Every one of `digests` is a blob in the store.
-fn ensure_stored(data_dir: &Path, digests: &[&str]) -> Result<()> {
-    let blobs = pmcache::blobs(data_dir)?;
-    for digest in digests {
-        ensure!(
-            blobs.iter().any(|blob| blob == digest),
-            "no blob {digest} in the store; blobs: {blobs:?}"
-        );
-    }
-    Ok(())
-}
-
-/// None of `digests` is a blob in the store.
-fn ensure_not_stored(data_dir: &Path, digests: &[&str]) -> Result<()> {
-    let blobs = pmcache::blobs(data_dir)?;
-    for digest in digests {
-        ensure!(
-            !blobs.iter().any(|blob| blob == digest),
-            "blob {digest} was committed; blobs: {blobs:?}"
-        );
-    }
-    Ok(())
-}
-
-/// Waits until no temp file is left in the store.
-fn wait_for_empty_tmp(data_dir: &Path) -> Result<()> {
-    wait_until(SETTLE_TIMEOUT, "the store's tmp/ to be empty", || {
-        Ok(pmcache::tmp_files(data_dir)?.is_empty())
-    })
-    .with_context(|| format!("left in tmp/: {:?}", pmcache::tmp_files(data_dir)))
-}
-
-/// GETs `url` and fails unless the client sees a failed download: the connection dropped before
-/// a response, an error status, or a body that broke off; never a complete 200.
-fn ensure_failed_download(url: &str, what: &str) -> Result<()> {
-    match http::attempt(url)? {
-        http::Attempt::Dropped(_) => Ok(()),
-        http::Attempt::Response(response) => {
-            ensure!(
-                response.status != 200 || response.body_error.is_some(),
-                "{what}: GET {url} should fail, but got a complete {}",
-                response.describe()
-            );
-            Ok(())
-        }
-    }
 }
 
 /// The media type of `Content-Type`, without parameters.
@@ -468,7 +418,7 @@ fn corrupt_tarball_fails_install_and_is_not_stored() -> Result<()> {
     case.upstream.set_fault(&left.filename, Fault::Corrupt);
 
     let url = format!("{}{}", case.registry(), left.registry_path());
-    ensure_failed_download(&url, "corrupt upstream bytes")?;
+    http::ensure_failed_download(&url, "corrupt upstream bytes")?;
     let project = case.project("broken", None)?;
     let failed = case
         .sandbox("broken")?
@@ -483,12 +433,12 @@ fn corrupt_tarball_fails_install_and_is_not_stored() -> Result<()> {
         "pmcache never fetched the corrupt tarball:\n{}",
         case.upstream.request_log()
     );
-    wait_for_empty_tmp(&case.data_dir())?;
-    ensure_not_stored(&case.data_dir(), &[&corrupt_sha256, &left.sha256])?;
+    pmcache::wait_for_empty_tmp(&case.data_dir())?;
+    pmcache::ensure_not_stored(&case.data_dir(), &[&corrupt_sha256, &left.sha256])?;
 
     case.upstream.clear_fault(&left.filename);
     case.npm_install("fixed")?;
-    ensure_stored(&case.data_dir(), &[&left.sha256])?;
+    pmcache::ensure_stored(&case.data_dir(), &[&left.sha256])?;
     case.ensure_no_egress()
 }
 
@@ -507,44 +457,15 @@ fn concurrent_tarball_misses_share_one_upstream_fetch() -> Result<()> {
     );
     let url = format!("{}{}", case.registry(), big.registry_path());
 
-    let results: Vec<Result<http::Digested>> = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| scope.spawn(|| http::get_digest(&url)))
-            .collect();
-        clients
-            .into_iter()
-            .map(|client| {
-                client
-                    .join()
-                    .map_err(|_| anyhow!("client thread panicked"))?
-            })
-            .collect()
-    });
-    for (client, result) in results.into_iter().enumerate() {
-        let response = result.with_context(|| format!("client {client}"))?;
-        ensure!(
-            response.status == 200 && response.body_error.is_none(),
-            "client {client}: HTTP {} after {} bytes, error {:?}",
-            response.status,
-            response.length,
-            response.body_error
-        );
-        ensure!(
-            response.length == big.size && response.sha256 == big.sha256,
-            "client {client} got {} bytes with sha256 {}, published {} bytes with {}",
-            response.length,
-            response.sha256,
-            big.size,
-            big.sha256
-        );
-    }
+    let results = http::get_digest_concurrently(&url, CLIENTS);
+    http::ensure_all_published(results, big.size, &big.sha256)?;
     let fetches = case.upstream.tarball_requests(&big.filename);
     ensure!(
         fetches == 1,
         "{CLIENTS} concurrent misses made {fetches} upstream fetches:\n{}",
         case.upstream.request_log()
     );
-    ensure_stored(&case.data_dir(), &[&big.sha256])
+    pmcache::ensure_stored(&case.data_dir(), &[&big.sha256])
 }
 
 /// (5a) Packuments over the wire: full or abbreviated by `Accept` with the exact Content-Type,
@@ -712,7 +633,7 @@ fn packuments_negotiate_revalidate_and_compress() -> Result<()> {
         "the gzip body is another document: {decoded}"
     );
 
-    let head = request::send("HEAD", &url, &[("accept", FULL_TYPE)], b"")?;
+    let head = http::send("HEAD", &url, &[("accept", FULL_TYPE)], b"")?;
     ensure!(
         head.status == 200 && media_type(&head) == FULL_TYPE && head.body.is_empty(),
         "HEAD {url}: {}",
@@ -765,7 +686,7 @@ fn scoped_names_and_tarball_urls_follow_the_host() -> Result<()> {
 
     let url = format!("{}@demo%2fscoped", case.registry());
     for accept in [FULL_TYPE, CORGI_ACCEPT] {
-        let response = request::send(
+        let response = http::send(
             "GET",
             &url,
             &[("host", &localhost), ("accept", accept)],
@@ -821,7 +742,7 @@ fn scoped_names_and_tarball_urls_follow_the_host() -> Result<()> {
         "the second scope form should be a cache hit: {}",
         bodies[1].describe()
     );
-    let on_localhost = request::send(
+    let on_localhost = http::send(
         "GET",
         &format!("{}{}", case.registry(), scoped.registry_path()),
         &[("host", &localhost)],
@@ -879,7 +800,7 @@ fn registry_endpoints_pass_through_and_writes_are_refused() -> Result<()> {
 
     let advisories_url = format!("{registry}-/npm/v1/security/advisories/bulk");
     let audit = br#"{"demo-left":["1.2.0"]}"#;
-    let advisories = request::send(
+    let advisories = http::send(
         "POST",
         &advisories_url,
         &[("content-type", "application/json")],
@@ -916,7 +837,7 @@ fn registry_endpoints_pass_through_and_writes_are_refused() -> Result<()> {
         refused.describe()
     );
     ensure_one_line_reason(&refused, "search refused upstream")?;
-    let refused = request::send(
+    let refused = http::send(
         "POST",
         &advisories_url,
         &[("content-type", "application/json")],
@@ -938,7 +859,7 @@ fn registry_endpoints_pass_through_and_writes_are_refused() -> Result<()> {
         ("PUT", "-/user/org.couchdb.user:demo".to_owned()),
     ] {
         let url = format!("{registry}{path}");
-        let response = request::send(
+        let response = http::send(
             method,
             &url,
             &[("content-type", "application/json")],
@@ -1132,13 +1053,7 @@ fn live_npm_install() -> Result<()> {
     // `auto` must see what the local npm sees: the inherited environment (real HOME included),
     // less any pmcache setting, with the harness's PATH and log settings on top.
     log_npm_frontend(&mut launch);
-    let ours = std::mem::take(&mut launch.env);
-    launch.env = std::env::vars()
-        .filter(|(key, _)| !key.starts_with("PMCACHE_"))
-        .collect();
-    launch
-        .env
-        .extend(ours.into_iter().filter(|(key, _)| key != "HOME"));
+    launch.inherit_environment();
     let pmcache = Pmcache::spawn(launch)?;
     let registry = format!("{}/npm/", pmcache.base_url());
 

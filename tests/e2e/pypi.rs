@@ -16,8 +16,6 @@ use crate::support::{sha256_hex, wait_until};
 
 /// The `Accept` header pip sends for project pages.
 const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
-/// How long a failed or aborted fill may take to clean its temp file up.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One test's world: a temp dir, the fixture upstream, and pmcache in front of it. Fields drop in
 /// order: pmcache first (printing its log), the temp dir last.
@@ -165,54 +163,6 @@ fn file_url(pmcache: &Pmcache, project: &str, filename: &str) -> Result<String> 
     })
 }
 
-/// GETs `url` and fails unless the client sees a failed download: the connection dropped before
-/// a response, an error status, or a body that broke off; never a complete 200.
-fn ensure_failed_download(url: &str, what: &str) -> Result<()> {
-    match http::attempt(url)? {
-        http::Attempt::Dropped(_) => Ok(()),
-        http::Attempt::Response(response) => {
-            ensure!(
-                response.status != 200 || response.body_error.is_some(),
-                "{what}: GET {url} should fail, but got a complete {}",
-                response.describe()
-            );
-            Ok(())
-        }
-    }
-}
-
-/// Waits until no temp file is left in the store.
-fn wait_for_empty_tmp(data_dir: &Path) -> Result<()> {
-    wait_until(SETTLE_TIMEOUT, "the store's tmp/ to be empty", || {
-        Ok(pmcache::tmp_files(data_dir)?.is_empty())
-    })
-    .with_context(|| format!("left in tmp/: {:?}", pmcache::tmp_files(data_dir)))
-}
-
-/// None of `digests` is a blob in the store.
-fn ensure_not_stored(data_dir: &Path, digests: &[&str]) -> Result<()> {
-    let blobs = pmcache::blobs(data_dir)?;
-    for digest in digests {
-        ensure!(
-            !blobs.iter().any(|blob| blob == digest),
-            "blob {digest} was committed; blobs: {blobs:?}"
-        );
-    }
-    Ok(())
-}
-
-/// Every one of `digests` is a blob in the store.
-fn ensure_stored(data_dir: &Path, digests: &[&str]) -> Result<()> {
-    let blobs = pmcache::blobs(data_dir)?;
-    for digest in digests {
-        ensure!(
-            blobs.iter().any(|blob| blob == digest),
-            "no blob {digest} in the store; blobs: {blobs:?}"
-        );
-    }
-    Ok(())
-}
-
 /// In both the JSON and the HTML representation, every file link of `project`'s page points at
 /// pmcache (`/pypi/files/<32 hex>/<filename>`), none at the upstream, and each file's published
 /// sha256 is kept.
@@ -302,7 +252,7 @@ fn install_demo_app_through_pmcache(format: PageFormat) -> Result<()> {
         .iter()
         .map(|name| Ok(dists.get(name)?.sha256.as_str()))
         .collect::<Result<_>>()?;
-    ensure_stored(&case.data_dir(), &digests)
+    pmcache::ensure_stored(&case.data_dir(), &digests)
 }
 
 #[test]
@@ -388,7 +338,7 @@ fn corrupt_upstream_file_fails_and_is_not_committed() -> Result<()> {
     case.upstream.set_fault(LIB_1_1, Fault::Corrupt);
 
     let url = file_url(&case.pmcache, "demo-lib", LIB_1_1)?;
-    ensure_failed_download(&url, "corrupt upstream bytes")?;
+    http::ensure_failed_download(&url, "corrupt upstream bytes")?;
     let venv = case.venv("client")?;
     let failed = venv
         .install(&case.index_url(), &["demo-app"])?
@@ -401,14 +351,14 @@ fn corrupt_upstream_file_fails_and_is_not_committed() -> Result<()> {
         case.upstream.artifact_requests(LIB_1_1) >= 2,
         "pmcache never fetched the corrupt wheel"
     );
-    wait_for_empty_tmp(&case.data_dir())?;
-    ensure_not_stored(&case.data_dir(), &[&corrupt_sha256, &lib.sha256])?;
+    pmcache::wait_for_empty_tmp(&case.data_dir())?;
+    pmcache::ensure_not_stored(&case.data_dir(), &[&corrupt_sha256, &lib.sha256])?;
 
     case.upstream.clear_fault(LIB_1_1);
     venv.install(&case.index_url(), &["demo-app"])?
         .ensure_success("pip install after the upstream was fixed")?;
     check_demo_app_imports(&venv)?;
-    ensure_stored(&case.data_dir(), &[&lib.sha256])
+    pmcache::ensure_stored(&case.data_dir(), &[&lib.sha256])
 }
 
 /// (e) An upstream connection cut half way through a file fails the client's download (direct
@@ -420,9 +370,9 @@ fn upstream_cut_half_way_fails_download_and_commits_nothing() -> Result<()> {
     case.upstream.set_fault(UTIL, Fault::Cut);
 
     let url = file_url(&case.pmcache, "demo-util", UTIL)?;
-    ensure_failed_download(&url, "upstream cut half way")?;
-    wait_for_empty_tmp(&case.data_dir())?;
-    ensure_not_stored(&case.data_dir(), &[&util.sha256])?;
+    http::ensure_failed_download(&url, "upstream cut half way")?;
+    pmcache::wait_for_empty_tmp(&case.data_dir())?;
+    pmcache::ensure_not_stored(&case.data_dir(), &[&util.sha256])?;
 
     let venv = case.venv("client")?;
     let failed = venv
@@ -432,8 +382,8 @@ fn upstream_cut_half_way_fails_download_and_commits_nothing() -> Result<()> {
         "pip install with demo_util cut half way failed as it should:\n{}",
         failed.output
     );
-    wait_for_empty_tmp(&case.data_dir())?;
-    ensure_not_stored(&case.data_dir(), &[&util.sha256])?;
+    pmcache::wait_for_empty_tmp(&case.data_dir())?;
+    pmcache::ensure_not_stored(&case.data_dir(), &[&util.sha256])?;
 
     case.upstream.clear_fault(UTIL);
     let response = http::get(&url)?;
@@ -446,7 +396,7 @@ fn upstream_cut_half_way_fails_download_and_commits_nothing() -> Result<()> {
         sha256_hex(&response.body) == util.sha256,
         "GET {url} served other bytes than published"
     );
-    ensure_stored(&case.data_dir(), &[&util.sha256])
+    pmcache::ensure_stored(&case.data_dir(), &[&util.sha256])
 }
 
 /// (f) 50 concurrent misses of one 20 MB file make one upstream fetch; every client gets the
@@ -465,37 +415,8 @@ fn concurrent_misses_share_one_upstream_fetch() -> Result<()> {
     );
     let url = file_url(&case.pmcache, "demo-big", BIG)?;
 
-    let results: Vec<Result<http::Digested>> = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| scope.spawn(|| http::get_digest(&url)))
-            .collect();
-        clients
-            .into_iter()
-            .map(|client| {
-                client
-                    .join()
-                    .map_err(|_| anyhow!("client thread panicked"))?
-            })
-            .collect()
-    });
-    for (client, result) in results.into_iter().enumerate() {
-        let response = result.with_context(|| format!("client {client}"))?;
-        ensure!(
-            response.status == 200 && response.body_error.is_none(),
-            "client {client}: HTTP {} after {} bytes, error {:?}",
-            response.status,
-            response.length,
-            response.body_error
-        );
-        ensure!(
-            response.length == big.size && response.sha256 == big.sha256,
-            "client {client} got {} bytes with sha256 {}, published {} bytes with {}",
-            response.length,
-            response.sha256,
-            big.size,
-            big.sha256
-        );
-    }
+    let results = http::get_digest_concurrently(&url, CLIENTS);
+    http::ensure_all_published(results, big.size, &big.sha256)?;
 
     let fetches = case.upstream.artifact_requests(BIG);
     ensure!(
@@ -597,7 +518,7 @@ fn kill_during_fill_leaves_consistent_store() -> Result<()> {
         "pmcache verify after the final stop failed:\n{}",
         verified.output()
     );
-    ensure_stored(&data_dir, &[&big.sha256])
+    pmcache::ensure_stored(&data_dir, &[&big.sha256])
 }
 
 /// (h) Against the index the local pip would use (upstream `auto`), pip installs two small real
@@ -614,13 +535,7 @@ fn live_pypi_install() -> Result<()> {
     )?;
     // `auto` must see what the local pip sees: the inherited environment (real HOME included),
     // less any pmcache setting, with the harness's PATH and log settings on top.
-    let ours = std::mem::take(&mut launch.env);
-    launch.env = std::env::vars()
-        .filter(|(key, _)| !key.starts_with("PMCACHE_"))
-        .collect();
-    launch
-        .env
-        .extend(ours.into_iter().filter(|(key, _)| key != "HOME"));
+    launch.inherit_environment();
     let pmcache = Pmcache::spawn(launch)?;
 
     let probe_url = format!("{}six/", pmcache.pypi_index_url());

@@ -1,8 +1,11 @@
 //! Machinery shared by the end-to-end tests: the pmcache process, fixture upstreams, clients, and
 //! bounded waits. Every server listens on 127.0.0.1, on port 0 unless a test says otherwise.
 
+pub mod client_run;
 pub mod dists;
 pub mod egress_trap;
+pub mod fixture_build;
+pub mod fixture_server;
 pub mod http;
 pub mod npm;
 pub mod npm_packages;
@@ -10,7 +13,6 @@ pub mod npm_upstream;
 pub mod pip;
 pub mod pmcache;
 pub mod pypi_upstream;
-pub mod request;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -2,13 +2,20 @@
 //! `tests/fixtures/pypi/build_dists.py` and loaded, with their manifest, into memory.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
+
+use super::fixture_build::{Script, build, load_once, read_verified};
+
+/// The build script; it packs a 20 MiB wheel, hence the longer bound.
+const SCRIPT: Script = Script {
+    path: "tests/fixtures/pypi/build_dists.py",
+    output: "pypi-dists",
+    timeout: Duration::from_secs(120),
+};
 
 /// The fixture's wheels.
 pub const LIB_1_0: &str = "demo_lib-1.0.0-py3-none-any.whl";
@@ -69,14 +76,11 @@ impl Dists {
 /// The fixture distributions, built on first use.
 pub fn dists() -> Result<&'static Dists> {
     static DISTS: OnceLock<Result<Dists, String>> = OnceLock::new();
-    DISTS
-        .get_or_init(|| load().map_err(|error| format!("{error:#}")))
-        .as_ref()
-        .map_err(|error| anyhow!("building the PyPI fixture distributions failed: {error}"))
+    load_once(&DISTS, "the PyPI fixture distributions", load)
 }
 
 fn load() -> Result<Dists> {
-    let dir = build()?;
+    let dir = build(&SCRIPT)?;
     let manifest_text = std::fs::read_to_string(dir.join("manifest.json"))?;
     let manifest: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&manifest_text)?;
@@ -88,11 +92,8 @@ fn load() -> Result<Dists> {
                 .map(str::to_owned)
                 .with_context(|| format!("manifest entry {filename} lacks {key}"))
         };
-        let bytes = Bytes::from(std::fs::read(dir.join(&filename))?);
         let sha256 = text("sha256")?;
-        if super::sha256_hex(&bytes) != sha256 {
-            bail!("{filename} does not match its manifest sha256");
-        }
+        let bytes = read_verified(&dir, &filename, &sha256)?;
         let metadata = match entry["metadata_sha256"].as_str() {
             Some(digest) => {
                 let metadata =
@@ -114,47 +115,4 @@ fn load() -> Result<Dists> {
         files.insert(filename, dist);
     }
     Ok(Dists { files })
-}
-
-/// Runs the build script into a directory keyed by the script's own digest under Cargo's
-/// per-target scratch dir, so later runs reuse it; the output is deterministic, so a concurrent
-/// builder racing to the same name is harmless.
-fn build() -> Result<PathBuf> {
-    let script = super::repo_root().join("tests/fixtures/pypi/build_dists.py");
-    let script_bytes =
-        std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
-    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let target = scratch.join(format!(
-        "pypi-dists-{}",
-        &super::sha256_hex(&script_bytes)[..16]
-    ));
-    if target.join("manifest.json").is_file() {
-        return Ok(target);
-    }
-    std::fs::create_dir_all(scratch)?;
-    let staging = tempfile::Builder::new()
-        .prefix("pypi-dists-build-")
-        .tempdir_in(scratch)?;
-    let mut command = Command::new(super::python()?);
-    command.arg(&script).arg(staging.path());
-    let finished = super::run_bounded(
-        command,
-        &staging.path().join("logs"),
-        Duration::from_secs(120),
-    )?;
-    if !finished.status.success() {
-        bail!(
-            "{} failed ({}):\n{}",
-            script.display(),
-            finished.status,
-            finished.output()
-        );
-    }
-    std::fs::remove_dir_all(staging.path().join("logs"))?;
-    let staging = staging.keep();
-    if std::fs::rename(&staging, &target).is_err() {
-        // Another process got there first with identical content.
-        std::fs::remove_dir_all(&staging)?;
-    }
-    Ok(target)
 }

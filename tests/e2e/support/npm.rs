@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
+use super::client_run::ClientRun;
 use super::egress_trap::EgressTrap;
 use super::{Finished, run_bounded};
 
@@ -19,32 +20,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 const TEST_TOOLS: &str = "target/test-tools/node_modules/.bin";
 /// Hosts the clients reach directly; everything else goes to the trap.
 const NO_PROXY: &str = "127.0.0.1,localhost";
-
-/// What one client run did.
-pub struct ClientRun {
-    pub success: bool,
-    pub stdout: String,
-    /// The command line, exit status and both streams, for messages.
-    pub output: String,
-}
-
-impl ClientRun {
-    /// Fails with the client's output unless it succeeded.
-    pub fn ensure_success(self, what: &str) -> Result<Self> {
-        if !self.success {
-            bail!("{what} failed:\n{}", self.output);
-        }
-        Ok(self)
-    }
-
-    /// Fails with the client's output if it succeeded.
-    pub fn ensure_failure(self, what: &str) -> Result<Self> {
-        if self.success {
-            bail!("{what} succeeded but should have failed:\n{}", self.output);
-        }
-        Ok(self)
-    }
-}
 
 /// A private HOME with the config files every client reads, for one or more client runs.
 pub struct Sandbox {

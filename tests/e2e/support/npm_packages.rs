@@ -2,13 +2,20 @@
 //! and loaded, with their manifest, into memory.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
+
+use super::fixture_build::{Script, build, load_once, read_verified};
+
+/// The build script.
+const SCRIPT: Script = Script {
+    path: "tests/fixtures/npm/build_packages.py",
+    output: "npm-packages",
+    timeout: Duration::from_secs(60),
+};
 
 /// The fixture's package names.
 pub const SCOPED: &str = "@demo/scoped";
@@ -98,14 +105,11 @@ impl Packages {
 /// The fixture packages, built on first use.
 pub fn packages() -> Result<&'static Packages> {
     static PACKAGES: OnceLock<Result<Packages, String>> = OnceLock::new();
-    PACKAGES
-        .get_or_init(|| load().map_err(|error| format!("{error:#}")))
-        .as_ref()
-        .map_err(|error| anyhow!("building the npm fixture packages failed: {error}"))
+    load_once(&PACKAGES, "the npm fixture packages", load)
 }
 
 fn load() -> Result<Packages> {
-    let dir = build()?;
+    let dir = build(&SCRIPT)?;
     let manifest_text = std::fs::read_to_string(dir.join("manifest.json"))?;
     let manifest: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&manifest_text)?;
@@ -126,13 +130,8 @@ fn load() -> Result<Packages> {
         let mut versions = BTreeMap::new();
         for (version, published) in object(&entry, "versions")? {
             let file = text(&published, "file")?;
-            let bytes = Bytes::from(
-                std::fs::read(dir.join(&file)).with_context(|| format!("reading {file}"))?,
-            );
             let sha256 = text(&published, "sha256")?;
-            if super::sha256_hex(&bytes) != sha256 {
-                bail!("{file} does not match its manifest sha256");
-            }
+            let bytes = read_verified(&dir, &file, &sha256)?;
             let number = |key: &str| {
                 published[key]
                     .as_u64()
@@ -174,47 +173,4 @@ fn load() -> Result<Packages> {
         packages.insert(name, package);
     }
     Ok(Packages { packages })
-}
-
-/// Runs the build script into a directory keyed by the script's own digest under Cargo's
-/// per-target scratch dir, so later runs reuse it; the output is deterministic, so a concurrent
-/// builder racing to the same name is harmless.
-fn build() -> Result<PathBuf> {
-    let script = super::repo_root().join("tests/fixtures/npm/build_packages.py");
-    let script_bytes =
-        std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
-    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let target = scratch.join(format!(
-        "npm-packages-{}",
-        &super::sha256_hex(&script_bytes)[..16]
-    ));
-    if target.join("manifest.json").is_file() {
-        return Ok(target);
-    }
-    std::fs::create_dir_all(scratch)?;
-    let staging = tempfile::Builder::new()
-        .prefix("npm-packages-build-")
-        .tempdir_in(scratch)?;
-    let mut command = Command::new(super::python()?);
-    command.arg(&script).arg(staging.path());
-    let finished = super::run_bounded(
-        command,
-        &staging.path().join("logs"),
-        Duration::from_secs(60),
-    )?;
-    if !finished.status.success() {
-        bail!(
-            "{} failed ({}):\n{}",
-            script.display(),
-            finished.status,
-            finished.output()
-        );
-    }
-    std::fs::remove_dir_all(staging.path().join("logs"))?;
-    let staging = staging.keep();
-    if std::fs::rename(&staging, &target).is_err() {
-        // Another process got there first with identical content.
-        std::fs::remove_dir_all(&staging)?;
-    }
-    Ok(target)
 }

@@ -9,46 +9,31 @@
 //! restart on the same port.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::fmt::Write as _;
+use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt as _, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
 
+pub use super::fixture_server::Fault;
+use super::fixture_server::{
+    Body, Faults, FixtureServer, Handler, RequestLog, corrupt, empty_body, full_body, status_only,
+    streamed_body,
+};
 use super::npm_packages::{Packages, Tarball, packages};
 
 /// The path prefix the registry lives under.
 const PREFIX: &str = "/registry/";
-/// Bytes per body frame; throttling paces frames.
-const CHUNK: usize = 64 * 1024;
 /// What the fixture answers on `-/v1/search`.
 pub const SEARCH_RESULT: &str = r#"{"objects":[{"package":{"name":"demo-left","version":"2.0.0","description":"A fixture dependency with several versions"},"score":{"final":1,"detail":{"quality":1,"popularity":1,"maintenance":1}},"searchScore":1}],"total":1,"time":"Sat Mar 01 2025 10:00:00 GMT+0000 (Coordinated Universal Time)"}"#;
 /// What the fixture answers on a bulk advisories POST.
 pub const ADVISORIES_RESULT: &str = r#"{"demo-left":[]}"#;
-
-type Body = BoxBody<Bytes, std::io::Error>;
-
-/// A fault the registry injects into one tarball's responses.
-#[derive(Clone, Copy, Debug)]
-pub enum Fault {
-    /// The same number of bytes, some flipped: `integrity` and `shasum` no longer match.
-    Corrupt,
-    /// The body is paced to this rate.
-    Throttle { bytes_per_second: u64 },
-}
 
 /// What a request asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,42 +60,45 @@ pub struct Logged {
     pub body: Bytes,
 }
 
+impl fmt::Display for Logged {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{} {} ({:?}{})",
+            self.method,
+            self.target,
+            self.kind,
+            if self.body.is_empty() {
+                String::new()
+            } else {
+                format!(", {} body bytes", self.body.len())
+            }
+        )
+    }
+}
+
 /// State shared by the server and the test.
 struct State {
     packages: &'static Packages,
     /// Each package's full packument, rendered once.
     packuments: HashMap<String, Bytes>,
     api_enabled: AtomicBool,
-    faults: Mutex<HashMap<String, Fault>>,
-    log: Mutex<Vec<Logged>>,
+    faults: Faults,
+    log: RequestLog<Logged>,
 }
 
 /// The running fixture. Dropping it stops the server and prints its request log.
 pub struct NpmUpstream {
     state: Arc<State>,
-    addr: SocketAddr,
-    running: Mutex<Option<Running>>,
-    runtime: tokio::runtime::Runtime,
-}
-
-/// The listening server and the way to stop it.
-struct Running {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    server: FixtureServer,
 }
 
 impl NpmUpstream {
     /// Starts the registry on `127.0.0.1:0`.
     pub fn start() -> Result<Self> {
         let packages = packages()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("npm-upstream")
-            .enable_all()
-            .build()?;
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
-        let addr = listener.local_addr()?;
-        let base = format!("http://{addr}{PREFIX}");
+        let bound = FixtureServer::bind("npm-upstream", 1)?;
+        let base = format!("http://{}{PREFIX}", bound.addrs()[0]);
         let packuments = packages
             .packages
             .keys()
@@ -120,26 +108,20 @@ impl NpmUpstream {
             packages,
             packuments,
             api_enabled: AtomicBool::new(true),
-            faults: Mutex::default(),
-            log: Mutex::default(),
+            faults: Faults::default(),
+            log: RequestLog::default(),
         });
-        let upstream = Self {
-            state,
-            addr,
-            running: Mutex::default(),
-            runtime,
-        };
-        upstream.launch(listener);
-        Ok(upstream)
+        let server = bound.serve(vec![handler(&state)]);
+        Ok(Self { state, server })
     }
 
     /// `http://127.0.0.1:PORT/registry/`: the registry base URL to configure as upstream.
     pub fn registry_url(&self) -> String {
-        format!("http://{}{PREFIX}", self.addr)
+        format!("http://{}{PREFIX}", self.addr())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr(0)
     }
 
     /// The full packument of `name` exactly as the registry serves it.
@@ -149,12 +131,12 @@ impl NpmUpstream {
 
     /// Injects `fault` into every later response for the tarball `filename`.
     pub fn set_fault(&self, filename: &str, fault: Fault) {
-        lock(&self.state.faults).insert(filename.to_owned(), fault);
+        self.state.faults.set(filename, fault);
     }
 
     /// Serves `filename` normally again.
     pub fn clear_fault(&self, filename: &str) {
-        lock(&self.state.faults).remove(filename);
+        self.state.faults.clear(filename);
     }
 
     /// Whether `-/v1/search` and the advisories endpoint answer (else they 404).
@@ -169,20 +151,19 @@ impl NpmUpstream {
 
     /// A mark for the `*_since` counters: the number of requests seen so far.
     pub fn mark(&self) -> usize {
-        lock(&self.state.log).len()
+        self.state.log.mark()
     }
 
     /// Every request after `mark`.
     pub fn requests_since(&self, mark: usize) -> Vec<Logged> {
-        lock(&self.state.log)[mark..].to_vec()
+        self.state.log.since(mark)
     }
 
     /// Tarball requests (any file) after `mark`.
     pub fn tarball_requests_since(&self, mark: usize) -> usize {
-        self.requests_since(mark)
-            .iter()
-            .filter(|logged| matches!(logged.kind, Kind::Tarball(_)))
-            .count()
+        self.state
+            .log
+            .count_since(mark, |logged| matches!(logged.kind, Kind::Tarball(_)))
     }
 
     /// Requests for the tarball `filename`, ever.
@@ -197,74 +178,39 @@ impl NpmUpstream {
 
     /// Requests of `kind`, ever.
     pub fn count(&self, kind: &Kind) -> usize {
-        lock(&self.state.log)
-            .iter()
-            .filter(|logged| &logged.kind == kind)
-            .count()
+        self.state.log.count(|logged| &logged.kind == kind)
     }
 
     /// Every request so far, one per line, for messages.
     pub fn request_log(&self) -> String {
-        let mut text = String::new();
-        for logged in lock(&self.state.log).iter() {
-            let _ = writeln!(
-                text,
-                "{} {} ({:?}{})",
-                logged.method,
-                logged.target,
-                logged.kind,
-                if logged.body.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} body bytes", logged.body.len())
-                }
-            );
-        }
-        text
+        self.state.log.render()
     }
 
     /// Closes the listener and every open connection: new connections are refused.
     pub fn stop(&self) {
-        let running = lock(&self.running).take();
-        if let Some(running) = running {
-            self.runtime.block_on(async {
-                let _ = running.stop.send(true);
-                let _ = running.task.await;
-            });
-        }
+        self.server.stop();
     }
 
     /// Listens again on the same port after [`Self::stop`].
     pub fn restart(&self) -> Result<()> {
-        let listener = self.runtime.block_on(TcpListener::bind(self.addr))?;
-        self.launch(listener);
-        Ok(())
-    }
-
-    fn launch(&self, listener: TcpListener) {
-        let (stop, stopped) = watch::channel(false);
-        let task = self
-            .runtime
-            .spawn(accept_loop(listener, Arc::clone(&self.state), stopped));
-        *lock(&self.running) = Some(Running { stop, task });
+        self.server.restart()
     }
 }
 
 impl Drop for NpmUpstream {
     fn drop(&mut self) {
         self.stop();
-        eprintln!(
-            "---- fixture npm registry requests ----\n{}---- end of requests ----",
-            self.request_log()
-        );
+        self.state.log.print("fixture npm registry");
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not hide the log from the others.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// How the registry answers, on `state`.
+fn handler(state: &Arc<State>) -> Handler {
+    let state = Arc::clone(state);
+    super::fixture_server::handler(move |request| {
+        let state = Arc::clone(&state);
+        async move { respond(&state, request).await }
+    })
 }
 
 /// The full packument of `name`, shaped like the registry's (and the intermediary's, plus the
@@ -318,32 +264,6 @@ fn render_packument(packages: &Packages, name: &str, base: &str) -> Result<Bytes
     Ok(Bytes::from(serde_json::to_vec(&document)?))
 }
 
-/// Accepts connections until told to stop, then drops the listener and every connection.
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let state = Arc::clone(&state);
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(respond(&state, request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }
-    }
-    drop(listener);
-    connections.shutdown().await;
-}
-
 async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Body> {
     let method = request.method().clone();
     let target = request.uri().path_and_query().map_or_else(
@@ -358,7 +278,7 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
         .map(|collected| collected.to_bytes())
         .unwrap_or_default();
     let kind = classify(&path, &method);
-    lock(&state.log).push(Logged {
+    state.log.push(Logged {
         method: method.clone(),
         target,
         kind: kind.clone(),
@@ -450,7 +370,7 @@ fn tarball_response(state: &Arc<State>, path: &str) -> Response<Body> {
     let Some(tarball) = state.packages.by_filename(name, file) else {
         return status_only(StatusCode::NOT_FOUND);
     };
-    let fault = lock(&state.faults).get(&tarball.filename).copied();
+    let fault = state.faults.get(&tarball.filename);
     Response::builder()
         .header(CONTENT_TYPE, "application/octet-stream")
         .header(CONTENT_LENGTH, tarball.bytes.len())
@@ -458,43 +378,9 @@ fn tarball_response(state: &Arc<State>, path: &str) -> Response<Body> {
         .expect("static headers are valid")
 }
 
-/// The tarball's body in frames of [`CHUNK`] bytes, with `fault` applied.
+/// The tarball's body with `fault` applied.
 fn tarball_body(tarball: &Tarball, fault: Option<Fault>) -> Body {
-    let (data, bytes_per_second) = match fault {
-        None => (tarball.bytes.clone(), None),
-        Some(Fault::Corrupt) => (corrupt(&tarball.bytes), None),
-        Some(Fault::Throttle { bytes_per_second }) => {
-            (tarball.bytes.clone(), Some(bytes_per_second.max(1)))
-        }
-    };
-    let started = tokio::time::Instant::now();
-    let frames = futures_util::stream::unfold(0usize, move |offset| {
-        let data = data.clone();
-        async move {
-            if offset >= data.len() {
-                return None;
-            }
-            if let Some(rate) = bytes_per_second {
-                let due = started + Duration::from_secs_f64(offset as f64 / rate as f64);
-                tokio::time::sleep_until(due).await;
-            }
-            let end = data.len().min(offset + CHUNK);
-            Some((Ok(Frame::data(data.slice(offset..end))), end))
-        }
-    });
-    BoxBody::new(StreamBody::new(frames))
-}
-
-/// Same length, a few bytes flipped (start, middle and end, so every digest changes).
-fn corrupt(bytes: &[u8]) -> Bytes {
-    let mut corrupted = bytes.to_vec();
-    let length = corrupted.len();
-    for index in [length / 3, length / 2, length.saturating_sub(2)] {
-        if let Some(byte) = corrupted.get_mut(index) {
-            *byte ^= 0xA5;
-        }
-    }
-    Bytes::from(corrupted)
+    streamed_body(&tarball.bytes, fault, |_| {})
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response<Body> {
@@ -502,20 +388,8 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
         .status(status)
         .header(CONTENT_TYPE, "application/json")
         .header(CONTENT_LENGTH, body.len())
-        .body(Full::new(body).map_err(|never| match never {}).boxed())
+        .body(full_body(body))
         .expect("static headers are valid")
-}
-
-fn empty_body() -> Body {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-fn status_only(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(empty_body());
-    *response.status_mut() = status;
-    response
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::client_run::ClientRun;
 use super::{Finished, run_bounded};
 
 /// Creating a venv copies pip in; a pip run builds an sdist and fetches a handful of files.
@@ -16,30 +17,6 @@ const PIP_TIMEOUT: Duration = Duration::from_secs(50);
 /// A virtualenv with its own HOME and scratch space.
 pub struct Venv {
     root: PathBuf,
-}
-
-/// What one pip run did.
-pub struct PipRun {
-    pub success: bool,
-    pub output: String,
-}
-
-impl PipRun {
-    /// Fails with pip's output unless pip succeeded.
-    pub fn ensure_success(self, what: &str) -> Result<Self> {
-        if !self.success {
-            bail!("{what} failed:\n{}", self.output);
-        }
-        Ok(self)
-    }
-
-    /// Fails with pip's output if pip succeeded.
-    pub fn ensure_failure(self, what: &str) -> Result<Self> {
-        if self.success {
-            bail!("{what} succeeded but should have failed:\n{}", self.output);
-        }
-        Ok(self)
-    }
 }
 
 impl Venv {
@@ -63,7 +40,7 @@ impl Venv {
     }
 
     /// `pip install --no-cache-dir --index-url INDEX PACKAGES…`.
-    pub fn install(&self, index_url: &str, packages: &[&str]) -> Result<PipRun> {
+    pub fn install(&self, index_url: &str, packages: &[&str]) -> Result<ClientRun> {
         let mut args = vec![
             "install",
             "--no-cache-dir",
@@ -77,7 +54,7 @@ impl Venv {
     }
 
     /// `pip download --no-cache-dir --index-url INDEX -d DEST PACKAGES…`.
-    pub fn download(&self, index_url: &str, dest: &Path, packages: &[&str]) -> Result<PipRun> {
+    pub fn download(&self, index_url: &str, dest: &Path, packages: &[&str]) -> Result<ClientRun> {
         let dest = dest.to_str().context("download dir is not UTF-8")?;
         let mut args = vec![
             "download",
@@ -94,13 +71,14 @@ impl Venv {
     }
 
     /// Runs `python -m pip ARGS` in the isolated environment.
-    pub fn pip(&self, args: &[&str]) -> Result<PipRun> {
+    pub fn pip(&self, args: &[&str]) -> Result<ClientRun> {
         let mut command = Command::new(self.bin("python"));
         command.args(["-m", "pip"]).args(args);
         isolate(&mut command, &self.root)?;
         let finished = run_bounded(command, &self.root.join("logs"), PIP_TIMEOUT)?;
-        Ok(PipRun {
+        Ok(ClientRun {
             success: finished.status.success(),
+            stdout: finished.stdout.clone(),
             output: format!("$ pip {}\n{}", args.join(" "), finished.output()),
         })
     }

@@ -10,15 +10,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
-use super::{Finished, read_lossy, run_bounded};
+use super::{Finished, read_lossy, run_bounded, wait_until};
 
 /// How long pmcache may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a SIGTERM may take to stop it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const LISTENING_PREFIX: &str = "pmcache listening on ";
+/// How long a failed or aborted fill may take to clean its temp file up.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How to start pmcache.
 pub struct Launch {
@@ -45,6 +47,17 @@ impl Launch {
                 .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
         );
         Ok(launch)
+    }
+
+    /// Makes pmcache see what a local client sees: the inherited environment (real HOME
+    /// included), less any pmcache setting, with this launch's settings but HOME on top.
+    pub fn inherit_environment(&mut self) {
+        let ours = std::mem::take(&mut self.env);
+        self.env = std::env::vars()
+            .filter(|(key, _)| !key.starts_with("PMCACHE_"))
+            .collect();
+        self.env
+            .extend(ours.into_iter().filter(|(key, _)| key != "HOME"));
     }
 
     /// `pmcache ARGS` with only PATH, HOME (`scratch/home`), LANG and log settings set.
@@ -256,6 +269,38 @@ pub fn blobs(data_dir: &Path) -> Result<Vec<String>> {
         .iter()
         .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
         .collect())
+}
+
+/// Every one of `digests` is a blob in the store.
+pub fn ensure_stored(data_dir: &Path, digests: &[&str]) -> Result<()> {
+    let blobs = blobs(data_dir)?;
+    for digest in digests {
+        ensure!(
+            blobs.iter().any(|blob| blob == digest),
+            "no blob {digest} in the store; blobs: {blobs:?}"
+        );
+    }
+    Ok(())
+}
+
+/// None of `digests` is a blob in the store.
+pub fn ensure_not_stored(data_dir: &Path, digests: &[&str]) -> Result<()> {
+    let blobs = blobs(data_dir)?;
+    for digest in digests {
+        ensure!(
+            !blobs.iter().any(|blob| blob == digest),
+            "blob {digest} was committed; blobs: {blobs:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Waits until no temp file is left in the store.
+pub fn wait_for_empty_tmp(data_dir: &Path) -> Result<()> {
+    wait_until(SETTLE_TIMEOUT, "the store's tmp/ to be empty", || {
+        Ok(tmp_files(data_dir)?.is_empty())
+    })
+    .with_context(|| format!("left in tmp/: {:?}", tmp_files(data_dir)))
 }
 
 /// Every file under `DIR/tmp/`.

@@ -4,35 +4,29 @@
 //! a connection cut half way, throttling, or a whole-server stop and restart on the same ports.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
+use std::fmt;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt as _, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{
     ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
 
 use super::dists::{Dist, Dists};
+pub use super::fixture_server::Fault;
+use super::fixture_server::{
+    Body, Faults, FixtureServer, Handler, RequestLog, corrupt, empty_body, full_body, lock,
+    status_only, streamed_body,
+};
 
 /// PEP 691 JSON media type.
 const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
-/// Bytes per body frame; throttling paces frames.
-const CHUNK: usize = 64 * 1024;
 const SERIAL: u64 = 4242;
-
-type Body = BoxBody<Bytes, std::io::Error>;
 
 /// How the index server renders project pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,17 +35,6 @@ pub enum PageFormat {
     Html,
     /// PEP 691 JSON (API 1.1, with `versions` and `size`) when the client accepts it, else HTML.
     Json,
-}
-
-/// A fault the files server injects into one artifact's responses.
-#[derive(Clone, Copy, Debug)]
-pub enum Fault {
-    /// The same number of bytes, some flipped: the page's sha256 no longer matches.
-    Corrupt,
-    /// Full `Content-Length`, half the body, then the connection is dropped.
-    Cut,
-    /// The body is paced to this rate.
-    Throttle { bytes_per_second: u64 },
 }
 
 /// Which of the two servers saw a request.
@@ -68,85 +51,65 @@ struct Logged {
     path: String,
 }
 
+impl fmt::Display for Logged {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{:?} {} {}", self.server, self.method, self.path)
+    }
+}
+
 /// State shared by both servers and the test.
 struct State {
     format: PageFormat,
     dists: &'static Dists,
     files_base: String,
-    faults: Mutex<HashMap<String, Fault>>,
-    log: Mutex<Vec<Logged>>,
+    faults: Faults,
+    log: RequestLog<Logged>,
     sent: Mutex<HashMap<String, u64>>,
 }
 
-/// The running fixture. Dropping it stops both servers.
+/// The running fixture: the index server, then the files server. Dropping it stops both.
 pub struct PypiUpstream {
     state: Arc<State>,
-    index_addr: SocketAddr,
-    files_addr: SocketAddr,
-    running: Mutex<Vec<Running>>,
-    runtime: tokio::runtime::Runtime,
-}
-
-/// One listening server and the way to stop it.
-struct Running {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    server: FixtureServer,
 }
 
 impl PypiUpstream {
     /// Starts both servers on `127.0.0.1:0`.
     pub fn start(format: PageFormat) -> Result<Self> {
         let dists = super::dists::dists()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("pypi-upstream")
-            .enable_all()
-            .build()?;
-        let (index_listener, files_listener) = runtime.block_on(async {
-            anyhow::Ok((
-                TcpListener::bind("127.0.0.1:0").await?,
-                TcpListener::bind("127.0.0.1:0").await?,
-            ))
-        })?;
-        let index_addr = index_listener.local_addr()?;
-        let files_addr = files_listener.local_addr()?;
+        let bound = FixtureServer::bind("pypi-upstream", 2)?;
         let state = Arc::new(State {
             format,
             dists,
-            files_base: format!("http://{files_addr}"),
-            faults: Mutex::default(),
-            log: Mutex::default(),
+            files_base: format!("http://{}", bound.addrs()[1]),
+            faults: Faults::default(),
+            log: RequestLog::default(),
             sent: Mutex::default(),
         });
-        let upstream = Self {
-            state,
-            index_addr,
-            files_addr,
-            running: Mutex::default(),
-            runtime,
-        };
-        upstream.launch(index_listener, Server::Index);
-        upstream.launch(files_listener, Server::Files);
-        Ok(upstream)
+        let server = bound.serve(vec![
+            handler(Server::Index, &state),
+            handler(Server::Files, &state),
+        ]);
+        Ok(Self { state, server })
     }
 
     /// `http://127.0.0.1:PORT/simple/`: the simple-index base URL to configure as upstream.
     pub fn index_url(&self) -> String {
-        format!("http://{}/simple/", self.index_addr)
+        format!("http://{}/simple/", self.index_addr())
     }
 
     pub fn index_addr(&self) -> SocketAddr {
-        self.index_addr
+        self.server.addr(0)
     }
 
     /// Injects `fault` into every later response for the artifact `filename`.
     pub fn set_fault(&self, filename: &str, fault: Fault) {
-        lock(&self.state.faults).insert(filename.to_owned(), fault);
+        self.state.faults.set(filename, fault);
     }
 
     /// Serves `filename` normally again.
     pub fn clear_fault(&self, filename: &str) {
-        lock(&self.state.faults).remove(filename);
+        self.state.faults.clear(filename);
     }
 
     /// The exact bytes served for `filename` under [`Fault::Corrupt`].
@@ -156,7 +119,7 @@ impl PypiUpstream {
 
     /// A mark for [`Self::files_requests_since`]: the number of requests seen so far.
     pub fn mark(&self) -> usize {
-        lock(&self.state.log).len()
+        self.state.log.mark()
     }
 
     /// Requests to the files server (artifacts and `.metadata`) after `mark`.
@@ -170,19 +133,17 @@ impl PypiUpstream {
     }
 
     fn requests_since(&self, mark: usize, server: Server) -> usize {
-        lock(&self.state.log)[mark..]
-            .iter()
-            .filter(|logged| logged.server == server)
-            .count()
+        self.state
+            .log
+            .count_since(mark, |logged| logged.server == server)
     }
 
     /// Requests for the artifact `filename` itself (not its `.metadata`), ever.
     pub fn artifact_requests(&self, filename: &str) -> usize {
         let suffix = format!("/{filename}");
-        lock(&self.state.log)
-            .iter()
-            .filter(|logged| logged.server == Server::Files && logged.path.ends_with(&suffix))
-            .count()
+        self.state
+            .log
+            .count(|logged| logged.server == Server::Files && logged.path.ends_with(&suffix))
     }
 
     /// Body bytes of `filename` handed to the network so far, over all responses.
@@ -192,103 +153,38 @@ impl PypiUpstream {
 
     /// Every request so far, one per line, for messages.
     pub fn request_log(&self) -> String {
-        let mut text = String::new();
-        for logged in lock(&self.state.log).iter() {
-            let _ = writeln!(
-                text,
-                "{:?} {} {}",
-                logged.server, logged.method, logged.path
-            );
-        }
-        text
+        self.state.log.render()
     }
 
     /// Closes both listeners and every open connection: new connections are refused.
     pub fn stop(&self) {
-        let running: Vec<Running> = lock(&self.running).drain(..).collect();
-        self.runtime.block_on(async {
-            for server in running {
-                let _ = server.stop.send(true);
-                let _ = server.task.await;
-            }
-        });
+        self.server.stop();
     }
 
     /// Listens again on the same two ports after [`Self::stop`].
     pub fn restart(&self) -> Result<()> {
-        let (index_listener, files_listener) = self.runtime.block_on(async {
-            let index = TcpListener::bind(self.index_addr).await;
-            let files = TcpListener::bind(self.files_addr).await;
-            anyhow::Ok((index?, files?))
-        })?;
-        self.launch(index_listener, Server::Index);
-        self.launch(files_listener, Server::Files);
-        Ok(())
-    }
-
-    fn launch(&self, listener: TcpListener, server: Server) {
-        let (stop, stopped) = watch::channel(false);
-        let task = self.runtime.spawn(accept_loop(
-            listener,
-            server,
-            Arc::clone(&self.state),
-            stopped,
-        ));
-        lock(&self.running).push(Running { stop, task });
+        self.server.restart()
     }
 }
 
 impl Drop for PypiUpstream {
     fn drop(&mut self) {
         self.stop();
-        eprintln!(
-            "---- fixture PyPI upstream requests ----\n{}---- end of requests ----",
-            self.request_log()
-        );
+        self.state.log.print("fixture PyPI upstream");
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not hide the log from the others.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Accepts connections until told to stop, then drops the listener and every connection.
-async fn accept_loop(
-    listener: TcpListener,
-    server: Server,
-    state: Arc<State>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let state = Arc::clone(&state);
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(respond(server, &state, request)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }
-    }
-    drop(listener);
-    connections.shutdown().await;
+/// How `server` answers, on `state`.
+fn handler(server: Server, state: &Arc<State>) -> Handler {
+    let state = Arc::clone(state);
+    super::fixture_server::handler(move |request| {
+        std::future::ready(respond(server, &state, request))
+    })
 }
 
 fn respond(server: Server, state: &Arc<State>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
-    lock(&state.log).push(Logged {
+    state.log.push(Logged {
         server,
         method: request.method().clone(),
         path: path.clone(),
@@ -521,6 +417,15 @@ fn escape(text: &str) -> String {
         .replace('"', "&#34;")
 }
 
+/// Warehouse's answer to a name spelt other than its canonical route.
+fn redirect(location: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::MOVED_PERMANENTLY)
+        .header(LOCATION, location)
+        .body(empty_body())
+        .expect("static headers are valid")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Files server
 
@@ -551,7 +456,7 @@ fn files_response(state: &Arc<State>, path: &str) -> Response<Body> {
             .header(CONTENT_LENGTH, bytes.len())
             .body(full_body(bytes.clone()))
     } else {
-        let fault = lock(&state.faults).get(filename).copied();
+        let fault = state.faults.get(filename);
         builder
             .header(ETAG, format!("\"{}\"", dist.sha256))
             .header(CONTENT_LENGTH, dist.bytes.len())
@@ -560,105 +465,13 @@ fn files_response(state: &Arc<State>, path: &str) -> Response<Body> {
     response.expect("static headers are valid")
 }
 
-/// Where a streamed artifact body is.
-struct Sending {
-    state: Arc<State>,
-    filename: String,
-    data: Bytes,
-    offset: usize,
-    /// Bytes to send before ending (or cutting).
-    limit: usize,
-    cut: bool,
-    bytes_per_second: Option<u64>,
-    started: tokio::time::Instant,
-}
-
-/// The artifact's body in frames of [`CHUNK`] bytes, with `fault` applied.
+/// The artifact's body with `fault` applied, counting the bytes sent.
 fn artifact_body(state: &Arc<State>, dist: &Dist, fault: Option<Fault>) -> Body {
-    let mut sending = Sending {
-        state: Arc::clone(state),
-        filename: dist.filename.clone(),
-        data: dist.bytes.clone(),
-        offset: 0,
-        limit: dist.bytes.len(),
-        cut: false,
-        bytes_per_second: None,
-        started: tokio::time::Instant::now(),
-    };
-    match fault {
-        None => {}
-        Some(Fault::Corrupt) => sending.data = corrupt(&dist.bytes),
-        Some(Fault::Cut) => {
-            sending.limit = dist.bytes.len() / 2;
-            sending.cut = true;
-        }
-        Some(Fault::Throttle { bytes_per_second }) => {
-            sending.bytes_per_second = Some(bytes_per_second.max(1))
-        }
-    }
-    let frames = futures_util::stream::unfold(sending, |mut sending| async move {
-        if sending.offset >= sending.limit {
-            if !sending.cut {
-                return None;
-            }
-            // Let the first half reach the socket, then fail the body: hyper drops the
-            // connection with the response short of its Content-Length.
-            sending.cut = false;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let error = std::io::Error::other("fixture upstream cut the connection half way");
-            return Some((Err(error), sending));
-        }
-        if let Some(rate) = sending.bytes_per_second {
-            let due =
-                sending.started + Duration::from_secs_f64(sending.offset as f64 / rate as f64);
-            tokio::time::sleep_until(due).await;
-        }
-        let end = sending.limit.min(sending.offset + CHUNK);
-        let chunk = sending.data.slice(sending.offset..end);
-        sending.offset = end;
-        *lock(&sending.state.sent)
-            .entry(sending.filename.clone())
-            .or_default() += chunk.len() as u64;
-        Some((Ok(Frame::data(chunk)), sending))
-    });
-    BoxBody::new(StreamBody::new(frames))
-}
-
-/// Same length, a few bytes flipped (start, middle and end, so every digest changes).
-fn corrupt(bytes: &[u8]) -> Bytes {
-    let mut corrupted = bytes.to_vec();
-    let length = corrupted.len();
-    for index in [length / 3, length / 2, length.saturating_sub(2)] {
-        if let Some(byte) = corrupted.get_mut(index) {
-            *byte ^= 0xA5;
-        }
-    }
-    Bytes::from(corrupted)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Response helpers
-
-fn full_body(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
-fn empty_body() -> Body {
-    full_body(Bytes::new())
-}
-
-fn status_only(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(empty_body());
-    *response.status_mut() = status;
-    response
-}
-
-fn redirect(location: &str) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::MOVED_PERMANENTLY)
-        .header(LOCATION, location)
-        .body(empty_body())
-        .expect("static headers are valid")
+    let state = Arc::clone(state);
+    let filename = dist.filename.clone();
+    streamed_body(&dist.bytes, fault, move |length| {
+        *lock(&state.sent).entry(filename.clone()).or_default() += length as u64;
+    })
 }
 
 #[cfg(test)]
