@@ -229,8 +229,10 @@ generate_packument() {
 
 start_pmcache() {
     mkdir -p "$WORK/pmcache-data"
-    # pmcache refuses PMCACHE_* variables it does not know, and PMCACHE_BIN is ours.
+    # PMCACHE_BIN is the script's, not a setting. Request logs are off on both sides (nginx:
+    # access_log off; pmcache: warn level) unless PMCACHE_LOG_FILTER says otherwise.
     env -u PMCACHE_BIN \
+        PMCACHE_LOG_FILTER="${PMCACHE_LOG_FILTER:-warn}" \
         PMCACHE_NPM_UPSTREAM="$UPSTREAM" \
         PMCACHE_NPM_METADATA_TTL=1h \
         PMCACHE_PYPI_ENABLED=false \

@@ -14,9 +14,13 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 /// The body type of every pmcache response.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
-/// Bytes read from disk per frame: large enough for throughput, small enough that fifty
-/// concurrent readers stay within a few megabytes.
+/// Bytes read per frame while following a fill: small, because a fill's readers wait on the
+/// writer and fifty of them must stay within a few megabytes.
 pub(crate) const CHUNK: u64 = 64 * 1024;
+
+/// Bytes read per frame from a committed blob: larger, since each read is a trip to the
+/// blocking pool and warm documents run to tens of megabytes.
+const BLOB_CHUNK: u64 = 256 * 1024;
 
 /// A body of bytes already in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -40,7 +44,7 @@ pub(crate) fn file_range(file: File, start: u64, length: u64) -> Body {
             if offset >= end {
                 return Ok(None);
             }
-            let want = (end - offset).min(CHUNK);
+            let want = (end - offset).min(BLOB_CHUNK);
             let bytes = read_at(file, offset, want).await?;
             if bytes.is_empty() {
                 return Err(io::Error::new(
