@@ -47,6 +47,9 @@ pub enum Error {
     /// An endpoint the upstream registry does not offer.
     #[error("the upstream registry does not offer {what} (it answered {status})")]
     UpstreamLacks { what: &'static str, status: u16 },
+    /// The package was unpublished upstream.
+    #[error("{package} was unpublished from the upstream registry")]
+    Unpublished { package: String },
     /// Version documents are not served; clients install from packuments.
     #[error("pmcache serves whole packuments: ask for /npm/{package}")]
     VersionDocument { package: String },
@@ -77,7 +80,9 @@ impl Error {
             Error::Document { .. } => StatusCode::BAD_GATEWAY,
             Error::Proxy(error) => error.status(),
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::UnknownTarball { .. } | Error::VersionDocument { .. } => StatusCode::NOT_FOUND,
+            Error::UnknownTarball { .. }
+            | Error::VersionDocument { .. }
+            | Error::Unpublished { .. } => StatusCode::NOT_FOUND,
             Error::UpstreamLacks { .. } => StatusCode::NOT_IMPLEMENTED,
         }
     }

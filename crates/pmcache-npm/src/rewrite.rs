@@ -71,6 +71,11 @@ pub fn rewrite_packument(
         return Err(malformed("is not a JSON object".to_owned()));
     };
     check_name(&root, package).map_err(malformed)?;
+    if is_unpublished(&root) {
+        return Err(Error::Unpublished {
+            package: package.to_string(),
+        });
+    }
     let versions = root
         .get_mut("versions")
         .and_then(Value::as_object_mut)
@@ -86,6 +91,16 @@ pub fn rewrite_packument(
         abbreviated,
         tarballs: plans.into_iter().flatten().collect(),
     })
+}
+
+/// The registry's stub for a package removed entirely: `time.unpublished` and no versions.
+fn is_unpublished(root: &Map<String, Value>) -> bool {
+    let has_versions = root.get("versions").is_some_and(Value::is_object);
+    let unpublished = root
+        .get("time")
+        .and_then(Value::as_object)
+        .is_some_and(|time| time.contains_key("unpublished"));
+    unpublished && !has_versions
 }
 
 fn check_name(root: &Map<String, Value>, package: &PackageName) -> Result<(), String> {
@@ -287,6 +302,24 @@ mod tests {
     use super::*;
 
     const REGISTRY: &str = "http://127.0.0.1:7878/npm/";
+
+    #[test]
+    fn an_unpublished_stub_is_unpublished_not_malformed() {
+        let package = PackageName::parse("gone").unwrap();
+        let url = Url::parse("http://127.0.0.1:1/gone").unwrap();
+        let stub = json!({"name": "gone", "time": {"created": "2020-01-01T00:00:00.000Z",
+            "unpublished": {"time": "2021-01-01T00:00:00.000Z", "versions": ["1.0.0"]}}});
+        let body = serde_json::to_vec(&stub).unwrap();
+        let error = rewrite_packument(&body, &package, &url, REGISTRY)
+            .err()
+            .unwrap();
+        assert!(matches!(error, Error::Unpublished { .. }), "{error}");
+        let broken = serde_json::to_vec(&json!({"name": "gone"})).unwrap();
+        let error = rewrite_packument(&broken, &package, &url, REGISTRY)
+            .err()
+            .unwrap();
+        assert!(matches!(error, Error::Document { .. }), "{error}");
+    }
 
     fn scoped_fixture() -> Rewritten {
         let body = include_bytes!("../tests/data/scoped-packument.json");

@@ -53,7 +53,7 @@ impl Frontend {
         parts: &Parts,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
-        let document = self.load_packument(package, parts).await?;
+        let document = self.load_packument(package, parts, self.ttl).await?;
         let representation = negotiate::negotiate(client.header(header::ACCEPT));
         let variant = match representation {
             Representation::Full => "full",
@@ -68,6 +68,7 @@ impl Frontend {
         &self,
         package: &PackageName,
         parts: &Parts,
+        ttl: std::time::Duration,
     ) -> Result<proxy::Document> {
         let registry = self.registry_url(parts)?;
         let url =
@@ -82,7 +83,7 @@ impl Frontend {
             key: format!("packument/{registry}{package}"),
             url,
             accept: UPSTREAM_ACCEPT,
-            ttl: self.ttl,
+            ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
         };
         let requested = package.clone();
@@ -130,19 +131,14 @@ impl Frontend {
         let id = tarball_id(package, filename);
         let source = match self.proxy.source(ECOSYSTEM, &id)? {
             Some(source) => source,
-            None => {
-                // Cold: `npm ci` and pnpm's frozen installs ask for tarballs straight from the
-                // lockfile. Learn the tarball's upstream URL and digest from the packument.
-                self.load_packument(package, parts).await?;
-                self.proxy
-                    .source(ECOSYSTEM, &id)?
-                    .ok_or_else(|| Error::UnknownTarball {
-                        package: package.to_string(),
-                        filename: filename.to_owned(),
-                    })?
-            }
+            None => self.learn_tarball(package, filename, parts).await?,
         };
-        let allow_redirect = proxy::same_origin(&source.url);
+        // A verified tarball may come from wherever the registry sends it over https (blob
+        // stores); an unverified one only from the origin the packument named.
+        let allow_redirect = match source.checksum {
+            Some(_) => proxy::same_origin_or_https(&source.url),
+            None => proxy::same_origin(&source.url),
+        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
             source,
@@ -151,6 +147,29 @@ impl Frontend {
             allow_redirect,
         };
         Ok(self.proxy.artifact(request).await?)
+    }
+
+    /// Cold tarball requests (`npm ci` and pnpm's frozen installs read the lockfile, not the
+    /// packument): learn the upstream URL and digest from the packument, and if a cached
+    /// packument does not list the tarball (a version published since), once more from a fresh
+    /// one before answering 404.
+    async fn learn_tarball(
+        &self,
+        package: &PackageName,
+        filename: &str,
+        parts: &Parts,
+    ) -> Result<ArtifactSource> {
+        let id = tarball_id(package, filename);
+        for ttl in [self.ttl, std::time::Duration::ZERO] {
+            self.load_packument(package, parts, ttl).await?;
+            if let Some(source) = self.proxy.source(ECOSYSTEM, &id)? {
+                return Ok(source);
+            }
+        }
+        Err(Error::UnknownTarball {
+            package: package.to_string(),
+            filename: filename.to_owned(),
+        })
     }
 
     async fn api(&self, endpoint: &str, parts: &Parts, body: Bytes) -> Result<Response<Body>> {
@@ -208,8 +227,9 @@ impl Frontend {
 
     /// pmcache's registry URL as this client reaches it, ending in `/`.
     fn registry_url(&self, parts: &Parts) -> Result<String> {
-        let origin =
-            proxy::client_origin(&parts.headers, self.public_url.as_ref()).ok_or(Error::NoHost)?;
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        let origin = proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
+            .ok_or(Error::NoHost)?;
         Ok(format!("{origin}{}/", self.mount))
     }
 }

@@ -75,6 +75,18 @@ impl Error {
             {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            // The upstream refuses this client or this package: say so, rather than call it a
+            // gateway fault that clients retry for a minute.
+            Error::Status { status, .. }
+                if [
+                    StatusCode::UNAUTHORIZED,
+                    StatusCode::FORBIDDEN,
+                    StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+                ]
+                .contains(status) =>
+            {
+                *status
+            }
             Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -88,6 +100,11 @@ impl Error {
                 retry_after: Some(after),
                 ..
             } => Some(*after),
+            Error::Status { status, .. }
+                if status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS =>
+            {
+                None
+            }
             Error::Connect { .. } | Error::Timeout { .. } | Error::Status { .. } => {
                 Some(RETRY_AFTER_UPSTREAM_FAULT)
             }
@@ -110,5 +127,37 @@ impl Error {
                 | Error::Redirect { .. }
                 | Error::Document { .. }
         ) || matches!(self, Error::Status { status, .. } if status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream_answered(status: StatusCode) -> Error {
+        Error::Status {
+            url: "http://127.0.0.1:1/x".to_owned(),
+            status,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn refusals_pass_through_and_faults_are_gateway_errors() {
+        let forbidden = upstream_answered(StatusCode::FORBIDDEN);
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+        assert_eq!(forbidden.retry_after(), None);
+        assert!(!forbidden.is_upstream_fault());
+        let broken = upstream_answered(StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(broken.status(), StatusCode::BAD_GATEWAY);
+        assert!(broken.retry_after().is_some() && broken.is_upstream_fault());
+        let busy = upstream_answered(StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.retry_after().is_some());
+        let gone = Error::NotFound {
+            url: "http://127.0.0.1:1/x".to_owned(),
+        };
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        assert!(!gone.is_upstream_fault());
     }
 }

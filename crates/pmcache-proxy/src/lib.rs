@@ -29,7 +29,7 @@ pub use config::Config;
 pub use document::{Document, DocumentRequest, Rendering, UpstreamDocument, Variant};
 pub use error::{Error, Result};
 pub use freshness::{Freshness, assess};
-pub use origin::{RedirectPolicy, base_url, client_origin, same_origin};
+pub use origin::{RedirectPolicy, base_url, client_origin, same_origin, same_origin_or_https};
 pub use passthrough::PassThrough;
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
 pub use upstream::Upstream;

@@ -30,13 +30,26 @@ pub fn base_url(text: &str) -> Option<Url> {
     Some(url)
 }
 
+/// Redirects within the origin of `url`, or to any https URL: for fetches whose bytes are
+/// checked against a published digest, which registries may send to a blob store.
+pub fn same_origin_or_https(url: &Url) -> RedirectPolicy {
+    let origin = url.origin();
+    Arc::new(move |next: &Url| next.origin() == origin || next.scheme() == "https")
+}
+
 /// `scheme://host[:port]` without a trailing slash, or None when the request names no usable
-/// host (HTTP/1.0 without `Host`, or a value that is not a host name).
-pub fn client_origin(headers: &HeaderMap, public_url: Option<&Url>) -> Option<String> {
+/// host. The host comes from `Host`, else from the request target's authority (HTTP/2's
+/// `:authority`, or an absolute-form request line).
+pub fn client_origin(
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    public_url: Option<&Url>,
+) -> Option<String> {
     if let Some(public) = public_url {
         return Some(public.as_str().trim_end_matches('/').to_owned());
     }
-    let host = headers.get(header::HOST)?.to_str().ok()?.trim();
+    let from_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let host = from_header.or(authority)?.trim();
     if !is_host(host) {
         return None;
     }
@@ -99,15 +112,37 @@ mod tests {
         assert_eq!(base_url("file:///tmp/x"), None);
     }
 
+    fn client_origin_of(headers: &HeaderMap, public_url: Option<&Url>) -> Option<String> {
+        client_origin(headers, None, public_url)
+    }
+
+    #[test]
+    fn http2_authority_stands_in_for_host() {
+        let origin = client_origin(&HeaderMap::new(), Some("127.0.0.1:7878"), None);
+        assert_eq!(origin.as_deref(), Some("http://127.0.0.1:7878"));
+    }
+
+    #[test]
+    fn verified_fetches_may_move_to_https_elsewhere() {
+        let from = Url::parse("http://127.0.0.1:1/a.tgz").unwrap();
+        let policy = same_origin_or_https(&from);
+        assert!(policy(&Url::parse("https://blobs.example/a.tgz").unwrap()));
+        assert!(policy(&Url::parse("http://127.0.0.1:1/b.tgz").unwrap()));
+        assert!(!policy(&Url::parse("http://127.0.0.2:1/a.tgz").unwrap()));
+        assert!(!same_origin(&from)(
+            &Url::parse("https://blobs.example/a.tgz").unwrap()
+        ));
+    }
+
     #[test]
     fn host_and_forwarded_scheme() {
         assert_eq!(
-            client_origin(&headers(&[("host", "127.0.0.1:7878")]), None).as_deref(),
+            client_origin_of(&headers(&[("host", "127.0.0.1:7878")]), None).as_deref(),
             Some("http://127.0.0.1:7878")
         );
         let behind_tls = headers(&[("host", "cache.ci.example"), ("x-forwarded-proto", "https")]);
         assert_eq!(
-            client_origin(&behind_tls, None).as_deref(),
+            client_origin_of(&behind_tls, None).as_deref(),
             Some("https://cache.ci.example")
         );
         let forwarded = headers(&[
@@ -115,7 +150,7 @@ mod tests {
             ("forwarded", "for=1.2.3.4;proto=https"),
         ]);
         assert_eq!(
-            client_origin(&forwarded, None).as_deref(),
+            client_origin_of(&forwarded, None).as_deref(),
             Some("https://cache.ci.example")
         );
     }
@@ -123,10 +158,10 @@ mod tests {
     #[test]
     fn public_url_wins_and_bad_hosts_are_refused() {
         let public = Url::parse("https://pmcache.ci.example/").unwrap();
-        let origin = client_origin(&headers(&[("host", "other")]), Some(&public));
+        let origin = client_origin_of(&headers(&[("host", "other")]), Some(&public));
         assert_eq!(origin.as_deref(), Some("https://pmcache.ci.example"));
-        assert_eq!(client_origin(&headers(&[("host", "a/b")]), None), None);
-        assert_eq!(client_origin(&headers(&[("host", "a\"b")]), None), None);
-        assert_eq!(client_origin(&HeaderMap::new(), None), None);
+        assert_eq!(client_origin_of(&headers(&[("host", "a/b")]), None), None);
+        assert_eq!(client_origin_of(&headers(&[("host", "a\"b")]), None), None);
+        assert_eq!(client_origin_of(&HeaderMap::new(), None), None);
     }
 }
