@@ -54,6 +54,11 @@ impl Case {
     /// The fixture registry, and pmcache with it as npm upstream, `PMCACHE_NPM_METADATA_TTL=0s`
     /// and the PyPI frontend off.
     fn start() -> Result<Self> {
+        Self::start_with_ttl("0s")
+    }
+
+    /// As [`Case::start`], with packuments fresh for `ttl`.
+    fn start_with_ttl(ttl: &str) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("pmcache-e2e-npm-")
             .tempdir()?;
@@ -64,7 +69,7 @@ impl Case {
             &dir.path().join("data"),
             &[
                 ("PMCACHE_NPM_UPSTREAM", &upstream.registry_url()),
-                ("PMCACHE_NPM_METADATA_TTL", "0s"),
+                ("PMCACHE_NPM_METADATA_TTL", ttl),
                 ("PMCACHE_PYPI_ENABLED", "false"),
             ],
         )?;
@@ -404,6 +409,33 @@ fn npm_ci_from_lockfile_needs_no_upstream_tarballs() -> Result<()> {
         "GET {packument_url} once the registry is back should be revalidated: {}",
         fresh.describe()
     );
+    case.ensure_no_egress()
+}
+
+/// A lockfile naming a version published after pmcache cached the packument (still fresh under
+/// a long TTL): the tarball request makes pmcache refetch the packument once and serve it, rather
+/// than answer 404 until the TTL passes.
+#[test]
+fn tarball_of_a_version_newer_than_the_cached_packument_is_found() -> Result<()> {
+    let case = Case::start_with_ttl("1h")?;
+    case.upstream.hide(LEFT, "1.2.0");
+    let packument = http::get(&format!("{}{LEFT}", case.registry()))?;
+    let document = json(&packument, "packument with 1.2.0 hidden")?;
+    ensure!(
+        document["versions"].get("1.2.0").is_none(),
+        "the fixture did not hide 1.2.0: {document}"
+    );
+    case.upstream.publish();
+    let before = case.upstream.packument_requests(LEFT);
+    let tarball = http::get(&format!("{}{LEFT}/-/{LEFT}-1.2.0.tgz", case.registry()))?;
+    ensure!(tarball.is_complete_ok(), "{}", tarball.describe());
+    ensure!(
+        case.upstream.packument_requests(LEFT) == before + 1,
+        "expected exactly one packument refetch:\n{}",
+        case.upstream.request_log()
+    );
+    let missing = http::get(&format!("{}{LEFT}/-/{LEFT}-9.9.9.tgz", case.registry()))?;
+    ensure!(missing.status == 404, "{}", missing.describe());
     case.ensure_no_egress()
 }
 

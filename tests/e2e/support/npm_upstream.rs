@@ -8,11 +8,11 @@
 //! faults per tarball at run time: corrupted bytes or throttling, or a whole-server stop and
 //! restart on the same port.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -82,6 +82,8 @@ struct State {
     packages: &'static Packages,
     /// Each package's full packument, rendered once.
     packuments: HashMap<String, Bytes>,
+    /// Versions left out of their packument (`name@version`), to publish them later.
+    hidden: Mutex<HashSet<String>>,
     api_enabled: AtomicBool,
     faults: Faults,
     log: RequestLog<Logged>,
@@ -107,6 +109,7 @@ impl NpmUpstream {
         let state = Arc::new(State {
             packages,
             packuments,
+            hidden: Mutex::default(),
             api_enabled: AtomicBool::new(true),
             faults: Faults::default(),
             log: RequestLog::default(),
@@ -127,6 +130,21 @@ impl NpmUpstream {
     /// The full packument of `name` exactly as the registry serves it.
     pub fn packument(&self, name: &str) -> Option<Bytes> {
         self.state.packuments.get(name).cloned()
+    }
+
+    /// Leaves `version` out of `name`'s packument until [`NpmUpstream::publish`].
+    pub fn hide(&self, name: &str, version: &str) {
+        let mut hidden = self.state.hidden.lock().unwrap_or_else(|p| p.into_inner());
+        hidden.insert(format!("{name}@{version}"));
+    }
+
+    /// Publishes every hidden version.
+    pub fn publish(&self) {
+        self.state
+            .hidden
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Injects `fault` into every later response for the tarball `filename`.
@@ -205,6 +223,32 @@ impl Drop for NpmUpstream {
 }
 
 /// How the registry answers, on `state`.
+/// The packument as currently published: hidden versions removed from `versions` and `time`.
+fn without_hidden(state: &State, name: &str, document: &Bytes) -> Bytes {
+    let hidden = state.hidden.lock().unwrap_or_else(|p| p.into_inner());
+    let prefix = format!("{name}@");
+    let versions: Vec<&str> = hidden
+        .iter()
+        .filter_map(|h| h.strip_prefix(&prefix))
+        .collect();
+    if versions.is_empty() {
+        return document.clone();
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(document).expect("fixture packuments are JSON");
+    for key in ["versions", "time"] {
+        if let Some(map) = value
+            .get_mut(key)
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            for version in &versions {
+                map.remove(*version);
+            }
+        }
+    }
+    Bytes::from(serde_json::to_vec(&value).expect("JSON serialises"))
+}
+
 fn handler(state: &Arc<State>) -> Handler {
     let state = Arc::clone(state);
     super::fixture_server::handler(move |request| {
@@ -286,7 +330,7 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
     });
     let mut response = match (&kind, &method) {
         (Kind::Packument(name), &Method::GET | &Method::HEAD) => match state.packuments.get(name) {
-            Some(document) => json(StatusCode::OK, document.clone()),
+            Some(document) => json(StatusCode::OK, without_hidden(state, name, document)),
             None => status_only(StatusCode::NOT_FOUND),
         },
         (Kind::Tarball(_), &Method::GET | &Method::HEAD) => tarball_response(state, &path),
