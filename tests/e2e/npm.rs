@@ -439,6 +439,38 @@ fn tarball_of_a_version_newer_than_the_cached_packument_is_found() -> Result<()>
     case.ensure_no_egress()
 }
 
+/// `/<name>/<version-or-tag>` answers one version's manifest, with pmcache's tarball URL; a
+/// version that does not exist is a 404.
+#[test]
+fn version_documents_come_from_the_packument() -> Result<()> {
+    let case = Case::start()?;
+    let full = json(
+        &http::get(&format!("{}{LEFT}", case.registry()))?,
+        "packument",
+    )?;
+    let latest = full["dist-tags"]["latest"]
+        .as_str()
+        .context("no latest tag")?;
+    let by_tag = json(
+        &http::get(&format!("{}{LEFT}/latest", case.registry()))?,
+        "version document by tag",
+    )?;
+    ensure!(
+        by_tag == full["versions"][latest],
+        "{by_tag} is not the latest manifest"
+    );
+    let tarball = by_tag["dist"]["tarball"].as_str().unwrap_or_default();
+    ensure!(
+        tarball.starts_with(&case.registry()),
+        "tarball {tarball} not on pmcache"
+    );
+    let by_version = http::get(&format!("{}{LEFT}/1.0.0", case.registry()))?;
+    ensure!(json(&by_version, "version document")?["version"] == "1.0.0");
+    let missing = http::get(&format!("{}{LEFT}/9.9.9", case.registry()))?;
+    ensure!(missing.status == 404, "{}", missing.describe());
+    case.ensure_no_egress()
+}
+
 /// (3) A tarball whose bytes do not match its published integrity fails the download (direct GET
 /// and npm) and is never committed; once the registry serves the right bytes, the install
 /// succeeds.

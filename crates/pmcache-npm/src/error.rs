@@ -50,9 +50,9 @@ pub enum Error {
     /// The package was unpublished upstream.
     #[error("{package} was unpublished from the upstream registry")]
     Unpublished { package: String },
-    /// Version documents are not served; clients install from packuments.
-    #[error("pmcache serves whole packuments: ask for /npm/{package}")]
-    VersionDocument { package: String },
+    /// A version or dist-tag the packument does not have.
+    #[error("{package} has no version or dist-tag {version:?} upstream")]
+    NoSuchVersion { package: String, version: String },
 }
 
 /// `Result` with this crate's [`Error`].
@@ -81,7 +81,7 @@ impl Error {
             Error::Proxy(error) => error.status(),
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::UnknownTarball { .. }
-            | Error::VersionDocument { .. }
+            | Error::NoSuchVersion { .. }
             | Error::Unpublished { .. } => StatusCode::NOT_FOUND,
             Error::UpstreamLacks { .. } => StatusCode::NOT_IMPLEMENTED,
         }

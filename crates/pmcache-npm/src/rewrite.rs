@@ -293,6 +293,18 @@ impl Serialize for AbbreviatedVersion<'_> {
     }
 }
 
+/// One version's manifest from a (rewritten) full packument, by version or dist-tag; None when
+/// neither names a version, or the document is not a packument.
+pub fn version_manifest(full: &[u8], wanted: &str) -> Option<Vec<u8>> {
+    let document: Value = serde_json::from_slice(full).ok()?;
+    let versions = document.get("versions")?.as_object()?;
+    let version = match versions.get(wanted) {
+        Some(_) => wanted,
+        None => document.get("dist-tags")?.get(wanted)?.as_str()?,
+    };
+    serde_json::to_vec(versions.get(version)?).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use std::fmt::Write as _;
@@ -302,6 +314,19 @@ mod tests {
     use super::*;
 
     const REGISTRY: &str = "http://127.0.0.1:7878/npm/";
+
+    #[test]
+    fn version_manifests_by_version_or_tag() {
+        let full = serde_json::to_vec(&json!({"name": "x", "dist-tags": {"latest": "1.0.0"},
+            "versions": {"1.0.0": {"name": "x", "version": "1.0.0"}}}))
+        .unwrap();
+        let by_tag: Value =
+            serde_json::from_slice(&version_manifest(&full, "latest").unwrap()).unwrap();
+        assert_eq!(by_tag["version"], "1.0.0");
+        assert!(version_manifest(&full, "1.0.0").is_some());
+        assert!(version_manifest(&full, "2.0.0").is_none());
+        assert!(version_manifest(b"not json", "latest").is_none());
+    }
 
     #[test]
     fn an_unpublished_stub_is_unpublished_not_malformed() {

@@ -41,9 +41,9 @@ impl Frontend {
             NpmPath::Tarball { package, filename } => {
                 self.tarball(&package, &filename, parts, client).await
             }
-            NpmPath::Version { package, .. } => Err(Error::VersionDocument {
-                package: package.to_string(),
-            }),
+            NpmPath::Version { package, version } => {
+                self.version_document(&package, &version, parts).await
+            }
         }
     }
 
@@ -119,6 +119,29 @@ impl Frontend {
             })
             .await?;
         Ok(document)
+    }
+
+    /// `/<name>/<version-or-tag>`: one version's manifest, cut from the rewritten full
+    /// packument (a rare route, used by tools rather than installers, so parsing here is fine).
+    async fn version_document(
+        &self,
+        package: &PackageName,
+        wanted: &str,
+        parts: &Parts,
+    ) -> Result<Response<Body>> {
+        let document = self.load_packument(package, parts, self.ttl).await?;
+        let full = self.proxy.variant_bytes(&document, "full").await?;
+        let manifest =
+            rewrite::version_manifest(&full, wanted).ok_or_else(|| Error::NoSuchVersion {
+                package: package.to_string(),
+                version: wanted.to_owned(),
+            })?;
+        let mut response = Response::new(proxy::full(manifest));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(negotiate::FULL_TYPE),
+        );
+        Ok(response)
     }
 
     async fn tarball(

@@ -349,6 +349,26 @@ impl Proxy {
         Ok(())
     }
 
+    /// The bytes of one variant, for the rare routes that answer with a part of a document
+    /// (they parse it; the hot paths serve stored bytes as they are).
+    pub async fn variant_bytes(&self, document: &Document, variant: &str) -> Result<bytes::Bytes> {
+        let stored = document.record.variants.get(variant).ok_or_else(|| {
+            Error::Internal(format!(
+                "document {} has no {variant} variant",
+                document.record.url
+            ))
+        })?;
+        let path =
+            self.inner.store.blob_path(&stored.digest).ok_or_else(|| {
+                Error::Internal(format!("document blob {} vanished", stored.digest))
+            })?;
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
+            .map_err(|e| Error::Internal(format!("reading a document blob: {e}")))?;
+        Ok(bytes.into())
+    }
+
     /// Answers a client with one variant of a document: 304 when its `If-None-Match` names the
     /// variant, gzip when accepted and stored, HEAD without a body. `vary` is the `Vary` header.
     pub fn respond(
