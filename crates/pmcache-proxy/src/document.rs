@@ -289,6 +289,14 @@ impl Proxy {
             .unwrap_or("")
             .to_owned();
         let url = fetched.url.clone();
+        // Reading and rendering hold a whole document (and its parsed tree) in memory: bound
+        // how many run at once so that a cold fleet-wide install cannot exhaust memory.
+        let _permit = self
+            .inner
+            .render_permits
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(format!("render permits closed: {e}")))?;
         let body = fetched.read_document(upstream.max_document_size()).await?;
         let document = UpstreamDocument {
             url: url.clone(),

@@ -49,7 +49,13 @@ struct Inner {
     upstream: Upstream,
     fills: Arc<inflight::Fills>,
     document_locks: document::DocumentLocks,
+    /// Documents being read and rendered at once.
+    render_permits: tokio::sync::Semaphore,
 }
+
+/// How many upstream documents are read and rendered at once (each may be tens of megabytes,
+/// several times that once parsed); more wait their turn.
+const CONCURRENT_RENDERS: usize = 4;
 
 impl Proxy {
     /// Builds the core over an opened store.
@@ -60,6 +66,7 @@ impl Proxy {
                 store,
                 fills: Arc::default(),
                 document_locks: document::DocumentLocks::default(),
+                render_permits: tokio::sync::Semaphore::new(CONCURRENT_RENDERS),
             }),
         })
     }
