@@ -6,7 +6,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
 use pmcache_proxy::{
     self as proxy, ArtifactRequest, ArtifactSource, Body, ClientRequest, DocumentRequest,
-    PassThrough, Rendering, Variant,
+    PassThrough, Rendering, Serving, Variant,
 };
 use url::Url;
 
@@ -59,7 +59,9 @@ impl Frontend {
             Representation::Full => "full",
             Representation::Abbreviated => "abbreviated",
         };
-        Ok(self.proxy.respond(&document, variant, client, VARY)?)
+        Ok(self
+            .proxy
+            .respond(&document, variant, client, Serving::whole(VARY))?)
     }
 
     /// The packument as rendered for the registry URL this client uses. Tarball URLs are
@@ -103,16 +105,12 @@ impl Frontend {
                 let sources = sources_of(&requested, &rewritten.tarballs);
                 Ok(Rendering {
                     variants: vec![
-                        Variant {
-                            name: "full",
-                            content_type: Representation::Full.content_type(),
-                            body: rewritten.full,
-                        },
-                        Variant {
-                            name: "abbreviated",
-                            content_type: Representation::Abbreviated.content_type(),
-                            body: rewritten.abbreviated,
-                        },
+                        Variant::new("full", Representation::Full.content_type(), rewritten.full),
+                        Variant::new(
+                            "abbreviated",
+                            Representation::Abbreviated.content_type(),
+                            rewritten.abbreviated,
+                        ),
                     ],
                     sources,
                 })

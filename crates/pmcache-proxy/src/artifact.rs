@@ -13,7 +13,7 @@ use crate::body::{self, Body};
 use crate::checksum::Checksum;
 use crate::error::Result;
 use crate::inflight::{self, FillJob};
-use crate::serve::{self, CACHE_HEADER, CacheStatus, ClientRequest};
+use crate::serve::{self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges};
 
 /// Where an artifact that a frontend advertised comes from. Recorded when a document is
 /// rewritten; a client can only ask for artifacts that have a source, so it can never make
@@ -92,7 +92,13 @@ impl Proxy {
             return Ok(None);
         };
         let headers = artifact_headers(request.content_type, CacheStatus::Hit);
-        serve::blob_response(file, &record.digest, record.size, request.client, headers).map(Some)
+        let answer = BlobAnswer {
+            size: record.size,
+            etag: serve::etag_of(&record.digest),
+            last_modified: None,
+            ranges: Ranges::Honour,
+        };
+        serve::blob_response(file, &answer, request.client, headers).map(Some)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -19,7 +19,9 @@ use crate::artifact::ArtifactSource;
 use crate::body::Body;
 use crate::error::{Error, Result};
 use crate::freshness::{self, Freshness};
-use crate::serve::{self, CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
+use crate::serve::{
+    self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges, STALE_HEADER,
+};
 
 /// Identifies the renderer: a new pmcache renders every document again.
 const RENDERER: &str = env!("CARGO_PKG_VERSION");
@@ -61,6 +63,65 @@ pub struct Variant {
     pub name: &'static str,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// The entity tag to serve (quoted), when the protocol fixes one; else pmcache's own.
+    pub etag: Option<String>,
+    /// Whether a gzip copy may be served to clients that accept it.
+    pub compress: bool,
+}
+
+impl Variant {
+    /// A variant with pmcache's entity tag, compressed for clients that accept gzip.
+    pub fn new(name: &'static str, content_type: &'static str, body: Vec<u8>) -> Variant {
+        Variant {
+            name,
+            content_type,
+            body,
+            etag: None,
+            compress: true,
+        }
+    }
+
+    /// Serves `etag` (quoted) as the entity tag of every encoding of this variant.
+    pub fn with_etag(mut self, etag: String) -> Variant {
+        self.etag = Some(etag);
+        self
+    }
+
+    /// Never compressed in transit (files that are already compressed, and that clients
+    /// decompress themselves).
+    pub fn uncompressed(mut self) -> Variant {
+        self.compress = false;
+        self
+    }
+}
+
+/// How a document variant is answered.
+#[derive(Clone, Copy, Debug)]
+pub struct Serving {
+    /// The `Vary` header.
+    pub vary: &'static str,
+    /// Append-only files: `Range: bytes=N-` gets a 206 of the identity body (a range past the
+    /// end gets the whole body, with 200), and `Repr-Digest`/`Digest` give the sha-256 of the
+    /// identity body on every answer, gzip-encoded or not, as the RubyGems compact index does.
+    pub appendable: bool,
+}
+
+impl Serving {
+    /// Served whole, ranges ignored.
+    pub fn whole(vary: &'static str) -> Serving {
+        Serving {
+            vary,
+            appendable: false,
+        }
+    }
+
+    /// Served as an append-only file (see [`Serving::appendable`]).
+    pub fn appendable(vary: &'static str) -> Serving {
+        Serving {
+            vary,
+            appendable: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -69,6 +130,10 @@ pub(crate) struct DocumentRecord {
     fetched_at: u64,
     etag: Option<String>,
     last_modified: Option<String>,
+    /// When the rendered variants last changed (unix seconds; 0 in records written before
+    /// this was kept): the `Last-Modified` served when the upstream sent none.
+    #[serde(default)]
+    changed_at: u64,
     /// sha256 of the upstream body this was rendered from, and the pmcache version that
     /// rendered it: an unchanged body is not rendered again, even from an upstream that sends
     /// no validators.
@@ -83,6 +148,9 @@ struct StoredVariant {
     digest: Digest,
     size: u64,
     gzip: Option<StoredBlob>,
+    /// The entity tag the frontend chose, quoted; None means pmcache's (the blob's sha256).
+    #[serde(default)]
+    etag: Option<String>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -97,6 +165,28 @@ pub struct Document {
     /// How it was obtained.
     pub cache: CacheStatus,
     ttl: Duration,
+}
+
+impl Document {
+    /// How long ago the upstream last confirmed or supplied this copy.
+    pub fn age(&self) -> Duration {
+        Duration::from_secs(freshness::now_unix().saturating_sub(self.record.fetched_at))
+    }
+
+    /// Whether the upstream confirmed or supplied it within the TTL it was asked with.
+    pub fn is_fresh(&self) -> bool {
+        self.age() < self.ttl
+    }
+
+    /// The entity tag a frontend chose for `variant`, quoted.
+    pub fn etag(&self, variant: &str) -> Option<&str> {
+        self.record.variants.get(variant)?.etag.as_deref()
+    }
+
+    /// The sha256 of `variant`'s identity body.
+    pub fn digest(&self, variant: &str) -> Option<Digest> {
+        Some(self.record.variants.get(variant)?.digest)
+    }
 }
 
 /// Per-document locks, so concurrent misses of one document make one upstream request, and the
@@ -206,6 +296,22 @@ impl Proxy {
         })
     }
 
+    /// The cached copy of a document, whatever its age, without asking the upstream: for
+    /// frontends that know from another document whether it is current.
+    pub fn cached_document(
+        &self,
+        ecosystem: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<Document>> {
+        let key = format!("{ecosystem}/{key}");
+        Ok(self.usable_record(&key)?.map(|record| Document {
+            record,
+            cache: CacheStatus::Hit,
+            ttl,
+        }))
+    }
+
     /// The source of an artifact a document advertised, by the id in its pmcache URL.
     pub fn source(&self, ecosystem: &str, id: &str) -> Result<Option<ArtifactSource>> {
         Ok(self
@@ -310,16 +416,14 @@ impl Proxy {
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime.
         let (record, cache) = tokio::task::spawn_blocking(move || {
             let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
-            let (variants, cache) = match cached {
+            let (variants, changed_at, cache) = match cached {
                 Some(cached) if cached.rendered_from == rendered_from => {
-                    (cached.variants, CacheStatus::Revalidated)
+                    (cached.variants, cached.changed_at, CacheStatus::Revalidated)
                 }
                 _ => {
                     let rendering = render(document)?;
-                    (
-                        store_rendering(&store, ecosystem, rendering)?,
-                        CacheStatus::Miss,
-                    )
+                    let variants = store_rendering(&store, ecosystem, rendering)?;
+                    (variants, now, CacheStatus::Miss)
                 }
             };
             let record = DocumentRecord {
@@ -327,6 +431,7 @@ impl Proxy {
                 fetched_at: now,
                 etag,
                 last_modified,
+                changed_at,
                 rendered_from,
                 variants,
             };
@@ -378,13 +483,14 @@ impl Proxy {
     }
 
     /// Answers a client with one variant of a document: 304 when its `If-None-Match` names the
-    /// variant, gzip when accepted and stored, HEAD without a body. `vary` is the `Vary` header.
+    /// variant (or its `If-Modified-Since` is no older than it), gzip when accepted and stored,
+    /// ranges and digests as `serving` says, HEAD without a body.
     pub fn respond(
         &self,
         document: &Document,
         variant: &str,
         client: ClientRequest<'_>,
-        vary: &'static str,
+        serving: Serving,
     ) -> Result<Response<Body>> {
         let stored = document.record.variants.get(variant).ok_or_else(|| {
             Error::Internal(format!(
@@ -392,30 +498,66 @@ impl Proxy {
                 document.record.url
             ))
         })?;
-        let (blob, gzip) = match (&stored.gzip, client.accepts_gzip()) {
+        // A 206 is a slice of the identity body: never compress a range request's answer.
+        let ranged = serving.appendable && client.headers.contains_key(header::RANGE);
+        let (blob, gzip) = match (&stored.gzip, client.accepts_gzip() && !ranged) {
             (Some(gzip), true) => ((gzip.digest, gzip.size), true),
             _ => ((stored.digest, stored.size), false),
         };
-        let headers = document_headers(document, &stored.content_type, gzip, vary);
+        let mut headers = document_headers(document, &stored.content_type, gzip, serving.vary);
+        if serving.appendable {
+            add_digests(&mut headers, &stored.digest);
+        }
         let Some(file) = self.inner.store.open_blob(&blob.0)? else {
             return Err(Error::Internal(format!(
                 "document blob {} vanished",
                 blob.0
             )));
         };
-        // Ranges are an artifact feature; documents are always sent whole.
-        let request = ClientRequest {
-            head: client.head,
-            headers: &strip_range(client.headers),
+        let answer = BlobAnswer {
+            size: blob.1,
+            etag: stored
+                .etag
+                .clone()
+                .unwrap_or_else(|| serve::etag_of(&blob.0)),
+            last_modified: Some(last_modified(&document.record)),
+            ranges: if serving.appendable {
+                Ranges::Append
+            } else {
+                Ranges::Ignore
+            },
         };
-        serve::blob_response(file, &blob.0, blob.1, request, headers)
+        serve::blob_response(file, &answer, client, headers)
     }
 }
 
-fn strip_range(headers: &HeaderMap) -> HeaderMap {
-    let mut headers = headers.clone();
-    headers.remove(header::RANGE);
-    headers
+/// When the served content last changed: the upstream's `Last-Modified` when it sent one, else
+/// when pmcache last rendered something different.
+fn last_modified(record: &DocumentRecord) -> SystemTime {
+    let upstream = record
+        .last_modified
+        .as_deref()
+        .and_then(|value| httpdate::parse_http_date(value).ok());
+    upstream.unwrap_or_else(|| {
+        let changed = if record.changed_at == 0 {
+            record.fetched_at
+        } else {
+            record.changed_at
+        };
+        UNIX_EPOCH + Duration::from_secs(changed)
+    })
+}
+
+/// RFC 9530 `Repr-Digest` and its predecessor `Digest` (RFC 3230), both sha-256 of the identity
+/// body, which is what Bundler checks after appending a 206.
+fn add_digests(headers: &mut HeaderMap, identity: &Digest) {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(identity.as_bytes());
+    headers.insert(
+        "repr-digest",
+        serve::header_value(&format!("sha-256=:{encoded}:")),
+    );
+    headers.insert("digest", serve::header_value(&format!("sha-256={encoded}")));
 }
 
 fn document_headers(
@@ -433,9 +575,8 @@ fn document_headers(
         CACHE_HEADER,
         HeaderValue::from_static(document.cache.as_str()),
     );
-    if let Some(last_modified) = &document.record.last_modified {
-        headers.insert(header::LAST_MODIFIED, serve::header_value(last_modified));
-    }
+    let modified = serve::http_date(last_modified(&document.record));
+    headers.insert(header::LAST_MODIFIED, serve::header_value(&modified));
     if gzip {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
@@ -475,7 +616,7 @@ fn store_rendering(
     let mut variants = BTreeMap::new();
     for variant in rendering.variants {
         let (digest, size) = store.put_bytes(&variant.body)?;
-        let gzip = if variant.body.len() >= GZIP_THRESHOLD {
+        let gzip = if variant.compress && variant.body.len() >= GZIP_THRESHOLD {
             let (digest, size) = store.put_bytes(&gzip(&variant.body))?;
             Some(StoredBlob { digest, size })
         } else {
@@ -486,6 +627,7 @@ fn store_rendering(
             digest,
             size,
             gzip,
+            etag: variant.etag,
         };
         variants.insert(variant.name.to_owned(), stored);
     }

@@ -26,17 +26,18 @@ pub use artifact::{ArtifactRecord, ArtifactRequest, ArtifactSource};
 pub use body::{Body, empty, full};
 pub use checksum::{Algorithm, Checksum};
 pub use config::Config;
-pub use document::{Document, DocumentRequest, Rendering, UpstreamDocument, Variant};
+pub use document::{Document, DocumentRequest, Rendering, Serving, UpstreamDocument, Variant};
 pub use error::{Error, Result};
 pub use freshness::{Freshness, assess};
 pub use origin::{RedirectPolicy, base_url, client_origin, same_origin, same_origin_or_https};
 pub use passthrough::PassThrough;
+pub use pmcache_store::Digest;
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
 pub use upstream::Upstream;
 
 use std::sync::Arc;
 
-use pmcache_store::{Digest, Store, Table};
+use pmcache_store::{Store, Table};
 
 /// The proxy core: the store, the upstream client, fills and document locks. Cheap to clone.
 #[derive(Clone)]

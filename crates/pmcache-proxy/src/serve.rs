@@ -2,6 +2,8 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
+use std::time::SystemTime;
+
 use pmcache_store::Digest;
 
 use crate::body::{self, Body};
@@ -140,37 +142,62 @@ pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
     }
 }
 
-/// Serves a committed blob: 304 on a matching `If-None-Match`, 206 for a single satisfiable
-/// range, 416 for an unsatisfiable one, HEAD without a body. `headers` are added as given.
+/// What a range request gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ranges {
+    /// 206 for a single satisfiable range, 416 for an unsatisfiable one (artifacts).
+    Honour,
+    /// Always the whole body (documents that are rewritten as a whole).
+    Ignore,
+    /// 206 for a single satisfiable range, the whole body with 200 for a range past the end:
+    /// append-only files whose clients resume from their copy's length (the RubyGems compact
+    /// index; a 416 there makes Bundler retry in a way that breaks its digest check).
+    Append,
+}
+
+/// How a committed blob is answered, beyond its bytes.
+pub(crate) struct BlobAnswer {
+    pub size: u64,
+    /// The entity tag, quoted.
+    pub etag: String,
+    /// When the content last changed, for `If-Modified-Since`.
+    pub last_modified: Option<SystemTime>,
+    pub ranges: Ranges,
+}
+
+/// Serves a committed blob: 304 on a matching `If-None-Match` (or, when the client sent none,
+/// on an `If-Modified-Since` no older than the content), ranges as `answer.ranges` says, HEAD
+/// without a body. `headers` are added as given.
 pub(crate) fn blob_response(
     file: std::fs::File,
-    digest: &Digest,
-    size: u64,
+    answer: &BlobAnswer,
     request: ClientRequest<'_>,
     mut headers: HeaderMap,
 ) -> Result<Response<Body>> {
-    let etag = etag_of(digest);
-    headers.insert(header::ETAG, header_value(&etag));
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if request.matches_etag(&etag) {
+    let BlobAnswer { size, ref etag, .. } = *answer;
+    headers.insert(header::ETAG, header_value(etag));
+    if answer.ranges != Ranges::Ignore {
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    if not_modified(answer, request) {
         return Ok(with_headers(
             StatusCode::NOT_MODIFIED,
             headers,
             body::empty(),
         ));
     }
-    let range = match request.header(header::IF_RANGE) {
-        Some(validator) if validator.trim() != etag => RangeRequest::Whole,
+    let range = match (answer.ranges, request.header(header::IF_RANGE)) {
+        (Ranges::Ignore, _) => RangeRequest::Whole,
+        (_, Some(validator)) if validator.trim() != etag => RangeRequest::Whole,
         _ => parse_range(request.header(header::RANGE), size),
     };
-    let (status, start, length) = match range {
-        RangeRequest::Whole => (StatusCode::OK, 0, size),
-        RangeRequest::Part { start, end } => {
+    let (status, start, length) = match (range, answer.ranges) {
+        (RangeRequest::Part { start, end }, _) => {
             let content_range = format!("bytes {start}-{end}/{size}");
             headers.insert(header::CONTENT_RANGE, header_value(&content_range));
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
-        RangeRequest::Unsatisfiable => {
+        (RangeRequest::Unsatisfiable, Ranges::Honour) => {
             headers.insert(
                 header::CONTENT_RANGE,
                 header_value(&format!("bytes */{size}")),
@@ -181,6 +208,7 @@ pub(crate) fn blob_response(
                 body::empty(),
             ));
         }
+        _ => (StatusCode::OK, 0, size),
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     let body = if request.head {
@@ -189,6 +217,25 @@ pub(crate) fn blob_response(
         body::file_range(file, start, length)
     };
     Ok(with_headers(status, headers, body))
+}
+
+/// RFC 9110 §13.1.3: `If-Modified-Since` counts only when `If-None-Match` is absent.
+fn not_modified(answer: &BlobAnswer, request: ClientRequest<'_>) -> bool {
+    if request.headers.contains_key(header::IF_NONE_MATCH) {
+        return request.matches_etag(&answer.etag);
+    }
+    let since = request
+        .header(header::IF_MODIFIED_SINCE)
+        .and_then(|value| httpdate::parse_http_date(value).ok());
+    match (since, answer.last_modified) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// `time` as an HTTP date, whole seconds.
+pub(crate) fn http_date(time: SystemTime) -> String {
+    httpdate::fmt_http_date(time)
 }
 
 pub(crate) fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {

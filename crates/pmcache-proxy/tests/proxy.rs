@@ -12,7 +12,7 @@ use http::HeaderMap;
 use http_body_util::BodyExt;
 use pmcache_proxy::{
     ArtifactRequest, ArtifactSource, CacheStatus, Checksum, ClientRequest, Config, DocumentRequest,
-    Proxy, Rendering, Variant,
+    Proxy, Rendering, Serving, Variant,
 };
 use pmcache_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,11 +113,11 @@ fn document_request(url: &Url, ttl: Duration) -> DocumentRequest {
 
 fn render_upper(document: pmcache_proxy::UpstreamDocument) -> pmcache_proxy::Result<Rendering> {
     Ok(Rendering {
-        variants: vec![Variant {
-            name: "plain",
-            content_type: "text/plain",
-            body: document.body.to_ascii_uppercase(),
-        }],
+        variants: vec![Variant::new(
+            "plain",
+            "text/plain",
+            document.body.to_ascii_uppercase(),
+        )],
         sources: Vec::new(),
     })
 }
@@ -128,7 +128,9 @@ async fn body_of(proxy: &Proxy, document: &pmcache_proxy::Document) -> Bytes {
         head: false,
         headers: &headers,
     };
-    let response = proxy.respond(document, "plain", client, "Accept").unwrap();
+    let response = proxy
+        .respond(document, "plain", client, Serving::whole("Accept"))
+        .unwrap();
     response.into_body().collect().await.unwrap().to_bytes()
 }
 
@@ -316,4 +318,207 @@ async fn an_unchanged_body_is_not_rendered_again_without_validators() {
     );
     assert_eq!(renders.load(Ordering::SeqCst), 1);
     assert_eq!(upstream.requests.load(Ordering::SeqCst), 3);
+}
+
+/// A body long enough to get a gzip copy.
+fn long_body() -> Vec<u8> {
+    (0..4000u32).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+fn render_appendable(_: pmcache_proxy::UpstreamDocument) -> pmcache_proxy::Result<Rendering> {
+    let variant = Variant::new("file", "text/plain", long_body()).with_etag("\"md5\"".to_owned());
+    Ok(Rendering {
+        variants: vec![
+            variant,
+            Variant::new("packed", "x/y", long_body()).uncompressed(),
+        ],
+        sources: Vec::new(),
+    })
+}
+
+/// Answers `headers` with `variant` of `document`; the status, headers and body.
+async fn answer(
+    proxy: &Proxy,
+    document: &pmcache_proxy::Document,
+    variant: &str,
+    serving: Serving,
+    headers: &[(&'static str, &str)],
+) -> (http::StatusCode, HeaderMap, Bytes) {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, value.parse().unwrap());
+    }
+    let client = ClientRequest {
+        head: false,
+        headers: &map,
+    };
+    let response = proxy.respond(document, variant, client, serving).unwrap();
+    let (parts, body) = response.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn appendable_documents_answer_ranges_with_identity_slices_and_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let upstream = upstream(Script::Document).await;
+    let document = proxy
+        .document(
+            document_request(&upstream.url, Duration::from_secs(60)),
+            render_appendable,
+        )
+        .await
+        .unwrap();
+    let body = long_body();
+    let sha256 = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body))
+    };
+    let serving = Serving::appendable("Accept-Encoding");
+    let gzip = ("accept-encoding", "gzip");
+
+    // Whole, gzip-encoded: the digests still describe the identity body.
+    let (status, headers, _) = answer(&proxy, &document, "file", serving, &[gzip]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["etag"], "\"md5\"");
+    assert_eq!(
+        headers["repr-digest"],
+        format!("sha-256=:{sha256}:").as_str()
+    );
+    assert_eq!(headers["digest"], format!("sha-256={sha256}").as_str());
+
+    // A resumed download: 206 of identity bytes, even though gzip is accepted.
+    let (status, headers, sent) = answer(
+        &proxy,
+        &document,
+        "file",
+        serving,
+        &[gzip, ("range", "bytes=3990-")],
+    )
+    .await;
+    assert_eq!(status, 206);
+    assert!(!headers.contains_key("content-encoding"));
+    assert_eq!(headers["content-range"], "bytes 3990-3999/4000");
+    assert_eq!(headers["etag"], "\"md5\"");
+    assert_eq!(
+        headers["repr-digest"],
+        format!("sha-256=:{sha256}:").as_str()
+    );
+    assert_eq!(sent, body[3990..]);
+
+    // Past the end (the file shrank upstream): the whole body, 200, never 416.
+    let (status, headers, sent) = answer(
+        &proxy,
+        &document,
+        "file",
+        serving,
+        &[gzip, ("range", "bytes=9000-")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!headers.contains_key("content-encoding"));
+    assert!(!headers.contains_key("content-range"));
+    assert_eq!(sent, body);
+
+    // The frontend's entity tag is what If-None-Match is compared with, Range or not.
+    let (status, _, sent) = answer(
+        &proxy,
+        &document,
+        "file",
+        serving,
+        &[("if-none-match", "\"md5\""), ("range", "bytes=3999-")],
+    )
+    .await;
+    assert_eq!(status, 304);
+    assert!(sent.is_empty());
+    let (status, _, _) = answer(
+        &proxy,
+        &document,
+        "file",
+        serving,
+        &[("if-none-match", "\"other\"")],
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn whole_documents_ignore_ranges_and_honour_if_modified_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let upstream = upstream(Script::Document).await;
+    let document = proxy
+        .document(
+            document_request(&upstream.url, Duration::from_secs(60)),
+            render_appendable,
+        )
+        .await
+        .unwrap();
+    let serving = Serving::whole("Accept-Encoding");
+
+    let (status, headers, sent) = answer(
+        &proxy,
+        &document,
+        "file",
+        serving,
+        &[("range", "bytes=10-")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(sent.len(), 4000);
+    assert!(!headers.contains_key("repr-digest"));
+    let last_modified = headers["last-modified"].to_str().unwrap().to_owned();
+
+    let (status, _, sent) = answer(
+        &proxy,
+        &document,
+        "file",
+        serving,
+        &[("if-modified-since", &last_modified)],
+    )
+    .await;
+    assert_eq!(status, 304);
+    assert!(sent.is_empty());
+    let long_ago = "Mon, 01 Jan 2001 00:00:00 GMT";
+    let (status, _, _) = answer(
+        &proxy,
+        &document,
+        "file",
+        serving,
+        &[("if-modified-since", long_ago)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    // If-None-Match wins over If-Modified-Since (RFC 9110 §13.1.3).
+    let (status, _, _) = answer(
+        &proxy,
+        &document,
+        "file",
+        serving,
+        &[
+            ("if-modified-since", &last_modified),
+            ("if-none-match", "\"other\""),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Files that are compressed already are never sent with a Content-Encoding.
+    let (status, headers, sent) = answer(
+        &proxy,
+        &document,
+        "packed",
+        serving,
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!headers.contains_key("content-encoding"));
+    assert_eq!(sent, long_body());
 }

@@ -6,7 +6,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use pmcache_proxy::{
     self as proxy, ArtifactRequest, ArtifactSource, Body, Checksum, ClientRequest, DocumentRequest,
-    Rendering, UpstreamDocument, Variant,
+    Rendering, Serving, UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -150,7 +150,9 @@ impl Frontend {
         let accept = client.header(header::ACCEPT);
         let media = negotiate::negotiate(accept, format_query(parts.uri.query()).as_deref());
         let variant = if media.is_json() { "json" } else { "html" };
-        let mut response = self.proxy.respond(document, variant, client, VARY)?;
+        let mut response = self
+            .proxy
+            .respond(document, variant, client, Serving::whole(VARY))?;
         if response.status().is_success() {
             let content_type = HeaderValue::from_static(media.content_type());
             response
@@ -196,16 +198,16 @@ pub(crate) const ECOSYSTEM: &str = "pypi";
 fn rendering(rendered: Rendered, sources: Vec<(String, ArtifactSource)>) -> Rendering {
     Rendering {
         variants: vec![
-            Variant {
-                name: "html",
-                content_type: MediaType::TextHtml.content_type(),
-                body: rendered.html.into_bytes(),
-            },
-            Variant {
-                name: "json",
-                content_type: MediaType::Json.content_type(),
-                body: rendered.json.into_bytes(),
-            },
+            Variant::new(
+                "html",
+                MediaType::TextHtml.content_type(),
+                rendered.html.into_bytes(),
+            ),
+            Variant::new(
+                "json",
+                MediaType::Json.content_type(),
+                rendered.json.into_bytes(),
+            ),
         ],
         sources,
     }
