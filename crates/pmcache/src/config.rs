@@ -8,6 +8,7 @@ use anyhow::Context;
 use pmcache_npm as npm;
 use pmcache_proxy as proxy;
 use pmcache_pypi as pypi;
+use pmcache_rubygems as rubygems;
 use url::Url;
 
 /// The built-in configuration, compiled into the binary.
@@ -16,7 +17,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 /// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
 /// Sections that environment variables may set (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 4] = ["log", "upstream", "pypi", "npm"];
+const SECTIONS: [&str; 5] = ["log", "upstream", "pypi", "npm", "rubygems"];
 const ENV_PREFIX: &str = "PMCACHE_";
 
 /// Everything pmcache can be told.
@@ -33,6 +34,7 @@ pub struct Config {
     pub upstream: proxy::Config,
     pub pypi: pypi::Config,
     pub npm: npm::Config,
+    pub rubygems: rubygems::Config,
 }
 
 /// The `[log]` section.
@@ -64,6 +66,7 @@ impl Default for Config {
             upstream: proxy::Config::default(),
             pypi: pypi::Config::default(),
             npm: npm::Config::default(),
+            rubygems: rubygems::Config::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use pmcache_npm as npm;
 use pmcache_proxy::{self as proxy, Body, CACHE_HEADER};
 use pmcache_pypi as pypi;
+use pmcache_rubygems as rubygems;
 
 use crate::metrics::Metrics;
 
@@ -25,6 +26,7 @@ pub enum Mount<F> {
 pub struct App {
     pub pypi: Mount<pypi::Frontend>,
     pub npm: Mount<npm::Frontend>,
+    pub rubygems: Mount<rubygems::Frontend>,
     pub metrics: Metrics,
 }
 
@@ -38,6 +40,7 @@ impl App {
             (_, Err(response)) => ("none", response),
             (Some(("pypi", rest)), Ok(_)) => ("pypi", self.pypi(&parts, rest).await),
             (Some(("npm", rest)), Ok(body)) => ("npm", self.npm(&parts, body, rest).await),
+            (Some(("rubygems", rest)), Ok(_)) => ("rubygems", self.rubygems(&parts, rest).await),
             _ => ("none", self.own_route(&path)),
         };
         let cache = response
@@ -74,6 +77,16 @@ impl App {
         }
     }
 
+    async fn rubygems(&self, parts: &http::request::Parts, rest: &str) -> Response<Body> {
+        match &self.rubygems {
+            Mount::On(frontend) => match frontend.handle(parts, rest).await {
+                Ok(response) => response,
+                Err(error) => failure(error.status(), &error, error.retry_after()),
+            },
+            Mount::Off(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+        }
+    }
+
     fn own_route(&self, path: &str) -> Response<Body> {
         match path {
             "/healthz" => text(StatusCode::OK, "ok"),
@@ -88,7 +101,7 @@ impl App {
             _ => text(
                 StatusCode::NOT_FOUND,
                 &format!(
-                    "pmcache has no route {path}: it serves /pypi/simple/, /npm/, /healthz and /metrics"
+                    "pmcache has no route {path}: it serves /pypi/simple/, /npm/, /rubygems/, /healthz and /metrics"
                 ),
             ),
         }
@@ -97,7 +110,7 @@ impl App {
 
 /// Splits `/pypi/simple/x/` into `("pypi", "/simple/x/")`.
 fn mount_of(path: &str) -> Option<(&'static str, &str)> {
-    ["pypi", "npm"].into_iter().find_map(|mount| {
+    ["pypi", "npm", "rubygems"].into_iter().find_map(|mount| {
         let rest = path.strip_prefix('/')?.strip_prefix(mount)?;
         (rest.is_empty() || rest.starts_with('/')).then_some((mount, rest))
     })

@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use pmcache_npm as npm;
 use pmcache_proxy::Proxy;
 use pmcache_pypi as pypi;
+use pmcache_rubygems as rubygems;
 use pmcache_store::Store;
 use tokio::net::TcpListener;
 use url::Url;
@@ -43,6 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Arc::new(App {
         pypi: pypi_mount(&config, &proxy, local).await,
         npm: npm_mount(&config, &proxy, local).await,
+        rubygems: rubygems_mount(&config, &proxy).await,
         metrics: Metrics::new(),
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
@@ -189,6 +191,37 @@ async fn npm_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<n
             upstream,
             &config.npm,
             config.public_url.clone(),
+        )),
+        Err(message) => Mount::Off(message),
+    }
+}
+
+/// The RubyGems frontend, or the reason it is off.
+async fn rubygems_mount(config: &Config, proxy: &Proxy) -> Mount<rubygems::Frontend> {
+    if !config.rubygems.enabled {
+        return Mount::Off(
+            "the RubyGems frontend is disabled (rubygems.enabled = false)".to_owned(),
+        );
+    }
+    let names = Names {
+        label: "RubyGems",
+        key: "rubygems",
+        mount: "/rubygems/",
+    };
+    // There is no client setting to discover: the default is rubygems.org itself.
+    let discover = || Err("RubyGems has no auto discovery; name a gem server URL".to_owned());
+    match resolve_upstream(
+        &names,
+        &config.rubygems.upstream,
+        discover,
+        pmcache_proxy::base_url,
+    )
+    .await
+    {
+        Ok(upstream) => Mount::On(rubygems::Frontend::new(
+            proxy.clone(),
+            upstream,
+            &config.rubygems,
         )),
         Err(message) => Mount::Off(message),
     }

@@ -1,0 +1,57 @@
+//! The RubyGems frontend: a gem server under `/rubygems/`, so that `gem install` and
+//! `bundle install` work through pmcache as a gem source or as Bundler's mirror of
+//! rubygems.org.
+//!
+//! Index files are served verbatim, byte for byte as the upstream sent them: Bundler appends to
+//! its own copies and checks them against `ETag` (the MD5 of the whole file) or `Repr-Digest`
+//! (its sha-256), so the compact index is answered with both, with `Range: bytes=N-` appends,
+//! and with 304s. pmcache keeps each cached `/info/NAME` coherent with the `/versions` it
+//! serves: an `/info` whose MD5 differs from the one `/versions` lists is fetched again. `.gem`
+//! files resolve through the `/info` line that lists them and are verified against its
+//! `checksum:` before they are stored.
+
+pub mod compact;
+pub mod config;
+pub mod error;
+pub mod name;
+pub mod path;
+mod routes;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pmcache_proxy::Proxy;
+use url::Url;
+
+/// The `/rubygems/` frontend over one upstream gem server.
+pub struct Frontend {
+    proxy: Proxy,
+    /// The upstream base, ending in `/` (it may carry a path prefix).
+    upstream: Url,
+    ttl: Duration,
+    /// The info MD5s of the last `/versions` read, by the sha256 of that file: parsed once per
+    /// upstream version rather than on every `/info` request.
+    info_checksums: Mutex<Option<ParsedVersions>>,
+}
+
+/// The info MD5 of each gem in one `/versions` file, and that file's sha256.
+struct ParsedVersions {
+    digest: pmcache_proxy::Digest,
+    checksums: Arc<HashMap<String, String>>,
+}
+
+impl Frontend {
+    /// A frontend serving `upstream` (a gem server base URL ending in `/`).
+    pub fn new(proxy: Proxy, upstream: Url, config: &Config) -> Frontend {
+        Frontend {
+            proxy,
+            upstream,
+            ttl: config.metadata_ttl,
+            info_checksums: Mutex::default(),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The `/rubygems/` routes: the compact index, the legacy indexes, `.gem` and `.gemspec.rz`
+//! files, and the probes and retired endpoints clients still ask for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, Response, header};
+use pmcache_proxy::{
+    self as proxy, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document, DocumentRequest,
+    Rendering, Serving, UpstreamDocument, Variant,
+};
+use url::Url;
+
+use crate::{Frontend, ParsedVersions};
+use crate::compact;
+use crate::error::{Error, Result};
+use crate::name::{FullName, GemName};
+use crate::path::{self, GemsPath};
+
+/// Index keys and metrics label of this frontend.
+const ECOSYSTEM: &str = "rubygems";
+/// The one variant of every index file: the upstream's bytes.
+const BODY: &str = "body";
+const COMPACT_TYPE: &str = "text/plain; charset=utf-8";
+const BINARY_TYPE: &str = "application/octet-stream";
+const VARY: &str = "Accept-Encoding";
+
+impl Frontend {
+    /// Answers one request whose path, below the mount point, is `path`.
+    pub async fn handle(&self, parts: &Parts, path: &str) -> Result<Response<Body>> {
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return Err(Error::MethodNotAllowed {
+                method: parts.method.to_string(),
+            });
+        }
+        let client = ClientRequest {
+            head: parts.method == Method::HEAD,
+            headers: &parts.headers,
+        };
+        match path::classify(path)? {
+            GemsPath::Root => Ok(root(client)),
+            GemsPath::Versions => self.versions(client).await,
+            GemsPath::Names => {
+                let document = self.compact_file("names", "names", self.ttl).await?;
+                self.respond_compact(&document, client)
+            }
+            GemsPath::Info(name) => {
+                let document = self.info(&name, false).await?;
+                self.respond_compact(&document, client)
+            }
+            GemsPath::Gem(full_name) => self.gem(&full_name, client).await,
+            GemsPath::Gemspec(full_name) => self.gemspec(&full_name, client).await,
+            GemsPath::LegacyIndex(file) => self.legacy_index(file, client).await,
+            GemsPath::Dependencies => Err(Error::DependencyApiGone),
+        }
+    }
+
+    /// `/versions`. A HEAD (RubyGems' probe for the compact index) is answered from any cached
+    /// copy, however old: it only needs to know the file exists.
+    async fn versions(&self, client: ClientRequest<'_>) -> Result<Response<Body>> {
+        let cached = match client.head {
+            true => self
+                .proxy
+                .cached_document(ECOSYSTEM, "versions", self.ttl)?,
+            false => None,
+        };
+        let document = match cached {
+            Some(document) => document,
+            None => self.compact_file("versions", "versions", self.ttl).await?,
+        };
+        self.respond_compact(&document, client)
+    }
+
+    fn respond_compact(
+        &self,
+        document: &Document,
+        client: ClientRequest<'_>,
+    ) -> Result<Response<Body>> {
+        Ok(self
+            .proxy
+            .respond(document, BODY, client, Serving::appendable(VARY))?)
+    }
+
+    /// `/info/NAME`, coherent with the `/versions` pmcache serves: when a fresh `/versions`
+    /// lists the MD5 of the cached copy, that copy is current whatever its age; when it lists
+    /// another, the file is fetched again (Bundler would otherwise fetch it on every run, or
+    /// miss a release). With no fresh `/versions` to go by, the TTL decides. `force` fetches
+    /// it again in any case.
+    async fn info(&self, name: &GemName, force: bool) -> Result<Document> {
+        let key = format!("info/{name}");
+        let listed = match force {
+            true => None,
+            false => self.listed_info_checksum(name).await?,
+        };
+        if let Some(listed) = &listed {
+            let cached = self.proxy.cached_document(ECOSYSTEM, &key, self.ttl)?;
+            if let Some(cached) = cached.filter(|cached| info_md5(cached) == Some(listed)) {
+                return Ok(cached);
+            }
+        }
+        let ttl = match (force, &listed) {
+            (true, _) | (false, Some(_)) => Duration::ZERO,
+            (false, None) => self.ttl,
+        };
+        let document = self
+            .compact_file(&key, &format!("info/{name}"), ttl)
+            .await?;
+        if let Some(listed) = listed.filter(|listed| info_md5(&document) != Some(listed)) {
+            // The upstream's /info is newer (or older) than the /versions pmcache holds; the
+            // next /versions refresh brings them together.
+            tracing::info!(gem = %name, versions_md5 = %listed, "upstream /info and /versions differ");
+        }
+        Ok(document)
+    }
+
+    /// The info MD5 that the cached `/versions` lists for `name`, if that copy is fresh.
+    async fn listed_info_checksum(&self, name: &GemName) -> Result<Option<String>> {
+        let Some(versions) = self
+            .proxy
+            .cached_document(ECOSYSTEM, "versions", self.ttl)?
+            .filter(Document::is_fresh)
+        else {
+            return Ok(None);
+        };
+        let checksums = self.info_checksums(&versions).await?;
+        Ok(checksums.get(name.as_str()).cloned())
+    }
+
+    /// The info MD5 of every gem in `versions`, parsed once per version of the file.
+    async fn info_checksums(&self, versions: &Document) -> Result<Arc<HashMap<String, String>>> {
+        let Some(digest) = versions.digest(BODY) else {
+            return Ok(Arc::default());
+        };
+        {
+            let parsed = self
+                .info_checksums
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(parsed) = parsed.as_ref()
+                && parsed.digest == digest
+            {
+                return Ok(Arc::clone(&parsed.checksums));
+            }
+        }
+        let body = self.proxy.variant_bytes(versions, BODY).await?;
+        let checksums = tokio::task::spawn_blocking(move || compact::info_checksums(&body))
+            .await
+            .map_err(|e| proxy::Error::Internal(format!("versions parse task failed: {e}")))?;
+        let checksums = Arc::new(checksums);
+        let mut parsed = self
+            .info_checksums
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *parsed = Some(ParsedVersions {
+            digest,
+            checksums: Arc::clone(&checksums),
+        });
+        Ok(checksums)
+    }
+
+    /// A compact index file, verbatim, with its MD5 as entity tag; an `/info` file also
+    /// records where each `.gem` it lists comes from and its checksum.
+    async fn compact_file(
+        &self,
+        key: &str,
+        upstream_path: &str,
+        ttl: Duration,
+    ) -> Result<Document> {
+        let gem = key.strip_prefix("info/").map(str::to_owned);
+        let upstream = self.upstream.clone();
+        let render = move |document: UpstreamDocument| {
+            if !compact::is_compact_index(&document.body) {
+                return Err(malformed(
+                    &document,
+                    "no '---' line: not a compact index file",
+                ));
+            }
+            let sources = match &gem {
+                Some(gem) => gem_sources(&upstream, gem, &document.body)?,
+                None => Vec::new(),
+            };
+            let etag = format!("\"{}\"", compact::md5_hex(&document.body));
+            let variant = Variant::new(BODY, COMPACT_TYPE, document.body.to_vec()).with_etag(etag);
+            Ok(Rendering {
+                variants: vec![variant],
+                sources,
+            })
+        };
+        self.index_file(key, upstream_path, ttl, render).await
+    }
+
+    async fn legacy_index(
+        &self,
+        file: &'static str,
+        client: ClientRequest<'_>,
+    ) -> Result<Response<Body>> {
+        let render = |document: UpstreamDocument| {
+            if !document.body.starts_with(&[0x1f, 0x8b]) {
+                return Err(malformed(&document, "not gzip data"));
+            }
+            // RubyGems gunzips these itself: a Content-Encoding would make it decode twice.
+            let variant = Variant::new(BODY, BINARY_TYPE, document.body.to_vec()).uncompressed();
+            Ok(Rendering {
+                variants: vec![variant],
+                sources: Vec::new(),
+            })
+        };
+        let key = format!("legacy/{file}");
+        let document = self.index_file(&key, file, self.ttl, render).await?;
+        Ok(self
+            .proxy
+            .respond(&document, BODY, client, Serving::whole(VARY))?)
+    }
+
+    async fn index_file<R>(
+        &self,
+        key: &str,
+        upstream_path: &str,
+        ttl: Duration,
+        render: R,
+    ) -> Result<Document>
+    where
+        R: FnOnce(UpstreamDocument) -> proxy::Result<Rendering> + Send + 'static,
+    {
+        let request = DocumentRequest {
+            ecosystem: ECOSYSTEM,
+            key: key.to_owned(),
+            url: self.upstream_url(upstream_path)?,
+            accept: "*/*",
+            ttl,
+            allow_redirect: proxy::same_origin(&self.upstream),
+        };
+        Ok(self.proxy.document(request, render).await?)
+    }
+
+    async fn gem(&self, full_name: &FullName, client: ClientRequest<'_>) -> Result<Response<Body>> {
+        let source = match self.proxy.source(ECOSYSTEM, &gem_id(full_name.as_str()))? {
+            Some(source) => source,
+            None => self.learn_gem(full_name).await?,
+        };
+        // A verified gem may come from wherever the upstream sends it over https (a CDN); an
+        // unverified one only from the upstream's origin.
+        let allow_redirect = match source.checksum {
+            Some(_) => proxy::same_origin_or_https(&source.url),
+            None => proxy::same_origin(&source.url),
+        };
+        let request = ArtifactRequest {
+            ecosystem: ECOSYSTEM,
+            source,
+            content_type: BINARY_TYPE,
+            client,
+            allow_redirect,
+        };
+        Ok(self.proxy.artifact(request).await?)
+    }
+
+    /// Where a `.gem` no served `/info` file has listed yet comes from: the `/info` file of the
+    /// gem its name starts with (gem names known to `/versions` first), fetched again once if
+    /// the cached copy predates the release.
+    async fn learn_gem(&self, full_name: &FullName) -> Result<ArtifactSource> {
+        let id = gem_id(full_name.as_str());
+        let mut names: Vec<GemName> = full_name.splits().into_iter().map(|(n, _)| n).collect();
+        if let Some(versions) = self
+            .proxy
+            .cached_document(ECOSYSTEM, "versions", self.ttl)?
+        {
+            let known = self.info_checksums(&versions).await?;
+            names.sort_by_key(|name| !known.contains_key(name.as_str()));
+        }
+        for name in names {
+            for force in [false, true] {
+                match self.info(&name, force).await {
+                    Ok(_) => {}
+                    Err(error) if error.is_not_found() => break,
+                    Err(error) => return Err(error),
+                }
+                if let Some(source) = self.proxy.source(ECOSYSTEM, &id)? {
+                    return Ok(source);
+                }
+            }
+        }
+        Err(Error::UnknownGem {
+            full_name: full_name.to_string(),
+        })
+    }
+
+    /// `/quick/Marshal.4.8/FULL.gemspec.rz`: immutable, from the upstream's own path (no
+    /// checksum is published for it).
+    async fn gemspec(
+        &self,
+        full_name: &FullName,
+        client: ClientRequest<'_>,
+    ) -> Result<Response<Body>> {
+        let url = self.upstream_url(&format!("quick/Marshal.4.8/{full_name}.gemspec.rz"))?;
+        let request = ArtifactRequest {
+            ecosystem: ECOSYSTEM,
+            allow_redirect: proxy::same_origin(&url),
+            source: ArtifactSource {
+                url,
+                checksum: None,
+            },
+            content_type: BINARY_TYPE,
+            client,
+        };
+        Ok(self.proxy.artifact(request).await?)
+    }
+
+    fn upstream_url(&self, path: &str) -> Result<Url> {
+        Ok(self
+            .upstream
+            .join(path)
+            .map_err(|e| proxy::Error::BadUpstreamUrl {
+                url: self.upstream.to_string(),
+                reason: e.to_string(),
+            })?)
+    }
+}
+
+/// The MD5 of a cached `/info` file, from its entity tag.
+fn info_md5(document: &Document) -> Option<&str> {
+    document.etag(BODY).map(|etag| etag.trim_matches('"'))
+}
+
+/// Every `.gem` an `/info/GEM` file lists: its upstream URL and published checksum.
+fn gem_sources(
+    upstream: &Url,
+    gem: &str,
+    info: &Bytes,
+) -> proxy::Result<Vec<(String, ArtifactSource)>> {
+    compact::info_entries(info)
+        .into_iter()
+        .map(|entry| {
+            let full_name = format!("{gem}-{}", entry.version);
+            let url = upstream
+                .join(&format!("gems/{full_name}.gem"))
+                .map_err(|e| proxy::Error::BadUpstreamUrl {
+                    url: upstream.to_string(),
+                    reason: e.to_string(),
+                })?;
+            let source = ArtifactSource {
+                url,
+                checksum: entry.checksum,
+            };
+            Ok((gem_id(&full_name), source))
+        })
+        .collect()
+}
+
+fn gem_id(full_name: &str) -> String {
+    format!("gem/{full_name}")
+}
+
+fn malformed(document: &UpstreamDocument, reason: &str) -> proxy::Error {
+    proxy::Error::Document {
+        url: document.url.to_string(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// `/`: RubyGems before 3.5.19 probes it (HEAD) and uses the compact index only on a 200.
+fn root(client: ClientRequest<'_>) -> Response<Body> {
+    let text = "pmcache RubyGems mirror: gem sources --add <this URL>, or Bundler's mirror.https://rubygems.org\n";
+    let body = match client.head {
+        true => proxy::empty(),
+        false => proxy::full(text),
+    };
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(COMPACT_TYPE),
+    );
+    response.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from(text.len()),
+    );
+    response
+}
