@@ -11,6 +11,10 @@ need() { # need COMMAND-CHECK DEBIAN-PACKAGE
 need "python3 --version" python3
 need "python3 -m pip --version" python3-pip
 need "python3 -m venv --help" python3-venv
+# RubyGems end-to-end tests: Debian's ruby (gem) and bundler.
+need "ruby --version" ruby
+need "gem --version" ruby
+need "bundle --version" bundler
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
@@ -18,7 +22,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-  echo "test tools present: python3, pip, venv"
+  echo "test tools present: python3, pip, venv, ruby, gem, bundle"
 fi
 
 # --- npm end-to-end tests: Node and npm from Debian when missing, then yarn v1 and pnpm from the
