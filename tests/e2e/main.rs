@@ -2,4 +2,5 @@
 
 mod npm;
 mod pypi;
+mod rubygems;
 mod support;

@@ -6,6 +6,7 @@ pub mod dists;
 pub mod egress_trap;
 pub mod fixture_build;
 pub mod fixture_server;
+pub mod gem;
 pub mod http;
 pub mod npm;
 pub mod npm_packages;
@@ -13,6 +14,8 @@ pub mod npm_upstream;
 pub mod pip;
 pub mod pmcache;
 pub mod pypi_upstream;
+pub mod rubygems_gems;
+pub mod rubygems_upstream;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 
-use super::fixture_build::{Script, build, load_once, read_verified};
+use super::fixture_build::{Interpreter, Script, build, load_once, read_verified};
 
 /// The build script; it packs a 20 MiB wheel, hence the longer bound.
 const SCRIPT: Script = Script {
     path: "tests/fixtures/pypi/build_dists.py",
+    interpreter: Interpreter::Python,
     output: "pypi-dists",
     timeout: Duration::from_secs(120),
 };

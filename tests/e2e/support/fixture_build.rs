@@ -1,6 +1,6 @@
-//! Fixture files made by a build script under `tests/fixtures/`: run once per target dir into a
-//! directory keyed by the script's own digest, then loaded once per test process and checked
-//! against the manifest the script writes.
+//! Fixture files made by a build script under `tests/fixtures/` (Python or Ruby): run once per
+//! target dir into a directory keyed by the script's own digest, then loaded once per test process
+//! and checked against the manifest the script writes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,10 +10,30 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 
+/// What runs a build script.
+#[derive(Clone, Copy, Debug)]
+pub enum Interpreter {
+    /// The real Python behind `python3` ([`super::python`]).
+    Python,
+    /// `ruby` from PATH: the RubyGems fixtures need the same Ruby (and `gem`) the tests run.
+    Ruby,
+}
+
+impl Interpreter {
+    fn program(self) -> Result<PathBuf> {
+        match self {
+            Self::Python => Ok(super::python()?.to_owned()),
+            Self::Ruby => Ok(PathBuf::from("ruby")),
+        }
+    }
+}
+
 /// One build script and where its output goes.
 pub struct Script {
     /// The script, relative to the repository root.
     pub path: &'static str,
+    /// What runs it, as `INTERPRETER SCRIPT OUT_DIR`.
+    pub interpreter: Interpreter,
     /// The name of its output directory, before the digest.
     pub output: &'static str,
     /// How long one run may take.
@@ -62,7 +82,7 @@ pub fn build(script: &Script) -> Result<PathBuf> {
     let staging = tempfile::Builder::new()
         .prefix(&format!("{}-build-", script.output))
         .tempdir_in(scratch)?;
-    let mut command = Command::new(super::python()?);
+    let mut command = Command::new(script.interpreter.program()?);
     command.arg(&path).arg(staging.path());
     let finished = super::run_bounded(command, &staging.path().join("logs"), script.timeout)?;
     if !finished.status.success() {

@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 
-use super::fixture_build::{Script, build, load_once, read_verified};
+use super::fixture_build::{Interpreter, Script, build, load_once, read_verified};
 
 /// The build script.
 const SCRIPT: Script = Script {
     path: "tests/fixtures/npm/build_packages.py",
+    interpreter: Interpreter::Python,
     output: "npm-packages",
     timeout: Duration::from_secs(60),
 };
