@@ -140,6 +140,23 @@ pub fn python() -> Result<&'static Path> {
         .map_err(|error| anyhow::anyhow!("{error}"))
 }
 
+/// A subprocess environment with nothing from the machine in it: run in `dir`, PATH for the real
+/// tools, HOME and the XDG directories under `home`, a UTF-8 locale. Callers add what their
+/// client needs.
+pub fn clean_environment(command: &mut Command, dir: &Path, home: &Path) -> Result<()> {
+    command
+        .env_clear()
+        .current_dir(dir)
+        .env("PATH", subprocess_path()?)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("LANG", "C.UTF-8");
+    Ok(())
+}
+
 /// PATH for subprocesses: the real Python's directory first, so `python3` works without shims.
 pub fn subprocess_path() -> Result<String> {
     let python_dir = python()?

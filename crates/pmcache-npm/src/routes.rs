@@ -154,18 +154,12 @@ impl Frontend {
             Some(source) => source,
             None => self.learn_tarball(package, filename, parts).await?,
         };
-        // A verified tarball may come from wherever the registry sends it over https (blob
-        // stores); an unverified one only from the origin the packument named.
-        let allow_redirect = match source.checksum {
-            Some(_) => proxy::same_origin_or_https(&source.url),
-            None => proxy::same_origin(&source.url),
-        };
         let request = ArtifactRequest {
+            allow_redirect: source.redirect_policy(),
             ecosystem: ECOSYSTEM,
             source,
             content_type: "application/octet-stream",
             client,
-            allow_redirect,
         };
         Ok(self.proxy.artifact(request).await?)
     }

@@ -26,6 +26,18 @@ pub struct ArtifactSource {
     pub checksum: Option<Checksum>,
 }
 
+impl ArtifactSource {
+    /// Where the upstream may redirect its fetch: a verified artifact wherever it is sent over
+    /// https (registries hand downloads to blob stores and CDNs), an unverified one only within
+    /// the origin it was published at.
+    pub fn redirect_policy(&self) -> crate::RedirectPolicy {
+        match self.checksum {
+            Some(_) => crate::same_origin_or_https(&self.url),
+            None => crate::same_origin(&self.url),
+        }
+    }
+}
+
 /// What the store holds for an artifact (table `artifacts`, key `<ecosystem>/<upstream url>`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ArtifactRecord {

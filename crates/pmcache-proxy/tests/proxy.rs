@@ -336,6 +336,15 @@ fn render_appendable(_: pmcache_proxy::UpstreamDocument) -> pmcache_proxy::Resul
     })
 }
 
+/// A proxy over `dir` holding a document rendered by [`render_appendable`].
+async fn appendable_document(dir: &std::path::Path) -> (Proxy, pmcache_proxy::Document) {
+    let proxy = proxy(dir);
+    let upstream = upstream(Script::Document).await;
+    let request = document_request(&upstream.url, Duration::from_secs(60));
+    let document = proxy.document(request, render_appendable).await.unwrap();
+    (proxy, document)
+}
+
 /// Answers `headers` with `variant` of `document`; the status, headers and body.
 async fn answer(
     proxy: &Proxy,
@@ -364,15 +373,7 @@ async fn answer(
 #[tokio::test]
 async fn appendable_documents_answer_ranges_with_identity_slices_and_digests() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = proxy(dir.path());
-    let upstream = upstream(Script::Document).await;
-    let document = proxy
-        .document(
-            document_request(&upstream.url, Duration::from_secs(60)),
-            render_appendable,
-        )
-        .await
-        .unwrap();
+    let (proxy, document) = appendable_document(dir.path()).await;
     let body = long_body();
     let sha256 = {
         use base64::Engine as _;
@@ -451,15 +452,7 @@ async fn appendable_documents_answer_ranges_with_identity_slices_and_digests() {
 #[tokio::test]
 async fn whole_documents_ignore_ranges_and_honour_if_modified_since() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = proxy(dir.path());
-    let upstream = upstream(Script::Document).await;
-    let document = proxy
-        .document(
-            document_request(&upstream.url, Duration::from_secs(60)),
-            render_appendable,
-        )
-        .await
-        .unwrap();
+    let (proxy, document) = appendable_document(dir.path()).await;
     let serving = Serving::whole("Accept-Encoding");
 
     let (status, headers, sent) = answer(

@@ -14,11 +14,11 @@ use pmcache_proxy::{
 };
 use url::Url;
 
-use crate::{Frontend, ParsedVersions};
 use crate::compact;
 use crate::error::{Error, Result};
 use crate::name::{FullName, GemName};
 use crate::path::{self, GemsPath};
+use crate::{Frontend, ParsedVersions};
 
 /// Index keys and metrics label of this frontend.
 const ECOSYSTEM: &str = "rubygems";
@@ -241,18 +241,12 @@ impl Frontend {
             Some(source) => source,
             None => self.learn_gem(full_name).await?,
         };
-        // A verified gem may come from wherever the upstream sends it over https (a CDN); an
-        // unverified one only from the upstream's origin.
-        let allow_redirect = match source.checksum {
-            Some(_) => proxy::same_origin_or_https(&source.url),
-            None => proxy::same_origin(&source.url),
-        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
+            allow_redirect: source.redirect_policy(),
             source,
             content_type: BINARY_TYPE,
             client,
-            allow_redirect,
         };
         Ok(self.proxy.artifact(request).await?)
     }
@@ -295,13 +289,14 @@ impl Frontend {
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
         let url = self.upstream_url(&format!("quick/Marshal.4.8/{full_name}.gemspec.rz"))?;
+        let source = ArtifactSource {
+            url,
+            checksum: None,
+        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
-            allow_redirect: proxy::same_origin(&url),
-            source: ArtifactSource {
-                url,
-                checksum: None,
-            },
+            allow_redirect: source.redirect_policy(),
+            source,
             content_type: BINARY_TYPE,
             client,
         };

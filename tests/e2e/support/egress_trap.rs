@@ -5,12 +5,28 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Result;
+
+/// Hosts clients reach directly; everything else goes to the trap.
+const NO_PROXY: &str = "127.0.0.1,localhost";
+
+/// Sends every request `command` makes to a host other than loopback through the trap at
+/// `proxy_url`: the `*_PROXY` variables, which npm, yarn, pnpm, RubyGems and Bundler all honour
+/// together with `NO_PROXY`.
+pub fn route_through_trap(command: &mut Command, proxy_url: &str) {
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        command.env(name, proxy_url);
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        command.env(name, NO_PROXY);
+    }
+}
 
 /// The running trap. Dropping it stops its thread.
 pub struct EgressTrap {

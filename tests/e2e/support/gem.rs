@@ -11,13 +11,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use super::client_run::ClientRun;
-use super::egress_trap::EgressTrap;
+use super::egress_trap::{EgressTrap, route_through_trap};
 use super::run_bounded;
 
 /// One install of the fixture gems takes a few seconds; the bound leaves room for a slow CI.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Hosts the clients reach directly; everything else goes to the trap.
-const NO_PROXY: &str = "127.0.0.1,localhost";
 /// The source a mirrored Gemfile names, and the key Bundler looks its mirror up by.
 pub const RUBYGEMS_ORG: &str = "https://rubygems.org";
 /// `bundle config set mirror.https://rubygems.org URL` as an environment variable: Bundler
@@ -173,28 +171,14 @@ impl Sandbox {
     /// A clean environment: the sandbox's HOME, XDG dirs, gem home and gemrc, the trap as proxy
     /// for everything not on loopback, and nothing else from the machine.
     fn isolate(&self, command: &mut Command, dir: &Path) -> Result<()> {
-        let home = self.dir("home");
         let gem_path = std::env::join_paths([self.gem_home().as_path(), bundler_gem_dir()?])?;
+        super::clean_environment(command, dir, &self.dir("home"))?;
         command
-            .env_clear()
-            .current_dir(dir)
-            .env("PATH", super::subprocess_path()?)
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("XDG_CACHE_HOME", home.join(".cache"))
-            .env("XDG_DATA_HOME", home.join(".local/share"))
-            .env("XDG_STATE_HOME", home.join(".local/state"))
-            .env("LANG", "C.UTF-8")
             .env("GEMRC", self.gemrc())
             .env("GEM_HOME", self.gem_home())
             .env("GEM_PATH", gem_path)
             .env("GEM_SPEC_CACHE", self.dir("gem-spec-cache"));
-        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-            command.env(name, &self.proxy);
-        }
-        for name in ["NO_PROXY", "no_proxy"] {
-            command.env(name, NO_PROXY);
-        }
+        route_through_trap(command, &self.proxy);
         Ok(())
     }
 

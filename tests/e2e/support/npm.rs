@@ -11,15 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use super::client_run::ClientRun;
-use super::egress_trap::EgressTrap;
+use super::egress_trap::{EgressTrap, route_through_trap};
 use super::{Finished, run_bounded};
 
 /// One install of the fixture tree takes a few seconds; the bound leaves room for a slow CI.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 /// Where `scripts/install-test-deps.sh` installs yarn v1 and pnpm, relative to the repo root.
 const TEST_TOOLS: &str = "target/test-tools/node_modules/.bin";
-/// Hosts the clients reach directly; everything else goes to the trap.
-const NO_PROXY: &str = "127.0.0.1,localhost";
 
 /// A private HOME with the config files every client reads, for one or more client runs.
 pub struct Sandbox {
@@ -171,26 +169,12 @@ impl Sandbox {
     /// A clean environment: the sandbox's HOME and XDG dirs, the trap as proxy for everything
     /// not on loopback, and nothing else from the machine.
     fn isolate(&self, command: &mut Command, project: &Path) -> Result<()> {
-        let home = self.home();
+        super::clean_environment(command, project, &self.home())?;
         command
-            .env_clear()
-            .current_dir(project)
-            .env("PATH", super::subprocess_path()?)
-            .env("HOME", &home)
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("XDG_CACHE_HOME", home.join(".cache"))
-            .env("XDG_DATA_HOME", home.join(".local/share"))
-            .env("XDG_STATE_HOME", home.join(".local/state"))
-            .env("LANG", "C.UTF-8")
             .env("npm_config_userconfig", self.npmrc())
             .env("npm_config_globalconfig", self.global_npmrc())
             .env("NO_UPDATE_NOTIFIER", "1");
-        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-            command.env(name, &self.proxy);
-        }
-        for name in ["NO_PROXY", "no_proxy"] {
-            command.env(name, NO_PROXY);
-        }
+        route_through_trap(command, &self.proxy);
         Ok(())
     }
 }

@@ -102,15 +102,8 @@ impl Venv {
 
 /// A clean environment: nothing from the machine's pip configuration or environment leaks in.
 fn isolate(command: &mut Command, root: &Path) -> Result<()> {
-    let home = root.join("home");
+    super::clean_environment(command, root, &root.join("home"))?;
     command
-        .env_clear()
-        .current_dir(root)
-        .env("PATH", super::subprocess_path()?)
-        .env("HOME", &home)
-        .env("XDG_CACHE_HOME", home.join(".cache"))
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("LANG", "C.UTF-8")
         .env("PIP_CONFIG_FILE", "/dev/null")
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .env("PIP_NO_INPUT", "1")
