@@ -160,6 +160,8 @@ impl Frontend {
             source,
             content_type: "application/octet-stream",
             client,
+            key: None,
+            pin_first_seen: false,
         };
         Ok(self.proxy.artifact(request).await?)
     }

@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::Proxy;
 use crate::body::{self, Body};
-use crate::checksum::Checksum;
+use crate::checksum::{Algorithm, Checksum};
 use crate::error::Result;
 use crate::inflight::{self, FillJob};
 use crate::serve::{self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges};
@@ -58,6 +58,13 @@ pub struct ArtifactRequest<'a> {
     pub client: ClientRequest<'a>,
     /// Which redirect targets the upstream may send this fetch to.
     pub allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
+    /// What the artifact is stored under, when its upstream URL may change while its bytes must
+    /// not (a Composer dist is one archive per package and reference, wherever it is
+    /// downloaded from); None: its upstream URL.
+    pub key: Option<String>,
+    /// With no published checksum, accept only the bytes first stored under the key ever after
+    /// (their sha256 is pinned): a refetch that brings other bytes is refused.
+    pub pin_first_seen: bool,
 }
 
 /// Immutable artifacts may be cached by clients for ever.
@@ -67,14 +74,21 @@ impl Proxy {
     /// Serves an artifact: from the store when a copy verified against the currently published
     /// checksum exists, else through a single-flight verified fill.
     pub async fn artifact(&self, request: ArtifactRequest<'_>) -> Result<Response<Body>> {
-        let key = artifact_key(request.ecosystem, &request.source.url);
-        if let Some(response) = self.serve_stored(&key, &request)? {
+        let key = match &request.key {
+            Some(key) => format!("{}/{key}", request.ecosystem),
+            None => artifact_key(request.ecosystem, &request.source.url),
+        };
+        let checksum = match (&request.source.checksum, request.pin_first_seen) {
+            (None, true) => pinned(&self.inner.store, &key)?,
+            (published, _) => published.clone(),
+        };
+        if let Some(response) = self.serve_stored(&key, checksum.as_ref(), &request)? {
             return Ok(response);
         }
         let job = FillJob {
             key,
             url: request.source.url.clone(),
-            checksum: request.source.checksum.clone(),
+            checksum,
             allow_redirect: Arc::clone(&request.allow_redirect),
         };
         let mut progress = self
@@ -97,9 +111,9 @@ impl Proxy {
     fn serve_stored(
         &self,
         key: &str,
+        checksum: Option<&Checksum>,
         request: &ArtifactRequest<'_>,
     ) -> Result<Option<Response<Body>>> {
-        let checksum = request.source.checksum.as_ref();
         let Some((record, file)) = stored(&self.inner.store, key, checksum)? else {
             return Ok(None);
         };
@@ -124,7 +138,7 @@ pub(crate) fn stored(
     let Some(record) = store.get::<ArtifactRecord>(Table::Artifacts, key)? else {
         return Ok(None);
     };
-    if checksum.is_some() && record.verified.as_ref() != checksum {
+    if !vouches_for(checksum, &record) {
         // The upstream now publishes another checksum for this URL: the stored bytes are not
         // what it vouches for any more, so fetch and verify again.
         tracing::warn!(url = %record.url, "published checksum changed; fetching again");
@@ -135,6 +149,29 @@ pub(crate) fn stored(
         return Ok(None);
     };
     Ok(Some((record, file)))
+}
+
+/// Whether `record`'s bytes are what `checksum` (if any) stands for: the checksum they were
+/// verified against, or a sha256 equal to their own (a pin).
+fn vouches_for(checksum: Option<&Checksum>, record: &ArtifactRecord) -> bool {
+    match checksum {
+        None => true,
+        Some(checksum) => {
+            record.verified.as_ref() == Some(checksum)
+                || (checksum.algorithm == Algorithm::Sha256
+                    && checksum.hex == record.digest.to_hex())
+        }
+    }
+}
+
+/// The sha256 of the bytes first stored under `key`, as a checksum every later copy must match.
+fn pinned(store: &Store, key: &str) -> Result<Option<Checksum>> {
+    Ok(store
+        .get::<ArtifactRecord>(Table::Artifacts, key)?
+        .map(|record| Checksum {
+            algorithm: Algorithm::Sha256,
+            hex: record.digest.to_hex(),
+        }))
 }
 
 fn artifact_headers(content_type: &'static str, cache: CacheStatus) -> HeaderMap {

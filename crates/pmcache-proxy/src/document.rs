@@ -531,21 +531,21 @@ impl Proxy {
     }
 }
 
-/// When the served content last changed: the upstream's `Last-Modified` when it sent one, else
-/// when pmcache last rendered something different.
+/// When the served content last changed: the upstream's `Last-Modified`, or when pmcache last
+/// rendered something different if that is later (a new rendering of an unchanged upstream
+/// document, by a newer pmcache, must not look unmodified to clients that cached the old one).
 fn last_modified(record: &DocumentRecord) -> SystemTime {
+    let changed = if record.changed_at == 0 {
+        record.fetched_at
+    } else {
+        record.changed_at
+    };
+    let rendered = UNIX_EPOCH + Duration::from_secs(changed);
     let upstream = record
         .last_modified
         .as_deref()
         .and_then(|value| httpdate::parse_http_date(value).ok());
-    upstream.unwrap_or_else(|| {
-        let changed = if record.changed_at == 0 {
-            record.fetched_at
-        } else {
-            record.changed_at
-        };
-        UNIX_EPOCH + Duration::from_secs(changed)
-    })
+    upstream.map_or(rendered, |upstream| upstream.max(rendered))
 }
 
 /// RFC 9530 `Repr-Digest` and its predecessor `Digest` (RFC 3230), both sha-256 of the identity

@@ -30,9 +30,12 @@ enum Script {
     Unframed,
     /// 200 with a Content-Length.
     Framed,
+    /// As `Framed`, with [`OTHER_BODY`]: what a code host sends once it regenerated an archive.
+    FramedOther,
 }
 
 const BODY: &[u8] = b"artifact bytes";
+const OTHER_BODY: &[u8] = b"artifact BYTES";
 
 struct Upstream {
     url: Url,
@@ -74,11 +77,14 @@ async fn upstream(script: Script) -> Upstream {
                         b"HTTP/1.1 200 OK\r\netag: \"v1\"\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: close\r\n\r\ndoc".to_vec()
                     }
                     Script::Unframed => [b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".as_slice(), BODY].concat(),
-                    Script::Framed => [
-                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", BODY.len()).as_bytes(),
-                        BODY,
-                    ]
-                    .concat(),
+                    Script::Framed | Script::FramedOther => {
+                        let body = if matches!(script, Script::Framed) { BODY } else { OTHER_BODY };
+                        [
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes(),
+                            body,
+                        ]
+                        .concat()
+                    }
                 };
                 let _ = socket.write_all(&answer).await;
                 let _ = socket.shutdown().await;
@@ -222,6 +228,16 @@ async fn fetch_artifact(
     url: &Url,
     checksum: Option<Checksum>,
 ) -> (String, Result<Bytes, String>) {
+    fetch_stored_as(proxy, url, checksum, None).await
+}
+
+/// As [`fetch_artifact`], stored under `key` with its first bytes pinned when `key` is given.
+async fn fetch_stored_as(
+    proxy: &Proxy,
+    url: &Url,
+    checksum: Option<Checksum>,
+    key: Option<&str>,
+) -> (String, Result<Bytes, String>) {
     let headers = HeaderMap::new();
     let request = ArtifactRequest {
         ecosystem: "test",
@@ -235,6 +251,8 @@ async fn fetch_artifact(
             headers: &headers,
         },
         allow_redirect: Arc::new(|_: &Url| false),
+        key: key.map(str::to_owned),
+        pin_first_seen: key.is_some(),
     };
     // A fill that fails before the response starts is an error response (502); one that fails
     // later aborts the body. Either is a failed download.
@@ -514,4 +532,40 @@ async fn whole_documents_ignore_ranges_and_honour_if_modified_since() {
     assert_eq!(status, 200);
     assert!(!headers.contains_key("content-encoding"));
     assert_eq!(sent, long_body());
+}
+
+#[tokio::test]
+async fn pinned_artifacts_keep_their_first_bytes_wherever_they_are_fetched_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let first = upstream(Script::Framed).await;
+    let moved = upstream(Script::FramedOther).await;
+    let key = Some("dist/vendor/name/ref");
+
+    let (cache, body) = fetch_stored_as(&proxy, &first.url, None, key).await;
+    assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("miss", BODY));
+    // The same artifact published at another URL: the stored bytes, no fetch.
+    let (cache, body) = fetch_stored_as(&proxy, &moved.url, None, key).await;
+    assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("hit", BODY));
+    assert_eq!(moved.requests.load(Ordering::SeqCst), 0);
+
+    // The blob is lost: a refetch that brings other bytes is refused and stores nothing.
+    let blob = pmcache_store::Digest::of(BODY).to_hex();
+    let path = dir
+        .path()
+        .join("blobs")
+        .join(&blob[..2])
+        .join(&blob[2..4])
+        .join(&blob);
+    std::fs::remove_file(&path).unwrap();
+    let (_, body) = fetch_stored_as(&proxy, &moved.url, None, key).await;
+    assert!(
+        body.is_err(),
+        "other bytes for a pinned artifact must fail, got {body:?}"
+    );
+    assert_eq!(moved.requests.load(Ordering::SeqCst), 1);
+    // The first bytes are still the only ones accepted.
+    let (cache, body) = fetch_stored_as(&proxy, &first.url, None, key).await;
+    assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("miss", BODY));
+    assert!(path.is_file());
 }

@@ -187,6 +187,8 @@ impl Frontend {
             content_type: "application/octet-stream",
             client,
             allow_redirect,
+            key: None,
+            pin_first_seen: false,
         };
         Ok(self.proxy.artifact(request).await?)
     }

@@ -247,6 +247,8 @@ impl Frontend {
             source,
             content_type: BINARY_TYPE,
             client,
+            key: None,
+            pin_first_seen: false,
         };
         Ok(self.proxy.artifact(request).await?)
     }
@@ -299,6 +301,8 @@ impl Frontend {
             source,
             content_type: BINARY_TYPE,
             client,
+            key: None,
+            pin_first_seen: false,
         };
         Ok(self.proxy.artifact(request).await?)
     }
