@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use pmcache_npm as npm;
+use pmcache_packagist as packagist;
 use pmcache_proxy as proxy;
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
@@ -17,7 +18,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 /// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
 /// Sections that environment variables may set (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 5] = ["log", "upstream", "pypi", "npm", "rubygems"];
+const SECTIONS: [&str; 6] = ["log", "upstream", "pypi", "npm", "rubygems", "packagist"];
 const ENV_PREFIX: &str = "PMCACHE_";
 
 /// Everything pmcache can be told.
@@ -35,6 +36,7 @@ pub struct Config {
     pub pypi: pypi::Config,
     pub npm: npm::Config,
     pub rubygems: rubygems::Config,
+    pub packagist: packagist::Config,
 }
 
 /// The `[log]` section.
@@ -67,6 +69,7 @@ impl Default for Config {
             pypi: pypi::Config::default(),
             npm: npm::Config::default(),
             rubygems: rubygems::Config::default(),
+            packagist: packagist::Config::default(),
         }
     }
 }
@@ -177,7 +180,10 @@ fn env_value(text: &str) -> toml::Value {
         .and_then(|mut t| t.remove("value"));
     match parsed {
         Some(
-            value @ (toml::Value::Boolean(_) | toml::Value::Integer(_) | toml::Value::Float(_)),
+            value @ (toml::Value::Boolean(_)
+            | toml::Value::Integer(_)
+            | toml::Value::Float(_)
+            | toml::Value::Array(_)),
         ) => value,
         _ => toml::Value::String(text.to_owned()),
     }

@@ -10,6 +10,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use pmcache_npm as npm;
+use pmcache_packagist as packagist;
 use pmcache_proxy::{self as proxy, Body, CACHE_HEADER};
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
@@ -27,6 +28,7 @@ pub struct App {
     pub pypi: Mount<pypi::Frontend>,
     pub npm: Mount<npm::Frontend>,
     pub rubygems: Mount<rubygems::Frontend>,
+    pub packagist: Mount<packagist::Frontend>,
     pub metrics: Metrics,
 }
 
@@ -41,6 +43,9 @@ impl App {
             (Some(("pypi", rest)), Ok(_)) => ("pypi", self.pypi(&parts, rest).await),
             (Some(("npm", rest)), Ok(body)) => ("npm", self.npm(&parts, body, rest).await),
             (Some(("rubygems", rest)), Ok(_)) => ("rubygems", self.rubygems(&parts, rest).await),
+            (Some(("packagist", rest)), Ok(body)) => {
+                ("packagist", self.packagist(&parts, body, rest).await)
+            }
             _ => ("none", self.own_route(&path)),
         };
         let cache = response
@@ -87,6 +92,21 @@ impl App {
         }
     }
 
+    async fn packagist(
+        &self,
+        parts: &http::request::Parts,
+        body: Bytes,
+        rest: &str,
+    ) -> Response<Body> {
+        match &self.packagist {
+            Mount::On(frontend) => match frontend.handle(parts, body, rest).await {
+                Ok(response) => response,
+                Err(error) => failure(error.status(), &error, error.retry_after()),
+            },
+            Mount::Off(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+        }
+    }
+
     fn own_route(&self, path: &str) -> Response<Body> {
         match path {
             "/healthz" => text(StatusCode::OK, "ok"),
@@ -101,7 +121,7 @@ impl App {
             _ => text(
                 StatusCode::NOT_FOUND,
                 &format!(
-                    "pmcache has no route {path}: it serves /pypi/simple/, /npm/, /rubygems/, /healthz and /metrics"
+                    "pmcache has no route {path}: it serves /pypi/simple/, /npm/, /rubygems/, /packagist/, /healthz and /metrics"
                 ),
             ),
         }
@@ -110,10 +130,12 @@ impl App {
 
 /// Splits `/pypi/simple/x/` into `("pypi", "/simple/x/")`.
 fn mount_of(path: &str) -> Option<(&'static str, &str)> {
-    ["pypi", "npm", "rubygems"].into_iter().find_map(|mount| {
-        let rest = path.strip_prefix('/')?.strip_prefix(mount)?;
-        (rest.is_empty() || rest.starts_with('/')).then_some((mount, rest))
-    })
+    ["pypi", "npm", "rubygems", "packagist"]
+        .into_iter()
+        .find_map(|mount| {
+            let rest = path.strip_prefix('/')?.strip_prefix(mount)?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((mount, rest))
+        })
 }
 
 /// The largest request body accepted (npm audit posts the whole dependency tree).

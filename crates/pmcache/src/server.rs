@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use pmcache_npm as npm;
+use pmcache_packagist as packagist;
 use pmcache_proxy::Proxy;
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
@@ -45,6 +46,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pypi: pypi_mount(&config, &proxy, local).await,
         npm: npm_mount(&config, &proxy, local).await,
         rubygems: rubygems_mount(&config, &proxy).await,
+        packagist: packagist_mount(&config, &proxy).await,
         metrics: Metrics::new(),
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
@@ -222,6 +224,39 @@ async fn rubygems_mount(config: &Config, proxy: &Proxy) -> Mount<rubygems::Front
             proxy.clone(),
             upstream,
             &config.rubygems,
+        )),
+        Err(message) => Mount::Off(message),
+    }
+}
+
+/// The Packagist frontend, or the reason it is off.
+async fn packagist_mount(config: &Config, proxy: &Proxy) -> Mount<packagist::Frontend> {
+    if !config.packagist.enabled {
+        return Mount::Off(
+            "the Packagist frontend is disabled (packagist.enabled = false)".to_owned(),
+        );
+    }
+    let names = Names {
+        label: "Packagist",
+        key: "packagist",
+        mount: "/packagist/",
+    };
+    // There is no client setting to discover: the default is Packagist itself.
+    let discover =
+        || Err("Packagist has no auto discovery; name a Composer repository URL".to_owned());
+    match resolve_upstream(
+        &names,
+        &config.packagist.upstream,
+        discover,
+        pmcache_proxy::base_url,
+    )
+    .await
+    {
+        Ok(upstream) => Mount::On(packagist::Frontend::new(
+            proxy.clone(),
+            upstream,
+            &config.packagist,
+            config.public_url.clone(),
         )),
         Err(message) => Mount::Off(message),
     }

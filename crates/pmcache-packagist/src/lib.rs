@@ -1,0 +1,60 @@
+//! The Packagist frontend: a Composer v2 repository under `/packagist/`, so that
+//! `composer install`, `update`, `require` and `audit` work through pmcache and CI machines stop
+//! hitting code hosts' rate limits.
+//!
+//! `packages.json` is rewritten so that every URL in it leads back to pmcache (root-relative,
+//! so one rendering suits every Host); the upstream URL behind each is kept with the rendering.
+//! p2 files are rewritten so that every `dist.url` is the absolute pmcache URL
+//! `<origin>/packagist/dists/<package>/<reference>.<type>`, one rendering per client origin,
+//! minified lists expanded and minified again. Dists resolve only through what a p2 rendering
+//! recorded; they are stored by package and reference, verified against a published `shasum`,
+//! else pinned to the bytes first seen. Search, the security advisories API and notify-batch are
+//! relayed.
+
+pub mod config;
+pub mod error;
+pub mod minified;
+pub mod name;
+pub mod path;
+pub mod rewrite;
+mod routes;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use std::time::Duration;
+
+use pmcache_proxy::Proxy;
+use url::Url;
+
+/// Where the frontend is mounted.
+const MOUNT: &str = "/packagist";
+
+/// The `/packagist/` frontend over one upstream Composer repository.
+pub struct Frontend {
+    proxy: Proxy,
+    /// The upstream repository base, ending in `/`: its root file is `packages.json` there.
+    upstream: Url,
+    ttl: Duration,
+    /// Hosts dists may come from; empty: any the upstream's metadata names.
+    dist_hosts: Vec<String>,
+    /// The URL clients reach pmcache at, when configured; else their `Host`.
+    public_url: Option<Url>,
+}
+
+impl Frontend {
+    /// A frontend serving `upstream` (a repository base URL ending in `/`).
+    pub fn new(proxy: Proxy, upstream: Url, config: &Config, public_url: Option<Url>) -> Frontend {
+        Frontend {
+            proxy,
+            upstream,
+            ttl: config.metadata_ttl,
+            dist_hosts: config
+                .dist_hosts
+                .iter()
+                .map(|host| host.to_ascii_lowercase())
+                .collect(),
+            public_url,
+        }
+    }
+}

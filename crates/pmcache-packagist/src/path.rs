@@ -1,0 +1,161 @@
+//! What a path below `/packagist` asks for.
+
+use crate::error::{Error, Result};
+use crate::name::PackageName;
+
+/// The longest archive name accepted in a dist path (references are commit hashes or branch
+/// names).
+const MAX_FILE_LEN: usize = 512;
+
+/// A repository route.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/packages.json`: the repository root file.
+    PackagesJson,
+    /// `/p2/VENDOR/NAME.json` (tagged releases) or `/p2/VENDOR/NAME~dev.json` (branches).
+    P2 { package: PackageName, dev: bool },
+    /// `/dists/VENDOR/NAME/REFERENCE.TYPE` (percent-decoded): one dist archive.
+    Dist { package: PackageName, file: String },
+    /// An endpoint relayed to the upstream URL that `packages.json` names under `link` (a name
+    /// of `rewrite::ENDPOINTS`, or `link/N`), with `%package%` filled in when given.
+    Endpoint {
+        link: String,
+        package: Option<PackageName>,
+    },
+}
+
+/// Classifies `path`, the request path below the mount point.
+pub fn classify(path: &str) -> Result<Route> {
+    let no_route = || Error::NoRoute {
+        path: path.to_owned(),
+    };
+    let endpoint = |link: &str| Route::Endpoint {
+        link: link.to_owned(),
+        package: None,
+    };
+    match path {
+        "/packages.json" => return Ok(Route::PackagesJson),
+        "/downloads/" | "/downloads" => return Ok(endpoint("notify-batch")),
+        "/search.json" => return Ok(endpoint("search")),
+        "/packages/list.json" => return Ok(endpoint("list")),
+        "/api/security-advisories/" | "/api/security-advisories" => {
+            return Ok(endpoint("security-advisories.api-url"));
+        }
+        "/metadata/changes.json" => return Ok(endpoint("metadata-changes-url")),
+        _ => {}
+    }
+    if let Some(file) = path
+        .strip_prefix("/p2/")
+        .and_then(|f| f.strip_suffix(".json"))
+    {
+        let (name, dev) = match file.strip_suffix("~dev") {
+            Some(name) => (name, true),
+            None => (file, false),
+        };
+        let package = PackageName::parse(name)?;
+        return Ok(Route::P2 { package, dev });
+    }
+    if let Some(rest) = path.strip_prefix("/dists/") {
+        let mut parts = rest.splitn(3, '/');
+        let (Some(vendor), Some(name), Some(file)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(no_route());
+        };
+        let package = PackageName::parse(&format!("{vendor}/{name}"))?;
+        let file = percent_encoding::percent_decode_str(file)
+            .decode_utf8()
+            .map_err(|_| no_route())?
+            .into_owned();
+        if file.is_empty() || file.len() > MAX_FILE_LEN || file.contains('\0') {
+            return Err(no_route());
+        }
+        return Ok(Route::Dist { package, file });
+    }
+    if let Some(name) = path
+        .strip_prefix("/providers/")
+        .and_then(|f| f.strip_suffix(".json"))
+    {
+        return Ok(Route::Endpoint {
+            link: "providers-api".to_owned(),
+            package: Some(PackageName::parse(name)?),
+        });
+    }
+    if let Some(index) = path.strip_prefix("/link/")
+        && !index.is_empty()
+        && index.len() < 6
+        && index.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Ok(endpoint(&format!("link/{index}")));
+    }
+    Err(no_route())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(name: &str) -> PackageName {
+        PackageName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn routes_are_recognised() {
+        assert_eq!(classify("/packages.json").unwrap(), Route::PackagesJson);
+        assert_eq!(
+            classify("/p2/acme/tool.json").unwrap(),
+            Route::P2 {
+                package: package("acme/tool"),
+                dev: false
+            }
+        );
+        assert_eq!(
+            classify("/p2/acme/tool~dev.json").unwrap(),
+            Route::P2 {
+                package: package("acme/tool"),
+                dev: true
+            }
+        );
+        assert_eq!(
+            classify("/dists/acme/tool/feature%2Fx.zip").unwrap(),
+            Route::Dist {
+                package: package("acme/tool"),
+                file: "feature/x.zip".to_owned()
+            }
+        );
+        assert_eq!(
+            classify("/providers/psr/log-implementation.json").unwrap(),
+            Route::Endpoint {
+                link: "providers-api".to_owned(),
+                package: Some(package("psr/log-implementation"))
+            }
+        );
+        assert_eq!(
+            classify("/link/3").unwrap(),
+            Route::Endpoint {
+                link: "link/3".to_owned(),
+                package: None
+            }
+        );
+    }
+
+    #[test]
+    fn other_paths_are_not_found() {
+        for path in [
+            "",
+            "/",
+            "/p2/acme.json",
+            "/p2/../etc/passwd.json",
+            "/p2/Acme/Tool.json",
+            "/dists/acme/tool",
+            "/dists/acme/tool/",
+            "/dists/../x/y.zip",
+            "/dists/acme/tool/%00.zip",
+            "/link/",
+            "/link/x",
+            "/p/acme/tool$abc.json",
+        ] {
+            let error = classify(path).unwrap_err();
+            assert_eq!(error.status(), http::StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+}

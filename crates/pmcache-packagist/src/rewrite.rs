@@ -1,0 +1,418 @@
+//! Rewriting Composer metadata so that clients come back to pmcache: `packages.json` (every URL
+//! in it) and p2 files (every `dist.url`), keeping the minified format valid.
+
+use std::collections::BTreeMap;
+
+use pmcache_proxy::Checksum;
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::minified;
+
+/// The endpoints of `packages.json` that pmcache serves at fixed routes below its mount: the
+/// key path in the document, and the route (with the upstream's own query template kept).
+pub const ENDPOINTS: [(&str, &str); 7] = [
+    ("metadata-url", "/p2/%package%.json"),
+    ("notify-batch", "/downloads/"),
+    ("search", "/search.json"),
+    ("list", "/packages/list.json"),
+    ("providers-api", "/providers/%package%.json"),
+    ("security-advisories.api-url", "/api/security-advisories/"),
+    ("metadata-changes-url", "/metadata/changes.json"),
+];
+
+/// Composer 1 keys: ignored by Composer 2 once `metadata-url` is present, and their hashed
+/// files cannot be rewritten, so they are dropped. `mirrors` would send clients around pmcache.
+const DROPPED_KEYS: [&str; 5] = [
+    "providers-url",
+    "provider-includes",
+    "providers-lazy-url",
+    "providers",
+    "mirrors",
+];
+
+/// Keys whose values are messages or version constraints, never URLs.
+const TEXT_KEYS: [&str; 5] = [
+    "warning",
+    "info",
+    "warning-versions",
+    "info-versions",
+    "minified",
+];
+
+/// A rewritten `packages.json`.
+pub struct Root {
+    /// What clients get: every URL root-relative on pmcache (Composer joins a value starting
+    /// with `/` to the scheme and host of the repository URL), so it suits every Host.
+    pub body: Vec<u8>,
+    /// The upstream URL (template) behind each endpoint: the names of [`ENDPOINTS`], and
+    /// `link/N` for any other URL the document held.
+    pub links: BTreeMap<String, String>,
+}
+
+/// Rewrites `packages.json` fetched from `url` for a pmcache mounted at `mount` (`/packagist`).
+pub fn rewrite_root(body: &[u8], url: &Url, mount: &str) -> Result<Root, String> {
+    let mut root: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON object: {e}"))?;
+    if !root.contains_key("metadata-url") {
+        return Err("no metadata-url: not a Composer 2 repository".to_owned());
+    }
+    for key in DROPPED_KEYS {
+        root.shift_remove(key);
+    }
+    let mut links = BTreeMap::new();
+    for (path, route) in ENDPOINTS {
+        let Some(value) = lookup(&mut root, path) else {
+            continue;
+        };
+        let Some(upstream) = value.as_str().map(|text| absolute(text, url)) else {
+            continue;
+        };
+        *value = Value::String(local_template(mount, route, &upstream));
+        links.insert(path.to_owned(), upstream);
+    }
+    let mut rest = Links {
+        links: &mut links,
+        count: 0,
+        url,
+        mount,
+    };
+    for (key, value) in root.iter_mut() {
+        if !TEXT_KEYS.contains(&key.as_str()) && key != "packages" {
+            rest.rewrite(value);
+        }
+    }
+    let body = serde_json::to_vec(&Value::Object(root)).map_err(|e| e.to_string())?;
+    Ok(Root { body, links })
+}
+
+/// Rewrites URL strings that no endpoint claimed to `<mount>/link/N`.
+struct Links<'a> {
+    links: &'a mut BTreeMap<String, String>,
+    /// Links numbered so far.
+    count: usize,
+    url: &'a Url,
+    mount: &'a str,
+}
+
+impl Links<'_> {
+    fn rewrite(&mut self, value: &mut Value) {
+        match value {
+            Value::String(text) if is_url(text) && !text.starts_with(self.mount) => {
+                let name = format!("link/{}", self.count);
+                self.count += 1;
+                let upstream = absolute(text, self.url);
+                *text = local_template(self.mount, &format!("/{name}"), &upstream);
+                self.links.insert(name, upstream);
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| self.rewrite(item)),
+            Value::Object(map) => map.values_mut().for_each(|item| self.rewrite(item)),
+            _ => {}
+        }
+    }
+}
+
+/// The value at a dotted key path.
+fn lookup<'a>(root: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
+    let mut parts = path.split('.');
+    let mut value = root.get_mut(parts.next()?)?;
+    for part in parts {
+        value = value.as_object_mut()?.get_mut(part)?;
+    }
+    Some(value)
+}
+
+/// An absolute http(s) URL, or a path Composer resolves against the repository's host.
+fn is_url(text: &str) -> bool {
+    text.starts_with("http://")
+        || text.starts_with("https://")
+        || (text.starts_with('/') && !text.starts_with("//"))
+}
+
+/// Composer's rule for URLs in repository metadata: a value starting with `/` is joined to the
+/// scheme and host of the document's URL, dropping its path; others are used as they are.
+fn absolute(text: &str, url: &Url) -> String {
+    if text.starts_with('/') && !text.starts_with("//") {
+        format!("{}{text}", url.origin().ascii_serialization())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// pmcache's route for an endpoint, carrying over the upstream template's query (Composer fills
+/// in `%query%` and the like there).
+fn local_template(mount: &str, route: &str, upstream: &str) -> String {
+    match upstream.split_once('?') {
+        Some((_, query)) => format!("{mount}{route}?{query}"),
+        None => format!("{mount}{route}"),
+    }
+}
+
+/// One dist archive a p2 file lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dist {
+    /// The package it belongs to, as the p2 file names it.
+    pub package: String,
+    /// `<reference>.<type>`: the archive's name below `<mount>/dists/<package>/`.
+    pub file: String,
+    /// Where the upstream publishes it.
+    pub upstream: Url,
+    /// Its published `shasum` (sha1), when not empty.
+    pub checksum: Option<Checksum>,
+}
+
+/// A rewritten p2 file.
+pub struct P2 {
+    pub body: Vec<u8>,
+    pub dists: Vec<Dist>,
+}
+
+/// Rewrites a p2 file fetched from `url`: every http(s) `dist.url` becomes
+/// `<dists_base><package>/<reference>.<type>` (percent-encoded: branch references may hold `/`);
+/// dist mirrors are dropped. A minified list is expanded, rewritten and minified again, so
+/// `__unset` keeps its meaning.
+pub fn rewrite_p2(body: &[u8], url: &Url, dists_base: &str) -> Result<P2, String> {
+    let mut document: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON object: {e}"))?;
+    let minified = document.get("minified").and_then(Value::as_str) == Some("composer/2.0");
+    let Some(Value::Object(packages)) = document.get_mut("packages") else {
+        return Err("no packages object".to_owned());
+    };
+    let mut dists = Vec::new();
+    for (package, versions) in packages.iter_mut() {
+        let Value::Array(entries) = versions else {
+            return Err(format!("the versions of {package} are not a list"));
+        };
+        let mut expanded = if minified {
+            minified::expand(entries)
+        } else {
+            entries
+                .iter()
+                .filter_map(|e| e.as_object().cloned())
+                .collect()
+        };
+        for version in &mut expanded {
+            if let Some(dist) = rewrite_dist(version, package, url, dists_base) {
+                dists.push(dist);
+            }
+        }
+        *entries = if minified {
+            minified::minify(&expanded)
+        } else {
+            expanded.into_iter().map(Value::Object).collect()
+        };
+    }
+    let body = serde_json::to_vec(&Value::Object(document)).map_err(|e| e.to_string())?;
+    Ok(P2 { body, dists })
+}
+
+/// Points one version's dist at pmcache; the dist it came from, if it had an http(s) URL.
+fn rewrite_dist(
+    version: &mut Map<String, Value>,
+    package: &str,
+    url: &Url,
+    dists_base: &str,
+) -> Option<Dist> {
+    // Without a reference, a dist is named by its version.
+    let by_version = version
+        .get("version_normalized")
+        .or_else(|| version.get("version"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(Value::Object(dist)) = version.get_mut("dist") else {
+        return None;
+    };
+    let upstream = url.join(dist.get("url")?.as_str()?).ok()?;
+    if !matches!(upstream.scheme(), "http" | "https") {
+        return None;
+    }
+    let text = |key: &str| {
+        dist.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let reference = Some(text("reference"))
+        .filter(|r| !r.is_empty())
+        .or(by_version)?;
+    let kind = Some(text("type")).filter(|t| !t.is_empty())?;
+    let checksum = Checksum::from_hex("sha1", &text("shasum"));
+    let file = format!("{reference}.{kind}");
+    let local = format!("{dists_base}{package}/{}", encode(&file));
+    dist.insert("url".to_owned(), Value::String(local));
+    dist.shift_remove("mirrors");
+    Some(Dist {
+        package: package.to_owned(),
+        file,
+        upstream,
+        checksum,
+    })
+}
+
+/// Percent-encodes everything but unreserved characters: the archive name is one path segment.
+pub fn encode(file: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(file, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn every_url_in_packages_json_points_at_pmcache() {
+        let upstream = json!({
+            "packages": [],
+            "notify-batch": "https://packagist.example/downloads/",
+            "providers-url": "/p/%package%$%hash%.json",
+            "metadata-url": "/p2/%package%.json",
+            "search": "https://packagist.example/search.json?q=%query%&type=%type%",
+            "list": "https://packagist.example/packages/list.json",
+            "security-advisories": {"metadata": true, "api-url": "https://packagist.example/api/security-advisories/"},
+            "providers-api": "https://packagist.example/providers/%package%.json",
+            "warning": "Support for Composer 1 has been shutdown, see https://blog.example/",
+            "warning-versions": "<1.999",
+            "filter": {"metadata": true, "summary-url": "https://repo.example/lists/all/summary.json"},
+            "providers": []
+        });
+        let body = serde_json::to_vec(&upstream).unwrap();
+        let root = rewrite_root(
+            &body,
+            &url("https://repo.example/packages.json"),
+            "/packagist",
+        )
+        .unwrap();
+        let rewritten: Value = serde_json::from_slice(&root.body).unwrap();
+        insta::assert_json_snapshot!(rewritten, @r#"
+        {
+          "packages": [],
+          "notify-batch": "/packagist/downloads/",
+          "metadata-url": "/packagist/p2/%package%.json",
+          "search": "/packagist/search.json?q=%query%&type=%type%",
+          "list": "/packagist/packages/list.json",
+          "security-advisories": {
+            "metadata": true,
+            "api-url": "/packagist/api/security-advisories/"
+          },
+          "providers-api": "/packagist/providers/%package%.json",
+          "warning": "Support for Composer 1 has been shutdown, see https://blog.example/",
+          "warning-versions": "<1.999",
+          "filter": {
+            "metadata": true,
+            "summary-url": "/packagist/link/0"
+          }
+        }
+        "#);
+        assert_eq!(
+            root.links["metadata-url"],
+            "https://repo.example/p2/%package%.json"
+        );
+        assert_eq!(
+            root.links["link/0"],
+            "https://repo.example/lists/all/summary.json"
+        );
+        assert_eq!(
+            root.links["search"],
+            "https://packagist.example/search.json?q=%query%&type=%type%"
+        );
+    }
+
+    #[test]
+    fn a_root_without_metadata_url_is_refused() {
+        let body = br#"{"packages": [], "providers-url": "/p/%package%$%hash%.json"}"#;
+        assert!(rewrite_root(body, &url("https://r.example/packages.json"), "/p").is_err());
+    }
+
+    #[test]
+    fn dists_point_at_pmcache_and_minified_lists_stay_valid() {
+        let upstream = json!({
+            "minified": "composer/2.0",
+            "packages": {"acme/tool": [
+                {"name": "acme/tool", "version": "2.0.0", "extra": {"x": 1},
+                 "dist": {"type": "zip", "url": "https://code.example/acme/tool/zipball/aaa", "reference": "aaa", "shasum": ""}},
+                {"version": "1.0.0", "extra": "__unset",
+                 "dist": {"type": "zip", "url": "https://code.example/acme/tool/zipball/bbb", "reference": "bbb",
+                          "shasum": "0123456789abcdef0123456789abcdef01234567"}},
+                {"version": "dev-feature/x",
+                 "dist": {"type": "zip", "url": "https://code.example/acme/tool/zipball/feature/x", "reference": "feature/x", "shasum": ""}}
+            ]},
+            "security-advisories": [{"advisoryId": "PKSA-1", "affectedVersions": "<1.0.1"}]
+        });
+        let body = serde_json::to_vec(&upstream).unwrap();
+        let p2 = rewrite_p2(
+            &body,
+            &url("https://repo.example/p2/acme/tool.json"),
+            "http://cache.example/packagist/dists/",
+        )
+        .unwrap();
+        let rewritten: Value = serde_json::from_slice(&p2.body).unwrap();
+        insta::assert_json_snapshot!(rewritten, @r#"
+        {
+          "minified": "composer/2.0",
+          "packages": {
+            "acme/tool": [
+              {
+                "name": "acme/tool",
+                "version": "2.0.0",
+                "extra": {
+                  "x": 1
+                },
+                "dist": {
+                  "type": "zip",
+                  "url": "http://cache.example/packagist/dists/acme/tool/aaa.zip",
+                  "reference": "aaa",
+                  "shasum": ""
+                }
+              },
+              {
+                "version": "1.0.0",
+                "dist": {
+                  "type": "zip",
+                  "url": "http://cache.example/packagist/dists/acme/tool/bbb.zip",
+                  "reference": "bbb",
+                  "shasum": "0123456789abcdef0123456789abcdef01234567"
+                },
+                "extra": "__unset"
+              },
+              {
+                "version": "dev-feature/x",
+                "dist": {
+                  "type": "zip",
+                  "url": "http://cache.example/packagist/dists/acme/tool/feature%2Fx.zip",
+                  "reference": "feature/x",
+                  "shasum": ""
+                }
+              }
+            ]
+          },
+          "security-advisories": [
+            {
+              "advisoryId": "PKSA-1",
+              "affectedVersions": "<1.0.1"
+            }
+          ]
+        }
+        "#);
+        let files: Vec<_> = p2.dists.iter().map(|d| d.file.as_str()).collect();
+        assert_eq!(files, ["aaa.zip", "bbb.zip", "feature/x.zip"]);
+        assert_eq!(p2.dists[0].checksum, None);
+        assert_eq!(
+            p2.dists[1].checksum.as_ref().map(|c| c.hex.as_str()),
+            Some("0123456789abcdef0123456789abcdef01234567")
+        );
+        assert_eq!(
+            p2.dists[2].upstream.as_str(),
+            "https://code.example/acme/tool/zipball/feature/x"
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! The `/packagist/` routes: the root file, p2 metadata, dist archives, and the endpoints that
+//! are relayed (search, advisories, lists) or answered at once (notify-batch).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, Response, StatusCode, header};
+use pmcache_proxy::{
+    self as proxy, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document, DocumentRequest,
+    PassThrough, RedirectPolicy, Rendering, Serving, UpstreamDocument, Variant,
+};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::name::PackageName;
+use crate::path::{self, Route};
+use crate::rewrite::{self, Dist};
+use crate::{Frontend, MOUNT};
+
+/// Index keys and metrics label of this frontend.
+const ECOSYSTEM: &str = "packagist";
+const JSON: &str = "application/json";
+const VARY: &str = "Accept-Encoding";
+/// The variant clients get.
+const CLIENT: &str = "client";
+/// The root file's upstream URLs, by endpoint: kept beside the rendering, never served.
+const LINKS: &str = "links";
+const ROOT_KEY: &str = "packages.json";
+/// How long a relayed install notification may take; nobody waits for it.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Frontend {
+    /// Answers one request whose path, below the mount point, is `path`.
+    pub async fn handle(&self, parts: &Parts, body: Bytes, path: &str) -> Result<Response<Body>> {
+        let readable = parts.method == Method::GET || parts.method == Method::HEAD;
+        let client = ClientRequest {
+            head: parts.method == Method::HEAD,
+            headers: &parts.headers,
+        };
+        match path::classify(path)? {
+            Route::PackagesJson if readable => {
+                let document = self.root(self.ttl).await?;
+                Ok(self
+                    .proxy
+                    .respond(&document, CLIENT, client, Serving::whole(VARY))?)
+            }
+            Route::P2 { package, dev } if readable => {
+                let document = self.p2(&package, dev, parts, self.ttl).await?;
+                Ok(self
+                    .proxy
+                    .respond(&document, CLIENT, client, Serving::whole(VARY))?)
+            }
+            Route::Dist { package, file } if readable => {
+                self.dist(&package, &file, parts, client).await
+            }
+            Route::Endpoint { link, .. } if link == "notify-batch" && !readable => {
+                Ok(self.notify(parts, body))
+            }
+            Route::Endpoint { link, package } if readable || accepts_posts(&link) => {
+                self.relay(&link, package.as_ref(), parts, body).await
+            }
+            _ => Err(Error::MethodNotAllowed {
+                method: parts.method.to_string(),
+            }),
+        }
+    }
+
+    /// `packages.json`, rewritten, with the upstream URLs behind it.
+    async fn root(&self, ttl: Duration) -> Result<Document> {
+        let url = self.upstream_url("packages.json")?;
+        let request = DocumentRequest {
+            ecosystem: ECOSYSTEM,
+            key: ROOT_KEY.to_owned(),
+            url,
+            accept: JSON,
+            ttl,
+            allow_redirect: proxy::same_origin(&self.upstream),
+        };
+        let render = |document: UpstreamDocument| {
+            let root = rewrite::rewrite_root(&document.body, &document.url, MOUNT)
+                .map_err(|reason| malformed(&document, reason))?;
+            let links = serde_json::to_vec(&root.links)
+                .map_err(|e| proxy::Error::Internal(format!("serialising links: {e}")))?;
+            Ok(Rendering {
+                variants: vec![
+                    Variant::new(CLIENT, JSON, root.body),
+                    Variant::new(LINKS, JSON, links).uncompressed(),
+                ],
+                sources: Vec::new(),
+            })
+        };
+        Ok(self.proxy.document(request, render).await?)
+    }
+
+    /// The upstream URL (template) behind each endpoint, from any cached root file, however
+    /// old (they rarely change, and asking the upstream for the root before every p2 file
+    /// would double the requests), else from a fetched one.
+    async fn links(&self) -> Result<BTreeMap<String, String>> {
+        let document = match self.proxy.cached_document(ECOSYSTEM, ROOT_KEY, self.ttl)? {
+            Some(document) => document,
+            None => self.root(self.ttl).await?,
+        };
+        let bytes = self.proxy.variant_bytes(&document, LINKS).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Proxy(proxy::Error::Internal(format!(
+                "stored links are unreadable: {e}"
+            )))
+        })
+    }
+
+    /// The upstream URL of endpoint `link`, `%package%` filled in with `package`.
+    async fn link_url(&self, link: &str, package: Option<&str>) -> Result<Url> {
+        let links = self.links().await?;
+        let template = links.get(link).ok_or_else(|| Error::UpstreamLacks {
+            what: link.to_owned(),
+        })?;
+        let filled = match package {
+            Some(package) => template.replace("%package%", package),
+            None => template.clone(),
+        };
+        Url::parse(&filled).map_err(|e| {
+            Error::Proxy(proxy::Error::BadUpstreamUrl {
+                url: filled,
+                reason: e.to_string(),
+            })
+        })
+    }
+
+    /// `p2/VENDOR/NAME.json` (or `~dev.json`), with dist URLs on pmcache as this client reaches
+    /// it: each origin clients use gets its own rendering.
+    async fn p2(
+        &self,
+        package: &PackageName,
+        dev: bool,
+        parts: &Parts,
+        ttl: Duration,
+    ) -> Result<Document> {
+        let name = match dev {
+            true => format!("{package}~dev"),
+            false => package.to_string(),
+        };
+        let url = self.link_url("metadata-url", Some(&name)).await?;
+        let dists_base = format!("{}{MOUNT}/dists/", self.origin(parts)?);
+        let request = DocumentRequest {
+            ecosystem: ECOSYSTEM,
+            key: format!("p2/{dists_base}{name}"),
+            allow_redirect: proxy::same_origin(&url),
+            url,
+            accept: JSON,
+            ttl,
+        };
+        let render = move |document: UpstreamDocument| {
+            let p2 = rewrite::rewrite_p2(&document.body, &document.url, &dists_base)
+                .map_err(|reason| malformed(&document, reason))?;
+            Ok(Rendering {
+                variants: vec![Variant::new(CLIENT, JSON, p2.body)],
+                sources: p2.dists.iter().map(source_of).collect(),
+            })
+        };
+        Ok(self.proxy.document(request, render).await?)
+    }
+
+    async fn dist(
+        &self,
+        package: &PackageName,
+        file: &str,
+        parts: &Parts,
+        client: ClientRequest<'_>,
+    ) -> Result<Response<Body>> {
+        let id = dist_id(package.as_str(), file);
+        let source = match self.proxy.source(ECOSYSTEM, &id)? {
+            Some(source) => source,
+            None => self.learn_dist(package, file, parts).await?,
+        };
+        if !self.dist_host_allowed(&source.url) {
+            return Err(Error::DistHostNotAllowed {
+                package: package.to_string(),
+                host: host_of(&source.url),
+            });
+        }
+        let request = ArtifactRequest {
+            ecosystem: ECOSYSTEM,
+            allow_redirect: self.dist_redirects(&source.url),
+            source,
+            content_type: "application/octet-stream",
+            client,
+            // One archive per package and reference, wherever it is published: a code host
+            // that regenerates it with other bytes must not change what clients get.
+            key: Some(id),
+            pin_first_seen: true,
+        };
+        Ok(self.proxy.artifact(request).await?)
+    }
+
+    /// A dist no rendering pmcache holds lists (`composer install` from a lock reads no
+    /// metadata): learnt from the package's p2 files, fetched again once if the cached ones
+    /// predate it.
+    async fn learn_dist(
+        &self,
+        package: &PackageName,
+        file: &str,
+        parts: &Parts,
+    ) -> Result<ArtifactSource> {
+        let id = dist_id(package.as_str(), file);
+        for ttl in [self.ttl, Duration::ZERO] {
+            for dev in [false, true] {
+                match self.p2(package, dev, parts, ttl).await {
+                    Ok(_) => {}
+                    Err(error) if error.is_not_found() => {}
+                    Err(error) => return Err(error),
+                }
+                if let Some(source) = self.proxy.source(ECOSYSTEM, &id)? {
+                    return Ok(source);
+                }
+            }
+        }
+        Err(Error::UnknownDist {
+            package: package.to_string(),
+            reference: file.to_owned(),
+        })
+    }
+
+    fn dist_host_allowed(&self, url: &Url) -> bool {
+        self.dist_hosts.is_empty() || host_listed(&self.dist_hosts, url)
+    }
+
+    /// Code hosts answer archive URLs with redirects (GitHub: to codeload): followed within the
+    /// origin, and elsewhere to https hosts, or only to listed hosts when `dist_hosts` is set.
+    fn dist_redirects(&self, url: &Url) -> RedirectPolicy {
+        let origin = url.origin();
+        let hosts = self.dist_hosts.clone();
+        Arc::new(move |next: &Url| {
+            next.origin() == origin
+                || match hosts.is_empty() {
+                    true => next.scheme() == "https",
+                    false => host_listed(&hosts, next),
+                }
+        })
+    }
+
+    /// notify-batch: answered at once, relayed in the background when the root file is
+    /// cached; an install never waits for statistics, nor fails for them.
+    fn notify(&self, parts: &Parts, body: Bytes) -> Response<Body> {
+        let proxy = self.proxy.clone();
+        let headers = parts.headers.clone();
+        let links = self.proxy.cached_document(ECOSYSTEM, ROOT_KEY, self.ttl);
+        tokio::spawn(async move {
+            let Ok(Some(root)) = links else { return };
+            let Ok(bytes) = proxy.variant_bytes(&root, LINKS).await else {
+                return;
+            };
+            let Some(url) = serde_json::from_slice::<BTreeMap<String, String>>(&bytes)
+                .ok()
+                .and_then(|links| Url::parse(links.get("notify-batch")?).ok())
+            else {
+                return;
+            };
+            let relay = proxy.pass_through(PassThrough {
+                method: Method::POST,
+                url,
+                headers: &headers,
+                body,
+            });
+            if let Ok(Ok(response)) = tokio::time::timeout(NOTIFY_TIMEOUT, relay).await {
+                let _ = tokio::time::timeout(NOTIFY_TIMEOUT, drain(response)).await;
+            }
+        });
+        let mut response = Response::new(proxy::full("{\"status\":\"success\"}"));
+        *response.status_mut() = StatusCode::CREATED;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(JSON));
+        response
+    }
+
+    /// Relays a request to the upstream URL behind `link`, the client's query string included.
+    async fn relay(
+        &self,
+        link: &str,
+        package: Option<&PackageName>,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Result<Response<Body>> {
+        let mut url = self
+            .link_url(link, package.map(PackageName::as_str))
+            .await?;
+        if let Some(query) = parts.uri.query() {
+            url.set_query(Some(query));
+        }
+        Ok(self
+            .proxy
+            .pass_through(PassThrough {
+                method: parts.method.clone(),
+                url,
+                headers: &parts.headers,
+                body,
+            })
+            .await?)
+    }
+
+    fn upstream_url(&self, path: &str) -> Result<Url> {
+        self.upstream.join(path).map_err(|e| {
+            Error::Proxy(proxy::Error::BadUpstreamUrl {
+                url: self.upstream.to_string(),
+                reason: e.to_string(),
+            })
+        })
+    }
+
+    /// `scheme://host[:port]` of pmcache as this client reaches it.
+    fn origin(&self, parts: &Parts) -> Result<String> {
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
+            .ok_or(Error::NoHost)
+    }
+}
+
+/// Endpoints that take a POST: the advisories API (Composer posts the package list as a form)
+/// and links pmcache cannot classify.
+fn accepts_posts(link: &str) -> bool {
+    link == "security-advisories.api-url" || link.starts_with("link/")
+}
+
+fn dist_id(package: &str, file: &str) -> String {
+    format!("dist/{package}/{file}")
+}
+
+fn source_of(dist: &Dist) -> (String, ArtifactSource) {
+    let source = ArtifactSource {
+        url: dist.upstream.clone(),
+        checksum: dist.checksum.clone(),
+    };
+    (dist_id(&dist.package, &dist.file), source)
+}
+
+/// `host` or `host:port`, as `dist_hosts` lists them.
+fn host_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
+}
+
+fn host_listed(hosts: &[String], url: &Url) -> bool {
+    let with_port = host_of(url);
+    let bare = url.host_str().unwrap_or("").to_ascii_lowercase();
+    hosts.iter().any(|host| *host == with_port || *host == bare)
+}
+
+fn malformed(document: &UpstreamDocument, reason: String) -> proxy::Error {
+    proxy::Error::Document {
+        url: document.url.to_string(),
+        reason,
+    }
+}
+
+async fn drain(response: Response<Body>) {
+    use http_body_util::BodyExt as _;
+    let _ = response.into_body().collect().await;
+}
