@@ -15,6 +15,12 @@ need "python3 -m venv --help" python3-venv
 need "ruby --version" ruby
 need "gem --version" ruby
 need "bundle --version" bundler
+# Packagist end-to-end tests: Debian's composer and the PHP it runs on, with zip and curl.
+need "composer --version" composer
+need "php --version" php-cli
+need "php -m | grep -qx zip" php-zip
+need "php -m | grep -qx curl" php-curl
+need "unzip -v" unzip
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
@@ -22,7 +28,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-  echo "test tools present: python3, pip, venv, ruby, gem, bundle"
+  echo "test tools present: python3, pip, venv, ruby, gem, bundle, composer, php, unzip"
 fi
 
 # --- npm end-to-end tests: Node and npm from Debian when missing, then yarn v1 and pnpm from the
