@@ -2,6 +2,7 @@
 //! bounded waits. Every server listens on 127.0.0.1, on port 0 unless a test says otherwise.
 
 pub mod client_run;
+pub mod composer;
 pub mod dists;
 pub mod egress_trap;
 pub mod fixture_build;
@@ -11,6 +12,8 @@ pub mod http;
 pub mod npm;
 pub mod npm_packages;
 pub mod npm_upstream;
+pub mod packagist_packages;
+pub mod packagist_upstream;
 pub mod pip;
 pub mod pmcache;
 pub mod pypi_upstream;

@@ -2,11 +2,11 @@
 //! `composer install`, `update`, `require` and `audit` work through pmcache and CI machines stop
 //! hitting code hosts' rate limits.
 //!
-//! `packages.json` is rewritten so that every URL in it leads back to pmcache (root-relative,
-//! so one rendering suits every Host); the upstream URL behind each is kept with the rendering.
-//! p2 files are rewritten so that every `dist.url` is the absolute pmcache URL
-//! `<origin>/packagist/dists/<package>/<reference>.<type>`, one rendering per client origin,
-//! minified lists expanded and minified again. Dists resolve only through what a p2 rendering
+//! `packages.json` is rewritten so that every URL in it leads back to pmcache, absolute (Composer
+//! uses some of them as they are); the upstream URL behind each is kept with the rendering. p2
+//! files are rewritten so that every `dist.url` is the pmcache URL
+//! `<origin>/packagist/dists/<package>/<reference>.<type>`, minified lists expanded and minified
+//! again. Both are rendered once per upstream version and client origin. Dists resolve only through what a p2 rendering
 //! recorded; they are stored by package and reference, verified against a published `shasum`,
 //! else pinned to the bytes first seen. Search, the security advisories API and notify-batch are
 //! relayed.

@@ -42,16 +42,17 @@ const TEXT_KEYS: [&str; 5] = [
 
 /// A rewritten `packages.json`.
 pub struct Root {
-    /// What clients get: every URL root-relative on pmcache (Composer joins a value starting
-    /// with `/` to the scheme and host of the repository URL), so it suits every Host.
+    /// What clients get: every URL absolute on pmcache. (Composer joins some values starting
+    /// with `/` to the repository's host, but 2.5 uses the advisories `api-url` as it is.)
     pub body: Vec<u8>,
     /// The upstream URL (template) behind each endpoint: the names of [`ENDPOINTS`], and
     /// `link/N` for any other URL the document held.
     pub links: BTreeMap<String, String>,
 }
 
-/// Rewrites `packages.json` fetched from `url` for a pmcache mounted at `mount` (`/packagist`).
-pub fn rewrite_root(body: &[u8], url: &Url, mount: &str) -> Result<Root, String> {
+/// Rewrites `packages.json` fetched from `url` for clients that reach pmcache's repository at
+/// `base` (`http://host:7878/packagist`).
+pub fn rewrite_root(body: &[u8], url: &Url, base: &str) -> Result<Root, String> {
     let mut root: Map<String, Value> =
         serde_json::from_slice(body).map_err(|e| format!("not a JSON object: {e}"))?;
     if !root.contains_key("metadata-url") {
@@ -68,14 +69,14 @@ pub fn rewrite_root(body: &[u8], url: &Url, mount: &str) -> Result<Root, String>
         let Some(upstream) = value.as_str().map(|text| absolute(text, url)) else {
             continue;
         };
-        *value = Value::String(local_template(mount, route, &upstream));
+        *value = Value::String(local_template(base, route, &upstream));
         links.insert(path.to_owned(), upstream);
     }
     let mut rest = Links {
         links: &mut links,
         count: 0,
         url,
-        mount,
+        base,
     };
     for (key, value) in root.iter_mut() {
         if !TEXT_KEYS.contains(&key.as_str()) && key != "packages" {
@@ -86,23 +87,23 @@ pub fn rewrite_root(body: &[u8], url: &Url, mount: &str) -> Result<Root, String>
     Ok(Root { body, links })
 }
 
-/// Rewrites URL strings that no endpoint claimed to `<mount>/link/N`.
+/// Rewrites URL strings that no endpoint claimed to `<base>/link/N`.
 struct Links<'a> {
     links: &'a mut BTreeMap<String, String>,
     /// Links numbered so far.
     count: usize,
     url: &'a Url,
-    mount: &'a str,
+    base: &'a str,
 }
 
 impl Links<'_> {
     fn rewrite(&mut self, value: &mut Value) {
         match value {
-            Value::String(text) if is_url(text) && !text.starts_with(self.mount) => {
+            Value::String(text) if is_url(text) && !text.starts_with(self.base) => {
                 let name = format!("link/{}", self.count);
                 self.count += 1;
                 let upstream = absolute(text, self.url);
-                *text = local_template(self.mount, &format!("/{name}"), &upstream);
+                *text = local_template(self.base, &format!("/{name}"), &upstream);
                 self.links.insert(name, upstream);
             }
             Value::Array(items) => items.iter_mut().for_each(|item| self.rewrite(item)),
@@ -141,10 +142,10 @@ fn absolute(text: &str, url: &Url) -> String {
 
 /// pmcache's route for an endpoint, carrying over the upstream template's query (Composer fills
 /// in `%query%` and the like there).
-fn local_template(mount: &str, route: &str, upstream: &str) -> String {
+fn local_template(base: &str, route: &str, upstream: &str) -> String {
     match upstream.split_once('?') {
-        Some((_, query)) => format!("{mount}{route}?{query}"),
-        None => format!("{mount}{route}"),
+        Some((_, query)) => format!("{base}{route}?{query}"),
+        None => format!("{base}{route}"),
     }
 }
 
@@ -289,27 +290,27 @@ mod tests {
         let root = rewrite_root(
             &body,
             &url("https://repo.example/packages.json"),
-            "/packagist",
+            "http://cache.example/packagist",
         )
         .unwrap();
         let rewritten: Value = serde_json::from_slice(&root.body).unwrap();
         insta::assert_json_snapshot!(rewritten, @r#"
         {
           "packages": [],
-          "notify-batch": "/packagist/downloads/",
-          "metadata-url": "/packagist/p2/%package%.json",
-          "search": "/packagist/search.json?q=%query%&type=%type%",
-          "list": "/packagist/packages/list.json",
+          "notify-batch": "http://cache.example/packagist/downloads/",
+          "metadata-url": "http://cache.example/packagist/p2/%package%.json",
+          "search": "http://cache.example/packagist/search.json?q=%query%&type=%type%",
+          "list": "http://cache.example/packagist/packages/list.json",
           "security-advisories": {
             "metadata": true,
-            "api-url": "/packagist/api/security-advisories/"
+            "api-url": "http://cache.example/packagist/api/security-advisories/"
           },
-          "providers-api": "/packagist/providers/%package%.json",
+          "providers-api": "http://cache.example/packagist/providers/%package%.json",
           "warning": "Support for Composer 1 has been shutdown, see https://blog.example/",
           "warning-versions": "<1.999",
           "filter": {
             "metadata": true,
-            "summary-url": "/packagist/link/0"
+            "summary-url": "http://cache.example/packagist/link/0"
           }
         }
         "#);

@@ -28,6 +28,7 @@ const VARY: &str = "Accept-Encoding";
 const CLIENT: &str = "client";
 /// The root file's upstream URLs, by endpoint: kept beside the rendering, never served.
 const LINKS: &str = "links";
+/// The root file's key, before the origin it was rendered for.
 const ROOT_KEY: &str = "packages.json";
 /// How long a relayed install notification may take; nobody waits for it.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,7 +43,7 @@ impl Frontend {
         };
         match path::classify(path)? {
             Route::PackagesJson if readable => {
-                let document = self.root(self.ttl).await?;
+                let document = self.root(parts, self.ttl).await?;
                 Ok(self
                     .proxy
                     .respond(&document, CLIENT, client, Serving::whole(VARY))?)
@@ -68,19 +69,21 @@ impl Frontend {
         }
     }
 
-    /// `packages.json`, rewritten, with the upstream URLs behind it.
-    async fn root(&self, ttl: Duration) -> Result<Document> {
+    /// `packages.json`, rewritten for the origin this client reaches pmcache at, with the
+    /// upstream URLs behind it.
+    async fn root(&self, parts: &Parts, ttl: Duration) -> Result<Document> {
         let url = self.upstream_url("packages.json")?;
+        let base = self.base(parts)?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: ROOT_KEY.to_owned(),
+            key: root_key(&base),
             url,
             accept: JSON,
             ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
         };
-        let render = |document: UpstreamDocument| {
-            let root = rewrite::rewrite_root(&document.body, &document.url, MOUNT)
+        let render = move |document: UpstreamDocument| {
+            let root = rewrite::rewrite_root(&document.body, &document.url, &base)
                 .map_err(|reason| malformed(&document, reason))?;
             let links = serde_json::to_vec(&root.links)
                 .map_err(|e| proxy::Error::Internal(format!("serialising links: {e}")))?;
@@ -98,10 +101,11 @@ impl Frontend {
     /// The upstream URL (template) behind each endpoint, from any cached root file, however
     /// old (they rarely change, and asking the upstream for the root before every p2 file
     /// would double the requests), else from a fetched one.
-    async fn links(&self) -> Result<BTreeMap<String, String>> {
-        let document = match self.proxy.cached_document(ECOSYSTEM, ROOT_KEY, self.ttl)? {
+    async fn links(&self, parts: &Parts) -> Result<BTreeMap<String, String>> {
+        let key = root_key(&self.base(parts)?);
+        let document = match self.proxy.cached_document(ECOSYSTEM, &key, self.ttl)? {
             Some(document) => document,
-            None => self.root(self.ttl).await?,
+            None => self.root(parts, self.ttl).await?,
         };
         let bytes = self.proxy.variant_bytes(&document, LINKS).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
@@ -112,8 +116,8 @@ impl Frontend {
     }
 
     /// The upstream URL of endpoint `link`, `%package%` filled in with `package`.
-    async fn link_url(&self, link: &str, package: Option<&str>) -> Result<Url> {
-        let links = self.links().await?;
+    async fn link_url(&self, parts: &Parts, link: &str, package: Option<&str>) -> Result<Url> {
+        let links = self.links(parts).await?;
         let template = links.get(link).ok_or_else(|| Error::UpstreamLacks {
             what: link.to_owned(),
         })?;
@@ -142,8 +146,8 @@ impl Frontend {
             true => format!("{package}~dev"),
             false => package.to_string(),
         };
-        let url = self.link_url("metadata-url", Some(&name)).await?;
-        let dists_base = format!("{}{MOUNT}/dists/", self.origin(parts)?);
+        let url = self.link_url(parts, "metadata-url", Some(&name)).await?;
+        let dists_base = format!("{}/dists/", self.base(parts)?);
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
             key: format!("p2/{dists_base}{name}"),
@@ -246,9 +250,12 @@ impl Frontend {
     fn notify(&self, parts: &Parts, body: Bytes) -> Response<Body> {
         let proxy = self.proxy.clone();
         let headers = parts.headers.clone();
-        let links = self.proxy.cached_document(ECOSYSTEM, ROOT_KEY, self.ttl);
+        let links = self.base(parts).ok().map(|base| {
+            self.proxy
+                .cached_document(ECOSYSTEM, &root_key(&base), self.ttl)
+        });
         tokio::spawn(async move {
-            let Ok(Some(root)) = links else { return };
+            let Some(Ok(Some(root))) = links else { return };
             let Ok(bytes) = proxy.variant_bytes(&root, LINKS).await else {
                 return;
             };
@@ -285,7 +292,7 @@ impl Frontend {
         body: Bytes,
     ) -> Result<Response<Body>> {
         let mut url = self
-            .link_url(link, package.map(PackageName::as_str))
+            .link_url(parts, link, package.map(PackageName::as_str))
             .await?;
         if let Some(query) = parts.uri.query() {
             url.set_query(Some(query));
@@ -310,11 +317,12 @@ impl Frontend {
         })
     }
 
-    /// `scheme://host[:port]` of pmcache as this client reaches it.
-    fn origin(&self, parts: &Parts) -> Result<String> {
+    /// pmcache's repository URL as this client reaches it (`http://host:7878/packagist`).
+    fn base(&self, parts: &Parts) -> Result<String> {
         let authority = parts.uri.authority().map(|a| a.as_str());
-        proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
-            .ok_or(Error::NoHost)
+        let origin = proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
+            .ok_or(Error::NoHost)?;
+        Ok(format!("{origin}{MOUNT}"))
     }
 }
 
@@ -322,6 +330,11 @@ impl Frontend {
 /// and links pmcache cannot classify.
 fn accepts_posts(link: &str) -> bool {
     link == "security-advisories.api-url" || link.starts_with("link/")
+}
+
+/// Each origin clients use gets its own rendering of the root file: its URLs are absolute.
+fn root_key(base: &str) -> String {
+    format!("{ROOT_KEY}/{base}")
 }
 
 fn dist_id(package: &str, file: &str) -> String {
