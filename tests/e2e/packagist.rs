@@ -17,7 +17,7 @@ use crate::support::egress_trap::EgressTrap;
 use crate::support::packagist_packages::{
     ADVISORY_CVE, ADVISORY_ID, APP, BASE, HELD_BASE, Release, TOOL, VULN,
 };
-use crate::support::packagist_upstream::{Kind, Logged, PackagistUpstream, expand};
+use crate::support::packagist_upstream::{Fault, Kind, Logged, PackagistUpstream, expand};
 use crate::support::pmcache::{self, Launch, Pmcache};
 use crate::support::{http, sha256_hex, wait_until};
 
@@ -873,4 +873,30 @@ fn collect_strings(value: &Value, into: &mut Vec<String>) {
         Value::Object(map) => map.values().for_each(|item| collect_strings(item, into)),
         _ => {}
     }
+}
+
+#[test]
+fn a_dist_that_fails_its_published_shasum_is_refused_and_not_stored() -> Result<()> {
+    let case = Case::through_pmcache("1m")?;
+    let base = case.upstream.packages().release(BASE, "1.1.0")?;
+    ensure!(base.shasum_published, "the test needs a dist with a shasum");
+    case.upstream
+        .set_fault(&case.upstream.codeload_path(BASE, "1.1.0")?, Fault::Corrupt);
+    http::get(&case.url(&format!("p2/{BASE}.json")))?;
+    let dist_url = pmcache_dist_url(&case, base);
+    http::ensure_failed_download(&dist_url, "a dist that fails its shasum")?;
+    pmcache::wait_for_empty_tmp(&case.data_dir())?;
+    let corrupted = sha256_hex(&PackagistUpstream::corrupted(&base.archive.bytes));
+    pmcache::ensure_not_stored(&case.data_dir(), &[&corrupted, &base.archive.sha256])?;
+
+    case.upstream
+        .clear_fault(&case.upstream.codeload_path(BASE, "1.1.0")?);
+    let served = http::get(&dist_url)?;
+    ensure!(
+        served.is_complete_ok() && sha256_hex(&served.body) == base.archive.sha256,
+        "{}",
+        served.describe()
+    );
+    pmcache::ensure_stored(&case.data_dir(), &[&base.archive.sha256])?;
+    Ok(())
 }
