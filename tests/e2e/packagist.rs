@@ -107,14 +107,7 @@ impl Case {
 
     /// The statuses pmcache logged for `path` (below `/packagist/`), in order.
     fn answers(&self, path: &str) -> Result<Vec<u16>> {
-        let wanted = format!(" path=/packagist/{path} status=");
-        Ok(self
-            .pmcache()?
-            .log_text()
-            .lines()
-            .filter_map(|line| line.split_once(&wanted))
-            .filter_map(|(_, rest)| rest.get(..3)?.parse().ok())
-            .collect())
+        Ok(self.pmcache()?.statuses(&format!("/packagist/{path}")))
     }
 
     /// The upstream dist requests (zipball or codeload) after `mark`.
@@ -141,12 +134,7 @@ impl Case {
 
     /// No request tried to leave loopback.
     fn ensure_no_egress(&self) -> Result<()> {
-        let caught = self.trap.caught();
-        ensure!(
-            caught.is_empty(),
-            "clients tried to reach hosts off loopback: {caught:?}"
-        );
-        Ok(())
+        self.trap.ensure_nothing_caught()
     }
 
     /// The requests after `mark` for which `wanted` holds.

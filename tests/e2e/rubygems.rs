@@ -97,14 +97,7 @@ impl Case {
 
     /// The statuses pmcache logged for requests of `path` (below `/rubygems/`), in order.
     fn answers(&self, path: &str) -> Result<Vec<u16>> {
-        let wanted = format!(" path=/rubygems/{path} status=");
-        Ok(self
-            .pmcache()?
-            .log_text()
-            .lines()
-            .filter_map(|line| line.split_once(&wanted))
-            .filter_map(|(_, rest)| rest.get(..3)?.parse().ok())
-            .collect())
+        Ok(self.pmcache()?.statuses(&format!("/rubygems/{path}")))
     }
 
     /// A client sandbox in its own subdirectory.
@@ -123,12 +116,7 @@ impl Case {
 
     /// No request tried to leave loopback.
     fn ensure_no_egress(&self) -> Result<()> {
-        let caught = self.trap.caught();
-        ensure!(
-            caught.is_empty(),
-            "clients tried to reach hosts off loopback: {caught:?}"
-        );
-        Ok(())
+        self.trap.ensure_nothing_caught()
     }
 
     /// The names whose `info` was requested after `mark`, in order.

@@ -76,6 +76,16 @@ impl EgressTrap {
         format!("http://{}/", self.addr)
     }
 
+    /// Fails, naming what it caught, if any client tried to leave loopback.
+    pub fn ensure_nothing_caught(&self) -> Result<()> {
+        let caught = self.caught();
+        anyhow::ensure!(
+            caught.is_empty(),
+            "clients tried to reach hosts off loopback: {caught:?}"
+        );
+        Ok(())
+    }
+
     /// The request line of every connection caught so far.
     pub fn caught(&self) -> Vec<String> {
         self.caught

@@ -155,17 +155,7 @@ impl Sandbox {
 
     fn run(&self, label: &str, command: Command, dir: &Path, args: &[&str]) -> Result<ClientRun> {
         let finished = run_bounded(command, &self.dir("logs"), CLIENT_TIMEOUT)?;
-        Ok(ClientRun {
-            success: finished.status.success(),
-            stdout: finished.stdout.clone(),
-            output: format!(
-                "$ {label} {} (in {}; {})\n{}",
-                args.join(" "),
-                dir.display(),
-                finished.status,
-                finished.output()
-            ),
-        })
+        Ok(ClientRun::of(label, args, dir, &finished))
     }
 
     /// A clean environment: the sandbox's HOME, XDG dirs, gem home and gemrc, the trap as proxy

@@ -153,17 +153,7 @@ impl Sandbox {
         command.args(args);
         self.isolate(&mut command, project)?;
         let finished: Finished = run_bounded(command, &self.root.join("logs"), CLIENT_TIMEOUT)?;
-        Ok(ClientRun {
-            success: finished.status.success(),
-            stdout: finished.stdout.clone(),
-            output: format!(
-                "$ {label} {} (in {}; {})\n{}",
-                args.join(" "),
-                project.display(),
-                finished.status,
-                finished.output()
-            ),
-        })
+        Ok(ClientRun::of(label, args, project, &finished))
     }
 
     /// A clean environment: the sandbox's HOME and XDG dirs, the trap as proxy for everything

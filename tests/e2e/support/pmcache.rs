@@ -219,6 +219,16 @@ impl Pmcache {
     pub fn log_text(&self) -> String {
         read_lossy(&self.log)
     }
+
+    /// The statuses of the requests for `path` (no query) that pmcache logged, in order.
+    pub fn statuses(&self, path: &str) -> Vec<u16> {
+        let wanted = format!(" path={path} status=");
+        self.log_text()
+            .lines()
+            .filter_map(|line| line.split_once(&wanted))
+            .filter_map(|(_, rest)| rest.get(..3)?.parse().ok())
+            .collect()
+    }
 }
 
 impl Drop for Pmcache {
