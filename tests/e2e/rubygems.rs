@@ -558,6 +558,14 @@ fn a_gem_whose_bytes_do_not_match_its_checksum_is_refused_and_not_stored() -> Re
     sandbox
         .gem_install(&case.source(), &[BAD])?
         .ensure_failure("gem install of a corrupted gem")?;
+    // RubyGems keeps whatever a download that looked complete brought; a refused gem must not
+    // look complete (Ruby's Net::HTTP takes a body cut short of its Content-Length as whole).
+    let cached = sandbox.gem_home().join("cache").join(format!("{full_name}.gem"));
+    ensure!(
+        !cached.exists(),
+        "RubyGems cached a refused download: {}",
+        cached.display()
+    );
     pmcache::wait_for_empty_tmp(&case.data_dir())?;
     pmcache::ensure_not_stored(&case.data_dir(), &[&corrupted, &gem.sha256])?;
 

@@ -162,6 +162,7 @@ impl Frontend {
             client,
             key: None,
             pin_first_seen: false,
+            announce_unverified_length: true,
         };
         Ok(self.proxy.artifact(request).await?)
     }

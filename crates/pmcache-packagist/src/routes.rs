@@ -195,6 +195,7 @@ impl Frontend {
             // that regenerates it with other bytes must not change what clients get.
             key: Some(id),
             pin_first_seen: true,
+            announce_unverified_length: true,
         };
         Ok(self.proxy.artifact(request).await?)
     }

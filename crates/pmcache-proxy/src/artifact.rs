@@ -65,6 +65,11 @@ pub struct ArtifactRequest<'a> {
     /// With no published checksum, accept only the bytes first stored under the key ever after
     /// (their sha256 is pinned): a refetch that brings other bytes is refused.
     pub pin_first_seen: bool,
+    /// Send `Content-Length` on a miss, before the bytes are verified. Clients that take a body
+    /// cut short as complete (Ruby's Net::HTTP ignores an early end when it has a length) must
+    /// get none: a refused fill then ends the chunked body without its last chunk, which every
+    /// client reads as a failed download.
+    pub announce_unverified_length: bool,
 }
 
 /// Immutable artifacts may be cached by clients for ever.
@@ -97,7 +102,7 @@ impl Proxy {
             .join(job, &self.inner.store, &self.inner.upstream)?;
         let length = inflight::started(&mut progress).await?;
         let mut headers = artifact_headers(request.content_type, CacheStatus::Miss);
-        if let Some(length) = length {
+        if let Some(length) = length.filter(|_| request.announce_unverified_length) {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
         let body = if request.client.head {

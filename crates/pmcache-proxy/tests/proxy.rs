@@ -253,6 +253,7 @@ async fn fetch_stored_as(
         allow_redirect: Arc::new(|_: &Url| false),
         key: key.map(str::to_owned),
         pin_first_seen: key.is_some(),
+        announce_unverified_length: true,
     };
     // A fill that fails before the response starts is an error response (502); one that fails
     // later aborts the body. Either is a failed download.

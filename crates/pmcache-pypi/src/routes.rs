@@ -189,6 +189,7 @@ impl Frontend {
             allow_redirect,
             key: None,
             pin_first_seen: false,
+            announce_unverified_length: true,
         };
         Ok(self.proxy.artifact(request).await?)
     }

@@ -249,6 +249,7 @@ impl Frontend {
             client,
             key: None,
             pin_first_seen: false,
+            announce_unverified_length: false,
         };
         Ok(self.proxy.artifact(request).await?)
     }
@@ -303,6 +304,7 @@ impl Frontend {
             client,
             key: None,
             pin_first_seen: false,
+            announce_unverified_length: false,
         };
         Ok(self.proxy.artifact(request).await?)
     }
