@@ -4,7 +4,6 @@
 //! reached a public host.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
@@ -16,7 +15,7 @@ use crate::support::npm::{Sandbox, default_registry};
 use crate::support::npm_packages::{BIG, LEFT, LEFT_RESOLVED, Packages, SCOPED, Tarball, packages};
 use crate::support::npm_upstream::{ADVISORIES_RESULT, Fault, Kind, NpmUpstream, SEARCH_RESULT};
 use crate::support::pmcache::{self, Launch, Pmcache};
-use crate::support::{run_bounded, sha256_hex};
+use crate::support::sha256_hex;
 
 /// The `Accept` npm (on the lockfile "inflate" path), pnpm and yarn v1 send for packuments.
 const CORGI_ACCEPT: &str =
@@ -291,29 +290,6 @@ fn expected_packument(upstream: &NpmUpstream, name: &str, origin: &str) -> Resul
         manifest["dist"]["tarball"] = format!("{origin}/npm/{}", tarball.registry_path()).into();
     }
     Ok(document)
-}
-
-/// Decompresses a gzip body with the harness's Python (no gzip crate in the dev-dependencies).
-fn gunzip(body: &[u8], scratch: &Path) -> Result<Vec<u8>> {
-    std::fs::create_dir_all(scratch)?;
-    let input = scratch.join("body.gz");
-    let output = scratch.join("body");
-    std::fs::write(&input, body)?;
-    let mut command = std::process::Command::new(crate::support::python()?);
-    command
-        .args([
-            "-c",
-            "import gzip, sys; open(sys.argv[2], 'wb').write(gzip.decompress(open(sys.argv[1], 'rb').read()))",
-        ])
-        .arg(&input)
-        .arg(&output);
-    let finished = run_bounded(command, &scratch.join("logs"), Duration::from_secs(30))?;
-    ensure!(
-        finished.status.success(),
-        "gunzip failed:\n{}",
-        finished.output()
-    );
-    Ok(std::fs::read(output)?)
 }
 
 /// (1) npm installs a project depending on `@demo/scoped` (which pulls `demo-left@^1.1.0`) and
@@ -685,7 +661,7 @@ fn packuments_negotiate_revalidate_and_compress() -> Result<()> {
         gzipped.describe()
     );
     ensure_vary(&gzipped, "gzip packument")?;
-    let decoded = gunzip(&gzipped.body, &case.dir.path().join("gunzip"))?;
+    let decoded = crate::support::gunzip(&gzipped.body)?;
     let decoded: Value = serde_json::from_slice(&decoded)?;
     ensure!(
         decoded == expected,

@@ -631,6 +631,15 @@ fn composer_install_through_pmcache_works_with_the_upstream_stopped() -> Result<
         ),
         "metadata should have been served stale"
     );
+    // A dist the stale metadata does not list may just be newer: not a 404 while the upstream
+    // is away.
+    let unknown =
+        http::get(&case.url("dists/proxfix/app/0000000000000000000000000000000000000000.zip"))?;
+    ensure!(
+        matches!(unknown.status, 502 | 503) && unknown.header("retry-after").is_some(),
+        "{}",
+        unknown.describe()
+    );
     // Statistics for a stopped upstream are still answered at once.
     let notify = http::send(
         "POST",

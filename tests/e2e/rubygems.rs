@@ -541,6 +541,14 @@ fn installs_through_pmcache_work_with_the_upstream_stopped() -> Result<()> {
         log.contains("path=/rubygems/versions status=200 ecosystem=\"rubygems\" cache=\"stale\""),
         "versions should have been served stale"
     );
+    // A gem the stale index does not list may just be newer: not a 404 while the upstream is
+    // away (clients would take it as "no such gem").
+    let unknown = http::get(&case.url("gems/proxfix_app-9.9.9.gem"))?;
+    ensure!(
+        unknown.status == 503 && unknown.header("retry-after").is_some(),
+        "{}",
+        unknown.describe()
+    );
     case.ensure_no_egress()
 }
 
@@ -560,7 +568,10 @@ fn a_gem_whose_bytes_do_not_match_its_checksum_is_refused_and_not_stored() -> Re
         .ensure_failure("gem install of a corrupted gem")?;
     // RubyGems keeps whatever a download that looked complete brought; a refused gem must not
     // look complete (Ruby's Net::HTTP takes a body cut short of its Content-Length as whole).
-    let cached = sandbox.gem_home().join("cache").join(format!("{full_name}.gem"));
+    let cached = sandbox
+        .gem_home()
+        .join("cache")
+        .join(format!("{full_name}.gem"));
     ensure!(
         !cached.exists(),
         "RubyGems cached a refused download: {}",
@@ -593,7 +604,9 @@ fn ensure_compact_headers(response: &http::Response, body: &[u8], what: &str) ->
         response.header("etag") == Some(etag_of(body).as_str())
             && response.header("repr-digest") == Some(repr_digest.as_str())
             && response.header("digest") == Some(digest.as_str())
-            && response.header("accept-ranges") == Some("bytes")
+            // Ranges apply to the identity body only.
+            && (response.header("accept-ranges") == Some("bytes"))
+                == response.header("content-encoding").is_none()
             && response.header("content-type") == Some("text/plain; charset=utf-8"),
         "{what}: wrong compact index headers: {}",
         response.describe()
@@ -627,6 +640,17 @@ fn compact_index_answers_etags_digests_ranges_and_304s() -> Result<()> {
         whole.describe()
     );
     ensure_compact_headers(&whole, &versions, "GET /versions")?;
+    // gzip when accepted and no range is asked for; entity tag and digests still describe the
+    // identity body, which is what Bundler checks after Net::HTTP decoded it.
+    let gzipped = http::get_with(&versions_url, &[("accept-encoding", "gzip")])?;
+    ensure!(
+        gzipped.is_complete_ok()
+            && gzipped.header("content-encoding") == Some("gzip")
+            && crate::support::gunzip(&gzipped.body)? == versions,
+        "GET /versions with gzip: {}",
+        gzipped.describe()
+    );
+    ensure_compact_headers(&gzipped, &versions, "gzip GET /versions")?;
 
     // Bundler's warm request: the last byte, If-None-Match. Unchanged → 304.
     let tail = format!("bytes={}-", versions.len() - 1);

@@ -114,6 +114,16 @@ pub fn read_lossy(path: &Path) -> String {
     }
 }
 
+/// The decompressed content of a gzip body.
+pub fn gunzip(body: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut decoded)
+        .context("the body is not gzip")?;
+    Ok(decoded)
+}
+
 /// Lowercase hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;

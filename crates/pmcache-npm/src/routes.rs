@@ -87,6 +87,7 @@ impl Frontend {
             accept: UPSTREAM_ACCEPT,
             ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
+            known_current: None,
         };
         let requested = package.clone();
         let document = self

@@ -17,9 +17,6 @@ pub enum Error {
         "no Packagist route {path}: pmcache serves /packagist/packages.json, /packagist/p2/VENDOR/NAME.json and the dists they name"
     )]
     NoRoute { path: String },
-    /// An upstream document pmcache cannot serve.
-    #[error("malformed upstream metadata {url}: {reason}")]
-    Document { url: String, reason: String },
     /// The proxy core failed (upstream fault, checksum mismatch, storage).
     #[error(transparent)]
     Proxy(#[from] pmcache_proxy::Error),
@@ -31,6 +28,11 @@ pub enum Error {
     /// A dist that no metadata pmcache served lists.
     #[error("{package} has no dist {reference} in the upstream's metadata")]
     UnknownDist { package: String, reference: String },
+    /// A dist the cached metadata does not list, while the upstream cannot be asked.
+    #[error(
+        "the upstream cannot be reached and the cached metadata of {package} lists no dist {reference}; try again when it is back"
+    )]
+    UpstreamDown { package: String, reference: String },
     /// A dist on a host outside `packagist.dist_hosts`.
     #[error(
         "dist host {host} is not in packagist.dist_hosts; pmcache will not download {package} from it"
@@ -58,10 +60,10 @@ impl Error {
             | Error::NoRoute { .. }
             | Error::UnknownDist { .. }
             | Error::UpstreamLacks { .. } => StatusCode::NOT_FOUND,
-            Error::Document { .. } => StatusCode::BAD_GATEWAY,
             Error::Proxy(error) => error.status(),
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::DistHostNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Error::UpstreamDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoHost => StatusCode::BAD_REQUEST,
         }
     }
@@ -70,6 +72,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Error::Proxy(error) => error.retry_after(),
+            Error::UpstreamDown { .. } => Some(std::time::Duration::from_secs(30)),
             _ => None,
         }
     }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
 use pmcache_proxy::{
-    self as proxy, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document, DocumentRequest,
-    PassThrough, RedirectPolicy, Rendering, Serving, UpstreamDocument, Variant,
+    self as proxy, ArtifactRequest, ArtifactSource, Body, CacheStatus, ClientRequest, Document,
+    DocumentRequest, PassThrough, RedirectPolicy, Rendering, Serving, UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -20,6 +20,9 @@ use crate::path::{self, Route};
 use crate::rewrite::{self, Dist};
 use crate::{Frontend, MOUNT};
 
+/// How old cached p2 files must be before a dist they do not list makes pmcache fetch them
+/// again: bounds how often made-up references can send pmcache to the upstream.
+const REFETCH_FLOOR: Duration = Duration::from_secs(10);
 /// Index keys and metrics label of this frontend.
 const ECOSYSTEM: &str = "packagist";
 const JSON: &str = "application/json";
@@ -81,6 +84,7 @@ impl Frontend {
             accept: JSON,
             ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
+            known_current: None,
         };
         let render = move |document: UpstreamDocument| {
             let root = rewrite::rewrite_root(&document.body, &document.url, &base)
@@ -155,6 +159,7 @@ impl Frontend {
             url,
             accept: JSON,
             ttl,
+            known_current: None,
         };
         let render = move |document: UpstreamDocument| {
             let p2 = rewrite::rewrite_p2(&document.body, &document.url, &dists_base)
@@ -201,8 +206,8 @@ impl Frontend {
     }
 
     /// A dist no rendering pmcache holds lists (`composer install` from a lock reads no
-    /// metadata): learnt from the package's p2 files, fetched again once if the cached ones
-    /// predate it.
+    /// metadata): learnt from the package's p2 files, fetched again if the cached ones may
+    /// predate it (and are older than [`REFETCH_FLOOR`]).
     async fn learn_dist(
         &self,
         package: &PackageName,
@@ -210,10 +215,11 @@ impl Frontend {
         parts: &Parts,
     ) -> Result<ArtifactSource> {
         let id = dist_id(package.as_str(), file);
-        for ttl in [self.ttl, Duration::ZERO] {
+        let mut stale = false;
+        for ttl in [self.ttl, REFETCH_FLOOR] {
             for dev in [false, true] {
                 match self.p2(package, dev, parts, ttl).await {
-                    Ok(_) => {}
+                    Ok(document) => stale |= document.cache == CacheStatus::Stale,
                     Err(error) if error.is_not_found() => {}
                     Err(error) => return Err(error),
                 }
@@ -222,10 +228,13 @@ impl Frontend {
                 }
             }
         }
-        Err(Error::UnknownDist {
-            package: package.to_string(),
-            reference: file.to_owned(),
-        })
+        let (package, reference) = (package.to_string(), file.to_owned());
+        // A copy served because the upstream is down may just predate the release.
+        if stale {
+            Err(Error::UpstreamDown { package, reference })
+        } else {
+            Err(Error::UnknownDist { package, reference })
+        }
     }
 
     fn dist_host_allowed(&self, url: &Url) -> bool {

@@ -18,7 +18,7 @@ use crate::Proxy;
 use crate::artifact::ArtifactSource;
 use crate::body::Body;
 use crate::error::{Error, Result};
-use crate::freshness::{self, Freshness};
+use crate::freshness;
 use crate::serve::{
     self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges, STALE_HEADER,
 };
@@ -41,13 +41,22 @@ pub struct DocumentRequest {
     /// How long a fetched copy is served without asking the upstream.
     pub ttl: Duration,
     pub allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
+    /// A cached copy for which this holds is current whatever its age (a frontend may know so
+    /// from another document); checked again after waiting for a concurrent refresh, so that
+    /// requests queued behind one refetch do not each fetch again.
+    pub known_current: Option<KnownCurrent>,
 }
+
+/// Which cached documents a frontend knows to be current.
+pub type KnownCurrent = Arc<dyn Fn(&Document) -> bool + Send + Sync>;
 
 /// An upstream document as received (decompressed), handed to the frontend's renderer.
 pub struct UpstreamDocument {
     /// The URL that answered, after redirects: relative links resolve against it.
     pub url: Url,
     pub content_type: String,
+    /// The upstream's response headers (digests a renderer may check the body against).
+    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -235,14 +244,14 @@ impl Proxy {
         R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
     {
         let key = format!("{}/{}", request.ecosystem, request.key);
-        if let Some(document) = self.fresh(&key, request.ttl)? {
+        if let Some(document) = self.fresh(&key, &request)? {
             return Ok(document);
         }
         let asked_at = Instant::now();
         let lock = self.inner.document_locks.get(&key);
         let _guard = lock.lock().await;
         // Another request may have refreshed it while this one waited.
-        if let Some(document) = self.fresh(&key, request.ttl)? {
+        if let Some(document) = self.fresh(&key, &request)? {
             return Ok(document);
         }
         let cached = self.usable_record(&key)?;
@@ -305,10 +314,16 @@ impl Proxy {
         ttl: Duration,
     ) -> Result<Option<Document>> {
         let key = format!("{ecosystem}/{key}");
-        Ok(self.usable_record(&key)?.map(|record| Document {
-            record,
-            cache: CacheStatus::Hit,
-            ttl,
+        Ok(self.usable_record(&key)?.map(|record| {
+            let mut document = Document {
+                record,
+                cache: CacheStatus::Hit,
+                ttl,
+            };
+            if !document.is_fresh() {
+                document.cache = CacheStatus::Stale;
+            }
+            document
         }))
     }
 
@@ -320,18 +335,22 @@ impl Proxy {
             .get(Table::Sources, &format!("{ecosystem}/{id}"))?)
     }
 
-    fn fresh(&self, key: &str, ttl: Duration) -> Result<Option<Document>> {
+    /// The cached copy, if it is younger than the TTL or the request knows it is current.
+    fn fresh(&self, key: &str, request: &DocumentRequest) -> Result<Option<Document>> {
         let Some(record) = self.usable_record(key)? else {
             return Ok(None);
         };
-        if freshness::assess(record.fetched_at, ttl, freshness::now_unix()) != Freshness::Fresh {
-            return Ok(None);
-        }
-        Ok(Some(Document {
+        let document = Document {
             record,
             cache: CacheStatus::Hit,
-            ttl,
-        }))
+            ttl: request.ttl,
+        };
+        let current = document.is_fresh()
+            || request
+                .known_current
+                .as_ref()
+                .is_some_and(|known| known(&document));
+        Ok(current.then_some(document))
     }
 
     /// The cached record, if all of its blobs are still there.
@@ -394,6 +413,7 @@ impl Proxy {
             .header(header::CONTENT_TYPE)
             .unwrap_or("")
             .to_owned();
+        let response_headers = fetched.headers.clone();
         let url = fetched.url.clone();
         // Reading and rendering hold a whole document (and its parsed tree) in memory: bound
         // how many run at once so that a cold fleet-wide install cannot exhaust memory.
@@ -407,6 +427,7 @@ impl Proxy {
         let document = UpstreamDocument {
             url: url.clone(),
             content_type,
+            headers: response_headers,
             body,
         };
         let store = self.inner.store.clone();
@@ -514,6 +535,8 @@ impl Proxy {
                 blob.0
             )));
         };
+        // A frontend's entity tag names the content whatever its encoding (RubyGems clients
+        // compare it with the MD5 of the decoded file); ranges only ever apply to identity.
         let answer = BlobAnswer {
             size: blob.1,
             etag: stored
@@ -521,7 +544,7 @@ impl Proxy {
                 .clone()
                 .unwrap_or_else(|| serve::etag_of(&blob.0)),
             last_modified: Some(last_modified(&document.record)),
-            ranges: if serving.appendable {
+            ranges: if serving.appendable && !gzip {
                 Ranges::Append
             } else {
                 Ranges::Ignore
@@ -540,7 +563,9 @@ fn last_modified(record: &DocumentRecord) -> SystemTime {
     } else {
         record.changed_at
     };
-    let rendered = UNIX_EPOCH + Duration::from_secs(changed);
+    // Whole seconds, rounded up: a copy a client got earlier in the same second as a new
+    // rendering (RubyGems sends its file's mtime as If-Modified-Since) must not look current.
+    let rendered = UNIX_EPOCH + Duration::from_secs(changed + 1);
     let upstream = record
         .last_modified
         .as_deref()

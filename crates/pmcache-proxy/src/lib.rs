@@ -26,7 +26,9 @@ pub use artifact::{ArtifactRecord, ArtifactRequest, ArtifactSource};
 pub use body::{Body, empty, full};
 pub use checksum::{Algorithm, Checksum};
 pub use config::Config;
-pub use document::{Document, DocumentRequest, Rendering, Serving, UpstreamDocument, Variant};
+pub use document::{
+    Document, DocumentRequest, KnownCurrent, Rendering, Serving, UpstreamDocument, Variant,
+};
 pub use error::{Error, Result};
 pub use freshness::{Freshness, assess};
 pub use origin::{RedirectPolicy, base_url, client_origin, same_origin, same_origin_or_https};

@@ -114,6 +114,7 @@ fn document_request(url: &Url, ttl: Duration) -> DocumentRequest {
         accept: "*/*",
         ttl,
         allow_redirect: Arc::new(|_: &Url| false),
+        known_current: None,
     }
 }
 
@@ -569,4 +570,28 @@ async fn pinned_artifacts_keep_their_first_bytes_wherever_they_are_fetched_from(
     let (cache, body) = fetch_stored_as(&proxy, &first.url, None, key).await;
     assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("miss", BODY));
     assert!(path.is_file());
+}
+
+#[tokio::test]
+async fn requests_queued_behind_a_refetch_take_its_result_when_they_know_it_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let upstream = upstream(Script::Document).await;
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        let proxy = proxy.clone();
+        let url = upstream.url.clone();
+        waiting.push(tokio::spawn(async move {
+            // Always refetch, unless the copy is one the frontend knows is current.
+            let mut request = document_request(&url, Duration::ZERO);
+            request.known_current = Some(Arc::new(|document: &pmcache_proxy::Document| {
+                document.digest("plain") == Some(pmcache_store::Digest::of(b"DOC"))
+            }));
+            proxy.document(request, render_upper).await.map(|d| d.cache)
+        }));
+    }
+    for task in waiting {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 1);
 }

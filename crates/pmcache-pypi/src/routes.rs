@@ -137,6 +137,7 @@ impl Frontend {
             accept: negotiate::UPSTREAM_ACCEPT,
             ttl: self.ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
+            known_current: None,
         }
     }
 

@@ -75,6 +75,41 @@ fn gem_checksum(value: &str) -> Option<Checksum> {
     })
 }
 
+/// Checks `body` against the sha-256 the upstream sent in `Repr-Digest` or `Digest`, if it sent
+/// one over the body as received: a file damaged on the way must not be served with a digest
+/// pmcache computed over the damage. A gzip-encoded answer is left to the gzip trailer's
+/// checksum, since upstreams differ on whether their digest covers the encoded bytes.
+pub fn check_upstream_digests(headers: &http::HeaderMap, body: &[u8]) -> Result<(), String> {
+    if headers.contains_key(http::header::CONTENT_ENCODING) {
+        return Ok(());
+    }
+    let actual = base64::engine::general_purpose::STANDARD
+        .encode(pmcache_proxy::Digest::of(body).as_bytes());
+    for name in ["repr-digest", "digest"] {
+        let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        if let Some(published) = sha256_member(value)
+            && published != actual
+        {
+            return Err(format!(
+                "its {name} says sha-256 {published}, the body has {actual}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The base64 sha-256 in a `Repr-Digest` (`sha-256=:B64:`) or `Digest` (`SHA-256=B64`) value.
+fn sha256_member(value: &str) -> Option<&str> {
+    value.split(',').find_map(|member| {
+        let (algorithm, digest) = member.trim().split_once('=')?;
+        algorithm
+            .eq_ignore_ascii_case("sha-256")
+            .then(|| digest.trim().trim_matches(':').trim_matches('"'))
+    })
+}
+
 /// The MD5 (hex) of a whole file: the `/versions` column, and the `ETag` clients compare.
 pub fn md5_hex(body: &[u8]) -> String {
     hex::encode(Md5::digest(body))
@@ -138,6 +173,24 @@ mod tests {
             entries[0].checksum.as_ref().unwrap().hex,
             hex::encode(digest)
         );
+    }
+
+    #[test]
+    fn upstream_digests_are_checked_unless_the_body_was_encoded() {
+        let body = b"---\na 1.0 abc\n";
+        let right = base64::engine::general_purpose::STANDARD
+            .encode(pmcache_proxy::Digest::of(body).as_bytes());
+        let mut headers = http::HeaderMap::new();
+        assert!(check_upstream_digests(&headers, body).is_ok());
+        headers.insert(
+            "repr-digest",
+            format!("sha-512=:x:, sha-256=:{right}:").parse().unwrap(),
+        );
+        headers.insert("digest", format!("SHA-256={right}").parse().unwrap());
+        assert!(check_upstream_digests(&headers, body).is_ok());
+        assert!(check_upstream_digests(&headers, b"---\na 1.0 abd\n").is_err());
+        headers.insert("content-encoding", "gzip".parse().unwrap());
+        assert!(check_upstream_digests(&headers, b"---\na 1.0 abd\n").is_ok());
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub struct Config {
     /// How long fetched index files (`/versions`, `/info/NAME`, `/names`, the `.4.8.gz`
     /// indexes) are served without asking the upstream; `0s` revalidates on every request.
     /// An `/info/NAME` whose MD5 matches the one a fresh `/versions` lists is current whatever
-    /// its age. Default `1m` (rubygems.org's own max-age).
+    /// its age. Default `5m`: rubygems.org's own max-age is one minute, but `/versions` is tens
+    /// of megabytes that change with every push, and a CI mirror gains little from fetching it
+    /// every minute.
     #[serde(with = "humantime_serde")]
     pub metadata_ttl: Duration,
 }
@@ -24,7 +26,7 @@ impl Default for Config {
         Config {
             enabled: true,
             upstream: "https://rubygems.org/".to_owned(),
-            metadata_ttl: Duration::from_secs(60),
+            metadata_ttl: Duration::from_secs(300),
         }
     }
 }

@@ -1,9 +1,8 @@
 //! Errors of the RubyGems frontend: paths and names a client sent that pmcache cannot serve,
 //! and upstream index files it cannot read.
 
-/// What went wrong, classified by whose fault it is: [`Error::BadPath`] and
-/// [`Error::InvalidName`] are the client's (4xx), [`Error::Document`] the upstream's (502 unless
-/// a stale copy exists).
+/// What went wrong, classified by whose fault it is: [`Error::NoRoute`] and
+/// [`Error::InvalidName`] are the client's (4xx), [`Error::UpstreamDown`] the upstream's (503).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A gem name RubyGems could not have published.
@@ -19,14 +18,6 @@ pub enum Error {
         "no RubyGems route {path}: pmcache serves /rubygems/versions, /rubygems/info/NAME, /rubygems/gems/NAME-VERSION.gem and the legacy indexes"
     )]
     NoRoute { path: String },
-    /// An upstream index file that pmcache cannot serve.
-    #[error("malformed upstream index file {url}: {reason}")]
-    Document {
-        /// Where it came from.
-        url: String,
-        /// What is wrong with it, one line.
-        reason: String,
-    },
     /// The proxy core failed (upstream fault, checksum mismatch, storage).
     #[error(transparent)]
     Proxy(#[from] pmcache_proxy::Error),
@@ -38,6 +29,11 @@ pub enum Error {
     /// A `.gem` that no `/info` file of the upstream lists.
     #[error("the upstream lists no gem {full_name} in any /info file")]
     UnknownGem { full_name: String },
+    /// A `.gem` the cached `/info` files do not list, while the upstream cannot be asked.
+    #[error(
+        "the upstream cannot be reached and the cached /info files list no gem {full_name}; try again when it is back"
+    )]
+    UpstreamDown { full_name: String },
     /// The dependency API, which rubygems.org removed.
     #[error(
         "the dependency API is gone (as on rubygems.org): Bundler and RubyGems use the compact index at /rubygems/versions and /rubygems/info/NAME"
@@ -57,7 +53,7 @@ impl Error {
             Error::NoRoute { .. } | Error::UnknownGem { .. } | Error::DependencyApiGone => {
                 StatusCode::NOT_FOUND
             }
-            Error::Document { .. } => StatusCode::BAD_GATEWAY,
+            Error::UpstreamDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Proxy(error) => error.status(),
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -67,6 +63,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Error::Proxy(error) => error.retry_after(),
+            Error::UpstreamDown { .. } => Some(std::time::Duration::from_secs(30)),
             _ => None,
         }
     }

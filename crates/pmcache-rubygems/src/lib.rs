@@ -21,7 +21,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pmcache_proxy::Proxy;
@@ -35,7 +35,7 @@ pub struct Frontend {
     ttl: Duration,
     /// The info MD5s of the last `/versions` read, by the sha256 of that file: parsed once per
     /// upstream version rather than on every `/info` request.
-    info_checksums: Mutex<Option<ParsedVersions>>,
+    info_checksums: tokio::sync::Mutex<Option<ParsedVersions>>,
 }
 
 /// The info MD5 of each gem in one `/versions` file, and that file's sha256.
@@ -51,7 +51,7 @@ impl Frontend {
             proxy,
             upstream,
             ttl: config.metadata_ttl,
-            info_checksums: Mutex::default(),
+            info_checksums: tokio::sync::Mutex::default(),
         }
     }
 }

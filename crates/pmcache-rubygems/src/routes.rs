@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, header};
 use pmcache_proxy::{
-    self as proxy, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document, DocumentRequest,
-    Rendering, Serving, UpstreamDocument, Variant,
+    self as proxy, ArtifactRequest, ArtifactSource, Body, CacheStatus, ClientRequest, Document,
+    DocumentRequest, KnownCurrent, Rendering, Serving, UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -20,6 +20,9 @@ use crate::name::{FullName, GemName};
 use crate::path::{self, GemsPath};
 use crate::{Frontend, ParsedVersions};
 
+/// How old a cached `/info` must be before a `.gem` it does not list makes pmcache fetch it
+/// again: bounds how often made-up file names can send pmcache to the upstream.
+const REFETCH_FLOOR: Duration = Duration::from_secs(10);
 /// Index keys and metrics label of this frontend.
 const ECOSYSTEM: &str = "rubygems";
 /// The one variant of every index file: the upstream's bytes.
@@ -44,7 +47,7 @@ impl Frontend {
             GemsPath::Root => Ok(root(client)),
             GemsPath::Versions => self.versions(client).await,
             GemsPath::Names => {
-                let document = self.compact_file("names", "names", self.ttl).await?;
+                let document = self.compact_file("names", "names", self.ttl, None).await?;
                 self.respond_compact(&document, client)
             }
             GemsPath::Info(name) => {
@@ -61,15 +64,18 @@ impl Frontend {
     /// `/versions`. A HEAD (RubyGems' probe for the compact index) is answered from any cached
     /// copy, however old: it only needs to know the file exists.
     async fn versions(&self, client: ClientRequest<'_>) -> Result<Response<Body>> {
-        let cached = match client.head {
-            true => self
-                .proxy
-                .cached_document(ECOSYSTEM, "versions", self.ttl)?,
-            false => None,
+        let cached = if client.head {
+            self.proxy
+                .cached_document(ECOSYSTEM, "versions", self.ttl)?
+        } else {
+            None
         };
         let document = match cached {
             Some(document) => document,
-            None => self.compact_file("versions", "versions", self.ttl).await?,
+            None => {
+                self.compact_file("versions", "versions", self.ttl, None)
+                    .await?
+            }
         };
         self.respond_compact(&document, client)
     }
@@ -87,26 +93,18 @@ impl Frontend {
     /// `/info/NAME`, coherent with the `/versions` pmcache serves: when a fresh `/versions`
     /// lists the MD5 of the cached copy, that copy is current whatever its age; when it lists
     /// another, the file is fetched again (Bundler would otherwise fetch it on every run, or
-    /// miss a release). With no fresh `/versions` to go by, the TTL decides. `force` fetches
-    /// it again in any case.
-    async fn info(&self, name: &GemName, force: bool) -> Result<Document> {
+    /// miss a release). With no fresh `/versions` to go by, the TTL decides, or with `refetch`
+    /// (a `.gem` the cached copy does not list) a floor of [`REFETCH_FLOOR`].
+    async fn info(&self, name: &GemName, refetch: bool) -> Result<Document> {
         let key = format!("info/{name}");
-        let listed = match force {
-            true => None,
-            false => self.listed_info_checksum(name).await?,
-        };
-        if let Some(listed) = &listed {
-            let cached = self.proxy.cached_document(ECOSYSTEM, &key, self.ttl)?;
-            if let Some(cached) = cached.filter(|cached| info_md5(cached) == Some(listed)) {
-                return Ok(cached);
-            }
-        }
-        let ttl = match (force, &listed) {
-            (true, _) | (false, Some(_)) => Duration::ZERO,
-            (false, None) => self.ttl,
+        let listed = self.listed_info_checksum(name).await?;
+        let (ttl, known_current) = match (&listed, refetch) {
+            (Some(listed), _) => (Duration::ZERO, Some(has_md5(listed))),
+            (None, true) => (REFETCH_FLOOR, None),
+            (None, false) => (self.ttl, None),
         };
         let document = self
-            .compact_file(&key, &format!("info/{name}"), ttl)
+            .compact_file(&key, &format!("info/{name}"), ttl, known_current)
             .await?;
         if let Some(listed) = listed.filter(|listed| info_md5(&document) != Some(listed)) {
             // The upstream's /info is newer (or older) than the /versions pmcache holds; the
@@ -129,31 +127,24 @@ impl Frontend {
         Ok(checksums.get(name.as_str()).cloned())
     }
 
-    /// The info MD5 of every gem in `versions`, parsed once per version of the file.
+    /// The info MD5 of every gem in `versions`, parsed once per version of the file: requests
+    /// that arrive while it is parsed (Bundler asks for many `/info` files at once) wait for
+    /// that parse rather than each reading the whole file again.
     async fn info_checksums(&self, versions: &Document) -> Result<Arc<HashMap<String, String>>> {
         let Some(digest) = versions.digest(BODY) else {
             return Ok(Arc::default());
         };
+        let mut parsed = self.info_checksums.lock().await;
+        if let Some(parsed) = parsed.as_ref()
+            && parsed.digest == digest
         {
-            let parsed = self
-                .info_checksums
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(parsed) = parsed.as_ref()
-                && parsed.digest == digest
-            {
-                return Ok(Arc::clone(&parsed.checksums));
-            }
+            return Ok(Arc::clone(&parsed.checksums));
         }
         let body = self.proxy.variant_bytes(versions, BODY).await?;
         let checksums = tokio::task::spawn_blocking(move || compact::info_checksums(&body))
             .await
             .map_err(|e| proxy::Error::Internal(format!("versions parse task failed: {e}")))?;
         let checksums = Arc::new(checksums);
-        let mut parsed = self
-            .info_checksums
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
         *parsed = Some(ParsedVersions {
             digest,
             checksums: Arc::clone(&checksums),
@@ -168,6 +159,7 @@ impl Frontend {
         key: &str,
         upstream_path: &str,
         ttl: Duration,
+        known_current: Option<KnownCurrent>,
     ) -> Result<Document> {
         let gem = key.strip_prefix("info/").map(str::to_owned);
         let upstream = self.upstream.clone();
@@ -178,6 +170,8 @@ impl Frontend {
                     "no '---' line: not a compact index file",
                 ));
             }
+            compact::check_upstream_digests(&document.headers, &document.body)
+                .map_err(|reason| malformed(&document, &reason))?;
             let sources = match &gem {
                 Some(gem) => gem_sources(&upstream, gem, &document.body)?,
                 None => Vec::new(),
@@ -189,7 +183,8 @@ impl Frontend {
                 sources,
             })
         };
-        self.index_file(key, upstream_path, ttl, render).await
+        self.index_file(key, upstream_path, ttl, known_current, render)
+            .await
     }
 
     async fn legacy_index(
@@ -209,7 +204,7 @@ impl Frontend {
             })
         };
         let key = format!("legacy/{file}");
-        let document = self.index_file(&key, file, self.ttl, render).await?;
+        let document = self.index_file(&key, file, self.ttl, None, render).await?;
         Ok(self
             .proxy
             .respond(&document, BODY, client, Serving::whole(VARY))?)
@@ -220,6 +215,7 @@ impl Frontend {
         key: &str,
         upstream_path: &str,
         ttl: Duration,
+        known_current: Option<KnownCurrent>,
         render: R,
     ) -> Result<Document>
     where
@@ -232,6 +228,7 @@ impl Frontend {
             accept: "*/*",
             ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
+            known_current,
         };
         Ok(self.proxy.document(request, render).await?)
     }
@@ -255,8 +252,8 @@ impl Frontend {
     }
 
     /// Where a `.gem` no served `/info` file has listed yet comes from: the `/info` file of the
-    /// gem its name starts with (gem names known to `/versions` first), fetched again once if
-    /// the cached copy predates the release.
+    /// gem its name starts with (gem names known to `/versions` first), fetched again if the
+    /// cached copy may predate the release.
     async fn learn_gem(&self, full_name: &FullName) -> Result<ArtifactSource> {
         let id = gem_id(full_name.as_str());
         let mut names: Vec<GemName> = full_name.splits().into_iter().map(|(n, _)| n).collect();
@@ -267,10 +264,11 @@ impl Frontend {
             let known = self.info_checksums(&versions).await?;
             names.sort_by_key(|name| !known.contains_key(name.as_str()));
         }
+        let mut stale = false;
         for name in names {
-            for force in [false, true] {
-                match self.info(&name, force).await {
-                    Ok(_) => {}
+            for refetch in [false, true] {
+                match self.info(&name, refetch).await {
+                    Ok(document) => stale |= document.cache == CacheStatus::Stale,
                     Err(error) if error.is_not_found() => break,
                     Err(error) => return Err(error),
                 }
@@ -279,9 +277,13 @@ impl Frontend {
                 }
             }
         }
-        Err(Error::UnknownGem {
-            full_name: full_name.to_string(),
-        })
+        let full_name = full_name.to_string();
+        // A copy served because the upstream is down may just predate the release.
+        if stale {
+            Err(Error::UpstreamDown { full_name })
+        } else {
+            Err(Error::UnknownGem { full_name })
+        }
     }
 
     /// `/quick/Marshal.4.8/FULL.gemspec.rz`: immutable, from the upstream's own path (no
@@ -320,9 +322,15 @@ impl Frontend {
     }
 }
 
-/// The MD5 of a cached `/info` file, from its entity tag.
+/// The MD5 of a cached `/info` file: its entity tag is that MD5, quoted (see `compact_file`).
 fn info_md5(document: &Document) -> Option<&str> {
     document.etag(BODY).map(|etag| etag.trim_matches('"'))
+}
+
+/// An `/info` copy is current when its MD5 is the one `/versions` lists.
+fn has_md5(listed: &str) -> KnownCurrent {
+    let listed = listed.to_owned();
+    Arc::new(move |document: &Document| info_md5(document) == Some(listed.as_str()))
 }
 
 /// Every `.gem` an `/info/GEM` file lists: its upstream URL and published checksum.
@@ -364,9 +372,10 @@ fn malformed(document: &UpstreamDocument, reason: &str) -> proxy::Error {
 /// `/`: RubyGems before 3.5.19 probes it (HEAD) and uses the compact index only on a 200.
 fn root(client: ClientRequest<'_>) -> Response<Body> {
     let text = "pmcache RubyGems mirror: gem sources --add <this URL>, or Bundler's mirror.https://rubygems.org\n";
-    let body = match client.head {
-        true => proxy::empty(),
-        false => proxy::full(text),
+    let body = if client.head {
+        proxy::empty()
+    } else {
+        proxy::full(text)
     };
     let mut response = Response::new(body);
     response.headers_mut().insert(

@@ -35,6 +35,24 @@ use super::rubygems_gems::{Gem, Gems, LEGACY_INDEXES, gems};
 const PREFIX: &str = "/upstream/";
 /// The `created_at` preamble of `versions`: the time of its last monthly recompute.
 pub const VERSIONS_CREATED_AT: &str = "2024-06-02T00:00:00Z";
+/// Header lines after `created_at`, before `---`: 1.5 KiB that clients ignore.
+const VERSIONS_PADDING: &str = concat!(
+    "x-fixture-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+    "x-fixture-padding: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n",
+    "x-fixture-padding: cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\n",
+    "x-fixture-padding: dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\n",
+    "x-fixture-padding: eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\n",
+    "x-fixture-padding: ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\n",
+    "x-fixture-padding: gggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg\n",
+    "x-fixture-padding: hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh\n",
+    "x-fixture-padding: iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii\n",
+    "x-fixture-padding: jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj\n",
+    "x-fixture-padding: kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\n",
+    "x-fixture-padding: llllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll\n",
+    "x-fixture-padding: mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm\n",
+    "x-fixture-padding: nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn\n",
+    "x-fixture-padding: oooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooooo\n",
+);
 /// What rubygems.org sends for the compact index.
 const COMPACT_INDEX_TYPE: &str = "text/plain; charset=utf-8";
 /// The body of the dependency API's 404, in rubygems.org's words.
@@ -125,7 +143,9 @@ impl CompactIndex {
             body.push_str(&gem.info_line);
             body.push('\n');
         }
-        let mut versions = format!("created_at: {VERSIONS_CREATED_AT}\n---\n");
+        // Clients skip everything before `---`: the padding makes the file long enough for
+        // pmcache to keep a gzip copy, as it does for the real (tens of megabytes) file.
+        let mut versions = format!("created_at: {VERSIONS_CREATED_AT}\n{VERSIONS_PADDING}---\n");
         for (name, body) in &info {
             let entries: Vec<String> = published_gems
                 .iter()
@@ -669,6 +689,7 @@ mod tests {
         let text = versions.text();
         let mut lines = text.lines();
         ensure!(lines.next() == Some("created_at: 2024-06-02T00:00:00Z"));
+        let mut lines = lines.skip_while(|line| line.starts_with("x-fixture-padding: "));
         ensure!(lines.next() == Some("---"));
         for name in gems.names() {
             let published: Vec<&Gem> = gems.versions_of(name).filter(|gem| !gem.held).collect();
