@@ -213,6 +213,8 @@ impl Frontend {
                 url,
                 headers: &parts.headers,
                 body,
+                // Search and audit go to the configured registry itself.
+                forward_credentials: true,
             })
             .await?;
         // An upstream without search or audit (some intermediaries answer 404 or 405) is said

@@ -83,9 +83,9 @@ impl Proxy {
             Some(key) => format!("{}/{key}", request.ecosystem),
             None => artifact_key(request.ecosystem, &request.source.url),
         };
-        let checksum = match (&request.source.checksum, request.pin_first_seen) {
-            (None, true) => pinned(&self.inner.store, &key)?,
-            (published, _) => published.clone(),
+        let (checksum, pinned) = match (&request.source.checksum, request.pin_first_seen) {
+            (None, true) => (pinned(&self.inner.store, &key)?, true),
+            (published, _) => (published.clone(), false),
         };
         if let Some(response) = self.serve_stored(&key, checksum.as_ref(), &request)? {
             return Ok(response);
@@ -93,6 +93,7 @@ impl Proxy {
         let job = FillJob {
             key,
             url: request.source.url.clone(),
+            pinned: pinned && checksum.is_some(),
             checksum,
             allow_redirect: Arc::clone(&request.allow_redirect),
         };

@@ -29,6 +29,12 @@ const RENDERER: &str = env!("CARGO_PKG_VERSION");
 /// Bodies smaller than this are not worth a gzip copy.
 const GZIP_THRESHOLD: usize = 1024;
 
+/// How long an upstream "no such document" (404/410) is believed without asking again, at most
+/// (never longer than the request's TTL): long enough that a resolver asking for the same
+/// missing name many times in one run costs one upstream request, short enough that a name
+/// published meanwhile appears within the minute.
+const NOT_FOUND_TTL: Duration = Duration::from_secs(60);
+
 /// Which document to get and how.
 pub struct DocumentRequest {
     /// Keeps ecosystems' keys apart.
@@ -149,6 +155,32 @@ pub(crate) struct DocumentRecord {
     #[serde(default)]
     rendered_from: Option<(Digest, String)>,
     variants: BTreeMap<String, StoredVariant>,
+    /// The upstream answered 404 or 410 at `fetched_at`: a negative record, without variants,
+    /// that answers 404 while fresh, and while the upstream cannot be asked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    not_found: bool,
+}
+
+impl DocumentRecord {
+    fn not_found(url: &Url, now: u64) -> DocumentRecord {
+        DocumentRecord {
+            url: url.to_string(),
+            fetched_at: now,
+            etag: None,
+            last_modified: None,
+            changed_at: now,
+            rendered_from: None,
+            variants: BTreeMap::new(),
+            not_found: true,
+        }
+    }
+
+    /// The 404 a negative record stands for.
+    fn not_found_error(&self) -> Error {
+        Error::NotFound {
+            url: self.url.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -264,6 +296,10 @@ impl Proxy {
         };
         match (outcome, cached) {
             (Ok(document), _) => Ok(document),
+            (Err(error), Some(record)) if error.is_upstream_fault() && record.not_found => {
+                tracing::warn!(document = %key, %error, cache = "stale", "answering the cached 404");
+                Err(record.not_found_error())
+            }
             (Err(error), Some(record)) if error.is_upstream_fault() => {
                 tracing::warn!(document = %key, %error, cache = "stale", "serving the cached copy");
                 // A stale copy must not be cached downstream as if it were fresh.
@@ -314,7 +350,8 @@ impl Proxy {
         ttl: Duration,
     ) -> Result<Option<Document>> {
         let key = format!("{ecosystem}/{key}");
-        Ok(self.usable_record(&key)?.map(|record| {
+        let record = self.usable_record(&key)?.filter(|record| !record.not_found);
+        Ok(record.map(|record| {
             let mut document = Document {
                 record,
                 cache: CacheStatus::Hit,
@@ -335,11 +372,19 @@ impl Proxy {
             .get(Table::Sources, &format!("{ecosystem}/{id}"))?)
     }
 
-    /// The cached copy, if it is younger than the TTL or the request knows it is current.
+    /// The cached copy, if it is younger than the TTL or the request knows it is current; a
+    /// fresh negative record is its 404.
     fn fresh(&self, key: &str, request: &DocumentRequest) -> Result<Option<Document>> {
         let Some(record) = self.usable_record(key)? else {
             return Ok(None);
         };
+        if record.not_found {
+            let age = freshness::now_unix().saturating_sub(record.fetched_at);
+            return match Duration::from_secs(age) < request.ttl.min(NOT_FOUND_TTL) {
+                true => Err(record.not_found_error()),
+                false => Ok(None),
+            };
+        }
         let document = Document {
             record,
             cache: CacheStatus::Hit,
@@ -378,12 +423,21 @@ impl Proxy {
     where
         R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
     {
+        let cached = cached.filter(|record| !record.not_found);
         let headers = conditional_headers(request.accept, cached);
         let upstream = &self.inner.upstream;
         let fetched = upstream
             .get(&request.url, &headers, request.allow_redirect.as_ref())
-            .await?;
+            .await;
         let now = freshness::now_unix();
+        let fetched = match fetched {
+            Err(error @ Error::NotFound { .. }) => {
+                self.put_record(key, DocumentRecord::not_found(&request.url, now))
+                    .await?;
+                return Err(error);
+            }
+            other => other?,
+        };
         if fetched.status == StatusCode::NOT_MODIFIED {
             let Some(cached) = cached else {
                 return Err(Error::Document {
@@ -455,6 +509,7 @@ impl Proxy {
                 changed_at,
                 rendered_from,
                 variants,
+                not_found: false,
             };
             store.put(Table::Documents, &record_key, &record)?;
             Ok::<_, Error>((record, cache))
@@ -486,12 +541,7 @@ impl Proxy {
     /// The bytes of one variant, for the rare routes that answer with a part of a document
     /// (they parse it; the hot paths serve stored bytes as they are).
     pub async fn variant_bytes(&self, document: &Document, variant: &str) -> Result<bytes::Bytes> {
-        let stored = document.record.variants.get(variant).ok_or_else(|| {
-            Error::Internal(format!(
-                "document {} has no {variant} variant",
-                document.record.url
-            ))
-        })?;
+        let stored = document.stored(variant)?;
         let path =
             self.inner.store.blob_path(&stored.digest).ok_or_else(|| {
                 Error::Internal(format!("document blob {} vanished", stored.digest))
@@ -513,12 +563,7 @@ impl Proxy {
         client: ClientRequest<'_>,
         serving: Serving,
     ) -> Result<Response<Body>> {
-        let stored = document.record.variants.get(variant).ok_or_else(|| {
-            Error::Internal(format!(
-                "document {} has no {variant} variant",
-                document.record.url
-            ))
-        })?;
+        let stored = document.stored(variant)?;
         // A 206 is a slice of the identity body: never compress a range request's answer.
         let ranged = serving.appendable && client.headers.contains_key(header::RANGE);
         let (blob, gzip) = match (&stored.gzip, client.accepts_gzip() && !ranged) {
@@ -552,6 +597,67 @@ impl Proxy {
         };
         serve::blob_response(file, &answer, client, headers)
     }
+
+    /// Answers like [`Proxy::respond`] (ranges ignored, never gzip), with every `placeholder`
+    /// in the variant replaced by `origin`: documents whose URLs must be absolute are stored
+    /// once, rendered with a placeholder origin, and each client gets them with the origin it
+    /// reached pmcache at. One fetch and one stored copy serve every Host, and a Host never
+    /// seen before is served from the cache while the upstream is down.
+    pub async fn respond_for_origin(
+        &self,
+        document: &Document,
+        variant: &str,
+        client: ClientRequest<'_>,
+        vary: &'static str,
+        (placeholder, origin): (&str, &str),
+    ) -> Result<Response<Body>> {
+        let stored = document.stored(variant)?;
+        let template = self.variant_bytes(document, variant).await?;
+        let body = bytes::Bytes::from(substitute(&template, placeholder, origin));
+        let headers = document_headers(document, &stored.content_type, false, vary);
+        let origin_tag = Digest::of(origin.as_bytes()).to_hex();
+        let answer = BlobAnswer {
+            size: body.len() as u64,
+            etag: format!("\"{}-{}\"", stored.digest.to_hex(), &origin_tag[..12]),
+            last_modified: Some(last_modified(&document.record)),
+            ranges: Ranges::Ignore,
+        };
+        serve::blob_response(serve::Content::Bytes(body), &answer, client, headers)
+    }
+}
+
+impl Document {
+    fn stored(&self, variant: &str) -> Result<&StoredVariant> {
+        self.record.variants.get(variant).ok_or_else(|| {
+            Error::Internal(format!(
+                "document {} has no {variant} variant",
+                self.record.url
+            ))
+        })
+    }
+}
+
+/// `body` with every occurrence of `placeholder` replaced by `value`.
+fn substitute(body: &[u8], placeholder: &str, value: &str) -> Vec<u8> {
+    let needle = placeholder.as_bytes();
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = find(rest, needle) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(value.as_bytes());
+        rest = &rest[at + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// When the served content last changed: the upstream's `Last-Modified`, or when pmcache last
@@ -685,4 +791,21 @@ pub(crate) fn referenced(bytes: &[u8]) -> Vec<Digest> {
             std::iter::once(variant.digest).chain(variant.gzip.as_ref().map(|gzip| gzip.digest))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_substituted() {
+        let body = b"{\"a\":\"@O@/x\",\"b\":[\"@O@/y\"],\"c\":\"@O\"}";
+        let out = substitute(body, "@O@", "http://h:1");
+        assert_eq!(
+            out,
+            b"{\"a\":\"http://h:1/x\",\"b\":[\"http://h:1/y\"],\"c\":\"@O\"}"
+        );
+        assert_eq!(substitute(b"", "@O@", "v"), b"");
+        assert_eq!(substitute(b"@O@", "@O@", ""), b"");
+    }
 }

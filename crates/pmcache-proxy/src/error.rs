@@ -42,6 +42,14 @@ pub enum Error {
         expected: Checksum,
         actual: Checksum,
     },
+    #[error(
+        "upstream {url} now sends bytes with {actual}, not the {pinned} pmcache pinned when it first fetched them; refused, nothing was cached"
+    )]
+    PinMismatch {
+        url: String,
+        pinned: Checksum,
+        actual: Checksum,
+    },
     #[error("upstream document {url} is malformed: {reason}")]
     Document { url: String, reason: String },
     #[error("pmcache cannot use upstream URL {url}: {reason}")]

@@ -49,6 +49,8 @@ pub(crate) struct FillJob {
     pub(crate) key: String,
     pub(crate) url: Url,
     pub(crate) checksum: Option<Checksum>,
+    /// `checksum` is the sha256 pmcache pinned on first fetch, not one the upstream published.
+    pub(crate) pinned: bool,
     pub(crate) allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
 }
 
@@ -100,9 +102,15 @@ impl Fills {
                     Progress::Failed(Arc::new(error))
                 }
             };
+            // Leave `running` before telling the waiters: a client that saw this fill fail and
+            // asks again at once must start a new fill, not join the failed one. (A successful
+            // fill wrote its record already, so a new request finds it in the store.)
+            fills
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&flight);
             sender.send_replace(last);
-            let mut running = fills.running.lock().unwrap_or_else(|p| p.into_inner());
-            running.remove(&flight);
         });
         Ok(receiver)
     }
@@ -124,6 +132,10 @@ fn log_failure(job: &FillJob, error: &Error) {
         } => tracing::error!(
             url = %job.url, %expected, %actual,
             "upstream bytes do not match the published checksum; nothing stored"
+        ),
+        Error::PinMismatch { pinned, actual, .. } => tracing::error!(
+            url = %job.url, %pinned, %actual,
+            "upstream bytes differ from those pinned when first fetched; refused, nothing stored"
         ),
         _ => tracing::warn!(url = %job.url, error = %error, "artifact fill failed; nothing stored"),
     }
@@ -175,10 +187,18 @@ async fn fill(
         return Err(length_error(job, announced, size));
     }
     if let Err((expected, actual)) = verifier.finish(&temp.digest_so_far().to_hex()) {
-        return Err(Error::Checksum {
-            url: job.url.to_string(),
-            expected,
-            actual,
+        let url = job.url.to_string();
+        return Err(match job.pinned {
+            true => Error::PinMismatch {
+                url,
+                pinned: expected,
+                actual,
+            },
+            false => Error::Checksum {
+                url,
+                expected,
+                actual,
+            },
         });
     }
     if job.checksum.is_none() && !framed {

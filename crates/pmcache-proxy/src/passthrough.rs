@@ -13,12 +13,11 @@ use crate::Proxy;
 use crate::body::Body;
 use crate::error::Result;
 
-/// Request headers worth relaying: content negotiation and the client's own credentials.
-const FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
+/// Request headers worth relaying: content negotiation.
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] = [
     header::ACCEPT,
     header::ACCEPT_ENCODING,
     header::CONTENT_TYPE,
-    header::AUTHORIZATION,
 ];
 
 /// Response headers that describe the relayed body (hop-by-hop ones are dropped).
@@ -35,6 +34,9 @@ pub struct PassThrough<'a> {
     pub url: Url,
     pub headers: &'a HeaderMap,
     pub body: Bytes,
+    /// Relay the client's `Authorization`: only to the upstream it was configured for, never
+    /// to another host a document named (a client's registry token is not theirs to see).
+    pub forward_credentials: bool,
 }
 
 impl Proxy {
@@ -45,6 +47,11 @@ impl Proxy {
             if let Some(value) = request.headers.get(&name) {
                 headers.insert(name, value.clone());
             }
+        }
+        if request.forward_credentials
+            && let Some(value) = request.headers.get(header::AUTHORIZATION)
+        {
+            headers.insert(header::AUTHORIZATION, value.clone());
         }
         let upstream = &self.inner.upstream;
         let response = upstream

@@ -165,11 +165,36 @@ pub(crate) struct BlobAnswer {
     pub ranges: Ranges,
 }
 
+/// The bytes of an answer: a committed blob, or a body built for this request.
+pub(crate) enum Content {
+    File(std::fs::File),
+    Bytes(bytes::Bytes),
+}
+
+impl From<std::fs::File> for Content {
+    fn from(file: std::fs::File) -> Content {
+        Content::File(file)
+    }
+}
+
+impl Content {
+    fn range(self, start: u64, length: u64) -> Body {
+        match self {
+            Content::File(file) => body::file_range(file, start, length),
+            Content::Bytes(bytes) => {
+                // `start + length` never exceeds the size the answer was built with.
+                let (start, end) = (start as usize, (start + length) as usize);
+                body::full(bytes.slice(start..end.min(bytes.len())))
+            }
+        }
+    }
+}
+
 /// Serves a committed blob: 304 on a matching `If-None-Match` (or, when the client sent none,
 /// on an `If-Modified-Since` no older than the content), ranges as `answer.ranges` says, HEAD
 /// without a body. `headers` are added as given.
 pub(crate) fn blob_response(
-    file: std::fs::File,
+    content: impl Into<Content>,
     answer: &BlobAnswer,
     request: ClientRequest<'_>,
     mut headers: HeaderMap,
@@ -214,7 +239,7 @@ pub(crate) fn blob_response(
     let body = if request.head {
         body::empty()
     } else {
-        body::file_range(file, start, length)
+        content.into().range(start, length)
     };
     Ok(with_headers(status, headers, body))
 }
