@@ -15,7 +15,8 @@ use tempfile::TempDir;
 use crate::support::composer::{Project, Sandbox};
 use crate::support::egress_trap::EgressTrap;
 use crate::support::packagist_packages::{
-    ADVISORY_CVE, ADVISORY_ID, APP, BASE, HELD_BASE, Release, TOOL, VULN,
+    ADVISORY_CVE, ADVISORY_ID, APP, BASE, HELD_BASE, LOG_IMPLEMENTATION, LOGGER, Release, TOOL,
+    VULN,
 };
 use crate::support::packagist_upstream::{Fault, Kind, Logged, PackagistUpstream, expand};
 use crate::support::pmcache::{self, Launch, Pmcache};
@@ -895,5 +896,146 @@ fn a_dist_that_fails_its_published_shasum_is_refused_and_not_stored() -> Result<
         served.describe()
     );
     pmcache::ensure_stored(&case.data_dir(), &[&base.archive.sha256])?;
+    Ok(())
+}
+
+#[test]
+fn a_virtual_package_resolves_through_pmcache_with_the_upstream_stopped() -> Result<()> {
+    // A zero TTL: every metadata request tries the upstream first.
+    let case = Case::through_pmcache("0s")?;
+    let virtual_p2 = format!("p2/{LOG_IMPLEMENTATION}.json");
+    // As with psr/log-implementation: one package needs the virtual name, another provides it.
+    let require = [(LOGGER, "^1.0"), (BASE, "^1.1")];
+    let warm = case.project("warm", &require)?;
+    case.sandbox("warm")?
+        .install(&warm)?
+        .ensure_success("composer install (warming)")?;
+    ensure!(
+        case.answers(&virtual_p2)?.contains(&404),
+        "Composer should have asked for the virtual package's p2 file: {:?}",
+        case.answers(&virtual_p2)?
+    );
+
+    // The upstream's "no such package" is remembered: with the upstream stopped it is still a
+    // 404 (Composer goes on with the packages that provide the name), never a 502.
+    case.upstream.stop();
+    let sandbox = case.sandbox("cold")?;
+    let project = case.project("cold", &require)?;
+    sandbox
+        .install(&project)?
+        .ensure_success("composer install with the upstream stopped")?;
+    ensure!(sandbox.php_constant(&project, BASE_VERSION)? == "1.1.0");
+    let answers = case.answers(&virtual_p2)?;
+    ensure!(
+        answers.len() >= 2 && answers.iter().all(|status| *status == 404),
+        "the virtual package's p2 file should stay a 404: {answers:?}"
+    );
+    case.ensure_no_egress()
+}
+
+#[test]
+fn unknown_packages_are_a_404_the_upstream_is_asked_for_once_a_minute() -> Result<()> {
+    let case = Case::through_pmcache("1m")?;
+    let missing = "proxfix/missing";
+    let mark = case.upstream.mark();
+    for _ in 0..3 {
+        let answer = http::get(&case.url(&format!("p2/{missing}.json")))?;
+        ensure!(answer.status == 404, "{}", answer.describe());
+    }
+    let asked = case.requests_since(mark, |logged| logged.kind == Kind::P2(missing.to_owned()));
+    ensure!(
+        asked.len() == 1,
+        "three 404s within the minute should cost one upstream request: {asked:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn every_name_clients_give_pmcache_is_served_from_one_cached_copy() -> Result<()> {
+    let case = Case::through_pmcache("1m")?;
+    let warm = case.project("warm", &[(APP, "^1.0")])?;
+    case.sandbox("warm")?
+        .install(&warm)?
+        .ensure_success("composer install (warming)")?;
+
+    // Another name for the same pmcache: no upstream request, URLs on that name.
+    let mark = case.upstream.mark();
+    let p2_path = format!("p2/{APP}.json");
+    let other = http::send(
+        "GET",
+        &case.url(&p2_path),
+        &[("host", "mirror.test:7878")],
+        b"",
+    )?;
+    ensure!(other.is_complete_ok(), "{}", other.describe());
+    let text = other.text();
+    ensure!(
+        text.contains("\"http://mirror.test:7878/packagist/dists/proxfix/app/")
+            && !text.contains(".invalid")
+            && !text.contains("127.0.0.1/packagist"),
+        "dist URLs should name the host the client used: {text}"
+    );
+    ensure!(
+        case.kinds_since(mark).is_empty(),
+        "another Host should be served from the cached copy:\n{}",
+        case.upstream.request_log()
+    );
+
+    // With the upstream stopped, a machine that knows pmcache as `localhost` installs from
+    // the cache, its lock naming pmcache by that name.
+    case.upstream.stop();
+    let by_name = case.repository().replace("127.0.0.1", "localhost");
+    ensure!(
+        by_name != case.repository(),
+        "pmcache should listen on 127.0.0.1"
+    );
+    let project = Project::create(
+        &case.dir.path().join("by-name").join("project"),
+        &by_name,
+        &[(APP, "^1.0")],
+        None,
+    )?;
+    let sandbox = case.sandbox("by-name")?;
+    sandbox
+        .install(&project)?
+        .ensure_success("composer install through another name, upstream stopped")?;
+    ensure!(sandbox.php_constant(&project, APP_BASE_VERSION)? == "1.1.0");
+    let locked = project.locked(APP)?;
+    ensure!(
+        locked["dist"]["url"]
+            .as_str()
+            .is_some_and(|url| url.starts_with(&format!("{by_name}/dists/"))),
+        "{locked:#}"
+    );
+    case.ensure_no_egress()
+}
+
+#[test]
+fn a_lock_newer_than_the_cached_metadata_makes_pmcache_look_again() -> Result<()> {
+    let case = Case::through_pmcache("1m")?;
+    let p2 = http::get(&case.url(&format!("p2/{BASE}.json")))?;
+    ensure!(p2.is_complete_ok(), "{}", p2.describe());
+    case.upstream.publish(BASE, HELD_BASE)?;
+    let release = case.upstream.packages().release(BASE, HELD_BASE)?;
+    let dist_url = pmcache_dist_url(&case, release);
+
+    // A lock made elsewhere names the new release. Within seconds of the cached copy, pmcache
+    // does not ask again (made-up references must not reach the upstream at will)...
+    let mark = case.upstream.mark();
+    let early = http::get(&dist_url)?;
+    ensure!(early.status == 404, "{}", early.describe());
+    let base_p2 = |logged: &Logged| logged.kind == Kind::P2(BASE.to_owned());
+    ensure!(case.requests_since(mark, base_p2).is_empty());
+
+    // ...once the cached copy is older than that, it fetches the p2 file again, once.
+    std::thread::sleep(Duration::from_secs(11));
+    let served = http::get(&dist_url)?;
+    ensure!(
+        served.is_complete_ok() && sha256_hex(&served.body) == release.archive.sha256,
+        "{}",
+        served.describe()
+    );
+    let refetched = case.requests_since(mark, base_p2);
+    ensure!(refetched.len() == 1, "{refetched:?}");
     Ok(())
 }

@@ -18,6 +18,11 @@ pub struct Config {
     /// Hosts (`host` or `host:port`) dist archives may be downloaded from. Empty: any host the
     /// upstream's metadata names. Redirects are held to the same list.
     pub dist_hosts: Vec<String>,
+    /// Keep each version's `source` (its VCS URL) in the metadata. Composer clones it when a
+    /// dist download fails (pmcache refusing changed bytes, or a host outside `dist_hosts`) and
+    /// with `--prefer-source`; `false` removes it, so that code only ever comes through
+    /// pmcache's verified dists. Default `true`.
+    pub keep_source: bool,
 }
 
 impl Default for Config {
@@ -27,6 +32,7 @@ impl Default for Config {
             upstream: "https://repo.packagist.org/".to_owned(),
             metadata_ttl: Duration::from_secs(300),
             dist_hosts: Vec::new(),
+            keep_source: true,
         }
     }
 }

@@ -6,8 +6,9 @@
 //! uses some of them as they are); the upstream URL behind each is kept with the rendering. p2
 //! files are rewritten so that every `dist.url` is the pmcache URL
 //! `<origin>/packagist/dists/<package>/<reference>.<type>`, minified lists expanded and minified
-//! again. Both are rendered once per upstream version and client origin. Dists resolve only through what a p2 rendering
-//! recorded; they are stored by package and reference, verified against a published `shasum`,
+//! again. Both are rendered once per upstream version, with a placeholder where the client's
+//! origin goes, and served with the origin each client reached pmcache at. Dists resolve only
+//! through what a rendering recorded for their own package; they are stored by package and reference, verified against a published `shasum`,
 //! else pinned to the bytes first seen. Search, the security advisories API and notify-batch are
 //! relayed.
 
@@ -40,6 +41,8 @@ pub struct Frontend {
     dist_hosts: Vec<String>,
     /// The URL clients reach pmcache at, when configured; else their `Host`.
     public_url: Option<Url>,
+    /// Keep versions' `source` in the metadata.
+    keep_source: bool,
 }
 
 impl Frontend {
@@ -55,6 +58,7 @@ impl Frontend {
                 .map(|host| host.to_ascii_lowercase())
                 .collect(),
             public_url,
+            keep_source: config.keep_source,
         }
     }
 }

@@ -16,12 +16,47 @@ pub enum Route {
     P2 { package: PackageName, dev: bool },
     /// `/dists/VENDOR/NAME/REFERENCE.TYPE` (percent-decoded): one dist archive.
     Dist { package: PackageName, file: String },
-    /// An endpoint relayed to the upstream URL that `packages.json` names under `link` (a name
-    /// of `rewrite::ENDPOINTS`, or `link/N`), with `%package%` filled in when given.
+    /// An endpoint relayed to (or, for notify-batch, answered for) the upstream URL that
+    /// `packages.json` names, with `%package%` filled in when given.
     Endpoint {
-        link: String,
+        endpoint: Endpoint,
         package: Option<PackageName>,
     },
+}
+
+/// The endpoints of `packages.json` that pmcache serves at its own routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    NotifyBatch,
+    Search,
+    List,
+    ProvidersApi,
+    SecurityAdvisories,
+    MetadataChanges,
+    /// Any other URL the root file held, numbered in document order (`/link/N`).
+    Other(u32),
+}
+
+impl Endpoint {
+    /// Its key among the upstream links kept with the root file (see `rewrite::ENDPOINTS`).
+    pub fn link(self) -> String {
+        let name = match self {
+            Endpoint::NotifyBatch => "notify-batch",
+            Endpoint::Search => "search",
+            Endpoint::List => "list",
+            Endpoint::ProvidersApi => "providers-api",
+            Endpoint::SecurityAdvisories => "security-advisories.api-url",
+            Endpoint::MetadataChanges => "metadata-changes-url",
+            Endpoint::Other(index) => return format!("link/{index}"),
+        };
+        name.to_owned()
+    }
+
+    /// Whether clients POST to it: the advisories API takes the package list as a form, and
+    /// pmcache cannot tell what unclassified links take.
+    pub fn takes_posts(self) -> bool {
+        matches!(self, Endpoint::SecurityAdvisories | Endpoint::Other(_))
+    }
 }
 
 /// Classifies `path`, the request path below the mount point.
@@ -29,19 +64,19 @@ pub fn classify(path: &str) -> Result<Route> {
     let no_route = || Error::NoRoute {
         path: path.to_owned(),
     };
-    let endpoint = |link: &str| Route::Endpoint {
-        link: link.to_owned(),
+    let endpoint = |endpoint| Route::Endpoint {
+        endpoint,
         package: None,
     };
     match path {
         "/packages.json" => return Ok(Route::PackagesJson),
-        "/downloads/" | "/downloads" => return Ok(endpoint("notify-batch")),
-        "/search.json" => return Ok(endpoint("search")),
-        "/packages/list.json" => return Ok(endpoint("list")),
+        "/downloads/" | "/downloads" => return Ok(endpoint(Endpoint::NotifyBatch)),
+        "/search.json" => return Ok(endpoint(Endpoint::Search)),
+        "/packages/list.json" => return Ok(endpoint(Endpoint::List)),
         "/api/security-advisories/" | "/api/security-advisories" => {
-            return Ok(endpoint("security-advisories.api-url"));
+            return Ok(endpoint(Endpoint::SecurityAdvisories));
         }
-        "/metadata/changes.json" => return Ok(endpoint("metadata-changes-url")),
+        "/metadata/changes.json" => return Ok(endpoint(Endpoint::MetadataChanges)),
         _ => {}
     }
     if let Some(file) = path
@@ -76,7 +111,7 @@ pub fn classify(path: &str) -> Result<Route> {
         .and_then(|f| f.strip_suffix(".json"))
     {
         return Ok(Route::Endpoint {
-            link: "providers-api".to_owned(),
+            endpoint: Endpoint::ProvidersApi,
             package: Some(PackageName::parse(name)?),
         });
     }
@@ -84,8 +119,9 @@ pub fn classify(path: &str) -> Result<Route> {
         && !index.is_empty()
         && index.len() < 6
         && index.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(index) = index.parse()
     {
-        return Ok(endpoint(&format!("link/{index}")));
+        return Ok(endpoint(Endpoint::Other(index)));
     }
     Err(no_route())
 }
@@ -125,17 +161,33 @@ mod tests {
         assert_eq!(
             classify("/providers/psr/log-implementation.json").unwrap(),
             Route::Endpoint {
-                link: "providers-api".to_owned(),
+                endpoint: Endpoint::ProvidersApi,
                 package: Some(package("psr/log-implementation"))
             }
         );
         assert_eq!(
             classify("/link/3").unwrap(),
             Route::Endpoint {
-                link: "link/3".to_owned(),
+                endpoint: Endpoint::Other(3),
                 package: None
             }
         );
+    }
+
+    #[test]
+    fn every_endpoint_names_a_link_the_root_rewrite_keeps() {
+        let kept: Vec<&str> = crate::rewrite::ENDPOINTS.iter().map(|(k, _)| *k).collect();
+        for endpoint in [
+            Endpoint::NotifyBatch,
+            Endpoint::Search,
+            Endpoint::List,
+            Endpoint::ProvidersApi,
+            Endpoint::SecurityAdvisories,
+            Endpoint::MetadataChanges,
+        ] {
+            assert!(kept.contains(&endpoint.link().as_str()), "{endpoint:?}");
+        }
+        assert_eq!(Endpoint::Other(7).link(), "link/7");
     }
 
     #[test]

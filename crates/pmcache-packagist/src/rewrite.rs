@@ -9,6 +9,29 @@ use url::Url;
 
 use crate::minified;
 
+/// Why upstream Composer metadata cannot be rewritten.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error("not a JSON object: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("no metadata-url: not a Composer 2 repository")]
+    NotComposer2,
+    #[error("no packages object")]
+    NoPackages,
+    #[error("the versions of {0} are not a list")]
+    VersionsNotAList(String),
+}
+
+/// How dists are rewritten.
+#[derive(Clone, Copy, Debug)]
+pub struct DistRewrite<'a> {
+    /// pmcache's dists URL, ending in `/`: a dist becomes `<base><package>/<file>`.
+    pub base: &'a str,
+    /// Keep each version's `source` (its VCS URL), which Composer clones when a dist fails or
+    /// with `--prefer-source`; without it, code only ever comes through pmcache.
+    pub keep_source: bool,
+}
+
 /// The endpoints of `packages.json` that pmcache serves at fixed routes below its mount: the
 /// key path in the document, and the route (with the upstream's own query template kept).
 pub const ENDPOINTS: [(&str, &str); 7] = [
@@ -41,6 +64,7 @@ const TEXT_KEYS: [&str; 5] = [
 ];
 
 /// A rewritten `packages.json`.
+#[derive(Debug)]
 pub struct Root {
     /// What clients get: every URL absolute on pmcache. (Composer joins some values starting
     /// with `/` to the repository's host, but 2.5 uses the advisories `api-url` as it is.)
@@ -48,15 +72,22 @@ pub struct Root {
     /// The upstream URL (template) behind each endpoint: the names of [`ENDPOINTS`], and
     /// `link/N` for any other URL the document held.
     pub links: BTreeMap<String, String>,
+    /// Dists of packages defined inline.
+    pub dists: Vec<Dist>,
 }
 
 /// Rewrites `packages.json` fetched from `url` for clients that reach pmcache's repository at
-/// `base` (`http://host:7878/packagist`).
-pub fn rewrite_root(body: &[u8], url: &Url, base: &str) -> Result<Root, String> {
-    let mut root: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| format!("not a JSON object: {e}"))?;
+/// `base` (`http://host:7878/packagist`); packages defined inline get their dists rewritten as
+/// `dists` says.
+pub fn rewrite_root(
+    body: &[u8],
+    url: &Url,
+    base: &str,
+    dists: DistRewrite<'_>,
+) -> Result<Root, Malformed> {
+    let mut root: Map<String, Value> = serde_json::from_slice(body)?;
     if !root.contains_key("metadata-url") {
-        return Err("no metadata-url: not a Composer 2 repository".to_owned());
+        return Err(Malformed::NotComposer2);
     }
     for key in DROPPED_KEYS {
         root.shift_remove(key);
@@ -83,8 +114,39 @@ pub fn rewrite_root(body: &[u8], url: &Url, base: &str) -> Result<Root, String> 
             rest.rewrite(value);
         }
     }
-    let body = serde_json::to_vec(&Value::Object(root)).map_err(|e| e.to_string())?;
-    Ok(Root { body, links })
+    let inline = match root.get_mut("packages") {
+        Some(packages) => rewrite_inline(packages, url, dists),
+        None => Vec::new(),
+    };
+    Ok(Root {
+        body: to_json(root),
+        links,
+        dists: inline,
+    })
+}
+
+/// Packages a root file defines inline (`{"name": {"version": {…}}}`, as static repositories
+/// publish them): their dists are rewritten like a p2 file's.
+fn rewrite_inline(packages: &mut Value, url: &Url, dists: DistRewrite<'_>) -> Vec<Dist> {
+    let Value::Object(packages) = packages else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (package, versions) in packages.iter_mut() {
+        let Value::Object(versions) = versions else {
+            continue;
+        };
+        for version in versions.values_mut() {
+            if let Value::Object(version) = version {
+                found.extend(rewrite_version(version, package, url, dists));
+            }
+        }
+    }
+    found
+}
+
+fn to_json(map: Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(&Value::Object(map)).expect("a JSON value read from text serialises")
 }
 
 /// Rewrites URL strings that no endpoint claimed to `<base>/link/N`.
@@ -163,26 +225,26 @@ pub struct Dist {
 }
 
 /// A rewritten p2 file.
+#[derive(Debug)]
 pub struct P2 {
     pub body: Vec<u8>,
     pub dists: Vec<Dist>,
 }
 
 /// Rewrites a p2 file fetched from `url`: every http(s) `dist.url` becomes
-/// `<dists_base><package>/<reference>.<type>` (percent-encoded: branch references may hold `/`);
-/// dist mirrors are dropped. A minified list is expanded, rewritten and minified again, so
-/// `__unset` keeps its meaning.
-pub fn rewrite_p2(body: &[u8], url: &Url, dists_base: &str) -> Result<P2, String> {
-    let mut document: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| format!("not a JSON object: {e}"))?;
+/// `<base><package>/<reference>.<type>` (percent-encoded: branch references may hold `/`);
+/// dist mirrors are dropped, and `source` too unless kept. A minified list is expanded,
+/// rewritten and minified again, so `__unset` keeps its meaning.
+pub fn rewrite_p2(body: &[u8], url: &Url, rewrite: DistRewrite<'_>) -> Result<P2, Malformed> {
+    let mut document: Map<String, Value> = serde_json::from_slice(body)?;
     let minified = document.get("minified").and_then(Value::as_str) == Some("composer/2.0");
     let Some(Value::Object(packages)) = document.get_mut("packages") else {
-        return Err("no packages object".to_owned());
+        return Err(Malformed::NoPackages);
     };
     let mut dists = Vec::new();
     for (package, versions) in packages.iter_mut() {
         let Value::Array(entries) = versions else {
-            return Err(format!("the versions of {package} are not a list"));
+            return Err(Malformed::VersionsNotAList(package.clone()));
         };
         let mut expanded = if minified {
             minified::expand(entries)
@@ -193,9 +255,7 @@ pub fn rewrite_p2(body: &[u8], url: &Url, dists_base: &str) -> Result<P2, String
                 .collect()
         };
         for version in &mut expanded {
-            if let Some(dist) = rewrite_dist(version, package, url, dists_base) {
-                dists.push(dist);
-            }
+            dists.extend(rewrite_version(version, package, url, rewrite));
         }
         *entries = if minified {
             minified::minify(&expanded)
@@ -203,11 +263,27 @@ pub fn rewrite_p2(body: &[u8], url: &Url, dists_base: &str) -> Result<P2, String
             expanded.into_iter().map(Value::Object).collect()
         };
     }
-    let body = serde_json::to_vec(&Value::Object(document)).map_err(|e| e.to_string())?;
-    Ok(P2 { body, dists })
+    Ok(P2 {
+        body: to_json(document),
+        dists,
+    })
 }
 
-/// Points one version's dist at pmcache; the dist it came from, if it had an http(s) URL.
+/// Points one version's dist at pmcache (and drops its source unless kept); the dist it came
+/// from, if it had an http(s) URL.
+fn rewrite_version(
+    version: &mut Map<String, Value>,
+    package: &str,
+    url: &Url,
+    rewrite: DistRewrite<'_>,
+) -> Option<Dist> {
+    // Versions are expanded here: removing `source` from each leaves none in the minified list.
+    if !rewrite.keep_source {
+        version.shift_remove("source");
+    }
+    rewrite_dist(version, package, url, rewrite.base)
+}
+
 fn rewrite_dist(
     version: &mut Map<String, Value>,
     package: &str,
@@ -266,8 +342,80 @@ mod tests {
 
     use super::*;
 
+    const DISTS: DistRewrite<'static> = DistRewrite {
+        base: "http://cache.example/packagist/dists/",
+        keep_source: true,
+    };
+
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn inline_packages_of_a_root_file_get_pmcache_dists() {
+        let upstream = json!({
+            "metadata-url": "/p2/%package%.json",
+            "packages": {"acme/inline": {"1.0.0": {"name": "acme/inline", "version": "1.0.0",
+                "dist": {"type": "zip", "url": "https://code.example/inline.zip", "reference": "ccc"}}}}
+        });
+        let body = serde_json::to_vec(&upstream).unwrap();
+        let root = rewrite_root(
+            &body,
+            &url("https://repo.example/packages.json"),
+            "http://cache.example/packagist",
+            DISTS,
+        )
+        .unwrap();
+        let rewritten: Value = serde_json::from_slice(&root.body).unwrap();
+        assert_eq!(
+            rewritten["packages"]["acme/inline"]["1.0.0"]["dist"]["url"],
+            "http://cache.example/packagist/dists/acme/inline/ccc.zip"
+        );
+        assert_eq!(root.dists.len(), 1);
+        assert_eq!(
+            root.dists[0].upstream.as_str(),
+            "https://code.example/inline.zip"
+        );
+    }
+
+    #[test]
+    fn sources_are_dropped_only_when_not_kept() {
+        let upstream = json!({
+            "minified": "composer/2.0",
+            "packages": {"acme/tool": [
+                {"name": "acme/tool", "version": "2.0.0",
+                 "source": {"type": "git", "url": "https://code.example/acme/tool.git", "reference": "aaa"},
+                 "dist": {"type": "zip", "url": "https://code.example/a.zip", "reference": "aaa"}},
+                {"version": "1.0.0",
+                 "source": {"type": "git", "url": "https://code.example/acme/tool.git", "reference": "bbb"},
+                 "dist": {"type": "zip", "url": "https://code.example/b.zip", "reference": "bbb"}}
+            ]}
+        });
+        let body = serde_json::to_vec(&upstream).unwrap();
+        let p2_url = url("https://repo.example/p2/acme/tool.json");
+        let kept = rewrite_p2(&body, &p2_url, DISTS).unwrap();
+        assert_eq!(
+            String::from_utf8(kept.body)
+                .unwrap()
+                .matches("tool.git")
+                .count(),
+            2
+        );
+        let without = DistRewrite {
+            keep_source: false,
+            ..DISTS
+        };
+        let dropped = rewrite_p2(&body, &p2_url, without).unwrap();
+        let text = String::from_utf8(dropped.body).unwrap();
+        assert!(!text.contains("source"), "{text}");
+        let expanded: Value = serde_json::from_str(&text).unwrap();
+        let versions = expanded["packages"]["acme/tool"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let full = minified::expand(&versions);
+        assert_eq!(full[1]["version"], "1.0.0");
+        assert_eq!(full[1]["name"], "acme/tool");
     }
 
     #[test]
@@ -291,6 +439,7 @@ mod tests {
             &body,
             &url("https://repo.example/packages.json"),
             "http://cache.example/packagist",
+            DISTS,
         )
         .unwrap();
         let rewritten: Value = serde_json::from_slice(&root.body).unwrap();
@@ -331,7 +480,9 @@ mod tests {
     #[test]
     fn a_root_without_metadata_url_is_refused() {
         let body = br#"{"packages": [], "providers-url": "/p/%package%$%hash%.json"}"#;
-        assert!(rewrite_root(body, &url("https://r.example/packages.json"), "/p").is_err());
+        let error =
+            rewrite_root(body, &url("https://r.example/packages.json"), "/p", DISTS).unwrap_err();
+        assert!(matches!(error, Malformed::NotComposer2), "{error}");
     }
 
     #[test]
@@ -350,12 +501,7 @@ mod tests {
             "security-advisories": [{"advisoryId": "PKSA-1", "affectedVersions": "<1.0.1"}]
         });
         let body = serde_json::to_vec(&upstream).unwrap();
-        let p2 = rewrite_p2(
-            &body,
-            &url("https://repo.example/p2/acme/tool.json"),
-            "http://cache.example/packagist/dists/",
-        )
-        .unwrap();
+        let p2 = rewrite_p2(&body, &url("https://repo.example/p2/acme/tool.json"), DISTS).unwrap();
         let rewritten: Value = serde_json::from_slice(&p2.body).unwrap();
         insta::assert_json_snapshot!(rewritten, @r#"
         {

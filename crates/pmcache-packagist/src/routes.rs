@@ -10,14 +10,14 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
 use pmcache_proxy::{
     self as proxy, ArtifactRequest, ArtifactSource, Body, CacheStatus, ClientRequest, Document,
-    DocumentRequest, PassThrough, RedirectPolicy, Rendering, Serving, UpstreamDocument, Variant,
+    DocumentRequest, PassThrough, RedirectPolicy, Rendering, UpstreamDocument, Variant,
 };
 use url::Url;
 
 use crate::error::{Error, Result};
 use crate::name::PackageName;
-use crate::path::{self, Route};
-use crate::rewrite::{self, Dist};
+use crate::path::{self, Endpoint, Route};
+use crate::rewrite::{self, Dist, DistRewrite};
 use crate::{Frontend, MOUNT};
 
 /// How old cached p2 files must be before a dist they do not list makes pmcache fetch them
@@ -31,64 +31,97 @@ const VARY: &str = "Accept-Encoding";
 const CLIENT: &str = "client";
 /// The root file's upstream URLs, by endpoint: kept beside the rendering, never served.
 const LINKS: &str = "links";
-/// The root file's key, before the origin it was rendered for.
+/// The root file's key.
 const ROOT_KEY: &str = "packages.json";
+/// Where the client's origin goes in stored renderings (URLs there must be absolute): replaced,
+/// per request, by the origin the client reached pmcache at, so that one fetch and one stored
+/// copy serve every Host. `.invalid` is reserved (RFC 6761): no upstream can own it.
+const ORIGIN: &str = "http://pmcache-origin.invalid";
 /// How long a relayed install notification may take; nobody waits for it.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Frontend {
     /// Answers one request whose path, below the mount point, is `path`.
     pub async fn handle(&self, parts: &Parts, body: Bytes, path: &str) -> Result<Response<Body>> {
-        let readable = parts.method == Method::GET || parts.method == Method::HEAD;
+        let method = &parts.method;
+        let readable = method == Method::GET || method == Method::HEAD;
         let client = ClientRequest {
-            head: parts.method == Method::HEAD,
+            head: method == Method::HEAD,
             headers: &parts.headers,
         };
         match path::classify(path)? {
             Route::PackagesJson if readable => {
-                let document = self.root(parts, self.ttl).await?;
-                Ok(self
-                    .proxy
-                    .respond(&document, CLIENT, client, Serving::whole(VARY))?)
+                let document = self.root(self.ttl).await?;
+                self.respond(&document, parts, client).await
             }
             Route::P2 { package, dev } if readable => {
-                let document = self.p2(&package, dev, parts, self.ttl).await?;
-                Ok(self
-                    .proxy
-                    .respond(&document, CLIENT, client, Serving::whole(VARY))?)
+                let document = self.p2(&package, dev, self.ttl).await?;
+                self.respond(&document, parts, client).await
             }
-            Route::Dist { package, file } if readable => {
-                self.dist(&package, &file, parts, client).await
-            }
-            Route::Endpoint { link, .. } if link == "notify-batch" && !readable => {
-                Ok(self.notify(parts, body))
-            }
-            Route::Endpoint { link, package } if readable || accepts_posts(&link) => {
-                self.relay(&link, package.as_ref(), parts, body).await
+            Route::Dist { package, file } if readable => self.dist(&package, &file, client).await,
+            Route::Endpoint {
+                endpoint: Endpoint::NotifyBatch,
+                ..
+            } => match method == Method::POST {
+                true => Ok(self.notify(parts, body)),
+                false => Err(Error::MethodNotAllowed {
+                    method: method.to_string(),
+                }),
+            },
+            Route::Endpoint { endpoint, package }
+                if readable || (method == Method::POST && endpoint.takes_posts()) =>
+            {
+                self.relay(endpoint, package.as_ref(), parts, body).await
             }
             _ => Err(Error::MethodNotAllowed {
-                method: parts.method.to_string(),
+                method: method.to_string(),
             }),
         }
     }
 
-    /// `packages.json`, rewritten for the origin this client reaches pmcache at, with the
-    /// upstream URLs behind it.
-    async fn root(&self, parts: &Parts, ttl: Duration) -> Result<Document> {
+    /// A stored rendering, with the placeholder origin replaced by the one this client reached
+    /// pmcache at.
+    async fn respond(
+        &self,
+        document: &Document,
+        parts: &Parts,
+        client: ClientRequest<'_>,
+    ) -> Result<Response<Body>> {
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        let origin = proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
+            .ok_or(Error::NoHost)?;
+        Ok(self
+            .proxy
+            .respond_for_origin(document, CLIENT, client, VARY, (ORIGIN, &origin))
+            .await?)
+    }
+
+    /// How dists are rewritten: to pmcache's dists route below the placeholder origin.
+    fn dist_rewrite(&self) -> (String, bool) {
+        (format!("{ORIGIN}{MOUNT}/dists/"), self.keep_source)
+    }
+
+    /// `packages.json`, rewritten with the placeholder origin, with the upstream URLs behind it.
+    async fn root(&self, ttl: Duration) -> Result<Document> {
         let url = self.upstream_url("packages.json")?;
-        let base = self.base(parts)?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: root_key(&base),
+            key: ROOT_KEY.to_owned(),
             url,
             accept: JSON,
             ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
             known_current: None,
         };
+        let (dists_base, keep_source) = self.dist_rewrite();
         let render = move |document: UpstreamDocument| {
-            let root = rewrite::rewrite_root(&document.body, &document.url, &base)
-                .map_err(|reason| malformed(&document, reason))?;
+            let dists = DistRewrite {
+                base: &dists_base,
+                keep_source,
+            };
+            let base = format!("{ORIGIN}{MOUNT}");
+            let root = rewrite::rewrite_root(&document.body, &document.url, &base, dists)
+                .map_err(|reason| malformed(&document, &reason))?;
             let links = serde_json::to_vec(&root.links)
                 .map_err(|e| proxy::Error::Internal(format!("serialising links: {e}")))?;
             Ok(Rendering {
@@ -96,20 +129,19 @@ impl Frontend {
                     Variant::new(CLIENT, JSON, root.body),
                     Variant::new(LINKS, JSON, links).uncompressed(),
                 ],
-                sources: Vec::new(),
+                sources: root.dists.iter().map(source_of).collect(),
             })
         };
         Ok(self.proxy.document(request, render).await?)
     }
 
-    /// The upstream URL (template) behind each endpoint, from any cached root file, however
-    /// old (they rarely change, and asking the upstream for the root before every p2 file
-    /// would double the requests), else from a fetched one.
-    async fn links(&self, parts: &Parts) -> Result<BTreeMap<String, String>> {
-        let key = root_key(&self.base(parts)?);
-        let document = match self.proxy.cached_document(ECOSYSTEM, &key, self.ttl)? {
+    /// The upstream URL (template) behind each endpoint, from the cached root file however old
+    /// (they rarely change, and asking the upstream for the root before every p2 file would
+    /// double the requests), else from a fetched one.
+    async fn links(&self) -> Result<BTreeMap<String, String>> {
+        let document = match self.proxy.cached_document(ECOSYSTEM, ROOT_KEY, self.ttl)? {
             Some(document) => document,
-            None => self.root(parts, self.ttl).await?,
+            None => self.root(self.ttl).await?,
         };
         let bytes = self.proxy.variant_bytes(&document, LINKS).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
@@ -119,9 +151,9 @@ impl Frontend {
         })
     }
 
-    /// The upstream URL of endpoint `link`, `%package%` filled in with `package`.
-    async fn link_url(&self, parts: &Parts, link: &str, package: Option<&str>) -> Result<Url> {
-        let links = self.links(parts).await?;
+    /// The upstream URL behind `link` (a key of the root's links), `%package%` filled in.
+    async fn link_url(&self, link: &str, package: Option<&str>) -> Result<Url> {
+        let links = self.links().await?;
         let template = links.get(link).ok_or_else(|| Error::UpstreamLacks {
             what: link.to_owned(),
         })?;
@@ -137,36 +169,37 @@ impl Frontend {
         })
     }
 
-    /// `p2/VENDOR/NAME.json` (or `~dev.json`), with dist URLs on pmcache as this client reaches
-    /// it: each origin clients use gets its own rendering.
-    async fn p2(
-        &self,
-        package: &PackageName,
-        dev: bool,
-        parts: &Parts,
-        ttl: Duration,
-    ) -> Result<Document> {
+    /// `p2/VENDOR/NAME.json` (or `~dev.json`), dists rewritten below the placeholder origin.
+    /// Only the requested package's dists are recorded as sources: a p2 file cannot decide
+    /// where another package's archives come from.
+    async fn p2(&self, package: &PackageName, dev: bool, ttl: Duration) -> Result<Document> {
         let name = match dev {
             true => format!("{package}~dev"),
             false => package.to_string(),
         };
-        let url = self.link_url(parts, "metadata-url", Some(&name)).await?;
-        let dists_base = format!("{}/dists/", self.base(parts)?);
+        let url = self.link_url("metadata-url", Some(&name)).await?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: format!("p2/{dists_base}{name}"),
+            key: format!("p2/{name}"),
             allow_redirect: proxy::same_origin(&url),
             url,
             accept: JSON,
             ttl,
             known_current: None,
         };
+        let (dists_base, keep_source) = self.dist_rewrite();
+        let package = package.to_string();
         let render = move |document: UpstreamDocument| {
-            let p2 = rewrite::rewrite_p2(&document.body, &document.url, &dists_base)
-                .map_err(|reason| malformed(&document, reason))?;
+            let dists = DistRewrite {
+                base: &dists_base,
+                keep_source,
+            };
+            let p2 = rewrite::rewrite_p2(&document.body, &document.url, dists)
+                .map_err(|reason| malformed(&document, &reason))?;
+            let own = p2.dists.iter().filter(|dist| dist.package == package);
             Ok(Rendering {
                 variants: vec![Variant::new(CLIENT, JSON, p2.body)],
-                sources: p2.dists.iter().map(source_of).collect(),
+                sources: own.map(source_of).collect(),
             })
         };
         Ok(self.proxy.document(request, render).await?)
@@ -176,13 +209,12 @@ impl Frontend {
         &self,
         package: &PackageName,
         file: &str,
-        parts: &Parts,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
         let id = dist_id(package.as_str(), file);
         let source = match self.proxy.source(ECOSYSTEM, &id)? {
             Some(source) => source,
-            None => self.learn_dist(package, file, parts).await?,
+            None => self.learn_dist(package, file).await?,
         };
         if !self.dist_host_allowed(&source.url) {
             return Err(Error::DistHostNotAllowed {
@@ -208,17 +240,12 @@ impl Frontend {
     /// A dist no rendering pmcache holds lists (`composer install` from a lock reads no
     /// metadata): learnt from the package's p2 files, fetched again if the cached ones may
     /// predate it (and are older than [`REFETCH_FLOOR`]).
-    async fn learn_dist(
-        &self,
-        package: &PackageName,
-        file: &str,
-        parts: &Parts,
-    ) -> Result<ArtifactSource> {
+    async fn learn_dist(&self, package: &PackageName, file: &str) -> Result<ArtifactSource> {
         let id = dist_id(package.as_str(), file);
         let mut stale = false;
         for ttl in [self.ttl, REFETCH_FLOOR] {
             for dev in [false, true] {
-                match self.p2(package, dev, parts, ttl).await {
+                match self.p2(package, dev, ttl).await {
                     Ok(document) => stale |= document.cache == CacheStatus::Stale,
                     Err(error) if error.is_not_found() => {}
                     Err(error) => return Err(error),
@@ -244,15 +271,7 @@ impl Frontend {
     /// Code hosts answer archive URLs with redirects (GitHub: to codeload): followed within the
     /// origin, and elsewhere to https hosts, or only to listed hosts when `dist_hosts` is set.
     fn dist_redirects(&self, url: &Url) -> RedirectPolicy {
-        let origin = url.origin();
-        let hosts = self.dist_hosts.clone();
-        Arc::new(move |next: &Url| {
-            next.origin() == origin
-                || match hosts.is_empty() {
-                    true => next.scheme() == "https",
-                    false => host_listed(&hosts, next),
-                }
-        })
+        redirect_policy(url, self.dist_hosts.clone())
     }
 
     /// notify-batch: answered at once, relayed in the background when the root file is
@@ -260,12 +279,9 @@ impl Frontend {
     fn notify(&self, parts: &Parts, body: Bytes) -> Response<Body> {
         let proxy = self.proxy.clone();
         let headers = parts.headers.clone();
-        let links = self.base(parts).ok().map(|base| {
-            self.proxy
-                .cached_document(ECOSYSTEM, &root_key(&base), self.ttl)
-        });
+        let cached_root = self.proxy.cached_document(ECOSYSTEM, ROOT_KEY, self.ttl);
         tokio::spawn(async move {
-            let Some(Ok(Some(root))) = links else { return };
+            let Ok(Some(root)) = cached_root else { return };
             let Ok(bytes) = proxy.variant_bytes(&root, LINKS).await else {
                 return;
             };
@@ -280,6 +296,7 @@ impl Frontend {
                 url,
                 headers: &headers,
                 body,
+                forward_credentials: false,
             });
             if let Ok(Ok(response)) = tokio::time::timeout(NOTIFY_TIMEOUT, relay).await {
                 let _ = tokio::time::timeout(NOTIFY_TIMEOUT, drain(response)).await;
@@ -293,20 +310,22 @@ impl Frontend {
         response
     }
 
-    /// Relays a request to the upstream URL behind `link`, the client's query string included.
+    /// Relays a request to the upstream URL behind `endpoint`, the client's query string
+    /// included; the client's credentials go only to the configured upstream's own origin.
     async fn relay(
         &self,
-        link: &str,
+        endpoint: Endpoint,
         package: Option<&PackageName>,
         parts: &Parts,
         body: Bytes,
     ) -> Result<Response<Body>> {
         let mut url = self
-            .link_url(parts, link, package.map(PackageName::as_str))
+            .link_url(&endpoint.link(), package.map(PackageName::as_str))
             .await?;
         if let Some(query) = parts.uri.query() {
             url.set_query(Some(query));
         }
+        let forward_credentials = url.origin() == self.upstream.origin();
         Ok(self
             .proxy
             .pass_through(PassThrough {
@@ -314,6 +333,7 @@ impl Frontend {
                 url,
                 headers: &parts.headers,
                 body,
+                forward_credentials,
             })
             .await?)
     }
@@ -326,25 +346,6 @@ impl Frontend {
             })
         })
     }
-
-    /// pmcache's repository URL as this client reaches it (`http://host:7878/packagist`).
-    fn base(&self, parts: &Parts) -> Result<String> {
-        let authority = parts.uri.authority().map(|a| a.as_str());
-        let origin = proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
-            .ok_or(Error::NoHost)?;
-        Ok(format!("{origin}{MOUNT}"))
-    }
-}
-
-/// Endpoints that take a POST: the advisories API (Composer posts the package list as a form)
-/// and links pmcache cannot classify.
-fn accepts_posts(link: &str) -> bool {
-    link == "security-advisories.api-url" || link.starts_with("link/")
-}
-
-/// Each origin clients use gets its own rendering of the root file: its URLs are absolute.
-fn root_key(base: &str) -> String {
-    format!("{ROOT_KEY}/{base}")
 }
 
 fn dist_id(package: &str, file: &str) -> String {
@@ -357,6 +358,18 @@ fn source_of(dist: &Dist) -> (String, ArtifactSource) {
         checksum: dist.checksum.clone(),
     };
     (dist_id(&dist.package, &dist.file), source)
+}
+
+/// Redirects from a dist at `url`: within its origin, else to `hosts` when listed, else to https.
+fn redirect_policy(url: &Url, hosts: Vec<String>) -> RedirectPolicy {
+    let origin = url.origin();
+    Arc::new(move |next: &Url| {
+        next.origin() == origin
+            || match hosts.is_empty() {
+                true => next.scheme() == "https",
+                false => host_listed(&hosts, next),
+            }
+    })
 }
 
 /// `host` or `host:port`, as `dist_hosts` lists them.
@@ -374,14 +387,38 @@ fn host_listed(hosts: &[String], url: &Url) -> bool {
     hosts.iter().any(|host| *host == with_port || *host == bare)
 }
 
-fn malformed(document: &UpstreamDocument, reason: String) -> proxy::Error {
+fn malformed(document: &UpstreamDocument, reason: &rewrite::Malformed) -> proxy::Error {
     proxy::Error::Document {
         url: document.url.to_string(),
-        reason,
+        reason: reason.to_string(),
     }
 }
 
 async fn drain(response: Response<Body>) {
     use http_body_util::BodyExt as _;
     let _ = response.into_body().collect().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn dist_redirects_stay_on_listed_hosts_when_there_is_a_list() {
+        let dist = url("http://127.0.0.1:9000/repos/a/b/zipball/abc");
+        let open = redirect_policy(&dist, Vec::new());
+        assert!(open(&url("http://127.0.0.1:9000/codeload/a/b/zip/abc")));
+        assert!(open(&url("https://codeload.example/a/b/zip/abc")));
+        assert!(!open(&url("http://127.0.0.2:9000/a.zip")));
+
+        let listed = redirect_policy(&dist, vec!["codeload.example".to_owned()]);
+        assert!(listed(&url("http://127.0.0.1:9000/codeload/a/b/zip/abc")));
+        assert!(listed(&url("https://codeload.example/a/b/zip/abc")));
+        assert!(!listed(&url("https://elsewhere.example/a.zip")));
+        assert!(!listed(&url("http://127.0.0.1:9001/a.zip")));
+    }
 }

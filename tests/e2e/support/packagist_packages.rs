@@ -28,6 +28,10 @@ pub const APP: &str = "proxfix/app";
 pub const TOOL: &str = "proxfix/tool";
 /// 1.0.0, affected by the advisory [`ADVISORY_ID`].
 pub const VULN: &str = "proxfix/vuln";
+/// 1.0.0, requiring the virtual package [`LOG_IMPLEMENTATION`].
+pub const LOGGER: &str = "proxfix/logger";
+/// A virtual package: no p2 file of its own; `proxfix/base` 1.1.0 and later provide it.
+pub const LOG_IMPLEMENTATION: &str = "proxfix/log-implementation";
 /// The `proxfix/base` version that is built but held back until a test publishes it.
 pub const HELD_BASE: &str = "1.2.0";
 /// The one version whose code host can serve other bytes for the same reference.
@@ -247,7 +251,12 @@ mod tests {
     #[test]
     fn builds_github_like_zipballs() -> Result<()> {
         let packages = packages()?;
-        ensure!(packages.names().into_iter().eq([APP, BASE, TOOL, VULN]));
+        ensure!(
+            packages
+                .names()
+                .into_iter()
+                .eq([APP, BASE, LOGGER, TOOL, VULN])
+        );
         for release in &packages.releases {
             let archive = &release.archive;
             ensure!(sha256_hex(&archive.bytes) == archive.sha256);
