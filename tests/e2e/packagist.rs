@@ -1039,3 +1039,58 @@ fn a_lock_newer_than_the_cached_metadata_makes_pmcache_look_again() -> Result<()
     ensure!(refetched.len() == 1, "{refetched:?}");
     Ok(())
 }
+
+#[test]
+fn dists_on_loopback_or_private_addresses_other_than_the_upstream_are_not_fetched() -> Result<()> {
+    // 127.0.0.2 stands for a machine on pmcache's network: hostile metadata names it, by
+    // address and by a name that resolves to loopback.
+    let internal = EgressTrap::start_on("127.0.0.2")?;
+    let by_address = format!("{}archive/tool.zip", internal.proxy_url());
+    let by_name = format!(
+        "http://localhost:{}/archive/base.zip",
+        internal_port(&internal)?
+    );
+    let case = Case::through_pmcache("0s")?;
+    case.upstream.set_dist_url(TOOL, "2.0.0", &by_address)?;
+    case.upstream.set_dist_url(BASE, "1.1.0", &by_name)?;
+    for (package, release) in [(TOOL, "2.0.0"), (BASE, "1.1.0")] {
+        http::get(&case.url(&format!("p2/{package}.json")))?;
+        let release = case.upstream.packages().release(package, release)?;
+        let refused = http::get(&pmcache_dist_url(&case, release))?;
+        ensure!(
+            refused.status == 403 && refused.text().contains("allow_private_addresses"),
+            "{}",
+            refused.describe()
+        );
+    }
+    ensure!(
+        internal.caught().is_empty(),
+        "pmcache connected to an internal address: {:?}",
+        internal.caught()
+    );
+
+    // An operator can allow it.
+    let open = Case::through_pmcache_with("0s", |_| {
+        vec![(
+            "PMCACHE_UPSTREAM_ALLOW_PRIVATE_ADDRESSES".to_owned(),
+            "true".to_owned(),
+        )]
+    })?;
+    open.upstream.set_dist_url(TOOL, "2.0.0", &by_address)?;
+    http::get(&open.url(&format!("p2/{TOOL}.json")))?;
+    let tool = open.upstream.packages().release(TOOL, "2.0.0")?;
+    let relayed = http::get(&pmcache_dist_url(&open, tool))?;
+    ensure!(relayed.status != 200, "the trap serves no archive");
+    ensure!(
+        internal.caught().len() == 1,
+        "with allow_private_addresses the dist should be fetched: {:?}",
+        internal.caught()
+    );
+    case.ensure_no_egress()
+}
+
+/// The port a trap listens on.
+fn internal_port(trap: &EgressTrap) -> Result<u16> {
+    let url = url::Url::parse(&trap.proxy_url())?;
+    url.port().context("a trap URL has a port")
+}

@@ -16,6 +16,15 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Largest metadata document accepted from an upstream, after decompression. Default `512MiB`.
     pub max_document_size: ByteSize,
+    /// Connect to loopback, private and link-local addresses even when a host is not a
+    /// configured upstream's (metadata may name any host). Default `false`.
+    pub allow_private_addresses: bool,
+    /// Connect failures or timeouts in a row, to one upstream origin, after which requests to
+    /// it fail at once until a probe succeeds; `0` disables. Default `5`.
+    pub breaker_threshold: u32,
+    /// How long an open breaker waits before letting one probe request through. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for Config {
@@ -24,6 +33,9 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             max_document_size: ByteSize(512 << 20),
+            allow_private_addresses: false,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
         }
     }
 }

@@ -20,6 +20,16 @@ pub enum Error {
         status: StatusCode,
         retry_after: Option<Duration>,
     },
+    #[error(
+        "upstream {origin} is failing ({failures} connection failures or timeouts in a row); pmcache tries it again in {}s", retry_after.as_secs().max(1)
+    )]
+    CircuitOpen {
+        origin: String,
+        failures: u32,
+        retry_after: Duration,
+    },
+    #[error("pmcache will not fetch {url}: {reason}")]
+    Refused { url: String, reason: String },
     #[error("upstream has no {url} (404)")]
     NotFound { url: String },
     #[error("upstream {url} broke off the transfer: {reason}")]
@@ -76,6 +86,8 @@ impl Error {
         match self {
             Error::Shared(inner) => inner.status(),
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Refused { .. } => StatusCode::FORBIDDEN,
             Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Status { status, .. }
                 if *status == StatusCode::SERVICE_UNAVAILABLE
@@ -104,6 +116,9 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Shared(inner) => inner.retry_after(),
+            Error::CircuitOpen { retry_after, .. } => {
+                Some((*retry_after).max(Duration::from_secs(1)))
+            }
             Error::Status {
                 retry_after: Some(after),
                 ..
@@ -129,6 +144,7 @@ impl Error {
             self,
             Error::Connect { .. }
                 | Error::Timeout { .. }
+                | Error::CircuitOpen { .. }
                 | Error::Body { .. }
                 | Error::Length { .. }
                 | Error::TooLarge { .. }

@@ -11,9 +11,11 @@
 pub mod accept;
 mod artifact;
 mod body;
+mod breaker;
 mod checksum;
 mod config;
 mod document;
+mod egress;
 mod error;
 mod freshness;
 mod inflight;
@@ -72,6 +74,16 @@ impl Proxy {
                 render_permits: tokio::sync::Semaphore::new(CONCURRENT_RENDERS),
             }),
         })
+    }
+
+    /// Marks `upstream` as a configured upstream: its host may be on a private address.
+    pub fn trust_upstream(&self, upstream: &url::Url) {
+        self.inner.upstream.trust(upstream);
+    }
+
+    /// How many upstream origins have an open circuit breaker now.
+    pub fn open_circuits(&self) -> usize {
+        self.inner.upstream.open_circuits()
     }
 
     /// Writes batched bookkeeping (last-access times) to the index.

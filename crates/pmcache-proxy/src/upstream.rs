@@ -2,6 +2,7 @@
 //! provider, connect and read timeouts, redirects only where the caller allows, bounded bodies.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,7 +16,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use url::Url;
 
+use crate::breaker::Breakers;
 use crate::config::Config;
+use crate::egress::{AddressPolicy, GuardedConnector};
 use crate::error::{Error, Result};
 
 const MAX_REDIRECTS: usize = 5;
@@ -24,9 +27,11 @@ const USER_AGENT: &str = concat!("pmcache/", env!("CARGO_PKG_VERSION"));
 /// A pooled upstream client shared by every frontend.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<GuardedConnector>, Full<Bytes>>,
     read_timeout: Duration,
     max_document_size: u64,
+    policy: Arc<AddressPolicy>,
+    breakers: Arc<Breakers>,
 }
 
 /// An upstream response whose status is 2xx or 304, after redirects.
@@ -47,6 +52,11 @@ impl Upstream {
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
+        let policy = Arc::new(AddressPolicy::new(
+            config.allow_private_addresses,
+            config.connect_timeout,
+        ));
+        let guarded = GuardedConnector::new(http, Arc::clone(&policy));
         let provider = rustls::crypto::ring::default_provider();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(provider)
@@ -54,7 +64,7 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(guarded);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
@@ -62,7 +72,25 @@ impl Upstream {
             client,
             read_timeout: config.read_timeout,
             max_document_size: config.max_document_size.0,
+            policy,
+            breakers: Arc::new(Breakers::new(
+                config.breaker_threshold,
+                config.breaker_cooldown,
+            )),
         })
+    }
+
+    /// Lets the host of a configured upstream be on a private address (a registry on the LAN,
+    /// or on this machine).
+    pub fn trust(&self, upstream: &Url) {
+        if let Some(host) = upstream.host_str() {
+            self.policy.trust(host);
+        }
+    }
+
+    /// How many upstream origins have an open circuit breaker now.
+    pub fn open_circuits(&self) -> usize {
+        self.breakers.open_count()
     }
 
     /// GETs `url`, following redirects to URLs that `allow_redirect` accepts. Answers other than
@@ -122,14 +150,29 @@ impl Upstream {
         request
             .headers_mut()
             .insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
-            Err(_) => Err(Error::Timeout {
-                url: url.to_string(),
-                timeout: self.read_timeout,
-            }),
-            Ok(Err(error)) => Err(classify_client_error(url, &error)),
-            Ok(Ok(response)) => Ok(response),
+        let origin = url.origin().ascii_serialization();
+        if let Err(open) = self.breakers.admit(&origin) {
+            return Err(Error::CircuitOpen {
+                origin,
+                failures: open.failures,
+                retry_after: open.retry_after,
+            });
         }
+        let outcome =
+            match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
+                Err(_) => Err(Error::Timeout {
+                    url: url.to_string(),
+                    timeout: self.read_timeout,
+                }),
+                Ok(Err(error)) => Err(classify_client_error(url, &error)),
+                Ok(Ok(response)) => Ok(response),
+            };
+        match &outcome {
+            Ok(_) => self.breakers.succeeded(&origin),
+            Err(Error::Connect { .. } | Error::Timeout { .. }) => self.breakers.failed(&origin),
+            Err(_) => {}
+        }
+        outcome
     }
 
     /// The longest wait for headers or the next piece of a body.
@@ -306,6 +349,12 @@ fn redirect_target(current: &Url, headers: &HeaderMap) -> Result<Url> {
 
 fn classify_client_error(url: &Url, error: &hyper_util::client::legacy::Error) -> Error {
     let reason = error_chain(error);
+    if refused_by_policy(error) {
+        return Error::Refused {
+            url: url.to_string(),
+            reason: innermost(error),
+        };
+    }
     if error.is_connect() {
         Error::Connect {
             url: url.to_string(),
@@ -317,6 +366,29 @@ fn classify_client_error(url: &Url, error: &hyper_util::client::legacy::Error) -
             reason,
         }
     }
+}
+
+/// Whether the address policy refused the connection (see `egress`).
+fn refused_by_policy(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = current {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return true;
+        }
+        current = cause.source();
+    }
+    false
+}
+
+/// The last cause in the chain: the one-line reason itself.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(cause) = current.source() {
+        current = cause;
+    }
+    current.to_string()
 }
 
 /// The innermost causes, which say what really happened ("connection refused"), on one line.

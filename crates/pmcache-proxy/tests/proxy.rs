@@ -103,7 +103,10 @@ fn proxy(dir: &std::path::Path) -> Proxy {
         read_timeout: Duration::from_millis(500),
         ..Config::default()
     };
-    Proxy::new(Store::open(dir).unwrap(), &config).unwrap()
+    let proxy = Proxy::new(Store::open(dir).unwrap(), &config).unwrap();
+    // The fixture upstreams listen on loopback, as a configured upstream may.
+    proxy.trust_upstream(&Url::parse("http://127.0.0.1/").unwrap());
+    proxy
 }
 
 fn document_request(url: &Url, ttl: Duration) -> DocumentRequest {

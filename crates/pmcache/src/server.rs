@@ -153,6 +153,7 @@ async fn pypi_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<
         mount: "/pypi/",
     };
     match resolve_upstream(
+        proxy,
         &names,
         &config.pypi.upstream,
         discover,
@@ -181,6 +182,7 @@ async fn npm_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<n
         mount: "/npm/",
     };
     match resolve_upstream(
+        proxy,
         &names,
         &config.npm.upstream,
         discover,
@@ -213,6 +215,7 @@ async fn rubygems_mount(config: &Config, proxy: &Proxy) -> Mount<rubygems::Front
     // There is no client setting to discover: the default is rubygems.org itself.
     let discover = || Err("RubyGems has no auto discovery; name a gem server URL".to_owned());
     match resolve_upstream(
+        proxy,
         &names,
         &config.rubygems.upstream,
         discover,
@@ -245,6 +248,7 @@ async fn packagist_mount(config: &Config, proxy: &Proxy) -> Mount<packagist::Fro
     let discover =
         || Err("Packagist has no auto discovery; name a Composer repository URL".to_owned());
     match resolve_upstream(
+        proxy,
         &names,
         &config.packagist.upstream,
         discover,
@@ -272,6 +276,7 @@ struct Names {
 /// Resolves an `upstream` setting: `auto` through the frontend's discovery, else as a URL.
 /// On failure the message (logged once) says which key or variable to set.
 async fn resolve_upstream(
+    proxy: &Proxy,
     names: &Names,
     setting: &str,
     discover: impl FnOnce() -> Result<(Url, String), String> + Send + 'static,
@@ -298,7 +303,11 @@ async fn resolve_upstream(
         })
     };
     match &resolved {
-        Ok(upstream) => tracing::info!(%upstream, "{label} frontend on {mount}"),
+        Ok(upstream) => {
+            tracing::info!(%upstream, "{label} frontend on {mount}");
+            // A configured upstream may be on a private address; hosts its documents name may not.
+            proxy.trust_upstream(upstream);
+        }
         Err(message) => tracing::error!("{message}"),
     }
     resolved

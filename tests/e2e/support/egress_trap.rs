@@ -39,7 +39,17 @@ pub struct EgressTrap {
 impl EgressTrap {
     /// Starts the trap on `127.0.0.1:0`.
     pub fn start() -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on("127.0.0.1")
+    }
+
+    /// Starts the trap on port 0 of `ip`, which must be a loopback address (`127.0.0.2` stands
+    /// for "some other machine on the network" in tests of what pmcache refuses to reach).
+    pub fn start_on(ip: &str) -> Result<Self> {
+        anyhow::ensure!(
+            ip.starts_with("127."),
+            "traps listen on loopback only, not {ip}"
+        );
+        let listener = TcpListener::bind((ip, 0))?;
         let addr = listener.local_addr()?;
         let caught = Arc::new(Mutex::new(Vec::new()));
         let stopping = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,278 @@
+//! Where pmcache may connect: the connector under the upstream client resolves each host itself
+//! and refuses loopback, private and link-local addresses unless the host is a configured
+//! upstream's, so that hostile metadata (a tarball or dist URL, a redirect) cannot turn pmcache
+//! into a way into the network it runs in.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
+
+/// Which addresses connections may go to.
+pub(crate) struct AddressPolicy {
+    /// Connect anywhere (`upstream.allow_private_addresses`).
+    allow_private: bool,
+    /// Hosts of configured upstreams, lower case: they may be private (a registry on the LAN).
+    trusted: RwLock<Vec<String>>,
+    /// Bounds name resolution like a connect.
+    resolve_timeout: Duration,
+}
+
+impl AddressPolicy {
+    pub(crate) fn new(allow_private: bool, resolve_timeout: Duration) -> AddressPolicy {
+        AddressPolicy {
+            allow_private,
+            trusted: RwLock::default(),
+            resolve_timeout,
+        }
+    }
+
+    /// Lets `host` resolve to private addresses: it is a configured upstream.
+    pub(crate) fn trust(&self, host: &str) {
+        let host = bare_host(host).to_ascii_lowercase();
+        let mut trusted = self.trusted.write().unwrap_or_else(|p| p.into_inner());
+        if !trusted.contains(&host) {
+            trusted.push(host);
+        }
+    }
+
+    fn permits(&self, host: &str, ip: IpAddr) -> bool {
+        self.allow_private
+            || is_public(ip)
+            || self
+                .trusted
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|trusted| trusted.eq_ignore_ascii_case(host))
+    }
+
+    /// The addresses `uri` may be reached at, in resolution order; an error saying why when
+    /// there are none.
+    async fn vet(&self, uri: &Uri) -> io::Result<Vec<SocketAddr>> {
+        let host = bare_host(uri.host().unwrap_or_default());
+        if host.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no host in URL",
+            ));
+        }
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let resolved = self.resolve(host, port).await?;
+        let (permitted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
+            .into_iter()
+            .partition(|address| self.permits(host, address.ip()));
+        match (permitted.is_empty(), refused.first()) {
+            (false, _) => Ok(permitted),
+            (true, Some(refused)) => {
+                let place = match host.parse::<IpAddr>() {
+                    Ok(_) => host.to_owned(),
+                    Err(_) => format!("{host} (at {})", refused.ip()),
+                };
+                Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{place} is a loopback, private or link-local address and not a configured upstream (set upstream.allow_private_addresses to allow it)"
+                    ),
+                ))
+            }
+            (true, None) => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{host} resolves to no address"),
+            )),
+        }
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let lookup = tokio::net::lookup_host((host, port));
+        match tokio::time::timeout(self.resolve_timeout, lookup).await {
+            Ok(Ok(addresses)) => Ok(addresses.collect()),
+            Ok(Err(error)) => Err(io::Error::new(
+                error.kind(),
+                format!("cannot resolve {host}: {error}"),
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "resolving {host} took longer than {:?}",
+                    self.resolve_timeout
+                ),
+            )),
+        }
+    }
+}
+
+/// `[::1]` → `::1`: URIs bracket IPv6 literals.
+fn bare_host(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Whether `ip` is an address on the public internet rather than on this machine or its
+/// networks. Documentation ranges (TEST-NET) count as public: nothing internal lives there,
+/// and some sandboxes route registries through them.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    let shared = a == 100 && (64..128).contains(&b); // RFC 6598 carrier-grade NAT
+    let this_network = a == 0;
+    let benchmarking = a == 198 && (b == 18 || b == 19);
+    let reserved = a >= 240;
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || shared
+        || this_network
+        || benchmarking
+        || reserved)
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    let unique_local = first & 0xfe00 == 0xfc00;
+    let link_local = first & 0xffc0 == 0xfe80;
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
+}
+
+/// The TCP connector of the upstream client, behind the [`AddressPolicy`]: it connects to the
+/// vetted addresses only (resolving once, so a name cannot resolve to a public address for the
+/// check and a private one for the connection). TLS, above it, still verifies the host name.
+#[derive(Clone)]
+pub(crate) struct GuardedConnector {
+    inner: HttpConnector,
+    policy: Arc<AddressPolicy>,
+}
+
+impl GuardedConnector {
+    pub(crate) fn new(inner: HttpConnector, policy: Arc<AddressPolicy>) -> GuardedConnector {
+        GuardedConnector { inner, policy }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Service<Uri> for GuardedConnector {
+    type Response = <HttpConnector as Service<Uri>>::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let policy = Arc::clone(&self.policy);
+        Box::pin(async move {
+            let addresses = policy.vet(&uri).await?;
+            let mut last_error: Option<BoxError> = None;
+            for address in addresses {
+                match inner.call(at_address(&uri, address)?).await {
+                    Ok(connection) => return Ok(connection),
+                    Err(error) => last_error = Some(error.into()),
+                }
+            }
+            Err(last_error.unwrap_or_else(|| "no address to connect to".into()))
+        })
+    }
+}
+
+/// `uri` with its authority replaced by `address`, for the TCP connector below TLS.
+fn at_address(uri: &Uri, address: SocketAddr) -> Result<Uri, BoxError> {
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(address.to_string().parse()?);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Ok(Uri::from_parts(parts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn internal_addresses_are_not_public() {
+        for internal in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(ip(internal)), "{internal}");
+        }
+        for public in [
+            "1.1.1.1",
+            "203.0.113.80",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(ip(public)), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn loopback_is_refused_unless_trusted_or_allowed() {
+        let uri: Uri = "http://127.0.0.2:9/x".parse().unwrap();
+        let policy = AddressPolicy::new(false, Duration::from_secs(1));
+        let error = policy.vet(&uri).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
+        assert!(
+            error.to_string().contains("allow_private_addresses"),
+            "{error}"
+        );
+
+        policy.trust("127.0.0.2");
+        assert_eq!(policy.vet(&uri).await.unwrap().len(), 1);
+
+        let open = AddressPolicy::new(true, Duration::from_secs(1));
+        assert_eq!(open.vet(&uri).await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn connections_go_to_the_vetted_address() {
+        let uri: Uri = "https://registry.example:8443/a/b?c".parse().unwrap();
+        let address: SocketAddr = "[2001:db8::1]:8443".parse().unwrap();
+        let vetted = at_address(&uri, address).unwrap();
+        assert_eq!(vetted.to_string(), "https://[2001:db8::1]:8443/a/b?c");
+    }
+}
