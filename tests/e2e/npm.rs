@@ -139,7 +139,7 @@ fn log_npm_frontend(launch: &mut Launch) {
     }
 }
 
-fn new_project(dir: &Path, lockfile: Option<&str>) -> Result<PathBuf> {
+pub(crate) fn new_project(dir: &Path, lockfile: Option<&str>) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("package.json"), PACKAGE_JSON)?;
     if let Some(lockfile) = lockfile {
@@ -150,7 +150,7 @@ fn new_project(dir: &Path, lockfile: Option<&str>) -> Result<PathBuf> {
 
 /// Node resolves `@demo/scoped` 1.0.0 with `demo-left` at the version `^1.1.0` selects, and
 /// `demo-big` 1.0.0 whose data file has the published bytes.
-fn ensure_demo_tree(sandbox: &Sandbox, project: &Path) -> Result<()> {
+pub(crate) fn ensure_demo_tree(sandbox: &Sandbox, project: &Path) -> Result<()> {
     let packages = packages()?;
     let stdout = sandbox.node(project, PROBE_SCRIPT)?;
     let resolved: Value = serde_json::from_str(&stdout)

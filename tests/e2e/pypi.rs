@@ -80,7 +80,7 @@ fn serve(scratch: &Path, upstream: &PypiUpstream) -> Result<Pmcache> {
 }
 
 /// demo-app and its dependencies import, with demo_lib at the version `Demo.Lib>=1.1` selects.
-fn check_demo_app_imports(venv: &Venv) -> Result<()> {
+pub(crate) fn check_demo_app_imports(venv: &Venv) -> Result<()> {
     let version = venv.python("import demo_app, demo_util, demo_lib; print(demo_lib.VERSION)")?;
     ensure!(
         version == "1.1.0",

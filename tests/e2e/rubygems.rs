@@ -142,7 +142,7 @@ impl Case {
 }
 
 /// The cached `.gem` of `full_name` under `gem_dir/cache` has the fixture's sha256.
-fn ensure_cached_gem(gem_dir: &Path, full_name: &str) -> Result<()> {
+pub(crate) fn ensure_cached_gem(gem_dir: &Path, full_name: &str) -> Result<()> {
     let expected = &gems()?.gem(full_name)?.sha256;
     let path = gem_dir.join("cache").join(format!("{full_name}.gem"));
     let bytes = std::fs::read(&path)?;
