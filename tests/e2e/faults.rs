@@ -5,7 +5,7 @@
 //! download that stores nothing for artifacts. Never a 404, never a panic.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, ensure};
 use tempfile::TempDir;
@@ -193,6 +193,15 @@ fn page_faults() -> Vec<PageFault> {
             Behaviour::WrongBytes,
             gateway(&[502], Wait::Unspecified, "malformed"),
         ),
+        // A redirect to itself, which a client following redirects never gets out of.
+        fault(
+            "redirectloop",
+            Behaviour::Status(
+                302,
+                vec![("Location".to_owned(), "/simple/redirectloop/".to_owned())],
+            ),
+            gateway(&[502], Wait::Unspecified, "redirected"),
+        ),
         fault(
             "gzipbomb",
             Behaviour::GzipBomb,
@@ -375,6 +384,29 @@ fn concurrent_requests_share_one_stalled_upstream_fetch() -> Result<()> {
         "{CLIENTS} clients took {elapsed:?}: they waited out the timeout one after another"
     );
     ensure_still_serving(&case.pmcache)
+}
+
+/// RFC 9110 §10.2.3: `Retry-After` is delay-seconds or an HTTP-date; an upstream's date must be
+/// passed on (as it is, or as the seconds it stands for), not replaced by pmcache's own guess.
+#[test]
+#[ignore = "pmcache bug: an upstream Retry-After given as an HTTP-date is replaced by the default 30 s"]
+fn upstream_retry_after_dates_are_passed_on() -> Result<()> {
+    const WAIT: Duration = Duration::from_secs(10);
+    let case = Case::start(&[])?;
+    let date = fault_upstream::http_date(SystemTime::now() + WAIT);
+    let busy = Behaviour::Status(429, vec![("Retry-After".to_owned(), date.clone())]);
+    case.upstream.set_page("busy", busy);
+    let response = get_page(&case.pmcache, "busy")?;
+    let expected = gateway(&[503], Wait::Unspecified, "429");
+    ensure_gateway_error(&response, &expected, &case.upstream.authority(), "429")?;
+    let value = response.header("retry-after");
+    let seconds = value.and_then(|value| value.parse::<u64>().ok());
+    ensure!(
+        value == Some(date.as_str())
+            || seconds.is_some_and(|s| (1..=WAIT.as_secs() + 1).contains(&s)),
+        "the upstream asked for a wait until {date} ({WAIT:?}); pmcache said Retry-After {value:?}"
+    );
+    Ok(())
 }
 
 /// Starts pmcache in front of `upstream`, which cannot be reached, and checks that an uncached
