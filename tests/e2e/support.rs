@@ -5,6 +5,7 @@ pub mod client_run;
 pub mod composer;
 pub mod dists;
 pub mod egress_trap;
+pub mod fault_upstream;
 pub mod fixture_build;
 pub mod fixture_server;
 pub mod gem;
