@@ -15,6 +15,7 @@ use pmcache_proxy::{self as proxy, Body, CACHE_HEADER};
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
 
+use crate::input::{self, Limits};
 use crate::metrics::Metrics;
 
 /// A frontend, or why it is off.
@@ -30,6 +31,7 @@ pub struct App {
     pub rubygems: Mount<rubygems::Frontend>,
     pub packagist: Mount<packagist::Frontend>,
     pub metrics: Metrics,
+    pub limits: Limits,
 }
 
 impl App {
@@ -38,7 +40,14 @@ impl App {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
-        let (ecosystem, response) = match (mount_of(&path), read_body(&parts, body).await) {
+        let mount = mount_of(&path);
+        let encoded_slash = input::takes_encoded_slash(mount.map(|(name, _)| name));
+        let checked = match input::check(&parts, &self.limits, encoded_slash) {
+            // Refused before the body is read: hyper drains or closes, bounded by its limits.
+            Err(refusal) => Err(text(refusal.status, &refusal.reason)),
+            Ok(()) => read_body(&parts, body).await,
+        };
+        let (ecosystem, response) = match (mount, checked) {
             (_, Err(response)) => ("none", response),
             (Some(("pypi", rest)), Ok(_)) => ("pypi", self.pypi(&parts, rest).await),
             (Some(("npm", rest)), Ok(body)) => ("npm", self.npm(&parts, body, rest).await),
