@@ -634,3 +634,21 @@ fn connections_over_the_limit_get_503_and_are_counted() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_silent_connection_does_not_hold_up_shutdown() -> Result<()> {
+    let mut case = Case::start(&[])?;
+    let silent = TcpStream::connect(case.addr()?)?;
+    // Let pmcache accept it and start waiting for its first bytes.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = case.pmcache.stop()?;
+    ensure!(status.success(), "pmcache exited with {status}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "a connection that never sent a byte held shutdown up for {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    Ok(())
+}

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::ServerConfig;
 use crate::router::App;
@@ -30,11 +30,16 @@ const HEAD_SLACK: usize = 4 << 10;
 /// How often a connection that sent part of the HTTP/2 preface is looked at again.
 const PREFACE_POLL: Duration = Duration::from_millis(10);
 
+/// How often refusals are logged: a flood of them must not flood the log (the metric counts
+/// each one).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Counts connections against `server.max_connections`.
 pub struct Admission {
     permits: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
     limit: usize,
+    last_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Admission {
@@ -43,6 +48,7 @@ impl Admission {
             permits: Arc::new(Semaphore::new(limit)),
             refusals: Arc::new(Semaphore::new(CONCURRENT_REFUSALS)),
             limit,
+            last_logged: std::sync::Mutex::new(None),
         }
     }
 
@@ -54,6 +60,7 @@ impl Admission {
     /// Answers a connection over the limit with 503 and closes it, in the background and
     /// bounded in time; under a flood of refusals, closes it at once.
     pub fn refuse(&self, stream: TcpStream) {
+        self.log_refusal();
         let Ok(permit) = Arc::clone(&self.refusals).try_acquire_owned() else {
             return;
         };
@@ -62,6 +69,23 @@ impl Admission {
             let _ = tokio::time::timeout(REFUSAL_TIME, write_refusal(stream, limit)).await;
             drop(permit);
         });
+    }
+}
+
+impl Admission {
+    fn log_refusal(&self) {
+        let now = std::time::Instant::now();
+        let mut last = self
+            .last_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_EVERY) {
+            *last = Some(now);
+            tracing::warn!(
+                limit = self.limit,
+                "refusing connections: server.max_connections are open (counted in pmcache_connections_refused_total; logged at most every 10s)"
+            );
+        }
     }
 }
 
@@ -164,16 +188,31 @@ impl Protocols {
     }
 }
 
+/// What a connection needs from the server beyond its socket.
+pub struct Context {
+    pub protocols: Arc<Protocols>,
+    pub app: Arc<App>,
+    /// Watches the connection once hyper serves it, for a graceful shutdown.
+    pub watcher: Watcher,
+    /// Changes (its sender is dropped) when the server stops: a connection that has not sent
+    /// its first bytes yet is closed then rather than waited for.
+    pub stopping: watch::Receiver<()>,
+}
+
 /// Serves one admitted connection until it closes; `permit` is its place under the limit.
-pub async fn serve(
-    stream: TcpStream,
-    permit: OwnedSemaphorePermit,
-    protocols: Arc<Protocols>,
-    app: Arc<App>,
-    watcher: Watcher,
-) {
+pub async fn serve(stream: TcpStream, permit: OwnedSemaphorePermit, context: Context) {
+    let Context {
+        protocols,
+        app,
+        watcher,
+        mut stopping,
+    } = context;
     let _open = app.metrics.connection_opened();
-    let protocol = match tokio::time::timeout(protocols.header_read_timeout, sniff(&stream)).await {
+    let sniffed = tokio::select! {
+        sniffed = tokio::time::timeout(protocols.header_read_timeout, sniff(&stream)) => sniffed,
+        _ = stopping.changed() => return,
+    };
+    let protocol = match sniffed {
         Ok(Ok(Some(protocol))) => protocol,
         Ok(Ok(None)) => return,
         Ok(Err(error)) => {

@@ -62,6 +62,7 @@ async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>, settings: &
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(settings));
     let admission = Admission::new(settings.max_connections);
+    let (stopping, stop_signal) = tokio::sync::watch::channel(());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -77,23 +78,22 @@ async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>, settings: &
                 };
                 let Some(permit) = admission.admit() else {
                     app.metrics.connection_refused();
-                    tracing::warn!(limit = settings.max_connections, "connection refused: at server.max_connections");
                     admission.refuse(stream);
                     continue;
                 };
-                let connection = connection::serve(
-                    stream,
-                    permit,
-                    Arc::clone(&protocols),
-                    Arc::clone(&app),
-                    graceful.watcher(),
-                );
-                tokio::spawn(connection);
+                let context = connection::Context {
+                    protocols: Arc::clone(&protocols),
+                    app: Arc::clone(&app),
+                    watcher: graceful.watcher(),
+                    stopping: stop_signal.clone(),
+                };
+                tokio::spawn(connection::serve(stream, permit, context));
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
+    drop(stopping);
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     if tokio::time::timeout(GRACE, graceful.shutdown())
         .await
