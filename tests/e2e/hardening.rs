@@ -652,3 +652,35 @@ fn a_silent_connection_does_not_hold_up_shutdown() -> Result<()> {
     drop(silent);
     Ok(())
 }
+
+#[test]
+fn a_trickling_request_body_gets_408() -> Result<()> {
+    let case = Case::start(&[("PMCACHE_SERVER_BODY_READ_TIMEOUT", "1s")])?;
+    let addr = case.addr()?;
+    let mark = case.upstream.log.mark();
+    let mut stream = TcpStream::connect(addr)?;
+    // npm audit's endpoint takes a body: promise 1000 bytes, send 10, then nothing.
+    stream.write_all(
+        format!(
+            "POST /npm/-/npm/v1/security/audits/quick HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{{\"a\": 1, "
+        )
+        .as_bytes(),
+    )?;
+    let started = Instant::now();
+    let received = raw_http::read_to_close(&mut stream)?;
+    let response = raw_http::parse(&received)?;
+    ensure!(
+        response.status == 408,
+        "HTTP {} {:?}",
+        response.status,
+        response.text()
+    );
+    response.ensure_one_line_reason("trickling body")?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(4),
+        "the answer took {:?}",
+        started.elapsed()
+    );
+    case.upstream
+        .ensure_untouched_since(mark, "a body that never arrived")
+}

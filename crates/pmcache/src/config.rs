@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub max_header_size: ByteSize,
     /// Most request header fields on HTTP/1; more get 431. Default `100`.
     pub max_headers: usize,
+    /// Time a request body (npm audit, Composer advisories) has to arrive whole once its
+    /// headers are in; a slower one gets 408. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +93,7 @@ impl Default for ServerConfig {
             max_uri_length: ByteSize(8 << 10),
             max_header_size: ByteSize(32 << 10),
             max_headers: 100,
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -101,8 +106,8 @@ impl ServerConfig {
             "server.max_connections = 0 would refuse every connection"
         );
         anyhow::ensure!(
-            !self.header_read_timeout.is_zero(),
-            "server.header_read_timeout = 0s would cut every connection off"
+            !self.header_read_timeout.is_zero() && !self.body_read_timeout.is_zero(),
+            "server.header_read_timeout and server.body_read_timeout of 0s would cut every request off"
         );
         // The shortest useful request line and headers (`GET /pypi/simple/x/`, Host, Accept).
         anyhow::ensure!(
@@ -335,6 +340,7 @@ mod tests {
         for (name, value) in [
             ("PMCACHE_SERVER_MAX_CONNECTIONS", "0"),
             ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "0s"),
+            ("PMCACHE_SERVER_BODY_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_MAX_URI_LENGTH", "10"),
             ("PMCACHE_SERVER_MAX_HEADERS", "1"),
         ] {

@@ -3,6 +3,8 @@
 //! mean one thing to pmcache and another to an upstream or a filesystem (`..`, `%2e%2e`, `//`,
 //! backslashes, NUL, encoded slashes where no route takes one).
 
+use std::time::Duration;
+
 use http::StatusCode;
 use http::request::Parts;
 
@@ -16,6 +18,7 @@ const QUOTED_PATH: usize = 200;
 pub struct Limits {
     max_uri_length: usize,
     max_header_size: usize,
+    body_read_timeout: Duration,
 }
 
 impl Limits {
@@ -23,7 +26,13 @@ impl Limits {
         Limits {
             max_uri_length: usize::try_from(settings.max_uri_length.0).unwrap_or(usize::MAX),
             max_header_size: usize::try_from(settings.max_header_size.0).unwrap_or(usize::MAX),
+            body_read_timeout: settings.body_read_timeout,
         }
+    }
+
+    /// How long a request body may take to arrive whole.
+    pub fn body_read_timeout(&self) -> Duration {
+        self.body_read_timeout
     }
 }
 
@@ -264,6 +273,7 @@ mod tests {
         let limits = Limits {
             max_uri_length: 100,
             max_header_size: 200,
+            body_read_timeout: Duration::from_secs(1),
         };
         let long = format!("/pypi/simple/{}/", "a".repeat(100));
         let refusal = check(&parts(&long, &[]), &limits, false).unwrap_err();

@@ -45,7 +45,7 @@ impl App {
         let checked = match input::check(&parts, &self.limits, encoded_slash) {
             // Refused before the body is read: hyper drains or closes, bounded by its limits.
             Err(refusal) => Err(text(refusal.status, &refusal.reason)),
-            Ok(()) => read_body(&parts, body).await,
+            Ok(()) => read_body(&parts, body, self.limits.body_read_timeout()).await,
         };
         let (ecosystem, response) = match (mount, checked) {
             (_, Err(response)) => ("none", response),
@@ -150,13 +150,27 @@ fn mount_of(path: &str) -> Option<(&'static str, &str)> {
 /// The largest request body accepted (npm audit posts the whole dependency tree).
 const MAX_REQUEST_BODY: usize = 16 << 20;
 
-/// The request body, for the few endpoints that relay one; a bounded read, so a client cannot
-/// make pmcache buffer without limit.
-async fn read_body(parts: &http::request::Parts, body: Incoming) -> Result<Bytes, Response<Body>> {
+/// The request body, for the few endpoints that relay one; a read bounded in size and time, so a
+/// client can make pmcache neither buffer without limit nor wait for a body that trickles.
+async fn read_body(
+    parts: &http::request::Parts,
+    body: Incoming,
+    timeout: Duration,
+) -> Result<Bytes, Response<Body>> {
     if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
         return Ok(Bytes::new());
     }
-    match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_REQUEST_BODY).collect())
+        .await
+        .map_err(|_| {
+            text(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {timeout:?} (server.body_read_timeout)"
+                ),
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
