@@ -580,9 +580,13 @@ fn slow_clients_are_cut_off_at_the_header_timeout() -> Result<()> {
     );
     let _ = writer.join();
 
-    // A prompt client on its own connection is served as ever.
-    let response = case.get("/healthz", &[])?;
+    // A prompt client is served as ever, and its kept-alive connection, once idle, is closed
+    // after the same time.
+    let mut prompt = TcpStream::connect(addr)?;
+    prompt.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let response = raw_http::read_one(&mut prompt)?;
     ensure!(response.status == 200, "healthz: HTTP {}", response.status);
+    ensure_closed_within(&mut prompt, timeout, "an idle kept-alive connection")?;
     Ok(())
 }
 

@@ -99,6 +99,42 @@ pub fn exchange(addr: SocketAddr, request: &[u8]) -> Result<RawResponse> {
     })
 }
 
+/// Reads one response with a `Content-Length` from a connection that stays open.
+pub fn read_one(stream: &mut TcpStream) -> Result<RawResponse> {
+    let deadline = Instant::now() + EXCHANGE_TIMEOUT;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        if let Some(complete) = complete_length(&received) {
+            return parse(&received[..complete]);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no complete response within {EXCHANGE_TIMEOUT:?}"
+        );
+        match stream.read(&mut buffer)? {
+            0 => bail!("the connection closed after {} bytes", received.len()),
+            read => received.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
+/// The length of the first response in `received` once it has all arrived (by its
+/// `Content-Length`, or none: no body).
+fn complete_length(received: &[u8]) -> Option<usize> {
+    let end = received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")?
+        + 4;
+    let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    (received.len() >= end + length).then_some(end + length)
+}
+
 /// Everything the server sends until it closes (or resets) the connection.
 pub fn read_to_close(stream: &mut TcpStream) -> Result<Vec<u8>> {
     let deadline = Instant::now() + EXCHANGE_TIMEOUT;
