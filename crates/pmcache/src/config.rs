@@ -68,9 +68,9 @@ pub struct LogConfig {
 pub struct ServerConfig {
     /// Connections served at once; more are answered 503 and closed. Default `1024`.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers, counted from the connection's start or
-    /// the end of its previous response (so it also closes idle keep-alive connections).
-    /// Default `30s`.
+    /// Time a client has to send its first bytes, then again to complete a request's headers,
+    /// counted on kept-alive connections from the end of the previous response (so it also
+    /// closes idle ones). Default `30s`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Longest request target (path and query) answered; longer ones get 414. Default `8KiB`.

@@ -62,7 +62,8 @@ async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>, settings: &
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(settings));
     let admission = Admission::new(settings.max_connections);
-    let (stopping, stop_signal) = tokio::sync::watch::channel(());
+    // Dropping the sender tells connections still waiting for their first bytes to close.
+    let (stop_sender, stop_signal) = tokio::sync::watch::channel(());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -93,7 +94,7 @@ async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>, settings: &
         }
     }
     drop(listener);
-    drop(stopping);
+    drop(stop_sender);
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     if tokio::time::timeout(GRACE, graceful.shutdown())
         .await
