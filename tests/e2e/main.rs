@@ -1,6 +1,7 @@
 //! End-to-end tests: real clients against pmcache and fixture upstreams on loopback.
 
 mod faults;
+mod hardening;
 mod npm;
 mod packagist;
 mod pypi;

@@ -18,6 +18,7 @@ pub mod packagist_upstream;
 pub mod pip;
 pub mod pmcache;
 pub mod pypi_upstream;
+pub mod raw_http;
 pub mod rubygems_gems;
 pub mod rubygems_upstream;
 

@@ -101,7 +101,7 @@ pub fn classify(path: &str) -> Result<Route> {
             .decode_utf8()
             .map_err(|_| no_route())?
             .into_owned();
-        if file.is_empty() || file.len() > MAX_FILE_LEN || file.contains('\0') {
+        if !is_archive_name(&file) {
             return Err(no_route());
         }
         return Ok(Route::Dist { package, file });
@@ -124,6 +124,16 @@ pub fn classify(path: &str) -> Result<Route> {
         return Ok(endpoint(Endpoint::Other(index)));
     }
     Err(no_route())
+}
+
+/// A decoded `REFERENCE.TYPE`: bounded, and, since branch references hold `/`, no part of it
+/// `.` or `..`, with no backslash or control character (git refuses all of these in ref names,
+/// and commit hashes have none), so it cannot mean a path elsewhere when it reaches a log or URL.
+fn is_archive_name(file: &str) -> bool {
+    !file.is_empty()
+        && file.len() <= MAX_FILE_LEN
+        && !file.chars().any(|c| c == '\\' || c.is_control())
+        && !file.split('/').any(|part| part == "." || part == "..")
 }
 
 #[cfg(test)]
@@ -156,6 +166,13 @@ mod tests {
             Route::Dist {
                 package: package("acme/tool"),
                 file: "feature/x.zip".to_owned()
+            }
+        );
+        assert_eq!(
+            classify("/dists/acme/tool/release%2F1.x%2Fnext.zip").unwrap(),
+            Route::Dist {
+                package: package("acme/tool"),
+                file: "release/1.x/next.zip".to_owned()
             }
         );
         assert_eq!(
@@ -202,6 +219,11 @@ mod tests {
             "/dists/acme/tool/",
             "/dists/../x/y.zip",
             "/dists/acme/tool/%00.zip",
+            "/dists/acme/tool/..%2F..%2Fsecret.zip",
+            "/dists/acme/tool/feature%2F..%2F..%2Fx.zip",
+            "/dists/acme/tool/..",
+            "/dists/acme/tool/a%5Cb.zip",
+            "/dists/acme/tool/a%0Ab.zip",
             "/link/",
             "/link/x",
             "/p/acme/tool$abc.json",

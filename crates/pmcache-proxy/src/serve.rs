@@ -324,6 +324,34 @@ mod tests {
     }
 
     #[test]
+    fn extreme_ranges_resolve_without_overflow() {
+        assert_eq!(
+            parse_range(Some("bytes=-99999999999"), 10),
+            RangeRequest::Part { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some(&format!("bytes=0-{}", u64::MAX)), 10),
+            RangeRequest::Part { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some(&format!("bytes={}-", u64::MAX)), 10),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=0-99999999999999999999999"), 10),
+            RangeRequest::Whole
+        );
+        // Nothing of an empty file can be a range.
+        for range in ["bytes=0-", "bytes=-5", "bytes=0-0"] {
+            assert_eq!(
+                parse_range(Some(range), 0),
+                RangeRequest::Unsatisfiable,
+                "{range}"
+            );
+        }
+    }
+
+    #[test]
     fn gzip_acceptance_honours_q_zero() {
         let mut headers = HeaderMap::new();
         headers.insert(

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use pmcache_npm as npm;
@@ -10,6 +11,7 @@ use pmcache_packagist as packagist;
 use pmcache_proxy as proxy;
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
+use pmcache_store::ByteSize;
 use url::Url;
 
 /// The built-in configuration, compiled into the binary.
@@ -18,7 +20,15 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 /// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
 /// Sections that environment variables may set (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 6] = ["log", "upstream", "pypi", "npm", "rubygems", "packagist"];
+const SECTIONS: [&str; 7] = [
+    "log",
+    "server",
+    "upstream",
+    "pypi",
+    "npm",
+    "rubygems",
+    "packagist",
+];
 const ENV_PREFIX: &str = "PMCACHE_";
 
 /// Everything pmcache can be told.
@@ -32,6 +42,7 @@ pub struct Config {
     /// The URL clients reach pmcache at, if not what they send as Host. Default unset.
     pub public_url: Option<Url>,
     pub log: LogConfig,
+    pub server: ServerConfig,
     pub upstream: proxy::Config,
     pub pypi: pypi::Config,
     pub npm: npm::Config,
@@ -50,6 +61,67 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// The `[server]` section: limits on what clients may send and hold, so that no client can make
+/// pmcache hang, buffer without bound, or run out of connections for the others.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Connections served at once; more are answered 503 and closed. Default `1024`.
+    pub max_connections: usize,
+    /// Time a client has to send its first bytes, then again to complete a request's headers,
+    /// counted on kept-alive connections from the end of the previous response (so it also
+    /// closes idle ones). Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest request target (path and query) answered; longer ones get 414. Default `8KiB`.
+    pub max_uri_length: ByteSize,
+    /// Largest request header block (names and values); larger ones get 431. Default `32KiB`.
+    pub max_header_size: ByteSize,
+    /// Most request header fields on HTTP/1; more get 431. Default `100`.
+    pub max_headers: usize,
+    /// Time a request body (npm audit, Composer advisories) has to arrive whole once its
+    /// headers are in; a slower one gets 408. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(30),
+            max_uri_length: ByteSize(8 << 10),
+            max_header_size: ByteSize(32 << 10),
+            max_headers: 100,
+            body_read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Refuses limits that would make pmcache refuse every request.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "server.max_connections = 0 would refuse every connection"
+        );
+        anyhow::ensure!(
+            !self.header_read_timeout.is_zero() && !self.body_read_timeout.is_zero(),
+            "server.header_read_timeout and server.body_read_timeout of 0s would cut every request off"
+        );
+        // The shortest useful request line and headers (`GET /pypi/simple/x/`, Host, Accept).
+        anyhow::ensure!(
+            self.max_uri_length.0 >= 256 && self.max_header_size.0 >= 1024,
+            "server.max_uri_length must be at least 256 and server.max_header_size at least 1KiB"
+        );
+        anyhow::ensure!(
+            self.max_headers >= 8,
+            "server.max_headers must be at least 8"
+        );
+        Ok(())
+    }
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +137,7 @@ impl Default for Config {
             data_dir: PathBuf::from("pmcache-data"),
             public_url: None,
             log: LogConfig::default(),
+            server: ServerConfig::default(),
             upstream: proxy::Config::default(),
             pypi: pypi::Config::default(),
             npm: npm::Config::default(),
@@ -131,6 +204,7 @@ pub fn load(
     if let Some(data_dir) = &flags.data_dir {
         config.data_dir = data_dir.clone();
     }
+    config.server.check()?;
     Ok(Loaded {
         config,
         ignored_env,
@@ -245,6 +319,37 @@ mod tests {
         assert_eq!(config.pypi.metadata_ttl, Duration::ZERO);
         assert_eq!(config.pypi.upstream, "http://127.0.0.1:1/simple/");
         assert!(!config.pypi.enabled);
+    }
+
+    #[test]
+    fn server_limits_come_from_the_environment_and_useless_ones_are_refused() {
+        let config = load(
+            None,
+            &env(&[
+                ("PMCACHE_SERVER_MAX_CONNECTIONS", "7"),
+                ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "2s"),
+                ("PMCACHE_SERVER_MAX_URI_LENGTH", "1KiB"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(config.server.max_connections, 7);
+        assert_eq!(config.server.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.server.max_uri_length, ByteSize(1024));
+        for (name, value) in [
+            ("PMCACHE_SERVER_MAX_CONNECTIONS", "0"),
+            ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "0s"),
+            ("PMCACHE_SERVER_BODY_READ_TIMEOUT", "0s"),
+            ("PMCACHE_SERVER_MAX_URI_LENGTH", "10"),
+            ("PMCACHE_SERVER_MAX_HEADERS", "1"),
+        ] {
+            let error = load(None, &env(&[(name, value)]), &Overrides::default()).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("server."),
+                "{name}: {error:#}"
+            );
+        }
     }
 
     #[test]

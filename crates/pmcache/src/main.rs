@@ -2,6 +2,8 @@
 //! `verify`.
 
 mod config;
+mod connection;
+mod input;
 mod metrics;
 mod router;
 mod server;

@@ -15,6 +15,7 @@ use pmcache_proxy::{self as proxy, Body, CACHE_HEADER};
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
 
+use crate::input::{self, Limits};
 use crate::metrics::Metrics;
 
 /// A frontend, or why it is off.
@@ -30,6 +31,7 @@ pub struct App {
     pub rubygems: Mount<rubygems::Frontend>,
     pub packagist: Mount<packagist::Frontend>,
     pub metrics: Metrics,
+    pub limits: Limits,
 }
 
 impl App {
@@ -38,7 +40,14 @@ impl App {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
-        let (ecosystem, response) = match (mount_of(&path), read_body(&parts, body).await) {
+        let mount = mount_of(&path);
+        let encoded_slash = input::takes_encoded_slash(mount.map(|(name, _)| name));
+        let checked = match input::check(&parts, &self.limits, encoded_slash) {
+            // Refused before the body is read: hyper drains or closes, bounded by its limits.
+            Err(refusal) => Err(text(refusal.status, &refusal.reason)),
+            Ok(()) => read_body(&parts, body, self.limits.body_read_timeout()).await,
+        };
+        let (ecosystem, response) = match (mount, checked) {
             (_, Err(response)) => ("none", response),
             (Some(("pypi", rest)), Ok(_)) => ("pypi", self.pypi(&parts, rest).await),
             (Some(("npm", rest)), Ok(body)) => ("npm", self.npm(&parts, body, rest).await),
@@ -141,13 +150,27 @@ fn mount_of(path: &str) -> Option<(&'static str, &str)> {
 /// The largest request body accepted (npm audit posts the whole dependency tree).
 const MAX_REQUEST_BODY: usize = 16 << 20;
 
-/// The request body, for the few endpoints that relay one; a bounded read, so a client cannot
-/// make pmcache buffer without limit.
-async fn read_body(parts: &http::request::Parts, body: Incoming) -> Result<Bytes, Response<Body>> {
+/// The request body, for the few endpoints that relay one; a read bounded in size and time, so a
+/// client can make pmcache neither buffer without limit nor wait for a body that trickles.
+async fn read_body(
+    parts: &http::request::Parts,
+    body: Incoming,
+    timeout: Duration,
+) -> Result<Bytes, Response<Body>> {
     if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
         return Ok(Bytes::new());
     }
-    match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_REQUEST_BODY).collect())
+        .await
+        .map_err(|_| {
+            text(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {timeout:?} (server.body_read_timeout)"
+                ),
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,

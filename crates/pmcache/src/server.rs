@@ -6,9 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use pmcache_npm as npm;
 use pmcache_packagist as packagist;
@@ -19,7 +16,9 @@ use pmcache_store::Store;
 use tokio::net::TcpListener;
 use url::Url;
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
+use crate::connection::{self, Admission, Protocols};
+use crate::input::Limits;
 use crate::metrics::Metrics;
 use crate::router::{App, Mount};
 
@@ -27,8 +26,6 @@ use crate::router::{App, Mount};
 const GRACE: Duration = Duration::from_secs(10);
 /// How often batched last-access times are written to the index.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
-/// Slow clients must send their request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir).with_context(|| {
@@ -48,25 +45,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         rubygems: rubygems_mount(&config, &proxy).await,
         packagist: packagist_mount(&config, &proxy).await,
         metrics: Metrics::new(),
+        limits: Limits::new(&config.server),
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
     // The first line on stdout tells scripts and tests where pmcache listens (port 0 picks one).
     println!("pmcache listening on http://{local}");
     tracing::info!(%local, data_dir = %config.data_dir.display(), "serving");
-    accept_until_shutdown(listener, app).await;
+    accept_until_shutdown(listener, app, &config.server).await;
     flusher.abort();
     proxy.flush()?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>) {
+async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>, settings: &ServerConfig) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let protocols = Arc::new(Protocols::new(settings));
+    let admission = Admission::new(settings.max_connections);
+    // Dropping the sender tells connections still waiting for their first bytes to close.
+    let (stop_sender, stop_signal) = tokio::sync::watch::channel(());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -80,23 +77,24 @@ async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>) {
                         continue;
                     }
                 };
-                let app = Arc::clone(&app);
-                let service = service_fn(move |request| {
-                    let app = Arc::clone(&app);
-                    async move { app.handle(request).await }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                });
+                let Some(permit) = admission.admit() else {
+                    app.metrics.connection_refused();
+                    admission.refuse(stream);
+                    continue;
+                };
+                let context = connection::Context {
+                    protocols: Arc::clone(&protocols),
+                    app: Arc::clone(&app),
+                    watcher: graceful.watcher(),
+                    stopping: stop_signal.clone(),
+                };
+                tokio::spawn(connection::serve(stream, permit, context));
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
+    drop(stop_sender);
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     if tokio::time::timeout(GRACE, graceful.shutdown())
         .await

@@ -1,0 +1,273 @@
+//! One accepted TCP connection: admission under `server.max_connections` (a connection over the
+//! limit gets a plain 503 and is closed), the HTTP/1 or HTTP/2 choice made from its first bytes
+//! within the header timeout, and hyper serving it with the configured limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::config::ServerConfig;
+use crate::router::App;
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4); anything else is HTTP/1.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long a refused connection may take to receive its 503 and be drained before it is cut.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+/// Bytes of a refused client's request read (and dropped) so that closing does not reset the
+/// connection before the client has read the 503.
+const REFUSAL_DRAIN: usize = 64 << 10;
+/// Refused connections being answered at once; beyond that a flood is cut without a word.
+const CONCURRENT_REFUSALS: usize = 64;
+/// Room in hyper's read buffer for the request line's method and version beyond the limits.
+const HEAD_SLACK: usize = 4 << 10;
+/// How often a connection that sent part of the HTTP/2 preface is looked at again.
+const PREFACE_POLL: Duration = Duration::from_millis(10);
+
+/// How often refusals are logged: a flood of them must not flood the log (the metric counts
+/// each one).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts connections against `server.max_connections`.
+pub struct Admission {
+    permits: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
+    limit: usize,
+    last_logged: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Admission {
+    pub fn new(limit: usize) -> Admission {
+        Admission {
+            permits: Arc::new(Semaphore::new(limit)),
+            refusals: Arc::new(Semaphore::new(CONCURRENT_REFUSALS)),
+            limit,
+            last_logged: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A place for one more connection, held until it closes; None at the limit.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
+    /// Answers a connection over the limit with 503 and closes it, in the background and
+    /// bounded in time; under a flood of refusals, closes it at once.
+    pub fn refuse(&self, stream: TcpStream) {
+        self.log_refusal();
+        let Ok(permit) = Arc::clone(&self.refusals).try_acquire_owned() else {
+            return;
+        };
+        let limit = self.limit;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REFUSAL_TIME, write_refusal(stream, limit)).await;
+            drop(permit);
+        });
+    }
+}
+
+impl Admission {
+    fn log_refusal(&self) {
+        let now = std::time::Instant::now();
+        let mut last = self
+            .last_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_EVERY) {
+            *last = Some(now);
+            tracing::warn!(
+                limit = self.limit,
+                "refusing connections: server.max_connections are open (counted in pmcache_connections_refused_total; logged at most every 10s)"
+            );
+        }
+    }
+}
+
+/// The whole 503 response for a connection over the limit.
+pub fn refusal_response(limit: usize) -> String {
+    let reason = format!(
+        "pmcache is serving its limit of {limit} connections (server.max_connections); try again shortly\n"
+    );
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{reason}",
+        reason.len()
+    )
+}
+
+async fn write_refusal(mut stream: TcpStream, limit: usize) -> std::io::Result<()> {
+    stream.write_all(refusal_response(limit).as_bytes()).await?;
+    stream.shutdown().await?;
+    // Unread request bytes would make the kernel answer our close with a reset, which can
+    // destroy the 503 before the client reads it.
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < REFUSAL_DRAIN {
+        match stream.read(&mut sink).await? {
+            0 => break,
+            read => drained += read,
+        }
+    }
+    Ok(())
+}
+
+/// The protocol a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Which protocol the bytes a client sent so far show; None while they are a proper prefix of
+/// the HTTP/2 preface.
+fn protocol_of(first: &[u8]) -> Option<Protocol> {
+    let seen = first.len().min(H2_PREFACE.len());
+    if first[..seen] != H2_PREFACE[..seen] {
+        Some(Protocol::Http1)
+    } else if seen == H2_PREFACE.len() {
+        Some(Protocol::Http2)
+    } else {
+        None
+    }
+}
+
+/// Waits for enough of the client's first bytes to tell the protocol. None when the client
+/// closed first. A client that sends nothing is held only as long as the caller's timeout: this
+/// wait comes before hyper's own header timeout starts.
+async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let seen = stream.peek(&mut first).await?;
+        if seen == 0 {
+            return Ok(None);
+        }
+        if let Some(protocol) = protocol_of(&first[..seen]) {
+            return Ok(Some(protocol));
+        }
+        // Part of the preface: peek would answer at once with the same bytes, so wait a little.
+        tokio::time::sleep(PREFACE_POLL).await;
+    }
+}
+
+/// hyper's connection builders with the limits of `[server]`.
+pub struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+}
+
+impl Protocols {
+    pub fn new(settings: &ServerConfig) -> Protocols {
+        let uri = usize::try_from(settings.max_uri_length.0).unwrap_or(usize::MAX);
+        let headers = usize::try_from(settings.max_header_size.0).unwrap_or(usize::MAX);
+        // hyper's own limits sit above ours, so that the router answers requests just over
+        // them with a reason; these only stop what would not even fit the buffer.
+        let head = uri.saturating_add(headers).saturating_add(HEAD_SLACK);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .max_headers(settings.max_headers)
+            .max_header_size(head)
+            // hyper requires at least 8 KiB.
+            .max_buf_size(head.max(8 << 10));
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX));
+        Protocols {
+            http1,
+            http2,
+            header_read_timeout: settings.header_read_timeout,
+        }
+    }
+}
+
+/// What a connection needs from the server beyond its socket.
+pub struct Context {
+    pub protocols: Arc<Protocols>,
+    pub app: Arc<App>,
+    /// Watches the connection once hyper serves it, for a graceful shutdown.
+    pub watcher: Watcher,
+    /// Changes (its sender is dropped) when the server stops: a connection that has not sent
+    /// its first bytes yet is closed then rather than waited for.
+    pub stopping: watch::Receiver<()>,
+}
+
+/// Serves one admitted connection until it closes; `permit` is its place under the limit.
+pub async fn serve(stream: TcpStream, permit: OwnedSemaphorePermit, context: Context) {
+    let Context {
+        protocols,
+        app,
+        watcher,
+        mut stopping,
+    } = context;
+    let _open = app.metrics.connection_opened();
+    let sniffed = tokio::select! {
+        sniffed = tokio::time::timeout(protocols.header_read_timeout, sniff(&stream)) => sniffed,
+        _ = stopping.changed() => return,
+    };
+    let protocol = match sniffed {
+        Ok(Ok(Some(protocol))) => protocol,
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "connection failed before its first request");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("client sent nothing within the header timeout; closing");
+            return;
+        }
+    };
+    let service = service_fn(move |request| {
+        let app = Arc::clone(&app);
+        async move { app.handle(request).await }
+    });
+    let io = TokioIo::new(stream);
+    let result = match protocol {
+        Protocol::Http1 => {
+            watcher
+                .watch(protocols.http1.serve_connection(io, service))
+                .await
+        }
+        Protocol::Http2 => {
+            watcher
+                .watch(protocols.http2.serve_connection(io, service))
+                .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+    drop(permit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_bytes_tell_the_protocol() {
+        assert_eq!(protocol_of(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(protocol_of(b"P"), None);
+        assert_eq!(protocol_of(b"PRI * HTTP/2.0"), None);
+        assert_eq!(protocol_of(b"PUT /x HTTP/1.1"), Some(Protocol::Http1));
+        assert_eq!(protocol_of(H2_PREFACE), Some(Protocol::Http2));
+    }
+
+    #[test]
+    fn the_refusal_is_one_complete_response() {
+        let response = refusal_response(3);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains("\r\nConnection: close"));
+        assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
+        assert_eq!(body.lines().count(), 1);
+        assert!(body.contains("server.max_connections"));
+    }
+}

@@ -1,0 +1,690 @@
+//! Bad client input, spoken as raw HTTP where clients would normalise it: traversal in every
+//! mount, invalid names, over-long targets and headers, huge `Accept`s, malformed `Range`s,
+//! slow clients and too many connections. Each gets a 4xx or a 503 with a one-line reason (or,
+//! for a client too slow to send its request, a closed connection): never a file from outside
+//! the store, never an upstream request for input that cannot be a package, never a hang.
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use bytes::Bytes;
+use hyper::{Response, StatusCode};
+use tempfile::TempDir;
+
+use crate::support::fixture_server::{
+    self, Body, FixtureServer, RequestLog, full_body, status_only,
+};
+use crate::support::pmcache::Pmcache;
+use crate::support::raw_http::{self, RawResponse};
+use crate::support::wait_until;
+
+/// What the secret file next to the data dir holds: no response may ever contain it.
+const SECRET: &str = "pmcache-e2e-secret-3f1d0c";
+/// The one artifact the fixture publishes.
+const FILE_NAME: &str = "demo-1.0.tar.gz";
+const PEP_691_JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+/// The artifact's bytes: long enough for ranges inside it, and different at every offset.
+fn artifact() -> Bytes {
+    Bytes::from((0..4096u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+/// A fixture behind every mount at once (`/simple/`, `/npm/`, `/gems/`, `/composer/`) that
+/// logs each request. It publishes one PyPI project and one npm package; everything else is
+/// 404, so any request a test did not mean to cause shows up in the log.
+struct Upstream {
+    server: FixtureServer,
+    log: Arc<RequestLog<String>>,
+}
+
+impl Upstream {
+    fn start() -> Result<Upstream> {
+        let bound = FixtureServer::bind("hardening-upstream", 1)?;
+        let addr = bound.addrs()[0];
+        let log = Arc::new(RequestLog::default());
+        let handler = {
+            let log = Arc::clone(&log);
+            fixture_server::handler(move |request| {
+                let target = request.uri().to_string();
+                log.push(target.clone());
+                async move { answer(addr, &target) }
+            })
+        };
+        let server = bound.serve(vec![handler]);
+        Ok(Upstream { server, log })
+    }
+
+    fn url(&self, prefix: &str) -> String {
+        format!("http://{}/{prefix}/", self.server.addr(0))
+    }
+
+    /// Fails, listing them, if the upstream saw requests after `mark`.
+    fn ensure_untouched_since(&self, mark: usize, what: &str) -> Result<()> {
+        let seen = self.log.since(mark);
+        ensure!(
+            seen.is_empty(),
+            "{what} made pmcache ask the upstream for {seen:?}"
+        );
+        Ok(())
+    }
+}
+
+fn answer(addr: SocketAddr, target: &str) -> Response<Body> {
+    let data = artifact();
+    match target {
+        "/simple/demo/" => {
+            let page = serde_json::json!({
+                "meta": {"api-version": "1.1"},
+                "name": "demo",
+                "files": [{
+                    "filename": FILE_NAME,
+                    "url": format!("http://{addr}/files/{FILE_NAME}"),
+                    "hashes": {"sha256": crate::support::sha256_hex(&data)},
+                }],
+            });
+            json(PEP_691_JSON, &page)
+        }
+        "/npm/demo" => {
+            use base64::Engine as _;
+            use sha2::Digest as _;
+            let integrity =
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(&data));
+            let packument = serde_json::json!({
+                "name": "demo",
+                "dist-tags": {"latest": "1.0.0"},
+                "versions": {"1.0.0": {
+                    "name": "demo",
+                    "version": "1.0.0",
+                    "dist": {
+                        "tarball": format!("http://{addr}/npm/demo/-/demo-1.0.0.tgz"),
+                        "integrity": format!("sha512-{integrity}"),
+                    },
+                }},
+            });
+            json("application/json", &packument)
+        }
+        _ if target == format!("/files/{FILE_NAME}") => {
+            let mut response = Response::new(full_body(data));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/octet-stream"),
+            );
+            response
+        }
+        _ => status_only(StatusCode::NOT_FOUND),
+    }
+}
+
+fn json(content_type: &'static str, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full_body(Bytes::from(value.to_string())));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// One test's world: a temp dir holding the data dir and, beside it, a secret file; the
+/// fixture upstream; pmcache with every frontend pointed at the fixture.
+struct Case {
+    pmcache: Pmcache,
+    upstream: Upstream,
+    _dir: TempDir,
+}
+
+impl Case {
+    fn start(settings: &[(&str, &str)]) -> Result<Case> {
+        let dir = tempfile::Builder::new()
+            .prefix("pmcache-e2e-hardening-")
+            .tempdir()?;
+        // Beside the data dir, where `data/../secret.txt` would find it.
+        std::fs::write(dir.path().join("secret.txt"), SECRET)?;
+        let upstream = Upstream::start()?;
+        let (pypi, npm) = (upstream.url("simple"), upstream.url("npm"));
+        let (gems, composer) = (upstream.url("gems"), upstream.url("composer"));
+        let mut env = vec![
+            ("PMCACHE_PYPI_UPSTREAM", pypi.as_str()),
+            ("PMCACHE_NPM_UPSTREAM", npm.as_str()),
+            ("PMCACHE_RUBYGEMS_UPSTREAM", gems.as_str()),
+            ("PMCACHE_PACKAGIST_UPSTREAM", composer.as_str()),
+        ];
+        env.extend_from_slice(settings);
+        let pmcache = Pmcache::serve(dir.path(), &dir.path().join("data"), &env)?;
+        Ok(Case {
+            pmcache,
+            upstream,
+            _dir: dir,
+        })
+    }
+
+    fn addr(&self) -> Result<SocketAddr> {
+        let base = self.pmcache.base_url();
+        let authority = base.strip_prefix("http://").context("pmcache URL")?;
+        Ok(authority.parse()?)
+    }
+
+    fn get(&self, target: &str, headers: &[(&str, &str)]) -> Result<RawResponse> {
+        raw_http::get(self.addr()?, target, headers)
+    }
+
+    /// GETs `target` and fails unless the answer is `status` with a one-line reason, holds no
+    /// secret, and the upstream heard nothing of it.
+    fn ensure_refused(&self, target: &str, status: u16) -> Result<()> {
+        let mark = self.upstream.log.mark();
+        let response = self.get(target, &[])?;
+        ensure!(
+            response.status == status,
+            "GET {target}: HTTP {} ({:?}), expected {status}",
+            response.status,
+            response.text()
+        );
+        response.ensure_one_line_reason(&format!("GET {target}"))?;
+        ensure!(
+            !response.text().contains(SECRET),
+            "GET {target} served the secret"
+        );
+        self.upstream
+            .ensure_untouched_since(mark, &format!("GET {target}"))
+    }
+
+    /// The file URL (path) pmcache's rendering of the demo page gives the artifact.
+    fn artifact_path(&self) -> Result<String> {
+        let page = self.get("/pypi/simple/demo/", &[("Accept", PEP_691_JSON)])?;
+        ensure!(page.status == 200, "project page: HTTP {}", page.status);
+        let page: serde_json::Value = serde_json::from_slice(&page.body)?;
+        let url = page["files"][0]["url"]
+            .as_str()
+            .context("no file url in the page")?;
+        Ok(url.to_owned())
+    }
+}
+
+/// Traversal attempts that make sense below any mount.
+fn traversals(mount: &str) -> Vec<String> {
+    [
+        "../secret.txt",
+        "../../secret.txt",
+        "%2e%2e/secret.txt",
+        "%2E%2E/%2e%2e/secret.txt",
+        ".%2e/secret.txt",
+        "./secret.txt",
+        "x/../../secret.txt",
+        "..%5csecret.txt",
+        "..%5C..%5Csecret.txt",
+        "secret.txt%00.json",
+        "%00",
+        "/secret.txt",
+        "x//secret.txt",
+        "x%zz",
+    ]
+    .iter()
+    .map(|rest| format!("/{mount}/{rest}"))
+    .collect()
+}
+
+#[test]
+fn traversal_is_refused_below_every_mount_and_the_root() -> Result<()> {
+    let case = Case::start(&[])?;
+    for mount in ["pypi", "npm", "rubygems", "packagist"] {
+        for target in traversals(mount) {
+            case.ensure_refused(&target, 400)?;
+        }
+    }
+    for target in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "//secret.txt",
+        // Encoded slashes where no route takes one.
+        "/pypi/simple/..%2fsecret.txt/",
+        "/pypi/simple/a%2Fb/",
+        "/rubygems/info/..%2F..%2Fsecret.txt",
+        "/rubygems/gems/a%2fb-1.0.gem",
+        // Mount-specific spellings.
+        "/pypi/files/0123456789abcdef0123456789abcdef/..",
+        "/pypi/files/0123456789abcdef0123456789abcdef/%2e%2e",
+        "/pypi/simple/demo/%2e%2e/%2e%2e/secret.txt",
+        "/npm/@scope%2f..",
+        "/npm/@scope%2f..%2f..%2fsecret.txt",
+        "/npm/@scope%2F%2e%2e%2Fsecret.txt",
+        "/npm/demo/-/..%2f..%2fsecret.txt",
+        "/npm/-/..%2f..%2fsecret.txt",
+        "/packagist/dists/acme/tool/..%2F..%2F..%2Fsecret.txt",
+        "/packagist/dists/acme/tool/feature%2F..%2F..%2Fx.zip",
+        "/packagist/p2/..%2Fsecret.txt.json",
+    ] {
+        case.ensure_refused(target, 400)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn raw_backslashes_never_reach_a_frontend() -> Result<()> {
+    let case = Case::start(&[])?;
+    for target in [
+        "/pypi/..\\secret.txt",
+        "/npm/..\\..\\secret.txt",
+        "/rubygems/info/..\\secret.txt",
+        "/packagist/dists/acme/tool/..\\secret.txt",
+    ] {
+        let mark = case.upstream.log.mark();
+        let response = case.get(target, &[])?;
+        // hyper may refuse the request line itself (a bare 400); otherwise pmcache's check does.
+        ensure!(
+            response.status == 400,
+            "GET {target}: HTTP {}",
+            response.status
+        );
+        if !response.body.is_empty() {
+            response.ensure_one_line_reason(target)?;
+        }
+        ensure!(!response.text().contains(SECRET));
+        case.upstream.ensure_untouched_since(mark, target)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn legitimate_encoded_slashes_still_reach_the_upstream() -> Result<()> {
+    let case = Case::start(&[])?;
+    let mark = case.upstream.log.mark();
+    // The fixture has no such package: a 404 from the upstream, not a 400 from the edge.
+    let response = case.get("/npm/@demo%2fscoped", &[])?;
+    ensure!(
+        response.status == 404,
+        "npm scoped name: HTTP {} {:?}",
+        response.status,
+        response.text()
+    );
+    let seen = case.upstream.log.since(mark);
+    ensure!(
+        seen.iter().any(|target| target == "/npm/@demo%2fscoped"),
+        "the upstream was not asked for the scoped packument: {seen:?}"
+    );
+    let response = case.get("/packagist/dists/acme/tool/feature%2Fx.zip", &[])?;
+    ensure!(
+        response.status != 400,
+        "a branch reference was refused at the edge: {:?}",
+        response.text()
+    );
+    let seen = case.upstream.log.since(mark);
+    ensure!(
+        seen.iter().any(|target| target.starts_with("/composer/")),
+        "the Packagist dist request never reached the upstream: {seen:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn invalid_names_are_refused_without_asking_the_upstream() -> Result<()> {
+    let case = Case::start(&[])?;
+    let long_pypi = format!("/pypi/simple/{}/", "a".repeat(201));
+    let long_npm = format!("/npm/{}", "a".repeat(215));
+    let long_gem = format!("/rubygems/info/{}", "a".repeat(256));
+    for (target, status) in [
+        ("/pypi/simple/-demo/", 400),
+        ("/pypi/simple/demo_/", 400),
+        ("/pypi/simple/de%20mo/", 400),
+        ("/pypi/simple/d%C3%A9mo/", 400),
+        ("/pypi/simple/de$mo/", 400),
+        (long_pypi.as_str(), 400),
+        ("/npm/.hidden", 400),
+        ("/npm/_private", 400),
+        ("/npm/@scope", 400),
+        ("/npm/@/name", 400),
+        ("/npm/sp%20ace", 400),
+        ("/npm/a%2Bb", 400),
+        (long_npm.as_str(), 400),
+        ("/npm/demo/-/demo-1.0.0.zip", 400),
+        ("/rubygems/info/a%20b", 400),
+        ("/rubygems/info/-", 400),
+        ("/rubygems/gems/rails.gem", 400),
+        ("/rubygems/gems/-1.0.gem", 400),
+        (long_gem.as_str(), 400),
+        // Composer takes a 404 as "not in this repository" and looks elsewhere.
+        ("/packagist/p2/Acme/Tool.json", 404),
+        ("/packagist/p2/acme.json", 404),
+        ("/packagist/p2/acme/tool__x.json", 404),
+        ("/packagist/p2/acme/tool/extra.json", 404),
+        ("/packagist/providers/acme.json", 404),
+        ("/packagist/dists/Acme/tool/abc.zip", 404),
+    ] {
+        case.ensure_refused(target, status)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn over_long_targets_and_header_blocks_get_414_and_431() -> Result<()> {
+    let case = Case::start(&[])?;
+    let addr = case.addr()?;
+    // Over pmcache's limits (8 KiB, 32 KiB) but within hyper's buffer: pmcache says why.
+    let long_target = format!("/pypi/simple/{}/", "a".repeat(9 << 10));
+    case.ensure_refused(&long_target, 414)?;
+    let big_header = "x".repeat(40 << 10);
+    let response = case.get("/healthz", &[("X-Filler", &big_header)])?;
+    ensure!(
+        response.status == 431,
+        "40 KiB header: HTTP {}",
+        response.status
+    );
+    response.ensure_one_line_reason("40 KiB header")?;
+    // Far over: refused by hyper before pmcache sees a request, still promptly.
+    // hyper answers and closes while the rest of the request is still arriving, so the kernel
+    // may reset the connection before the client reads the answer: an answer, if any, is a
+    // refusal, and the connection ends promptly either way.
+    let huge_target = format!("/pypi/simple/{}/", "a".repeat(200 << 10));
+    let huge_header = "x".repeat(1 << 20);
+    for (what, target, headers) in [
+        ("200 KiB target", huge_target.as_str(), vec![]),
+        (
+            "1 MiB header",
+            "/healthz",
+            vec![("X-Filler", huge_header.as_str())],
+        ),
+    ] {
+        if let Some(response) = raw_http::attempt(addr, target, &headers)? {
+            ensure!(
+                matches!(response.status, 414 | 431),
+                "{what}: HTTP {}",
+                response.status
+            );
+        }
+    }
+    let many: Vec<(String, String)> = (0..150)
+        .map(|i| (format!("X-Header-{i}"), "v".to_owned()))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let response = raw_http::get(addr, "/healthz", &many)?;
+    ensure!(
+        response.status == 431,
+        "150 headers: HTTP {}",
+        response.status
+    );
+    // And pmcache still serves.
+    ensure!(case.get("/healthz", &[])?.status == 200);
+    Ok(())
+}
+
+#[test]
+fn huge_accept_headers_negotiate_quickly() -> Result<()> {
+    let case = Case::start(&[])?;
+    // Just under the 32 KiB header limit: thousands of entries, garbage mixed in.
+    let entries = "text/plain;q=0.1, garbage, application/x;q=oops, ".repeat(600);
+    for (target, tail) in [
+        ("/pypi/simple/demo/", PEP_691_JSON),
+        ("/npm/demo", "application/vnd.npm.install-v1+json"),
+    ] {
+        for accept in [format!("{entries}{tail}"), "a".repeat(30 << 10)] {
+            let started = Instant::now();
+            let response = case.get(target, &[("Accept", &accept)])?;
+            ensure!(
+                response.status == 200,
+                "{target} with a {}-byte Accept: HTTP {} {:?}",
+                accept.len(),
+                response.status,
+                response.text()
+            );
+            ensure!(
+                started.elapsed() < Duration::from_secs(5),
+                "{target}: negotiation took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    // An entry past the read bound is not seen: the header is cut, not parsed whole.
+    let response = case.get(
+        "/pypi/simple/demo/",
+        &[("Accept", &format!("{entries}{PEP_691_JSON}"))],
+    )?;
+    ensure!(
+        response.header("content-type") == Some("text/html"),
+        "a type named after 28 KiB of entries was honoured: {:?}",
+        response.header("content-type")
+    );
+    Ok(())
+}
+
+#[test]
+fn malformed_ranges_are_ignored_or_unsatisfiable_never_fatal() -> Result<()> {
+    let case = Case::start(&[])?;
+    let path = case.artifact_path()?;
+    let data = artifact();
+    let size = data.len();
+    // The first request is a miss, streamed from the upstream: a malformed range is ignored.
+    let response = case.get(&path, &[("Range", "bytes=5-2")])?;
+    ensure!(
+        response.status == 200 && response.body == data,
+        "miss with a malformed range: HTTP {}, {} bytes",
+        response.status,
+        response.body.len()
+    );
+    for range in [
+        "bytes=abc",
+        "bytes=5-2",
+        "bytes=0-1,4-5",
+        "bytes=1-2, 3-4, 5-6",
+        "bytes=99999999999999999999999-",
+        "bytes=0-99999999999999999999999",
+        "bytes=--5",
+        "bytes=-",
+        "bytes=",
+        "items=0-5",
+        "bytes=1-2-3",
+        "bytes = 0 - 5x",
+    ] {
+        let response = case.get(&path, &[("Range", range)])?;
+        ensure!(
+            response.status == 200 && response.body == data,
+            "artifact, Range {range:?}: HTTP {} with {} bytes",
+            response.status,
+            response.body.len()
+        );
+    }
+    for range in ["bytes=-0", &format!("bytes={size}-"), "bytes=99999999-"] {
+        let response = case.get(&path, &[("Range", range)])?;
+        ensure!(
+            response.status == 416
+                && response.header("content-range") == Some(&format!("bytes */{size}")),
+            "artifact, Range {range:?}: HTTP {} {:?}",
+            response.status,
+            response.headers
+        );
+    }
+    let response = case.get(&path, &[("Range", "bytes=2-4")])?;
+    ensure!(
+        response.status == 206 && response.body == data[2..=4],
+        "a valid range: HTTP {}",
+        response.status
+    );
+    let response = case.get(&path, &[("Range", "bytes=-99999999999")])?;
+    ensure!(
+        response.status == 206 && response.body == data,
+        "a suffix longer than the file: HTTP {}",
+        response.status
+    );
+    // Documents are rewritten as a whole and answer every range with the whole body.
+    for range in ["bytes=0-3", "bytes=-0", "bytes=abc", "bytes=5-2,1-1"] {
+        let response = case.get(
+            "/pypi/simple/demo/",
+            &[("Range", range), ("Accept", PEP_691_JSON)],
+        )?;
+        ensure!(
+            response.status == 200
+                && serde_json::from_slice::<serde_json::Value>(&response.body).is_ok(),
+            "document, Range {range:?}: HTTP {}",
+            response.status
+        );
+    }
+    Ok(())
+}
+
+/// Waits for the server to close `stream`, failing if it sends a response or takes longer
+/// than `within`.
+fn ensure_closed_within(stream: &mut TcpStream, within: Duration, what: &str) -> Result<()> {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(within + Duration::from_secs(3)))?;
+    let received = raw_http::read_to_close(stream)
+        .with_context(|| format!("{what}: the connection stayed open"))?;
+    let elapsed = started.elapsed();
+    ensure!(
+        !received.starts_with(b"HTTP/1.1 2"),
+        "{what}: got a success {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    ensure!(
+        elapsed < within + Duration::from_secs(2),
+        "{what}: closed only after {elapsed:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn slow_clients_are_cut_off_at_the_header_timeout() -> Result<()> {
+    let case = Case::start(&[("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "1s")])?;
+    let addr = case.addr()?;
+    let timeout = Duration::from_secs(1);
+
+    let mut silent = TcpStream::connect(addr)?;
+    ensure_closed_within(&mut silent, timeout, "a client that sends nothing")?;
+
+    let mut preface = TcpStream::connect(addr)?;
+    preface.write_all(b"PRI * HTTP/2.0\r\n")?;
+    ensure_closed_within(&mut preface, timeout, "half an HTTP/2 preface")?;
+
+    let mut trickle = TcpStream::connect(addr)?;
+    trickle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")?;
+    let started = Instant::now();
+    let writer = {
+        let mut trickle = trickle.try_clone()?;
+        std::thread::spawn(move || {
+            // Twenty header lines over six seconds, if the server lets it.
+            for line in 0..20 {
+                std::thread::sleep(Duration::from_millis(300));
+                if trickle
+                    .write_all(format!("X-Slow-{line}: a\r\n").as_bytes())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    ensure_closed_within(&mut trickle, timeout, "a client trickling its headers")?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(4),
+        "the trickling client was held {:?}",
+        started.elapsed()
+    );
+    let _ = writer.join();
+
+    // A prompt client is served as ever, and its kept-alive connection, once idle, is closed
+    // after the same time.
+    let mut prompt = TcpStream::connect(addr)?;
+    prompt.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let response = raw_http::read_one(&mut prompt)?;
+    ensure!(response.status == 200, "healthz: HTTP {}", response.status);
+    ensure_closed_within(&mut prompt, timeout, "an idle kept-alive connection")?;
+    Ok(())
+}
+
+#[test]
+fn connections_over_the_limit_get_503_and_are_counted() -> Result<()> {
+    let case = Case::start(&[
+        ("PMCACHE_SERVER_MAX_CONNECTIONS", "2"),
+        ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "20s"),
+    ])?;
+    let addr = case.addr()?;
+    // Two connections hold both places: each has started a request it does not finish.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut holder = TcpStream::connect(addr)?;
+        holder.write_all(b"GET /healthz HTTP/1.1\r\n")?;
+        holders.push(holder);
+    }
+    let started = Instant::now();
+    let response = raw_http::get(addr, "/healthz", &[])?;
+    ensure!(
+        response.status == 503,
+        "third connection: HTTP {} {:?}",
+        response.status,
+        response.text()
+    );
+    ensure!(response.header("connection") == Some("close"));
+    response.ensure_one_line_reason("third connection")?;
+    ensure!(
+        response.text().contains("server.max_connections"),
+        "the reason does not name the setting: {:?}",
+        response.text()
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    // Places come back when connections close.
+    drop(holders);
+    wait_until(Duration::from_secs(10), "a place to free up", || {
+        Ok(raw_http::get(addr, "/healthz", &[])?.status == 200)
+    })?;
+    let metrics = case.get("/metrics", &[])?.text();
+    ensure!(
+        metrics.lines().any(
+            |line| line.starts_with("pmcache_connections_refused_total ") && !line.ends_with(" 0")
+        ),
+        "no refused connection counted:\n{metrics}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_silent_connection_does_not_hold_up_shutdown() -> Result<()> {
+    let mut case = Case::start(&[])?;
+    let silent = TcpStream::connect(case.addr()?)?;
+    // Let pmcache accept it and start waiting for its first bytes.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = case.pmcache.stop()?;
+    ensure!(status.success(), "pmcache exited with {status}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "a connection that never sent a byte held shutdown up for {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    Ok(())
+}
+
+#[test]
+fn a_trickling_request_body_gets_408() -> Result<()> {
+    let case = Case::start(&[("PMCACHE_SERVER_BODY_READ_TIMEOUT", "1s")])?;
+    let addr = case.addr()?;
+    let mark = case.upstream.log.mark();
+    let mut stream = TcpStream::connect(addr)?;
+    // npm audit's endpoint takes a body: promise 1000 bytes, send 10, then nothing.
+    stream.write_all(
+        format!(
+            "POST /npm/-/npm/v1/security/audits/quick HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{{\"a\": 1, "
+        )
+        .as_bytes(),
+    )?;
+    let started = Instant::now();
+    let received = raw_http::read_to_close(&mut stream)?;
+    let response = raw_http::parse(&received)?;
+    ensure!(
+        response.status == 408,
+        "HTTP {} {:?}",
+        response.status,
+        response.text()
+    );
+    response.ensure_one_line_reason("trickling body")?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(4),
+        "the answer took {:?}",
+        started.elapsed()
+    );
+    case.upstream
+        .ensure_untouched_since(mark, "a body that never arrived")
+}
