@@ -389,7 +389,6 @@ fn concurrent_requests_share_one_stalled_upstream_fetch() -> Result<()> {
 /// RFC 9110 §10.2.3: `Retry-After` is delay-seconds or an HTTP-date; an upstream's date must be
 /// passed on (as it is, or as the seconds it stands for), not replaced by pmcache's own guess.
 #[test]
-#[ignore = "pmcache bug: an upstream Retry-After given as an HTTP-date is replaced by the default 30 s"]
 fn upstream_retry_after_dates_are_passed_on() -> Result<()> {
     const WAIT: Duration = Duration::from_secs(10);
     let case = Case::start(&[])?;
@@ -575,7 +574,6 @@ fn artifact_faults_fail_the_download_and_store_nothing() -> Result<()> {
 /// requests to it are not sent for `breaker_cooldown`: 503 with the remaining wait, or the stale
 /// copy at once; then one probe goes through, and its success closes the breaker.
 #[test]
-#[ignore = "needs the circuit breaker from main"]
 fn circuit_breaker_opens_after_timeouts_and_closes_after_a_probe() -> Result<()> {
     const COOLDOWN: Duration = Duration::from_secs(2);
     let case = Case::start(&[

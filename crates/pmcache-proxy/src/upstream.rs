@@ -121,7 +121,7 @@ impl Upstream {
         }
         Err(Error::Redirect {
             url: url.to_string(),
-            location: format!("more than {MAX_REDIRECTS} redirects"),
+            location: format!("a chain of more than {MAX_REDIRECTS} redirects"),
         })
     }
 
@@ -192,8 +192,7 @@ impl Upstream {
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| retry_after(v, std::time::SystemTime::now()));
             return Err(Error::Status {
                 url: url.to_string(),
                 status,
@@ -333,6 +332,16 @@ fn gunzip_bounded(compressed: &[u8], limit: u64) -> Result<Bytes, GunzipError> {
     Ok(Bytes::from(out))
 }
 
+/// RFC 9110 §10.2.3: `Retry-After` is seconds or an HTTP date (a date already past means now).
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or_default())
+}
+
 fn redirect_target(current: &Url, headers: &HeaderMap) -> Result<Url> {
     let location = headers
         .get(header::LOCATION)
@@ -422,6 +431,17 @@ mod tests {
             gunzip_bounded(b"not gzip", 100),
             Err(GunzipError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(10));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(10)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(10));
+        assert_eq!(retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("soon", now), None);
     }
 
     #[test]
