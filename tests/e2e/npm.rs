@@ -398,15 +398,23 @@ fn tarball_of_a_version_newer_than_the_cached_packument_is_found() -> Result<()>
     );
     case.upstream.publish();
     let before = case.upstream.packument_requests(LEFT);
-    let tarball = http::get(&format!("{}{LEFT}/-/{LEFT}-1.2.0.tgz", case.registry()))?;
+    let tarball_url = format!("{}{LEFT}/-/{LEFT}-1.2.0.tgz", case.registry());
+    // Within seconds of caching the packument, pmcache does not ask again.
+    let early = http::get(&tarball_url)?;
+    ensure!(early.status == 404, "{}", early.describe());
+    ensure!(case.upstream.packument_requests(LEFT) == before);
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let tarball = http::get(&tarball_url)?;
     ensure!(tarball.is_complete_ok(), "{}", tarball.describe());
     ensure!(
         case.upstream.packument_requests(LEFT) == before + 1,
         "expected exactly one packument refetch:\n{}",
         case.upstream.request_log()
     );
+    // A made-up version right after that refetch costs no upstream request.
     let missing = http::get(&format!("{}{LEFT}/-/{LEFT}-9.9.9.tgz", case.registry()))?;
     ensure!(missing.status == 404, "{}", missing.describe());
+    ensure!(case.upstream.packument_requests(LEFT) == before + 1);
     case.ensure_no_egress()
 }
 

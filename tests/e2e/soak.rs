@@ -186,6 +186,21 @@ impl World {
         }
     }
 
+    /// Stops (`down`) or restarts the upstream of `ecosystem`.
+    fn set_upstream_down(&self, ecosystem: Ecosystem, down: bool) -> Result<()> {
+        match (ecosystem, down) {
+            (Ecosystem::Pip, true) => self.pypi.stop(),
+            (Ecosystem::Npm, true) => self.npm.stop(),
+            (Ecosystem::Gem, true) => self.rubygems.stop(),
+            (Ecosystem::Composer, true) => self.packagist.stop(),
+            (Ecosystem::Pip, false) => self.pypi.restart()?,
+            (Ecosystem::Npm, false) => self.npm.restart()?,
+            (Ecosystem::Gem, false) => self.rubygems.restart()?,
+            (Ecosystem::Composer, false) => self.packagist.restart()?,
+        }
+        Ok(())
+    }
+
     fn clear_fault(&self, ecosystem: Ecosystem, key: &str) {
         match ecosystem {
             Ecosystem::Pip => self.pypi.clear_fault(key),
@@ -397,17 +412,21 @@ fn soak_round(
     let artifacts = world.artifacts(ecosystem)?;
     let fault = if rng.percent(FAULT_PERCENT) {
         let target = &artifacts[rng.below(artifacts.len() as u64) as usize];
-        let (label, fault) = match rng.below(3) {
-            0 if target.verifiable => ("corrupt", Fault::Corrupt),
-            0 | 1 => ("cut", Fault::Cut),
-            _ => (
+        let (label, fault) = match rng.below(4) {
+            0 if target.verifiable => ("corrupt", Some(Fault::Corrupt)),
+            0 | 1 => ("cut", Some(Fault::Cut)),
+            2 => (
                 "throttle",
-                Fault::Throttle {
+                Some(Fault::Throttle {
                     bytes_per_second: 512 * 1024,
-                },
+                }),
             ),
+            _ => ("upstream down", None),
         };
-        world.set_fault(ecosystem, &target.fault_key, fault);
+        match fault {
+            Some(fault) => world.set_fault(ecosystem, &target.fault_key, fault),
+            None => world.set_upstream_down(ecosystem, true)?,
+        }
         *tally.faults.entry(label).or_default() += 1;
         Some((label, target.fault_key.clone()))
     } else {
@@ -427,8 +446,10 @@ fn soak_round(
     if killed {
         tally.kills += 1;
     }
-    if let Some((_, key)) = &fault {
-        world.clear_fault(ecosystem, key);
+    match &fault {
+        Some(("upstream down", _)) => world.set_upstream_down(ecosystem, false)?,
+        Some((_, key)) => world.clear_fault(ecosystem, key),
+        None => {}
     }
     let cause = match (&fault, killed) {
         (_, true) => Some("killed".to_owned()),

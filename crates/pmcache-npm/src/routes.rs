@@ -18,6 +18,9 @@ use crate::rewrite::{self, Tarball};
 
 /// Index keys and metrics label of this frontend.
 pub(crate) const ECOSYSTEM: &str = "npm";
+/// How old a cached packument must be before a tarball it does not list makes pmcache fetch
+/// it again.
+const REFETCH_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// The `Vary` of packuments (npm/cli issue 3656: `Accept` matters on 304s too).
 const VARY: &str = "Accept, Accept-Encoding";
 /// pmcache always asks for the full document and derives the abbreviated one itself: some
@@ -171,7 +174,8 @@ impl Frontend {
     /// Cold tarball requests (`npm ci` and pnpm's frozen installs read the lockfile, not the
     /// packument): learn the upstream URL and digest from the packument, and if a cached
     /// packument does not list the tarball (a version published since), once more from a fresh
-    /// one before answering 404.
+    /// one before answering 404, unless the cached one is younger than [`REFETCH_FLOOR`] (so
+    /// that made-up tarball names cannot send pmcache to the upstream at will).
     async fn learn_tarball(
         &self,
         package: &PackageName,
@@ -179,7 +183,7 @@ impl Frontend {
         parts: &Parts,
     ) -> Result<ArtifactSource> {
         let id = tarball_id(package, filename);
-        for ttl in [self.ttl, std::time::Duration::ZERO] {
+        for ttl in [self.ttl, REFETCH_FLOOR] {
             self.load_packument(package, parts, ttl).await?;
             if let Some(source) = self.proxy.source(ECOSYSTEM, &id)? {
                 return Ok(source);
