@@ -1,5 +1,6 @@
 //! The embedded index (redb): opaque JSON records per table, plus blob sizes and last access.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -40,6 +41,41 @@ impl Table {
 }
 
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+
+/// How the store reads the records its callers own, to find and drop the ones naming a blob.
+#[derive(Clone, Copy)]
+pub struct Schema {
+    /// The digests a record of a table refers to.
+    pub referenced: fn(Table, &[u8]) -> Vec<Digest>,
+    /// What to keep of a record once the blobs it names are gone: None removes it. A record may
+    /// keep facts that must outlive the bytes (the sha256 an artifact is pinned to).
+    pub detached: fn(Table, &[u8]) -> Option<Vec<u8>>,
+}
+
+/// What a deletion does with index records naming a candidate blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purge {
+    /// The blob goes whoever names it: records naming it are detached first.
+    Detach,
+    /// Only blobs nobody names go; named ones are spared.
+    Orphans,
+}
+
+/// A committed purge: the blobs whose rows were removed (with their recorded sizes) and how many
+/// records were detached.
+#[derive(Debug, Default)]
+pub(crate) struct Purged {
+    pub(crate) blobs: Vec<(Digest, u64)>,
+    pub(crate) records: u64,
+}
+
+/// One blob row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlobRow {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) last_access: u64,
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct BlobRecord {
@@ -134,6 +170,99 @@ impl Index {
                 .map_err(index("recording a blob"))?;
         }
         txn.commit().map_err(index("committing"))
+    }
+
+    /// Every blob row.
+    pub(crate) fn blob_rows(&self) -> Result<Vec<BlobRow>> {
+        let txn = self.db.begin_read().map_err(index("listing blobs"))?;
+        let blobs = txn.open_table(BLOBS).map_err(index("listing blobs"))?;
+        let mut rows = Vec::new();
+        for entry in blobs.iter().map_err(index("listing blobs"))? {
+            let (key, value) = entry.map_err(index("listing blobs"))?;
+            let (Ok(digest), Ok(record)) = (
+                key.value().parse::<Digest>(),
+                serde_json::from_slice::<BlobRecord>(value.value()),
+            ) else {
+                continue;
+            };
+            rows.push(BlobRow {
+                digest,
+                size: record.size,
+                last_access: record.last_access,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Drops `candidates` from the index in one write transaction: records naming them are
+    /// detached (or, for [`Purge::Orphans`], the named candidates are spared), then their blob
+    /// rows are removed. Reading the records inside the write transaction sees every record
+    /// committed before it, so nothing written earlier can be missed.
+    pub(crate) fn purge(
+        &self,
+        candidates: &[Digest],
+        policy: Purge,
+        schema: &Schema,
+    ) -> Result<Purged> {
+        let mut doomed: HashSet<Digest> = candidates.iter().copied().collect();
+        let txn = self.db.begin_write().map_err(index("purging"))?;
+        let mut purged = Purged::default();
+        for table in Table::RECORDS {
+            let mut opened = txn
+                .open_table(table.definition())
+                .map_err(index("purging"))?;
+            let mut naming = Vec::new();
+            for entry in opened.iter().map_err(index("purging"))? {
+                let (key, value) = entry.map_err(index("purging"))?;
+                let names: Vec<Digest> = (schema.referenced)(table, value.value())
+                    .into_iter()
+                    .filter(|digest| doomed.contains(digest))
+                    .collect();
+                if !names.is_empty() {
+                    naming.push((key.value().to_owned(), value.value().to_vec(), names));
+                }
+            }
+            for (key, value, names) in naming {
+                match policy {
+                    Purge::Orphans => names.iter().for_each(|digest| {
+                        doomed.remove(digest);
+                    }),
+                    Purge::Detach => {
+                        match (schema.detached)(table, &value) {
+                            Some(kept) => opened.insert(key.as_str(), kept.as_slice()).map(drop),
+                            None => opened.remove(key.as_str()).map(drop),
+                        }
+                        .map_err(index("purging"))?;
+                        purged.records += 1;
+                    }
+                }
+            }
+        }
+        {
+            let mut blobs = txn.open_table(BLOBS).map_err(index("purging"))?;
+            for digest in candidates.iter().filter(|d| doomed.contains(d)) {
+                let removed = blobs
+                    .remove(digest.to_hex().as_str())
+                    .map_err(index("purging"))?;
+                let size = removed
+                    .and_then(|value| serde_json::from_slice::<BlobRecord>(value.value()).ok())
+                    .map_or(0, |record| record.size);
+                purged.blobs.push((*digest, size));
+            }
+        }
+        txn.commit().map_err(index("committing"))?;
+        Ok(purged)
+    }
+
+    /// Every digest the records name.
+    pub(crate) fn referenced(&self, schema: &Schema) -> Result<HashSet<Digest>> {
+        let mut named = HashSet::new();
+        for table in Table::RECORDS {
+            for (_, value) in self.entries(table)? {
+                named.extend((schema.referenced)(table, &value));
+            }
+        }
+        Ok(named)
     }
 
     /// One write transaction for a whole batch of last-access times.
