@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use pmcache_store::{Digest, Store, Table};
+use pmcache_store::{Digest, Hold, Store, Table};
 use url::Url;
 
 use crate::Proxy;
@@ -264,7 +264,7 @@ impl Proxy {
         };
         match (outcome, cached) {
             (Ok(document), _) => Ok(document),
-            (Err(error), Some(record)) if error.is_upstream_fault() => {
+            (Err(error), Some(record)) if error.is_upstream_fault() || error.is_storage_full() => {
                 tracing::warn!(document = %key, %error, cache = "stale", "serving the cached copy");
                 // A stale copy must not be cached downstream as if it were fresh.
                 Ok(Document {
@@ -400,7 +400,16 @@ impl Proxy {
             if let Some(last_modified) = fetched.header(header::LAST_MODIFIED) {
                 record.last_modified = Some(last_modified.to_owned());
             }
-            self.put_record(key, record.clone()).await?;
+            if let Err(error) = self.put_record(key, record.clone()).await {
+                // A full disk cannot take the new fetch time: serve the confirmed copy anyway
+                // (it is revalidated again next time).
+                if !error.is_storage_full() {
+                    return Err(error);
+                }
+                if let Error::Store(store_error) = &error {
+                    self.inner.store.storage_failed(store_error);
+                }
+            }
             return Ok(Document {
                 record,
                 cache: CacheStatus::Revalidated,
@@ -437,14 +446,17 @@ impl Proxy {
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime.
         let (record, cache) = tokio::task::spawn_blocking(move || {
             let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
-            let (variants, changed_at, cache) = match cached {
-                Some(cached) if cached.rendered_from == rendered_from => {
-                    (cached.variants, cached.changed_at, CacheStatus::Revalidated)
-                }
+            let (variants, changed_at, cache, holds) = match cached {
+                Some(cached) if cached.rendered_from == rendered_from => (
+                    cached.variants,
+                    cached.changed_at,
+                    CacheStatus::Revalidated,
+                    Vec::new(),
+                ),
                 _ => {
                     let rendering = render(document)?;
-                    let variants = store_rendering(&store, ecosystem, rendering)?;
-                    (variants, now, CacheStatus::Miss)
+                    let (variants, holds) = store_rendering(&store, ecosystem, rendering)?;
+                    (variants, now, CacheStatus::Miss, holds)
                 }
             };
             let record = DocumentRecord {
@@ -457,6 +469,8 @@ impl Proxy {
                 variants,
             };
             store.put(Table::Documents, &record_key, &record)?;
+            // Only now may eviction take the new blobs: the record naming them is written.
+            drop(holds);
             Ok::<_, Error>((record, cache))
         })
         .await
@@ -633,17 +647,27 @@ fn conditional_headers(accept: &'static str, cached: Option<&DocumentRecord>) ->
     headers
 }
 
+/// Stores a rendering's blobs and sources; the holds keep the blobs until their record is
+/// written.
 fn store_rendering(
     store: &Store,
     ecosystem: &str,
     rendering: Rendering,
-) -> Result<BTreeMap<String, StoredVariant>> {
+) -> Result<(BTreeMap<String, StoredVariant>, Vec<Hold>)> {
     let mut variants = BTreeMap::new();
+    let mut holds = Vec::new();
     for variant in rendering.variants {
-        let (digest, size) = store.put_bytes(&variant.body)?;
+        let identity = store.put_bytes(&variant.body)?;
+        let (digest, size) = (identity.digest, identity.size);
+        holds.push(identity.hold);
         let gzip = if variant.compress && variant.body.len() >= GZIP_THRESHOLD {
-            let (digest, size) = store.put_bytes(&gzip(&variant.body))?;
-            Some(StoredBlob { digest, size })
+            let compressed = store.put_bytes(&gzip(&variant.body))?;
+            let blob = StoredBlob {
+                digest: compressed.digest,
+                size: compressed.size,
+            };
+            holds.push(compressed.hold);
+            Some(blob)
         } else {
             None
         };
@@ -662,7 +686,7 @@ fn store_rendering(
         .map(|(id, source)| (format!("{ecosystem}/{id}"), source))
         .collect();
     store.put_all(Table::Sources, &sources)?;
-    Ok(variants)
+    Ok((variants, holds))
 }
 
 fn gzip(body: &[u8]) -> Vec<u8> {

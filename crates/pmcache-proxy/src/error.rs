@@ -112,6 +112,15 @@ impl Error {
         }
     }
 
+    /// True when the store's disk is full (so what is cached is served, and nothing new kept).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Shared(inner) => inner.is_storage_full(),
+            Error::Store(error) => error.is_storage_full(),
+            _ => false,
+        }
+    }
+
     /// True when the upstream is failing (so a stale copy may be served instead).
     pub fn is_upstream_fault(&self) -> bool {
         if let Error::Shared(inner) = self {

@@ -289,6 +289,12 @@ impl TempBlob {
         self.hasher.clone().finish()
     }
 
+    /// Gives up the file (removing it) but keeps hashing: for a fill that goes on without the
+    /// store once the disk is full.
+    pub fn into_hasher(mut self) -> Sha256Writer {
+        std::mem::take(&mut self.hasher)
+    }
+
     /// The open file, for positional reads of the bytes written so far by concurrent readers.
     pub fn shared_file(&self) -> Arc<File> {
         Arc::clone(&self.file)

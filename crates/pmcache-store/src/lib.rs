@@ -56,6 +56,8 @@ struct Inner {
     counters: stats::Counters,
     /// Woken when commits take the store over its cap.
     over_cap: tokio::sync::Notify,
+    /// One maintenance or verify pass at a time (the background one, `pmcache gc`, ...).
+    maintenance: std::sync::Mutex<()>,
 }
 
 /// A blob made durable, held (see [`Hold`]) until the caller has recorded it.
@@ -94,6 +96,7 @@ impl Store {
                 holds: Arc::default(),
                 counters,
                 over_cap: tokio::sync::Notify::new(),
+                maintenance: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -114,10 +117,15 @@ impl Store {
         self.inner.counters.snapshot()
     }
 
-    /// Records that a fill reached its clients without being stored because of `error`; a full
-    /// disk is logged (rate-limited) and shown in [`Stats::full`] until a write succeeds again.
-    pub fn fill_not_stored(&self, error: &Error) {
-        self.inner.counters.uncommitted(error);
+    /// Records a failed store write: a full disk is logged (rate-limited) and shown in
+    /// [`Stats::full`] until a write succeeds again.
+    pub fn storage_failed(&self, error: &Error) {
+        self.inner.counters.failed(error);
+    }
+
+    /// Counts a fill that reached its clients without being stored.
+    pub fn fill_served_not_stored(&self) {
+        self.inner.counters.uncommitted();
     }
 
     /// The data directory.

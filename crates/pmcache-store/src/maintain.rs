@@ -88,6 +88,7 @@ impl Store {
     /// when over `config.max_size`, then removes unnamed blobs and stale temp files. Safe while
     /// serving.
     pub fn maintain(&self, schema: &Schema, config: &Config) -> Result<GcReport> {
+        let _one_at_a_time = self.exclusive();
         self.flush_access()?;
         let mut report = GcReport {
             max_size_bytes: config.max_size.map(|size| size.0),
@@ -104,6 +105,13 @@ impl Store {
         report.size_bytes = self.recount()?;
         self.count(&report);
         Ok(report)
+    }
+
+    fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn evict(&self, schema: &Schema, max: u64, low: u64, report: &mut GcReport) -> Result<()> {
@@ -217,6 +225,7 @@ impl Store {
     /// `repair`, corrupt blobs go to `quarantine/` and the records naming them, or naming
     /// missing blobs, are dropped or detached, so that the next request fetches them again.
     pub fn verify(&self, schema: &Schema, repair: bool) -> Result<VerifyReport> {
+        let _one_at_a_time = self.exclusive();
         let mut report = VerifyReport {
             temp_files: self.inner.blobs.count_temp()?,
             ..VerifyReport::default()

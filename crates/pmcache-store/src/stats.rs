@@ -82,9 +82,13 @@ impl Counters {
         });
     }
 
-    /// Records a fill that reached its clients but not the store.
-    pub(crate) fn uncommitted(&self, error: &Error) {
+    /// Counts a fill that reached its clients but not the store.
+    pub(crate) fn uncommitted(&self) {
         Counters::add(&self.uncommitted_fills, 1);
+    }
+
+    /// Records a failed write; only a full disk changes the state.
+    pub(crate) fn failed(&self, error: &Error) {
         if error.is_storage_full() {
             self.full_now(error);
         }
@@ -151,10 +155,11 @@ mod tests {
     #[test]
     fn full_clears_on_the_next_write() {
         let counters = Counters::default();
-        counters.uncommitted(&Error::Io {
+        counters.failed(&Error::Io {
             path: "x".into(),
             source: std::io::Error::from_raw_os_error(28),
         });
+        counters.uncommitted();
         assert!(counters.snapshot().full);
         assert_eq!(counters.snapshot().uncommitted_fills, 1);
         counters.writable();

@@ -10,6 +10,7 @@ use pmcache_packagist as packagist;
 use pmcache_proxy as proxy;
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
+use pmcache_store as store;
 use url::Url;
 
 /// The built-in configuration, compiled into the binary.
@@ -18,7 +19,15 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 /// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
 /// Sections that environment variables may set (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 6] = ["log", "upstream", "pypi", "npm", "rubygems", "packagist"];
+const SECTIONS: [&str; 7] = [
+    "log",
+    "storage",
+    "upstream",
+    "pypi",
+    "npm",
+    "rubygems",
+    "packagist",
+];
 const ENV_PREFIX: &str = "PMCACHE_";
 
 /// Everything pmcache can be told.
@@ -32,6 +41,7 @@ pub struct Config {
     /// The URL clients reach pmcache at, if not what they send as Host. Default unset.
     pub public_url: Option<Url>,
     pub log: LogConfig,
+    pub storage: store::Config,
     pub upstream: proxy::Config,
     pub pypi: pypi::Config,
     pub npm: npm::Config,
@@ -65,6 +75,7 @@ impl Default for Config {
             data_dir: PathBuf::from("pmcache-data"),
             public_url: None,
             log: LogConfig::default(),
+            storage: store::Config::default(),
             upstream: proxy::Config::default(),
             pypi: pypi::Config::default(),
             npm: npm::Config::default(),
@@ -245,6 +256,19 @@ mod tests {
         assert_eq!(config.pypi.metadata_ttl, Duration::ZERO);
         assert_eq!(config.pypi.upstream, "http://127.0.0.1:1/simple/");
         assert!(!config.pypi.enabled);
+    }
+
+    #[test]
+    fn storage_cap_reads_from_the_environment() {
+        let config = load(
+            None,
+            &env(&[("PMCACHE_STORAGE_MAX_SIZE", "20GiB")]),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(config.storage.max_size, Some(store::ByteSize(20 << 30)));
+        assert_eq!(config.storage.low_water(), Some(18 << 30));
     }
 
     #[test]
