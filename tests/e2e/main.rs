@@ -4,4 +4,5 @@ mod npm;
 mod packagist;
 mod pypi;
 mod rubygems;
+mod store;
 mod support;

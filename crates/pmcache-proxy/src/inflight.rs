@@ -255,7 +255,8 @@ impl Fill {
         }
         let Sink::Disk(temp) = sink else {
             self.store.fill_served_not_stored();
-            tracing::info!(url = %job.url, size = written, "artifact served, not stored: the store is full");
+            // The store reported the full disk once; one line per fill would flood the log.
+            tracing::debug!(url = %job.url, size = written, "artifact served, not stored: the store is full");
             return Ok(Progress::Done { size: written });
         };
         if job.checksum.is_none() && !framed {

@@ -1,9 +1,14 @@
 //! The embedded index (redb): opaque JSON records per table, plus blob sizes and last access.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -83,25 +88,104 @@ struct BlobRecord {
     last_access: u64,
 }
 
+/// The index file. After a failed write (a full disk, say) redb refuses every later operation
+/// until the database is opened again, so the handle is reopened at the next use (at most every
+/// [`REOPEN_EVERY`]) rather than leaving pmcache without an index until it restarts.
 pub(crate) struct Index {
-    db: Database,
+    path: PathBuf,
+    db: RwLock<Option<Database>>,
+    broken: AtomicBool,
+    last_reopen: Mutex<Option<Instant>>,
 }
+
+const REOPEN_EVERY: Duration = Duration::from_secs(2);
+
+type Handle<'a> = RwLockReadGuard<'a, Option<Database>>;
 
 impl Index {
     pub(crate) fn open(path: &Path) -> Result<Index> {
         let db = Database::create(path).map_err(index("opening the index"))?;
+        Index::create_tables(&db)?;
+        Ok(Index {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
+            last_reopen: Mutex::new(None),
+        })
+    }
+
+    fn create_tables(db: &Database) -> Result<()> {
         let txn = db.begin_write().map_err(index("creating tables"))?;
         for table in [Table::Documents, Table::Artifacts, Table::Sources] {
             txn.open_table(table.definition())
                 .map_err(index("creating tables"))?;
         }
         txn.open_table(BLOBS).map_err(index("creating tables"))?;
-        txn.commit().map_err(index("creating tables"))?;
-        Ok(Index { db })
+        txn.commit().map_err(index("creating tables"))
+    }
+
+    /// The open database, reopened first if a write failed since.
+    fn handle(&self) -> Result<Handle<'_>> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen();
+        }
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(Error::Index {
+                action: "opening the index again after a failed write",
+                source: Box::new(std::io::Error::other(
+                    "the index could not be reopened yet (is the disk still full?)",
+                )),
+            });
+        }
+        Ok(guard)
+    }
+
+    fn reopen(&self) {
+        {
+            let mut last = self.last_reopen.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < REOPEN_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Dropped first: the file lock goes with the last handle.
+        *db = None;
+        match Database::create(&self.path) {
+            Ok(reopened) => {
+                *db = Some(reopened);
+                self.broken.store(false, Ordering::Release);
+                tracing::info!("index reopened after a failed write");
+            }
+            Err(error) => tracing::warn!(%error, "cannot reopen the index yet"),
+        }
+    }
+
+    fn begin_write(&self, action: &'static str) -> Result<WriteTransaction> {
+        let handle = self.handle()?;
+        let db = handle.as_ref().expect("handle() returns an open database");
+        db.begin_write().map_err(|error| {
+            self.broken.store(true, Ordering::Release);
+            index(action)(error)
+        })
+    }
+
+    fn begin_read(&self, action: &'static str) -> Result<ReadTransaction> {
+        let handle = self.handle()?;
+        let db = handle.as_ref().expect("handle() returns an open database");
+        db.begin_read().map_err(index(action))
+    }
+
+    fn commit(&self, txn: WriteTransaction) -> Result<()> {
+        txn.commit().map_err(|error| {
+            self.broken.store(true, Ordering::Release);
+            index("committing")(error)
+        })
     }
 
     pub(crate) fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(index("reading"))?;
+        let txn = self.begin_read("reading")?;
         let opened = txn
             .open_table(table.definition())
             .map_err(index("reading"))?;
@@ -116,7 +200,7 @@ impl Index {
         table: Table,
         records: &[(String, T)],
     ) -> Result<()> {
-        let txn = self.db.begin_write().map_err(index("writing"))?;
+        let txn = self.begin_write("writing")?;
         {
             let mut opened = txn
                 .open_table(table.definition())
@@ -132,19 +216,19 @@ impl Index {
                     .map_err(index("writing"))?;
             }
         }
-        txn.commit().map_err(index("committing"))
+        self.commit(txn)
     }
 
     pub(crate) fn remove(&self, table: Table, key: &str) -> Result<()> {
-        let txn = self.db.begin_write().map_err(index("removing"))?;
+        let txn = self.begin_write("removing")?;
         txn.open_table(table.definition())
             .and_then(|mut opened| opened.remove(key).map(|_| ()).map_err(Into::into))
             .map_err(index("removing"))?;
-        txn.commit().map_err(index("committing"))
+        self.commit(txn)
     }
 
     pub(crate) fn entries(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
-        let txn = self.db.begin_read().map_err(index("listing"))?;
+        let txn = self.begin_read("listing")?;
         let opened = txn
             .open_table(table.definition())
             .map_err(index("listing"))?;
@@ -157,7 +241,7 @@ impl Index {
     }
 
     pub(crate) fn touch_blob(&self, digest: &Digest, size: u64, now: u64) -> Result<()> {
-        let txn = self.db.begin_write().map_err(index("recording a blob"))?;
+        let txn = self.begin_write("recording a blob")?;
         {
             let mut blobs = txn.open_table(BLOBS).map_err(index("recording a blob"))?;
             let record = BlobRecord {
@@ -169,12 +253,12 @@ impl Index {
                 .insert(digest.to_hex().as_str(), bytes.as_slice())
                 .map_err(index("recording a blob"))?;
         }
-        txn.commit().map_err(index("committing"))
+        self.commit(txn)
     }
 
     /// Every blob row.
     pub(crate) fn blob_rows(&self) -> Result<Vec<BlobRow>> {
-        let txn = self.db.begin_read().map_err(index("listing blobs"))?;
+        let txn = self.begin_read("listing blobs")?;
         let blobs = txn.open_table(BLOBS).map_err(index("listing blobs"))?;
         let mut rows = Vec::new();
         for entry in blobs.iter().map_err(index("listing blobs"))? {
@@ -205,7 +289,7 @@ impl Index {
         schema: &Schema,
     ) -> Result<Purged> {
         let mut doomed: HashSet<Digest> = candidates.iter().copied().collect();
-        let txn = self.db.begin_write().map_err(index("purging"))?;
+        let txn = self.begin_write("purging")?;
         let mut purged = Purged::default();
         for table in Table::RECORDS {
             let mut opened = txn
@@ -250,7 +334,7 @@ impl Index {
                 purged.blobs.push((*digest, size));
             }
         }
-        txn.commit().map_err(index("committing"))?;
+        self.commit(txn)?;
         Ok(purged)
     }
 
@@ -267,7 +351,7 @@ impl Index {
 
     /// One write transaction for a whole batch of last-access times.
     pub(crate) fn record_access(&self, batch: &[(Digest, u64)]) -> Result<()> {
-        let txn = self.db.begin_write().map_err(index("recording access"))?;
+        let txn = self.begin_write("recording access")?;
         {
             let mut blobs = txn.open_table(BLOBS).map_err(index("recording access"))?;
             for (digest, when) in batch {
@@ -284,7 +368,7 @@ impl Index {
                     .map_err(index("recording access"))?;
             }
         }
-        txn.commit().map_err(index("committing"))
+        self.commit(txn)
     }
 }
 
@@ -331,7 +415,7 @@ mod tests {
         index
             .record_access(&[(known, 200), (Digest::of(b"unknown"), 300)])
             .unwrap();
-        let txn = index.db.begin_read().unwrap();
+        let txn = index.begin_read("testing").unwrap();
         let blobs = txn.open_table(BLOBS).unwrap();
         assert_eq!(blobs.len().unwrap(), 1);
         let value = blobs.get(known.to_hex().as_str()).unwrap().unwrap();

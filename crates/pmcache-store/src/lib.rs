@@ -216,6 +216,10 @@ impl Store {
 
     /// Writes the batched last-access times to the index; called every few seconds and at shutdown.
     pub fn flush_access(&self) -> Result<()> {
+        // Bookkeeping can wait for space: a failed index write costs a reopen of the index.
+        if self.inner.counters.is_full() {
+            return Ok(());
+        }
         let batch = self.inner.access.drain();
         if batch.is_empty() {
             return Ok(());

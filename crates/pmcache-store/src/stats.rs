@@ -101,11 +101,15 @@ impl Counters {
         if !was_full || due {
             *last = Some(Instant::now());
             tracing::error!(
-                error = %error,
+                error = %chain(error),
                 "the store's disk is full: serving what is cached; misses stream through without \
                  being stored until space is freed (raise the disk or lower storage.max_size)"
             );
         }
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
     }
 
     /// A store write succeeded: space is back if it was gone.
@@ -114,6 +118,18 @@ impl Counters {
             tracing::info!("the store's disk has space again: fills are stored again");
         }
     }
+}
+
+/// An error and its causes in one line.
+fn chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
 }
 
 impl Error {
@@ -125,6 +141,14 @@ impl Error {
                 && io
                     .raw_os_error()
                     .is_some_and(|code| STORAGE_FULL_ERRNOS.contains(&code))
+            {
+                return true;
+            }
+            // redb's errors carry the I/O error in their text only, not as a source.
+            let text = error.to_string();
+            if STORAGE_FULL_ERRNOS
+                .iter()
+                .any(|code| text.contains(&format!("(os error {code})")))
             {
                 return true;
             }
