@@ -400,7 +400,10 @@ impl Proxy {
             if let Some(last_modified) = fetched.header(header::LAST_MODIFIED) {
                 record.last_modified = Some(last_modified.to_owned());
             }
-            if let Err(error) = self.put_record(key, record.clone()).await {
+            if self.inner.store.is_full() {
+                // The new fetch time can wait: a failed index write would cost more.
+                tracing::debug!(document = %key, "store full: revalidation not recorded");
+            } else if let Err(error) = self.put_record(key, record.clone()).await {
                 // A full disk cannot take the new fetch time: serve the confirmed copy anyway
                 // (it is revalidated again next time).
                 if !error.is_storage_full() {
@@ -446,14 +449,19 @@ impl Proxy {
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime.
         let (record, cache) = tokio::task::spawn_blocking(move || {
             let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
-            let (variants, changed_at, cache, holds) = match cached {
-                Some(cached) if cached.rendered_from == rendered_from => (
+            // Reused blobs are held like new ones: eviction must not take them before the
+            // record naming them again is written.
+            let reused = cached
+                .filter(|cached| cached.rendered_from == rendered_from)
+                .and_then(|cached| hold_blobs(&store, &cached).map(|holds| (cached, holds)));
+            let (variants, changed_at, cache, holds) = match reused {
+                Some((cached, holds)) => (
                     cached.variants,
                     cached.changed_at,
                     CacheStatus::Revalidated,
-                    Vec::new(),
+                    holds,
                 ),
-                _ => {
+                None => {
                     let rendering = render(document)?;
                     let (variants, holds) = store_rendering(&store, ecosystem, rendering)?;
                     (variants, now, CacheStatus::Miss, holds)
@@ -491,9 +499,17 @@ impl Proxy {
     async fn put_record(&self, key: &str, record: DocumentRecord) -> Result<()> {
         let store = self.inner.store.clone();
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || store.put(Table::Documents, &key, &record))
-            .await
-            .map_err(|e| Error::Internal(format!("index task failed: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            // Evicted since it was read: nothing left to keep fresh.
+            let Some(holds) = hold_blobs(&store, &record) else {
+                return Ok(());
+            };
+            store.put(Table::Documents, &key, &record)?;
+            drop(holds);
+            Ok::<_, pmcache_store::Error>(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index task failed: {e}")))??;
         Ok(())
     }
 
@@ -699,9 +715,12 @@ fn gzip(body: &[u8]) -> Vec<u8> {
 
 /// The blobs a stored record refers to, for `verify` and garbage collection.
 pub(crate) fn referenced(bytes: &[u8]) -> Vec<Digest> {
-    let Ok(record) = serde_json::from_slice::<DocumentRecord>(bytes) else {
-        return Vec::new();
-    };
+    serde_json::from_slice::<DocumentRecord>(bytes)
+        .map(|record| blobs_of(&record))
+        .unwrap_or_default()
+}
+
+fn blobs_of(record: &DocumentRecord) -> Vec<Digest> {
     record
         .variants
         .values()
@@ -709,4 +728,15 @@ pub(crate) fn referenced(bytes: &[u8]) -> Vec<Digest> {
             std::iter::once(variant.digest).chain(variant.gzip.as_ref().map(|gzip| gzip.digest))
         })
         .collect()
+}
+
+/// Holds every blob `record` names (see [`Hold`]) for writing it again; None when one is gone.
+fn hold_blobs(store: &Store, record: &DocumentRecord) -> Option<Vec<Hold>> {
+    let digests = blobs_of(record);
+    let holds: Vec<Hold> = digests.iter().map(|digest| store.hold(*digest)).collect();
+    // Checked under the holds: no deletion of these can be under way now.
+    digests
+        .iter()
+        .all(|digest| store.blob_path(digest).is_some())
+        .then_some(holds)
 }

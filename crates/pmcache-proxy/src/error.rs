@@ -46,7 +46,7 @@ pub enum Error {
     Document { url: String, reason: String },
     #[error("pmcache cannot use upstream URL {url}: {reason}")]
     BadUpstreamUrl { url: String, reason: String },
-    #[error("pmcache storage failed")]
+    #[error("pmcache storage failed{}", if .0.is_storage_full() { ": its disk is full" } else { "" })]
     Store(#[from] pmcache_store::Error),
     #[error("pmcache internal failure: {0}")]
     Internal(String),
@@ -87,6 +87,8 @@ impl Error {
             {
                 *status
             }
+            // A full disk passes (space is freed, or eviction makes room): worth a retry.
+            Error::Store(error) if error.is_storage_full() => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }

@@ -117,6 +117,13 @@ impl Store {
         self.inner.counters.snapshot()
     }
 
+    /// Whether the last store write failed for lack of space (until one succeeds again).
+    /// Index writes that can wait should: a failed one costs a reopen of the index, which a
+    /// full disk may refuse, and until then nothing cached can be read.
+    pub fn is_full(&self) -> bool {
+        self.inner.counters.is_full()
+    }
+
     /// Records a failed store write: a full disk is logged (rate-limited) and shown in
     /// [`Stats::full`] until a write succeeds again.
     pub fn storage_failed(&self, error: &Error) {
@@ -164,6 +171,12 @@ impl Store {
         if max > 0 && size > max {
             self.inner.over_cap.notify_one();
         }
+    }
+
+    /// Holds an already stored blob about to be named by a record written again (see
+    /// [`Hold`]); waits while a deletion of it is under way. Check that it still exists after.
+    pub fn hold(&self, digest: Digest) -> Hold {
+        self.inner.holds.hold(digest)
     }
 
     /// Stores a small in-memory body (a rewritten metadata document) as a blob.

@@ -164,6 +164,13 @@ async fn maintain_periodically(store: Store, config: pmcache_store::Config) {
             _ = interval.tick() => {}
             () = store.over_cap() => {}
         }
+        if store.is_full() && config.max_size.is_none() {
+            // Nothing to evict, and collecting orphans writes the index, which a full disk may
+            // fail; fills find out when space is back.
+            tracing::debug!("store full: background maintenance waits for space");
+            tokio::time::sleep(MAINTAIN_GAP).await;
+            continue;
+        }
         let (working, settings) = (store.clone(), config.clone());
         let pass = tokio::task::spawn_blocking(move || {
             working.maintain(&pmcache_proxy::SCHEMA, &settings)
