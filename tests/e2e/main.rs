@@ -7,4 +7,5 @@ mod packagist;
 mod pypi;
 mod rubygems;
 mod soak;
+mod store;
 mod support;

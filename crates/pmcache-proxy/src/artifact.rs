@@ -46,6 +46,28 @@ pub struct ArtifactRecord {
     pub size: u64,
     /// The published checksum the bytes were verified against; None when none was published.
     pub verified: Option<Checksum>,
+    /// The blob was evicted: the record only keeps `digest` as the sha256 the artifact is
+    /// pinned to, so that a refetch bringing other bytes is still refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pin_only: bool,
+}
+
+impl ArtifactRecord {
+    /// What is kept of a record whose blob goes: a pin when the bytes were stored with no
+    /// published checksum, or verified against their own sha256 (a refetch checked against a
+    /// pin, or a published sha256), else nothing.
+    pub(crate) fn detached(self) -> Option<ArtifactRecord> {
+        let pin = match &self.verified {
+            None => true,
+            Some(checksum) => {
+                checksum.algorithm == Algorithm::Sha256 && checksum.hex == self.digest.to_hex()
+            }
+        };
+        pin.then_some(ArtifactRecord {
+            pin_only: true,
+            ..self
+        })
+    }
 }
 
 /// A request for one artifact.
@@ -97,11 +119,11 @@ impl Proxy {
             checksum,
             allow_redirect: Arc::clone(&request.allow_redirect),
         };
-        let mut progress = self
+        let mut follower = self
             .inner
             .fills
             .join(job, &self.inner.store, &self.inner.upstream)?;
-        let length = inflight::started(&mut progress).await?;
+        let length = inflight::started(&mut follower.progress).await?;
         let mut headers = artifact_headers(request.content_type, CacheStatus::Miss);
         if let Some(length) = length.filter(|_| request.announce_unverified_length) {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -109,7 +131,7 @@ impl Proxy {
         let body = if request.client.head {
             body::empty()
         } else {
-            inflight::follow(progress)
+            inflight::follow(follower)
         };
         Ok(serve::with_headers(StatusCode::OK, headers, body))
     }
@@ -144,6 +166,9 @@ pub(crate) fn stored(
     let Some(record) = store.get::<ArtifactRecord>(Table::Artifacts, key)? else {
         return Ok(None);
     };
+    if record.pin_only {
+        return Ok(None);
+    }
     if !vouches_for(checksum, &record) {
         // The upstream now publishes another checksum for this URL: the stored bytes are not
         // what it vouches for any more, so fetch and verify again.

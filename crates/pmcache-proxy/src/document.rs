@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
-use pmcache_store::{Digest, Store, Table};
+use pmcache_store::{Digest, Hold, Store, Table};
 use url::Url;
 
 use crate::Proxy;
@@ -300,7 +300,7 @@ impl Proxy {
                 tracing::warn!(document = %key, %error, cache = "stale", "answering the cached 404");
                 Err(record.not_found_error())
             }
-            (Err(error), Some(record)) if error.is_upstream_fault() => {
+            (Err(error), Some(record)) if error.is_upstream_fault() || error.is_storage_full() => {
                 tracing::warn!(document = %key, %error, cache = "stale", "serving the cached copy");
                 // A stale copy must not be cached downstream as if it were fresh.
                 Ok(Document {
@@ -454,7 +454,19 @@ impl Proxy {
             if let Some(last_modified) = fetched.header(header::LAST_MODIFIED) {
                 record.last_modified = Some(last_modified.to_owned());
             }
-            self.put_record(key, record.clone()).await?;
+            if self.inner.store.is_full() {
+                // The new fetch time can wait: a failed index write would cost more.
+                tracing::debug!(document = %key, "store full: revalidation not recorded");
+            } else if let Err(error) = self.put_record(key, record.clone()).await {
+                // A full disk cannot take the new fetch time: serve the confirmed copy anyway
+                // (it is revalidated again next time).
+                if !error.is_storage_full() {
+                    return Err(error);
+                }
+                if let Error::Store(store_error) = &error {
+                    self.inner.store.storage_failed(store_error);
+                }
+            }
             return Ok(Document {
                 record,
                 cache: CacheStatus::Revalidated,
@@ -491,14 +503,22 @@ impl Proxy {
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime.
         let (record, cache) = tokio::task::spawn_blocking(move || {
             let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
-            let (variants, changed_at, cache) = match cached {
-                Some(cached) if cached.rendered_from == rendered_from => {
-                    (cached.variants, cached.changed_at, CacheStatus::Revalidated)
-                }
-                _ => {
+            // Reused blobs are held like new ones: eviction must not take them before the
+            // record naming them again is written.
+            let reused = cached
+                .filter(|cached| cached.rendered_from == rendered_from)
+                .and_then(|cached| hold_blobs(&store, &cached).map(|holds| (cached, holds)));
+            let (variants, changed_at, cache, holds) = match reused {
+                Some((cached, holds)) => (
+                    cached.variants,
+                    cached.changed_at,
+                    CacheStatus::Revalidated,
+                    holds,
+                ),
+                None => {
                     let rendering = render(document)?;
-                    let variants = store_rendering(&store, ecosystem, rendering)?;
-                    (variants, now, CacheStatus::Miss)
+                    let (variants, holds) = store_rendering(&store, ecosystem, rendering)?;
+                    (variants, now, CacheStatus::Miss, holds)
                 }
             };
             let record = DocumentRecord {
@@ -512,6 +532,8 @@ impl Proxy {
                 not_found: false,
             };
             store.put(Table::Documents, &record_key, &record)?;
+            // Only now may eviction take the new blobs: the record naming them is written.
+            drop(holds);
             Ok::<_, Error>((record, cache))
         })
         .await
@@ -532,9 +554,17 @@ impl Proxy {
     async fn put_record(&self, key: &str, record: DocumentRecord) -> Result<()> {
         let store = self.inner.store.clone();
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || store.put(Table::Documents, &key, &record))
-            .await
-            .map_err(|e| Error::Internal(format!("index task failed: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            // Evicted since it was read: nothing left to keep fresh.
+            let Some(holds) = hold_blobs(&store, &record) else {
+                return Ok(());
+            };
+            store.put(Table::Documents, &key, &record)?;
+            drop(holds);
+            Ok::<_, pmcache_store::Error>(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index task failed: {e}")))??;
         Ok(())
     }
 
@@ -739,17 +769,27 @@ fn conditional_headers(accept: &'static str, cached: Option<&DocumentRecord>) ->
     headers
 }
 
+/// Stores a rendering's blobs and sources; the holds keep the blobs until their record is
+/// written.
 fn store_rendering(
     store: &Store,
     ecosystem: &str,
     rendering: Rendering,
-) -> Result<BTreeMap<String, StoredVariant>> {
+) -> Result<(BTreeMap<String, StoredVariant>, Vec<Hold>)> {
     let mut variants = BTreeMap::new();
+    let mut holds = Vec::new();
     for variant in rendering.variants {
-        let (digest, size) = store.put_bytes(&variant.body)?;
+        let identity = store.put_bytes(&variant.body)?;
+        let (digest, size) = (identity.digest, identity.size);
+        holds.push(identity.hold);
         let gzip = if variant.compress && variant.body.len() >= GZIP_THRESHOLD {
-            let (digest, size) = store.put_bytes(&gzip(&variant.body))?;
-            Some(StoredBlob { digest, size })
+            let compressed = store.put_bytes(&gzip(&variant.body))?;
+            let blob = StoredBlob {
+                digest: compressed.digest,
+                size: compressed.size,
+            };
+            holds.push(compressed.hold);
+            Some(blob)
         } else {
             None
         };
@@ -768,7 +808,7 @@ fn store_rendering(
         .map(|(id, source)| (format!("{ecosystem}/{id}"), source))
         .collect();
     store.put_all(Table::Sources, &sources)?;
-    Ok(variants)
+    Ok((variants, holds))
 }
 
 fn gzip(body: &[u8]) -> Vec<u8> {
@@ -781,9 +821,12 @@ fn gzip(body: &[u8]) -> Vec<u8> {
 
 /// The blobs a stored record refers to, for `verify` and garbage collection.
 pub(crate) fn referenced(bytes: &[u8]) -> Vec<Digest> {
-    let Ok(record) = serde_json::from_slice::<DocumentRecord>(bytes) else {
-        return Vec::new();
-    };
+    serde_json::from_slice::<DocumentRecord>(bytes)
+        .map(|record| blobs_of(&record))
+        .unwrap_or_default()
+}
+
+fn blobs_of(record: &DocumentRecord) -> Vec<Digest> {
     record
         .variants
         .values()
@@ -791,6 +834,17 @@ pub(crate) fn referenced(bytes: &[u8]) -> Vec<Digest> {
             std::iter::once(variant.digest).chain(variant.gzip.as_ref().map(|gzip| gzip.digest))
         })
         .collect()
+}
+
+/// Holds every blob `record` names (see [`Hold`]) for writing it again; None when one is gone.
+fn hold_blobs(store: &Store, record: &DocumentRecord) -> Option<Vec<Hold>> {
+    let digests = blobs_of(record);
+    let holds: Vec<Hold> = digests.iter().map(|digest| store.hold(*digest)).collect();
+    // Checked under the holds: no deletion of these can be under way now.
+    digests
+        .iter()
+        .all(|digest| store.blob_path(digest).is_some())
+        .then_some(holds)
 }
 
 #[cfg(test)]

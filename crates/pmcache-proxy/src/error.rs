@@ -64,7 +64,7 @@ pub enum Error {
     Document { url: String, reason: String },
     #[error("pmcache cannot use upstream URL {url}: {reason}")]
     BadUpstreamUrl { url: String, reason: String },
-    #[error("pmcache storage failed")]
+    #[error("pmcache storage failed{}", if .0.is_storage_full() { ": its disk is full" } else { "" })]
     Store(#[from] pmcache_store::Error),
     #[error("pmcache internal failure: {0}")]
     Internal(String),
@@ -107,6 +107,8 @@ impl Error {
             {
                 *status
             }
+            // A full disk passes (space is freed, or eviction makes room): worth a retry.
+            Error::Store(error) if error.is_storage_full() => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -132,6 +134,15 @@ impl Error {
                 Some(RETRY_AFTER_UPSTREAM_FAULT)
             }
             _ => None,
+        }
+    }
+
+    /// True when the store's disk is full (so what is cached is served, and nothing new kept).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Shared(inner) => inner.is_storage_full(),
+            Error::Store(error) => error.is_storage_full(),
+            _ => false,
         }
     }
 

@@ -22,6 +22,7 @@ mod inflight;
 mod origin;
 mod passthrough;
 mod serve;
+mod spool;
 mod upstream;
 
 pub use artifact::{ArtifactRecord, ArtifactRequest, ArtifactSource};
@@ -41,7 +42,7 @@ pub use upstream::Upstream;
 
 use std::sync::Arc;
 
-use pmcache_store::{Store, Table};
+use pmcache_store::{Schema, Store, Table};
 
 /// The proxy core: the store, the upstream client, fills and document locks. Cheap to clone.
 #[derive(Clone)]
@@ -92,13 +93,66 @@ impl Proxy {
     }
 }
 
-/// The blobs a record of `table` refers to: what `verify` and garbage collection follow.
+/// How the store reads the proxy's records: what `verify`, eviction and garbage collection
+/// follow.
+pub const SCHEMA: Schema = Schema {
+    referenced: referenced_digests,
+    detached,
+};
+
+/// The blobs a record of `table` refers to.
 pub fn referenced_digests(table: Table, record: &[u8]) -> Vec<Digest> {
     match table {
         Table::Documents => document::referenced(record),
         Table::Artifacts => serde_json::from_slice::<ArtifactRecord>(record)
+            .ok()
+            .filter(|record| !record.pin_only)
             .map(|record| vec![record.digest])
             .unwrap_or_default(),
         Table::Sources => Vec::new(),
+    }
+}
+
+/// What is kept of a record whose blobs are deleted: an artifact's pin (see
+/// [`ArtifactRecord::pin_only`]); documents are simply fetched again.
+fn detached(table: Table, record: &[u8]) -> Option<Vec<u8>> {
+    match table {
+        Table::Artifacts => serde_json::from_slice::<ArtifactRecord>(record)
+            .ok()?
+            .detached()
+            .and_then(|kept| serde_json::to_vec(&kept).ok()),
+        Table::Documents | Table::Sources => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(verified: Option<Checksum>) -> Vec<u8> {
+        let record = ArtifactRecord {
+            url: "http://127.0.0.1:1/dist.zip".to_owned(),
+            digest: Digest::of(b"dist"),
+            size: 4,
+            verified,
+            pin_only: false,
+        };
+        serde_json::to_vec(&record).expect("a record serialises")
+    }
+
+    #[test]
+    fn evicted_pins_outlive_their_blob_and_name_nothing() {
+        let pinned = record(None);
+        let kept = (SCHEMA.detached)(Table::Artifacts, &pinned).expect("a pin is kept");
+        let kept: ArtifactRecord = serde_json::from_slice(&kept).expect("still a record");
+        assert!(kept.pin_only);
+        assert_eq!(kept.digest, Digest::of(b"dist"));
+        let kept = serde_json::to_vec(&kept).expect("a record serialises");
+        assert!((SCHEMA.referenced)(Table::Artifacts, &kept).is_empty());
+        let sha1 = Checksum {
+            algorithm: Algorithm::Sha1,
+            hex: "00".repeat(20),
+        };
+        assert!((SCHEMA.detached)(Table::Artifacts, &record(Some(sha1))).is_none());
     }
 }

@@ -598,3 +598,41 @@ async fn requests_queued_behind_a_refetch_take_its_result_when_they_know_it_curr
     }
     assert_eq!(upstream.requests.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn evicted_pinned_artifacts_still_refuse_other_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let proxy = Proxy::new(store.clone(), &Config::default()).unwrap();
+    proxy.trust_upstream(&Url::parse("http://127.0.0.1/").unwrap());
+    let first = upstream(Script::Framed).await;
+    let moved = upstream(Script::FramedOther).await;
+    let key = Some("dist/vendor/name/ref");
+    let evict_everything = pmcache_store::Config {
+        max_size: Some(pmcache_store::ByteSize(1)),
+        ..pmcache_store::Config::default()
+    };
+
+    let (_, body) = fetch_stored_as(&proxy, &first.url, None, key).await;
+    assert_eq!(body.unwrap(), BODY);
+    // Twice: the refetched record (verified against the pin) must keep it too.
+    for round in 0..2 {
+        let report = store
+            .maintain(&pmcache_proxy::SCHEMA, &evict_everything)
+            .unwrap();
+        assert_eq!(report.evicted_blobs, 1, "round {round}");
+        let (_, body) = fetch_stored_as(&proxy, &moved.url, None, key).await;
+        assert!(
+            body.is_err(),
+            "round {round}: other bytes must fail, got {body:?}"
+        );
+        let (cache, body) = fetch_stored_as(&proxy, &first.url, None, key).await;
+        assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("miss", BODY));
+    }
+    assert!(
+        store
+            .verify(&pmcache_proxy::SCHEMA, false)
+            .unwrap()
+            .is_consistent()
+    );
+}

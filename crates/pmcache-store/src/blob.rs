@@ -1,19 +1,41 @@
 //! Blob files on disk: temp files, the atomic commit into `blobs/`, the sweep of leftovers.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use crate::digest::{Digest, Sha256Writer};
 use crate::error::{Result, io};
+use crate::hold::{Hold, Holds};
 
 const TEMP_SUFFIX: &str = ".part";
 
 pub(crate) struct Blobs {
     blobs: PathBuf,
     temp: PathBuf,
+    quarantine: PathBuf,
+    /// Temp files of fills in progress in this process: never swept, whatever their age.
+    live: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+/// A blob made durable by [`Blobs::commit`].
+pub(crate) struct Committed {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) hold: Hold,
+    /// False when the same content was already stored.
+    pub(crate) new: bool,
+}
+
+/// What a sweep of stale temp files removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Swept {
+    pub(crate) files: u64,
+    pub(crate) bytes: u64,
 }
 
 /// A blob being written. Readers may share the file (see [`TempBlob::shared_file`]) and read what
@@ -25,6 +47,7 @@ pub struct TempBlob {
     hasher: Sha256Writer,
     written: u64,
     committed: bool,
+    live: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -36,7 +59,12 @@ impl Blobs {
         for dir in [root, &blobs, &temp] {
             fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        Ok(Blobs { blobs, temp })
+        Ok(Blobs {
+            blobs,
+            temp,
+            quarantine: root.join("quarantine"),
+            live: Arc::default(),
+        })
     }
 
     /// `blobs/ab/cd/abcd…`: two fan-out levels keep directories small with millions of blobs.
@@ -59,16 +87,20 @@ impl Blobs {
             .create_new(true)
             .open(&path)
             .map_err(io(&path))?;
+        lock(&self.live).insert(path.clone());
         Ok(TempBlob {
             path,
             file: Arc::new(file),
             hasher: Sha256Writer::default(),
             written: 0,
             committed: false,
+            live: Arc::clone(&self.live),
         })
     }
 
-    pub(crate) fn commit(&self, mut temp: TempBlob) -> Result<(Digest, u64)> {
+    /// fsync, hold the digest (see [`crate::hold`]), then rename into place unless the same
+    /// content is already there.
+    pub(crate) fn commit(&self, mut temp: TempBlob, holds: &Arc<Holds>) -> Result<Committed> {
         temp.file.sync_all().map_err(io(&temp.path))?;
         let digest = std::mem::take(&mut temp.hasher).finish();
         let size = temp.written;
@@ -76,16 +108,86 @@ impl Blobs {
         let parent = target
             .parent()
             .expect("a blob path always has a fan-out parent");
+        let hold = holds.hold(digest);
         self.create_fan_out(parent)?;
         if target.is_file() {
             // Same content already stored: content addressing makes the new copy redundant.
             temp.remove();
-            return Ok((digest, size));
+            return Ok(Committed {
+                digest,
+                size,
+                hold,
+                new: false,
+            });
         }
         fs::rename(&temp.path, &target).map_err(io(&target))?;
-        temp.committed = true;
+        temp.forget();
         sync_dir(parent)?;
-        Ok((digest, size))
+        Ok(Committed {
+            digest,
+            size,
+            hold,
+            new: true,
+        })
+    }
+
+    /// Deletes a blob file; its size, or None when it was not there.
+    pub(crate) fn delete(&self, digest: &Digest) -> Result<Option<u64>> {
+        let path = self.path(digest);
+        let size = match fs::metadata(&path) {
+            Ok(metadata) => metadata.len(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(io(&path)(source)),
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(Some(size)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(io(&path)(source)),
+        }
+    }
+
+    /// Moves a blob whose content does not match its name to `quarantine/`, for a person to
+    /// look at; the next request for it fetches it again.
+    pub(crate) fn quarantine(&self, digest: &Digest) -> Result<PathBuf> {
+        fs::create_dir_all(&self.quarantine).map_err(io(&self.quarantine))?;
+        let target = self
+            .quarantine
+            .join(format!("{}-{}", digest.to_hex(), nanos_now()));
+        let source = self.path(digest);
+        fs::rename(&source, &target).map_err(io(&source))?;
+        Ok(target)
+    }
+
+    /// Removes temp files older than `max_age` that no fill of this process is writing.
+    pub(crate) fn sweep_stale_temp(&self, max_age: Duration) -> Result<Swept> {
+        let mut swept = Swept::default();
+        let now = SystemTime::now();
+        for entry in fs::read_dir(&self.temp).map_err(io(&self.temp))? {
+            let path = entry.map_err(io(&self.temp))?.path();
+            if lock(&self.live).contains(&path) {
+                continue;
+            }
+            let Ok(metadata) = fs::metadata(&path) else {
+                continue;
+            };
+            let age = metadata
+                .modified()
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok())
+                .unwrap_or_default();
+            // Re-checked just before removal: a fill may have started since the listing.
+            if age >= max_age && !lock(&self.live).contains(&path) {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        swept.files += 1;
+                        swept.bytes += metadata.len();
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(io(&path)(source)),
+                }
+            }
+        }
+        Ok(swept)
     }
 
     /// Creates `blobs/ab/cd` and makes each new directory entry durable, so that after a power
@@ -155,6 +257,10 @@ fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
+fn lock(live: &Mutex<HashSet<PathBuf>>) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+    live.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn nanos_now() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -183,6 +289,12 @@ impl TempBlob {
         self.hasher.clone().finish()
     }
 
+    /// Gives up the file (removing it) but keeps hashing: for a fill that goes on without the
+    /// store once the disk is full.
+    pub fn into_hasher(mut self) -> Sha256Writer {
+        std::mem::take(&mut self.hasher)
+    }
+
     /// The open file, for positional reads of the bytes written so far by concurrent readers.
     pub fn shared_file(&self) -> Arc<File> {
         Arc::clone(&self.file)
@@ -199,7 +311,13 @@ impl TempBlob {
         {
             tracing::warn!(path = %self.path.display(), %error, "could not remove temp file");
         }
+        self.forget();
+    }
+
+    /// The file is gone from `tmp/` (renamed or removed): nothing left to clean up.
+    fn forget(&mut self) {
         self.committed = true;
+        lock(&self.live).remove(&self.path);
     }
 }
 
@@ -222,9 +340,11 @@ mod tests {
         let mut temp = blobs.create_temp().unwrap();
         temp.write_all(b"hello ").unwrap();
         temp.write_all(b"world").unwrap();
-        let (digest, size) = blobs.commit(temp).unwrap();
+        let committed = blobs.commit(temp, &Arc::default()).unwrap();
+        let digest = committed.digest;
         assert_eq!(digest, Digest::of(b"hello world"));
-        assert_eq!(size, 11);
+        assert_eq!(committed.size, 11);
+        assert!(committed.new);
         assert_eq!(fs::read(blobs.path(&digest)).unwrap(), b"hello world");
         assert_eq!(blobs.count_temp().unwrap(), 0);
     }
@@ -247,7 +367,7 @@ mod tests {
         let mut temp = blobs.create_temp().unwrap();
         temp.write_all(b"abcdef").unwrap();
         let reader = temp.shared_file();
-        blobs.commit(temp).unwrap();
+        drop(blobs.commit(temp, &Arc::default()).unwrap());
         let mut buffer = [0u8; 3];
         reader.read_exact_at(&mut buffer, 3).unwrap();
         assert_eq!(&buffer, b"def");
@@ -260,5 +380,19 @@ mod tests {
         fs::write(dir.path().join("tmp").join("leftover.part"), b"x").unwrap();
         assert_eq!(blobs.sweep_temp().unwrap(), 1);
         assert_eq!(blobs.count_temp().unwrap(), 0);
+    }
+
+    #[test]
+    fn stale_sweep_spares_live_and_young_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let mut live = blobs.create_temp().unwrap();
+        live.write_all(b"in flight").unwrap();
+        fs::write(dir.path().join("tmp").join("leftover.part"), b"xy").unwrap();
+        let young = blobs.sweep_stale_temp(Duration::from_secs(3600)).unwrap();
+        assert_eq!(young, Swept::default());
+        let swept = blobs.sweep_stale_temp(Duration::ZERO).unwrap();
+        assert_eq!(swept, Swept { files: 1, bytes: 2 });
+        assert!(live.path().is_file());
     }
 }

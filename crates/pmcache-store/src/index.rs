@@ -1,8 +1,14 @@
 //! The embedded index (redb): opaque JSON records per table, plus blob sizes and last access.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -41,31 +47,145 @@ impl Table {
 
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 
+/// How the store reads the records its callers own, to find and drop the ones naming a blob.
+#[derive(Clone, Copy)]
+pub struct Schema {
+    /// The digests a record of a table refers to.
+    pub referenced: fn(Table, &[u8]) -> Vec<Digest>,
+    /// What to keep of a record once the blobs it names are gone: None removes it. A record may
+    /// keep facts that must outlive the bytes (the sha256 an artifact is pinned to).
+    pub detached: fn(Table, &[u8]) -> Option<Vec<u8>>,
+}
+
+/// What a deletion does with index records naming a candidate blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purge {
+    /// The blob goes whoever names it: records naming it are detached first.
+    Detach,
+    /// Only blobs nobody names go; named ones are spared.
+    Orphans,
+}
+
+/// A committed purge: the blobs whose rows were removed (with their recorded sizes) and how many
+/// records were detached.
+#[derive(Debug, Default)]
+pub(crate) struct Purged {
+    pub(crate) blobs: Vec<(Digest, u64)>,
+    pub(crate) records: u64,
+}
+
+/// One blob row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlobRow {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) last_access: u64,
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct BlobRecord {
     size: u64,
     last_access: u64,
 }
 
+/// The index file. After a failed write (a full disk, say) redb refuses every later operation
+/// until the database is opened again, so the handle is reopened at the next use (at most every
+/// [`REOPEN_EVERY`]) rather than leaving pmcache without an index until it restarts.
 pub(crate) struct Index {
-    db: Database,
+    path: PathBuf,
+    db: RwLock<Option<Database>>,
+    broken: AtomicBool,
+    last_reopen: Mutex<Option<Instant>>,
 }
+
+const REOPEN_EVERY: Duration = Duration::from_secs(2);
+
+type Handle<'a> = RwLockReadGuard<'a, Option<Database>>;
 
 impl Index {
     pub(crate) fn open(path: &Path) -> Result<Index> {
         let db = Database::create(path).map_err(index("opening the index"))?;
+        Index::create_tables(&db)?;
+        Ok(Index {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
+            last_reopen: Mutex::new(None),
+        })
+    }
+
+    fn create_tables(db: &Database) -> Result<()> {
         let txn = db.begin_write().map_err(index("creating tables"))?;
         for table in [Table::Documents, Table::Artifacts, Table::Sources] {
             txn.open_table(table.definition())
                 .map_err(index("creating tables"))?;
         }
         txn.open_table(BLOBS).map_err(index("creating tables"))?;
-        txn.commit().map_err(index("creating tables"))?;
-        Ok(Index { db })
+        txn.commit().map_err(index("creating tables"))
+    }
+
+    /// The open database, reopened first if a write failed since.
+    fn handle(&self) -> Result<Handle<'_>> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen();
+        }
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(Error::Index {
+                action: "opening the index again after a failed write",
+                source: Box::new(std::io::Error::other(
+                    "the index could not be reopened yet (is the disk still full?)",
+                )),
+            });
+        }
+        Ok(guard)
+    }
+
+    fn reopen(&self) {
+        {
+            let mut last = self.last_reopen.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < REOPEN_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Dropped first: the file lock goes with the last handle.
+        *db = None;
+        match Database::create(&self.path) {
+            Ok(reopened) => {
+                *db = Some(reopened);
+                self.broken.store(false, Ordering::Release);
+                tracing::info!("index reopened after a failed write");
+            }
+            Err(error) => tracing::warn!(%error, "cannot reopen the index yet"),
+        }
+    }
+
+    fn begin_write(&self, action: &'static str) -> Result<WriteTransaction> {
+        let handle = self.handle()?;
+        let db = handle.as_ref().expect("handle() returns an open database");
+        db.begin_write().map_err(|error| {
+            self.broken.store(true, Ordering::Release);
+            index(action)(error)
+        })
+    }
+
+    fn begin_read(&self, action: &'static str) -> Result<ReadTransaction> {
+        let handle = self.handle()?;
+        let db = handle.as_ref().expect("handle() returns an open database");
+        db.begin_read().map_err(index(action))
+    }
+
+    fn commit(&self, txn: WriteTransaction) -> Result<()> {
+        txn.commit().map_err(|error| {
+            self.broken.store(true, Ordering::Release);
+            index("committing")(error)
+        })
     }
 
     pub(crate) fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(index("reading"))?;
+        let txn = self.begin_read("reading")?;
         let opened = txn
             .open_table(table.definition())
             .map_err(index("reading"))?;
@@ -80,7 +200,7 @@ impl Index {
         table: Table,
         records: &[(String, T)],
     ) -> Result<()> {
-        let txn = self.db.begin_write().map_err(index("writing"))?;
+        let txn = self.begin_write("writing")?;
         {
             let mut opened = txn
                 .open_table(table.definition())
@@ -96,19 +216,19 @@ impl Index {
                     .map_err(index("writing"))?;
             }
         }
-        txn.commit().map_err(index("committing"))
+        self.commit(txn)
     }
 
     pub(crate) fn remove(&self, table: Table, key: &str) -> Result<()> {
-        let txn = self.db.begin_write().map_err(index("removing"))?;
+        let txn = self.begin_write("removing")?;
         txn.open_table(table.definition())
             .and_then(|mut opened| opened.remove(key).map(|_| ()).map_err(Into::into))
             .map_err(index("removing"))?;
-        txn.commit().map_err(index("committing"))
+        self.commit(txn)
     }
 
     pub(crate) fn entries(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>> {
-        let txn = self.db.begin_read().map_err(index("listing"))?;
+        let txn = self.begin_read("listing")?;
         let opened = txn
             .open_table(table.definition())
             .map_err(index("listing"))?;
@@ -121,7 +241,7 @@ impl Index {
     }
 
     pub(crate) fn touch_blob(&self, digest: &Digest, size: u64, now: u64) -> Result<()> {
-        let txn = self.db.begin_write().map_err(index("recording a blob"))?;
+        let txn = self.begin_write("recording a blob")?;
         {
             let mut blobs = txn.open_table(BLOBS).map_err(index("recording a blob"))?;
             let record = BlobRecord {
@@ -133,12 +253,105 @@ impl Index {
                 .insert(digest.to_hex().as_str(), bytes.as_slice())
                 .map_err(index("recording a blob"))?;
         }
-        txn.commit().map_err(index("committing"))
+        self.commit(txn)
+    }
+
+    /// Every blob row.
+    pub(crate) fn blob_rows(&self) -> Result<Vec<BlobRow>> {
+        let txn = self.begin_read("listing blobs")?;
+        let blobs = txn.open_table(BLOBS).map_err(index("listing blobs"))?;
+        let mut rows = Vec::new();
+        for entry in blobs.iter().map_err(index("listing blobs"))? {
+            let (key, value) = entry.map_err(index("listing blobs"))?;
+            let (Ok(digest), Ok(record)) = (
+                key.value().parse::<Digest>(),
+                serde_json::from_slice::<BlobRecord>(value.value()),
+            ) else {
+                continue;
+            };
+            rows.push(BlobRow {
+                digest,
+                size: record.size,
+                last_access: record.last_access,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Drops `candidates` from the index in one write transaction: records naming them are
+    /// detached (or, for [`Purge::Orphans`], the named candidates are spared), then their blob
+    /// rows are removed. Reading the records inside the write transaction sees every record
+    /// committed before it, so nothing written earlier can be missed.
+    pub(crate) fn purge(
+        &self,
+        candidates: &[Digest],
+        policy: Purge,
+        schema: &Schema,
+    ) -> Result<Purged> {
+        let mut doomed: HashSet<Digest> = candidates.iter().copied().collect();
+        let txn = self.begin_write("purging")?;
+        let mut purged = Purged::default();
+        for table in Table::RECORDS {
+            let mut opened = txn
+                .open_table(table.definition())
+                .map_err(index("purging"))?;
+            let mut naming = Vec::new();
+            for entry in opened.iter().map_err(index("purging"))? {
+                let (key, value) = entry.map_err(index("purging"))?;
+                let names: Vec<Digest> = (schema.referenced)(table, value.value())
+                    .into_iter()
+                    .filter(|digest| doomed.contains(digest))
+                    .collect();
+                if !names.is_empty() {
+                    naming.push((key.value().to_owned(), value.value().to_vec(), names));
+                }
+            }
+            for (key, value, names) in naming {
+                match policy {
+                    Purge::Orphans => names.iter().for_each(|digest| {
+                        doomed.remove(digest);
+                    }),
+                    Purge::Detach => {
+                        match (schema.detached)(table, &value) {
+                            Some(kept) => opened.insert(key.as_str(), kept.as_slice()).map(drop),
+                            None => opened.remove(key.as_str()).map(drop),
+                        }
+                        .map_err(index("purging"))?;
+                        purged.records += 1;
+                    }
+                }
+            }
+        }
+        {
+            let mut blobs = txn.open_table(BLOBS).map_err(index("purging"))?;
+            for digest in candidates.iter().filter(|d| doomed.contains(d)) {
+                let removed = blobs
+                    .remove(digest.to_hex().as_str())
+                    .map_err(index("purging"))?;
+                let size = removed
+                    .and_then(|value| serde_json::from_slice::<BlobRecord>(value.value()).ok())
+                    .map_or(0, |record| record.size);
+                purged.blobs.push((*digest, size));
+            }
+        }
+        self.commit(txn)?;
+        Ok(purged)
+    }
+
+    /// Every digest the records name.
+    pub(crate) fn referenced(&self, schema: &Schema) -> Result<HashSet<Digest>> {
+        let mut named = HashSet::new();
+        for table in Table::RECORDS {
+            for (_, value) in self.entries(table)? {
+                named.extend((schema.referenced)(table, &value));
+            }
+        }
+        Ok(named)
     }
 
     /// One write transaction for a whole batch of last-access times.
     pub(crate) fn record_access(&self, batch: &[(Digest, u64)]) -> Result<()> {
-        let txn = self.db.begin_write().map_err(index("recording access"))?;
+        let txn = self.begin_write("recording access")?;
         {
             let mut blobs = txn.open_table(BLOBS).map_err(index("recording access"))?;
             for (digest, when) in batch {
@@ -155,7 +368,7 @@ impl Index {
                     .map_err(index("recording access"))?;
             }
         }
-        txn.commit().map_err(index("committing"))
+        self.commit(txn)
     }
 }
 
@@ -202,7 +415,7 @@ mod tests {
         index
             .record_access(&[(known, 200), (Digest::of(b"unknown"), 300)])
             .unwrap();
-        let txn = index.db.begin_read().unwrap();
+        let txn = index.begin_read("testing").unwrap();
         let blobs = txn.open_table(BLOBS).unwrap();
         assert_eq!(blobs.len().unwrap(), 1);
         let value = blobs.get(known.to_hex().as_str()).unwrap().unwrap();

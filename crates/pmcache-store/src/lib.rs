@@ -6,22 +6,37 @@
 //! any instant it points at complete blobs or at nothing, never at a missing or partial one.
 //! Temp files left by a crash are swept when the store opens. This crate knows nothing of HTTP or
 //! of any package ecosystem: records are opaque JSON owned by the callers.
+//!
+//! The store stays bounded while serving: [`Store::maintain`] evicts the least recently used
+//! blobs above `storage.max_size` and collects blobs no record names. Deleting a blob first
+//! drops (or detaches, see [`Schema`]) the records naming it, in one index transaction, while
+//! [`Hold`]s keep a blob being committed out of reach until its record is written: an index
+//! entry never names a deleted blob, whatever runs at once.
 
 mod access;
 mod blob;
+mod config;
 mod digest;
 mod error;
+mod hold;
 mod index;
+mod maintain;
 mod size;
+mod stats;
 
 pub use blob::TempBlob;
+pub use config::Config;
 pub use digest::{Digest, Sha256Writer};
 pub use error::{Error, Result};
-pub use index::Table;
+pub use hold::Hold;
+pub use index::{Schema, Table};
+pub use maintain::{GcReport, VerifyReport};
 pub use size::ByteSize;
+pub use stats::Stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,28 +52,20 @@ struct Inner {
     blobs: blob::Blobs,
     index: index::Index,
     access: access::AccessLog,
+    holds: Arc<hold::Holds>,
+    counters: stats::Counters,
+    /// Woken when commits take the store over its cap.
+    over_cap: tokio::sync::Notify,
+    /// One maintenance or verify pass at a time (the background one, `pmcache gc`, ...).
+    maintenance: std::sync::Mutex<()>,
 }
 
-/// What `Store::verify` found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Blob files read and re-hashed.
-    pub blobs: u64,
-    /// Blob files whose content does not hash to their name.
-    pub corrupt_blobs: Vec<String>,
-    /// Index entries checked.
-    pub entries: u64,
-    /// Index entries naming a blob that is missing.
-    pub dangling_entries: Vec<String>,
-    /// Files left in the temp directory.
-    pub temp_files: u64,
-}
-
-impl VerifyReport {
-    /// True when every blob hashes to its name and every index entry points at a blob.
-    pub fn is_consistent(&self) -> bool {
-        self.corrupt_blobs.is_empty() && self.dangling_entries.is_empty()
-    }
+/// A blob made durable, held (see [`Hold`]) until the caller has recorded it.
+pub struct Committed {
+    pub digest: Digest,
+    pub size: u64,
+    /// Keep until the index record naming the blob is written.
+    pub hold: Hold,
 }
 
 impl Store {
@@ -77,14 +84,55 @@ impl Store {
     pub fn inspect(root: &Path) -> Result<Store> {
         let blobs = blob::Blobs::open(root)?;
         let index = index::Index::open(&root.join("index.redb"))?;
+        let counters = stats::Counters::default();
+        let size = index.blob_rows()?.iter().map(|row| row.size).sum();
+        counters.size.store(size, Ordering::Relaxed);
         Ok(Store {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
                 blobs,
                 index,
                 access: access::AccessLog::default(),
+                holds: Arc::default(),
+                counters,
+                over_cap: tokio::sync::Notify::new(),
+                maintenance: std::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Sets the cap above which commits wake [`Store::over_cap`]; None: unbounded.
+    pub fn set_max_size(&self, max: Option<ByteSize>) {
+        let bytes = max.map_or(0, |ByteSize(bytes)| bytes);
+        self.inner.counters.max_size.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Resolves when commits have taken the store over its cap since the last call.
+    pub async fn over_cap(&self) {
+        self.inner.over_cap.notified().await;
+    }
+
+    /// The store's counters, for metrics.
+    pub fn stats(&self) -> Stats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Whether the last store write failed for lack of space (until one succeeds again).
+    /// Index writes that can wait should: a failed one costs a reopen of the index, which a
+    /// full disk may refuse, and until then nothing cached can be read.
+    pub fn is_full(&self) -> bool {
+        self.inner.counters.is_full()
+    }
+
+    /// Records a failed store write: a full disk is logged (rate-limited) and shown in
+    /// [`Stats::full`] until a write succeeds again.
+    pub fn storage_failed(&self, error: &Error) {
+        self.inner.counters.failed(error);
+    }
+
+    /// Counts a fill that reached its clients without being stored.
+    pub fn fill_served_not_stored(&self) {
+        self.inner.counters.uncommitted();
     }
 
     /// The data directory.
@@ -98,17 +146,41 @@ impl Store {
     }
 
     /// Makes a finished temp file a blob: fsync, rename to its digest, fsync the directory.
-    /// The caller records it in the index afterwards, so the index never names a missing blob.
-    pub fn commit(&self, temp: TempBlob) -> Result<(Digest, u64)> {
-        let (digest, size) = self.inner.blobs.commit(temp)?;
+    /// The caller records it in the index afterwards, so the index never names a missing blob,
+    /// and keeps the returned hold until then, so eviction cannot delete it in between.
+    pub fn commit(&self, temp: TempBlob) -> Result<Committed> {
+        let committed = self.inner.blobs.commit(temp, &self.inner.holds)?;
         self.inner
             .index
-            .touch_blob(&digest, size, access::now_unix())?;
-        Ok((digest, size))
+            .touch_blob(&committed.digest, committed.size, access::now_unix())?;
+        self.inner.counters.writable();
+        if committed.new {
+            self.grew(committed.size);
+        }
+        Ok(Committed {
+            digest: committed.digest,
+            size: committed.size,
+            hold: committed.hold,
+        })
+    }
+
+    fn grew(&self, bytes: u64) {
+        let counters = &self.inner.counters;
+        let size = counters.size.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let max = counters.max_size.load(Ordering::Relaxed);
+        if max > 0 && size > max {
+            self.inner.over_cap.notify_one();
+        }
+    }
+
+    /// Holds an already stored blob about to be named by a record written again (see
+    /// [`Hold`]); waits while a deletion of it is under way. Check that it still exists after.
+    pub fn hold(&self, digest: Digest) -> Hold {
+        self.inner.holds.hold(digest)
     }
 
     /// Stores a small in-memory body (a rewritten metadata document) as a blob.
-    pub fn put_bytes(&self, bytes: &[u8]) -> Result<(Digest, u64)> {
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Committed> {
         let mut temp = self.create_temp()?;
         temp.write_all(bytes)?;
         self.commit(temp)
@@ -157,39 +229,14 @@ impl Store {
 
     /// Writes the batched last-access times to the index; called every few seconds and at shutdown.
     pub fn flush_access(&self) -> Result<()> {
+        // Bookkeeping can wait for space: a failed index write costs a reopen of the index.
+        if self.inner.counters.is_full() {
+            return Ok(());
+        }
         let batch = self.inner.access.drain();
         if batch.is_empty() {
             return Ok(());
         }
         self.inner.index.record_access(&batch)
-    }
-
-    /// Re-hashes every blob and checks that every digest the index names exists.
-    /// `referenced` extracts the digests a record of a table refers to.
-    pub fn verify(&self, referenced: &dyn Fn(Table, &[u8]) -> Vec<Digest>) -> Result<VerifyReport> {
-        let mut report = VerifyReport {
-            temp_files: self.inner.blobs.count_temp()?,
-            ..VerifyReport::default()
-        };
-        for (digest, path) in self.inner.blobs.list()? {
-            report.blobs += 1;
-            let actual = digest::hash_file(&path)?;
-            if actual != digest {
-                report.corrupt_blobs.push(digest.to_string());
-            }
-        }
-        for table in Table::RECORDS {
-            for (key, value) in self.inner.index.entries(table)? {
-                report.entries += 1;
-                for digest in referenced(table, &value) {
-                    if !self.inner.blobs.path(&digest).is_file() {
-                        report
-                            .dangling_entries
-                            .push(format!("{}:{key} -> {digest}", table.name()));
-                    }
-                }
-            }
-        }
-        Ok(report)
     }
 }

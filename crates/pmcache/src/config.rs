@@ -11,6 +11,7 @@ use pmcache_packagist as packagist;
 use pmcache_proxy as proxy;
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
+use pmcache_store as store;
 use pmcache_store::ByteSize;
 use url::Url;
 
@@ -20,9 +21,10 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 /// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
 /// Sections that environment variables may set (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "log",
     "server",
+    "storage",
     "upstream",
     "pypi",
     "npm",
@@ -43,6 +45,7 @@ pub struct Config {
     pub public_url: Option<Url>,
     pub log: LogConfig,
     pub server: ServerConfig,
+    pub storage: store::Config,
     pub upstream: proxy::Config,
     pub pypi: pypi::Config,
     pub npm: npm::Config,
@@ -138,6 +141,7 @@ impl Default for Config {
             public_url: None,
             log: LogConfig::default(),
             server: ServerConfig::default(),
+            storage: store::Config::default(),
             upstream: proxy::Config::default(),
             pypi: pypi::Config::default(),
             npm: npm::Config::default(),
@@ -350,6 +354,19 @@ mod tests {
                 "{name}: {error:#}"
             );
         }
+    }
+
+    #[test]
+    fn storage_cap_reads_from_the_environment() {
+        let config = load(
+            None,
+            &env(&[("PMCACHE_STORAGE_MAX_SIZE", "20GiB")]),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(config.storage.max_size, Some(store::ByteSize(20 << 30)));
+        assert_eq!(config.storage.low_water(), Some(18 << 30));
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The pmcache binary: command line, configuration, logging, and the commands `serve` and
-//! `verify`.
+//! The pmcache binary: command line, configuration, logging, and the commands `serve`, `gc`
+//! and `verify`.
 
 mod config;
 mod connection;
+mod control;
 mod input;
 mod metrics;
 mod router;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use pmcache_store::Store;
+use pmcache_store::{ByteSize, GcReport, Store, VerifyReport};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat, Overrides};
@@ -32,8 +33,12 @@ struct Cli {
 enum Command {
     /// Serve the mirror.
     Serve(Settings),
-    /// Re-hash every blob and check that every index entry points at one (pmcache stopped).
+    /// Re-hash every blob and check that every index entry points at one; corrupt blobs go to
+    /// quarantine and their entries are dropped. Safe while `serve` runs (it asks the server).
     Verify(Settings),
+    /// Evict down to storage.max_size and remove unreferenced blobs and stale temp files.
+    /// Safe while `serve` runs (it asks the server).
+    Gc(Settings),
 }
 
 #[derive(Args)]
@@ -88,27 +93,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(settings) => verify(&settings.load()?.config),
+        Command::Gc(settings) => gc(&settings.load()?.config),
     }
 }
 
 fn verify(config: &Config) -> anyhow::Result<ExitCode> {
-    let store = Store::inspect(&config.data_dir).with_context(|| {
-        format!(
-            "cannot open the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    let report = store.verify(&pmcache_proxy::referenced_digests)?;
+    let (report, via) = match ask_server(config, "/verify")? {
+        Some(json) => (
+            serde_json::from_slice::<VerifyReport>(&json)?,
+            "the running server",
+        ),
+        None => {
+            let store = open_store(config, Store::inspect)?;
+            (
+                store.verify(&pmcache_proxy::SCHEMA, true)?,
+                "the data directory",
+            )
+        }
+    };
     println!(
-        "blobs: {}, corrupt: {}, index entries: {}, dangling: {}, temp files: {}",
+        "verified through {via}: blobs: {}, corrupt: {}, quarantined: {}, index entries: {}, dangling: {}, repaired entries: {}, temp files: {}",
         report.blobs,
         report.corrupt_blobs.len(),
+        report.quarantined.len(),
         report.entries,
         report.dangling_entries.len(),
+        report.repaired_entries,
         report.temp_files
     );
     for digest in &report.corrupt_blobs {
         println!("corrupt blob {digest}");
+    }
+    for digest in &report.quarantined {
+        println!("quarantined blob {digest} (it is fetched again on the next request)");
     }
     for entry in &report.dangling_entries {
         println!("dangling entry {entry}");
@@ -117,6 +134,61 @@ fn verify(config: &Config) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+fn gc(config: &Config) -> anyhow::Result<ExitCode> {
+    let (report, via) = match ask_server(config, "/gc")? {
+        Some(json) => (
+            serde_json::from_slice::<GcReport>(&json)?,
+            "the running server",
+        ),
+        None => {
+            // Nobody serves the directory: every temp file is a dead process's (`open` sweeps).
+            let store = open_store(config, Store::open)?;
+            (
+                store.maintain(&pmcache_proxy::SCHEMA, &config.storage)?,
+                "the data directory",
+            )
+        }
+    };
+    let cap = report
+        .max_size_bytes
+        .map_or_else(|| "unbounded".to_owned(), |max| ByteSize(max).to_string());
+    println!(
+        "gc through {via}: freed {} bytes: evicted {} blobs ({} bytes, {} index records), removed {} unreferenced blobs ({} bytes) and {} stale temp files ({} bytes); store now {} bytes (cap {cap})",
+        report.freed_bytes(),
+        report.evicted_blobs,
+        report.evicted_bytes,
+        report.detached_records,
+        report.orphan_blobs,
+        report.orphan_bytes,
+        report.temp_files,
+        report.temp_bytes,
+        report.size_bytes,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The running server's answer to `command`, or None when nobody serves the data directory.
+fn ask_server(config: &Config, command: &str) -> anyhow::Result<Option<bytes::Bytes>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(control::ask(&config.data_dir, command))
+}
+
+fn open_store(
+    config: &Config,
+    open: fn(&std::path::Path) -> pmcache_store::Result<Store>,
+) -> anyhow::Result<Store> {
+    open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot open the data directory {} (if pmcache serves it, its control socket {} did not answer)",
+            config.data_dir.display(),
+            control::socket_path(&config.data_dir).display()
+        )
     })
 }
 

@@ -1,5 +1,9 @@
-//! Prometheus metrics served at `/metrics`.
+//! Prometheus metrics served at `/metrics`: requests answered, and the store's size, evictions,
+//! garbage collection and full-disk state.
 
+use std::sync::Mutex;
+
+use pmcache_store::{Stats, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,12 +17,16 @@ struct RequestLabels {
     status: String,
 }
 
-/// Counters of what pmcache answered.
+/// Counters of what pmcache answered, and the store's figures.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     connections_open: Gauge,
     connections_refused: Counter,
+    store: Store,
+    figures: StoreFigures,
+    /// Renders one at a time: store counters are brought up to date by difference.
+    rendering: Mutex<()>,
 }
 
 /// Counts a connection as open until dropped.
@@ -30,8 +38,23 @@ impl Drop for OpenConnection {
     }
 }
 
+/// The store's figures, copied from [`Stats`] at each scrape.
+#[derive(Default)]
+struct StoreFigures {
+    size: Gauge,
+    max_size: Gauge,
+    full: Gauge,
+    evicted_blobs: Counter,
+    evicted_bytes: Counter,
+    gc_runs: Counter,
+    collected_files: Counter,
+    collected_bytes: Counter,
+    quarantined: Counter,
+    uncommitted_fills: Counter,
+}
+
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub fn new(store: Store) -> Metrics {
         let mut registry = Registry::with_prefix("pmcache");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -51,11 +74,16 @@ impl Metrics {
             "Client connections answered 503 and closed because server.max_connections were open",
             connections_refused.clone(),
         );
+        let figures = StoreFigures::default();
+        figures.register(&mut registry);
         Metrics {
             registry,
             requests,
             connections_open,
             connections_refused,
+            store,
+            figures,
+            rendering: Mutex::new(()),
         }
     }
 
@@ -82,10 +110,90 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        let _one_at_a_time = self.rendering.lock().unwrap_or_else(|p| p.into_inner());
+        self.figures.update(&self.store.stats());
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::error!(%error, "could not encode metrics");
         }
         text
+    }
+}
+
+impl StoreFigures {
+    fn register(&self, registry: &mut Registry) {
+        let store = registry.sub_registry_with_prefix("store");
+        store.register(
+            "size_bytes",
+            "Bytes of blobs in the store",
+            self.size.clone(),
+        );
+        store.register(
+            "max_size_bytes",
+            "The store's cap (storage.max_size); 0 when unbounded",
+            self.max_size.clone(),
+        );
+        store.register(
+            "full",
+            "1 while the store's disk is full: misses stream through without being stored",
+            self.full.clone(),
+        );
+        store.register(
+            "evicted_blobs",
+            "Blobs evicted (least recently used) to stay under the cap",
+            self.evicted_blobs.clone(),
+        );
+        store.register(
+            "evicted_bytes",
+            "Bytes evicted to stay under the cap",
+            self.evicted_bytes.clone(),
+        );
+        store.register(
+            "gc_runs",
+            "Maintenance passes (eviction and garbage collection) run",
+            self.gc_runs.clone(),
+        );
+        store.register(
+            "collected_files",
+            "Unreferenced blobs and stale temp files removed",
+            self.collected_files.clone(),
+        );
+        store.register(
+            "collected_bytes",
+            "Bytes of unreferenced blobs and stale temp files removed",
+            self.collected_bytes.clone(),
+        );
+        store.register(
+            "quarantined_blobs",
+            "Corrupt blobs moved to quarantine by verify",
+            self.quarantined.clone(),
+        );
+        store.register(
+            "uncommitted_fills",
+            "Artifacts served to clients but not stored because a store write failed",
+            self.uncommitted_fills.clone(),
+        );
+    }
+
+    fn update(&self, stats: &Stats) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.size.set(gauge(stats.size_bytes));
+        self.max_size.set(gauge(stats.max_size_bytes));
+        self.full.set(i64::from(stats.full));
+        catch_up(&self.evicted_blobs, stats.evicted_blobs);
+        catch_up(&self.evicted_bytes, stats.evicted_bytes);
+        catch_up(&self.gc_runs, stats.gc_runs);
+        catch_up(&self.collected_files, stats.collected_files);
+        catch_up(&self.collected_bytes, stats.collected_bytes);
+        catch_up(&self.quarantined, stats.quarantined_blobs);
+        catch_up(&self.uncommitted_fills, stats.uncommitted_fills);
+    }
+}
+
+/// Raises a counter to the store's running total.
+fn catch_up(counter: &Counter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
     }
 }

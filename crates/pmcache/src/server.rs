@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::config::{Config, ServerConfig};
 use crate::connection::{self, Admission, Protocols};
+use crate::control::Control;
 use crate::input::Limits;
 use crate::metrics::Metrics;
 use crate::router::{App, Mount};
@@ -26,6 +27,8 @@ use crate::router::{App, Mount};
 const GRACE: Duration = Duration::from_secs(10);
 /// How often batched last-access times are written to the index.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// The least time between two maintenance passes, however fast commits go over the cap.
+const MAINTAIN_GAP: Duration = Duration::from_secs(1);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir).with_context(|| {
@@ -34,7 +37,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
-    let proxy = Proxy::new(store, &config.upstream)?;
+    store.set_max_size(config.storage.max_size);
+    let proxy = Proxy::new(store.clone(), &config.upstream)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -44,15 +48,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         npm: npm_mount(&config, &proxy, local).await,
         rubygems: rubygems_mount(&config, &proxy).await,
         packagist: packagist_mount(&config, &proxy).await,
-        metrics: Metrics::new(),
+        metrics: Metrics::new(store.clone()),
         limits: Limits::new(&config.server),
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
+    let maintainer = tokio::spawn(maintain_periodically(store.clone(), config.storage.clone()));
+    // Without the socket, `pmcache gc|verify` cannot reach this server: worth a line, not an exit.
+    let control = Control::listen(store.clone(), config.storage.clone())
+        .inspect_err(|error| tracing::error!("no control socket: {error:#}"))
+        .ok();
     // The first line on stdout tells scripts and tests where pmcache listens (port 0 picks one).
     println!("pmcache listening on http://{local}");
     tracing::info!(%local, data_dir = %config.data_dir.display(), "serving");
     accept_until_shutdown(listener, app, &config.server).await;
     flusher.abort();
+    maintainer.abort();
+    if let Some(control) = control {
+        control.close();
+    }
     proxy.flush()?;
     tracing::info!("stopped");
     Ok(())
@@ -129,9 +142,52 @@ async fn flush_periodically(proxy: Proxy) {
         let flushing = proxy.clone();
         match tokio::task::spawn_blocking(move || flushing.flush()).await {
             Ok(Ok(())) => {}
+            // A full disk is reported once by the store, not every few seconds here.
+            Ok(Err(error)) if error.is_storage_full() => {
+                tracing::debug!(%error, "could not record access times");
+            }
             Ok(Err(error)) => tracing::warn!(%error, "could not record access times"),
             Err(error) => tracing::warn!(%error, "access-time flush task failed"),
         }
+    }
+}
+
+/// Runs eviction and garbage collection every `gc_interval`, and as soon as commits take the
+/// store over its cap (at most once per [`MAINTAIN_GAP`]).
+async fn maintain_periodically(store: Store, config: pmcache_store::Config) {
+    let mut interval = tokio::time::interval(config.gc_interval);
+    // The first tick is immediate: a restart over the cap (say, a lowered cap) evicts at once.
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = store.over_cap() => {}
+        }
+        if store.is_full() && config.max_size.is_none() {
+            // Nothing to evict, and collecting orphans writes the index, which a full disk may
+            // fail; fills find out when space is back.
+            tracing::debug!("store full: background maintenance waits for space");
+            tokio::time::sleep(MAINTAIN_GAP).await;
+            continue;
+        }
+        let (working, settings) = (store.clone(), config.clone());
+        let pass = tokio::task::spawn_blocking(move || {
+            working.maintain(&pmcache_proxy::SCHEMA, &settings)
+        });
+        match pass.await {
+            Ok(Ok(report)) if report.freed_bytes() > 0 => tracing::info!(
+                evicted_blobs = report.evicted_blobs,
+                evicted_bytes = report.evicted_bytes,
+                orphan_blobs = report.orphan_blobs,
+                temp_files = report.temp_files,
+                size = report.size_bytes,
+                "store maintenance freed {} bytes",
+                report.freed_bytes()
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "store maintenance failed"),
+            Err(error) => tracing::warn!(%error, "store maintenance task failed"),
+        }
+        tokio::time::sleep(MAINTAIN_GAP).await;
     }
 }
 

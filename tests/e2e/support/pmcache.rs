@@ -215,6 +215,20 @@ impl Pmcache {
         }
     }
 
+    /// The value of the Prometheus sample `name` (no labels) at `/metrics`, if present.
+    pub fn metric(&self, name: &str) -> Result<Option<f64>> {
+        let response = super::http::get(&format!("{}/metrics", self.base_url))?;
+        ensure!(
+            response.status == 200,
+            "GET /metrics: {}",
+            response.describe()
+        );
+        Ok(response.text().lines().find_map(|line| {
+            let (sample, value) = line.split_once(' ')?;
+            (sample == name).then(|| value.trim().parse().ok())?
+        }))
+    }
+
     /// Its stderr so far.
     pub fn log_text(&self) -> String {
         read_lossy(&self.log)
@@ -259,11 +273,21 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_pmcache")
 }
 
-/// `pmcache verify --data-dir DATA_DIR`, run to completion (pmcache must not be serving it).
+/// `pmcache verify --data-dir DATA_DIR`, run to completion (through the server when one serves
+/// the directory).
 pub fn verify(scratch: &Path, data_dir: &Path) -> Result<Finished> {
+    maintenance("verify", scratch, data_dir)
+}
+
+/// `pmcache gc --data-dir DATA_DIR`, run to completion.
+pub fn gc(scratch: &Path, data_dir: &Path) -> Result<Finished> {
+    maintenance("gc", scratch, data_dir)
+}
+
+fn maintenance(subcommand: &str, scratch: &Path, data_dir: &Path) -> Result<Finished> {
     let mut command = Command::new(binary());
     command
-        .args(["verify", "--data-dir"])
+        .args([subcommand, "--data-dir"])
         .arg(data_dir)
         .env_clear()
         .current_dir(scratch);
