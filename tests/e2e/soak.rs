@@ -468,7 +468,10 @@ fn soak_round(
         }
         Err(error) => {
             match cause {
-                Some(cause) => *tally.failures.entry(cause).or_default() += 1,
+                Some(cause) => {
+                    let key = format!("{cause}, {ecosystem:?}");
+                    *tally.failures.entry(key).or_default() += 1;
+                }
                 None => tally.unexplained.push(format!("{label}: {error:#}")),
             }
             false

@@ -1,8 +1,9 @@
-//! Prometheus metrics served at `/metrics`: requests answered, and the store's size, evictions,
-//! garbage collection and full-disk state.
+//! Prometheus metrics served at `/metrics`: requests and connections answered, the store's size,
+//! evictions, garbage collection and full-disk state, and upstreams whose circuit is open.
 
 use std::sync::Mutex;
 
+use pmcache_proxy::Proxy;
 use pmcache_store::{Stats, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,6 +26,8 @@ pub struct Metrics {
     connections_refused: Counter,
     store: Store,
     figures: StoreFigures,
+    proxy: Proxy,
+    open_circuits: Gauge,
     /// Renders one at a time: store counters are brought up to date by difference.
     rendering: Mutex<()>,
 }
@@ -54,7 +57,7 @@ struct StoreFigures {
 }
 
 impl Metrics {
-    pub fn new(store: Store) -> Metrics {
+    pub fn new(store: Store, proxy: Proxy) -> Metrics {
         let mut registry = Registry::with_prefix("pmcache");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -76,6 +79,12 @@ impl Metrics {
         );
         let figures = StoreFigures::default();
         figures.register(&mut registry);
+        let open_circuits = Gauge::default();
+        registry.register(
+            "upstream_open_circuits",
+            "Upstream origins whose circuit breaker is open: requests to them fail at once",
+            open_circuits.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -83,6 +92,8 @@ impl Metrics {
             connections_refused,
             store,
             figures,
+            proxy,
+            open_circuits,
             rendering: Mutex::new(()),
         }
     }
@@ -112,6 +123,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let _one_at_a_time = self.rendering.lock().unwrap_or_else(|p| p.into_inner());
         self.figures.update(&self.store.stats());
+        let open = i64::try_from(self.proxy.open_circuits()).unwrap_or(i64::MAX);
+        self.open_circuits.set(open);
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::error!(%error, "could not encode metrics");

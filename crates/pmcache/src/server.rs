@@ -48,7 +48,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         npm: npm_mount(&config, &proxy, local).await,
         rubygems: rubygems_mount(&config, &proxy).await,
         packagist: packagist_mount(&config, &proxy).await,
-        metrics: Metrics::new(store.clone()),
+        metrics: Metrics::new(store.clone(), proxy.clone()),
         limits: Limits::new(&config.server),
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
