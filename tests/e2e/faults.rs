@@ -353,19 +353,7 @@ fn concurrent_requests_share_one_stalled_upstream_fetch() -> Result<()> {
     let case = Case::start(&[])?;
     case.upstream
         .set_page("demo", Behaviour::StallBeforeHeaders);
-    let responses: Vec<Result<http::Response>> = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| scope.spawn(|| get_page(&case.pmcache, "demo")))
-            .collect();
-        clients
-            .into_iter()
-            .map(|client| {
-                client
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("client thread panicked"))?
-            })
-            .collect()
-    });
+    let responses = http::concurrently(CLIENTS, || get_page(&case.pmcache, "demo"));
     let authority = case.upstream.authority();
     for (client, response) in responses.into_iter().enumerate() {
         let what = format!("client {client} of a stalled page");

@@ -148,10 +148,16 @@ pub fn get_digest(url: &str) -> Result<Digested> {
 /// `clients` concurrent `GET url`s, each on a thread and a connection of its own, each hashed
 /// as it streams.
 pub fn get_digest_concurrently(url: &str, clients: usize) -> Vec<Result<Digested>> {
+    concurrently(clients, || get_digest(url))
+}
+
+/// Runs `request` on `clients` threads at once; the results in thread order.
+pub fn concurrently<T: Send>(
+    clients: usize,
+    request: impl Fn() -> Result<T> + Sync,
+) -> Vec<Result<T>> {
     std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..clients)
-            .map(|_| scope.spawn(|| get_digest(url)))
-            .collect();
+        let clients: Vec<_> = (0..clients).map(|_| scope.spawn(&request)).collect();
         clients
             .into_iter()
             .map(|client| {
