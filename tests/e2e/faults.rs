@@ -411,6 +411,30 @@ fn refused_connections_are_a_bad_gateway() -> Result<()> {
     )
 }
 
+/// A refused connection fails at once, so it does not count toward the circuit breaker: when
+/// the upstream comes back, the next request reaches it.
+#[test]
+fn refused_connections_do_not_open_the_circuit() -> Result<()> {
+    let addr = refusing_addr()?;
+    let upstream = format!("http://{addr}/simple/");
+    let dir = scratch()?;
+    let pmcache = serve(
+        dir.path(),
+        &upstream,
+        &[
+            ("PMCACHE_UPSTREAM_BREAKER_THRESHOLD", "2"),
+            ("PMCACHE_UPSTREAM_BREAKER_COOLDOWN", "1h"),
+        ],
+    )?;
+    let expected = gateway(&[502], Wait::Some, "could not be reached");
+    for _ in 0..4 {
+        let response = get_page(&pmcache, "demo")?;
+        ensure_gateway_error(&response, &expected, &addr.to_string(), &upstream)?;
+    }
+    ensure!(open_circuits(&pmcache)? == "0");
+    ensure_still_serving(&pmcache)
+}
+
 #[test]
 fn a_listener_that_never_accepts_is_a_gateway_timeout() -> Result<()> {
     let silent = Unanswering::bind()?;

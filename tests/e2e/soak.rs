@@ -7,7 +7,10 @@
 //! from what is stored.
 //!
 //! Settings (environment): `PMCACHE_SOAK_SECONDS` (default 120), `PMCACHE_SOAK_SEED` (default:
-//! the clock), `PMCACHE_SOAK_REPORT` (a file to write the report to as well as stdout).
+//! the clock), `PMCACHE_SOAK_MAX_SIZE` (a `storage.max_size` such as `3MiB`, so that eviction
+//! runs throughout; then an artifact missing after a restart may have been evicted, and what
+//! counts is that `pmcache verify` finds the store consistent), `PMCACHE_SOAK_REPORT` (a file to
+//! write the report to as well as stdout).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -99,6 +102,8 @@ struct World {
     rubygems: RubygemsUpstream,
     packagist: PackagistUpstream,
     trap: EgressTrap,
+    /// `storage.max_size`, when the run evicts.
+    max_size: Option<String>,
     dir: TempDir,
 }
 
@@ -110,7 +115,14 @@ impl World {
         let rubygems = RubygemsUpstream::start()?;
         let packagist = PackagistUpstream::start()?;
         let trap = EgressTrap::start()?;
-        let pmcache = serve(dir.path(), &pypi, &npm, &rubygems, &packagist)?;
+        let max_size = std::env::var("PMCACHE_SOAK_MAX_SIZE").ok();
+        let upstreams = Upstreams {
+            pypi: &pypi,
+            npm: &npm,
+            rubygems: &rubygems,
+            packagist: &packagist,
+        };
+        let pmcache = serve(dir.path(), &upstreams, max_size.as_deref())?;
         Ok(Self {
             pmcache,
             pypi,
@@ -118,6 +130,7 @@ impl World {
             rubygems,
             packagist,
             trap,
+            max_size,
             dir,
         })
     }
@@ -127,13 +140,13 @@ impl World {
     }
 
     fn restart(&mut self) -> Result<()> {
-        self.pmcache = serve(
-            self.dir.path(),
-            &self.pypi,
-            &self.npm,
-            &self.rubygems,
-            &self.packagist,
-        )?;
+        let upstreams = Upstreams {
+            pypi: &self.pypi,
+            npm: &self.npm,
+            rubygems: &self.rubygems,
+            packagist: &self.packagist,
+        };
+        self.pmcache = serve(self.dir.path(), &upstreams, self.max_size.as_deref())?;
         Ok(())
     }
 
@@ -263,29 +276,32 @@ impl World {
     }
 }
 
-fn serve(
-    scratch: &Path,
-    pypi: &PypiUpstream,
-    npm: &NpmUpstream,
-    rubygems: &RubygemsUpstream,
-    packagist: &PackagistUpstream,
-) -> Result<Pmcache> {
-    let rubygems_url = rubygems.base_url();
-    let packagist_url = format!("{}/", packagist.repo_url());
-    Pmcache::serve(
-        scratch,
-        &scratch.join("data"),
-        &[
-            ("PMCACHE_PYPI_UPSTREAM", &pypi.index_url()),
-            ("PMCACHE_NPM_UPSTREAM", &npm.registry_url()),
-            ("PMCACHE_RUBYGEMS_UPSTREAM", &rubygems_url),
-            ("PMCACHE_PACKAGIST_UPSTREAM", &packagist_url),
-            ("PMCACHE_PYPI_METADATA_TTL", "5s"),
-            ("PMCACHE_NPM_METADATA_TTL", "5s"),
-            ("PMCACHE_RUBYGEMS_METADATA_TTL", "5s"),
-            ("PMCACHE_PACKAGIST_METADATA_TTL", "5s"),
-        ],
-    )
+/// The four fixture upstreams pmcache fronts.
+struct Upstreams<'a> {
+    pypi: &'a PypiUpstream,
+    npm: &'a NpmUpstream,
+    rubygems: &'a RubygemsUpstream,
+    packagist: &'a PackagistUpstream,
+}
+
+fn serve(scratch: &Path, upstreams: &Upstreams<'_>, max_size: Option<&str>) -> Result<Pmcache> {
+    let (pypi, npm) = (upstreams.pypi.index_url(), upstreams.npm.registry_url());
+    let rubygems = upstreams.rubygems.base_url();
+    let packagist = format!("{}/", upstreams.packagist.repo_url());
+    let mut env = vec![
+        ("PMCACHE_PYPI_UPSTREAM", pypi.as_str()),
+        ("PMCACHE_NPM_UPSTREAM", npm.as_str()),
+        ("PMCACHE_RUBYGEMS_UPSTREAM", rubygems.as_str()),
+        ("PMCACHE_PACKAGIST_UPSTREAM", packagist.as_str()),
+        ("PMCACHE_PYPI_METADATA_TTL", "5s"),
+        ("PMCACHE_NPM_METADATA_TTL", "5s"),
+        ("PMCACHE_RUBYGEMS_METADATA_TTL", "5s"),
+        ("PMCACHE_PACKAGIST_METADATA_TTL", "5s"),
+    ];
+    if let Some(max_size) = max_size {
+        env.push(("PMCACHE_STORAGE_MAX_SIZE", max_size));
+    }
+    Pmcache::serve(scratch, &scratch.join("data"), &env)
 }
 
 /// What the run saw.
@@ -301,6 +317,10 @@ struct Tally {
     unexplained: Vec<String>,
     wrong_bytes: Vec<String>,
     lost: Vec<String>,
+    /// `pmcache verify` runs against the live server after restarts, and those that found the
+    /// store inconsistent.
+    live_verifies: u32,
+    inconsistent: Vec<String>,
 }
 
 impl Tally {
@@ -323,6 +343,15 @@ impl Tally {
         }
         let _ = writeln!(text, "wrong bytes installed: {}", self.wrong_bytes.len());
         let _ = writeln!(text, "committed artifacts lost: {}", self.lost.len());
+        let _ = writeln!(
+            text,
+            "live pmcache verify after restarts: {} run, {} inconsistent",
+            self.live_verifies,
+            self.inconsistent.len()
+        );
+        for finding in &self.inconsistent {
+            let _ = writeln!(text, "  {finding}");
+        }
         let _ = writeln!(text, "pmcache verify: {verify}");
         text
     }
@@ -355,7 +384,10 @@ fn soak() -> Result<()> {
         if outcome.killed {
             world.pmcache.kill9().ok();
             world.restart()?;
-            check_committed(&world, &committed, &mut tally)?;
+            if world.max_size.is_none() {
+                check_committed(&world, &committed, &mut tally)?;
+            }
+            verify_live(&world, &mut tally)?;
         }
         if outcome.completed {
             committed.extend(outcome.digests);
@@ -377,17 +409,29 @@ fn soak() -> Result<()> {
         }
     }
     world.pmcache.stop()?;
-    check_committed(&world, &committed, &mut tally)?;
+    if world.max_size.is_none() {
+        check_committed(&world, &committed, &mut tally)?;
+    }
     let verified = pmcache::verify(world.dir.path(), &world.data_dir())?;
     let verify = verified.stdout.trim().to_owned();
-    let report = tally.report(seconds, seed, &verify);
+    let cap = world
+        .max_size
+        .as_deref()
+        .unwrap_or("none (nothing evicted)");
+    let report = format!(
+        "{}storage.max_size: {cap}\n",
+        tally.report(seconds, seed, &verify)
+    );
     println!("{report}");
     if let Some(path) = std::env::var_os("PMCACHE_SOAK_REPORT") {
         std::fs::write(path, &report)?;
     }
     ensure!(verified.status.success(), "pmcache verify failed: {verify}");
     ensure!(
-        tally.unexplained.is_empty() && tally.wrong_bytes.is_empty() && tally.lost.is_empty(),
+        tally.unexplained.is_empty()
+            && tally.wrong_bytes.is_empty()
+            && tally.lost.is_empty()
+            && tally.inconsistent.is_empty(),
         "the soak found problems:\n{report}"
     );
     world.trap.ensure_nothing_caught()
@@ -498,6 +542,17 @@ fn kill_later(pid: u32, delay_ms: u64) -> std::thread::JoinHandle<Result<bool>> 
             .context("running kill")?;
         Ok(status.success())
     })
+}
+
+/// `pmcache verify` against the server just restarted (through its control socket): every blob
+/// hashes to its name and every index entry names a blob.
+fn verify_live(world: &World, tally: &mut Tally) -> Result<()> {
+    tally.live_verifies += 1;
+    let verified = pmcache::verify(world.dir.path(), &world.data_dir())?;
+    if !verified.status.success() {
+        tally.inconsistent.push(verified.output());
+    }
+    Ok(())
 }
 
 /// Every artifact a completed install got from pmcache is still in its store.

@@ -1,7 +1,7 @@
-//! Circuit breakers, one per upstream origin: after a run of connect failures and timeouts,
-//! requests to that origin fail at once (clients get the stale copy or a 503 with Retry-After)
-//! instead of each waiting out the same timeout; after a cooldown one probe request is let
-//! through, and its success closes the breaker.
+//! Circuit breakers, one per upstream origin: after a run of timeouts (connecting or waiting for
+//! an answer), requests to that origin fail at once (clients get the stale copy or a 503 with
+//! Retry-After) instead of each waiting out the same timeout; after a cooldown one probe request
+//! is let through, and its success closes the breaker.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

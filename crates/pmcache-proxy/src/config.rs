@@ -19,8 +19,8 @@ pub struct Config {
     /// Connect to loopback, private and link-local addresses even when a host is not a
     /// configured upstream's (metadata may name any host). Default `false`.
     pub allow_private_addresses: bool,
-    /// Connect failures or timeouts in a row, to one upstream origin, after which requests to
-    /// it fail at once until a probe succeeds; `0` disables. Default `5`.
+    /// Timeouts in a row (connecting or waiting for an answer), to one upstream origin, after
+    /// which requests to it fail at once until a probe succeeds; `0` disables. Default `5`.
     pub breaker_threshold: u32,
     /// How long an open breaker waits before letting one probe request through. Default `30s`.
     #[serde(with = "humantime_serde")]

@@ -21,7 +21,7 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     #[error(
-        "circuit open: upstream {origin} failed {failures} times in a row (connection failures or timeouts); pmcache tries it again in {}s", retry_after.as_secs().max(1)
+        "circuit open: upstream {origin} failed {failures} times in a row (timeouts); pmcache tries it again in {}s", retry_after.as_secs().max(1)
     )]
     CircuitOpen {
         origin: String,

@@ -29,6 +29,7 @@ const USER_AGENT: &str = concat!("pmcache/", env!("CARGO_PKG_VERSION"));
 pub struct Upstream {
     client: Client<HttpsConnector<GuardedConnector>, Full<Bytes>>,
     read_timeout: Duration,
+    connect_timeout: Duration,
     max_document_size: u64,
     policy: Arc<AddressPolicy>,
     breakers: Arc<Breakers>,
@@ -71,6 +72,7 @@ impl Upstream {
         Ok(Upstream {
             client,
             read_timeout: config.read_timeout,
+            connect_timeout: config.connect_timeout,
             max_document_size: config.max_document_size.0,
             policy,
             breakers: Arc::new(Breakers::new(
@@ -164,12 +166,14 @@ impl Upstream {
                     url: url.to_string(),
                     timeout: self.read_timeout,
                 }),
-                Ok(Err(error)) => Err(classify_client_error(url, &error)),
+                Ok(Err(error)) => Err(classify_client_error(url, &error, self.connect_timeout)),
                 Ok(Ok(response)) => Ok(response),
             };
+        // Only timeouts hold requests for long: a refused connection or an unknown name fails
+        // at once anyway, and counting it would keep the breaker open after the upstream is back.
         match &outcome {
             Ok(_) => self.breakers.succeeded(&origin),
-            Err(Error::Connect { .. } | Error::Timeout { .. }) => self.breakers.failed(&origin),
+            Err(Error::Timeout { .. }) => self.breakers.failed(&origin),
             Err(_) => {}
         }
         outcome
@@ -356,9 +360,19 @@ fn redirect_target(current: &Url, headers: &HeaderMap) -> Result<Url> {
     })
 }
 
-fn classify_client_error(url: &Url, error: &hyper_util::client::legacy::Error) -> Error {
+fn classify_client_error(
+    url: &Url,
+    error: &hyper_util::client::legacy::Error,
+    connect_timeout: Duration,
+) -> Error {
     let reason = error_chain(error);
-    if refused_by_policy(error) {
+    if has_io_kind(error, std::io::ErrorKind::TimedOut) {
+        return Error::Timeout {
+            url: url.to_string(),
+            timeout: connect_timeout,
+        };
+    }
+    if has_io_kind(error, std::io::ErrorKind::PermissionDenied) {
         return Error::Refused {
             url: url.to_string(),
             reason: innermost(error),
@@ -377,12 +391,14 @@ fn classify_client_error(url: &Url, error: &hyper_util::client::legacy::Error) -
     }
 }
 
-/// Whether the address policy refused the connection (see `egress`).
-fn refused_by_policy(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether an I/O error of `kind` is among the causes: `TimedOut` for a connect (or name
+/// lookup) that took too long, `PermissionDenied` for the address policy's refusal (`egress`).
+fn has_io_kind(error: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(cause) = current {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::PermissionDenied
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == kind)
         {
             return true;
         }
