@@ -19,6 +19,8 @@ mod freshness;
 mod inflight;
 mod origin;
 mod passthrough;
+#[cfg(test)]
+mod properties;
 mod serve;
 mod upstream;
 
