@@ -177,3 +177,30 @@ proptest! {
         }
     }
 }
+
+/// Found by the `packagist_rewrite` fuzz target: a key that is no package name made dist URLs
+/// such as `<dists>/../../x/r.zip` or `<dists>/?acme/tool/r.zip`.
+#[test]
+fn p2_keys_that_are_no_package_names_are_dropped() {
+    let entry = json!([{"version": "1.0", "dist": {"type": "zip", "reference": "r",
+        "url": "https://code.example/r.zip"}}]);
+    let document = json!({"packages": {
+        "../../x": entry, "?acme/tool": entry, "acme/tool#x": entry, "Acme/Tool": entry,
+        "acme/tool": entry,
+    }});
+    let body = serde_json::to_vec(&document).expect("serialises");
+    let url = Url::parse("https://repo.example/p2/acme/tool.json").expect("valid");
+    let p2 = rewrite_p2(&body, &url, DISTS).expect("rewrites");
+    let served: Value = serde_json::from_slice(&p2.body).expect("JSON");
+    let keys: Vec<&String> = served["packages"]
+        .as_object()
+        .expect("object")
+        .keys()
+        .collect();
+    assert_eq!(keys, ["acme/tool"]);
+    assert_eq!(p2.dists.len(), 1);
+    assert_eq!(
+        served["packages"]["acme/tool"][0]["dist"]["url"],
+        json!(format!("{DISTS}acme/tool/r.zip"))
+    );
+}

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::minified;
+use crate::name::PackageName;
 
 /// The endpoints of `packages.json` that pmcache serves at fixed routes below its mount: the
 /// key path in the document, and the route (with the upstream's own query template kept).
@@ -179,6 +180,9 @@ pub fn rewrite_p2(body: &[u8], url: &Url, dists_base: &str) -> Result<P2, String
     let Some(Value::Object(packages)) = document.get_mut("packages") else {
         return Err("no packages object".to_owned());
     };
+    // Composer reads only the key it asked for, always a package name; another key (`../x`,
+    // `?x`) would put its dist URLs outside `dists_base`, so it goes.
+    packages.retain(|package, _| PackageName::parse(package).is_ok());
     let mut dists = Vec::new();
     for (package, versions) in packages.iter_mut() {
         let Value::Array(entries) = versions else {
