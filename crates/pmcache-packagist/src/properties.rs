@@ -204,3 +204,15 @@ fn p2_keys_that_are_no_package_names_are_dropped() {
         json!(format!("{DISTS}acme/tool/r.zip"))
     );
 }
+
+/// Found by the `packagist_rewrite` fuzz target: serde_json's default float parsing may be one
+/// unit in the last place off, even on what it wrote itself, so a number went through a
+/// rewrite changed.
+#[test]
+fn numbers_survive_a_rewrite_exactly() {
+    let body = br#"{"packages": {"acme/tool": [{"version": "1.0", "x": 7.777777777777778e103}]}}"#;
+    let url = Url::parse("https://repo.example/p2/acme/tool.json").expect("valid");
+    let p2 = rewrite_p2(body, &url, DISTS).expect("rewrites");
+    let served = String::from_utf8(p2.body).expect("UTF-8");
+    assert!(served.contains(r#""x":7.777777777777778e+103"#), "{served}");
+}
