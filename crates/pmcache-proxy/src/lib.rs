@@ -24,6 +24,12 @@ mod properties;
 mod serve;
 mod upstream;
 
+/// Internals that the cargo-fuzz targets in `fuzz/` drive directly; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::serve::{RangeRequest, parse_range};
+}
+
 pub use artifact::{ArtifactRecord, ArtifactRequest, ArtifactSource};
 pub use body::{Body, empty, full};
 pub use checksum::{Algorithm, Checksum};

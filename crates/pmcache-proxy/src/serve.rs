@@ -89,7 +89,7 @@ pub fn etag_of(digest: &Digest) -> String {
 
 /// A byte range the client asked for, resolved against the blob size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RangeRequest {
+pub enum RangeRequest {
     /// No usable single range: send everything.
     Whole,
     /// `start..=end`.
@@ -100,7 +100,7 @@ pub(crate) enum RangeRequest {
 
 /// Parses `Range: bytes=a-b | a- | -n` (RFC 9110 §14.1.2). Multiple ranges and other units are
 /// answered with the whole body, which the RFC allows.
-pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
+pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
     let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
         return RangeRequest::Whole;
     };
