@@ -83,6 +83,11 @@ fn validate(raw: &str) -> Result<Option<usize>, &'static str> {
     }
     let Some(scoped) = raw.strip_prefix('@') else {
         validate_part(raw)?;
+        // `/-/…` is the registry's API: the tarballs of a package named `-` could not be told
+        // from API paths, so such a package can never be served.
+        if raw == "-" {
+            return Err("is '-', the registry's API namespace");
+        }
         return Ok(None);
     };
     let (scope, bare) = scoped
@@ -351,6 +356,10 @@ mod tests {
         );
         assert_eq!(invalid_reason("@/name"), "has an empty scope or name");
         assert_eq!(invalid_reason("@scope/"), "has an empty scope or name");
+        // Found by the `names` fuzz target: `/-/-/--1.0.0.tgz` classified as an API path.
+        assert_eq!(invalid_reason("-"), "is '-', the registry's API namespace");
+        assert!(PackageName::parse("@-/-").is_ok());
+        assert!(PackageName::parse("-a").is_ok());
         for raw in [
             "a/b", "@a/b/c", "sp ace", "ü", "a%2fb", "a+b", "a\0b", "a\\b", "@a@b/c",
         ] {

@@ -17,6 +17,8 @@ pub mod error;
 pub mod minified;
 pub mod name;
 pub mod path;
+#[cfg(test)]
+mod properties;
 pub mod rewrite;
 mod routes;
 

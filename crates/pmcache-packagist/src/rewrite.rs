@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::minified;
+use crate::name::PackageName;
 
 /// Why upstream Composer metadata cannot be rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +242,9 @@ pub fn rewrite_p2(body: &[u8], url: &Url, rewrite: DistRewrite<'_>) -> Result<P2
     let Some(Value::Object(packages)) = document.get_mut("packages") else {
         return Err(Malformed::NoPackages);
     };
+    // Composer reads only the key it asked for, always a package name; another key (`../x`,
+    // `?x`) would put its dist URLs outside `dists_base`, so it goes.
+    packages.retain(|package, _| PackageName::parse(package).is_ok());
     let mut dists = Vec::new();
     for (package, versions) in packages.iter_mut() {
         let Value::Array(entries) = versions else {

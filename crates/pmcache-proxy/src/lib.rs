@@ -21,9 +21,17 @@ mod freshness;
 mod inflight;
 mod origin;
 mod passthrough;
+#[cfg(test)]
+mod properties;
 mod serve;
 mod spool;
 mod upstream;
+
+/// Internals that the cargo-fuzz targets in `fuzz/` drive directly; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::serve::{RangeRequest, parse_range};
+}
 
 pub use artifact::{ArtifactRecord, ArtifactRequest, ArtifactSource};
 pub use body::{Body, empty, full};

@@ -15,6 +15,8 @@ pub mod discover;
 pub mod error;
 pub mod name;
 pub mod negotiate;
+#[cfg(test)]
+mod properties;
 pub mod rewrite;
 mod routes;
 pub mod wire;

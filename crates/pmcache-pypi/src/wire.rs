@@ -403,6 +403,8 @@ fn percent_decode(text: &str) -> String {
         let escaped = bytes
             .get(index + 1..index + 3)
             .filter(|_| byte == b'%')
+            // Two hex digits exactly: `from_str_radix` alone would also take a sign (`%+a`).
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
             .and_then(|hex| std::str::from_utf8(hex).ok())
             .and_then(|hex| u8::from_str_radix(hex, 16).ok());
         match escaped {
@@ -972,5 +974,18 @@ mod tests {
         assert_eq!(percent_decode("a%2Bb%20c"), "a+b c");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%e2%82%ac%ff"), "\u{20ac}\u{fffd}");
+    }
+
+    #[test]
+    fn a_sign_is_no_hex_digit() {
+        // unquote("a%+2b") is "a%+2b"; reading it as 0x02 made a file name pip never sees.
+        assert_eq!(percent_decode("a%+2b%-1"), "a%+2b%-1");
+        let page = ProjectPage::parse(
+            br#"<a href="https://files.example/demo%+2-1.0.tar.gz#sha256=ab">x</a>"#,
+            "text/html",
+            &page_url(),
+        )
+        .expect("parses");
+        assert_eq!(page.files()[0].filename, "demo%+2-1.0.tar.gz");
     }
 }

@@ -15,6 +15,8 @@ pub mod config;
 pub mod error;
 pub mod name;
 pub mod path;
+#[cfg(test)]
+mod properties;
 mod routes;
 
 pub use config::Config;

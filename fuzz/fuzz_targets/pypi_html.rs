@@ -1,0 +1,7 @@
+//! PEP 503 HTML project pages and root lists from an upstream (`pmcache_fuzz::pypi`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pmcache_fuzz::pypi;
+
+fuzz_target!(|data: &[u8]| pypi::check(data, pypi::HTML));
