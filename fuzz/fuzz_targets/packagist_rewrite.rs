@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use pmcache_packagist::minified::expand;
 use pmcache_packagist::name::PackageName;
 use pmcache_packagist::path::{Route, classify};
-use pmcache_packagist::rewrite::{ENDPOINTS, encode, rewrite_p2, rewrite_root};
+use pmcache_packagist::rewrite::{DistRewrite, ENDPOINTS, encode, rewrite_p2, rewrite_root};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
 fn check_p2(data: &[u8]) {
     let url = Url::parse("https://repo.example/p2/acme/tool.json").expect("a valid URL");
     let dists_base = format!("{BASE}/dists/");
-    let Ok(p2) = rewrite_p2(data, &url, &dists_base) else {
+    let rewrite = DistRewrite {
+        base: &dists_base,
+        keep_source: data.first().is_some_and(|byte| byte % 2 == 0),
+    };
+    let Ok(p2) = rewrite_p2(data, &url, rewrite) else {
         return;
     };
     for dist in &p2.dists {
@@ -87,6 +91,14 @@ fn check_p2(data: &[u8]) {
         let (before, after) = (complete(before), complete(after));
         assert_eq!(before.len(), after.len(), "{name} lost versions");
         for (mut before, mut after) in before.into_iter().zip(after) {
+            // Without `keep_source`, `source` goes; a dist pmcache could not route back to goes
+            // whole (rather than send clients around pmcache).
+            if !rewrite.keep_source {
+                before.shift_remove("source");
+            }
+            if before.contains_key("dist") && !after.contains_key("dist") {
+                before.shift_remove("dist");
+            }
             let url_after = after
                 .get("dist")
                 .and_then(|d| d.get("url"))
@@ -122,9 +134,19 @@ fn without(map: &Map<String, Value>, key: &str) -> Map<String, Value> {
 
 fn check_root(data: &[u8]) {
     let url = Url::parse("https://repo.example/packages.json").expect("a valid URL");
-    let Ok(root) = rewrite_root(data, &url, BASE) else {
+    let dists_base = format!("{BASE}/dists/");
+    let rewrite = DistRewrite {
+        base: &dists_base,
+        keep_source: true,
+    };
+    let Ok(root) = rewrite_root(data, &url, BASE, rewrite) else {
         return;
     };
+    for dist in &root.dists {
+        let local = format!("{dists_base}{}/{}", dist.package, encode(&dist.file));
+        let parsed = Url::parse(&local).expect("a rewritten dist URL parses");
+        assert!(parsed.as_str().starts_with(&dists_base), "{local}");
+    }
     let served: Map<String, Value> = serde_json::from_slice(&root.body).expect("output is JSON");
     for (path, route) in ENDPOINTS {
         let mut value = Some(&Value::Object(served.clone()));

@@ -9,9 +9,14 @@ use url::Url;
 use crate::minified::{expand, minify};
 use crate::name::PackageName;
 use crate::path::{Route, classify};
-use crate::rewrite::rewrite_p2;
+use crate::rewrite::{DistRewrite, rewrite_p2};
 
 const DISTS: &str = "http://127.0.0.1:7878/packagist/dists/";
+/// Dists below [`DISTS`], sources kept: the rewrite the properties check.
+const REWRITE: DistRewrite<'static> = DistRewrite {
+    base: DISTS,
+    keep_source: true,
+};
 
 /// A complete version entry: a few keys that come and go between versions, with values that
 /// repeat often enough for the minified diffs to be short.
@@ -136,7 +141,7 @@ proptest! {
         let document = p2_document(&versions, minified);
         let body = serde_json::to_vec(&document).expect("serialises");
         let url = Url::parse("https://repo.example/p2/acme/tool.json").expect("valid");
-        let p2 = rewrite_p2(&body, &url, DISTS).expect("rewrites");
+        let p2 = rewrite_p2(&body, &url, REWRITE).expect("rewrites");
         prop_assert_eq!(p2.dists.len(), versions.len());
         let served: Value = serde_json::from_slice(&p2.body).expect("JSON");
         prop_assert_eq!(&served["security-advisories"], &document["security-advisories"]);
@@ -190,7 +195,7 @@ fn p2_keys_that_are_no_package_names_are_dropped() {
     }});
     let body = serde_json::to_vec(&document).expect("serialises");
     let url = Url::parse("https://repo.example/p2/acme/tool.json").expect("valid");
-    let p2 = rewrite_p2(&body, &url, DISTS).expect("rewrites");
+    let p2 = rewrite_p2(&body, &url, REWRITE).expect("rewrites");
     let served: Value = serde_json::from_slice(&p2.body).expect("JSON");
     let keys: Vec<&String> = served["packages"]
         .as_object()
@@ -212,7 +217,7 @@ fn p2_keys_that_are_no_package_names_are_dropped() {
 fn numbers_survive_a_rewrite_exactly() {
     let body = br#"{"packages": {"acme/tool": [{"version": "1.0", "x": 7.777777777777778e103}]}}"#;
     let url = Url::parse("https://repo.example/p2/acme/tool.json").expect("valid");
-    let p2 = rewrite_p2(body, &url, DISTS).expect("rewrites");
+    let p2 = rewrite_p2(body, &url, REWRITE).expect("rewrites");
     let served = String::from_utf8(p2.body).expect("UTF-8");
     assert!(served.contains(r#""x":7.777777777777778e+103"#), "{served}");
 }

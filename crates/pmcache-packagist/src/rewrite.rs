@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::minified;
 use crate::name::PackageName;
+use crate::path::Route;
 
 /// Why upstream Composer metadata cannot be rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +133,8 @@ fn rewrite_inline(packages: &mut Value, url: &Url, dists: DistRewrite<'_>) -> Ve
     let Value::Object(packages) = packages else {
         return Vec::new();
     };
+    // As in p2 files: a key that is no package name would put its dists outside the dists route.
+    packages.retain(|package, _| PackageName::parse(package).is_ok());
     let mut found = Vec::new();
     for (package, versions) in packages.iter_mut() {
         let Value::Object(versions) = versions else {
@@ -294,31 +297,16 @@ fn rewrite_dist(
     url: &Url,
     dists_base: &str,
 ) -> Option<Dist> {
-    // Without a reference, a dist is named by its version.
-    let by_version = version
-        .get("version_normalized")
-        .or_else(|| version.get("version"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let (upstream, file, checksum) = dist_parts(version, url)?;
+    if !routes_back(package, &file) {
+        // pmcache could not serve it at the URL it would write (a control character or a `..`
+        // in the reference), and the upstream's URL would send clients around pmcache.
+        version.shift_remove("dist");
+        return None;
+    }
     let Some(Value::Object(dist)) = version.get_mut("dist") else {
         return None;
     };
-    let upstream = url.join(dist.get("url")?.as_str()?).ok()?;
-    if !matches!(upstream.scheme(), "http" | "https") {
-        return None;
-    }
-    let text = |key: &str| {
-        dist.get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
-    let reference = Some(text("reference"))
-        .filter(|r| !r.is_empty())
-        .or(by_version)?;
-    let kind = Some(text("type")).filter(|t| !t.is_empty())?;
-    let checksum = Checksum::from_hex("sha1", &text("shasum"));
-    let file = format!("{reference}.{kind}");
     let local = format!("{dists_base}{package}/{}", encode(&file));
     dist.insert("url".to_owned(), Value::String(local));
     dist.shift_remove("mirrors");
@@ -328,6 +316,35 @@ fn rewrite_dist(
         upstream,
         checksum,
     })
+}
+
+/// A version's dist: its http(s) URL, `<reference>.<type>`, and its published sha1, if any.
+fn dist_parts(version: &Map<String, Value>, url: &Url) -> Option<(Url, String, Option<Checksum>)> {
+    let Some(Value::Object(dist)) = version.get("dist") else {
+        return None;
+    };
+    let upstream = url.join(dist.get("url")?.as_str()?).ok()?;
+    if !matches!(upstream.scheme(), "http" | "https") {
+        return None;
+    }
+    let text = |key: &str| dist.get(key).and_then(Value::as_str).unwrap_or("");
+    // Without a reference, a dist is named by its version.
+    let by_version = version
+        .get("version_normalized")
+        .or_else(|| version.get("version"))
+        .and_then(Value::as_str);
+    let reference = Some(text("reference"))
+        .filter(|r| !r.is_empty())
+        .or(by_version)?;
+    let kind = Some(text("type")).filter(|t| !t.is_empty())?;
+    let checksum = Checksum::from_hex("sha1", text("shasum"));
+    Some((upstream, format!("{reference}.{kind}"), checksum))
+}
+
+/// Whether the dists route takes `file` of `package` back as it is.
+fn routes_back(package: &str, file: &str) -> bool {
+    let path = format!("/dists/{package}/{}", encode(file));
+    matches!(crate::path::classify(&path), Ok(Route::Dist { file: routed, .. }) if routed == file)
 }
 
 /// Percent-encodes everything but unreserved characters: the archive name is one path segment.
@@ -380,6 +397,21 @@ mod tests {
             root.dists[0].upstream.as_str(),
             "https://code.example/inline.zip"
         );
+    }
+
+    #[test]
+    fn dists_pmcache_could_not_serve_are_removed_not_left_upstream() {
+        let upstream = json!({"packages": {"acme/tool": [
+            {"version": "1.0.0", "dist": {"type": "z\u{7f}ip", "url": "https://code.example/a.zip", "reference": "a"}},
+            {"version": "1.0.1", "dist": {"type": "zip", "url": "https://code.example/b.zip", "reference": "../b"}},
+            {"version": "1.0.2", "dist": {"type": "zip", "url": "https://code.example/c.zip", "reference": "c"}}
+        ]}});
+        let body = serde_json::to_vec(&upstream).unwrap();
+        let p2 = rewrite_p2(&body, &url("https://repo.example/p2/acme/tool.json"), DISTS).unwrap();
+        let files: Vec<_> = p2.dists.iter().map(|d| d.file.as_str()).collect();
+        assert_eq!(files, ["c.zip"]);
+        let text = String::from_utf8(p2.body).unwrap();
+        assert!(!text.contains("code.example"), "{text}");
     }
 
     #[test]
