@@ -114,7 +114,8 @@ fn assert_on_pmcache(served: &File, upstream: &File) {
 }
 
 /// pmcache's JSON rendering of a JSON page is the upstream document with only file URLs
-/// replaced (and PEP 714's `dist-info-metadata` renamed): every other key is kept.
+/// replaced (and PEP 714's `dist-info-metadata` renamed, or dropped where another key clients
+/// read first is present): every other key is kept.
 fn check_json_document_kept(data: &[u8], rendered: &Rendered) {
     let mut upstream: Value = serde_json::from_slice(data).expect("it parsed before");
     let mut served: Value = serde_json::from_str(&rendered.json).expect("rendered JSON parses");
@@ -123,7 +124,11 @@ fn check_json_document_kept(data: &[u8], rendered: &Rendered) {
         for file in files.into_iter().flatten() {
             let file = file.as_object_mut().expect("files are objects once parsed");
             file.shift_remove("url");
-            if let Some(legacy) = file.shift_remove("dist-info-metadata") {
+            // Renamed only where it is the key clients read: a renamed copy must not shadow
+            // `data-dist-info-metadata`.
+            if let Some(legacy) = file.shift_remove("dist-info-metadata")
+                && !file.contains_key("data-dist-info-metadata")
+            {
                 file.entry("core-metadata").or_insert(legacy);
             }
         }

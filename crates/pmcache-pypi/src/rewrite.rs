@@ -290,14 +290,16 @@ fn json_file(file: &File, mount: &str) -> Value {
 }
 
 /// The upstream's file object, keys in order, `url` replaced. PEP 714: `dist-info-metadata`
-/// crashes pip 22.3 to 23.1, so it becomes `core-metadata` (or goes if that exists).
+/// crashes pip 22.3 to 23.1, so it becomes `core-metadata`, or goes when a key clients read
+/// first (`core-metadata`, `data-dist-info-metadata`) is there: renamed, it would shadow that
+/// key's value.
 fn rewritten_json_file(raw: &Map<String, Value>, url: String) -> Map<String, Value> {
     let mut url = Some(url);
-    let has_core_metadata = raw.contains_key("core-metadata");
+    let shadowed = raw.contains_key("core-metadata") || raw.contains_key("data-dist-info-metadata");
     raw.iter()
         .filter_map(|(key, value)| match key.as_str() {
             "url" => Some((key.clone(), Value::String(url.take().unwrap_or_default()))),
-            "dist-info-metadata" if has_core_metadata => None,
+            "dist-info-metadata" if shadowed => None,
             "dist-info-metadata" => Some(("core-metadata".to_owned(), value.clone())),
             _ => Some((key.clone(), value.clone())),
         })
@@ -497,7 +499,9 @@ mod tests {
             {"filename": "a-1-py3-none-any.whl", "url": "a-1-py3-none-any.whl", "hashes": {},
              "dist-info-metadata": {"sha256": "ab"}, "yanked": false},
             {"filename": "b-1-py3-none-any.whl", "url": "b-1-py3-none-any.whl", "hashes": {},
-             "dist-info-metadata": true, "core-metadata": false}]}"#;
+             "dist-info-metadata": true, "core-metadata": false},
+            {"filename": "c-1-py3-none-any.whl", "url": "c-1-py3-none-any.whl", "hashes": {},
+             "data-dist-info-metadata": {"sha256": "cd"}, "dist-info-metadata": true}]}"#;
         let rendered = render(body, "application/vnd.pypi.simple.v1+json");
         let value: Value = serde_json::from_str(&rendered.json).expect("parses");
         let keys = |i: usize| -> Vec<&str> {
@@ -511,8 +515,14 @@ mod tests {
         assert_eq!(value["files"][0]["core-metadata"], json!({"sha256": "ab"}));
         assert_eq!(keys(1), ["filename", "url", "hashes", "core-metadata"]);
         assert_eq!(value["files"][1]["core-metadata"], json!(false));
+        // A key clients read before `dist-info-metadata` keeps its value (found by fuzzing).
+        assert_eq!(
+            keys(2),
+            ["filename", "url", "hashes", "data-dist-info-metadata"]
+        );
         assert!(rendered.html.contains("data-core-metadata=\"sha256=ab\""));
-        assert_eq!(rendered.html.matches("data-core-metadata").count(), 1);
+        assert!(rendered.html.contains("data-core-metadata=\"sha256=cd\""));
+        assert_eq!(rendered.html.matches("data-core-metadata").count(), 2);
     }
 
     #[test]
