@@ -27,6 +27,46 @@ struct State {
     probing: bool,
 }
 
+/// A request let through; it must report how it went, and a probe dropped without an outcome
+/// (a relay whose client went away) frees the half-open breaker for the next request instead
+/// of holding it half-open forever.
+pub(crate) struct Ticket<'a> {
+    breakers: &'a Breakers,
+    origin: &'a str,
+    probe: bool,
+    settled: bool,
+}
+
+impl Ticket<'_> {
+    /// The upstream answered.
+    pub(crate) fn succeeded(mut self) {
+        self.settled = true;
+        self.breakers.succeeded(self.origin);
+    }
+
+    /// The upstream did not answer in time.
+    pub(crate) fn failed(mut self) {
+        self.settled = true;
+        self.breakers.failed(self.origin);
+    }
+
+    /// Neither: the outcome says nothing of the upstream's health.
+    pub(crate) fn neutral(mut self) {
+        self.settled = true;
+        if self.probe {
+            self.breakers.abandoned(self.origin);
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.breakers.abandoned(self.origin);
+        }
+    }
+}
+
 /// Why a request was not sent.
 #[derive(Debug)]
 pub(crate) struct Open {
@@ -43,21 +83,28 @@ impl Breakers {
         }
     }
 
-    /// Whether a request to `origin` may be sent now.
-    pub(crate) fn admit(&self, origin: &str) -> Result<(), Open> {
-        self.admit_at(origin, Instant::now())
+    /// Whether a request to `origin` may be sent now; the ticket reports how it went.
+    pub(crate) fn admit<'a>(&'a self, origin: &'a str) -> Result<Ticket<'a>, Open> {
+        let probe = self.admit_at(origin, Instant::now())?;
+        Ok(Ticket {
+            breakers: self,
+            origin,
+            probe,
+            settled: false,
+        })
     }
 
-    fn admit_at(&self, origin: &str, now: Instant) -> Result<(), Open> {
+    /// Ok(true) for the probe of a half-open breaker.
+    fn admit_at(&self, origin: &str, now: Instant) -> Result<bool, Open> {
         if self.threshold == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let Some(state) = states.get_mut(origin) else {
-            return Ok(());
+            return Ok(false);
         };
         match state.open_until {
-            None => Ok(()),
+            None => Ok(false),
             Some(until) if now < until => Err(Open {
                 failures: state.failures,
                 retry_after: until - now,
@@ -69,13 +116,21 @@ impl Breakers {
             Some(_) => {
                 state.probing = true;
                 tracing::info!(origin, "circuit half-open: sending one probe request");
-                Ok(())
+                Ok(true)
             }
         }
     }
 
+    /// A probe ended without an outcome (its request was dropped): the next request probes.
+    fn abandoned(&self, origin: &str) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = states.get_mut(origin) {
+            state.probing = false;
+        }
+    }
+
     /// `origin` answered: the breaker closes.
-    pub(crate) fn succeeded(&self, origin: &str) {
+    fn succeeded(&self, origin: &str) {
         if self.threshold == 0 {
             return;
         }
@@ -87,8 +142,8 @@ impl Breakers {
         }
     }
 
-    /// `origin` could not be reached or did not answer in time.
-    pub(crate) fn failed(&self, origin: &str) {
+    /// `origin` did not answer in time.
+    fn failed(&self, origin: &str) {
         self.failed_at(origin, Instant::now());
     }
 
@@ -148,6 +203,18 @@ mod tests {
         breakers.succeeded(ORIGIN);
         assert!(breakers.admit_at(ORIGIN, again).is_ok());
         assert!(breakers.admit_at(ORIGIN, again).is_ok());
+        assert_eq!(breakers.open_count(), 0);
+    }
+
+    #[test]
+    fn a_dropped_probe_lets_the_next_request_probe() {
+        let breakers = Breakers::new(1, Duration::ZERO);
+        breakers.failed(ORIGIN);
+        let probe = breakers.admit(ORIGIN).unwrap();
+        assert!(breakers.admit(ORIGIN).is_err(), "one probe at a time");
+        drop(probe);
+        let again = breakers.admit(ORIGIN).unwrap();
+        again.succeeded();
         assert_eq!(breakers.open_count(), 0);
     }
 

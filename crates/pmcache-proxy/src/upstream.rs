@@ -153,13 +153,14 @@ impl Upstream {
             .headers_mut()
             .insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         let origin = url.origin().ascii_serialization();
-        if let Err(open) = self.breakers.admit(&origin) {
-            return Err(Error::CircuitOpen {
-                origin,
+        let ticket = self
+            .breakers
+            .admit(&origin)
+            .map_err(|open| Error::CircuitOpen {
+                origin: origin.clone(),
                 failures: open.failures,
                 retry_after: open.retry_after,
-            });
-        }
+            })?;
         let outcome =
             match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
                 Err(_) => Err(Error::Timeout {
@@ -172,9 +173,9 @@ impl Upstream {
         // Only timeouts hold requests for long: a refused connection or an unknown name fails
         // at once anyway, and counting it would keep the breaker open after the upstream is back.
         match &outcome {
-            Ok(_) => self.breakers.succeeded(&origin),
-            Err(Error::Timeout { .. }) => self.breakers.failed(&origin),
-            Err(_) => {}
+            Ok(_) => ticket.succeeded(),
+            Err(Error::Timeout { .. }) => ticket.failed(),
+            Err(_) => ticket.neutral(),
         }
         outcome
     }
