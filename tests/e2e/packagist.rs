@@ -65,9 +65,11 @@ impl Case {
     ) -> Result<Self> {
         let mut case = Self::start()?;
         let upstream = format!("{}/", case.upstream.repo_url());
+        let trusted = case.upstream.trusted_hosts();
         let extra = extra(&case.upstream);
         let mut env = vec![
             ("PMCACHE_PACKAGIST_UPSTREAM", upstream.as_str()),
+            ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", trusted.as_str()),
             ("PMCACHE_PACKAGIST_METADATA_TTL", ttl),
             ("PMCACHE_PYPI_ENABLED", "false"),
             ("PMCACHE_NPM_ENABLED", "false"),

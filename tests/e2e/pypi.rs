@@ -74,6 +74,7 @@ fn serve(scratch: &Path, upstream: &PypiUpstream) -> Result<Pmcache> {
         &scratch.join("data"),
         &[
             ("PMCACHE_PYPI_UPSTREAM", &upstream.index_url()),
+            ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", &upstream.trusted_hosts()),
             ("PMCACHE_PYPI_METADATA_TTL", "0s"),
         ],
     )
@@ -579,6 +580,11 @@ fn default_run_command() -> Result<()> {
     launch
         .env
         .push(("PIP_CONFIG_FILE".to_owned(), "/dev/null".to_owned()));
+    // The fixture's files server is on loopback beside the discovered index.
+    launch.env.push((
+        "PMCACHE_UPSTREAM_TRUSTED_HOSTS".to_owned(),
+        upstream.trusted_hosts(),
+    ));
     let pmcache = Pmcache::spawn(launch)?;
     ensure!(
         pmcache.base_url() == format!("http://{DEFAULT_ADDRESS}"),

@@ -288,7 +288,12 @@ fn serve(scratch: &Path, upstreams: &Upstreams<'_>, max_size: Option<&str>) -> R
     let (pypi, npm) = (upstreams.pypi.index_url(), upstreams.npm.registry_url());
     let rubygems = upstreams.rubygems.base_url();
     let packagist = format!("{}/", upstreams.packagist.repo_url());
+    let trusted = pmcache::trusted_hosts(&[
+        upstreams.pypi.files_addr(),
+        upstreams.packagist.code_host_addr(),
+    ]);
     let mut env = vec![
+        ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", trusted.as_str()),
         ("PMCACHE_PYPI_UPSTREAM", pypi.as_str()),
         ("PMCACHE_NPM_UPSTREAM", npm.as_str()),
         ("PMCACHE_RUBYGEMS_UPSTREAM", rubygems.as_str()),

@@ -62,8 +62,11 @@ fn serve(
     upstream: &PypiUpstream,
     env: &[(&str, &str)],
 ) -> Result<Pmcache> {
-    let index = upstream.index_url();
-    let mut all = vec![("PMCACHE_PYPI_UPSTREAM", index.as_str())];
+    let (index, trusted) = (upstream.index_url(), upstream.trusted_hosts());
+    let mut all = vec![
+        ("PMCACHE_PYPI_UPSTREAM", index.as_str()),
+        ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", trusted.as_str()),
+    ];
     all.extend_from_slice(env);
     Pmcache::serve(scratch, data_dir, &all)
 }
@@ -314,10 +317,22 @@ impl Drop for Mount {
     }
 }
 
-/// Fills the filesystem of `dir` with a file until it is full.
+/// Fills the filesystem of `dir` until it is full, then keeps topping it up for a second: space
+/// pmcache frees a moment later (the last handle on an unlinked temp file of a failed fill
+/// closing after its client got every byte) must not make the disk look free again.
 fn fill_disk(dir: &Path) -> Result<PathBuf> {
+    let path = top_up(dir)?;
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        top_up(dir)?;
+    }
+    Ok(path)
+}
+
+/// Appends to `dir/filler` until the filesystem is full.
+fn top_up(dir: &Path) -> Result<PathBuf> {
     let path = dir.join("filler");
-    let mut file = File::create(&path)?;
+    let mut file = File::options().create(true).append(true).open(&path)?;
     let chunk = vec![0xa5u8; 64 * 1024];
     loop {
         match file.write(&chunk) {

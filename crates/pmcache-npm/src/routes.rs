@@ -23,6 +23,9 @@ pub(crate) const ECOSYSTEM: &str = "npm";
 const REFETCH_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// The `Vary` of packuments (npm/cli issue 3656: `Accept` matters on 304s too).
 const VARY: &str = "Accept, Accept-Encoding";
+/// The same, when tarball URLs name the origin the client used (no `public_url`): a shared
+/// cache in front of pmcache must not hand one client's rendering to another.
+const VARY_BY_ORIGIN: &str = "Accept, Accept-Encoding, Host, X-Forwarded-Proto, Forwarded";
 /// pmcache always asks for the full document and derives the abbreviated one itself: some
 /// upstreams ignore the abbreviated media type.
 const UPSTREAM_ACCEPT: &str = "application/json";
@@ -62,9 +65,13 @@ impl Frontend {
             Representation::Full => "full",
             Representation::Abbreviated => "abbreviated",
         };
+        let vary = match self.public_url {
+            Some(_) => VARY,
+            None => VARY_BY_ORIGIN,
+        };
         Ok(self
             .proxy
-            .respond(&document, variant, client, Serving::whole(VARY))?)
+            .respond(&document, variant, client, Serving::whole(vary))?)
     }
 
     /// The packument as rendered for the registry URL this client uses. Tarball URLs are

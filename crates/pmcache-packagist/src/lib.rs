@@ -50,6 +50,15 @@ pub struct Frontend {
 impl Frontend {
     /// A frontend serving `upstream` (a repository base URL ending in `/`).
     pub fn new(proxy: Proxy, upstream: Url, config: &Config, public_url: Option<Url>) -> Frontend {
+        // The operator named these hosts for dists: they may be on the LAN or this machine.
+        for host in &config.dist_hosts {
+            if !proxy.trust_listed(host) {
+                tracing::warn!(
+                    host,
+                    "packagist.dist_hosts entry is no host or host:port; ignored"
+                );
+            }
+        }
         Frontend {
             proxy,
             upstream,

@@ -297,13 +297,14 @@ fn rewrite_dist(
     url: &Url,
     dists_base: &str,
 ) -> Option<Dist> {
-    let (upstream, file, checksum) = dist_parts(version, url)?;
-    if !routes_back(package, &file) {
-        // pmcache could not serve it at the URL it would write (a control character or a `..`
-        // in the reference), and the upstream's URL would send clients around pmcache.
+    // A dist pmcache cannot name (no type, a URL that is not http(s)) or could not serve at the
+    // URL it would write (a control character or a `..` in the reference) goes: left as it is,
+    // it would send clients around pmcache.
+    let parts = dist_parts(version, url).filter(|(_, file, _)| routes_back(package, file));
+    let Some((upstream, file, checksum)) = parts else {
         version.shift_remove("dist");
         return None;
-    }
+    };
     let Some(Value::Object(dist)) = version.get_mut("dist") else {
         return None;
     };
@@ -404,7 +405,9 @@ mod tests {
         let upstream = json!({"packages": {"acme/tool": [
             {"version": "1.0.0", "dist": {"type": "z\u{7f}ip", "url": "https://code.example/a.zip", "reference": "a"}},
             {"version": "1.0.1", "dist": {"type": "zip", "url": "https://code.example/b.zip", "reference": "../b"}},
-            {"version": "1.0.2", "dist": {"type": "zip", "url": "https://code.example/c.zip", "reference": "c"}}
+            {"version": "1.0.2", "dist": {"type": "zip", "url": "https://code.example/c.zip", "reference": "c"}},
+            {"version": "1.0.3", "dist": {"type": "zip", "url": "file:///etc/passwd", "reference": "d"}},
+            {"version": "1.0.4", "dist": {"url": "https://code.example/e.zip", "reference": "e"}}
         ]}});
         let body = serde_json::to_vec(&upstream).unwrap();
         let p2 = rewrite_p2(&body, &url("https://repo.example/p2/acme/tool.json"), DISTS).unwrap();

@@ -27,6 +27,9 @@ const REFETCH_FLOOR: Duration = Duration::from_secs(10);
 const ECOSYSTEM: &str = "packagist";
 const JSON: &str = "application/json";
 const VARY: &str = "Accept-Encoding";
+/// The same, when URLs name the origin the client used (no `public_url`): a shared cache in
+/// front of pmcache must not hand one client's rendering to another.
+const VARY_BY_ORIGIN: &str = "Accept-Encoding, Host, X-Forwarded-Proto, Forwarded";
 /// The variant clients get.
 const CLIENT: &str = "client";
 /// The root file's upstream URLs, by endpoint: kept beside the rendering, never served.
@@ -90,9 +93,13 @@ impl Frontend {
         let authority = parts.uri.authority().map(|a| a.as_str());
         let origin = proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
             .ok_or(Error::NoHost)?;
+        let vary = match self.public_url {
+            Some(_) => VARY,
+            None => VARY_BY_ORIGIN,
+        };
         Ok(self
             .proxy
-            .respond_for_origin(document, CLIENT, client, VARY, (ORIGIN, &origin))
+            .respond_for_origin(document, CLIENT, client, vary, (ORIGIN, &origin))
             .await?)
     }
 

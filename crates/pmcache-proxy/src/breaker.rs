@@ -47,7 +47,8 @@ impl Ticket<'_> {
     /// The upstream did not answer in time.
     pub(crate) fn failed(mut self) {
         self.settled = true;
-        self.breakers.failed(self.origin);
+        self.breakers
+            .failed_at(self.origin, Instant::now(), self.probe);
     }
 
     /// Neither: the outcome says nothing of the upstream's health.
@@ -142,19 +143,19 @@ impl Breakers {
         }
     }
 
-    /// `origin` did not answer in time.
-    fn failed(&self, origin: &str) {
-        self.failed_at(origin, Instant::now());
-    }
-
-    fn failed_at(&self, origin: &str, now: Instant) {
+    /// `origin` did not answer in time, to the probe (`probe`) or to a request sent earlier.
+    fn failed_at(&self, origin: &str, now: Instant, probe: bool) {
         if self.threshold == 0 {
             return;
         }
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let state = states.entry(origin.to_owned()).or_default();
         state.failures = state.failures.saturating_add(1);
-        state.probing = false;
+        // Only the probe's own outcome ends the probe: an older request timing out now must
+        // not let a second probe run beside it.
+        if probe {
+            state.probing = false;
+        }
         if state.failures >= self.threshold {
             if state.open_until.is_none() {
                 tracing::warn!(
@@ -185,9 +186,9 @@ mod tests {
     fn opens_after_the_threshold_and_probes_after_the_cooldown() {
         let breakers = Breakers::new(2, Duration::from_secs(10));
         let start = Instant::now();
-        breakers.failed_at(ORIGIN, start);
+        breakers.failed_at(ORIGIN, start, false);
         assert!(breakers.admit_at(ORIGIN, start).is_ok());
-        breakers.failed_at(ORIGIN, start);
+        breakers.failed_at(ORIGIN, start, false);
         let open = breakers.admit_at(ORIGIN, start).unwrap_err();
         assert_eq!(open.retry_after, Duration::from_secs(10));
         assert_eq!(breakers.open_count(), 1);
@@ -195,7 +196,7 @@ mod tests {
         let later = start + Duration::from_secs(11);
         assert!(breakers.admit_at(ORIGIN, later).is_ok(), "one probe");
         assert!(breakers.admit_at(ORIGIN, later).is_err(), "only one probe");
-        breakers.failed_at(ORIGIN, later);
+        breakers.failed_at(ORIGIN, later, true);
         assert!(breakers.admit_at(ORIGIN, later).is_err(), "reopened");
 
         let again = later + Duration::from_secs(11);
@@ -207,9 +208,22 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_ending_without_a_verdict_lets_the_next_request_probe() {
+        let breakers = Breakers::new(1, Duration::ZERO);
+        breakers.failed_at(ORIGIN, Instant::now(), false);
+        let probe = breakers.admit(ORIGIN).unwrap();
+        // A request sent before the breaker opened times out meanwhile: still one probe.
+        breakers.failed_at(ORIGIN, Instant::now(), false);
+        assert!(breakers.admit(ORIGIN).is_err(), "one probe at a time");
+        probe.neutral();
+        breakers.admit(ORIGIN).unwrap().succeeded();
+        assert_eq!(breakers.open_count(), 0);
+    }
+
+    #[test]
     fn a_dropped_probe_lets_the_next_request_probe() {
         let breakers = Breakers::new(1, Duration::ZERO);
-        breakers.failed(ORIGIN);
+        breakers.failed_at(ORIGIN, Instant::now(), false);
         let probe = breakers.admit(ORIGIN).unwrap();
         assert!(breakers.admit(ORIGIN).is_err(), "one probe at a time");
         drop(probe);
@@ -222,14 +236,14 @@ mod tests {
     fn a_success_resets_the_count_and_zero_disables() {
         let breakers = Breakers::new(2, Duration::from_secs(10));
         let now = Instant::now();
-        breakers.failed_at(ORIGIN, now);
+        breakers.failed_at(ORIGIN, now, false);
         breakers.succeeded(ORIGIN);
-        breakers.failed_at(ORIGIN, now);
+        breakers.failed_at(ORIGIN, now, false);
         assert!(breakers.admit_at(ORIGIN, now).is_ok());
 
         let off = Breakers::new(0, Duration::from_secs(10));
         for _ in 0..10 {
-            off.failed_at(ORIGIN, now);
+            off.failed_at(ORIGIN, now, false);
         }
         assert!(off.admit_at(ORIGIN, now).is_ok());
     }

@@ -19,6 +19,10 @@ pub struct Config {
     /// Connect to loopback, private and link-local addresses even when a host is not a
     /// configured upstream's (metadata may name any host). Default `false`.
     pub allow_private_addresses: bool,
+    /// Hosts (`host` or `host:port`) that may be on loopback, private or link-local addresses
+    /// although no upstream is configured there: a code host or file server mirrored on the LAN.
+    /// Configured upstreams are trusted on their own port already. Default empty.
+    pub trusted_hosts: Vec<String>,
     /// Timeouts in a row (connecting or waiting for an answer), to one upstream origin, after
     /// which requests to it fail at once until a probe succeeds; `0` disables. Default `5`.
     pub breaker_threshold: u32,
@@ -34,6 +38,7 @@ impl Default for Config {
             read_timeout: Duration::from_secs(30),
             max_document_size: ByteSize(512 << 20),
             allow_private_addresses: false,
+            trusted_hosts: Vec::new(),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
         }

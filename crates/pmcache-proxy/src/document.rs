@@ -155,32 +155,6 @@ pub(crate) struct DocumentRecord {
     #[serde(default)]
     rendered_from: Option<(Digest, String)>,
     variants: BTreeMap<String, StoredVariant>,
-    /// The upstream answered 404 or 410 at `fetched_at`: a negative record, without variants,
-    /// that answers 404 while fresh, and while the upstream cannot be asked.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    not_found: bool,
-}
-
-impl DocumentRecord {
-    fn not_found(url: &Url, now: u64) -> DocumentRecord {
-        DocumentRecord {
-            url: url.to_string(),
-            fetched_at: now,
-            etag: None,
-            last_modified: None,
-            changed_at: now,
-            rendered_from: None,
-            variants: BTreeMap::new(),
-            not_found: true,
-        }
-    }
-
-    /// The 404 a negative record stands for.
-    fn not_found_error(&self) -> Error {
-        Error::NotFound {
-            url: self.url.clone(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -230,13 +204,25 @@ impl Document {
     }
 }
 
-/// Per-document locks, so concurrent misses of one document make one upstream request, and the
-/// last failure of each, so requests that queued behind a failed refresh share its outcome.
+/// Per-document locks, so concurrent misses of one document make one upstream request, the
+/// last failure of each, so requests that queued behind a failed refresh share its outcome, and
+/// the documents the upstream said it does not have.
 #[derive(Default)]
 pub(crate) struct DocumentLocks {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Mutex<HashMap<String, (Instant, Arc<Error>)>>,
+    missing: Mutex<HashMap<String, Missing>>,
 }
+
+/// An upstream 404/410 for a document pmcache has no copy of. Kept in memory, bounded: any
+/// client can name made-up packages, and none of them may cost an index write.
+struct Missing {
+    at: Instant,
+    url: String,
+}
+
+/// How many upstream 404s are remembered at most.
+const MISSING_CAPACITY: usize = 10_000;
 
 /// How long a failure is remembered (only requests that were already waiting can use it).
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
@@ -253,6 +239,38 @@ impl DocumentLocks {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let (at, error) = failures.get(key)?;
         (*at >= since).then(|| Arc::clone(error))
+    }
+
+    /// The 404 for `key` if the upstream gave one within `max_age` (any age for `None`).
+    fn missing(&self, key: &str, max_age: Option<Duration>) -> Option<Error> {
+        let missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = missing.get(key)?;
+        let recent = max_age.is_none_or(|max_age| entry.at.elapsed() < max_age);
+        recent.then(|| Error::NotFound {
+            url: entry.url.clone(),
+        })
+    }
+
+    fn record_missing(&self, key: &str, url: &Url) {
+        let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+        if missing.len() >= MISSING_CAPACITY {
+            missing.retain(|_, entry| entry.at.elapsed() < NOT_FOUND_TTL);
+        }
+        if missing.len() >= MISSING_CAPACITY
+            && let Some(any) = missing.keys().next().cloned()
+        {
+            missing.remove(&any);
+        }
+        let entry = Missing {
+            at: Instant::now(),
+            url: url.to_string(),
+        };
+        missing.insert(key.to_owned(), entry);
+    }
+
+    fn found(&self, key: &str) {
+        let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+        missing.remove(key);
     }
 
     fn record_failure(&self, key: &str, error: &Arc<Error>) {
@@ -296,10 +314,6 @@ impl Proxy {
         };
         match (outcome, cached) {
             (Ok(document), _) => Ok(document),
-            (Err(error), Some(record)) if error.is_upstream_fault() && record.not_found => {
-                tracing::warn!(document = %key, %error, cache = "stale", "answering the cached 404");
-                Err(record.not_found_error())
-            }
             (Err(error), Some(record)) if error.is_upstream_fault() || error.is_storage_full() => {
                 tracing::warn!(document = %key, %error, cache = "stale", "serving the cached copy");
                 // A stale copy must not be cached downstream as if it were fresh.
@@ -308,6 +322,17 @@ impl Proxy {
                     cache: CacheStatus::Stale,
                     ttl: Duration::ZERO,
                 })
+            }
+            // The upstream said it has no such document when it last answered: still a 404
+            // while it cannot be asked, never a 502 (resolvers stop at a 502).
+            (Err(error), None) if error.is_upstream_fault() => {
+                match self.inner.document_locks.missing(&key, None) {
+                    Some(not_found) => {
+                        tracing::warn!(document = %key, %error, "answering the last 404 again");
+                        Err(not_found)
+                    }
+                    None => Err(error),
+                }
             }
             (Err(error), _) => Err(error),
         }
@@ -350,8 +375,7 @@ impl Proxy {
         ttl: Duration,
     ) -> Result<Option<Document>> {
         let key = format!("{ecosystem}/{key}");
-        let record = self.usable_record(&key)?.filter(|record| !record.not_found);
-        Ok(record.map(|record| {
+        Ok(self.usable_record(&key)?.map(|record| {
             let mut document = Document {
                 record,
                 cache: CacheStatus::Hit,
@@ -373,18 +397,15 @@ impl Proxy {
     }
 
     /// The cached copy, if it is younger than the TTL or the request knows it is current; a
-    /// fresh negative record is its 404.
+    /// recent upstream 404 is answered again.
     fn fresh(&self, key: &str, request: &DocumentRequest) -> Result<Option<Document>> {
+        let recent = Some(request.ttl.min(NOT_FOUND_TTL));
+        if let Some(not_found) = self.inner.document_locks.missing(key, recent) {
+            return Err(not_found);
+        }
         let Some(record) = self.usable_record(key)? else {
             return Ok(None);
         };
-        if record.not_found {
-            let age = freshness::now_unix().saturating_sub(record.fetched_at);
-            return match Duration::from_secs(age) < request.ttl.min(NOT_FOUND_TTL) {
-                true => Err(record.not_found_error()),
-                false => Ok(None),
-            };
-        }
         let document = Document {
             record,
             cache: CacheStatus::Hit,
@@ -423,7 +444,6 @@ impl Proxy {
     where
         R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
     {
-        let cached = cached.filter(|record| !record.not_found);
         let headers = conditional_headers(request.accept, cached);
         let upstream = &self.inner.upstream;
         let fetched = upstream
@@ -431,13 +451,15 @@ impl Proxy {
             .await;
         let now = freshness::now_unix();
         let fetched = match fetched {
-            Err(error @ Error::NotFound { .. }) => {
-                self.put_record(key, DocumentRecord::not_found(&request.url, now))
-                    .await?;
+            // Remembered only where nothing is cached: a good copy stays the one served when
+            // the upstream fails later (a 404 then may be a glitch of its own).
+            Err(error @ Error::NotFound { .. }) if cached.is_none() => {
+                self.inner.document_locks.record_missing(key, &request.url);
                 return Err(error);
             }
             other => other?,
         };
+        self.inner.document_locks.found(key);
         if fetched.status == StatusCode::NOT_MODIFIED {
             let Some(cached) = cached else {
                 return Err(Error::Document {
@@ -529,7 +551,6 @@ impl Proxy {
                 changed_at,
                 rendered_from,
                 variants,
-                not_found: false,
             };
             store.put(Table::Documents, &record_key, &record)?;
             // Only now may eviction take the new blobs: the record naming them is written.
@@ -642,16 +663,22 @@ impl Proxy {
         (placeholder, origin): (&str, &str),
     ) -> Result<Response<Body>> {
         let stored = document.stored(variant)?;
-        let template = self.variant_bytes(document, variant).await?;
-        let body = bytes::Bytes::from(substitute(&template, placeholder, origin));
         let headers = document_headers(document, &stored.content_type, false, vary);
         let origin_tag = Digest::of(origin.as_bytes()).to_hex();
-        let answer = BlobAnswer {
-            size: body.len() as u64,
+        let mut answer = BlobAnswer {
+            size: 0,
             etag: format!("\"{}-{}\"", stored.digest.to_hex(), &origin_tag[..12]),
             last_modified: Some(last_modified(&document.record)),
             ranges: Ranges::Ignore,
         };
+        // Composer revalidates every p2 file it has: answer those 304s without reading.
+        if serve::not_modified(&answer, client) {
+            let nothing = serve::Content::Bytes(bytes::Bytes::new());
+            return serve::blob_response(nothing, &answer, client, headers);
+        }
+        let template = self.variant_bytes(document, variant).await?;
+        let body = bytes::Bytes::from(substitute(&template, placeholder, origin));
+        answer.size = body.len() as u64;
         serve::blob_response(serve::Content::Bytes(body), &answer, client, headers)
     }
 }

@@ -19,8 +19,9 @@ use tower_service::Service;
 pub(crate) struct AddressPolicy {
     /// Connect anywhere (`upstream.allow_private_addresses`).
     allow_private: bool,
-    /// Hosts of configured upstreams, lower case: they may be private (a registry on the LAN).
-    trusted: RwLock<Vec<String>>,
+    /// Configured upstreams and operator-listed hosts, lower case, with their port (`None`:
+    /// any): they may be private (a registry on the LAN or on this machine).
+    trusted: RwLock<Vec<(String, Option<u16>)>>,
     /// Bounds name resolution like a connect.
     resolve_timeout: Duration,
 }
@@ -34,16 +35,18 @@ impl AddressPolicy {
         }
     }
 
-    /// Lets `host` resolve to private addresses: it is a configured upstream.
-    pub(crate) fn trust(&self, host: &str) {
-        let host = bare_host(host).to_ascii_lowercase();
+    /// Lets `host` on `port` (any port for `None`) be at a private address: a configured
+    /// upstream, or a host the operator listed. Only that port: another service on the same
+    /// machine is no more trusted than any other.
+    pub(crate) fn trust(&self, host: &str, port: Option<u16>) {
+        let entry = (bare_host(host).to_ascii_lowercase(), port);
         let mut trusted = self.trusted.write().unwrap_or_else(|p| p.into_inner());
-        if !trusted.contains(&host) {
-            trusted.push(host);
+        if !trusted.contains(&entry) {
+            trusted.push(entry);
         }
     }
 
-    fn permits(&self, host: &str, ip: IpAddr) -> bool {
+    fn permits(&self, host: &str, port: u16, ip: IpAddr) -> bool {
         self.allow_private
             || is_public(ip)
             || self
@@ -51,7 +54,9 @@ impl AddressPolicy {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .any(|trusted| trusted.eq_ignore_ascii_case(host))
+                .any(|(trusted, trusted_port)| {
+                    trusted.eq_ignore_ascii_case(host) && trusted_port.is_none_or(|p| p == port)
+                })
     }
 
     /// The addresses `uri` may be reached at, in resolution order; an error saying why when
@@ -69,7 +74,7 @@ impl AddressPolicy {
         let resolved = self.resolve(host, port).await?;
         let (permitted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
             .into_iter()
-            .partition(|address| self.permits(host, address.ip()));
+            .partition(|address| self.permits(host, port, address.ip()));
         match (permitted.is_empty(), refused.first()) {
             (false, _) => Ok(permitted),
             (true, Some(refused)) => {
@@ -113,6 +118,26 @@ impl AddressPolicy {
     }
 }
 
+/// `host`, `host:port`, `[v6]` or `[v6]:port`, as operators list hosts: host and port.
+pub(crate) fn host_and_port(text: &str) -> Option<(String, Option<u16>)> {
+    let text = text.trim();
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match text.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        },
+    };
+    let port = match port {
+        Some(port) => Some(port.parse().ok()?),
+        None => None,
+    };
+    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
+}
+
 /// `[::1]` → `::1`: URIs bracket IPv6 literals.
 fn bare_host(host: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
@@ -149,11 +174,24 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || reserved)
 }
 
+/// Global unicast (`2000::/3`) only, and where an IPv4 address is embedded (IPv4-compatible
+/// `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`), that address must be public too: a
+/// NAT64 gateway would carry `64:ff9b::a9fe:a9fe` to the metadata service at 169.254.169.254.
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    let unique_local = first & 0xfe00 == 0xfc00;
-    let link_local = first & 0xffc0 == 0xfe80;
-    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || unique_local || link_local)
+    let segments = ip.segments();
+    let octets = ip.octets();
+    let embedded =
+        |at: usize| Ipv4Addr::new(octets[at], octets[at + 1], octets[at + 2], octets[at + 3]);
+    if segments[..6] == [0; 6] {
+        return !ip.is_unspecified() && !ip.is_loopback() && is_public_v4(embedded(12));
+    }
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return is_public_v4(embedded(12));
+    }
+    if segments[0] == 0x2002 {
+        return is_public_v4(embedded(2));
+    }
+    segments[0] & 0xe000 == 0x2000
 }
 
 /// The TCP connector of the upstream client, behind the [`AddressPolicy`]: it connects to the
@@ -237,6 +275,12 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::",
+            "2002:a00:1::",
+            "fec0::1",
         ] {
             assert!(!is_public(ip(internal)), "{internal}");
         }
@@ -261,11 +305,35 @@ mod tests {
             "{error}"
         );
 
-        policy.trust("127.0.0.2");
+        policy.trust("127.0.0.2", Some(10));
+        assert!(
+            policy.vet(&uri).await.is_err(),
+            "another port of a trusted host"
+        );
+        policy.trust("127.0.0.2", Some(9));
         assert_eq!(policy.vet(&uri).await.unwrap().len(), 1);
 
         let open = AddressPolicy::new(true, Duration::from_secs(1));
         assert_eq!(open.vet(&uri).await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn listed_hosts_read_with_or_without_a_port() {
+        assert_eq!(
+            host_and_port("Mirror.LAN"),
+            Some(("mirror.lan".to_owned(), None))
+        );
+        assert_eq!(
+            host_and_port("127.0.0.1:8080"),
+            Some(("127.0.0.1".to_owned(), Some(8080)))
+        );
+        assert_eq!(
+            host_and_port("[::1]:81"),
+            Some(("::1".to_owned(), Some(81)))
+        );
+        assert_eq!(host_and_port("[::1]"), Some(("::1".to_owned(), None)));
+        assert_eq!(host_and_port("host:port"), None);
+        assert_eq!(host_and_port(""), None);
     }
 
     #[test]

@@ -85,9 +85,16 @@ impl Proxy {
         })
     }
 
-    /// Marks `upstream` as a configured upstream: its host may be on a private address.
+    /// Marks `upstream` as a configured upstream: its host, on its port, may be on a private
+    /// address.
     pub fn trust_upstream(&self, upstream: &url::Url) {
         self.inner.upstream.trust(upstream);
+    }
+
+    /// Lets a host an operator listed (`host` or `host:port`, as in `packagist.dist_hosts`) be on
+    /// a private address; false when `listed` is no host.
+    pub fn trust_listed(&self, listed: &str) -> bool {
+        self.inner.upstream.trust_listed(listed)
     }
 
     /// How many upstream origins have an open circuit breaker now.

@@ -254,7 +254,7 @@ pub(crate) fn blob_response(
 }
 
 /// RFC 9110 §13.1.3: `If-Modified-Since` counts only when `If-None-Match` is absent.
-fn not_modified(answer: &BlobAnswer, request: ClientRequest<'_>) -> bool {
+pub(crate) fn not_modified(answer: &BlobAnswer, request: ClientRequest<'_>) -> bool {
     if request.headers.contains_key(header::IF_NONE_MATCH) {
         return request.matches_etag(&answer.etag);
     }

@@ -57,6 +57,14 @@ impl Upstream {
             config.allow_private_addresses,
             config.connect_timeout,
         ));
+        for listed in &config.trusted_hosts {
+            let (host, port) =
+                crate::egress::host_and_port(listed).ok_or_else(|| Error::BadUpstreamUrl {
+                    url: listed.clone(),
+                    reason: "upstream.trusted_hosts takes host or host:port".to_owned(),
+                })?;
+            policy.trust(&host, port);
+        }
         let guarded = GuardedConnector::new(http, Arc::clone(&policy));
         let provider = rustls::crypto::ring::default_provider();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -86,7 +94,19 @@ impl Upstream {
     /// or on this machine).
     pub fn trust(&self, upstream: &Url) {
         if let Some(host) = upstream.host_str() {
-            self.policy.trust(host);
+            self.policy.trust(host, upstream.port_or_known_default());
+        }
+    }
+
+    /// Lets a host the operator listed (`host` or `host:port`) be on a private address; false
+    /// when `listed` is no host.
+    pub fn trust_listed(&self, listed: &str) -> bool {
+        match crate::egress::host_and_port(listed) {
+            Some((host, port)) => {
+                self.policy.trust(&host, port);
+                true
+            }
+            None => false,
         }
     }
 

@@ -554,6 +554,12 @@ impl PackagistUpstream {
         self.server.addr(1)
     }
 
+    /// `PMCACHE_UPSTREAM_TRUSTED_HOSTS` for this fixture: its code host is on loopback but not
+    /// the configured upstream, so pmcache's address policy must be told about it.
+    pub fn trusted_hosts(&self) -> String {
+        super::pmcache::trusted_hosts(&[self.code_host_addr()])
+    }
+
     /// The fixture packages (held releases included).
     pub fn packages(&self) -> &'static Packages {
         self.state.packages

@@ -364,3 +364,9 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     found.sort();
     Ok(found)
 }
+
+/// A TOML array of `host:port` for `PMCACHE_UPSTREAM_TRUSTED_HOSTS`.
+pub fn trusted_hosts(addrs: &[std::net::SocketAddr]) -> String {
+    let quoted: Vec<String> = addrs.iter().map(|addr| format!("\"{addr}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}

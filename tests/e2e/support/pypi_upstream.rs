@@ -102,6 +102,18 @@ impl PypiUpstream {
         self.server.addr(0)
     }
 
+    /// The files server: another port, as files are on another host than the index on the real
+    /// service.
+    pub fn files_addr(&self) -> SocketAddr {
+        self.server.addr(1)
+    }
+
+    /// `PMCACHE_UPSTREAM_TRUSTED_HOSTS` for this fixture: its files server is on loopback but
+    /// not the configured upstream, so pmcache's address policy must be told about it.
+    pub fn trusted_hosts(&self) -> String {
+        super::pmcache::trusted_hosts(&[self.files_addr()])
+    }
+
     /// Injects `fault` into every later response for the artifact `filename`.
     pub fn set_fault(&self, filename: &str, fault: Fault) {
         self.state.faults.set(filename, fault);
