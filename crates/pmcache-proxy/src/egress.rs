@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use tower_service::Service;
 
 /// Which addresses connections may go to.
@@ -194,57 +195,72 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     segments[0] & 0xe000 == 0x2000
 }
 
-/// The TCP connector of the upstream client, behind the [`AddressPolicy`]: it connects to the
-/// vetted addresses only (resolving once, so a name cannot resolve to a public address for the
-/// check and a private one for the connection). TLS, above it, still verifies the host name.
+/// The TCP connector of the upstream client, behind the [`AddressPolicy`]: it resolves once,
+/// vets the addresses, and has hyper's connector connect to those only (its happy eyeballs and
+/// connect timeout included), so a name cannot resolve to a public address for the check and a
+/// private one for the connection. TLS, above it, still verifies the host name.
 #[derive(Clone)]
 pub(crate) struct GuardedConnector {
-    inner: HttpConnector,
+    connect_timeout: Duration,
     policy: Arc<AddressPolicy>,
 }
 
 impl GuardedConnector {
-    pub(crate) fn new(inner: HttpConnector, policy: Arc<AddressPolicy>) -> GuardedConnector {
-        GuardedConnector { inner, policy }
+    pub(crate) fn new(connect_timeout: Duration, policy: Arc<AddressPolicy>) -> GuardedConnector {
+        GuardedConnector {
+            connect_timeout,
+            policy,
+        }
+    }
+
+    /// hyper's connector for one connection, resolving to `addresses` whatever the name.
+    fn connector(&self, addresses: Vec<SocketAddr>) -> HttpConnector<Vetted> {
+        let mut http = HttpConnector::new_with_resolver(Vetted(addresses));
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_nodelay(true);
+        http
     }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Service<Uri> for GuardedConnector {
-    type Response = <HttpConnector as Service<Uri>>::Response;
+    type Response = <HttpConnector<Vetted> as Service<Uri>>::Response;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let mut inner = self.inner.clone();
-        let policy = Arc::clone(&self.policy);
+        let connector = self.clone();
         Box::pin(async move {
-            let addresses = policy.vet(&uri).await?;
-            let mut last_error: Option<BoxError> = None;
-            for address in addresses {
-                match inner.call(at_address(&uri, address)?).await {
-                    Ok(connection) => return Ok(connection),
-                    Err(error) => last_error = Some(error.into()),
-                }
-            }
-            Err(last_error.unwrap_or_else(|| "no address to connect to".into()))
+            let addresses = connector.policy.vet(&uri).await?;
+            let mut http = connector.connector(addresses);
+            http.call(uri).await.map_err(Into::into)
         })
     }
 }
 
-/// `uri` with its authority replaced by `address`, for the TCP connector below TLS.
-fn at_address(uri: &Uri, address: SocketAddr) -> Result<Uri, BoxError> {
-    let mut parts = uri.clone().into_parts();
-    parts.authority = Some(address.to_string().parse()?);
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+/// A resolver that answers every name with addresses already vetted. (hyper's connector does not
+/// ask a resolver for IP literals; those were vetted as they are.)
+#[derive(Clone)]
+pub(crate) struct Vetted(Vec<SocketAddr>);
+
+impl Service<Name> for Vetted {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = io::Error;
+    type Future = std::future::Ready<io::Result<Self::Response>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
-    Ok(Uri::from_parts(parts)?)
+
+    fn call(&mut self, _name: Name) -> Self::Future {
+        std::future::ready(Ok(self.0.clone().into_iter()))
+    }
 }
 
 #[cfg(test)]
@@ -334,13 +350,5 @@ mod tests {
         assert_eq!(host_and_port("[::1]"), Some(("::1".to_owned(), None)));
         assert_eq!(host_and_port("host:port"), None);
         assert_eq!(host_and_port(""), None);
-    }
-
-    #[test]
-    fn connections_go_to_the_vetted_address() {
-        let uri: Uri = "https://registry.example:8443/a/b?c".parse().unwrap();
-        let address: SocketAddr = "[2001:db8::1]:8443".parse().unwrap();
-        let vetted = at_address(&uri, address).unwrap();
-        assert_eq!(vetted.to_string(), "https://[2001:db8::1]:8443/a/b?c");
     }
 }

@@ -12,7 +12,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use url::Url;
 
@@ -49,10 +48,6 @@ pub struct Fetched {
 impl Upstream {
     /// Builds the client; fails only if the system's root certificates cannot be loaded at all.
     pub fn new(config: &Config) -> Result<Upstream> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
         let policy = Arc::new(AddressPolicy::new(
             config.allow_private_addresses,
             config.connect_timeout,
@@ -65,7 +60,7 @@ impl Upstream {
                 })?;
             policy.trust(&host, port);
         }
-        let guarded = GuardedConnector::new(http, Arc::clone(&policy));
+        let guarded = GuardedConnector::new(config.connect_timeout, Arc::clone(&policy));
         let provider = rustls::crypto::ring::default_provider();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(provider)
