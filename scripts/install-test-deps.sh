@@ -60,3 +60,17 @@ else
   [[ "$(tool_version yarn)" == "$YARN_VERSION" ]] || { echo "yarn $YARN_VERSION did not install" >&2; exit 1; }
   [[ "$(tool_version pnpm)" == "$PNPM_VERSION" ]] || { echo "pnpm $PNPM_VERSION did not install" >&2; exit 1; }
 fi
+
+# --- uv (PyPI concurrency tests): a pinned uv from the PyPI registry into its own venv under
+# target/test-tools/uv (project-local, like yarn and pnpm). uv ships as a wheel with its binary.
+UV_VERSION=0.13.9
+uv_bin="$tools/uv/bin/uv"
+if [[ "$("$uv_bin" --version 2>/dev/null || true)" == "uv $UV_VERSION"* ]]; then
+  echo "test tools present: uv $UV_VERSION in target/test-tools/uv"
+else
+  echo "installing into target/test-tools/uv: uv==$UV_VERSION"
+  rm -rf "$tools/uv"
+  python3 -m venv "$tools/uv"
+  "$tools/uv/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+  [[ "$("$uv_bin" --version 2>/dev/null || true)" == "uv $UV_VERSION"* ]] || { echo "uv $UV_VERSION did not install" >&2; exit 1; }
+fi
