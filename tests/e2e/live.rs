@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -130,16 +131,25 @@ fn live_uv_installs_hash_pinned_set_cold_then_warm() -> Result<()> {
     Ok(())
 }
 
+/// Held by each live test while it runs: one live test's clients and pmcache would take the
+/// CPU another one's timings are made of.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// pmcache (upstream `auto`, seeing the caller's environment) and the index it found.
 struct Live {
     pmcache: Pmcache,
     /// The index pmcache discovered, ending in `/`: where the direct requests go.
     index: String,
     dir: TempDir,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Live {
     fn start(prefix: &str) -> Result<Self> {
+        // A live test that failed while holding the lock poisons it; the next one still runs.
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
         let mut launch = Launch::serve(
             dir.path(),
@@ -164,6 +174,7 @@ impl Live {
             pmcache,
             index,
             dir,
+            _turn: turn,
         })
     }
 
@@ -174,6 +185,11 @@ impl Live {
     /// Fails if pmcache answered any request with a 5xx (its `/metrics`).
     fn ensure_no_server_errors(&self) -> Result<()> {
         let samples = request_samples(&self.pmcache)?;
+        // Never vacuous: a renamed metric must fail here, not pass.
+        ensure!(
+            !samples.is_empty(),
+            "no pmcache_requests_total samples at /metrics"
+        );
         let errors: Vec<_> = samples
             .iter()
             .filter(|(labels, _)| labels.contains("status=\"5"))
