@@ -2,6 +2,7 @@
 
 mod faults;
 mod hardening;
+mod live;
 mod npm;
 mod packagist;
 mod pypi;
