@@ -51,10 +51,21 @@ pub(crate) struct BodyBuffer {
     spilled: Option<TempBlob>,
 }
 
-/// A received body, ready to be rendered.
-pub(crate) enum ReceivedBody {
+/// A received body, ready to be rendered. One held in memory keeps its share of the body
+/// budget until the render is done with it: bodies waiting for their render count too.
+pub(crate) struct ReceivedBody {
+    content: Received,
+    reserved: Option<OwnedSemaphorePermit>,
+}
+
+enum Received {
     Memory(Bytes),
     Spilled(TempBlob),
+}
+
+/// A body's share of the body budget, released when dropped.
+pub(crate) struct Reservation {
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// A render's share of the render budget, and how long it waited for it.
@@ -141,9 +152,13 @@ impl BodyBuffer {
 
     /// The whole body.
     pub(crate) fn finish(self) -> ReceivedBody {
-        match self.spilled {
-            Some(file) => ReceivedBody::Spilled(file),
-            None => ReceivedBody::Memory(self.memory.freeze()),
+        let content = match self.spilled {
+            Some(file) => Received::Spilled(file),
+            None => Received::Memory(self.memory.freeze()),
+        };
+        ReceivedBody {
+            content,
+            reserved: self.reserved,
         }
     }
 
@@ -173,31 +188,83 @@ impl BodyBuffer {
 impl ReceivedBody {
     /// The body's length.
     pub(crate) fn len(&self) -> u64 {
-        match self {
-            ReceivedBody::Memory(bytes) => bytes.len() as u64,
-            ReceivedBody::Spilled(file) => file.written(),
+        match &self.content {
+            Received::Memory(bytes) => bytes.len() as u64,
+            Received::Spilled(file) => file.written(),
         }
     }
 
-    /// The body in memory (reading a spilled one back, on the blocking pool); the temp file
-    /// is removed.
-    pub(crate) async fn into_bytes(self) -> Result<Bytes> {
-        match self {
-            ReceivedBody::Memory(bytes) => Ok(bytes),
-            ReceivedBody::Spilled(file) => tokio::task::spawn_blocking(move || {
-                let mut bytes = vec![0u8; file.written() as usize];
-                std::os::unix::fs::FileExt::read_exact_at(&*file.shared_file(), &mut bytes, 0)
-                    .map_err(|e| {
-                        Error::Internal(format!("reading back {}: {e}", file.path().display()))
-                    })?;
-                Ok(Bytes::from(bytes))
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("read-back task failed: {e}")))?,
-        }
+    /// The body in memory (reading a spilled one back, on the blocking pool; the temp file is
+    /// removed), and its share of the body budget, to drop once the render is done.
+    pub(crate) async fn into_bytes(self) -> Result<(Bytes, Reservation)> {
+        let reservation = Reservation {
+            _permit: self.reserved,
+        };
+        let bytes = match self.content {
+            Received::Memory(bytes) => bytes,
+            Received::Spilled(file) => tokio::task::spawn_blocking(move || read_back(&file))
+                .await
+                .map_err(|e| Error::Internal(format!("read-back task failed: {e}")))??,
+        };
+        Ok((bytes, reservation))
     }
+}
+
+fn read_back(file: &TempBlob) -> Result<Bytes> {
+    let mut bytes = vec![0u8; file.written() as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&*file.shared_file(), &mut bytes, 0)
+        .map_err(|e| Error::Internal(format!("reading back {}: {e}", file.path().display())))?;
+    Ok(Bytes::from(bytes))
 }
 
 fn units(bytes: u64) -> usize {
     bytes.div_ceil(UNIT as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Budgets of `body_kib` and `render_kib` KiB.
+    fn budgets(body_kib: usize, render_kib: usize) -> Budgets {
+        Budgets {
+            body: Arc::new(Semaphore::new(body_kib)),
+            render: Arc::new(Semaphore::new(render_kib)),
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_past_the_memory_budget_spill_to_disk_and_read_back_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let budgets = budgets(4, 64);
+        let mut first = budgets.body_buffer(&store);
+        first.push(Bytes::from(vec![b'a'; 3000])).await.expect("push");
+        // The first body holds 3 of the 4 KiB until its render is done: the second spills.
+        let mut second = budgets.body_buffer(&store);
+        second.push(Bytes::from(vec![b'b'; 1500])).await.expect("push");
+        second.push(Bytes::from(vec![b'c'; 1500])).await.expect("push");
+        assert!(second.spilled.is_some(), "over budget, but still in memory");
+        let (first, first_reservation) = first.finish().into_bytes().await.expect("bytes");
+        assert_eq!(first.len(), 3000);
+        let received = second.finish();
+        assert_eq!(received.len(), 3000);
+        let (second, _) = received.into_bytes().await.expect("read back");
+        assert_eq!(&second[..1500], &[b'b'; 1500][..]);
+        assert_eq!(&second[1500..], &[b'c'; 1500][..]);
+        assert_eq!(budgets.body.available_permits(), 1);
+        drop(first_reservation);
+        assert_eq!(budgets.body.available_permits(), 4);
+    }
+
+    #[tokio::test]
+    async fn renders_wait_for_room_and_large_ones_take_the_whole_budget() {
+        let budgets = budgets(4, 8);
+        let large = budgets.render_permit(1 << 30).await.expect("permit");
+        assert_eq!(budgets.render.available_permits(), 0);
+        drop(large);
+        let small = budgets.render_permit(2048).await.expect("permit");
+        assert_eq!(budgets.render.available_permits(), 6);
+        drop(small);
+    }
 }

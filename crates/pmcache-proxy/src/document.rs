@@ -503,14 +503,14 @@ impl Proxy {
         let permit = self.inner.budgets.render_permit(in_memory).await?;
         self.inner.metrics.render_waited(permit.waited);
         let gzipped = received.gzipped;
-        let body = received.body.into_bytes().await?;
+        let (body, reservation) = received.body.into_bytes().await?;
         let store = self.inner.store.clone();
         let ecosystem = request.ecosystem;
         let record_key = key.to_owned();
         let cached = cached.cloned();
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime.
         let (record, cache) = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _memory = (permit, reservation);
             let body = upstream::decode_document(&url, body, gzipped, limit)?;
             let document = UpstreamDocument {
                 url: url.clone(),
@@ -834,8 +834,11 @@ fn store_rendering(
     Ok((variants, holds))
 }
 
+/// The stored gzip copy. The fastest level: a cold page's render is mostly spent compressing,
+/// and index pages (long runs of similar links) lose little ratio at it.
 fn gzip(body: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let output = Vec::with_capacity(body.len() / 4);
+    let mut encoder = flate2::write::GzEncoder::new(output, flate2::Compression::fast());
     encoder
         .write_all(body)
         .and_then(|()| encoder.finish())
