@@ -8,5 +8,6 @@ mod packagist;
 mod pypi;
 mod rubygems;
 mod soak;
+mod stale;
 mod store;
 mod support;
