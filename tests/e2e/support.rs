@@ -12,6 +12,8 @@ pub mod gem;
 pub mod http;
 pub mod npm;
 pub mod npm_packages;
+pub mod npm_tarball;
+pub mod npm_tree;
 pub mod npm_upstream;
 pub mod packagist_packages;
 pub mod packagist_upstream;
