@@ -1,5 +1,6 @@
 //! End-to-end tests: real clients against pmcache and fixture upstreams on loopback.
 
+mod concurrency;
 mod faults;
 mod hardening;
 mod npm;

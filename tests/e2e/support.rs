@@ -23,6 +23,7 @@ pub mod pypi_upstream;
 pub mod raw_http;
 pub mod rubygems_gems;
 pub mod rubygems_upstream;
+pub mod tls;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

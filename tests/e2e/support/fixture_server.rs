@@ -1,13 +1,16 @@
-//! The core every fixture upstream shares: HTTP/1.1 listeners on `127.0.0.1:0` driven by a
-//! runtime of their own, each answering through a handler; a request log to count against;
-//! faults injected per file into streamed bodies; and a stop and restart on the same ports.
-//! What the requests mean (pages, packuments, files) is each upstream's own business.
+//! The core every fixture upstream shares: listeners on `127.0.0.1:0` driven by a runtime of
+//! their own, each answering through a handler, over plain HTTP/1.1 or over TLS with HTTP/2 or
+//! HTTP/1.1 chosen by ALPN (as the real registries' CDNs serve); counts of connections and of
+//! requests per HTTP version; a request log to count against; faults injected per file into
+//! streamed bodies; and a stop and restart on the same ports. What the requests mean (pages,
+//! packuments, files) is each upstream's own business.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::{Display, Write as _};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,14 +20,18 @@ use futures_util::future::BoxFuture;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// Bytes per body frame; throttling paces frames.
 const CHUNK: usize = 64 * 1024;
+/// The concurrent streams an HTTP/2 listener allows per connection: what CDNs commonly
+/// advertise, so that a client opening more waits as it would on the real service.
+const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// A fixture response body: whole, empty, or streamed with a fault.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -48,6 +55,7 @@ pub struct Bound {
     addrs: Vec<SocketAddr>,
     listeners: Vec<TcpListener>,
     runtime: tokio::runtime::Runtime,
+    tls: Option<Arc<ServerConfig>>,
 }
 
 impl Bound {
@@ -56,11 +64,21 @@ impl Bound {
         &self.addrs
     }
 
+    /// Every listener will accept TLS with `config` (see [`super::tls::TestCa::server_config`])
+    /// and serve HTTP/2 to clients that negotiate `h2` by ALPN, HTTP/1.1 to the others.
+    pub fn with_tls(mut self, config: Arc<ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Serves each listener with the handler at the same position.
     pub fn serve(self, handlers: Vec<Handler>) -> FixtureServer {
+        let traffic = self.addrs.iter().map(|_| Arc::default()).collect();
         let server = FixtureServer {
             addrs: self.addrs,
             handlers,
+            tls: self.tls,
+            traffic,
             running: Mutex::default(),
             runtime: self.runtime,
         };
@@ -73,8 +91,39 @@ impl Bound {
 pub struct FixtureServer {
     addrs: Vec<SocketAddr>,
     handlers: Vec<Handler>,
+    tls: Option<Arc<ServerConfig>>,
+    /// Per listener, in the order they were bound.
+    traffic: Vec<Arc<Traffic>>,
     running: Mutex<Vec<Running>>,
     runtime: tokio::runtime::Runtime,
+}
+
+/// What one listener saw: connections and requests, counted as they arrive.
+#[derive(Default)]
+struct Traffic {
+    connections: AtomicUsize,
+    http1: AtomicUsize,
+    http2: AtomicUsize,
+    /// Requests whose handler has not answered yet, and the most there ever were.
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+}
+
+impl Traffic {
+    fn request(&self, version: Version) {
+        let counter = if version == Version::HTTP_2 {
+            &self.http2
+        } else {
+            &self.http1
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn answered(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One listening server and the way to stop it.
@@ -106,12 +155,39 @@ impl FixtureServer {
             addrs,
             listeners,
             runtime,
+            tls: None,
         })
     }
 
     /// The address of the `index`th listener.
     pub fn addr(&self, index: usize) -> SocketAddr {
         self.addrs[index]
+    }
+
+    /// `https://127.0.0.1:PORT` (or `http://`) of the `index`th listener, without a slash.
+    pub fn base_url(&self, index: usize) -> String {
+        format!("{}://{}", scheme(self.tls.is_some()), self.addrs[index])
+    }
+
+    /// Connections the `index`th listener accepted (TCP, before any TLS handshake), ever.
+    pub fn connections(&self, index: usize) -> usize {
+        self.traffic[index].connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests the `index`th listener received over HTTP/2, ever.
+    pub fn http2_requests(&self, index: usize) -> usize {
+        self.traffic[index].http2.load(Ordering::SeqCst)
+    }
+
+    /// Requests the `index`th listener received over HTTP/1.x, ever.
+    pub fn http1_requests(&self, index: usize) -> usize {
+        self.traffic[index].http1.load(Ordering::SeqCst)
+    }
+
+    /// The most requests the `index`th listener had at once whose handler had not answered
+    /// (response head not yet produced): how much concurrency clients actually reached.
+    pub fn peak_in_flight(&self, index: usize) -> usize {
+        self.traffic[index].peak_in_flight.load(Ordering::SeqCst)
     }
 
     /// Closes every listener and every open connection: new connections are refused.
@@ -139,18 +215,35 @@ impl FixtureServer {
     }
 
     fn launch(&self, listeners: Vec<TcpListener>) {
-        for (listener, handler) in listeners.into_iter().zip(&self.handlers) {
+        for ((listener, handler), traffic) in
+            listeners.into_iter().zip(&self.handlers).zip(&self.traffic)
+        {
             let (stop, stopped) = watch::channel(false);
-            let task = self
-                .runtime
-                .spawn(accept_loop(listener, Arc::clone(handler), stopped));
+            let serving = Serving {
+                handler: Arc::clone(handler),
+                traffic: Arc::clone(traffic),
+                tls: self.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            };
+            let task = self.runtime.spawn(accept_loop(listener, serving, stopped));
             lock(&self.running).push(Running { stop, task });
         }
     }
 }
 
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
+/// What every connection of one listener is served with.
+#[derive(Clone)]
+struct Serving {
+    handler: Handler,
+    traffic: Arc<Traffic>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// Accepts connections until told to stop, then drops the listener and every connection.
-async fn accept_loop(listener: TcpListener, handler: Handler, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -158,21 +251,55 @@ async fn accept_loop(listener: TcpListener, handler: Handler, mut stopped: watch
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let handler = Arc::clone(&handler);
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let answer = handler(request);
-                        async move { Ok::<_, Infallible>(answer.await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                serving.traffic.connections.fetch_add(1, Ordering::SeqCst);
+                connections.spawn(serve_connection(stream, serving.clone()));
             }
         }
     }
     drop(listener);
     connections.shutdown().await;
+}
+
+/// Serves one accepted connection until the client closes it (or the handshake fails).
+async fn serve_connection(stream: TcpStream, serving: Serving) {
+    let Serving {
+        handler,
+        traffic,
+        tls,
+    } = serving;
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        traffic.request(request.version());
+        let answer = handler(request);
+        let traffic = Arc::clone(&traffic);
+        async move {
+            let response = answer.await;
+            traffic.answered();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let Some(acceptor) = tls else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+        return;
+    };
+    let Ok(stream) = acceptor.accept(stream).await else {
+        return;
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    // ALPN decides, as on the real servers: a client that did not offer `h2` gets HTTP/1.1.
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let _ = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// Every request a fixture saw, in order, for counting and for messages.
