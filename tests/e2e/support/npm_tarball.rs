@@ -38,7 +38,7 @@ pub struct Packed {
 pub fn pack(files: &[(&str, Vec<u8>)]) -> Result<Packed> {
     let mut archive = Vec::new();
     for (path, data) in files {
-        archive.extend_from_slice(&header(&format!("package/{path}"), data.len())?);
+        archive.extend_from_slice(&header(path, data.len())?);
         archive.extend_from_slice(data);
         let padding = data.len().next_multiple_of(BLOCK) - data.len();
         archive.extend_from_slice(&ZEROS[..padding]);
@@ -64,15 +64,17 @@ pub fn pack(files: &[(&str, Vec<u8>)]) -> Result<Packed> {
     })
 }
 
-/// The ustar header of a regular file `name` (at most 100 bytes: no prefix field needed) of
-/// `size` bytes, mode 644, owned by 0:0.
-fn header(name: &str, size: usize) -> Result<[u8; BLOCK]> {
+/// The ustar header of the regular file `package/<path>` (at most 100 bytes: no prefix field
+/// needed) of `size` bytes, mode 644, owned by 0:0.
+fn header(path: &str, size: usize) -> Result<[u8; BLOCK]> {
+    const PREFIX: &[u8] = b"package/";
     ensure!(
-        name.len() <= 100,
-        "tar entry name {name:?} is longer than 100 bytes"
+        PREFIX.len() + path.len() <= 100,
+        "tar entry name package/{path} is longer than 100 bytes"
     );
     let mut block = [0u8; BLOCK];
-    block[..name.len()].copy_from_slice(name.as_bytes());
+    block[..PREFIX.len()].copy_from_slice(PREFIX);
+    block[PREFIX.len()..PREFIX.len() + path.len()].copy_from_slice(path.as_bytes());
     octal(&mut block[100..108], 0o644);
     octal(&mut block[108..116], 0);
     octal(&mut block[116..124], 0);
@@ -90,10 +92,12 @@ fn header(name: &str, size: usize) -> Result<[u8; BLOCK]> {
 }
 
 /// Writes `value` in octal, zero-padded, into all but the last byte of `field`, which stays NUL.
-fn octal(field: &mut [u8], value: u64) {
+fn octal(field: &mut [u8], mut value: u64) {
     let digits = field.len() - 1;
-    let text = format!("{value:0digits$o}");
-    field[..digits].copy_from_slice(&text.as_bytes()[text.len() - digits..]);
+    for slot in field[..digits].iter_mut().rev() {
+        *slot = b'0' + (value & 7) as u8;
+        value >>= 3;
+    }
     field[digits] = 0;
 }
 

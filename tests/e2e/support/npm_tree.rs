@@ -1,9 +1,11 @@
 //! A generated npm registry the size of a real project's dependency tree: several hundred
 //! packages with real tarballs, a dependency graph that a root project pulls in whole (semver
-//! ranges of every common form, shared dependencies, some packages needed at two majors), and a
-//! few "giant" packages whose thousands of versions make multi-megabyte packuments, as the most
-//! depended-on packages of the real registry have. Generated in-process from a fixed seed, so the
-//! same bytes on every run, once per test process.
+//! ranges of every common form, shared dependencies, some packages needed at two majors), and
+//! packuments as large as real ones (popular packages have tens to hundreds of versions): about
+//! half of tens of kilobytes, a third of hundreds, a tenth of one to four megabytes (`exports`
+//! maps), and three "giants" whose thousands of versions make 7-9 MB, as the most depended-on
+//! packages of the real registry have; 145 MB in all. Generated in-process from a fixed seed, so
+//! the same bytes on every run, once per test process (about two seconds on two cores).
 //!
 //! Every range the graph uses resolves, in each major, to the highest stable version of that
 //! major, which is also the only one a resolver may pick (the `latest` tag is the highest stable
@@ -31,9 +33,7 @@ const PACKAGE_COUNT: usize = 400;
 const ROOT_DEPENDENCIES: usize = 16;
 /// Where the giants sit in the package order, and how many versions each has (real packuments of
 /// packages like these run from 5 to 30 MB).
-const GIANTS: [(usize, usize); 4] = [(3, 2000), (41, 2400), (152, 2800), (305, 3300)];
-/// One package in this many has a long history (tens to hundreds of versions).
-const LONG_HISTORY_ONE_IN: u64 = 12;
+const GIANTS: [(usize, usize); 3] = [(3, 2000), (97, 2400), (241, 3000)];
 /// The last packages in the order are the small utilities everything uses: extra dependency edges
 /// favour them, so they are shared and needed at several majors.
 const POPULAR: usize = 30;
@@ -154,6 +154,34 @@ impl fmt::Display for Version {
     }
 }
 
+/// What kind of package a draft is: how many versions it has and how much each one's manifest
+/// says, which together make its packument's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A few versions, short manifests: tens of kilobytes.
+    Light,
+    /// Tens of versions, some with an `exports` map: hundreds of kilobytes.
+    Medium,
+    /// Tens of versions with large `exports` maps (as `@babel/runtime` has): around a megabyte.
+    Heavy,
+    /// Thousands of versions and a long readme: many megabytes.
+    Giant,
+}
+
+impl Profile {
+    /// The profile of the package at `index`, and its number of versions.
+    fn draw(rng: &mut Rng, index: usize) -> (Self, usize) {
+        if let Some((_, count)) = GIANTS.iter().find(|(at, _)| *at == index) {
+            return (Self::Giant, *count);
+        }
+        match rng.between(0, 99) {
+            0..=11 => (Self::Heavy, rng.between(30, 90) as usize),
+            12..=55 => (Self::Medium, rng.between(15, 70) as usize),
+            _ => (Self::Light, rng.between(2, 14) as usize),
+        }
+    }
+}
+
 /// One package while the tree is generated.
 struct Draft {
     name: String,
@@ -165,7 +193,7 @@ struct Draft {
     required: BTreeSet<u64>,
     /// The dependencies of every version of a major, by major.
     dependencies: BTreeMap<u64, Map<String, Value>>,
-    giant: bool,
+    profile: Profile,
 }
 
 impl Draft {
@@ -214,7 +242,7 @@ fn generate() -> Result<Tree> {
     }
     let giants = drafts
         .iter()
-        .filter(|draft| draft.giant)
+        .filter(|draft| draft.profile == Profile::Giant)
         .map(|draft| draft.name.clone())
         .collect();
     let mut packages = BTreeMap::new();
@@ -278,7 +306,7 @@ fn publish_all(drafts: &[Draft]) -> Result<Vec<(String, Package, packument::Temp
 fn publish(index: usize, draft: &Draft) -> Result<(Package, packument::Template)> {
     let mut rng = Rng(SEED ^ (index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let order = draft.versions.iter().map(ToString::to_string).collect();
-    let details = packument::Details::generate(&mut rng, &draft.name, order);
+    let details = packument::Details::generate(&mut rng, &draft.name, draft.profile, order);
     let package = package(draft, &details.description)?;
     let template = packument::template(&draft.name, &package, &details);
     Ok((package, template))
@@ -322,13 +350,8 @@ fn names(rng: &mut Rng) -> Vec<String> {
 
 /// The package at `index` in the order: its versions and their publish times.
 fn draft(rng: &mut Rng, index: usize, name: String) -> Draft {
-    let giant = GIANTS.iter().find(|(at, _)| *at == index).map(|(_, n)| *n);
-    let count = match giant {
-        Some(count) => count,
-        None if rng.between(1, LONG_HISTORY_ONE_IN) == 1 => rng.between(40, 150) as usize,
-        None => rng.between(2, 14) as usize,
-    };
-    let versions = history(rng, count, giant.is_some());
+    let (profile, count) = Profile::draw(rng, index);
+    let versions = history(rng, count, profile == Profile::Giant);
     // Published between 2014 and mid-2025, the oldest first; a giant about daily.
     let start = rng.between(1_388_534_400, 1_577_836_800);
     let end = 1_748_736_000u64;
@@ -346,7 +369,7 @@ fn draft(rng: &mut Rng, index: usize, name: String) -> Draft {
         times,
         required: BTreeSet::new(),
         dependencies: BTreeMap::new(),
-        giant: giant.is_some(),
+        profile,
     }
 }
 
@@ -638,9 +661,16 @@ mod tests {
         let started = std::time::Instant::now();
         let mut total = 0;
         let mut sizes = Vec::new();
+        let mut histogram = [0usize; 4];
         for name in tree.packages.packages.keys() {
             let document = tree.packument(name, "https://127.0.0.1:1/registry/")?;
             total += document.len();
+            histogram[match document.len() {
+                0..100_000 => 0,
+                100_000..1_000_000 => 1,
+                1_000_000..4_000_000 => 2,
+                _ => 3,
+            }] += 1;
             if tree.giants.contains(name) {
                 sizes.push((name.clone(), document.len()));
             }
@@ -653,7 +683,8 @@ mod tests {
             .sum();
         eprintln!(
             "generated {tarballs} tarballs in {generated:?}; rendered {total} packument bytes in {:?}; \
-             {} versions installed; giants {sizes:?}; root {}",
+             {} versions installed; packuments <100 KB, <1 MB, <4 MB, more: {histogram:?}; \
+             giants {sizes:?}; root {}",
             started.elapsed(),
             tree.installed.len(),
             tree.package_json()

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 use sha2::Digest as _;
 
-use super::Rng;
+use super::{Profile, Rng};
 use crate::support::npm_packages::Package;
 
 /// The license file every tarball carries.
@@ -120,18 +120,30 @@ pub struct Details {
     readme: String,
     keywords: Vec<String>,
     dev_dependencies: Map<String, Value>,
+    /// The `exports` map every version declares, if any.
+    exports: Option<Map<String, Value>>,
     /// Every version in publish order, as the registry lists them.
     order: Vec<String>,
 }
 
 impl Details {
-    /// Details for a package whose versions are `order`: the longer its history, the longer its
-    /// readme and development toolchain, as with real packages.
-    pub fn generate(rng: &mut Rng, name: &str, order: Vec<String>) -> Self {
-        let (readme_bytes, tools) = match order.len() {
-            1000.. => (rng.between(60_000, 150_000), rng.between(45, 90)),
-            40.. => (rng.between(8_000, 30_000), rng.between(12, 30)),
-            _ => (rng.between(800, 6_000), rng.between(3, 15)),
+    /// Details for a package of `profile` whose versions are `order`: the bigger the package,
+    /// the longer its readme, development toolchain and `exports` map, as with real packages.
+    pub fn generate(rng: &mut Rng, name: &str, profile: Profile, order: Vec<String>) -> Self {
+        let (readme_bytes, tools, exports) = match profile {
+            Profile::Giant => (rng.between(60_000, 150_000), rng.between(45, 90), 0),
+            Profile::Heavy => (
+                rng.between(8_000, 30_000),
+                rng.between(12, 30),
+                rng.between(60, 200),
+            ),
+            Profile::Medium if rng.chance(0.5) => (
+                rng.between(4_000, 20_000),
+                rng.between(8, 25),
+                rng.between(5, 40),
+            ),
+            Profile::Medium => (rng.between(4_000, 20_000), rng.between(8, 25), 0),
+            Profile::Light => (rng.between(800, 6_000), rng.between(3, 15), 0),
         };
         let description = sentence(rng, 6, 14);
         Self {
@@ -140,6 +152,7 @@ impl Details {
                 .map(|_| (*rng.pick(&WORDS)).to_owned())
                 .collect(),
             dev_dependencies: dev_dependencies(rng, tools as usize),
+            exports: (exports > 0).then(|| exports_map(rng, exports as usize)),
             description,
             order,
         }
@@ -222,7 +235,7 @@ impl Shared {
         let basename = name.rsplit('/').next().unwrap_or(name);
         let home = format!("https://github.com/tree-fixtures/{basename}");
         let maintainer = json!({"name": format!("{basename}-bot"), "email": format!("bot@{basename}.example.com")});
-        let head = json!({
+        let mut head = json!({
             "description": details.description,
             "keywords": details.keywords,
             "homepage": format!("{home}#readme"),
@@ -235,6 +248,9 @@ impl Shared {
             "devDependencies": details.dev_dependencies,
             "engines": {"node": ">=14"},
         });
+        if let Some(exports) = &details.exports {
+            head["exports"] = Value::Object(exports.clone());
+        }
         let tail = json!({
             "_npmUser": maintainer,
             "directories": {},
@@ -362,6 +378,32 @@ fn dev_dependencies(rng: &mut Rng, tools: usize) -> Map<String, Value> {
         found.insert(name, range.into());
     }
     found
+}
+
+/// An `exports` map of `entries` subpaths besides the package itself, each with conditions for
+/// types, ES modules and CommonJS, as packages of many helpers publish them.
+fn exports_map(rng: &mut Rng, entries: usize) -> Map<String, Value> {
+    let conditions = |stem: &str| {
+        json!({
+            "types": format!("./{stem}.d.ts"),
+            "import": format!("./esm/{stem}.mjs"),
+            "require": format!("./{stem}.js"),
+            "default": format!("./{stem}.js"),
+        })
+    };
+    let mut map = Map::new();
+    map.insert("./package.json".to_owned(), "./package.json".into());
+    map.insert(".".to_owned(), conditions("index"));
+    while map.len() < entries + 2 {
+        let stem = format!(
+            "helpers/{}-{}{}",
+            rng.pick(&WORDS),
+            rng.pick(&WORDS),
+            rng.between(0, 99)
+        );
+        map.insert(format!("./{stem}"), conditions(&stem));
+    }
+    map
 }
 
 /// Markdown of about `bytes` bytes: a title, the description, then sections of prose and code.
