@@ -9,5 +9,6 @@ mod packagist;
 mod pypi;
 mod rubygems;
 mod soak;
+mod stale;
 mod store;
 mod support;

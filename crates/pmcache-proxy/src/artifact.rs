@@ -13,6 +13,7 @@ use crate::body::{self, Body};
 use crate::checksum::{Algorithm, Checksum};
 use crate::error::Result;
 use crate::inflight::{self, FillJob};
+use crate::metrics::Answer;
 use crate::serve::{self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges};
 
 /// Where an artifact that a frontend advertised comes from. Recorded when a document is
@@ -133,7 +134,14 @@ impl Proxy {
         } else {
             inflight::follow(follower)
         };
-        Ok(serve::with_headers(StatusCode::OK, headers, body))
+        let response = serve::with_headers(StatusCode::OK, headers, body);
+        Ok(self.watch_abandon(response, Answer::artifact))
+    }
+
+    /// `response`, its body counted in `pmcache_abandoned_total` if the client leaves early.
+    pub(crate) fn watch_abandon(&self, response: Response<Body>, kind: Answer) -> Response<Body> {
+        let counter = self.inner.metrics.abandoned(kind);
+        response.map(|body| body::watch_abandon(body, counter))
     }
 
     fn serve_stored(
@@ -152,7 +160,8 @@ impl Proxy {
             last_modified: None,
             ranges: Ranges::Honour,
         };
-        serve::blob_response(file, &answer, request.client, headers).map(Some)
+        let response = serve::blob_response(file, &answer, request.client, headers)?;
+        Ok(Some(self.watch_abandon(response, Answer::artifact)))
     }
 }
 

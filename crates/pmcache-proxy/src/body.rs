@@ -86,3 +86,57 @@ pub(crate) fn with_idle_timeout(body: Body, timeout: std::time::Duration) -> Bod
     });
     StreamBody::new(frames).boxed_unsync()
 }
+
+/// `body`, counting in `abandoned` when it is dropped before its end (the client hung up or
+/// gave up part-way): a rise says clients time out on pmcache.
+pub(crate) fn watch_abandon(
+    body: Body,
+    abandoned: prometheus_client::metrics::counter::Counter,
+) -> Body {
+    Watched {
+        inner: body,
+        ended: false,
+        abandoned,
+    }
+    .boxed_unsync()
+}
+
+/// A body that knows whether it was read to the end.
+struct Watched {
+    inner: Body,
+    ended: bool,
+    abandoned: prometheus_client::metrics::counter::Counter,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(context);
+        if let std::task::Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // hyper stops polling once `is_end_stream` says so: that is an end too.
+        if !self.ended && !http_body::Body::is_end_stream(&self.inner) {
+            self.abandoned.inc();
+        }
+    }
+}

@@ -14,6 +14,11 @@ pub struct Config {
     /// Longest wait for response headers, and for each next piece of a body. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// How long a request waits for the upstream when pmcache has a copy of the document past
+    /// its TTL; then the copy is served (marked stale) and the refresh goes on in the
+    /// background. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub stale_timeout: Duration,
     /// Largest metadata document accepted from an upstream, after decompression. Default `512MiB`.
     pub max_document_size: ByteSize,
     /// Connect to loopback, private and link-local addresses even when a host is not a
@@ -23,6 +28,9 @@ pub struct Config {
     /// although no upstream is configured there: a code host or file server mirrored on the LAN.
     /// Configured upstreams are trusted on their own port already. Default empty.
     pub trusted_hosts: Vec<String>,
+    /// A PEM file of extra root certificates to trust for upstream TLS, added to the system's:
+    /// an upstream behind a private CA. Default unset.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Timeouts in a row (connecting or waiting for an answer), to one upstream origin, after
     /// which requests to it fail at once until a probe succeeds; `0` disables. Default `5`.
     pub breaker_threshold: u32,
@@ -36,9 +44,11 @@ impl Default for Config {
         Config {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            stale_timeout: Duration::from_secs(2),
             max_document_size: ByteSize(512 << 20),
             allow_private_addresses: false,
             trusted_hosts: Vec::new(),
+            ca_file: None,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
         }

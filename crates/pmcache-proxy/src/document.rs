@@ -19,9 +19,11 @@ use crate::artifact::ArtifactSource;
 use crate::body::Body;
 use crate::error::{Error, Result};
 use crate::freshness;
+use crate::metrics::Answer;
 use crate::serve::{
     self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges, STALE_HEADER,
 };
+use crate::upstream;
 
 /// Identifies the renderer: a new pmcache renders every document again.
 const RENDERER: &str = env!("CARGO_PKG_VERSION");
@@ -34,6 +36,10 @@ const GZIP_THRESHOLD: usize = 1024;
 /// missing name many times in one run costs one upstream request, short enough that a name
 /// published meanwhile appears within the minute.
 const NOT_FOUND_TTL: Duration = Duration::from_secs(60);
+
+/// How much larger a gzip-encoded document is once inflated, for the render budget (JSON and
+/// HTML indexes compress five- to tenfold).
+const GZIP_RATIO_ESTIMATE: u64 = 6;
 
 /// Which document to get and how.
 pub struct DocumentRequest {
@@ -175,6 +181,7 @@ struct StoredBlob {
 }
 
 /// A document ready to serve.
+#[derive(Clone)]
 pub struct Document {
     record: DocumentRecord,
     /// How it was obtained.
@@ -204,18 +211,14 @@ impl Document {
     }
 }
 
-/// Per-document locks, so concurrent misses of one document make one upstream request, the
-/// last failure of each, so requests that queued behind a failed refresh share its outcome, and
-/// the documents the upstream said it does not have.
+/// The documents the upstream said it does not have. Kept in memory, bounded: any client can
+/// name made-up packages, and none of them may cost an index write.
 #[derive(Default)]
-pub(crate) struct DocumentLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    failures: Mutex<HashMap<String, (Instant, Arc<Error>)>>,
+pub(crate) struct RecentNotFound {
     missing: Mutex<HashMap<String, Missing>>,
 }
 
-/// An upstream 404/410 for a document pmcache has no copy of. Kept in memory, bounded: any
-/// client can name made-up packages, and none of them may cost an index write.
+/// An upstream 404/410 for a document pmcache has no copy of.
 struct Missing {
     at: Instant,
     url: String,
@@ -224,23 +227,7 @@ struct Missing {
 /// How many upstream 404s are remembered at most.
 const MISSING_CAPACITY: usize = 10_000;
 
-/// How long a failure is remembered (only requests that were already waiting can use it).
-const FAILURE_MEMORY: Duration = Duration::from_secs(60);
-
-impl DocumentLocks {
-    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        Arc::clone(locks.entry(key.to_owned()).or_default())
-    }
-
-    /// The error of a refresh of `key` that failed after `since`.
-    fn failed_since(&self, key: &str, since: Instant) -> Option<Arc<Error>> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, error) = failures.get(key)?;
-        (*at >= since).then(|| Arc::clone(error))
-    }
-
+impl RecentNotFound {
     /// The 404 for `key` if the upstream gave one within `max_age` (any age for `None`).
     fn missing(&self, key: &str, max_age: Option<Duration>) -> Option<Error> {
         let missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
@@ -272,23 +259,19 @@ impl DocumentLocks {
         let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
         missing.remove(key);
     }
-
-    fn record_failure(&self, key: &str, error: &Arc<Error>) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        failures.retain(|_, (at, _)| now.duration_since(*at) < FAILURE_MEMORY);
-        failures.insert(key.to_owned(), (now, Arc::clone(error)));
-    }
 }
 
 impl Proxy {
     /// Gets a document: fresh from the cache, revalidated, fetched and rendered, or stale when
-    /// the upstream fails. `render` runs on the blocking pool, once per upstream version.
+    /// the upstream fails or is slow. `render` runs on the blocking pool, once per upstream
+    /// version.
     ///
-    /// Concurrent requests for one document make one upstream request: the first runs the
-    /// refresh on its own task (so a client that hangs up cannot cancel it half-way) and the
-    /// others wait for it; when it fails, they take the stale copy (or its error) at once
-    /// instead of each waiting out the same upstream fault again.
+    /// Concurrent requests for one document join one refresh, run on its own task (so a client
+    /// that hangs up cannot cancel it half-way), and get its outcome. With a cached copy, a
+    /// request waits for the refresh at most `upstream.stale_timeout`, then serves that copy
+    /// marked stale while the refresh goes on in the background: an upstream that hangs must
+    /// not make clients time out on what pmcache has (RFC 5861 stale-while-revalidate and
+    /// stale-if-error, decided by pmcache for its clients).
     pub async fn document<R>(&self, request: DocumentRequest, render: R) -> Result<Document>
     where
         R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
@@ -297,25 +280,35 @@ impl Proxy {
         if let Some(document) = self.fresh(&key, &request)? {
             return Ok(document);
         }
-        let asked_at = Instant::now();
-        let lock = self.inner.document_locks.get(&key);
-        let _guard = lock.lock().await;
-        // Another request may have refreshed it while this one waited.
-        if let Some(document) = self.fresh(&key, &request)? {
-            return Ok(document);
-        }
         let cached = self.usable_record(&key)?;
-        let outcome = match self.inner.document_locks.failed_since(&key, asked_at) {
-            Some(error) => Err(Error::Shared(error)),
-            None => {
-                self.spawn_refresh(&key, request, cached.clone(), render)
-                    .await
+        let ttl = request.ttl;
+        let url = request.url.to_string();
+        let proxy = self.clone();
+        let task_key = key.clone();
+        let refresh = self.inner.refreshes.join_or_start(&key, async move {
+            proxy.refresh_unless_fresh(&task_key, request, render).await
+        });
+        let outcome = match &cached {
+            Some(_) => {
+                let deadline = self.inner.stale_timeout;
+                match tokio::time::timeout(deadline, refresh).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Arc::new(Error::Slow {
+                        url,
+                        waited: deadline,
+                    })),
+                }
             }
+            None => refresh.await,
         };
         match (outcome, cached) {
-            (Ok(document), _) => Ok(document),
+            (Ok(mut document), _) => {
+                document.ttl = ttl;
+                Ok(document)
+            }
             (Err(error), Some(record)) if error.is_upstream_fault() || error.is_storage_full() => {
                 tracing::warn!(document = %key, %error, cache = "stale", "serving the cached copy");
+                self.inner.metrics.stale_served(&error);
                 // A stale copy must not be cached downstream as if it were fresh.
                 Ok(Document {
                     record,
@@ -326,44 +319,38 @@ impl Proxy {
             // The upstream said it has no such document when it last answered: still a 404
             // while it cannot be asked, never a 502 (resolvers stop at a 502).
             (Err(error), None) if error.is_upstream_fault() => {
-                match self.inner.document_locks.missing(&key, None) {
+                match self.inner.not_found.missing(&key, None) {
                     Some(not_found) => {
                         tracing::warn!(document = %key, %error, "answering the last 404 again");
                         Err(not_found)
                     }
-                    None => Err(error),
+                    None => Err(Error::Shared(error)),
                 }
             }
-            (Err(error), _) => Err(error),
+            (Err(error), _) => Err(Error::Shared(error)),
         }
     }
 
-    async fn spawn_refresh<R>(
+    /// One refresh of a document, unless a refresh that finished just before this one started
+    /// made it current.
+    async fn refresh_unless_fresh<R>(
         &self,
         key: &str,
         request: DocumentRequest,
-        cached: Option<DocumentRecord>,
         render: R,
     ) -> Result<Document>
     where
         R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
     {
-        let proxy = self.clone();
-        let task_key = key.to_owned();
-        let refresh = tokio::spawn(async move {
-            proxy
-                .refresh(&task_key, &request, cached.as_ref(), render)
-                .await
-        });
-        let outcome = refresh
-            .await
-            .map_err(|e| Error::Internal(format!("refresh task failed: {e}")))?;
-        outcome.map_err(|error| {
-            let error = Arc::new(error);
+        if let Some(document) = self.fresh(key, &request)? {
+            return Ok(document);
+        }
+        let cached = self.usable_record(key)?;
+        let outcome = self.refresh(key, &request, cached.as_ref(), render).await;
+        if let Err(error) = &outcome {
             tracing::warn!(document = %key, %error, "upstream refresh failed");
-            self.inner.document_locks.record_failure(key, &error);
-            Error::Shared(error)
-        })
+        }
+        outcome
     }
 
     /// The cached copy of a document, whatever its age, without asking the upstream: for
@@ -400,7 +387,7 @@ impl Proxy {
     /// recent upstream 404 is answered again.
     fn fresh(&self, key: &str, request: &DocumentRequest) -> Result<Option<Document>> {
         let recent = Some(request.ttl.min(NOT_FOUND_TTL));
-        if let Some(not_found) = self.inner.document_locks.missing(key, recent) {
+        if let Some(not_found) = self.inner.not_found.missing(key, recent) {
             return Err(not_found);
         }
         let Some(record) = self.usable_record(key)? else {
@@ -454,12 +441,12 @@ impl Proxy {
             // Remembered only where nothing is cached: a good copy stays the one served when
             // the upstream fails later (a 404 then may be a glitch of its own).
             Err(error @ Error::NotFound { .. }) if cached.is_none() => {
-                self.inner.document_locks.record_missing(key, &request.url);
+                self.inner.not_found.record_missing(key, &request.url);
                 return Err(error);
             }
             other => other?,
         };
-        self.inner.document_locks.found(key);
+        self.inner.not_found.found(key);
         if fetched.status == StatusCode::NOT_MODIFIED {
             let Some(cached) = cached else {
                 return Err(Error::Document {
@@ -503,27 +490,34 @@ impl Proxy {
             .to_owned();
         let response_headers = fetched.headers.clone();
         let url = fetched.url.clone();
-        // Reading and rendering hold a whole document (and its parsed tree) in memory: bound
-        // how many run at once so that a cold fleet-wide install cannot exhaust memory.
-        let _permit = self
-            .inner
-            .render_permits
-            .acquire()
-            .await
-            .map_err(|e| Error::Internal(format!("render permits closed: {e}")))?;
-        let body = fetched.read_document(upstream.max_document_size()).await?;
-        let document = UpstreamDocument {
-            url: url.clone(),
-            content_type,
-            headers: response_headers,
-            body,
+        // The body is received as it arrives, whatever else is waiting (see `budget`); only the
+        // render waits for room in memory.
+        let buffer = self.inner.budgets.body_buffer(&self.inner.store);
+        let limit = upstream.max_document_size();
+        let received = fetched.receive_document(limit, buffer).await?;
+        let in_memory = if received.gzipped {
+            received.body.len().saturating_mul(GZIP_RATIO_ESTIMATE)
+        } else {
+            received.body.len()
         };
+        let permit = self.inner.budgets.render_permit(in_memory).await?;
+        self.inner.metrics.render_waited(permit.waited);
+        let gzipped = received.gzipped;
+        let body = received.body.into_bytes().await?;
         let store = self.inner.store.clone();
         let ecosystem = request.ecosystem;
         let record_key = key.to_owned();
         let cached = cached.cloned();
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime.
         let (record, cache) = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let body = upstream::decode_document(&url, body, gzipped, limit)?;
+            let document = UpstreamDocument {
+                url: url.clone(),
+                content_type,
+                headers: response_headers,
+                body,
+            };
             let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
             // Reused blobs are held like new ones: eviction must not take them before the
             // record naming them again is written.
@@ -646,7 +640,8 @@ impl Proxy {
                 Ranges::Ignore
             },
         };
-        serve::blob_response(file, &answer, client, headers)
+        let response = serve::blob_response(file, &answer, client, headers)?;
+        Ok(self.watch_abandon(response, Answer::document))
     }
 
     /// Answers like [`Proxy::respond`] (ranges ignored, never gzip), with every `placeholder`
@@ -679,7 +674,8 @@ impl Proxy {
         let template = self.variant_bytes(document, variant).await?;
         let body = bytes::Bytes::from(substitute(&template, placeholder, origin));
         answer.size = body.len() as u64;
-        serve::blob_response(serve::Content::Bytes(body), &answer, client, headers)
+        let response = serve::blob_response(serve::Content::Bytes(body), &answer, client, headers)?;
+        Ok(self.watch_abandon(response, Answer::document))
     }
 }
 

@@ -14,6 +14,10 @@ pub enum Error {
     Connect { url: String, reason: String },
     #[error("upstream {url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
+    #[error(
+        "upstream {url} did not finish within upstream.stale_timeout ({waited:?}); its refresh goes on in the background"
+    )]
+    Slow { url: String, waited: Duration },
     #[error("upstream {url} answered {status}")]
     Status {
         url: String,
@@ -64,6 +68,13 @@ pub enum Error {
     Document { url: String, reason: String },
     #[error("pmcache cannot use upstream URL {url}: {reason}")]
     BadUpstreamUrl { url: String, reason: String },
+    #[error("upstream.ca_file {}: {reason}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("the upstream client's TLS settings are unusable: {reason}")]
+    Tls { reason: String },
     #[error("pmcache storage failed{}", if .0.is_storage_full() { ": its disk is full" } else { "" })]
     Store(#[from] pmcache_store::Error),
     #[error("pmcache internal failure: {0}")]
@@ -88,7 +99,7 @@ impl Error {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Refused { .. } => StatusCode::FORBIDDEN,
-            Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Timeout { .. } | Error::Slow { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Status { status, .. }
                 if *status == StatusCode::SERVICE_UNAVAILABLE
                     || *status == StatusCode::TOO_MANY_REQUESTS =>
@@ -137,6 +148,15 @@ impl Error {
         }
     }
 
+    /// True when the upstream was only slower than `upstream.stale_timeout`.
+    pub fn is_slow(&self) -> bool {
+        match self {
+            Error::Shared(inner) => inner.is_slow(),
+            Error::Slow { .. } => true,
+            _ => false,
+        }
+    }
+
     /// True when the store's disk is full (so what is cached is served, and nothing new kept).
     pub fn is_storage_full(&self) -> bool {
         match self {
@@ -155,6 +175,7 @@ impl Error {
             self,
             Error::Connect { .. }
                 | Error::Timeout { .. }
+                | Error::Slow { .. }
                 | Error::CircuitOpen { .. }
                 | Error::Body { .. }
                 | Error::Length { .. }

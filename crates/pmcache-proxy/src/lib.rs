@@ -12,6 +12,7 @@ pub mod accept;
 mod artifact;
 mod body;
 mod breaker;
+mod budget;
 mod checksum;
 mod config;
 mod document;
@@ -19,12 +20,15 @@ mod egress;
 mod error;
 mod freshness;
 mod inflight;
+mod metrics;
 mod origin;
 mod passthrough;
 #[cfg(test)]
 mod properties;
+mod refreshes;
 mod serve;
 mod spool;
+mod tls;
 mod upstream;
 
 /// Internals that the cargo-fuzz targets in `fuzz/` drive directly; not an API.
@@ -62,27 +66,36 @@ struct Inner {
     store: Store,
     upstream: Upstream,
     fills: Arc<inflight::Fills>,
-    document_locks: document::DocumentLocks,
-    /// Documents being read and rendered at once.
-    render_permits: tokio::sync::Semaphore,
+    refreshes: Arc<refreshes::Refreshes>,
+    not_found: document::RecentNotFound,
+    budgets: budget::Budgets,
+    /// How long a request with a cached copy waits for its refresh (`upstream.stale_timeout`).
+    stale_timeout: std::time::Duration,
+    metrics: metrics::ProxyMetrics,
 }
-
-/// How many upstream documents are read and rendered at once (each may be tens of megabytes,
-/// several times that once parsed); more wait their turn.
-const CONCURRENT_RENDERS: usize = 4;
 
 impl Proxy {
     /// Builds the core over an opened store.
     pub fn new(store: Store, config: &Config) -> Result<Proxy> {
+        let metrics = metrics::ProxyMetrics::default();
         Ok(Proxy {
             inner: Arc::new(Inner {
-                upstream: Upstream::new(config)?,
+                upstream: Upstream::new(config, metrics.clone())?,
                 store,
                 fills: Arc::default(),
-                document_locks: document::DocumentLocks::default(),
-                render_permits: tokio::sync::Semaphore::new(CONCURRENT_RENDERS),
+                refreshes: Arc::default(),
+                not_found: document::RecentNotFound::default(),
+                budgets: budget::Budgets::default(),
+                stale_timeout: config.stale_timeout,
+                metrics,
             }),
         })
+    }
+
+    /// Adds the proxy's metrics (upstream requests and latency, render waits, stale and
+    /// abandoned answers) to `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.metrics.register(registry);
     }
 
     /// Marks `upstream` as a configured upstream: its host, on its port, may be on a private

@@ -3,24 +3,34 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
 use crate::breaker::Breakers;
+use crate::budget::{BodyBuffer, ReceivedBody};
 use crate::config::Config;
 use crate::egress::{AddressPolicy, GuardedConnector};
 use crate::error::{Error, Result};
+use crate::metrics::{Outcome, ProxyMetrics};
 
 const MAX_REDIRECTS: usize = 5;
+/// HTTP/2 receive window of one upstream stream (hyper's default).
+const H2_STREAM_WINDOW: u32 = 2 << 20;
+/// HTTP/2 receive window of one upstream connection: sixteen stalled streams' worth.
+const H2_CONNECTION_WINDOW: u32 = 32 << 20;
+/// How often an HTTP/2 upstream connection in use is pinged, and how long the answer may
+/// take before the connection is given up (a dead connection fails its streams at once rather
+/// than each waiting out the read timeout).
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 const USER_AGENT: &str = concat!("pmcache/", env!("CARGO_PKG_VERSION"));
 
 /// A pooled upstream client shared by every frontend.
@@ -32,6 +42,7 @@ pub struct Upstream {
     max_document_size: u64,
     policy: Arc<AddressPolicy>,
     breakers: Arc<Breakers>,
+    metrics: ProxyMetrics,
 }
 
 /// An upstream response whose status is 2xx or 304, after redirects.
@@ -43,11 +54,12 @@ pub struct Fetched {
     version: http::Version,
     body: Incoming,
     read_timeout: Duration,
+    metrics: ProxyMetrics,
 }
 
 impl Upstream {
-    /// Builds the client; fails only if the system's root certificates cannot be loaded at all.
-    pub fn new(config: &Config) -> Result<Upstream> {
+    /// Builds the client; fails when no root certificate can be loaded, or `ca_file` is unusable.
+    pub(crate) fn new(config: &Config, metrics: ProxyMetrics) -> Result<Upstream> {
         let policy = Arc::new(AddressPolicy::new(
             config.allow_private_addresses,
             config.connect_timeout,
@@ -61,16 +73,24 @@ impl Upstream {
             policy.trust(&host, port);
         }
         let guarded = GuardedConnector::new(config.connect_timeout, Arc::clone(&policy));
-        let provider = rustls::crypto::ring::default_provider();
+        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider)
-            .map_err(|e| Error::Internal(format!("no usable root certificates: {e}")))?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .wrap_connector(guarded);
+        // Every document and artifact body is read as it arrives (docs/architecture.md, "Flow
+        // control"), so a stream's window only fills behind a slow client of a relayed body;
+        // the connection window leaves room for several of those before other streams stall.
         let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .http2_keep_alive_interval(H2_KEEP_ALIVE)
+            .http2_keep_alive_timeout(H2_KEEP_ALIVE)
             .build(https);
         Ok(Upstream {
             client,
@@ -82,6 +102,7 @@ impl Upstream {
                 config.breaker_threshold,
                 config.breaker_cooldown,
             )),
+            metrics,
         })
     }
 
@@ -168,14 +189,19 @@ impl Upstream {
             .headers_mut()
             .insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         let origin = url.origin().ascii_serialization();
-        let ticket = self
-            .breakers
-            .admit(&origin)
-            .map_err(|open| Error::CircuitOpen {
-                origin: origin.clone(),
-                failures: open.failures,
-                retry_after: open.retry_after,
-            })?;
+        let ticket = match self.breakers.admit(&origin) {
+            Ok(ticket) => ticket,
+            Err(open) => {
+                self.metrics
+                    .upstream_request(&origin, Outcome::circuit_open, None);
+                return Err(Error::CircuitOpen {
+                    origin: origin.clone(),
+                    failures: open.failures,
+                    retry_after: open.retry_after,
+                });
+            }
+        };
+        let sent = Instant::now();
         let outcome =
             match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
                 Err(_) => Err(Error::Timeout {
@@ -185,6 +211,7 @@ impl Upstream {
                 Ok(Err(error)) => Err(classify_client_error(url, &error, self.connect_timeout)),
                 Ok(Ok(response)) => Ok(response),
             };
+        self.count(&origin, &outcome, sent.elapsed());
         // Only timeouts hold requests for long: a refused connection or an unknown name fails
         // at once anyway, and counting it would keep the breaker open after the upstream is back.
         match &outcome {
@@ -193,6 +220,16 @@ impl Upstream {
             Err(_) => ticket.neutral(),
         }
         outcome
+    }
+
+    fn count(&self, origin: &str, outcome: &Result<Response<Incoming>>, elapsed: Duration) {
+        let (outcome, answered) = match outcome {
+            Ok(response) => (Outcome::answered, Some((response.status(), elapsed))),
+            Err(Error::Timeout { .. }) => (Outcome::timeout, None),
+            Err(Error::Refused { .. }) => (Outcome::refused, None),
+            Err(_) => (Outcome::connect_error, None),
+        };
+        self.metrics.upstream_request(origin, outcome, answered);
     }
 
     /// The longest wait for headers or the next piece of a body.
@@ -227,6 +264,7 @@ impl Upstream {
             version: parts.version,
             body,
             read_timeout: self.read_timeout,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -250,12 +288,18 @@ impl Fetched {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    fn body_failed(&self) {
+        self.metrics
+            .upstream_body_error(&self.url.origin().ascii_serialization());
+    }
+
     /// The next chunk of the body; None at the end. A stall longer than the read timeout is an error.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         loop {
             let frame = tokio::time::timeout(self.read_timeout, self.body.frame()).await;
             match frame {
                 Err(_) => {
+                    self.body_failed();
                     return Err(Error::Timeout {
                         url: self.url.to_string(),
                         timeout: self.read_timeout,
@@ -263,6 +307,7 @@ impl Fetched {
                 }
                 Ok(None) => return Ok(None),
                 Ok(Some(Err(error))) => {
+                    self.body_failed();
                     return Err(Error::Body {
                         url: self.url.to_string(),
                         reason: error_chain(&error),
@@ -277,49 +322,40 @@ impl Fetched {
         }
     }
 
-    /// Reads a whole metadata document, decoding gzip, refusing anything over `limit` bytes
-    /// (compressed or not) so that a hostile upstream cannot exhaust memory.
-    pub async fn read_document(mut self, limit: u64) -> Result<Bytes> {
+    /// Receives a whole metadata document into `buffer` as it arrives (never waiting on
+    /// anything but the upstream: see [`crate::budget`]), refusing more than `limit` bytes so
+    /// that a hostile upstream cannot exhaust memory or disk. Gzip is decoded later, by
+    /// [`decode_document`], when the body is rendered.
+    pub(crate) async fn receive_document(
+        mut self,
+        limit: u64,
+        mut buffer: BodyBuffer,
+    ) -> Result<ReceivedDocument> {
         let announced = self.content_length();
-        let mut body = BytesMut::new();
         while let Some(chunk) = self.next_chunk().await? {
-            if body.len() as u64 + chunk.len() as u64 > limit {
+            if buffer.len() + chunk.len() as u64 > limit {
                 return Err(Error::TooLarge {
                     url: self.url.to_string(),
                     limit,
                 });
             }
-            body.extend_from_slice(&chunk);
+            buffer.push(chunk).await?;
         }
         if let Some(announced) = announced
-            && announced != body.len() as u64
+            && announced != buffer.len()
         {
             return Err(Error::Length {
                 url: self.url.to_string(),
                 announced,
-                actual: body.len() as u64,
+                actual: buffer.len(),
             });
         }
         let gzipped = self
             .header(header::CONTENT_ENCODING)
             .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
-        if !gzipped {
-            return Ok(body.freeze());
-        }
-        // Inflating up to `limit` bytes is seconds of CPU: keep it off the async workers.
-        let compressed = body.freeze();
-        let inflated = tokio::task::spawn_blocking(move || gunzip_bounded(&compressed, limit))
-            .await
-            .map_err(|e| Error::Internal(format!("gzip task failed: {e}")))?;
-        inflated.map_err(|reason| match reason {
-            GunzipError::TooLarge => Error::TooLarge {
-                url: self.url.to_string(),
-                limit,
-            },
-            GunzipError::Corrupt(reason) => Error::Document {
-                url: self.url.to_string(),
-                reason: format!("bad gzip encoding: {reason}"),
-            },
+        Ok(ReceivedDocument {
+            body: buffer.finish(),
+            gzipped,
         })
     }
 
@@ -332,6 +368,30 @@ impl Fetched {
                 .header(header::TRANSFER_ENCODING)
                 .is_some_and(|coding| coding.to_ascii_lowercase().contains("chunked"))
     }
+}
+
+/// A document body as received, possibly gzip-encoded.
+pub(crate) struct ReceivedDocument {
+    pub(crate) body: ReceivedBody,
+    pub(crate) gzipped: bool,
+}
+
+/// The decoded body of a received document, at most `limit` bytes once inflated. Blocking
+/// (inflating hundreds of megabytes is seconds of CPU): call it on the blocking pool.
+pub(crate) fn decode_document(url: &Url, body: Bytes, gzipped: bool, limit: u64) -> Result<Bytes> {
+    if !gzipped {
+        return Ok(body);
+    }
+    gunzip_bounded(&body, limit).map_err(|reason| match reason {
+        GunzipError::TooLarge => Error::TooLarge {
+            url: url.to_string(),
+            limit,
+        },
+        GunzipError::Corrupt(reason) => Error::Document {
+            url: url.to_string(),
+            reason: format!("bad gzip encoding: {reason}"),
+        },
+    })
 }
 
 enum GunzipError {

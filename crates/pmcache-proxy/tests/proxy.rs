@@ -32,6 +32,8 @@ enum Script {
     Framed,
     /// As `Framed`, with [`OTHER_BODY`]: what a code host sends once it regenerated an archive.
     FramedOther,
+    /// A document "new" with another ETag, answered only once the test releases the upstream.
+    Held,
 }
 
 const BODY: &[u8] = b"artifact bytes";
@@ -41,6 +43,8 @@ struct Upstream {
     url: Url,
     requests: Arc<AtomicUsize>,
     conditional: Arc<AtomicUsize>,
+    /// Lets a `Held` upstream answer.
+    release: tokio::sync::watch::Sender<bool>,
 }
 
 async fn upstream(script: Script) -> Upstream {
@@ -49,10 +53,12 @@ async fn upstream(script: Script) -> Upstream {
     let requests = Arc::new(AtomicUsize::new(0));
     let conditional = Arc::new(AtomicUsize::new(0));
     let (counted, revalidations) = (Arc::clone(&requests), Arc::clone(&conditional));
+    let (release, released) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
             let (counted, revalidations) = (Arc::clone(&counted), Arc::clone(&revalidations));
+            let mut released = released.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -76,6 +82,10 @@ async fn upstream(script: Script) -> Upstream {
                     Script::Document => {
                         b"HTTP/1.1 200 OK\r\netag: \"v1\"\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: close\r\n\r\ndoc".to_vec()
                     }
+                    Script::Held => {
+                        let _ = released.wait_for(|released| *released).await;
+                        b"HTTP/1.1 200 OK\r\netag: \"v2\"\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: close\r\n\r\nnew".to_vec()
+                    }
                     Script::Unframed => [b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".as_slice(), BODY].concat(),
                     Script::Framed | Script::FramedOther => {
                         let body = if matches!(script, Script::Framed) { BODY } else { OTHER_BODY };
@@ -95,6 +105,7 @@ async fn upstream(script: Script) -> Upstream {
         url,
         requests,
         conditional,
+        release,
     }
 }
 
@@ -211,6 +222,65 @@ async fn requests_queued_behind_a_failed_refresh_share_its_failure() {
         1,
         "each queued request waited out the stalled upstream again"
     );
+}
+
+#[tokio::test]
+async fn a_slow_refresh_serves_the_cached_copy_at_the_stale_deadline_and_finishes_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        read_timeout: Duration::from_secs(60),
+        stale_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let proxy = Proxy::new(Store::open(dir.path()).unwrap(), &config).unwrap();
+    assert!(proxy.trust_listed("127.0.0.1"));
+    let good = upstream(Script::Document).await;
+    proxy
+        .document(document_request(&good.url, Duration::ZERO), render_upper)
+        .await
+        .unwrap();
+
+    // Far short of the 60 s read timeout: the deadline, not the upstream, ends each wait.
+    let held = upstream(Script::Held).await;
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        let proxy = proxy.clone();
+        let url = held.url.clone();
+        waiting.push(tokio::spawn(async move {
+            let request = document_request(&url, Duration::ZERO);
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                proxy.document(request, render_upper),
+            )
+            .await
+            .expect("answered long before the read timeout")
+        }));
+    }
+    for task in waiting {
+        let document = task.await.unwrap().unwrap();
+        assert_eq!(document.cache, CacheStatus::Stale);
+        assert_eq!(body_of(&proxy, &document).await, "DOC");
+    }
+    assert_eq!(
+        held.requests.load(Ordering::SeqCst),
+        1,
+        "every request joins the one refresh under way"
+    );
+
+    // Once the upstream answers, the refresh that went on in the background stores it.
+    held.release.send(true).unwrap();
+    let refreshed = loop {
+        let cached = proxy
+            .cached_document("test", "doc", Duration::from_secs(600))
+            .unwrap()
+            .unwrap();
+        if cached.digest("plain") == Some(pmcache_store::Digest::of(b"NEW")) {
+            break cached;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(body_of(&proxy, &refreshed).await, "NEW");
+    assert_eq!(held.requests.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -85,6 +85,7 @@ impl Metrics {
             "Upstream origins whose circuit breaker is open: requests to them fail at once",
             open_circuits.clone(),
         );
+        proxy.register_metrics(&mut registry);
         Metrics {
             registry,
             requests,

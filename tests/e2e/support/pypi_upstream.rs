@@ -3,7 +3,7 @@
 //! service. It counts every request, and injects faults per file at run time: corrupted bytes,
 //! a connection cut half way, throttling, or a whole-server stop and restart on the same ports.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -65,6 +65,10 @@ struct State {
     faults: Faults,
     log: RequestLog<Logged>,
     sent: Mutex<HashMap<String, u64>>,
+    /// While true, both servers accept connections and read requests but answer none.
+    hanging: tokio::sync::watch::Sender<bool>,
+    /// Files marked yanked (PEP 592) on their project pages.
+    yanked: Mutex<HashSet<String>>,
 }
 
 /// The running fixture: the index server, then the files server. Dropping it stops both.
@@ -85,6 +89,8 @@ impl PypiUpstream {
             faults: Faults::default(),
             log: RequestLog::default(),
             sent: Mutex::default(),
+            hanging: tokio::sync::watch::Sender::new(false),
+            yanked: Mutex::default(),
         });
         let server = bound.serve(vec![
             handler(Server::Index, &state),
@@ -112,6 +118,22 @@ impl PypiUpstream {
     /// not the configured upstream, so pmcache's address policy must be told about it.
     pub fn trusted_hosts(&self) -> String {
         super::pmcache::trusted_hosts(&[self.files_addr()])
+    }
+
+    /// From now on, both servers accept connections and read requests but answer none, until
+    /// [`Self::answer_again`]; requests left waiting are answered then, as they stand then.
+    pub fn hang(&self) {
+        self.state.hanging.send_replace(true);
+    }
+
+    /// Answers again, the requests left hanging included.
+    pub fn answer_again(&self) {
+        self.state.hanging.send_replace(false);
+    }
+
+    /// Marks `filename` yanked (PEP 592) on its project page from now on.
+    pub fn yank(&self, filename: &str) {
+        lock(&self.state.yanked).insert(filename.to_owned());
     }
 
     /// Injects `fault` into every later response for the artifact `filename`.
@@ -190,7 +212,13 @@ impl Drop for PypiUpstream {
 fn handler(server: Server, state: &Arc<State>) -> Handler {
     let state = Arc::clone(state);
     super::fixture_server::handler(move |request| {
-        std::future::ready(respond(server, &state, request))
+        let state = Arc::clone(&state);
+        async move {
+            let mut hanging = state.hanging.subscribe();
+            // The sender lives in `state`: this cannot fail while the request is held.
+            let _ = hanging.wait_for(|hanging| !*hanging).await;
+            respond(server, &state, request)
+        }
     })
 }
 
@@ -366,6 +394,9 @@ fn project_html(state: &State, project: &str, files: &[&Dist]) -> String {
                 "data-dist-info-metadata=\"sha256={metadata_sha256}\" data-core-metadata=\"sha256={metadata_sha256}\""
             );
         }
+        if lock(&state.yanked).contains(&dist.filename) {
+            html.push_str(" data-yanked=\"\"");
+        }
         let _ = writeln!(html, ">{}</a><br />", dist.filename);
     }
     let _ = write!(html, "  </body>\n</html>\n<!--SERIAL {SERIAL}-->");
@@ -393,7 +424,7 @@ fn project_json(state: &State, project: &str, files: &[&Dist]) -> String {
                 "size": dist.size,
                 "upload-time": format!("2026-01-{:02}T12:00:00.000000Z", index + 1),
                 "url": file_url(state, dist),
-                "yanked": false,
+                "yanked": lock(&state.yanked).contains(&dist.filename),
             })
         })
         .collect();
