@@ -335,7 +335,7 @@ fn install_succeeds_from_cache_with_upstream_down() -> Result<()> {
 fn corrupt_upstream_file_fails_and_is_not_committed() -> Result<()> {
     let case = Case::start(PageFormat::Html)?;
     let lib = dists()?.get(LIB_1_1)?;
-    let corrupt_sha256 = sha256_hex(&PypiUpstream::corrupted(lib));
+    let corrupt_sha256 = sha256_hex(&PypiUpstream::corrupted(lib)?);
     case.upstream.set_fault(LIB_1_1, Fault::Corrupt);
 
     let url = file_url(&case.pmcache, "demo-lib", LIB_1_1)?;

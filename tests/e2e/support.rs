@@ -19,11 +19,14 @@ pub mod packagist_packages;
 pub mod packagist_upstream;
 pub mod pip;
 pub mod pmcache;
+pub mod pypi_projects;
 pub mod pypi_upstream;
 pub mod raw_http;
 pub mod rubygems_gems;
 pub mod rubygems_upstream;
 pub mod tls;
+pub mod uv;
+pub mod wheel;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

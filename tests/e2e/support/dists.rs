@@ -1,5 +1,7 @@
 //! The PyPI fixture distributions: built once per test process by
-//! `tests/fixtures/pypi/build_dists.py` and loaded, with their manifest, into memory.
+//! `tests/fixtures/pypi/build_dists.py` and loaded, with their manifest, into memory; and the
+//! shape every PyPI fixture catalogue shares ([`Dists`]), which the generated projects of
+//! [`super::pypi_projects`] use too.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -26,7 +28,8 @@ pub const BIG: &str = "demo_big-1.0.0-py3-none-any.whl";
 /// The sdist that pip builds with its in-tree backend; depends on `Demo.Lib>=1.1` and `demo_util`.
 pub const APP: &str = "demo_app-0.1.0.tar.gz";
 
-/// One distribution file, as the manifest describes it, with its bytes.
+/// One distribution file as project pages list it, with its bytes when the files server serves
+/// it.
 pub struct Dist {
     pub filename: String,
     /// PEP 503 normalised project name.
@@ -35,17 +38,52 @@ pub struct Dist {
     pub requires_python: Option<String>,
     pub sha256: String,
     pub size: u64,
-    pub bytes: Bytes,
-    /// PEP 658 core metadata (the wheel's METADATA) and its sha256; `None` for sdists.
-    pub metadata: Option<(Bytes, String)>,
+    /// When it was uploaded (RFC 3339 with microseconds), as PEP 700's `upload-time` says.
+    pub upload_time: String,
+    /// sha256 of its PEP 658 core metadata, as pages announce it; `None` for sdists.
+    pub metadata_sha256: Option<String>,
+    /// What the files server answers with; `None` for a file that pages list but that no test
+    /// fetches (the thousands of old releases on a big project's page), answered with 404.
+    pub served: Option<Served>,
 }
 
-/// Every fixture distribution, by filename.
+/// The bytes of a served distribution file.
+pub struct Served {
+    pub bytes: Bytes,
+    /// PEP 658 core metadata (the wheel's METADATA); `None` for sdists.
+    pub metadata: Option<Bytes>,
+}
+
+impl Dist {
+    /// The bytes served for this file; fails for a file that pages only list.
+    pub fn bytes(&self) -> Result<&Bytes> {
+        self.served
+            .as_ref()
+            .map(|served| &served.bytes)
+            .with_context(|| format!("{} is listed but not served", self.filename))
+    }
+}
+
+/// A catalogue of distribution files, by filename, and the files of each project.
 pub struct Dists {
     pub files: BTreeMap<String, Dist>,
+    /// Normalised project name -> its filenames, sorted.
+    by_project: BTreeMap<String, Vec<String>>,
 }
 
 impl Dists {
+    /// The catalogue of `files`.
+    pub fn new(files: BTreeMap<String, Dist>) -> Self {
+        let mut by_project: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for dist in files.values() {
+            by_project
+                .entry(dist.project.clone())
+                .or_default()
+                .push(dist.filename.clone());
+        }
+        Self { files, by_project }
+    }
+
     /// The distribution named `filename`.
     pub fn get(&self, filename: &str) -> Result<&Dist> {
         self.files
@@ -55,22 +93,17 @@ impl Dists {
 
     /// The files of `project` (normalised name), sorted by filename.
     pub fn of_project(&self, project: &str) -> Vec<&Dist> {
-        self.files
-            .values()
-            .filter(|dist| dist.project == project)
+        self.by_project
+            .get(project)
+            .into_iter()
+            .flatten()
+            .filter_map(|filename| self.files.get(filename))
             .collect()
     }
 
-    /// Every normalised project name.
+    /// Every normalised project name, sorted.
     pub fn projects(&self) -> Vec<&str> {
-        let mut projects: Vec<&str> = self
-            .files
-            .values()
-            .map(|dist| dist.project.as_str())
-            .collect();
-        projects.sort_unstable();
-        projects.dedup();
-        projects
+        self.by_project.keys().map(String::as_str).collect()
     }
 }
 
@@ -95,12 +128,13 @@ fn load() -> Result<Dists> {
         };
         let sha256 = text("sha256")?;
         let bytes = read_verified(&dir, &filename, &sha256)?;
-        let metadata = match entry["metadata_sha256"].as_str() {
-            Some(digest) => {
-                let metadata =
-                    Bytes::from(std::fs::read(dir.join(format!("{filename}.metadata")))?);
-                Some((metadata, digest.to_owned()))
-            }
+        let metadata_sha256 = entry["metadata_sha256"].as_str().map(str::to_owned);
+        let metadata = match &metadata_sha256 {
+            Some(digest) => Some(read_verified(
+                &dir,
+                &format!("{filename}.metadata"),
+                digest,
+            )?),
             None => None,
         };
         let dist = Dist {
@@ -109,11 +143,19 @@ fn load() -> Result<Dists> {
             requires_python: entry["requires_python"].as_str().map(str::to_owned),
             size: entry["size"].as_u64().context("manifest size")?,
             sha256,
-            bytes,
-            metadata,
+            upload_time: String::new(),
+            metadata_sha256,
+            served: Some(Served { bytes, metadata }),
             filename: filename.clone(),
         };
         files.insert(filename, dist);
     }
-    Ok(Dists { files })
+    // Per project, in filename order: the n-th file was uploaded on the n-th of January.
+    let mut uploaded: BTreeMap<String, usize> = BTreeMap::new();
+    for dist in files.values_mut() {
+        let day = uploaded.entry(dist.project.clone()).or_default();
+        *day += 1;
+        dist.upload_time = format!("2026-01-{day:02}T12:00:00.000000Z");
+    }
+    Ok(Dists::new(files))
 }

@@ -71,6 +71,11 @@ impl Bound {
         self
     }
 
+    /// `https://127.0.0.1:PORT` (or `http://`) of the `index`th listener, without a slash.
+    pub fn base_url(&self, index: usize) -> String {
+        format!("{}://{}", scheme(self.tls.is_some()), self.addrs[index])
+    }
+
     /// Serves each listener with the handler at the same position.
     pub fn serve(self, handlers: Vec<Handler>) -> FixtureServer {
         let traffic = self.addrs.iter().map(|_| Arc::default()).collect();

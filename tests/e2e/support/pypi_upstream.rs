@@ -1,13 +1,18 @@
 //! A fixture PyPI upstream on loopback: a simple-API index server (PEP 503 HTML or PEP 691 JSON,
 //! warehouse-like) and a separate files server that the pages link to absolutely, as on the real
-//! service. It counts every request, and injects faults per file at run time: corrupted bytes,
-//! a connection cut half way, throttling, or a whole-server stop and restart on the same ports.
+//! service. It serves a catalogue of [`Dists`]: the small hand-made fixture, or the hundred
+//! generated projects of [`super::pypi_projects`] with pages over a megabyte; over plain HTTP/1.1,
+//! or over HTTPS with HTTP/2 by ALPN; optionally after a delay before each response's first
+//! byte, as a distant service answers. It counts every request, and injects faults per file at
+//! run time: corrupted bytes, a connection cut half way, throttling, or a whole-server stop and
+//! restart on the same ports.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -23,6 +28,7 @@ use super::fixture_server::{
     Body, Faults, FixtureServer, Handler, RequestLog, corrupt, empty_body, full_body, lock,
     status_only, streamed_body,
 };
+use super::tls::TestCa;
 
 /// PEP 691 JSON media type.
 const JSON_TYPE: &str = "application/vnd.pypi.simple.v1+json";
@@ -44,7 +50,28 @@ pub enum Server {
     Files,
 }
 
-#[derive(Debug)]
+impl Server {
+    /// Its listener's position in the [`FixtureServer`].
+    fn listener(self) -> usize {
+        match self {
+            Self::Index => 0,
+            Self::Files => 1,
+        }
+    }
+}
+
+/// How to start a [`PypiUpstream`].
+pub struct Options {
+    pub format: PageFormat,
+    /// What it serves.
+    pub dists: &'static Dists,
+    /// Serve HTTPS (HTTP/2 by ALPN) with this CA's certificate; plain HTTP/1.1 when `None`.
+    pub tls: Option<&'static TestCa>,
+    /// How long every response waits before its head is sent: a distant service's latency.
+    pub first_byte_delay: Duration,
+}
+
+#[derive(Clone, Debug)]
 struct Logged {
     server: Server,
     method: Method,
@@ -62,6 +89,8 @@ struct State {
     format: PageFormat,
     dists: &'static Dists,
     files_base: String,
+    first_byte_delay: Duration,
+    pages: Mutex<Pages>,
     faults: Faults,
     log: RequestLog<Logged>,
     sent: Mutex<HashMap<String, u64>>,
@@ -71,6 +100,15 @@ struct State {
     yanked: Mutex<HashSet<String>>,
 }
 
+/// Project pages, rendered on first request: (normalised name, JSON) -> page.
+type Pages = HashMap<(String, bool), Arc<OnceLock<Page>>>;
+
+/// A rendered project page and its ETag.
+struct Page {
+    body: Bytes,
+    etag: String,
+}
+
 /// The running fixture: the index server, then the files server. Dropping it stops both.
 pub struct PypiUpstream {
     state: Arc<State>,
@@ -78,14 +116,28 @@ pub struct PypiUpstream {
 }
 
 impl PypiUpstream {
-    /// Starts both servers on `127.0.0.1:0`.
+    /// Starts both servers on `127.0.0.1:0`, serving the small hand-made fixture over HTTP/1.1.
     pub fn start(format: PageFormat) -> Result<Self> {
-        let dists = super::dists::dists()?;
-        let bound = FixtureServer::bind("pypi-upstream", 2)?;
-        let state = Arc::new(State {
+        Self::start_with(Options {
             format,
-            dists,
-            files_base: format!("http://{}", bound.addrs()[1]),
+            dists: super::dists::dists()?,
+            tls: None,
+            first_byte_delay: Duration::ZERO,
+        })
+    }
+
+    /// Starts both servers on `127.0.0.1:0` as `options` say.
+    pub fn start_with(options: Options) -> Result<Self> {
+        let mut bound = FixtureServer::bind("pypi-upstream", 2)?;
+        if let Some(ca) = options.tls {
+            bound = bound.with_tls(ca.server_config());
+        }
+        let state = Arc::new(State {
+            format: options.format,
+            dists: options.dists,
+            files_base: bound.base_url(Server::Files.listener()),
+            first_byte_delay: options.first_byte_delay,
+            pages: Mutex::default(),
             faults: Faults::default(),
             log: RequestLog::default(),
             sent: Mutex::default(),
@@ -99,9 +151,9 @@ impl PypiUpstream {
         Ok(Self { state, server })
     }
 
-    /// `http://127.0.0.1:PORT/simple/`: the simple-index base URL to configure as upstream.
+    /// `http(s)://127.0.0.1:PORT/simple/`: the simple-index base URL to configure as upstream.
     pub fn index_url(&self) -> String {
-        format!("http://{}/simple/", self.index_addr())
+        format!("{}/simple/", self.server.base_url(Server::Index.listener()))
     }
 
     pub fn index_addr(&self) -> SocketAddr {
@@ -134,6 +186,10 @@ impl PypiUpstream {
     /// Marks `filename` yanked (PEP 592) on its project page from now on.
     pub fn yank(&self, filename: &str) {
         lock(&self.state.yanked).insert(filename.to_owned());
+        // Its project's pages change: render them again when next asked.
+        if let Ok(dist) = self.state.dists.get(filename) {
+            lock(&self.state.pages).retain(|(project, _), _| *project != dist.project);
+        }
     }
 
     /// Injects `fault` into every later response for the artifact `filename`.
@@ -147,8 +203,57 @@ impl PypiUpstream {
     }
 
     /// The exact bytes served for `filename` under [`Fault::Corrupt`].
-    pub fn corrupted(dist: &Dist) -> Bytes {
-        corrupt(&dist.bytes)
+    pub fn corrupted(dist: &Dist) -> Result<Bytes> {
+        Ok(corrupt(dist.bytes()?))
+    }
+
+    /// TCP connections `server` accepted, ever.
+    pub fn connections(&self, server: Server) -> usize {
+        self.server.connections(server.listener())
+    }
+
+    /// Requests `server` received over HTTP/2, ever.
+    pub fn http2_requests(&self, server: Server) -> usize {
+        self.server.http2_requests(server.listener())
+    }
+
+    /// Requests `server` received over HTTP/1.x, ever.
+    pub fn http1_requests(&self, server: Server) -> usize {
+        self.server.http1_requests(server.listener())
+    }
+
+    /// The most requests `server` had at once before answering them.
+    pub fn peak_in_flight(&self, server: Server) -> usize {
+        self.server.peak_in_flight(server.listener())
+    }
+
+    /// The size of every project page rendered so far, by normalised name (the larger of its
+    /// renderings).
+    pub fn page_sizes(&self) -> HashMap<String, usize> {
+        let mut sizes: HashMap<String, usize> = HashMap::new();
+        for ((project, _), cell) in lock(&self.state.pages).iter() {
+            if let Some(page) = cell.get() {
+                let size = sizes.entry(project.clone()).or_default();
+                *size = (*size).max(page.body.len());
+            }
+        }
+        sizes
+    }
+
+    /// Requests for exactly `path` (no query), on either server, ever.
+    pub fn requests_for(&self, path: &str) -> usize {
+        self.state.log.count(|logged| logged.path == path)
+    }
+
+    /// Requests to `server` per path after `mark`, for finding what was asked more than once.
+    pub fn requests_per_path_since(&self, mark: usize, server: Server) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for logged in self.state.log.since(mark) {
+            if logged.server == server {
+                *counts.entry(logged.path).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// A mark for [`Self::files_requests_since`]: the number of requests seen so far.
@@ -217,6 +322,9 @@ fn handler(server: Server, state: &Arc<State>) -> Handler {
             let mut hanging = state.hanging.subscribe();
             // The sender lives in `state`: this cannot fail while the request is held.
             let _ = hanging.wait_for(|hanging| !*hanging).await;
+            if !state.first_byte_delay.is_zero() {
+                tokio::time::sleep(state.first_byte_delay).await;
+            }
             respond(server, &state, request)
         }
     })
@@ -256,7 +364,8 @@ fn index_response(state: &State, request: &Request<Incoming>, path: &str) -> Res
         } else {
             root_html(state)
         };
-        return page(request, json, body);
+        let etag = etag(body.as_bytes());
+        return page(request, json, Bytes::from(body), &etag);
     }
     let name = rest.trim_end_matches('/');
     if name.contains('/') {
@@ -267,16 +376,36 @@ fn index_response(state: &State, request: &Request<Incoming>, path: &str) -> Res
     if normalized != name || !rest.ends_with('/') {
         return redirect(&format!("/simple/{normalized}/"));
     }
-    let files = state.dists.of_project(&normalized);
-    if files.is_empty() {
+    let Some((body, etag)) = project_page(state, &normalized, json) else {
         return status_only(StatusCode::NOT_FOUND);
-    }
-    let body = if json {
-        project_json(state, &normalized, &files)
-    } else {
-        project_html(state, &normalized, &files)
     };
-    page(request, json, body)
+    page(request, json, body, &etag)
+}
+
+/// The page of `project` (normalised), rendered once per upstream; `None` for an unknown project.
+fn project_page(state: &State, project: &str, json: bool) -> Option<(Bytes, String)> {
+    if state.dists.of_project(project).is_empty() {
+        return None;
+    }
+    let cell = Arc::clone(
+        lock(&state.pages)
+            .entry((project.to_owned(), json))
+            .or_default(),
+    );
+    // Rendered outside the map's lock: a big page takes a while, and other pages need not wait.
+    let page = cell.get_or_init(|| {
+        let files = state.dists.of_project(project);
+        let body = if json {
+            project_json(state, project, &files)
+        } else {
+            project_html(state, project, &files)
+        };
+        Page {
+            etag: etag(body.as_bytes()),
+            body: Bytes::from(body),
+        }
+    });
+    Some((page.body.clone(), page.etag.clone()))
 }
 
 /// Whether `Accept` lists a PEP 691 JSON type with a non-zero q-value.
@@ -302,9 +431,13 @@ fn accepts_json(request: &Request<Incoming>) -> bool {
     })
 }
 
+/// A strong ETag for `body`, shaped like warehouse's.
+fn etag(body: &[u8]) -> String {
+    format!("\"{}\"", &super::sha256_hex(body)[..22])
+}
+
 /// A page with warehouse's caching headers; `If-None-Match` on the same ETag gets a 304.
-fn page(request: &Request<Incoming>, json: bool, body: String) -> Response<Body> {
-    let etag = format!("\"{}\"", &super::sha256_hex(body.as_bytes())[..22]);
+fn page(request: &Request<Incoming>, json: bool, body: Bytes, etag: &str) -> Response<Body> {
     let content_type = if json {
         JSON_TYPE
     } else {
@@ -316,7 +449,7 @@ fn page(request: &Request<Incoming>, json: bool, body: String) -> Response<Body>
         .and_then(|value| value.to_str().ok())
         .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag));
     let builder = Response::builder()
-        .header(ETAG, &etag)
+        .header(ETAG, etag)
         .header(CACHE_CONTROL, "max-age=600, public")
         .header("vary", "Accept, Accept-Encoding")
         .header("x-pypi-last-serial", SERIAL.to_string());
@@ -326,7 +459,7 @@ fn page(request: &Request<Incoming>, json: bool, body: String) -> Response<Body>
         builder
             .header(CONTENT_TYPE, content_type)
             .header(CONTENT_LENGTH, body.len())
-            .body(full_body(Bytes::from(body)))
+            .body(full_body(body))
     };
     response.expect("static headers are valid")
 }
@@ -370,6 +503,7 @@ fn root_json(state: &State) -> String {
 
 /// A project page as warehouse renders it (`templates/api/simple/detail.html`).
 fn project_html(state: &State, project: &str, files: &[&Dist]) -> String {
+    let yanked = lock(&state.yanked);
     let mut html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.1\">\n    \
          <title>Links for {project}</title>\n  </head>\n  <body>\n    <h1>Links for {project}</h1>\n"
@@ -388,13 +522,13 @@ fn project_html(state: &State, project: &str, files: &[&Dist]) -> String {
                 escape(requires_python)
             );
         }
-        if let Some((_, metadata_sha256)) = &dist.metadata {
+        if let Some(metadata_sha256) = &dist.metadata_sha256 {
             let _ = write!(
                 html,
                 "data-dist-info-metadata=\"sha256={metadata_sha256}\" data-core-metadata=\"sha256={metadata_sha256}\""
             );
         }
-        if lock(&state.yanked).contains(&dist.filename) {
+        if yanked.contains(&dist.filename) {
             html.push_str(" data-yanked=\"\"");
         }
         let _ = writeln!(html, ">{}</a><br />", dist.filename);
@@ -405,36 +539,59 @@ fn project_html(state: &State, project: &str, files: &[&Dist]) -> String {
 
 /// A project page as PEP 691 JSON, API 1.1.
 fn project_json(state: &State, project: &str, files: &[&Dist]) -> String {
-    let mut versions: Vec<&str> = files.iter().map(|dist| dist.version.as_str()).collect();
-    versions.dedup();
-    let files: Vec<serde_json::Value> = files
+    // Written field by field rather than through `serde_json::Value`s: pages of thousands of
+    // files render in milliseconds in a debug build, as a CDN's cached copy would come.
+    let yanked = lock(&state.yanked);
+    let mut json = String::with_capacity(files.len() * 640 + 256);
+    json.push_str("{\"files\":[");
+    for (position, dist) in files.iter().enumerate() {
+        if position > 0 {
+            json.push(',');
+        }
+        let metadata = match &dist.metadata_sha256 {
+            Some(digest) => format!("{{\"sha256\":{}}}", quoted(digest)),
+            None => "false".to_owned(),
+        };
+        let requires_python = match &dist.requires_python {
+            Some(specifier) => quoted(specifier),
+            None => "null".to_owned(),
+        };
+        let _ = write!(
+            json,
+            "{{\"core-metadata\":{metadata},\"data-dist-info-metadata\":{metadata},\
+             \"filename\":{},\"hashes\":{{\"sha256\":{}}},\"requires-python\":{requires_python},\
+             \"size\":{},\"upload-time\":{},\"url\":{},\"yanked\":{}}}",
+            quoted(&dist.filename),
+            quoted(&dist.sha256),
+            dist.size,
+            quoted(&dist.upload_time),
+            quoted(&file_url(state, dist)),
+            yanked.contains(&dist.filename),
+        );
+    }
+    let _ = write!(
+        json,
+        "],\"meta\":{{\"_last-serial\":{SERIAL},\"api-version\":\"1.1\"}},\"name\":{},\"versions\":[",
+        quoted(project)
+    );
+    let mut seen = HashSet::new();
+    let versions = files
         .iter()
-        .enumerate()
-        .map(|(index, dist)| {
-            let metadata = match &dist.metadata {
-                Some((_, digest)) => serde_json::json!({"sha256": digest}),
-                None => serde_json::Value::Bool(false),
-            };
-            serde_json::json!({
-                "core-metadata": metadata,
-                "data-dist-info-metadata": metadata,
-                "filename": dist.filename,
-                "hashes": {"sha256": dist.sha256},
-                "requires-python": dist.requires_python,
-                "size": dist.size,
-                "upload-time": format!("2026-01-{:02}T12:00:00.000000Z", index + 1),
-                "url": file_url(state, dist),
-                "yanked": lock(&state.yanked).contains(&dist.filename),
-            })
-        })
-        .collect();
-    let page = serde_json::json!({
-        "files": files,
-        "meta": {"_last-serial": SERIAL, "api-version": "1.1"},
-        "name": project,
-        "versions": versions,
-    });
-    format!("{page}\n")
+        .map(|dist| dist.version.as_str())
+        .filter(|version| seen.insert(*version));
+    for (position, version) in versions.enumerate() {
+        if position > 0 {
+            json.push(',');
+        }
+        json.push_str(&quoted(version));
+    }
+    json.push_str("]}\n");
+    json
+}
+
+/// `text` as a JSON string, quoted and escaped.
+fn quoted(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
 }
 
 /// PEP 503 normalisation: lowercase, runs of `-`, `_`, `.` become one `-`.
@@ -480,7 +637,12 @@ fn files_response(state: &Arc<State>, path: &str) -> Response<Body> {
         Some(filename) => (filename, true),
         None => (last, false),
     };
-    let Ok(dist) = state.dists.get(filename) else {
+    let Some((dist, served)) = state
+        .dists
+        .get(filename)
+        .ok()
+        .and_then(|dist| Some((dist, dist.served.as_ref()?)))
+    else {
         return status_only(StatusCode::NOT_FOUND);
     };
     let artifact_path = path.strip_suffix(".metadata").unwrap_or(path);
@@ -491,7 +653,7 @@ fn files_response(state: &Arc<State>, path: &str) -> Response<Body> {
         .header(CONTENT_TYPE, "application/octet-stream")
         .header(CACHE_CONTROL, "max-age=365000000, immutable, public");
     let response = if metadata {
-        let Some((bytes, digest)) = &dist.metadata else {
+        let (Some(bytes), Some(digest)) = (&served.metadata, &dist.metadata_sha256) else {
             return status_only(StatusCode::NOT_FOUND);
         };
         builder
@@ -502,17 +664,17 @@ fn files_response(state: &Arc<State>, path: &str) -> Response<Body> {
         let fault = state.faults.get(filename);
         builder
             .header(ETAG, format!("\"{}\"", dist.sha256))
-            .header(CONTENT_LENGTH, dist.bytes.len())
-            .body(artifact_body(state, dist, fault))
+            .header(CONTENT_LENGTH, served.bytes.len())
+            .body(artifact_body(state, &dist.filename, &served.bytes, fault))
     };
     response.expect("static headers are valid")
 }
 
 /// The artifact's body with `fault` applied, counting the bytes sent.
-fn artifact_body(state: &Arc<State>, dist: &Dist, fault: Option<Fault>) -> Body {
+fn artifact_body(state: &Arc<State>, filename: &str, bytes: &Bytes, fault: Option<Fault>) -> Body {
     let state = Arc::clone(state);
-    let filename = dist.filename.clone();
-    streamed_body(&dist.bytes, fault, move |length| {
+    let filename = filename.to_owned();
+    streamed_body(bytes, fault, move |length| {
         *lock(&state.sent).entry(filename.clone()).or_default() += length as u64;
     })
 }
