@@ -3,6 +3,7 @@
 
 pub mod client_run;
 pub mod composer;
+pub mod concurrent;
 pub mod dists;
 pub mod egress_trap;
 pub mod fault_upstream;

@@ -108,11 +108,6 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// Between `min` and `max` per response.
-    pub fn between(min: Duration, max: Duration) -> Self {
-        Self { min, max }
-    }
-
     /// The wait for `target`.
     fn for_target(&self, target: &str) -> Duration {
         let spread = self.max.saturating_sub(self.min);
