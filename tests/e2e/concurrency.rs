@@ -165,9 +165,10 @@ fn fixture_uv_installs_100_projects_over_http2() -> Result<()> {
     let took = world.install("direct", &world.upstream.index_url())?;
     let upstream = &world.upstream;
     eprintln!(
-        "direct install took {took:?}: index {} connections, {} HTTP/2 and {} HTTP/1.1 requests, \
+        "direct install took {took:?}: index {} connections ({} used), {} HTTP/2 and {} HTTP/1.1 requests, \
          peak {} at once; files {} connections, {} requests",
         upstream.connections(Server::Index),
+        upstream.connections_used(Server::Index),
         upstream.http2_requests(Server::Index),
         upstream.http1_requests(Server::Index),
         upstream.peak_in_flight(Server::Index),
@@ -250,6 +251,11 @@ fn fixture_tls_serves_http2_by_alpn_and_http1_otherwise() -> Result<()> {
         "{} HTTP/1.1 requests",
         server.http1_requests(0)
     );
+    ensure!(
+        server.connections_used(0) == 2,
+        "{} connections used",
+        server.connections_used(0)
+    );
     // curl asked one URL after the other.
     ensure!(
         server.peak_in_flight(0) == 1,
@@ -314,10 +320,17 @@ fn uv_at_default_concurrency_installs_100_projects_cold_and_warm() -> Result<()>
         "pmcache did not speak HTTP/2 to the upstream:\n{}",
         upstream.request_log()
     );
+    // The condition of the stall this test guards against: every cold page on one connection.
+    ensure!(
+        upstream.connections_used(Server::Index) == 1,
+        "pmcache's page requests went over {} connections",
+        upstream.connections_used(Server::Index)
+    );
     eprintln!(
-        "cold install through pmcache took {cold:?}: upstream index {} connections, {} requests, \
+        "cold install through pmcache took {cold:?}: upstream index {} connections ({} used), {} requests, \
          peak {} at once; files {} connections, {} requests",
         upstream.connections(Server::Index),
+        upstream.connections_used(Server::Index),
         upstream.http2_requests(Server::Index),
         upstream.peak_in_flight(Server::Index),
         upstream.connections(Server::Files),

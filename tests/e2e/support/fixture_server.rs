@@ -107,6 +107,9 @@ pub struct FixtureServer {
 #[derive(Default)]
 struct Traffic {
     connections: AtomicUsize,
+    /// Connections that carried at least one request: a client racing several handshakes may
+    /// keep only one of them.
+    connections_used: AtomicUsize,
     http1: AtomicUsize,
     http2: AtomicUsize,
     /// Requests whose handler has not answered yet, and the most there ever were.
@@ -177,6 +180,11 @@ impl FixtureServer {
     /// Connections the `index`th listener accepted (TCP, before any TLS handshake), ever.
     pub fn connections(&self, index: usize) -> usize {
         self.traffic[index].connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections of the `index`th listener that carried at least one request, ever.
+    pub fn connections_used(&self, index: usize) -> usize {
+        self.traffic[index].connections_used.load(Ordering::SeqCst)
     }
 
     /// Requests the `index`th listener received over HTTP/2, ever.
@@ -272,7 +280,11 @@ async fn serve_connection(stream: TcpStream, serving: Serving) {
         traffic,
         tls,
     } = serving;
+    let used = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        if !used.swap(true, Ordering::SeqCst) {
+            traffic.connections_used.fetch_add(1, Ordering::SeqCst);
+        }
         traffic.request(request.version());
         let answer = handler(request);
         let traffic = Arc::clone(&traffic);

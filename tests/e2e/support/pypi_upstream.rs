@@ -212,6 +212,11 @@ impl PypiUpstream {
         self.server.connections(server.listener())
     }
 
+    /// Connections to `server` that carried at least one request, ever.
+    pub fn connections_used(&self, server: Server) -> usize {
+        self.server.connections_used(server.listener())
+    }
+
     /// Requests `server` received over HTTP/2, ever.
     pub fn http2_requests(&self, server: Server) -> usize {
         self.server.http2_requests(server.listener())
