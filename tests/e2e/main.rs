@@ -4,6 +4,7 @@ mod concurrency;
 mod concurrency_npm;
 mod faults;
 mod hardening;
+mod live;
 mod npm;
 mod packagist;
 mod pypi;
