@@ -5,7 +5,7 @@
 //! half of tens of kilobytes, a third of hundreds, a tenth of one to four megabytes (`exports`
 //! maps), and three "giants" whose thousands of versions make 7-9 MB, as the most depended-on
 //! packages of the real registry have; 145 MB in all. Generated in-process from a fixed seed, so
-//! the same bytes on every run, once per test process (about two seconds on two cores).
+//! the same bytes on every run, once per test process (two to five seconds on two busy cores).
 //!
 //! Every range the graph uses resolves, in each major, to the highest stable version of that
 //! major, which is also the only one a resolver may pick (the `latest` tag is the highest stable
