@@ -1,6 +1,7 @@
 //! End-to-end tests: real clients against pmcache and fixture upstreams on loopback.
 
 mod concurrency;
+mod concurrency_npm;
 mod faults;
 mod hardening;
 mod live;

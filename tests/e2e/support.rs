@@ -3,6 +3,7 @@
 
 pub mod client_run;
 pub mod composer;
+pub mod concurrent;
 pub mod dists;
 pub mod egress_trap;
 pub mod fault_upstream;
@@ -12,6 +13,8 @@ pub mod gem;
 pub mod http;
 pub mod npm;
 pub mod npm_packages;
+pub mod npm_tarball;
+pub mod npm_tree;
 pub mod npm_upstream;
 pub mod packagist_packages;
 pub mod packagist_upstream;

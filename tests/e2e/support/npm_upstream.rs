@@ -7,12 +7,18 @@
 //! off (404, as the intermediary does for search). It counts every request by kind and injects
 //! faults per tarball at run time: corrupted bytes or throttling, or a whole-server stop and
 //! restart on the same port.
+//!
+//! It serves one of two registries: the small hand-made fixture over plain HTTP/1.1
+//! ([`NpmUpstream::start`]), or the generated tree of several hundred packages over HTTPS with
+//! HTTP/2 by ALPN, from the tests' CA, as the real registry is served
+//! ([`NpmUpstream::start_tree`]). Either can hold every answer back by a per-response latency.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -27,6 +33,8 @@ use super::fixture_server::{
     streamed_body,
 };
 use super::npm_packages::{Packages, Tarball, packages};
+use super::npm_tree::tree;
+use super::tls::test_ca;
 
 /// The path prefix the registry lives under.
 const PREFIX: &str = "/registry/";
@@ -86,7 +94,34 @@ struct State {
     hidden: Mutex<HashSet<String>>,
     api_enabled: AtomicBool,
     faults: Faults,
+    latency: Mutex<Latency>,
     log: RequestLog<Logged>,
+}
+
+/// How long the registry holds each answer back before its head goes out: `min`, plus a share of
+/// `max - min` fixed per request target, so that the same request always waits as long (a CDN's
+/// time to first byte varies by object, not by the clock).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Latency {
+    /// The wait for `target`.
+    fn for_target(&self, target: &str) -> Duration {
+        let spread = self.max.saturating_sub(self.min);
+        if spread.is_zero() {
+            return self.min;
+        }
+        // FNV-1a: a stable hash, unlike std's randomly keyed one.
+        let hash = target
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        self.min + spread.mul_f64((hash % 1000) as f64 / 1000.0)
+    }
 }
 
 /// The running fixture. Dropping it stops the server and prints its request log.
@@ -96,7 +131,7 @@ pub struct NpmUpstream {
 }
 
 impl NpmUpstream {
-    /// Starts the registry on `127.0.0.1:0`.
+    /// Starts the small fixture registry on `127.0.0.1:0`, over plain HTTP/1.1.
     pub fn start() -> Result<Self> {
         let packages = packages()?;
         let bound = FixtureServer::bind("npm-upstream", 1)?;
@@ -106,21 +141,68 @@ impl NpmUpstream {
             .keys()
             .map(|name| Ok((name.clone(), render_packument(packages, name, &base)?)))
             .collect::<Result<_>>()?;
+        Ok(Self::serve(bound, packages, packuments))
+    }
+
+    /// Starts the generated tree ([`super::npm_tree`]) on `127.0.0.1:0`, over HTTPS with HTTP/2
+    /// by ALPN (HTTP/1.1 for clients that do not offer `h2`), with the certificate of
+    /// [`test_ca`]: clients need its CA file to connect.
+    pub fn start_tree() -> Result<Self> {
+        let tree = tree()?;
+        let bound =
+            FixtureServer::bind("npm-tree-upstream", 1)?.with_tls(test_ca()?.server_config());
+        let base = format!("https://{}{PREFIX}", bound.addrs()[0]);
+        let packuments = tree
+            .packages
+            .packages
+            .keys()
+            .map(|name| Ok((name.clone(), tree.packument(name, &base)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self::serve(bound, &tree.packages, packuments))
+    }
+
+    fn serve(
+        bound: super::fixture_server::Bound,
+        packages: &'static Packages,
+        packuments: HashMap<String, Bytes>,
+    ) -> Self {
         let state = Arc::new(State {
             packages,
             packuments,
             hidden: Mutex::default(),
             api_enabled: AtomicBool::new(true),
             faults: Faults::default(),
+            latency: Mutex::default(),
             log: RequestLog::default(),
         });
         let server = bound.serve(vec![handler(&state)]);
-        Ok(Self { state, server })
+        Self { state, server }
     }
 
-    /// `http://127.0.0.1:PORT/registry/`: the registry base URL to configure as upstream.
+    /// `http://127.0.0.1:PORT/registry/` (`https://` for the tree): the registry base URL to
+    /// configure as upstream.
     pub fn registry_url(&self) -> String {
-        format!("http://{}{PREFIX}", self.addr())
+        format!("{}{PREFIX}", self.server.base_url(0))
+    }
+
+    /// Holds every later answer back by `latency` (none by default).
+    pub fn set_latency(&self, latency: Latency) {
+        *super::fixture_server::lock(&self.state.latency) = latency;
+    }
+
+    /// Connections the registry accepted, ever.
+    pub fn connections(&self) -> usize {
+        self.server.connections(0)
+    }
+
+    /// Requests the registry received over HTTP/2, ever.
+    pub fn http2_requests(&self) -> usize {
+        self.server.http2_requests(0)
+    }
+
+    /// The most requests the registry had at once that it had not answered yet.
+    pub fn peak_in_flight(&self) -> usize {
+        self.server.peak_in_flight(0)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -187,6 +269,16 @@ impl NpmUpstream {
     /// Requests for the tarball `filename`, ever.
     pub fn tarball_requests(&self, filename: &str) -> usize {
         self.count(&Kind::Tarball(filename.to_owned()))
+    }
+
+    /// Requests for `tarball` at its conventional URL (scope slash plain or escaped), ever: unlike
+    /// [`Self::tarball_requests`], it tells apart packages whose scopes differ.
+    pub fn requests_for_tarball(&self, tarball: &Tarball) -> usize {
+        let wanted = format!("{PREFIX}{}", tarball.registry_path());
+        self.state.log.count(|logged| {
+            let path = logged.target.split('?').next().unwrap_or_default();
+            matches!(logged.kind, Kind::Tarball(_)) && percent_decode(path) == wanted
+        })
     }
 
     /// Requests for the packument of `name`, ever.
@@ -322,12 +414,16 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
         .map(|collected| collected.to_bytes())
         .unwrap_or_default();
     let kind = classify(&path, &method);
+    let latency = super::fixture_server::lock(&state.latency).for_target(&target);
     state.log.push(Logged {
         method: method.clone(),
         target,
         kind: kind.clone(),
         body,
     });
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let mut response = match (&kind, &method) {
         (Kind::Packument(name), &Method::GET | &Method::HEAD) => match state.packuments.get(name) {
             Some(document) => json(StatusCode::OK, without_hidden(state, name, document)),

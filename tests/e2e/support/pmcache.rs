@@ -229,6 +229,34 @@ impl Pmcache {
         }))
     }
 
+    /// The sum of the Prometheus samples of `name` at `/metrics` whose label set (the text
+    /// between the braces, e.g. `ecosystem="npm",cache="miss",status="200"`) satisfies `wanted`.
+    pub fn metric_sum(&self, name: &str, wanted: impl Fn(&str) -> bool) -> Result<f64> {
+        let response = super::http::get(&format!("{}/metrics", self.base_url))?;
+        ensure!(
+            response.status == 200,
+            "GET /metrics: {}",
+            response.describe()
+        );
+        let prefix = format!("{name}{{");
+        let mut sum = 0.0;
+        for line in response.text().lines() {
+            let Some(rest) = line.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((labels, value)) = rest.split_once("} ") else {
+                continue;
+            };
+            if wanted(labels) {
+                sum += value
+                    .trim()
+                    .parse::<f64>()
+                    .with_context(|| format!("metric line {line:?}"))?;
+            }
+        }
+        Ok(sum)
+    }
+
     /// Its stderr so far.
     pub fn log_text(&self) -> String {
         read_lossy(&self.log)

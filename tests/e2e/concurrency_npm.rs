@@ -1,0 +1,411 @@
+//! npm at the concurrency real clients use, through pmcache, from upstreams that behave like the
+//! real ones (HTTPS with HTTP/2 from the tests' CA, documents of real size, a latency per
+//! answer): pnpm at its defaults installing a tree of several hundred packages cold, and two
+//! hundred cold packuments and PyPI project pages requested at once, through pmcache and directly.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use tempfile::TempDir;
+
+use crate::support::concurrent::{Batch, Get, Transport, get_all};
+use crate::support::egress_trap::EgressTrap;
+use crate::support::http;
+use crate::support::npm::Sandbox;
+use crate::support::npm_tree::{Tree, tree};
+use crate::support::npm_upstream::{Latency, NpmUpstream};
+use crate::support::pmcache::{Launch, Pmcache};
+use crate::support::pypi_projects::projects;
+use crate::support::pypi_upstream::{Options, PageFormat, PypiUpstream, Server};
+use crate::support::{sha256_hex, tls};
+
+/// The `Accept` pnpm (and npm on its install path) sends for packuments.
+const CORGI_ACCEPT: &str =
+    "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
+/// The `Accept` pip sends for project pages.
+const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
+/// The npm upstream's time to first byte, per answer: a CDN's, for documents it has to fetch.
+const NPM_LATENCY: Latency = Latency {
+    min: Duration::from_millis(50),
+    max: Duration::from_millis(150),
+};
+/// The PyPI upstream's time to first byte (its fixture takes one figure): the middle of the npm
+/// upstream's range.
+const PYPI_LATENCY: Duration = Duration::from_millis(100);
+/// How much longer the cold documents may take through pmcache than directly.
+const SLOWDOWN_ALLOWED: f64 = 1.5;
+/// pmcache's peak resident memory allowed while it fetches and renders the two hundred.
+const PEAK_RSS_ALLOWED: u64 = 200 << 20;
+
+/// What pnpm prints when it retries a request or a download broke: none of it may appear.
+const RETRY_SIGNS: [&str; 8] = [
+    "Will retry",
+    "ECONNRESET",
+    "ETIMEDOUT",
+    "ERR_SOCKET_TIMEOUT",
+    "socket hang up",
+    "ERR_STREAM_PREMATURE_CLOSE",
+    "EINTEGRITY",
+    "ERR_PNPM_",
+];
+
+/// One test's world: a temp dir, the tree upstream, the egress trap and pmcache in front of the
+/// upstream. Fields drop in order: pmcache first (printing its log), the temp dir last.
+struct Case {
+    pmcache: Pmcache,
+    upstream: NpmUpstream,
+    trap: EgressTrap,
+    dir: TempDir,
+}
+
+impl Case {
+    /// The tree upstream answering after `latency`, and pmcache with it as npm upstream
+    /// (trusting the tests' CA) and the PyPI frontend off.
+    fn start(latency: Latency) -> Result<Self> {
+        Self::start_with(latency, None)
+    }
+
+    /// As [`Case::start`], with `pypi` as pmcache's PyPI upstream if given.
+    fn start_with(latency: Latency, pypi: Option<&PypiUpstream>) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("pmcache-e2e-npm-tree-")
+            .tempdir()?;
+        let upstream = NpmUpstream::start_tree()?;
+        upstream.set_latency(latency);
+        let trap = EgressTrap::start()?;
+        let ca_file = tls::test_ca()?.write_ca_file(dir.path())?;
+        let ca_file = ca_file.to_str().context("temp dir is not UTF-8")?;
+        let registry = upstream.registry_url();
+        let mut env = vec![
+            ("PMCACHE_NPM_UPSTREAM", registry.as_str()),
+            ("PMCACHE_UPSTREAM_CA_FILE", ca_file),
+        ];
+        let pypi_settings = pypi.map(|pypi| (pypi.index_url(), pypi.trusted_hosts()));
+        match &pypi_settings {
+            Some((index, trusted)) => env.extend([
+                ("PMCACHE_PYPI_UPSTREAM", index.as_str()),
+                ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", trusted.as_str()),
+            ]),
+            None => env.push(("PMCACHE_PYPI_ENABLED", "false")),
+        }
+        let launch = Launch::serve(dir.path(), &dir.path().join("data"), &env)?;
+        let pmcache = Pmcache::spawn(launch)?;
+        Ok(Self {
+            pmcache,
+            upstream,
+            trap,
+            dir,
+        })
+    }
+
+    /// Makes pmcache open its connection to the npm upstream with a request for a package the
+    /// tree does not have (see [`warm_up`]).
+    fn warm_up_connection(&self) -> Result<()> {
+        warm_up(&format!("{}not-in-the-tree", self.registry()), || {
+            self.upstream.connections()
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/npm/`: the registry URL clients get.
+    fn registry(&self) -> String {
+        format!("{}/npm/", self.pmcache.base_url())
+    }
+
+    /// A project directory `name/project` whose `package.json` depends on the tree's roots.
+    fn project(&self, name: &str, tree: &Tree) -> Result<PathBuf> {
+        let project = self.dir.path().join(name).join("project");
+        std::fs::create_dir_all(&project)?;
+        std::fs::write(project.join("package.json"), tree.package_json())?;
+        Ok(project)
+    }
+}
+
+/// pnpm at its defaults (no network-concurrency setting) installs the whole tree cold through
+/// pmcache, whose upstream is one HTTP/2 connection: every package lands with its published
+/// bytes, pmcache answers no 5xx, every tarball is fetched from the upstream exactly once (none
+/// was cut and retried), and pnpm reports no retry.
+#[test]
+fn pnpm_installs_several_hundred_packages_cold_with_no_cut_tarballs() -> Result<()> {
+    let tree = tree()?;
+    let case = Case::start(NPM_LATENCY)?;
+    let project = case.project("pnpm", tree)?;
+    let sandbox = Sandbox::create(
+        &case.dir.path().join("pnpm").join("client"),
+        &case.registry(),
+        &case.trap,
+    )?;
+    case.warm_up_connection()?;
+    let started = Instant::now();
+    let run = sandbox.pnpm_install(&project)?;
+    let elapsed = started.elapsed();
+    let tarballs = tree.installed_tarballs()?;
+    eprintln!(
+        "pnpm installed {} versions of {} packages cold through pmcache in {elapsed:?}: \
+         {} upstream requests on {} connection(s), peak {} in flight; pmcache peak RSS {} MiB",
+        tarballs.len(),
+        tree.packages.packages.len(),
+        case.upstream.mark(),
+        case.upstream.connections(),
+        case.upstream.peak_in_flight(),
+        case.pmcache.peak_rss_bytes()? / (1024 * 1024),
+    );
+    let run = run.ensure_success("pnpm install of the tree")?;
+    ensure!(
+        case.upstream.connections() == 1 && case.upstream.http2_requests() == case.upstream.mark(),
+        "pmcache reached the upstream over {} connections, not one, with {} of {} requests over \
+         HTTP/2",
+        case.upstream.connections(),
+        case.upstream.http2_requests(),
+        case.upstream.mark()
+    );
+    ensure_installed(&project, tree)?;
+    ensure_no_server_errors(&case.pmcache)?;
+    for tarball in &tarballs {
+        let fetched = case.upstream.requests_for_tarball(tarball);
+        ensure!(
+            fetched == 1,
+            "{} was fetched from the upstream {fetched} times, not once",
+            tarball.registry_path()
+        );
+    }
+    let all_tarballs = case.upstream.tarball_requests_since(0);
+    ensure!(
+        all_tarballs == tarballs.len(),
+        "the upstream served {all_tarballs} tarball requests for {} installed versions",
+        tarballs.len()
+    );
+    for sign in RETRY_SIGNS {
+        ensure!(
+            !run.output.contains(sign),
+            "pnpm's output shows {sign:?}:\n{}",
+            run.output
+        );
+    }
+    case.trap.ensure_nothing_caught()
+}
+
+/// Two hundred cold documents at once, a hundred packuments of the tree (every fourth package:
+/// tens of kilobytes to megabytes) and the hundred PyPI project pages (kilobytes to 2 MB), through
+/// pmcache whose upstreams are each one HTTP/2 connection: all answer 200, each document is
+/// fetched from its upstream once, over that one connection, within 1.5 times the time the same
+/// requests take made directly to the upstreams (same concurrency, same `Accept` as pnpm and
+/// pip), and pmcache's peak RSS stays under 200 MB.
+#[test]
+fn two_hundred_concurrent_cold_documents_through_one_h2_connection() -> Result<()> {
+    let tree = tree()?;
+    let projects = projects()?;
+    let pypi = PypiUpstream::start_with(Options {
+        format: PageFormat::Json,
+        dists: &projects.dists,
+        tls: Some(tls::test_ca()?),
+        first_byte_delay: PYPI_LATENCY,
+    })?;
+    let case = Case::start_with(NPM_LATENCY, Some(&pypi))?;
+    case.warm_up_connection()?;
+    warm_up(
+        &format!("{}/pypi/simple/not-a-project/", case.pmcache.base_url()),
+        || pypi.connections(Server::Index),
+    )?;
+    let packages: Vec<&str> = tree
+        .packages
+        .packages
+        .keys()
+        .step_by(4)
+        .map(String::as_str)
+        .collect();
+    let pages: Vec<&str> = projects
+        .pins
+        .iter()
+        .map(|pin| pin.project.as_str())
+        .collect();
+    let gets = |npm: &str, pypi: &str| -> Vec<Get> {
+        let packuments = packages.iter().map(|name| Get {
+            url: format!("{npm}{}", name.replace('/', "%2f")),
+            accept: CORGI_ACCEPT,
+        });
+        let pages = pages.iter().map(|project| Get {
+            url: format!("{pypi}{project}/"),
+            accept: PIP_ACCEPT,
+        });
+        // Interleaved, as a fleet's requests arrive.
+        packuments.zip(pages).flat_map(|(a, b)| [a, b]).collect()
+    };
+    let through = get_all(
+        &gets(
+            &case.registry(),
+            &format!("{}/pypi/simple/", case.pmcache.base_url()),
+        ),
+        Transport::Http1,
+    )?;
+    let peak_rss = case.pmcache.peak_rss_bytes()?;
+    // Counted before the direct requests add their own connections.
+    let connections = (case.upstream.connections(), pypi.connections(Server::Index));
+    let over_http1 =
+        pypi.http1_requests(Server::Index) + case.upstream.mark() - case.upstream.http2_requests();
+    let ca_file = case.dir.path().join("test-ca.pem");
+    let direct = get_all(
+        &gets(&case.upstream.registry_url(), &pypi.index_url()),
+        Transport::Http2(&ca_file),
+    )?;
+    eprintln!(
+        "200 cold documents ({} packuments, {} pages): through pmcache {:?} ({} bytes), directly \
+         {:?} ({} bytes), {:.1} times; pmcache peak RSS {} MiB; upstream connections npm {}, \
+         PyPI {}",
+        packages.len(),
+        pages.len(),
+        through.elapsed,
+        through.bytes(),
+        direct.elapsed,
+        direct.bytes(),
+        through.elapsed.as_secs_f64() / direct.elapsed.as_secs_f64(),
+        peak_rss >> 20,
+        connections.0,
+        connections.1
+    );
+    eprintln!(
+        "slowest through pmcache: {:#?}\nslowest directly: {:#?}",
+        through.slowest(5),
+        direct.slowest(5)
+    );
+    ensure_all_ok(&through, "through pmcache")?;
+    ensure_all_ok(&direct, "directly")?;
+    ensure!(
+        connections == (1, 1) && over_http1 == 0,
+        "pmcache reached the upstreams over {connections:?} connections (npm, PyPI), not one \
+         each, {over_http1} requests over HTTP/1.1"
+    );
+    for name in &packages {
+        let fetched = case.upstream.packument_requests(name);
+        ensure!(
+            fetched == 2,
+            "the packument of {name} was fetched {fetched} times, not once by pmcache and once directly"
+        );
+    }
+    for project in &pages {
+        let fetched = pypi.requests_for(&format!("/simple/{project}/"));
+        ensure!(
+            fetched == 2,
+            "the page of {project} was fetched {fetched} times, not once by pmcache and once directly"
+        );
+    }
+    ensure_no_server_errors(&case.pmcache)?;
+    ensure!(
+        through.elapsed.as_secs_f64() <= SLOWDOWN_ALLOWED * direct.elapsed.as_secs_f64(),
+        "through pmcache the documents took {:?}, more than {SLOWDOWN_ALLOWED} times the {:?} \
+         they take directly",
+        through.elapsed,
+        direct.elapsed
+    );
+    ensure!(
+        peak_rss < PEAK_RSS_ALLOWED,
+        "pmcache's peak RSS was {} MiB, not under {} MiB",
+        peak_rss >> 20,
+        PEAK_RSS_ALLOWED >> 20
+    );
+    Ok(())
+}
+
+/// Every request of `batch` was a complete 200.
+fn ensure_all_ok(batch: &Batch, how: &str) -> Result<()> {
+    let failures = batch.failures();
+    ensure!(
+        failures.is_empty(),
+        "{} of {} requests made {how} failed:\n{}",
+        failures.len(),
+        batch.outcomes.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
+
+/// Makes pmcache open its connection to an upstream with `url`, a request for a document the
+/// upstream does not have (an empty 404 upstream, a 404 from pmcache), so that what follows finds
+/// the connection established, as it would be on a cache that has been serving, while its cache
+/// stays cold for what the test asks. A cold connection would be raced open by each of the first
+/// requests at once (pmcache's client cannot know before the TLS handshake that ALPN will pick
+/// HTTP/2), spreading them over several connections. `connections` counts the upstream's.
+fn warm_up(url: &str, connections: impl Fn() -> usize) -> Result<()> {
+    let response = http::get(url)?;
+    ensure!(
+        response.status == 404,
+        "the warm-up request {url} got {}",
+        response.describe()
+    );
+    ensure!(
+        connections() == 1,
+        "pmcache opened {} connections to the upstream for one request",
+        connections()
+    );
+    Ok(())
+}
+
+/// `node_modules/.pnpm` holds exactly the tree's installed versions, each with the published
+/// `package.json`, and the root's dependencies are linked into `node_modules`.
+fn ensure_installed(project: &Path, tree: &Tree) -> Result<()> {
+    let virtual_store = project.join("node_modules/.pnpm");
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(&virtual_store)
+        .with_context(|| format!("listing {}", virtual_store.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() && name != "node_modules" {
+            found.insert(name);
+        }
+    }
+    let expected: BTreeSet<String> = tree
+        .installed
+        .iter()
+        .map(|(name, version)| format!("{}@{version}", name.replace('/', "+")))
+        .collect();
+    let missing: Vec<_> = expected.difference(&found).collect();
+    let extra: Vec<_> = found.difference(&expected).collect();
+    ensure!(
+        missing.is_empty() && extra.is_empty(),
+        "node_modules/.pnpm lacks {} of {} versions: {missing:?}; and has unexpected {extra:?}",
+        missing.len(),
+        expected.len()
+    );
+    for tarball in tree.installed_tarballs()? {
+        let manifest = virtual_store
+            .join(format!(
+                "{}@{}",
+                tarball.name.replace('/', "+"),
+                tarball.version
+            ))
+            .join("node_modules")
+            .join(&tarball.name)
+            .join("package.json");
+        let bytes =
+            std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        ensure!(
+            tarball.contents.get("package.json") == Some(&sha256_hex(&bytes)),
+            "{} is not the published package.json of {}@{}",
+            manifest.display(),
+            tarball.name,
+            tarball.version
+        );
+    }
+    for name in tree.root_dependencies.keys() {
+        let link = project.join("node_modules").join(name).join("package.json");
+        ensure!(link.is_file(), "{} is missing", link.display());
+    }
+    Ok(())
+}
+
+/// pmcache answered no request with a 5xx (`pmcache_requests_total`), and no upstream body
+/// broke off (`pmcache_upstream_body_errors_total`).
+fn ensure_no_server_errors(pmcache: &Pmcache) -> Result<()> {
+    let errors = pmcache.metric_sum("pmcache_requests_total", |labels| {
+        labels.contains("status=\"5")
+    })?;
+    let cut = pmcache.metric_sum("pmcache_upstream_body_errors_total", |_| true)?;
+    ensure!(
+        errors == 0.0 && cut == 0.0,
+        "pmcache answered {errors} requests with a 5xx and saw {cut} upstream bodies break off \
+         (its log is printed below)"
+    );
+    Ok(())
+}
