@@ -141,7 +141,11 @@ impl Proxy {
     /// `response`, its body counted in `pmcache_abandoned_total` if the client leaves early.
     pub(crate) fn watch_abandon(&self, response: Response<Body>, kind: Answer) -> Response<Body> {
         let counter = self.inner.metrics.abandoned(kind);
-        response.map(|body| body::watch_abandon(body, counter))
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse().ok());
+        response.map(|body| body::watch_abandon(body, length, counter))
     }
 
     fn serve_stored(

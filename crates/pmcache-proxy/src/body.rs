@@ -88,13 +88,18 @@ pub(crate) fn with_idle_timeout(body: Body, timeout: std::time::Duration) -> Bod
 }
 
 /// `body`, counting in `abandoned` when it is dropped before its end (the client hung up or
-/// gave up part-way): a rise says clients time out on pmcache.
+/// gave up part-way): a rise says clients time out on pmcache. `length` is the announced
+/// `Content-Length`: hyper stops polling a body once that many bytes are out, so reaching it
+/// is an end too.
 pub(crate) fn watch_abandon(
     body: Body,
+    length: Option<u64>,
     abandoned: prometheus_client::metrics::counter::Counter,
 ) -> Body {
     Watched {
         inner: body,
+        sent: 0,
+        length,
         ended: false,
         abandoned,
     }
@@ -104,6 +109,8 @@ pub(crate) fn watch_abandon(
 /// A body that knows whether it was read to the end.
 struct Watched {
     inner: Body,
+    sent: u64,
+    length: Option<u64>,
     ended: bool,
     abandoned: prometheus_client::metrics::counter::Counter,
 }
@@ -117,8 +124,13 @@ impl http_body::Body for Watched {
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(context);
-        if let std::task::Poll::Ready(None) = polled {
-            self.ended = true;
+        match &polled {
+            std::task::Poll::Ready(None) => self.ended = true,
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                let bytes = frame.data_ref().map_or(0, |data| data.len() as u64);
+                self.sent += bytes;
+            }
+            _ => {}
         }
         polled
     }
@@ -134,9 +146,50 @@ impl http_body::Body for Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        // hyper stops polling once `is_end_stream` says so: that is an end too.
-        if !self.ended && !http_body::Body::is_end_stream(&self.inner) {
+        let complete = self.ended
+            || http_body::Body::is_end_stream(&self.inner)
+            || self.length == Some(self.sent);
+        if !complete {
             self.abandoned.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watched(
+        body: Body,
+        length: Option<u64>,
+    ) -> (Body, prometheus_client::metrics::counter::Counter) {
+        let counter = prometheus_client::metrics::counter::Counter::default();
+        (watch_abandon(body, length, counter.clone()), counter)
+    }
+
+    #[tokio::test]
+    async fn bodies_read_to_their_length_or_end_are_not_abandoned() {
+        let (mut body, counter) = watched(full(vec![1u8; 10]), Some(10));
+        let frame = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(frame.data_ref().map(Bytes::len), Some(10));
+        // hyper drops the body here: it has written the whole Content-Length.
+        drop(body);
+        assert_eq!(counter.get(), 0);
+
+        let (body, counter) = watched(empty(), Some(0));
+        drop(body);
+        assert_eq!(counter.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn bodies_dropped_part_way_are_abandoned() {
+        let chunks = stream::iter([
+            Ok(Frame::data(Bytes::from_static(b"abc"))),
+            Ok(Frame::data(Bytes::from_static(b"def"))),
+        ]);
+        let (mut body, counter) = watched(StreamBody::new(chunks).boxed_unsync(), Some(6));
+        body.frame().await.expect("a frame").expect("data");
+        drop(body);
+        assert_eq!(counter.get(), 1);
     }
 }

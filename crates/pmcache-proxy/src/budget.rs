@@ -30,14 +30,13 @@ const UNIT: usize = 1024;
 pub(crate) struct Budgets {
     body: Arc<Semaphore>,
     render: Arc<Semaphore>,
+    /// The whole render budget, in units: what a body larger than the budget takes.
+    render_units: usize,
 }
 
 impl Default for Budgets {
     fn default() -> Budgets {
-        Budgets {
-            body: Arc::new(Semaphore::new(BODY_MEMORY / UNIT)),
-            render: Arc::new(Semaphore::new(RENDER_MEMORY / UNIT)),
-        }
+        Budgets::new(BODY_MEMORY, RENDER_MEMORY)
     }
 }
 
@@ -75,6 +74,15 @@ pub(crate) struct RenderPermit {
 }
 
 impl Budgets {
+    /// Budgets of `body` and `render` bytes.
+    fn new(body: usize, render: usize) -> Budgets {
+        Budgets {
+            body: Arc::new(Semaphore::new(body / UNIT)),
+            render: Arc::new(Semaphore::new(render / UNIT)),
+            render_units: render / UNIT,
+        }
+    }
+
     /// An empty buffer for one body.
     pub(crate) fn body_buffer(&self, store: &Store) -> BodyBuffer {
         BodyBuffer {
@@ -89,7 +97,7 @@ impl Budgets {
     /// Waits for room to render a body of `size` bytes.
     pub(crate) async fn render_permit(&self, size: u64) -> Result<RenderPermit> {
         let started = Instant::now();
-        let units = units(size).min(RENDER_MEMORY / UNIT);
+        let units = units(size).min(self.render_units);
         let permit = Arc::clone(&self.render)
             .acquire_many_owned(units as u32)
             .await
@@ -227,10 +235,7 @@ mod tests {
 
     /// Budgets of `body_kib` and `render_kib` KiB.
     fn budgets(body_kib: usize, render_kib: usize) -> Budgets {
-        Budgets {
-            body: Arc::new(Semaphore::new(body_kib)),
-            render: Arc::new(Semaphore::new(render_kib)),
-        }
+        Budgets::new(body_kib * UNIT, render_kib * UNIT)
     }
 
     #[tokio::test]
@@ -239,11 +244,20 @@ mod tests {
         let store = Store::open(dir.path()).expect("store");
         let budgets = budgets(4, 64);
         let mut first = budgets.body_buffer(&store);
-        first.push(Bytes::from(vec![b'a'; 3000])).await.expect("push");
+        first
+            .push(Bytes::from(vec![b'a'; 3000]))
+            .await
+            .expect("push");
         // The first body holds 3 of the 4 KiB until its render is done: the second spills.
         let mut second = budgets.body_buffer(&store);
-        second.push(Bytes::from(vec![b'b'; 1500])).await.expect("push");
-        second.push(Bytes::from(vec![b'c'; 1500])).await.expect("push");
+        second
+            .push(Bytes::from(vec![b'b'; 1500]))
+            .await
+            .expect("push");
+        second
+            .push(Bytes::from(vec![b'c'; 1500]))
+            .await
+            .expect("push");
         assert!(second.spilled.is_some(), "over budget, but still in memory");
         let (first, first_reservation) = first.finish().into_bytes().await.expect("bytes");
         assert_eq!(first.len(), 3000);

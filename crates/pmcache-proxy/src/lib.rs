@@ -18,6 +18,7 @@ mod config;
 mod document;
 mod egress;
 mod error;
+mod first_connection;
 mod freshness;
 mod inflight;
 mod metrics;

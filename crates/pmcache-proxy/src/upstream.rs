@@ -20,9 +20,12 @@ use crate::budget::{BodyBuffer, ReceivedBody};
 use crate::config::Config;
 use crate::egress::{AddressPolicy, GuardedConnector};
 use crate::error::{Error, Result};
+use crate::first_connection::FirstConnections;
 use crate::metrics::{Outcome, ProxyMetrics};
 
 const MAX_REDIRECTS: usize = 5;
+/// How long an idle upstream connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(60);
 /// HTTP/2 receive window of one upstream stream (hyper's default).
 const H2_STREAM_WINDOW: u32 = 2 << 20;
 /// HTTP/2 receive window of one upstream connection: sixteen stalled streams' worth.
@@ -42,6 +45,7 @@ pub struct Upstream {
     max_document_size: u64,
     policy: Arc<AddressPolicy>,
     breakers: Arc<Breakers>,
+    first_connections: Arc<FirstConnections>,
     metrics: ProxyMetrics,
 }
 
@@ -86,7 +90,7 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE)
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
             .http2_keep_alive_interval(H2_KEEP_ALIVE)
@@ -102,6 +106,7 @@ impl Upstream {
                 config.breaker_threshold,
                 config.breaker_cooldown,
             )),
+            first_connections: Arc::default(),
             metrics,
         })
     }
@@ -201,6 +206,7 @@ impl Upstream {
                 });
             }
         };
+        let opening = self.first_connections.enter(&origin, POOL_IDLE).await;
         let sent = Instant::now();
         let outcome =
             match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
@@ -212,6 +218,10 @@ impl Upstream {
                 Ok(Ok(response)) => Ok(response),
             };
         self.count(&origin, &outcome, sent.elapsed());
+        match opening {
+            Some(opening) => drop(opening),
+            None => self.first_connections.heard_from(&origin),
+        }
         // Only timeouts hold requests for long: a refused connection or an unknown name fails
         // at once anyway, and counting it would keep the breaker open after the upstream is back.
         match &outcome {
