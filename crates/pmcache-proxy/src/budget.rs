@@ -19,10 +19,10 @@ use crate::error::{Error, Result};
 
 /// Bytes of document bodies held in memory while they are received, all readers together;
 /// beyond it bodies go to temp files.
-const BODY_MEMORY: usize = 32 << 20;
+const BODY_MEMORY: usize = 8 << 20;
 /// Bytes of upstream bodies being rendered at once (a render holds its body, the parsed tree
 /// and the rendered variants, several times the body). A body larger than this renders alone.
-const RENDER_MEMORY: usize = 24 << 20;
+const RENDER_MEMORY: usize = 8 << 20;
 /// Budgets count in KiB: a semaphore's permits are bounded, and finer grain buys nothing.
 const UNIT: usize = 1024;
 
@@ -202,17 +202,16 @@ impl ReceivedBody {
         }
     }
 
-    /// The body in memory (reading a spilled one back, on the blocking pool; the temp file is
-    /// removed), and its share of the body budget, to drop once the render is done.
-    pub(crate) async fn into_bytes(self) -> Result<(Bytes, Reservation)> {
+    /// The body in memory (reading a spilled one back: blocking, call it on a render thread;
+    /// the temp file is removed), and its share of the body budget, to drop once the render
+    /// is done.
+    pub(crate) fn into_bytes(self) -> Result<(Bytes, Reservation)> {
         let reservation = Reservation {
             _permit: self.reserved,
         };
         let bytes = match self.content {
             Received::Memory(bytes) => bytes,
-            Received::Spilled(file) => tokio::task::spawn_blocking(move || read_back(&file))
-                .await
-                .map_err(|e| Error::Internal(format!("read-back task failed: {e}")))??,
+            Received::Spilled(file) => read_back(&file)?,
         };
         Ok((bytes, reservation))
     }
@@ -259,11 +258,11 @@ mod tests {
             .await
             .expect("push");
         assert!(second.spilled.is_some(), "over budget, but still in memory");
-        let (first, first_reservation) = first.finish().into_bytes().await.expect("bytes");
+        let (first, first_reservation) = first.finish().into_bytes().expect("bytes");
         assert_eq!(first.len(), 3000);
         let received = second.finish();
         assert_eq!(received.len(), 3000);
-        let (second, _) = received.into_bytes().await.expect("read back");
+        let (second, _) = received.into_bytes().expect("read back");
         assert_eq!(&second[..1500], &[b'b'; 1500][..]);
         assert_eq!(&second[1500..], &[b'c'; 1500][..]);
         assert_eq!(budgets.body.available_permits(), 1);

@@ -503,56 +503,61 @@ impl Proxy {
         let permit = self.inner.budgets.render_permit(in_memory).await?;
         self.inner.metrics.render_waited(permit.waited);
         let gzipped = received.gzipped;
-        let (body, reservation) = received.body.into_bytes().await?;
+        let body = received.body;
         let store = self.inner.store.clone();
         let ecosystem = request.ecosystem;
         let record_key = key.to_owned();
         let cached = cached.cloned();
-        // Rendering, compressing and the index writes (each an fsync) stay off the runtime.
-        let (record, cache) = tokio::task::spawn_blocking(move || {
-            let _memory = (permit, reservation);
-            let body = upstream::decode_document(&url, body, gzipped, limit)?;
-            let document = UpstreamDocument {
-                url: url.clone(),
-                content_type,
-                headers: response_headers,
-                body,
-            };
-            let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
-            // Reused blobs are held like new ones: eviction must not take them before the
-            // record naming them again is written.
-            let reused = cached
-                .filter(|cached| cached.rendered_from == rendered_from)
-                .and_then(|cached| hold_blobs(&store, &cached).map(|holds| (cached, holds)));
-            let (variants, changed_at, cache, holds) = match reused {
-                Some((cached, holds)) => (
-                    cached.variants,
-                    cached.changed_at,
-                    CacheStatus::Revalidated,
-                    holds,
-                ),
-                None => {
-                    let rendering = render(document)?;
-                    let (variants, holds) = store_rendering(&store, ecosystem, rendering)?;
-                    (variants, now, CacheStatus::Miss, holds)
-                }
-            };
-            let record = DocumentRecord {
-                url: url.to_string(),
-                fetched_at: now,
-                etag,
-                last_modified,
-                changed_at,
-                rendered_from,
-                variants,
-            };
-            store.put(Table::Documents, &record_key, &record)?;
-            // Only now may eviction take the new blobs: the record naming them is written.
-            drop(holds);
-            Ok::<_, Error>((record, cache))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("render task failed: {e}")))??;
+        // Rendering, compressing and the index writes (each an fsync) stay off the runtime, on
+        // the render threads.
+        let (record, cache) = self
+            .inner
+            .render_pool
+            .run(move || {
+                // Read back (if spilled) and decoded here: large allocations stay on these threads.
+                let (body, _reservation) = body.into_bytes()?;
+                let _permit = permit;
+                let body = upstream::decode_document(&url, body, gzipped, limit)?;
+                let document = UpstreamDocument {
+                    url: url.clone(),
+                    content_type,
+                    headers: response_headers,
+                    body,
+                };
+                let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
+                // Reused blobs are held like new ones: eviction must not take them before the
+                // record naming them again is written.
+                let reused = cached
+                    .filter(|cached| cached.rendered_from == rendered_from)
+                    .and_then(|cached| hold_blobs(&store, &cached).map(|holds| (cached, holds)));
+                let (variants, changed_at, cache, holds) = match reused {
+                    Some((cached, holds)) => (
+                        cached.variants,
+                        cached.changed_at,
+                        CacheStatus::Revalidated,
+                        holds,
+                    ),
+                    None => {
+                        let rendering = render(document)?;
+                        let (variants, holds) = store_rendering(&store, ecosystem, rendering)?;
+                        (variants, now, CacheStatus::Miss, holds)
+                    }
+                };
+                let record = DocumentRecord {
+                    url: url.to_string(),
+                    fetched_at: now,
+                    etag,
+                    last_modified,
+                    changed_at,
+                    rendered_from,
+                    variants,
+                };
+                store.put(Table::Documents, &record_key, &record)?;
+                // Only now may eviction take the new blobs: the record naming them is written.
+                drop(holds);
+                Ok::<_, Error>((record, cache))
+            })
+            .await?;
         tracing::debug!(
             ecosystem,
             document = key,

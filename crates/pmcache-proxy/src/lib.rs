@@ -27,6 +27,7 @@ mod passthrough;
 #[cfg(test)]
 mod properties;
 mod refreshes;
+mod render_pool;
 mod serve;
 mod spool;
 mod tls;
@@ -70,6 +71,7 @@ struct Inner {
     refreshes: Arc<refreshes::Refreshes>,
     not_found: document::RecentNotFound,
     budgets: budget::Budgets,
+    render_pool: render_pool::RenderPool,
     /// How long a request with a cached copy waits for its refresh (`upstream.stale_timeout`).
     stale_timeout: std::time::Duration,
     metrics: metrics::ProxyMetrics,
@@ -87,6 +89,7 @@ impl Proxy {
                 refreshes: Arc::default(),
                 not_found: document::RecentNotFound::default(),
                 budgets: budget::Budgets::default(),
+                render_pool: render_pool::RenderPool::start()?,
                 stale_timeout: config.stale_timeout,
                 metrics,
             }),
