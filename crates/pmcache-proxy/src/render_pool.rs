@@ -1,5 +1,5 @@
-//! The threads that render upstream documents: as many as there are cores, plus one for the
-//! time a render spends waiting on the disk.
+//! The threads that render upstream documents: as many as there are cores (a render is CPU
+//! work; one more thread, for the fsyncs of storing, raised peak memory more than throughput).
 //!
 //! Renders are CPU-bound and allocate several times their document's size. On tokio's
 //! blocking pool they would run on whichever of its many threads is free, and glibc's malloc

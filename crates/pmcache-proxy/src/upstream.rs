@@ -28,8 +28,9 @@ const MAX_REDIRECTS: usize = 5;
 const POOL_IDLE: Duration = Duration::from_secs(60);
 /// HTTP/2 receive window of one upstream stream (hyper's default).
 const H2_STREAM_WINDOW: u32 = 2 << 20;
-/// HTTP/2 receive window of one upstream connection: sixteen stalled streams' worth.
-const H2_CONNECTION_WINDOW: u32 = 32 << 20;
+/// HTTP/2 receive window of one upstream connection: four stalled streams' worth, and what an
+/// upstream may send ahead of pmcache's reading (peak memory of a cold burst grows with it).
+const H2_CONNECTION_WINDOW: u32 = 8 << 20;
 /// How often an HTTP/2 upstream connection in use is pinged, and how long the answer may
 /// take before the connection is given up (a dead connection fails its streams at once rather
 /// than each waiting out the read timeout).
