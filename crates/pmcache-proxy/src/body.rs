@@ -71,18 +71,37 @@ pub(crate) async fn read_at(file: Arc<File>, offset: u64, want: u64) -> io::Resu
     .map_err(io::Error::other)?
 }
 
-/// Fails a relayed body whose next piece takes longer than `timeout`, so a stalled upstream
-/// cannot hold a client connection open for ever.
-pub(crate) fn with_idle_timeout(body: Body, timeout: std::time::Duration) -> Body {
-    let frames = stream::try_unfold(body, move |mut body| async move {
-        match tokio::time::timeout(timeout, body.frame()).await {
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "upstream stalled mid-body",
-            )),
-            Ok(None) => Ok(None),
-            Ok(Some(frame)) => Ok(Some((frame?, body))),
+/// Frames a relay holds for a client that reads slower than the upstream sends.
+const RELAY_FRAMES: usize = 4;
+
+/// Relays `body` through a task of its own, so that neither side can hold the other for long:
+/// a piece of the upstream body that takes longer than `timeout` fails the client's body, and a
+/// client that takes nothing for `timeout` ends the relay. Either way the upstream stream is
+/// dropped, which gives its share of the HTTP/2 connection window back to the other streams
+/// (hyper stops polling a body whose client does not read, so a timer inside the body alone
+/// would never fire).
+pub(crate) fn relay(mut body: Body, timeout: std::time::Duration) -> Body {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<io::Result<Frame<Bytes>>>(RELAY_FRAMES);
+    tokio::spawn(async move {
+        loop {
+            let frame = match tokio::time::timeout(timeout, body.frame()).await {
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "upstream stalled mid-body",
+                )),
+                Ok(None) => return,
+                Ok(Some(frame)) => frame,
+            };
+            let failed = frame.is_err();
+            let delivered = tokio::time::timeout(timeout, sender.send(frame)).await;
+            if failed || !matches!(delivered, Ok(Ok(()))) {
+                return;
+            }
         }
+    });
+    let frames = stream::unfold(receiver, |mut receiver| async move {
+        let frame = receiver.recv().await?;
+        Some((frame, receiver))
     });
     StreamBody::new(frames).boxed_unsync()
 }
@@ -179,6 +198,34 @@ mod tests {
         let (body, counter) = watched(empty(), Some(0));
         drop(body);
         assert_eq!(counter.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_relay_gives_up_on_a_client_that_stops_reading() {
+        let (upstream, upstream_frames) =
+            tokio::sync::mpsc::channel::<io::Result<Frame<Bytes>>>(64);
+        let frames = stream::unfold(upstream_frames, |mut frames| async move {
+            Some((frames.recv().await?, frames))
+        });
+        let mut relayed = relay(
+            StreamBody::new(frames).boxed_unsync(),
+            std::time::Duration::from_millis(50),
+        );
+        upstream
+            .send(Ok(Frame::data(Bytes::from_static(b"first"))))
+            .await
+            .expect("relay reads");
+        let first = relayed.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().ok(), Some(Bytes::from_static(b"first")));
+        // The client reads no more: the relay drops the upstream body once its queue stays full.
+        for _ in 0..RELAY_FRAMES + 1 {
+            let _ = upstream
+                .send(Ok(Frame::data(Bytes::from_static(b"more"))))
+                .await;
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), upstream.closed())
+            .await
+            .expect("the relay let go of the upstream body");
     }
 
     #[tokio::test]

@@ -54,8 +54,8 @@ pub struct DocumentRequest {
     pub ttl: Duration,
     pub allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
     /// A cached copy for which this holds is current whatever its age (a frontend may know so
-    /// from another document); checked again after waiting for a concurrent refresh, so that
-    /// requests queued behind one refetch do not each fetch again.
+    /// from another document). Requests that come while a refetch is under way join it rather
+    /// than each fetching again.
     pub known_current: Option<KnownCurrent>,
 }
 
@@ -291,7 +291,8 @@ impl Proxy {
         let outcome = match &cached {
             Some(_) => {
                 let deadline = self.inner.stale_timeout;
-                match tokio::time::timeout(deadline, refresh).await {
+                let left = deadline.saturating_sub(refresh.started.elapsed());
+                match tokio::time::timeout(left, refresh.outcome).await {
                     Ok(outcome) => outcome,
                     Err(_) => Err(Arc::new(Error::Slow {
                         url,
@@ -299,7 +300,7 @@ impl Proxy {
                     })),
                 }
             }
-            None => refresh.await,
+            None => refresh.outcome.await,
         };
         match (outcome, cached) {
             (Ok(mut document), _) => {

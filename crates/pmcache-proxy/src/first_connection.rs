@@ -5,7 +5,9 @@
 //! install: fifty TLS handshakes, of which one connection is kept). Instead the first request
 //! to a cold origin goes alone; the others wait until it has its answer (or fails), then share
 //! the pooled connection, or open their own over HTTP/1.1. An origin counts as cold again once
-//! nothing has been heard from it for as long as the pool keeps idle connections.
+//! nothing has been heard from it for as long as the pool keeps idle connections. Plain `http://`
+//! origins are not held (no ALPN: they speak HTTP/1.1, one connection per request anyway), and
+//! nobody waits longer than the connect timeout for someone else's connection.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,17 +31,29 @@ enum State {
     Settled(Instant),
 }
 
-/// Held by the first request to a cold origin; dropping it lets the others go.
+/// Held by the first request to a cold origin; dropping it lets the others go. Dropped before
+/// [`Opening::settled`] (the request was cancelled), the origin stays cold: the next request
+/// opens the connection instead.
 pub(crate) struct Opening<'a> {
     gate: &'a FirstConnections,
     origin: String,
     done: watch::Sender<bool>,
+    settled: bool,
 }
 
 impl FirstConnections {
     /// Waits while another request opens the first connection to `origin`; `Some` when this
     /// request is to open it. `warm_for` is how long the pool keeps an idle connection.
-    pub(crate) async fn enter(&self, origin: &str, warm_for: Duration) -> Option<Opening<'_>> {
+    pub(crate) async fn enter(
+        &self,
+        origin: &str,
+        warm_for: Duration,
+        wait_at_most: Duration,
+    ) -> Option<Opening<'_>> {
+        if origin.starts_with("http:") {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + wait_at_most;
         loop {
             let mut waiting = {
                 let mut origins = self.origins.lock().unwrap_or_else(|p| p.into_inner());
@@ -56,12 +70,17 @@ impl FirstConnections {
                             gate: self,
                             origin: origin.to_owned(),
                             done,
+                            settled: false,
                         });
                     }
                 }
             };
-            // Ends when the first request has an outcome, or its sender is dropped with it.
-            let _ = waiting.wait_for(|done| *done).await;
+            // Ends when the first request has an outcome, or its sender is dropped with it; past
+            // the deadline this request goes ahead on a connection of its own.
+            let outcome = tokio::time::timeout_at(deadline, waiting.wait_for(|done| *done)).await;
+            if outcome.is_err() {
+                return None;
+            }
         }
     }
 
@@ -76,13 +95,22 @@ impl FirstConnections {
     }
 }
 
+impl Opening<'_> {
+    /// The first request has its outcome (an answer or a failure): the origin is warm.
+    pub(crate) fn settled(mut self) {
+        self.settled = true;
+    }
+}
+
 impl Drop for Opening<'_> {
     fn drop(&mut self) {
         let mut origins = self.gate.origins.lock().unwrap_or_else(|p| p.into_inner());
-        origins.insert(
-            std::mem::take(&mut self.origin),
-            State::Settled(Instant::now()),
-        );
+        let origin = std::mem::take(&mut self.origin);
+        if self.settled {
+            origins.insert(origin, State::Settled(Instant::now()));
+        } else {
+            origins.remove(&origin);
+        }
         drop(origins);
         self.done.send_replace(true);
     }
@@ -98,22 +126,43 @@ mod tests {
     #[tokio::test]
     async fn the_first_request_goes_alone_and_the_rest_follow_its_outcome() {
         let gate = FirstConnections::default();
+        let wait = Duration::from_secs(60);
         let first = gate
-            .enter("https://a", WARM)
+            .enter("https://a", WARM, wait)
             .await
             .expect("cold: this one opens");
-        let second = gate.enter("https://a", WARM);
+        let second = gate.enter("https://a", WARM, wait);
         tokio::pin!(second);
         // Still connecting: the second waits.
         assert!(second.as_mut().now_or_never().is_none());
-        // Another origin is not held up.
-        assert!(gate.enter("https://b", WARM).await.is_some());
-        drop(first);
+        // Another origin is not held up, and plain HTTP never is.
+        assert!(gate.enter("https://b", WARM, wait).await.is_some());
+        assert!(gate.enter("http://c", WARM, wait).await.is_none());
+        first.settled();
         assert!(second.await.is_none(), "warm now: no gate");
         gate.heard_from("https://a");
+        let cold_again = gate.enter("https://a", Duration::ZERO, wait).await;
         assert!(
-            gate.enter("https://a", Duration::ZERO).await.is_some(),
-            "cold again"
+            cold_again.is_some(),
+            "cold again once the pool's idle time passed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_opener_leaves_the_origin_cold_and_waits_are_bounded() {
+        let gate = FirstConnections::default();
+        let wait = Duration::from_secs(60);
+        let cancelled = gate.enter("https://a", WARM, wait).await.expect("opens");
+        drop(cancelled);
+        let next = gate.enter("https://a", WARM, wait).await;
+        assert!(
+            next.is_some(),
+            "the next request opens the connection instead"
+        );
+        // A waiter goes ahead on its own once its bound passes.
+        let waiter = gate
+            .enter("https://a", WARM, Duration::from_millis(10))
+            .await;
+        assert!(waiter.is_none());
     }
 }

@@ -60,7 +60,7 @@ impl Proxy {
         let (parts, incoming) = response.into_parts();
         let timeout = upstream.read_timeout();
         let body = incoming.map_err(io::Error::other).boxed_unsync();
-        let mut relayed = Response::new(crate::body::with_idle_timeout(body, timeout));
+        let mut relayed = Response::new(crate::body::relay(body, timeout));
         *relayed.status_mut() = parts.status;
         for name in FORWARDED_RESPONSE_HEADERS {
             if let Some(value) = parts.headers.get(&name) {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
@@ -15,7 +16,13 @@ use crate::error::{Error, Result};
 pub(crate) type Outcome = std::result::Result<Document, Arc<Error>>;
 
 /// A refresh that any number of requests can wait for.
-pub(crate) type Joinable = Shared<BoxFuture<'static, Outcome>>;
+#[derive(Clone)]
+pub(crate) struct Joinable {
+    pub(crate) outcome: Shared<BoxFuture<'static, Outcome>>,
+    /// When it started: the stale deadline counts from here, whoever joined later, so that
+    /// every request waiting on one refresh gets the same answer.
+    pub(crate) started: Instant,
+}
 
 /// The refreshes under way, by document key.
 #[derive(Default)]
@@ -35,25 +42,32 @@ impl Refreshes {
         if let Some(joinable) = running.get(key) {
             return joinable.clone();
         }
-        let refreshes = Arc::clone(self);
-        let task_key = key.to_owned();
+        let leave = Leave {
+            refreshes: Arc::clone(self),
+            key: key.to_owned(),
+        };
         // The task's own removal waits for this lock, so it cannot run before the insert below.
         let task = tokio::spawn(async move {
             let outcome = refresh.await.map_err(Arc::new);
             // Leave before anyone sees the outcome: a request that comes after a failure
             // starts a new refresh instead of joining the failed one.
-            refreshes.finished(&task_key);
+            drop(leave);
             outcome
         });
-        let joinable = async move {
+        let document = key.to_owned();
+        let outcome = async move {
             task.await.unwrap_or_else(|error| {
                 Err(Arc::new(Error::Internal(format!(
-                    "refresh task failed: {error}"
+                    "the refresh of {document} failed: {error}"
                 ))))
             })
         }
         .boxed()
         .shared();
+        let joinable = Joinable {
+            outcome,
+            started: Instant::now(),
+        };
         running.insert(key.to_owned(), joinable.clone());
         joinable
     }
@@ -61,5 +75,18 @@ impl Refreshes {
     fn finished(&self, key: &str) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.remove(key);
+    }
+}
+
+/// Removes a refresh from the map when its task ends, however it ends: a refresh that panicked
+/// must not stay joinable, or its document would fail for good.
+struct Leave {
+    refreshes: Arc<Refreshes>,
+    key: String,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.refreshes.finished(&self.key);
     }
 }

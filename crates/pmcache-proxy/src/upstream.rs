@@ -207,7 +207,10 @@ impl Upstream {
                 });
             }
         };
-        let opening = self.first_connections.enter(&origin, POOL_IDLE).await;
+        let opening = self
+            .first_connections
+            .enter(&origin, POOL_IDLE, self.connect_timeout)
+            .await;
         let sent = Instant::now();
         let outcome =
             match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
@@ -220,7 +223,7 @@ impl Upstream {
             };
         self.count(&origin, &outcome, sent.elapsed());
         match opening {
-            Some(opening) => drop(opening),
+            Some(opening) => opening.settled(),
             None => self.first_connections.heard_from(&origin),
         }
         // Only timeouts hold requests for long: a refused connection or an unknown name fails

@@ -261,24 +261,29 @@ async fn a_slow_refresh_serves_the_cached_copy_at_the_stale_deadline_and_finishe
         assert_eq!(document.cache, CacheStatus::Stale);
         assert_eq!(body_of(&proxy, &document).await, "DOC");
     }
-    assert_eq!(
-        held.requests.load(Ordering::SeqCst),
-        1,
+    // At most one: the upstream may not have read the request yet on a slow machine.
+    assert!(
+        held.requests.load(Ordering::SeqCst) <= 1,
         "every request joins the one refresh under way"
     );
 
     // Once the upstream answers, the refresh that went on in the background stores it.
     held.release.send(true).unwrap();
-    let refreshed = loop {
-        let cached = proxy
-            .cached_document("test", "doc", Duration::from_secs(600))
-            .unwrap()
-            .unwrap();
-        if cached.digest("plain") == Some(pmcache_store::Digest::of(b"NEW")) {
-            break cached;
+    let stored = async {
+        loop {
+            let cached = proxy
+                .cached_document("test", "doc", Duration::from_secs(600))
+                .unwrap()
+                .unwrap();
+            if cached.digest("plain") == Some(pmcache_store::Digest::of(b"NEW")) {
+                break cached;
+            }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
     };
+    let refreshed = tokio::time::timeout(Duration::from_secs(20), stored)
+        .await
+        .expect("the background refresh stored the upstream's answer");
     assert_eq!(body_of(&proxy, &refreshed).await, "NEW");
     assert_eq!(held.requests.load(Ordering::SeqCst), 1);
 }
