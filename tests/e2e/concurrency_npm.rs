@@ -115,7 +115,8 @@ impl Case {
     }
 }
 
-/// pnpm at its defaults (no network-concurrency setting) installs the whole tree cold through
+/// pnpm at its default concurrency (no network-concurrency setting; the sandbox's `.npmrc` only
+/// shortens the waits between retries, and none may happen) installs the whole tree cold through
 /// pmcache, whose upstream is one HTTP/2 connection: every package lands with its published
 /// bytes, pmcache answers no 5xx, every tarball is fetched from the upstream exactly once (none
 /// was cut and retried), and pnpm reports no retry.

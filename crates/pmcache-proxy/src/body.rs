@@ -120,6 +120,7 @@ pub(crate) fn watch_abandon(
         sent: 0,
         length,
         ended: false,
+        failed: false,
         abandoned,
     }
     .boxed_unsync()
@@ -131,6 +132,8 @@ struct Watched {
     sent: u64,
     length: Option<u64>,
     ended: bool,
+    /// pmcache ended it with an error (a fill that failed verification): not the client's doing.
+    failed: bool,
     abandoned: prometheus_client::metrics::counter::Counter,
 }
 
@@ -149,6 +152,7 @@ impl http_body::Body for Watched {
                 let bytes = frame.data_ref().map_or(0, |data| data.len() as u64);
                 self.sent += bytes;
             }
+            std::task::Poll::Ready(Some(Err(_))) => self.failed = true,
             _ => {}
         }
         polled
@@ -166,6 +170,7 @@ impl http_body::Body for Watched {
 impl Drop for Watched {
     fn drop(&mut self) {
         let complete = self.ended
+            || self.failed
             || http_body::Body::is_end_stream(&self.inner)
             || self.length == Some(self.sent);
         if !complete {

@@ -205,7 +205,8 @@ impl Content {
 const SMALL_BODY: u64 = 64 * 1024;
 
 /// A small blob slice read now, on the serving thread: one positional read of a file that is
-/// almost always in the page cache costs less than a trip to the blocking pool.
+/// almost always in the page cache costs less than a trip to the blocking pool. (On a disk so
+/// slow that this read blocks, it holds one runtime worker for that long.)
 fn small_file_range(file: std::fs::File, start: u64, length: u64) -> Body {
     use std::os::unix::fs::FileExt as _;
     let mut bytes = vec![0u8; length as usize];
