@@ -15,6 +15,7 @@ use crate::support::egress_trap::EgressTrap;
 use crate::support::npm::Sandbox;
 use crate::support::npm_tree::{Tree, tree};
 use crate::support::npm_upstream::{Latency, NpmUpstream};
+use crate::support::pip::PIP_ACCEPT;
 use crate::support::pmcache::{Launch, Pmcache};
 use crate::support::pypi_projects::projects;
 use crate::support::pypi_upstream::{Options, PageFormat, PypiUpstream, Server};
@@ -23,8 +24,6 @@ use crate::support::{sha256_hex, tls};
 /// The `Accept` pnpm (and npm on its install path) sends for packuments.
 const CORGI_ACCEPT: &str =
     "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
-/// The `Accept` pip sends for project pages.
-const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
 /// The npm upstream's time to first byte, per answer: a CDN's, for documents it has to fetch.
 const NPM_LATENCY: Latency = Latency {
     min: Duration::from_millis(50),

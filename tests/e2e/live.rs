@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tempfile::TempDir;
 
-use crate::support::pip::Venv;
+use crate::support::pip::{PIP_ACCEPT, Venv};
 use crate::support::pmcache::{Launch, Pmcache};
 use crate::support::{Finished, repo_root, run_bounded};
 
-/// The `Accept` and `Accept-Encoding` pip sends for project pages.
-const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
+/// The `Accept-Encoding` pip sends for project pages.
 const PIP_ACCEPT_ENCODING: &str = "gzip, deflate";
 /// A real hash-pinned set (84 packages, wheels for CPython 3.11 on Linux), compiled with
 /// `uv pip compile --generate-hashes` from `live-uv.in`; see `tests/fixtures/live/README.md`.
