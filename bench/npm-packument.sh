@@ -296,15 +296,7 @@ report() {
     if awk -F'\t' '$11 > 0 { bad = 1 } END { exit !bad }' "$WORK/results.tsv"; then
         echo "warning: some requests failed (errors column); see the wrk output with BENCH_KEEP_TMP=1"
     fi
-    if awk -F'\t' '$13 > 20 { bad = 1 } END { exit !bad }' "$WORK/results.tsv"; then
-        echo "warning: the machine was busy before some runs (busy% column): other work skews these figures"
-    fi
-    if [[ -n ${BENCH_RESULTS:-} ]]; then
-        {
-            printf 'encoding\tserver\treq_per_s\tmb_per_s\tavg_ms\tp50_ms\tp90_ms\tp99_ms\tmax_ms\trequests\terrors\tserver_cpu_ms_per_req\tbusy_before_pct\n'
-            cat "$WORK/results.tsv"
-        } >"$BENCH_RESULTS"
-    fi
+    finish_report 13 $'encoding\tserver\treq_per_s\tmb_per_s\tavg_ms\tp50_ms\tp90_ms\tp99_ms\tmax_ms\trequests\terrors\tserver_cpu_ms_per_req\tbusy_before_pct'
 }
 
 main() {

@@ -202,15 +202,7 @@ report() {
                     p99[f[1], f[2], "pmcache"] / p99[f[1], f[2], "nginx"]
             }
         }' "$WORK/results.tsv"
-    if awk -F'\t' '$11 > 20 { bad = 1 } END { exit !bad }' "$WORK/results.tsv"; then
-        echo "warning: the machine was busy before some runs (busy% column): other work skews these figures"
-    fi
-    if [[ -n ${BENCH_RESULTS:-} ]]; then
-        {
-            printf 'case\tserver\tconnections\trequests\terrors\tmean_ms\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tbusy_before_pct\n'
-            cat "$WORK/results.tsv"
-        } >"$BENCH_RESULTS"
-    fi
+    finish_report 11 $'case\tserver\tconnections\trequests\terrors\tmean_ms\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tbusy_before_pct'
 }
 
 main() {

@@ -260,3 +260,18 @@ machine_line() {
     cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
     echo "$(nproc) cores${cpu:+ ($cpu)}, $(uname -sr)"
 }
+
+# Ends a report on $WORK/results.tsv: warns when the machine was busy (over 20 %) before some
+# run, by the TSV's column BUSY_COLUMN, and writes the results under HEADER (tab-separated
+# column names) to $BENCH_RESULTS when that is set. finish_report BUSY_COLUMN HEADER
+finish_report() {
+    if awk -F'\t' -v column="$1" '$column > 20 { bad = 1 } END { exit !bad }' "$WORK/results.tsv"; then
+        echo "warning: the machine was busy before some runs (busy% column): other work skews these figures"
+    fi
+    if [[ -n ${BENCH_RESULTS:-} ]]; then
+        {
+            printf '%s\n' "$2"
+            cat "$WORK/results.tsv"
+        } >"$BENCH_RESULTS"
+    fi
+}
