@@ -11,7 +11,7 @@
 # every process started here is stopped on exit. See bench/README.md.
 #
 # Environment (all optional):
-#   PMCACHE_BIN            pmcache binary to use; default: `cargo build --release` in the repo
+#   PMCACHE_BIN            pmcache binary to use; default: `cargo build --release --locked`
 #   BENCH_PACKAGE          package name                          (default pmcache-bench-big)
 #   BENCH_PACKUMENT_BYTES  size of the generated packument       (default 30000000)
 #   WRK_THREADS            wrk -t                                (default 2)
@@ -30,17 +30,11 @@
 
 set -euo pipefail
 
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"
-    exit 0
-fi
-if [[ $# -gt 0 ]]; then
-    echo "usage: $0 [-h|--help]  (configure with environment variables, see --help)" >&2
-    exit 2
-fi
-
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=bench/lib/harness.sh
+. "$HERE/lib/harness.sh"
+handle_arguments "$@"
 
 PACKAGE=${BENCH_PACKAGE:-pmcache-bench-big}
 PACKUMENT_BYTES=${BENCH_PACKUMENT_BYTES:-30000000}
@@ -53,89 +47,10 @@ GZIP_SOURCE=${BENCH_GZIP_SOURCE:-pmcache}
 STARTUP_TIMEOUT=${BENCH_STARTUP_TIMEOUT:-60}
 WARM_TIMEOUT=${BENCH_WARM_TIMEOUT:-300}
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
 case $GZIP_SOURCE in pmcache | gzip9) ;; *) die "BENCH_GZIP_SOURCE must be pmcache or gzip9" ;; esac
 for c in $CASES; do
     case $c in identity | gzip) ;; *) die "BENCH_CASES may hold only identity and gzip" ;; esac
 done
-
-# --- cleanup -------------------------------------------------------------------------------
-
-WORK=""
-PIDS=()          # every process started here, in start order
-PORTS=()         # every port something of ours listened on
-POLICY_RC_D=""   # set while we keep apt from starting services
-SUDO=""
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid ignored SIGTERM for 10 s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local status=$? i port
-    set +e
-    trap - EXIT INT TERM
-    if [[ -n $POLICY_RC_D ]]; then
-        $SUDO rm -f "$POLICY_RC_D"
-    fi
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[i]}"
-    done
-    for port in "${PORTS[@]}"; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            log "warning: something still listens on 127.0.0.1:$port"
-        fi
-    done
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ $status == 1 && -s $WORK/pmcache.err ]]; then
-            log "last lines of pmcache's log:"
-            tail -n 10 "$WORK/pmcache.err" >&2
-        fi
-        if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
-            log "kept $WORK"
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Polls `$@` until it succeeds or `timeout` seconds pass; fails early if `pid` dies.
-wait_for() {
-    local what=$1 timeout=$2 pid=$3
-    shift 3
-    local deadline=$((SECONDS + timeout))
-    until "$@"; do
-        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
-            die "$what exited before it was ready${WAIT_LOG:+: $(tail -n 5 "$WAIT_LOG" 2>/dev/null)}"
-        fi
-        ((SECONDS < deadline)) || die "$what not ready after ${timeout}s"
-        sleep 0.2
-    done
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # --- 1. tools ------------------------------------------------------------------------------
 
@@ -147,68 +62,17 @@ install_tools() {
     command -v curl >/dev/null || missing+=(curl)
     command -v gzip >/dev/null || missing+=(gzip)
     command -v wrk >/dev/null || missing+=(wrk)
-    if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
-        missing+=(nginx-light)
-    fi
-    if ((${#missing[@]} > 0)); then
-        [[ ${BENCH_NO_INSTALL:-0} != 1 ]] || die "missing: ${missing[*]} (BENCH_NO_INSTALL=1)"
-        if [[ $(id -u) != 0 ]]; then
-            command -v sudo >/dev/null || die "missing ${missing[*]}: install them or run as root"
-            SUDO=sudo
-        fi
-        log "installing ${missing[*]} from Debian"
-        # Debian's nginx package starts the system nginx on port 80 when installed; a
-        # policy-rc.d answering 101 keeps it stopped (only ours runs, on 127.0.0.1).
-        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-            POLICY_RC_D=/usr/sbin/policy-rc.d
-            printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY_RC_D" >/dev/null
-            $SUDO chmod 755 "$POLICY_RC_D"
-        fi
-        $SUDO env DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -q >&2 ||
-            die "apt-get update failed"
-        $SUDO env DEBIAN_FRONTEND=noninteractive timeout 900 \
-            apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
-            die "apt-get install ${missing[*]} failed"
-        if [[ -n $POLICY_RC_D ]]; then
-            $SUDO rm -f "$POLICY_RC_D"
-            POLICY_RC_D=""
-        fi
-    fi
-    PATH=$PATH:/usr/sbin
-    command -v nginx >/dev/null || die "nginx not found after install"
+    have_nginx || missing+=(nginx-light)
+    install_packages "${missing[@]}"
     command -v wrk >/dev/null || die "wrk not found after install"
     have_gzip_static || die "this nginx lacks gzip_static (try: apt-get install nginx)"
-}
-
-# --- 1b. pmcache ---------------------------------------------------------------------------
-
-build_pmcache() {
-    if [[ -n ${PMCACHE_BIN:-} ]]; then
-        [[ -x $PMCACHE_BIN ]] || die "PMCACHE_BIN=$PMCACHE_BIN is not an executable"
-        return
-    fi
-    command -v cargo >/dev/null || die "cargo not found (or set PMCACHE_BIN)"
-    log "cargo build --release (first build takes several minutes on 2 cores)"
-    (cd "$ROOT" && cargo build --release >&2) || die "cargo build --release failed"
-    local target
-    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-    PMCACHE_BIN=$target/release/pmcache
-    [[ -x $PMCACHE_BIN ]] || die "no binary at $PMCACHE_BIN after the build"
 }
 
 # --- 3. upstream ---------------------------------------------------------------------------
 
 start_upstream() {
     mkdir -p "$WORK/upstream/registry"
-    python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$WORK/upstream" \
-        >"$WORK/upstream.log" 2>&1 &
-    UPSTREAM_PID=$!
-    PIDS+=("$UPSTREAM_PID")
-    WAIT_LOG=$WORK/upstream.log wait_for "upstream static server" "$STARTUP_TIMEOUT" "$UPSTREAM_PID" \
-        grep -qs 'Serving HTTP on .* port [0-9]' "$WORK/upstream.log"
-    UPSTREAM_PORT=$(sed -n 's/^Serving HTTP on .* port \([0-9]*\).*/\1/p' "$WORK/upstream.log" | head -n1)
-    PORTS+=("$UPSTREAM_PORT")
+    start_static_upstream "$WORK/upstream"
     UPSTREAM=http://127.0.0.1:$UPSTREAM_PORT/registry/
     log "upstream: $UPSTREAM (python3 -m http.server)"
 }
@@ -228,24 +92,11 @@ generate_packument() {
 # --- 3b. pmcache ---------------------------------------------------------------------------
 
 start_pmcache() {
-    mkdir -p "$WORK/pmcache-data"
-    # PMCACHE_BIN is the script's, not a setting. Request logs are off on both sides (nginx:
-    # access_log off; pmcache: warn level) unless PMCACHE_LOG_FILTER says otherwise.
-    env -u PMCACHE_BIN \
-        PMCACHE_LOG_FILTER="${PMCACHE_LOG_FILTER:-warn}" \
+    start_pmcache_with \
         PMCACHE_NPM_UPSTREAM="$UPSTREAM" \
         PMCACHE_NPM_METADATA_TTL=1h \
-        PMCACHE_PYPI_ENABLED=false \
-        "$PMCACHE_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/pmcache-data" \
-        >"$WORK/pmcache.out" 2>"$WORK/pmcache.err" &
-    PMCACHE_PID=$!
-    PIDS+=("$PMCACHE_PID")
-    WAIT_LOG=$WORK/pmcache.err wait_for pmcache "$STARTUP_TIMEOUT" "$PMCACHE_PID" \
-        grep -qs '^pmcache listening on http://127\.0\.0\.1:[0-9]' "$WORK/pmcache.out"
-    PMCACHE_PORT=$(sed -n 's|^pmcache listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' \
-        "$WORK/pmcache.out" | head -n1)
-    PORTS+=("$PMCACHE_PORT")
-    PMCACHE_URL=http://127.0.0.1:$PMCACHE_PORT/npm/$PACKAGE
+        PMCACHE_PYPI_ENABLED=false
+    PMCACHE_URL=$PMCACHE_BASE/npm/$PACKAGE
     log "pmcache: $PMCACHE_URL ($PMCACHE_BIN)"
 }
 
@@ -301,58 +152,17 @@ warm_pmcache() {
 # --- 4. nginx ------------------------------------------------------------------------------
 
 start_nginx() {
-    local www=$WORK/www dir=$WORK/nginx file user_line=""
-    file=$www/npm/$PACKAGE
-    mkdir -p "$(dirname "$file")" "$dir/tmp"
+    local file=$WORK/www/npm/$PACKAGE
+    mkdir -p "$(dirname "$file")"
     cp "$WORK/bodies/pmcache.identity" "$file"
     if [[ $GZIP_SOURCE == pmcache && $PMCACHE_GZIPS == 1 ]]; then
         cp "$WORK/bodies/pmcache.gzip" "$file.gz"
     else
         gzip -k -9 -f "$file"
     fi
-    NGINX_PORT=$(free_port)
-    # Workers drop to an unprivileged user when the master is root; ours must read the temp dir.
-    [[ $(id -u) != 0 ]] || user_line="user root;"
-    cat >"$dir/nginx.conf" <<EOF
-# Generated by bench/npm-packument.sh: a static copy of pmcache's warm answers.
-daemon off;
-$user_line
-worker_processes auto;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events {
-    worker_connections 1024;
-}
-http {
-    types {}
-    default_type application/json;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/tmp/client;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $www;
-        location / {
-            gzip_static on;
-        }
-    }
-}
-EOF
-    nginx -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>"$dir/test.log" ||
-        die "nginx -t: $(cat "$dir/test.log")"
-    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout.log" 2>&1 &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-    PORTS+=("$NGINX_PORT")
-    NGINX_URL=http://127.0.0.1:$NGINX_PORT/npm/$PACKAGE
-    WAIT_LOG=$dir/error.log wait_for nginx "$STARTUP_TIMEOUT" "$NGINX_PID" \
-        curl -sf --max-time 5 -o /dev/null -H 'Accept-Encoding: identity' "$NGINX_URL"
+    start_nginx_static application/json "tcp_nopush on;" "location / { gzip_static on; }" \
+        "/npm/$PACKAGE" -H 'Accept-Encoding: identity'
+    NGINX_URL=$NGINX_BASE/npm/$PACKAGE
     log "nginx: $NGINX_URL ($(nginx -v 2>&1 | sed 's/.*: //'), worker_processes auto)"
 }
 
@@ -410,17 +220,6 @@ cpu_ticks() {
     echo "$total"
 }
 
-# Percent of all CPUs busy during one second: other work on the machine skews every figure.
-busy_percent() {
-    local a b
-    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {
-        split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
-        printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
-}
-
 run_wrk() { # run_wrk SERVER ENCODING URL PID
     local out=$WORK/wrk.$1.$2.txt bound busy before after
     bound=$(($(duration_seconds "$WRK_DURATION") + $(duration_seconds "$WRK_TIMEOUT") + 30))
@@ -467,14 +266,12 @@ run_wrk() { # run_wrk SERVER ENCODING URL PID
 }
 
 report() {
-    local cpu
-    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
     echo
     echo "npm packument benchmark: $PACKAGE, warm, wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION"
     echo "  upstream document: $GEN_SUMMARY"
     echo "  served: identity $(stat -c %s "$WORK/bodies/pmcache.identity") bytes," \
         "gzip $(stat -c %s "$WORK/www/npm/$PACKAGE.gz") bytes (nginx .gz: $GZIP_SOURCE)"
-    echo "  machine: $(nproc) cores${cpu:+ ($cpu)}, $(uname -sr)"
+    echo "  machine: $(machine_line)"
     echo "  pmcache: $PMCACHE_BIN; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), worker_processes auto"
     echo
     {
@@ -499,21 +296,13 @@ report() {
     if awk -F'\t' '$11 > 0 { bad = 1 } END { exit !bad }' "$WORK/results.tsv"; then
         echo "warning: some requests failed (errors column); see the wrk output with BENCH_KEEP_TMP=1"
     fi
-    if awk -F'\t' '$13 > 20 { bad = 1 } END { exit !bad }' "$WORK/results.tsv"; then
-        echo "warning: the machine was busy before some runs (busy% column): other work skews these figures"
-    fi
-    if [[ -n ${BENCH_RESULTS:-} ]]; then
-        {
-            printf 'encoding\tserver\treq_per_s\tmb_per_s\tavg_ms\tp50_ms\tp90_ms\tp99_ms\tmax_ms\trequests\terrors\tserver_cpu_ms_per_req\tbusy_before_pct\n'
-            cat "$WORK/results.tsv"
-        } >"$BENCH_RESULTS"
-    fi
+    finish_report 13 $'encoding\tserver\treq_per_s\tmb_per_s\tavg_ms\tp50_ms\tp90_ms\tp99_ms\tmax_ms\trequests\terrors\tserver_cpu_ms_per_req\tbusy_before_pct'
 }
 
 main() {
     install_tools
-    build_pmcache
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/pmcache-bench.XXXXXX")
+    build_pmcache
     start_upstream
     generate_packument
     start_pmcache

@@ -24,17 +24,11 @@
 
 set -euo pipefail
 
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then
-    sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"
-    exit 0
-fi
-if [[ $# -gt 0 ]]; then
-    echo "usage: $0 [-h|--help]  (configure with environment variables, see --help)" >&2
-    exit 2
-fi
-
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=bench/lib/harness.sh
+. "$HERE/lib/harness.sh"
+handle_arguments "$@"
 
 REQUESTS=${BENCH_REQUESTS:-2000}
 CONNECTIONS=${BENCH_CONNECTIONS:-8}
@@ -46,12 +40,6 @@ FILENAME=demo-small-1.0.tar.gz
 # What pip sends for a project page.
 PIP_ACCEPT='application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01'
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
 for c in $CASES; do
     case $c in file | page) ;; *) die "BENCH_CASES may hold only file and page" ;; esac
 done
@@ -62,133 +50,14 @@ done
 [[ $FILE_BYTES =~ ^[0-9]+$ && $FILE_BYTES -ge 1 && $FILE_BYTES -le 65536 ]] ||
     die "BENCH_FILE_BYTES must be 1..65536"
 
-# --- cleanup -------------------------------------------------------------------------------
-
-WORK=""
-PIDS=()        # every process started here, in start order
-PORTS=()       # every port something of ours listened on
-POLICY_RC_D="" # set while we keep apt from starting services
-SUDO=""
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid ignored SIGTERM for 10 s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local status=$? i port
-    set +e
-    trap - EXIT INT TERM
-    if [[ -n $POLICY_RC_D ]]; then
-        $SUDO rm -f "$POLICY_RC_D"
-    fi
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[i]}"
-    done
-    for port in "${PORTS[@]}"; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            log "warning: something still listens on 127.0.0.1:$port"
-        fi
-    done
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ $status == 1 && -s $WORK/pmcache.err ]]; then
-            log "last lines of pmcache's log:"
-            tail -n 10 "$WORK/pmcache.err" >&2
-        fi
-        if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
-            log "kept $WORK"
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Polls `$@` until it succeeds or `timeout` seconds pass; fails early if `pid` dies.
-wait_for() {
-    local what=$1 timeout=$2 pid=$3
-    shift 3
-    local deadline=$((SECONDS + timeout))
-    until "$@"; do
-        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
-            die "$what exited before it was ready${WAIT_LOG:+: $(tail -n 5 "$WAIT_LOG" 2>/dev/null)}"
-        fi
-        ((SECONDS < deadline)) || die "$what not ready after ${timeout}s"
-        sleep 0.2
-    done
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # --- 1. tools ------------------------------------------------------------------------------
 
 install_tools() {
     local missing=()
     command -v python3 >/dev/null || die "python3 is required"
     command -v curl >/dev/null || missing+=(curl)
-    if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
-        missing+=(nginx)
-    fi
-    if ((${#missing[@]} > 0)); then
-        [[ ${BENCH_NO_INSTALL:-0} != 1 ]] || die "missing: ${missing[*]} (BENCH_NO_INSTALL=1)"
-        if [[ $(id -u) != 0 ]]; then
-            command -v sudo >/dev/null || die "missing ${missing[*]}: install them or run as root"
-            SUDO=sudo
-        fi
-        log "installing ${missing[*]} from Debian"
-        # Debian's nginx package starts the system nginx on port 80 when installed; a
-        # policy-rc.d answering 101 keeps it stopped (only ours runs, on 127.0.0.1).
-        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-            POLICY_RC_D=/usr/sbin/policy-rc.d
-            printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY_RC_D" >/dev/null
-            $SUDO chmod 755 "$POLICY_RC_D"
-        fi
-        $SUDO env DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -q >&2 ||
-            die "apt-get update failed"
-        $SUDO env DEBIAN_FRONTEND=noninteractive timeout 900 \
-            apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
-            die "apt-get install ${missing[*]} failed"
-        if [[ -n $POLICY_RC_D ]]; then
-            $SUDO rm -f "$POLICY_RC_D"
-            POLICY_RC_D=""
-        fi
-    fi
-    PATH=$PATH:/usr/sbin
-    command -v nginx >/dev/null || die "nginx not found after install"
-}
-
-# --- 2. pmcache ----------------------------------------------------------------------------
-
-build_pmcache() {
-    if [[ -n ${PMCACHE_BIN:-} ]]; then
-        [[ -x $PMCACHE_BIN ]] || die "PMCACHE_BIN=$PMCACHE_BIN is not an executable"
-        return
-    fi
-    command -v cargo >/dev/null || die "cargo not found (or set PMCACHE_BIN)"
-    log "cargo build --release --locked (first build takes several minutes on 2 cores)"
-    (cd "$ROOT" && cargo build --release --locked >&2) || die "cargo build --release failed"
-    local target
-    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-    [[ -x $target/release/pmcache ]] || die "no binary at $target/release/pmcache after the build"
-    # A copy: another build in the same target dir cannot swap it during the run.
-    cp "$target/release/pmcache" "$WORK/pmcache"
-    PMCACHE_BIN=$WORK/pmcache
+    have_nginx || missing+=(nginx)
+    install_packages "${missing[@]}"
 }
 
 # --- 3. upstream ---------------------------------------------------------------------------
@@ -214,38 +83,18 @@ EOF
 <a href="/files/$FILENAME#sha256=$FILE_SHA256">$FILENAME</a><br>
 </body></html>
 EOF
-    python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$dir" >"$WORK/upstream.log" 2>&1 &
-    UPSTREAM_PID=$!
-    PIDS+=("$UPSTREAM_PID")
-    WAIT_LOG=$WORK/upstream.log wait_for "upstream static server" "$STARTUP_TIMEOUT" "$UPSTREAM_PID" \
-        grep -qs 'Serving HTTP on .* port [0-9]' "$WORK/upstream.log"
-    UPSTREAM_PORT=$(sed -n 's/^Serving HTTP on .* port \([0-9]*\).*/\1/p' "$WORK/upstream.log" | head -n1)
-    PORTS+=("$UPSTREAM_PORT")
+    start_static_upstream "$dir"
     UPSTREAM=http://127.0.0.1:$UPSTREAM_PORT/simple/
     log "upstream: $UPSTREAM ($FILENAME, $FILE_BYTES bytes, sha256 ${FILE_SHA256:0:16}…)"
 }
 
 start_pmcache() {
-    mkdir -p "$WORK/pmcache-data"
-    # PMCACHE_BIN is the script's, not a setting. Request logs are off on both sides (nginx:
-    # access_log off; pmcache: warn level) unless PMCACHE_LOG_FILTER says otherwise.
-    env -u PMCACHE_BIN \
-        PMCACHE_LOG_FILTER="${PMCACHE_LOG_FILTER:-warn}" \
+    start_pmcache_with \
         PMCACHE_PYPI_UPSTREAM="$UPSTREAM" \
         PMCACHE_PYPI_METADATA_TTL=1h \
         PMCACHE_NPM_ENABLED=false \
         PMCACHE_RUBYGEMS_ENABLED=false \
-        PMCACHE_PACKAGIST_ENABLED=false \
-        "$PMCACHE_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/pmcache-data" \
-        >"$WORK/pmcache.out" 2>"$WORK/pmcache.err" &
-    PMCACHE_PID=$!
-    PIDS+=("$PMCACHE_PID")
-    WAIT_LOG=$WORK/pmcache.err wait_for pmcache "$STARTUP_TIMEOUT" "$PMCACHE_PID" \
-        grep -qs '^pmcache listening on http://127\.0\.0\.1:[0-9]' "$WORK/pmcache.out"
-    PMCACHE_PORT=$(sed -n 's|^pmcache listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' \
-        "$WORK/pmcache.out" | head -n1)
-    PORTS+=("$PMCACHE_PORT")
-    PMCACHE_BASE=http://127.0.0.1:$PMCACHE_PORT
+        PMCACHE_PACKAGIST_ENABLED=false
     log "pmcache: $PMCACHE_BASE ($PMCACHE_BIN)"
 }
 
@@ -293,50 +142,12 @@ EOF
 }
 
 start_nginx() {
-    local www=$WORK/www dir=$WORK/nginx user_line=""
-    mkdir -p "$www$FILE_PATH" "$www$PAGE_PATH" "$dir/tmp"
+    local www=$WORK/www
+    mkdir -p "$www$FILE_PATH" "$www$PAGE_PATH"
     rmdir "$www$FILE_PATH"
     cp "$WORK/bodies/file" "$www$FILE_PATH"
     cp "$WORK/bodies/page" "$www${PAGE_PATH}index.html"
-    NGINX_PORT=$(free_port)
-    # Workers drop to an unprivileged user when the master is root; ours must read the temp dir.
-    [[ $(id -u) != 0 ]] || user_line="user root;"
-    cat >"$dir/nginx.conf" <<EOF
-# Generated by bench/warm-small-file.sh: a static copy of pmcache's warm answers.
-daemon off;
-$user_line
-worker_processes auto;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events {
-    worker_connections 1024;
-}
-http {
-    types {}
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/tmp/client;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $www;
-    }
-}
-EOF
-    nginx -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>"$dir/test.log" ||
-        die "nginx -t: $(cat "$dir/test.log")"
-    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$dir/stdout.log" 2>&1 &
-    NGINX_PID=$!
-    PIDS+=("$NGINX_PID")
-    PORTS+=("$NGINX_PORT")
-    NGINX_BASE=http://127.0.0.1:$NGINX_PORT
-    WAIT_LOG=$dir/error.log wait_for nginx "$STARTUP_TIMEOUT" "$NGINX_PID" \
-        curl -sf --max-time 5 -o /dev/null "$NGINX_BASE$FILE_PATH"
+    start_nginx_static application/octet-stream "" "" "$FILE_PATH"
     log "nginx: $NGINX_BASE ($(nginx -v 2>&1 | sed 's/.*: //'), worker_processes auto)"
 }
 
@@ -354,17 +165,6 @@ verify_same_bytes() {
 
 # --- 5. measure ----------------------------------------------------------------------------
 
-# Percent of all CPUs busy during one second: other work on the machine skews every figure.
-busy_percent() {
-    local a b
-    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {
-        split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
-        printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
-}
-
 run_client() { # run_client CASE SERVER BASE CONNECTIONS
     local path=$PAGE_PATH sha out busy
     sha=$(sha256sum <"$WORK/bodies/$1" | cut -d' ' -f1)
@@ -378,13 +178,11 @@ run_client() { # run_client CASE SERVER BASE CONNECTIONS
 }
 
 report() {
-    local cpu
-    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
     echo
     echo "warm small answers: $REQUESTS GETs per run, each timed, kept-alive HTTP/1.1, loopback"
     echo "  file: $FILENAME, $(stat -c %s "$WORK/bodies/file") bytes; page: PEP 691 JSON," \
         "$(stat -c %s "$WORK/bodies/page") bytes"
-    echo "  machine: $(nproc) cores${cpu:+ ($cpu)}, $(uname -sr)"
+    echo "  machine: $(machine_line)"
     echo "  pmcache: $PMCACHE_BIN; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), worker_processes auto"
     echo
     {
@@ -404,15 +202,7 @@ report() {
                     p99[f[1], f[2], "pmcache"] / p99[f[1], f[2], "nginx"]
             }
         }' "$WORK/results.tsv"
-    if awk -F'\t' '$11 > 20 { bad = 1 } END { exit !bad }' "$WORK/results.tsv"; then
-        echo "warning: the machine was busy before some runs (busy% column): other work skews these figures"
-    fi
-    if [[ -n ${BENCH_RESULTS:-} ]]; then
-        {
-            printf 'case\tserver\tconnections\trequests\terrors\tmean_ms\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tbusy_before_pct\n'
-            cat "$WORK/results.tsv"
-        } >"$BENCH_RESULTS"
-    fi
+    finish_report 11 $'case\tserver\tconnections\trequests\terrors\tmean_ms\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tbusy_before_pct'
 }
 
 main() {

@@ -15,6 +15,7 @@ use crate::support::egress_trap::EgressTrap;
 use crate::support::npm::Sandbox;
 use crate::support::npm_tree::{Tree, tree};
 use crate::support::npm_upstream::{Latency, NpmUpstream};
+use crate::support::pip::PIP_ACCEPT;
 use crate::support::pmcache::{Launch, Pmcache};
 use crate::support::pypi_projects::projects;
 use crate::support::pypi_upstream::{Options, PageFormat, PypiUpstream, Server};
@@ -23,8 +24,6 @@ use crate::support::{sha256_hex, tls};
 /// The `Accept` pnpm (and npm on its install path) sends for packuments.
 const CORGI_ACCEPT: &str =
     "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
-/// The `Accept` pip sends for project pages.
-const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
 /// The npm upstream's time to first byte, per answer: a CDN's, for documents it has to fetch.
 const NPM_LATENCY: Latency = Latency {
     min: Duration::from_millis(50),
@@ -154,7 +153,7 @@ fn pnpm_installs_several_hundred_packages_cold_with_no_cut_tarballs() -> Result<
         case.upstream.mark()
     );
     ensure_installed(&project, tree)?;
-    ensure_no_server_errors(&case.pmcache)?;
+    case.pmcache.ensure_no_server_errors()?;
     for tarball in &tarballs {
         let fetched = case.upstream.requests_for_tarball(tarball);
         ensure!(
@@ -279,7 +278,7 @@ fn two_hundred_concurrent_cold_documents_through_one_h2_connection() -> Result<(
             "the page of {project} was fetched {fetched} times, not once by pmcache and once directly"
         );
     }
-    ensure_no_server_errors(&case.pmcache)?;
+    case.pmcache.ensure_no_server_errors()?;
     // How fast is the benchmark's to say (bench/cold-documents.sh, side by side with direct);
     // a stall, which this guards against, holds answers for pmcache's 30 s read timeout.
     ensure!(
@@ -360,20 +359,5 @@ fn ensure_installed(project: &Path, tree: &Tree) -> Result<()> {
         let link = project.join("node_modules").join(name).join("package.json");
         ensure!(link.is_file(), "{} is missing", link.display());
     }
-    Ok(())
-}
-
-/// pmcache answered no request with a 5xx (`pmcache_requests_total`), and no upstream body
-/// broke off (`pmcache_upstream_body_errors_total`).
-fn ensure_no_server_errors(pmcache: &Pmcache) -> Result<()> {
-    let errors = pmcache.metric_sum("pmcache_requests_total", |labels| {
-        labels.contains("status=\"5")
-    })?;
-    let cut = pmcache.metric_sum("pmcache_upstream_body_errors_total", |_| true)?;
-    ensure!(
-        errors == 0.0 && cut == 0.0,
-        "pmcache answered {errors} requests with a 5xx and saw {cut} upstream bodies break off \
-         (its log is printed below)"
-    );
     Ok(())
 }

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tempfile::TempDir;
 
-use crate::support::pip::Venv;
+use crate::support::pip::{PIP_ACCEPT, Venv};
 use crate::support::pmcache::{Launch, Pmcache};
 use crate::support::{Finished, repo_root, run_bounded};
 
-/// The `Accept` and `Accept-Encoding` pip sends for project pages.
-const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
+/// The `Accept-Encoding` pip sends for project pages.
 const PIP_ACCEPT_ENCODING: &str = "gzip, deflate";
 /// A real hash-pinned set (84 packages, wheels for CPython 3.11 on Linux), compiled with
 /// `uv pip compile --generate-hashes` from `live-uv.in`; see `tests/fixtures/live/README.md`.
@@ -82,7 +81,7 @@ fn live_fifty_cold_project_pages_at_once() -> Result<()> {
         through.wall,
         direct.wall
     );
-    live.ensure_no_server_errors()
+    live.pmcache.ensure_no_server_errors()
 }
 
 /// Real uv at its defaults (up to 50 requests in flight) installs a real hash-pinned set of 84
@@ -105,7 +104,7 @@ fn live_uv_installs_hash_pinned_set_cold_then_warm() -> Result<()> {
         cold.finished.output()
     );
     ensure_installed_all(&cold.finished, expected)?;
-    live.ensure_no_server_errors()?;
+    live.pmcache.ensure_no_server_errors()?;
     let filled = live.artifact_requests(0);
     ensure!(
         filled.misses >= expected,
@@ -123,7 +122,7 @@ fn live_uv_installs_hash_pinned_set_cold_then_warm() -> Result<()> {
         warm.finished.output()
     );
     ensure_installed_all(&warm.finished, expected)?;
-    live.ensure_no_server_errors()?;
+    live.pmcache.ensure_no_server_errors()?;
     let again = live.artifact_requests(mark);
     ensure!(
         again.misses == 0 && again.hits >= expected,
@@ -186,25 +185,6 @@ impl Live {
         self.dir.path().join(name)
     }
 
-    /// Fails if pmcache answered any request with a 5xx (its `/metrics`).
-    fn ensure_no_server_errors(&self) -> Result<()> {
-        let samples = request_samples(&self.pmcache)?;
-        // Never vacuous: a renamed metric must fail here, not pass.
-        ensure!(
-            !samples.is_empty(),
-            "no pmcache_requests_total samples at /metrics"
-        );
-        let errors: Vec<_> = samples
-            .iter()
-            .filter(|(labels, _)| labels.contains("status=\"5"))
-            .collect();
-        ensure!(
-            errors.is_empty(),
-            "pmcache answered with server errors: {errors:?}"
-        );
-        Ok(())
-    }
-
     /// The artifact requests pmcache logged from byte `mark` of its log on.
     fn artifact_requests(&self, mark: usize) -> ArtifactRequests {
         let log = self.pmcache.log_text();
@@ -239,32 +219,6 @@ fn discovered_index(log: &str) -> Option<String> {
         .find(|line| line.contains("PyPI upstream discovered"))?;
     let url = line.split_once("upstream=")?.1.split_whitespace().next()?;
     Some(format!("{}/", url.trim_end_matches('/')))
-}
-
-/// The `pmcache_requests_total` samples at `/metrics`, by label set.
-fn request_samples(pmcache: &Pmcache) -> Result<BTreeMap<String, f64>> {
-    let url = format!("{}/metrics", pmcache.base_url());
-    let response = crate::support::http::get(&url)?;
-    ensure!(
-        response.status == 200,
-        "GET /metrics: {}",
-        response.describe()
-    );
-    let mut samples = BTreeMap::new();
-    for line in response.text().lines() {
-        let Some(rest) = line.strip_prefix("pmcache_requests_total{") else {
-            continue;
-        };
-        let (labels, value) = rest
-            .split_once("} ")
-            .with_context(|| format!("unexpected metrics line {line:?}"))?;
-        let value: f64 = value
-            .trim()
-            .parse()
-            .with_context(|| format!("unexpected metrics line {line:?}"))?;
-        samples.insert(labels.to_owned(), value);
-    }
-    Ok(samples)
 }
 
 /// The project names of the live requirement set, in file order.

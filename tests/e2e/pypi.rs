@@ -9,13 +9,10 @@ use tempfile::TempDir;
 
 use crate::support::dists::{APP, BIG, LIB_1_0, LIB_1_1, UTIL, dists};
 use crate::support::http;
-use crate::support::pip::Venv;
+use crate::support::pip::{PIP_ACCEPT, Venv};
 use crate::support::pmcache::{self, Launch, Pmcache};
 use crate::support::pypi_upstream::{Fault, PageFormat, PypiUpstream};
 use crate::support::{sha256_hex, wait_until};
-
-/// The `Accept` header pip sends for project pages.
-const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
 
 /// One test's world: a temp dir, the fixture upstream, and pmcache in front of it. Fields drop in
 /// order: pmcache first (printing its log), the temp dir last.

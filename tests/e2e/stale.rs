@@ -10,13 +10,11 @@ use anyhow::{Context, Result, ensure};
 use crate::pypi::check_demo_app_imports;
 use crate::support::dists::LIB_1_0;
 use crate::support::http;
-use crate::support::pip::Venv;
+use crate::support::pip::{PIP_ACCEPT, Venv};
 use crate::support::pmcache::Pmcache;
 use crate::support::pypi_upstream::{PageFormat, PypiUpstream};
 use crate::support::wait_until;
 
-/// The `Accept` header pip sends for project pages.
-const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
 /// pmcache's default `upstream.stale_timeout`, which this test runs with.
 const STALE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The projects demo-app's install reads pages of.

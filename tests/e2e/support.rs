@@ -1,6 +1,7 @@
 //! Machinery shared by the end-to-end tests: the pmcache process, fixture upstreams, clients, and
 //! bounded waits. Every server listens on 127.0.0.1, on port 0 unless a test says otherwise.
 
+pub mod calendar;
 pub mod client_run;
 pub mod composer;
 pub mod concurrent;

@@ -23,6 +23,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+use super::calendar;
 use super::fixture_build::load_once;
 use super::npm_packages::{Package, Packages, Tarball};
 use super::npm_tarball::pack;
@@ -584,34 +585,7 @@ fn tarball(
 
 /// `seconds` since the epoch as `YYYY-MM-DDTHH:MM:SS.000Z`, as the registry writes times.
 fn rfc3339(seconds: u64) -> String {
-    let days = seconds / 86_400;
-    let of_day = seconds % 86_400;
-    let (year, month, day) = civil_date(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_date(days: i64) -> (i64, u32, u32) {
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    format!("{}.000Z", calendar::date_time(seconds))
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ use anyhow::{Context, Result, bail};
 use super::client_run::ClientRun;
 use super::{Finished, run_bounded};
 
+/// The `Accept` header pip sends for project pages (PEP 691 JSON first, then HTML).
+pub const PIP_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01";
+
 /// Creating a venv copies pip in; a pip run builds an sdist and fetches a handful of files.
 const VENV_TIMEOUT: Duration = Duration::from_secs(60);
 const PIP_TIMEOUT: Duration = Duration::from_secs(50);

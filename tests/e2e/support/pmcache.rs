@@ -232,6 +232,17 @@ impl Pmcache {
     /// The sum of the Prometheus samples of `name` at `/metrics` whose label set (the text
     /// between the braces, e.g. `ecosystem="npm",cache="miss",status="200"`) satisfies `wanted`.
     pub fn metric_sum(&self, name: &str, wanted: impl Fn(&str) -> bool) -> Result<f64> {
+        Ok(self
+            .metric_samples(name)?
+            .iter()
+            .filter(|(labels, _)| wanted(labels))
+            .map(|(_, value)| value)
+            .sum())
+    }
+
+    /// The labelled Prometheus samples of `name` at `/metrics`: each label set (the text between
+    /// the braces) with its value.
+    pub fn metric_samples(&self, name: &str) -> Result<Vec<(String, f64)>> {
         let response = super::http::get(&format!("{}/metrics", self.base_url))?;
         ensure!(
             response.status == 200,
@@ -239,22 +250,44 @@ impl Pmcache {
             response.describe()
         );
         let prefix = format!("{name}{{");
-        let mut sum = 0.0;
+        let mut samples = Vec::new();
         for line in response.text().lines() {
             let Some(rest) = line.strip_prefix(&prefix) else {
                 continue;
             };
-            let Some((labels, value)) = rest.split_once("} ") else {
-                continue;
-            };
-            if wanted(labels) {
-                sum += value
-                    .trim()
-                    .parse::<f64>()
-                    .with_context(|| format!("metric line {line:?}"))?;
-            }
+            let (labels, value) = rest
+                .split_once("} ")
+                .with_context(|| format!("unexpected metric line {line:?}"))?;
+            let value = value
+                .trim()
+                .parse::<f64>()
+                .with_context(|| format!("metric line {line:?}"))?;
+            samples.push((labels.to_owned(), value));
         }
-        Ok(sum)
+        Ok(samples)
+    }
+
+    /// Fails if pmcache's `/metrics` counts a request answered with a 5xx
+    /// (`pmcache_requests_total`) or an upstream body that broke off
+    /// (`pmcache_upstream_body_errors_total`). Never vacuous: it also fails when
+    /// `pmcache_requests_total` is missing, so a renamed metric cannot make it pass.
+    pub fn ensure_no_server_errors(&self) -> Result<()> {
+        let requests = self.metric_samples("pmcache_requests_total")?;
+        ensure!(
+            !requests.is_empty(),
+            "no pmcache_requests_total samples at /metrics"
+        );
+        let errors: Vec<_> = requests
+            .iter()
+            .filter(|(labels, value)| labels.contains("status=\"5") && *value != 0.0)
+            .collect();
+        let cut = self.metric_sum("pmcache_upstream_body_errors_total", |_| true)?;
+        ensure!(
+            errors.is_empty() && cut == 0.0,
+            "pmcache answered with server errors {errors:?} and saw {cut} upstream bodies break \
+             off (its log is printed below)"
+        );
+        Ok(())
     }
 
     /// Its stderr so far.
