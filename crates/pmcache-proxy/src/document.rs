@@ -511,9 +511,8 @@ impl Proxy {
         let cached = cached.cloned();
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime, on
         // the render threads.
-        let (record, cache) = self
-            .inner
-            .render_pool
+        let pool = self.inner.render_pools.for_size(in_memory);
+        let (record, cache) = pool
             .run(move || {
                 // Read back (if spilled) and decoded here: large allocations stay on these threads.
                 let (body, _reservation) = body.into_bytes()?;

@@ -71,7 +71,7 @@ struct Inner {
     refreshes: Arc<refreshes::Refreshes>,
     not_found: document::RecentNotFound,
     budgets: budget::Budgets,
-    render_pool: render_pool::RenderPool,
+    render_pools: render_pool::RenderPools,
     /// How long a request with a cached copy waits for its refresh (`upstream.stale_timeout`).
     stale_timeout: std::time::Duration,
     metrics: metrics::ProxyMetrics,
@@ -89,7 +89,7 @@ impl Proxy {
                 refreshes: Arc::default(),
                 not_found: document::RecentNotFound::default(),
                 budgets: budget::Budgets::default(),
-                render_pool: render_pool::RenderPool::start()?,
+                render_pools: render_pool::RenderPools::start()?,
                 stale_timeout: config.stale_timeout,
                 metrics,
             }),
