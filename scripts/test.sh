@@ -29,9 +29,8 @@ print(PyPI.simple_url.rstrip("/") + "/")
 PY
 }
 
-# Why the live tests cannot run here, or nothing when they can. They (tests/e2e/live.rs) use
-# only the PyPI index; a live test of another upstream adds its probe here.
-live_skip_reason() {
+# Why the live PyPI tests cannot run here, or nothing when they can.
+pypi_skip_reason() {
   local index
   if ! index=$(PIP_DISABLE_PIP_VERSION_CHECK=1 pip_index 2>/dev/null) || [[ -z $index ]]; then
     echo "the index the local pip uses could not be determined"
@@ -41,11 +40,28 @@ live_skip_reason() {
   fi
 }
 
-# Ignored by default (they need the network): run them by name only when the probe passed.
-reason=$(live_skip_reason)
-if [[ -n $reason ]]; then
-  echo "live tests: SKIPPED ($reason)"
-else
-  echo "live tests: the index the local pip uses answers; running them"
+# Why the live npm test cannot run here, or nothing when it can.
+npm_skip_reason() {
+  local registry
+  if ! registry=$(npm config get registry 2>/dev/null) || [[ -z $registry ]]; then
+    echo "the registry the local npm uses could not be determined"
+  elif ! curl -q -sf -o /dev/null --max-time 10 "${registry%/}/is-number"; then
+    echo "the registry the local npm uses did not answer a packument within 10 s"
+  fi
+}
+
+# Ignored by default (they need the network): `live_npm_*` tests need the npm registry, every
+# other `live_*` test the PyPI index. Each group runs only when its probe passed, and says so
+# when it is skipped.
+pypi_reason=$(pypi_skip_reason)
+npm_reason=$(npm_skip_reason)
+[[ -z $pypi_reason ]] || echo "live PyPI tests: SKIPPED ($pypi_reason)"
+[[ -z $npm_reason ]] || echo "live npm tests: SKIPPED ($npm_reason)"
+if [[ -z $pypi_reason && -z $npm_reason ]]; then
+  echo "live tests: the PyPI index and the npm registry answer; running them"
   cargo test -p pmcache --test e2e --locked -- --ignored live_
+elif [[ -z $pypi_reason ]]; then
+  cargo test -p pmcache --test e2e --locked -- --ignored live_ --skip live_npm
+elif [[ -z $npm_reason ]]; then
+  cargo test -p pmcache --test e2e --locked -- --ignored live_npm
 fi

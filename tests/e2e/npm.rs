@@ -1078,9 +1078,10 @@ fn pnpm_installs_through_pmcache() -> Result<()> {
 }
 
 /// (8) With no npm upstream configured (`auto`: the registry the local npm would use), npm
-/// installs two small real packages through pmcache. Skips when that registry cannot be reached
-/// from here.
+/// installs two small real packages through pmcache. Ignored by default; fails, never passes,
+/// when that registry cannot be reached.
 #[test]
+#[ignore = "live: needs the registry the local npm uses; scripts/test.sh runs it when reachable"]
 fn live_npm_install() -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("pmcache-e2e-npm-live-")
@@ -1102,14 +1103,12 @@ fn live_npm_install() -> Result<()> {
 
     let probe_url = format!("{registry}is-number");
     let probe = http::get_with(&probe_url, &[("accept", CORGI_ACCEPT)])?;
-    if matches!(probe.status, 502..=504) {
-        eprintln!(
-            "SKIP: live_npm_install: the registry npm would use is not reachable through pmcache: {}",
-            probe.describe()
-        );
-        return Ok(());
-    }
-    ensure!(probe.status == 200, "GET {probe_url}: {}", probe.describe());
+    ensure!(
+        probe.status == 200,
+        "GET {probe_url} (is the registry npm uses reachable? scripts/test.sh runs live tests \
+         only when it is): {}",
+        probe.describe()
+    );
 
     let trap = EgressTrap::start()?;
     let project = dir.path().join("project");

@@ -520,8 +520,9 @@ fn kill_during_fill_leaves_consistent_store() -> Result<()> {
 }
 
 /// (h) Against the index the local pip would use (upstream `auto`), pip installs two small real
-/// packages. Skips when that index cannot be reached from here.
+/// packages. Ignored by default; fails, never passes, when that index cannot be reached.
 #[test]
+#[ignore = "live: needs the index the local pip uses; scripts/test.sh runs it when reachable"]
 fn live_pypi_install() -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("pmcache-e2e-live-")
@@ -538,14 +539,12 @@ fn live_pypi_install() -> Result<()> {
 
     let probe_url = format!("{}six/", pmcache.pypi_index_url());
     let probe = http::get_with(&probe_url, &[("accept", PIP_ACCEPT)])?;
-    if matches!(probe.status, 502..=504) {
-        eprintln!(
-            "SKIP: live_pypi_install: the upstream pip would use is not reachable: {}",
-            probe.describe()
-        );
-        return Ok(());
-    }
-    ensure!(probe.status == 200, "GET {probe_url}: {}", probe.describe());
+    ensure!(
+        probe.status == 200,
+        "GET {probe_url} (is the index pip uses reachable? scripts/test.sh runs live tests only \
+         when it is): {}",
+        probe.describe()
+    );
 
     let venv = Venv::create(&dir.path().join("client"))?;
     venv.install(&pmcache.pypi_index_url(), &["six", "idna"])?

@@ -283,30 +283,32 @@ struct Mount {
 }
 
 impl Mount {
-    /// Mounts a tmpfs of `size` at `path`; None (with a printed reason) where mounting is not
-    /// permitted.
+    /// Mounts a tmpfs of `size` at `path`. Where mounting is not permitted (not root), an error,
+    /// unless `PMCACHE_TEST_SKIP_ROOT=1` asks to skip: then None, and a printed `SKIPPED` line.
+    /// A test that cannot run must not pass silently.
     fn tmpfs(path: &Path, size: &str) -> Result<Option<Mount>> {
         std::fs::create_dir_all(path)?;
         let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(path)
             .output();
-        match mounted {
-            Ok(output) if output.status.success() => Ok(Some(Mount {
-                path: path.to_owned(),
-            })),
-            Ok(output) => {
-                println!(
-                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
-                Ok(None)
+        let reason = match mounted {
+            Ok(output) if output.status.success() => {
+                return Ok(Some(Mount {
+                    path: path.to_owned(),
+                }));
             }
-            Err(error) => {
-                println!("SKIPPED: cannot run mount: {error}");
-                Ok(None)
-            }
+            Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            Err(error) => format!("cannot run mount: {error}"),
+        };
+        if std::env::var("PMCACHE_TEST_SKIP_ROOT").as_deref() == Ok("1") {
+            println!("SKIPPED (PMCACHE_TEST_SKIP_ROOT=1): cannot mount a tmpfs: {reason}");
+            return Ok(None);
         }
+        anyhow::bail!(
+            "this test mounts a tmpfs, which needs root: {reason}; run it as root (CI does), or \
+             set PMCACHE_TEST_SKIP_ROOT=1 to skip it"
+        )
     }
 }
 
