@@ -138,16 +138,6 @@ impl Proxy {
         Ok(self.watch_abandon(response, Answer::artifact))
     }
 
-    /// `response`, its body counted in `pmcache_abandoned_total` if the client leaves early.
-    pub(crate) fn watch_abandon(&self, response: Response<Body>, kind: Answer) -> Response<Body> {
-        let counter = self.inner.metrics.abandoned(kind);
-        let length = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok()?.parse().ok());
-        response.map(|body| body::watch_abandon(body, length, counter))
-    }
-
     fn serve_stored(
         &self,
         key: &str,

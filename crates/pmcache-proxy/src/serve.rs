@@ -303,6 +303,23 @@ pub(crate) fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+impl crate::Proxy {
+    /// `response`, its body counted in `pmcache_abandoned_total` if the client leaves early:
+    /// every document and artifact answer goes through here.
+    pub(crate) fn watch_abandon(
+        &self,
+        response: Response<Body>,
+        kind: crate::metrics::Answer,
+    ) -> Response<Body> {
+        let counter = self.inner.metrics.abandoned(kind);
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse().ok());
+        response.map(|body| body::watch_abandon(body, length, counter))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
