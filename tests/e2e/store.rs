@@ -409,3 +409,67 @@ fn a_full_disk_serves_misses_without_storing_them() -> Result<()> {
     drop(mount);
     Ok(())
 }
+
+/// The data directory carries a layout version. One written before versions existed (no
+/// `LAYOUT` file) serves its cached files as it is, with no migration; one of a newer layout
+/// stops `serve` and `verify` at start with one line naming both versions, and is left as it was.
+#[test]
+fn the_data_directory_layout_version_is_checked_at_start() -> Result<()> {
+    let mut case = Case::start(&[])?;
+    let lib = dists()?.get(LIB_1_0)?;
+    let path = case.file_path(lib)?;
+    case.fetch(&path, lib)?;
+    let data_dir = case.data_dir();
+    let layout = data_dir.join("LAYOUT");
+    ensure!(
+        std::fs::read_to_string(&layout)? == "1\n",
+        "a new data directory got no layout version 1"
+    );
+
+    case.pmcache.stop()?;
+    std::fs::remove_file(&layout)?;
+    case.pmcache = serve(case.dir.path(), &data_dir, &case.upstream, &[])?;
+    let fetches = case.upstream.artifact_requests(LIB_1_0);
+    case.fetch(&path, lib)?;
+    ensure!(
+        case.upstream.artifact_requests(LIB_1_0) == fetches,
+        "the cached file of an unversioned directory was fetched again"
+    );
+    ensure!(layout.exists(), "the unversioned directory was not marked");
+
+    case.pmcache.stop()?;
+    std::fs::write(&layout, "2\n")?;
+    let data = data_dir.to_str().context("data dir is not UTF-8")?;
+    let launch = pmcache::Launch::bare(
+        case.dir.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data],
+    )?;
+    let mut command = Command::new(pmcache::binary());
+    command
+        .args(&launch.args)
+        .env_clear()
+        .envs(launch.env)
+        .current_dir(&launch.cwd);
+    let served = crate::support::run_bounded(
+        command,
+        &case.dir.path().join("logs"),
+        Duration::from_secs(30),
+    )?;
+    let verified = pmcache::verify(case.dir.path(), &data_dir)?;
+    for (what, finished) in [("serve", &served), ("verify", &verified)] {
+        let line = finished.stderr.trim();
+        ensure!(
+            !finished.status.success()
+                && line.lines().count() == 1
+                && line.contains("data layout version 2")
+                && line.contains("reads version 1"),
+            "{what} on a layout 2 directory:\n{}",
+            finished.output()
+        );
+    }
+    ensure!(
+        std::fs::read_to_string(&layout)? == "2\n",
+        "the layout file was rewritten"
+    );
+    pmcache::ensure_stored(&data_dir, &[&lib.sha256])
+}

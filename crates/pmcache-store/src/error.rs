@@ -24,6 +24,11 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "{path} holds data layout version {found}, and this pmcache reads version {}: run the pmcache that wrote it, or give this one another data directory",
+        crate::layout::LAYOUT_VERSION
+    )]
+    Layout { path: PathBuf, found: String },
     #[error("not a sha256 digest: {0:?}")]
     BadDigest(String),
     #[error("not a size: {0:?} (expected a number with an optional unit such as 512MiB or 10GiB)")]

@@ -20,6 +20,7 @@ mod digest;
 mod error;
 mod hold;
 mod index;
+mod layout;
 mod maintain;
 mod size;
 mod stats;
@@ -30,6 +31,7 @@ pub use digest::{Digest, Sha256Writer};
 pub use error::{Error, Result};
 pub use hold::Hold;
 pub use index::{Schema, Table};
+pub use layout::LAYOUT_VERSION;
 pub use maintain::{GcReport, VerifyReport};
 pub use size::ByteSize;
 pub use stats::Stats;
@@ -82,6 +84,7 @@ impl Store {
 
     /// Opens the store without touching its temp files, for checks.
     pub fn inspect(root: &Path) -> Result<Store> {
+        layout::check(root)?;
         let blobs = blob::Blobs::open(root)?;
         let index = index::Index::open(&root.join("index.redb"))?;
         let counters = stats::Counters::default();
