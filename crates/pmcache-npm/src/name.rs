@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::{Error, Result};
+use pmcache_proxy::percent::decode_strict_utf8;
 
 /// Longest name npm accepts, scope included (`validate-npm-package-name`).
 const MAX_LEN: usize = 214;
@@ -215,7 +216,8 @@ fn check_tarball_filename(filename: &str) -> Result<(), &'static str> {
 /// tree once a URL parser resolves it (`%2e%2e` counts as `..` there).
 fn check_api(below: &str) -> Result<(), &'static str> {
     for raw in below.split('/') {
-        let decoded = percent_decode(raw).ok_or("has a malformed percent-escape or non-UTF-8")?;
+        let decoded =
+            decode_strict_utf8(raw).ok_or("has a malformed percent-escape or non-UTF-8")?;
         check_decoded(&decoded)?;
     }
     Ok(())
@@ -226,7 +228,7 @@ fn decode_segment(raw: &str) -> Result<String, &'static str> {
     if raw.is_empty() {
         return Err("has an empty segment");
     }
-    let decoded = percent_decode(raw).ok_or("has a malformed percent-escape or non-UTF-8")?;
+    let decoded = decode_strict_utf8(raw).ok_or("has a malformed percent-escape or non-UTF-8")?;
     check_decoded(&decoded)?;
     Ok(decoded)
 }
@@ -244,47 +246,18 @@ fn check_decoded(decoded: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Decodes `%XX` escapes once; `None` for a malformed escape or bytes that are not UTF-8.
-pub(crate) fn percent_decode(raw: &str) -> Option<String> {
-    if !raw.contains('%') {
-        return Some(raw.to_owned());
-    }
-    let mut decoded = Vec::with_capacity(raw.len());
-    let mut bytes = raw.bytes();
-    while let Some(byte) = bytes.next() {
-        if byte == b'%' {
-            let high = bytes.next().and_then(hex_digit)?;
-            let low = bytes.next().and_then(hex_digit)?;
-            decoded.push(high << 4 | low);
-        } else {
-            decoded.push(byte);
-        }
-    }
-    String::from_utf8(decoded).ok()
-}
-
-fn hex_digit(byte: u8) -> Option<u8> {
-    char::from(byte)
-        .to_digit(16)
-        .and_then(|digit| u8::try_from(digit).ok())
-}
-
 /// Escapes every byte outside the unreserved set, so the segment survives [`classify`]'s
 /// single decode unchanged.
 pub(crate) fn percent_encode_segment(segment: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut encoded = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if is_unreserved(byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push('%');
-            encoded.push(char::from(HEX[usize::from(byte >> 4)]));
-            encoded.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-    }
-    encoded
+    percent_encoding::utf8_percent_encode(segment, RESERVED).to_string()
 }
+
+/// Every byte but the unreserved ones (RFC 3986 section 2.3), which [`is_unreserved`] admits.
+const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[cfg(test)]
 mod tests {
@@ -524,6 +497,6 @@ mod tests {
     fn encoding_round_trips_through_classify() {
         assert_eq!(percent_encode_segment("x-1.0.0+b.tgz"), "x-1.0.0%2Bb.tgz");
         assert_eq!(percent_encode_segment("ü"), "%C3%BC");
-        assert_eq!(percent_decode("%C3%BC%2b").unwrap(), "ü+");
+        assert_eq!(decode_strict_utf8("%C3%BC%2b").unwrap(), "ü+");
     }
 }

@@ -13,9 +13,10 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::name::{PackageName, percent_decode, percent_encode_segment};
+use crate::name::{PackageName, percent_encode_segment};
 use crate::wire::{Dist, is_abbreviated_version_field};
 use crate::{Error, Result};
+use pmcache_proxy::percent::decode_strict_utf8;
 
 /// Both representations of one packument, ready to store and serve, and its tarballs.
 #[derive(Clone, Debug)]
@@ -171,7 +172,7 @@ fn is_filename_safe(version: &str) -> bool {
 /// The percent-decoded last path segment, if it is not empty.
 fn last_segment(url: &Url) -> Option<String> {
     let last = url.path_segments()?.next_back()?;
-    let decoded = percent_decode(last).unwrap_or_else(|| last.to_owned());
+    let decoded = decode_strict_utf8(last).unwrap_or_else(|| last.to_owned());
     (!decoded.is_empty()).then_some(decoded)
 }
 

@@ -24,6 +24,7 @@ mod inflight;
 mod metrics;
 mod origin;
 mod passthrough;
+pub mod percent;
 #[cfg(test)]
 mod properties;
 mod refreshes;

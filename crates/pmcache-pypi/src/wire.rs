@@ -396,29 +396,9 @@ fn name_from_url(page_url: &Url) -> Option<String> {
 /// Decode `%XX` escapes; anything that is not a valid escape stays as it is, like Python's
 /// `urllib.parse.unquote`, which pip uses for file names.
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while let Some(&byte) = bytes.get(index) {
-        let escaped = bytes
-            .get(index + 1..index + 3)
-            .filter(|_| byte == b'%')
-            // Two hex digits exactly: `from_str_radix` alone would also take a sign (`%+a`).
-            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(decoded) => {
-                out.push(decoded);
-                index += 3;
-            }
-            None => {
-                out.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 // --- HTML (PEP 503) ---

@@ -97,7 +97,8 @@ pub fn check_path(path: &str, encoded_slash: bool) -> Result<(), &'static str> {
         if raw.is_empty() && segments.peek().is_some() {
             return Err("has an empty segment ('//')");
         }
-        let decoded = percent_decode(raw).ok_or("has a malformed percent-escape")?;
+        let decoded =
+            pmcache_proxy::percent::decode_strict(raw).ok_or("has a malformed percent-escape")?;
         if decoded.contains(&b'/') && !encoded_slash {
             return Err("has an encoded '/' (%2F) inside a segment");
         }
@@ -122,31 +123,6 @@ fn check_decoded(decoded: &[u8]) -> Result<(), &'static str> {
         return Err("has a '.' or '..' segment");
     }
     Ok(())
-}
-
-/// `%XX` escapes decoded once; None for a `%` not followed by two hex digits.
-fn percent_decode(raw: &str) -> Option<Vec<u8>> {
-    let bytes = raw.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' {
-            let high = hex_value(*bytes.get(index + 1)?)?;
-            let low = hex_value(*bytes.get(index + 2)?)?;
-            decoded.push(high << 4 | low);
-            index += 3;
-        } else {
-            decoded.push(bytes[index]);
-            index += 1;
-        }
-    }
-    Some(decoded)
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    char::from(digit)
-        .to_digit(16)
-        .and_then(|value| u8::try_from(value).ok())
 }
 
 /// The path, cut to [`QUOTED_PATH`] bytes, for a reason line.
