@@ -16,10 +16,11 @@ use crate::support::npm::Sandbox;
 use crate::support::npm_tree::{Tree, tree};
 use crate::support::npm_upstream::{Latency, NpmUpstream};
 use crate::support::pip::PIP_ACCEPT;
+use crate::support::pmcache;
 use crate::support::pmcache::{Launch, Pmcache};
 use crate::support::pypi_projects::projects;
 use crate::support::pypi_upstream::{Options, PageFormat, PypiUpstream, Server};
-use crate::support::{sha256_hex, tls};
+use crate::support::{self, gunzip, http, sha256_hex, tls};
 
 /// The `Accept` pnpm (and npm on its install path) sends for packuments.
 const CORGI_ACCEPT: &str =
@@ -293,6 +294,160 @@ fn two_hundred_concurrent_cold_documents_through_one_h2_connection() -> Result<(
         PEAK_RSS_ALLOWED / 1_000_000
     );
     Ok(())
+}
+
+/// How many made-up `Host` values ask for one cached packument.
+const ORIGINS: usize = 200;
+
+/// Any `Host` a client sends is served from the one stored rendering of a packument: two hundred
+/// requests for the tree's largest packument (several megabytes), each with a `Host` never seen
+/// before, full and abbreviated, gzip accepted as npm does, cost no upstream request and grow the
+/// store by less than 1 MB, and every answer's tarball URLs name the origin its request used.
+/// Entity tags are per origin: one origin's tag gets a 304 there and a full answer elsewhere. An
+/// origin that comes back gets a gzip copy of its own.
+#[test]
+fn two_hundred_hosts_share_one_stored_packument() -> Result<()> {
+    let tree = tree()?;
+    let case = Case::start(Latency::default())?;
+    let name = tree
+        .giants
+        .iter()
+        .max_by_key(|name| case.upstream.packument(name).map_or(0, |body| body.len()))
+        .context("the tree has no giant package")?;
+    let upstream_size = case.upstream.packument(name).map_or(0, |body| body.len());
+    ensure!(
+        upstream_size > 2_000_000,
+        "the largest packument is {upstream_size} bytes: not a realistic giant"
+    );
+    let url = format!("{}{}", case.registry(), name.replace('/', "%2f"));
+    let port = case
+        .pmcache
+        .base_url()
+        .rsplit(':')
+        .next()
+        .context("pmcache URL without a port")?
+        .to_owned();
+    let warm = http::get_with(&url, &[("accept", "application/json")])?;
+    ensure!(
+        warm.is_complete_ok(),
+        "warming GET {url}: {}",
+        warm.describe()
+    );
+    let versions = tarball_urls(&warm.body)?.len();
+    ensure!(versions > 1000, "{name} lists {versions} tarballs");
+
+    let data_dir = case.dir.path().join("data");
+    let (size_before, mark) = (pmcache::data_size(&data_dir)?, case.upstream.mark());
+    let started = Instant::now();
+    for index in 0..ORIGINS {
+        let host = format!("h{index}.origins.test:{port}");
+        let accept = if index % 2 == 0 {
+            "application/json"
+        } else {
+            CORGI_ACCEPT
+        };
+        let headers = [
+            ("host", host.as_str()),
+            ("accept", accept),
+            ("accept-encoding", "gzip"),
+        ];
+        let response = http::send("GET", &url, &headers, b"")?;
+        ensure!(
+            response.is_complete_ok(),
+            "GET {url} with Host {host}: {}",
+            response.describe()
+        );
+        let body = match response.header("content-encoding") {
+            Some("gzip") => gunzip(&response.body)?,
+            _ => response.body.to_vec(),
+        };
+        // Counted in the text: parsing two hundred documents of megabytes would be most of the
+        // test's time. Compact JSON, as pmcache serves it, has one spelling of each.
+        let text = std::str::from_utf8(&body).context("packument is no UTF-8")?;
+        let ours = text
+            .matches(&format!("\"tarball\":\"http://{host}/npm/"))
+            .count();
+        let all = text.matches("\"tarball\":").count();
+        ensure!(
+            ours == versions && all == versions,
+            "Host {host} (Accept {accept}) got {all} tarball URLs, {ours} of them on its origin, \
+             not {versions}"
+        );
+    }
+    let elapsed = started.elapsed();
+    let grown = pmcache::data_size(&data_dir)?.saturating_sub(size_before);
+    let upstream_requests = case.upstream.requests_since(mark).len();
+    eprintln!(
+        "{ORIGINS} Hosts for the {upstream_size}-byte packument of {name}: {elapsed:?}, \
+         {upstream_requests} upstream requests, store grew {grown} bytes"
+    );
+    ensure!(
+        upstream_requests == 0,
+        "{ORIGINS} new Hosts made {upstream_requests} upstream requests:\n{}",
+        case.upstream.request_log()
+    );
+    ensure!(
+        grown < 1_000_000,
+        "{ORIGINS} new Hosts grew the store by {grown} bytes"
+    );
+
+    // Entity tags name the origin.
+    let (one, other) = (
+        format!("one.origins.test:{port}"),
+        format!("other.origins.test:{port}"),
+    );
+    let first = http::send("GET", &url, &[("host", &one)], b"")?;
+    let etag = first.header("etag").context("no ETag")?.to_owned();
+    for (host, wanted) in [(&one, 304), (&other, 200)] {
+        let again = http::send(
+            "GET",
+            &url,
+            &[("host", host), ("if-none-match", &etag)],
+            b"",
+        )?;
+        ensure!(
+            again.status == wanted,
+            "If-None-Match of {one}'s tag with Host {host}: {}",
+            again.describe()
+        );
+    }
+
+    // An origin that comes back gets a gzip copy, with its own URLs.
+    let gzip_headers = [("host", one.as_str()), ("accept-encoding", "gzip")];
+    let mut gzipped = None;
+    support::wait_until(
+        Duration::from_secs(30),
+        "a gzip copy for a returning Host",
+        || {
+            let response = http::send("GET", &url, &gzip_headers, b"")?;
+            ensure!(response.is_complete_ok(), "{}", response.describe());
+            let done = response.header("content-encoding") == Some("gzip");
+            gzipped = done.then_some(response);
+            Ok(done)
+        },
+    )?;
+    let gzipped = gzipped.context("no gzip answer")?;
+    ensure!(
+        gunzip(&gzipped.body)? == first.body,
+        "the gzip copy for {one} is not its identity answer compressed"
+    );
+    ensure!(
+        case.upstream.requests_since(mark).is_empty(),
+        "{}",
+        case.upstream.request_log()
+    );
+    case.pmcache.ensure_no_server_errors()
+}
+
+/// Every `versions[*].dist.tarball` of a packument.
+fn tarball_urls(body: &[u8]) -> Result<Vec<String>> {
+    let document: serde_json::Value =
+        serde_json::from_slice(body).context("packument is no JSON")?;
+    let versions = document["versions"].as_object().context("no versions")?;
+    Ok(versions
+        .values()
+        .filter_map(|version| version["dist"]["tarball"].as_str().map(str::to_owned))
+        .collect())
 }
 
 /// Every request of `batch` was a complete 200.

@@ -1012,6 +1012,100 @@ fn every_name_clients_give_pmcache_is_served_from_one_cached_copy() -> Result<()
     case.ensure_no_egress()
 }
 
+/// Two hundred requests for a cached p2 file, each with a `Host` never seen before, cost no
+/// upstream request, grow the store by less than 1 MB, and every answer's dist URLs name the
+/// origin its request used; one origin's entity tag gets a 304 there and a full answer elsewhere.
+#[test]
+fn two_hundred_hosts_share_one_stored_p2_file() -> Result<()> {
+    const ORIGINS: usize = 200;
+    let case = Case::through_pmcache("1h")?;
+    let name = [APP, BASE, LOGGER, LOG_IMPLEMENTATION, TOOL, VULN]
+        .into_iter()
+        .max_by_key(|name| case.upstream.p2(name).map_or(0, |p2| p2.body.len()))
+        .context("no packages")?;
+    let url = case.url(&format!("p2/{name}.json"));
+    let warm = http::get(&url)?;
+    ensure!(
+        warm.is_complete_ok(),
+        "warming GET {url}: {}",
+        warm.describe()
+    );
+    let dists = dist_urls(&warm.body)?.len();
+    ensure!(dists > 0, "{name} lists no dists");
+    let port = case
+        .pmcache()?
+        .base_url()
+        .rsplit(':')
+        .next()
+        .context("pmcache URL without a port")?
+        .to_owned();
+
+    let (size_before, mark) = (pmcache::data_size(&case.data_dir())?, case.upstream.mark());
+    for index in 0..ORIGINS {
+        let host = format!("h{index}.origins.test:{port}");
+        let headers = [("host", host.as_str()), ("accept-encoding", "gzip")];
+        let response = http::send("GET", &url, &headers, b"")?;
+        ensure!(
+            response.is_complete_ok(),
+            "GET {url} with Host {host}: {}",
+            response.describe()
+        );
+        let body = match response.header("content-encoding") {
+            Some("gzip") => crate::support::gunzip(&response.body)?,
+            _ => response.body.to_vec(),
+        };
+        let urls = dist_urls(&body)?;
+        let wanted = format!("http://{host}/packagist/dists/");
+        ensure!(
+            urls.len() == dists && urls.iter().all(|url| url.starts_with(&wanted)),
+            "Host {host} got dist URLs not all below {wanted}: {urls:?}"
+        );
+    }
+    let grown = pmcache::data_size(&case.data_dir())?.saturating_sub(size_before);
+    ensure!(
+        case.kinds_since(mark).is_empty(),
+        "{ORIGINS} new Hosts reached the upstream:\n{}",
+        case.upstream.request_log()
+    );
+    ensure!(
+        grown < 1_000_000,
+        "{ORIGINS} new Hosts grew the store by {grown} bytes"
+    );
+
+    let (one, other) = (
+        format!("one.origins.test:{port}"),
+        format!("other.origins.test:{port}"),
+    );
+    let first = http::send("GET", &url, &[("host", &one)], b"")?;
+    let etag = first.header("etag").context("no ETag")?.to_owned();
+    for (host, wanted) in [(&one, 304), (&other, 200)] {
+        let again = http::send(
+            "GET",
+            &url,
+            &[("host", host), ("if-none-match", &etag)],
+            b"",
+        )?;
+        ensure!(
+            again.status == wanted,
+            "If-None-Match of {one}'s tag with Host {host}: {}",
+            again.describe()
+        );
+    }
+    case.pmcache()?.ensure_no_server_errors()
+}
+
+/// Every `dist.url` of a (minified) p2 file.
+fn dist_urls(body: &[u8]) -> Result<Vec<String>> {
+    let document: Value = serde_json::from_slice(body).context("p2 file is no JSON")?;
+    let packages = document["packages"].as_object().context("no packages")?;
+    Ok(packages
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|version| version["dist"]["url"].as_str().map(str::to_owned))
+        .collect())
+}
+
 #[test]
 fn a_lock_newer_than_the_cached_metadata_makes_pmcache_look_again() -> Result<()> {
     let case = Case::through_pmcache("1m")?;

@@ -4,9 +4,10 @@
 //! pmcache always fetches the full packument and derives the abbreviated ("corgi") document
 //! itself, since some upstreams ignore the abbreviated media type. Both are rendered once per
 //! upstream version with every `dist.tarball` rewritten to the conventional pmcache URL
-//! `<registry>/<name>/-/<name>-<version>.tgz`; npm needs those URLs absolute, so each origin that
-//! clients use (the `Host` they send, or `public_url`) gets its own stored rendering. Each
-//! rendering records, per tarball, the upstream URL and the published digest (`integrity`, else
+//! `<registry>/<name>/-/<name>-<version>.tgz`. npm needs those URLs absolute: the renderings are
+//! stored once, with the origin of the client that fetched them (or `public_url`), and the
+//! proxy splices each client's own origin (the `Host` it sends) into them as they stream out, so
+//! a new `Host` costs no upstream request and no stored copy. Each rendering records, per tarball, the upstream URL and the published digest (`integrity`, else
 //! `shasum`): tarball requests resolve only through those records, cold ones by fetching the
 //! packument first.
 

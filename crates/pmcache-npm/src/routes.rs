@@ -59,6 +59,7 @@ impl Frontend {
         parts: &Parts,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
+        let origin = self.client_origin(parts)?;
         let document = self.load_packument(package, parts, self.ttl).await?;
         let representation = negotiate::negotiate(client.header(header::ACCEPT));
         let variant = match representation {
@@ -71,18 +72,22 @@ impl Frontend {
         };
         Ok(self
             .proxy
-            .respond(&document, variant, client, Serving::whole(vary))?)
+            .respond_for_origin(&document, variant, client, Serving::whole(vary), &origin)
+            .await?)
     }
 
-    /// The packument as rendered for the registry URL this client uses. Tarball URLs are
-    /// absolute, so each origin clients use gets its own rendering (a CI fleet uses one).
+    /// The packument, rendered once per upstream version whatever the client's origin: tarball
+    /// URLs are absolute, so they are rendered below the proxy's origin placeholder, stored with
+    /// the origin of the client whose request fetched it (`public_url` when configured), and
+    /// answered to other origins with theirs spliced in.
     async fn load_packument(
         &self,
         package: &PackageName,
         parts: &Parts,
         ttl: std::time::Duration,
     ) -> Result<proxy::Document> {
-        let registry = self.registry_url(parts)?;
+        let stored_origin = self.client_origin(parts)?;
+        let registry = format!("{}{}/", proxy::ORIGIN_PLACEHOLDER, self.mount);
         let url =
             self.upstream
                 .join(&package.escaped())
@@ -92,7 +97,7 @@ impl Frontend {
                 })?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: format!("packument/{registry}{package}"),
+            key: format!("packument/{package}"),
             url,
             accept: UPSTREAM_ACCEPT,
             ttl,
@@ -116,12 +121,14 @@ impl Frontend {
                 let sources = sources_of(&requested, &rewritten.tarballs);
                 Ok(Rendering {
                     variants: vec![
-                        Variant::new("full", Representation::Full.content_type(), rewritten.full),
+                        Variant::new("full", Representation::Full.content_type(), rewritten.full)
+                            .with_origin(stored_origin.clone()),
                         Variant::new(
                             "abbreviated",
                             Representation::Abbreviated.content_type(),
                             rewritten.abbreviated,
-                        ),
+                        )
+                        .with_origin(stored_origin),
                     ],
                     sources,
                 })
@@ -138,8 +145,12 @@ impl Frontend {
         wanted: &str,
         parts: &Parts,
     ) -> Result<Response<Body>> {
+        let origin = self.client_origin(parts)?;
         let document = self.load_packument(package, parts, self.ttl).await?;
-        let full = self.proxy.variant_bytes(&document, "full").await?;
+        let full = self
+            .proxy
+            .variant_bytes_for_origin(&document, "full", &origin)
+            .await?;
         let manifest =
             rewrite::version_manifest(&full, wanted).ok_or_else(|| Error::NoSuchVersion {
                 package: package.to_string(),
@@ -257,12 +268,11 @@ impl Frontend {
         Ok(url)
     }
 
-    /// pmcache's registry URL as this client reaches it, ending in `/`.
-    fn registry_url(&self, parts: &Parts) -> Result<String> {
+    /// The origin this client reaches pmcache at (`public_url` when configured).
+    fn client_origin(&self, parts: &Parts) -> Result<String> {
         let authority = parts.uri.authority().map(|a| a.as_str());
-        let origin = proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
-            .ok_or(Error::NoHost)?;
-        Ok(format!("{origin}{}/", self.mount))
+        proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
+            .ok_or(Error::NoHost)
     }
 }
 

@@ -10,7 +10,8 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
 use pmcache_proxy::{
     self as proxy, ArtifactRequest, ArtifactSource, Body, CacheStatus, ClientRequest, Document,
-    DocumentRequest, PassThrough, RedirectPolicy, Rendering, UpstreamDocument, Variant,
+    DocumentRequest, ORIGIN_PLACEHOLDER as ORIGIN, PassThrough, RedirectPolicy, Rendering, Serving,
+    UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -36,10 +37,6 @@ const CLIENT: &str = "client";
 const LINKS: &str = "links";
 /// The root file's key.
 const ROOT_KEY: &str = "packages.json";
-/// Where the client's origin goes in stored renderings (URLs there must be absolute): replaced,
-/// per request, by the origin the client reached pmcache at, so that one fetch and one stored
-/// copy serve every Host. `.invalid` is reserved (RFC 6761): no upstream can own it.
-const ORIGIN: &str = "http://pmcache-origin.invalid";
 /// How long a relayed install notification may take; nobody waits for it.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,8 +79,7 @@ impl Frontend {
         }
     }
 
-    /// A stored rendering, with the placeholder origin replaced by the one this client reached
-    /// pmcache at.
+    /// A stored rendering, with the origin this client reached pmcache at spliced in.
     async fn respond(
         &self,
         document: &Document,
@@ -99,8 +95,19 @@ impl Frontend {
         };
         Ok(self
             .proxy
-            .respond_for_origin(document, CLIENT, client, vary, (ORIGIN, &origin))
+            .respond_for_origin(document, CLIENT, client, Serving::whole(vary), &origin)
             .await?)
+    }
+
+    /// The origin renderings are stored with: `public_url` when configured, whose clients
+    /// then get the stored bytes and gzip copies as they are; else the placeholder, spliced for
+    /// every client (p2 files are small; the origin a fetch came from is not at hand on every
+    /// road that fetches one).
+    fn stored_origin(&self) -> String {
+        match &self.public_url {
+            Some(public) => public.as_str().trim_end_matches('/').to_owned(),
+            None => ORIGIN.to_owned(),
+        }
     }
 
     /// How dists are rewritten: to pmcache's dists route below the placeholder origin.
@@ -121,6 +128,7 @@ impl Frontend {
             known_current: None,
         };
         let (dists_base, keep_source) = self.dist_rewrite();
+        let stored_origin = self.stored_origin();
         let render = move |document: UpstreamDocument| {
             let dists = DistRewrite {
                 base: &dists_base,
@@ -133,7 +141,7 @@ impl Frontend {
                 .map_err(|e| proxy::Error::Internal(format!("serialising links: {e}")))?;
             Ok(Rendering {
                 variants: vec![
-                    Variant::new(CLIENT, JSON, root.body),
+                    Variant::new(CLIENT, JSON, root.body).with_origin(stored_origin),
                     Variant::new(LINKS, JSON, links).uncompressed(),
                 ],
                 sources: root.dists.iter().map(source_of).collect(),
@@ -195,6 +203,7 @@ impl Frontend {
             known_current: None,
         };
         let (dists_base, keep_source) = self.dist_rewrite();
+        let stored_origin = self.stored_origin();
         let package = package.to_string();
         let render = move |document: UpstreamDocument| {
             let dists = DistRewrite {
@@ -205,7 +214,7 @@ impl Frontend {
                 .map_err(|reason| malformed(&document, &reason))?;
             let own = p2.dists.iter().filter(|dist| dist.package == package);
             Ok(Rendering {
-                variants: vec![Variant::new(CLIENT, JSON, p2.body)],
+                variants: vec![Variant::new(CLIENT, JSON, p2.body).with_origin(stored_origin)],
                 sources: own.map(source_of).collect(),
             })
         };

@@ -23,6 +23,7 @@ use crate::metrics::Answer;
 use crate::serve::{
     self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges, STALE_HEADER,
 };
+use crate::splice::{self, StoredOrigin};
 use crate::upstream;
 
 /// Identifies the renderer: a new pmcache renders every document again.
@@ -88,6 +89,9 @@ pub struct Variant {
     pub etag: Option<String>,
     /// Whether a gzip copy may be served to clients that accept it.
     pub compress: bool,
+    /// The origin the body is stored with where it holds [`ORIGIN_PLACEHOLDER`](crate::ORIGIN_PLACEHOLDER) (see
+    /// [`Variant::with_origin`]).
+    pub origin: Option<String>,
 }
 
 impl Variant {
@@ -99,7 +103,17 @@ impl Variant {
             body,
             etag: None,
             compress: true,
+            origin: None,
         }
+    }
+
+    /// The body names the client's origin as [`ORIGIN_PLACEHOLDER`](crate::ORIGIN_PLACEHOLDER) (absolute URLs back to
+    /// pmcache): it is stored with `origin` there, answered as stored (gzip copy included) to
+    /// clients of that origin, and with their own origin spliced in to others
+    /// ([`Proxy::respond_for_origin`]).
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Variant {
+        self.origin = Some(origin.into());
+        self
     }
 
     /// Serves `etag` (quoted) as the entity tag of every encoding of this variant.
@@ -164,26 +178,29 @@ pub(crate) struct DocumentRecord {
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct StoredVariant {
-    content_type: String,
-    digest: Digest,
-    size: u64,
-    gzip: Option<StoredBlob>,
+pub(crate) struct StoredVariant {
+    pub(crate) content_type: String,
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) gzip: Option<StoredBlob>,
     /// The entity tag the frontend chose, quoted; None means pmcache's (the blob's sha256).
     #[serde(default)]
-    etag: Option<String>,
+    pub(crate) etag: Option<String>,
+    /// Where the client's origin stands in the body, for variants rendered with one.
+    #[serde(default)]
+    pub(crate) origin: Option<StoredOrigin>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct StoredBlob {
-    digest: Digest,
-    size: u64,
+pub(crate) struct StoredBlob {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
 }
 
 /// A document ready to serve.
 #[derive(Clone)]
 pub struct Document {
-    record: DocumentRecord,
+    pub(crate) record: DocumentRecord,
     /// How it was obtained.
     pub cache: CacheStatus,
     ttl: Duration,
@@ -412,13 +429,9 @@ impl Proxy {
         let store = &self.inner.store;
         let record = store.get::<DocumentRecord>(Table::Documents, key)?;
         Ok(record.filter(|record| {
-            record.variants.values().all(|variant| {
-                store.blob_path(&variant.digest).is_some()
-                    && variant
-                        .gzip
-                        .as_ref()
-                        .is_none_or(|gzip| store.blob_path(&gzip.digest).is_some())
-            })
+            blobs_of(record)
+                .iter()
+                .all(|digest| store.blob_path(digest).is_some())
         }))
     }
 
@@ -648,44 +661,10 @@ impl Proxy {
         let response = serve::blob_response(file, &answer, client, headers)?;
         Ok(self.watch_abandon(response, Answer::document))
     }
-
-    /// Answers like [`Proxy::respond`] (ranges ignored, never gzip), with every `placeholder`
-    /// in the variant replaced by `origin`: documents whose URLs must be absolute are stored
-    /// once, rendered with a placeholder origin, and each client gets them with the origin it
-    /// reached pmcache at. One fetch and one stored copy serve every Host, and a Host never
-    /// seen before is served from the cache while the upstream is down.
-    pub async fn respond_for_origin(
-        &self,
-        document: &Document,
-        variant: &str,
-        client: ClientRequest<'_>,
-        vary: &'static str,
-        (placeholder, origin): (&str, &str),
-    ) -> Result<Response<Body>> {
-        let stored = document.stored(variant)?;
-        let headers = document_headers(document, &stored.content_type, false, vary);
-        let origin_tag = Digest::of(origin.as_bytes()).to_hex();
-        let mut answer = BlobAnswer {
-            size: 0,
-            etag: format!("\"{}-{}\"", stored.digest.to_hex(), &origin_tag[..12]),
-            last_modified: Some(last_modified(&document.record)),
-            ranges: Ranges::Ignore,
-        };
-        // Composer revalidates every p2 file it has: answer those 304s without reading.
-        if serve::not_modified(&answer, client) {
-            let nothing = serve::Content::Bytes(bytes::Bytes::new());
-            return serve::blob_response(nothing, &answer, client, headers);
-        }
-        let template = self.variant_bytes(document, variant).await?;
-        let body = bytes::Bytes::from(substitute(&template, placeholder, origin));
-        answer.size = body.len() as u64;
-        let response = serve::blob_response(serve::Content::Bytes(body), &answer, client, headers)?;
-        Ok(self.watch_abandon(response, Answer::document))
-    }
 }
 
 impl Document {
-    fn stored(&self, variant: &str) -> Result<&StoredVariant> {
+    pub(crate) fn stored(&self, variant: &str) -> Result<&StoredVariant> {
         self.record.variants.get(variant).ok_or_else(|| {
             Error::Internal(format!(
                 "document {} has no {variant} variant",
@@ -695,33 +674,10 @@ impl Document {
     }
 }
 
-/// `body` with every occurrence of `placeholder` replaced by `value`.
-fn substitute(body: &[u8], placeholder: &str, value: &str) -> Vec<u8> {
-    let needle = placeholder.as_bytes();
-    let mut out = Vec::with_capacity(body.len());
-    let mut rest = body;
-    while let Some(at) = find(rest, needle) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(value.as_bytes());
-        rest = &rest[at + needle.len()..];
-    }
-    out.extend_from_slice(rest);
-    out
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return None;
-    }
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
-}
-
 /// When the served content last changed: the upstream's `Last-Modified`, or when pmcache last
 /// rendered something different if that is later (a new rendering of an unchanged upstream
 /// document, by a newer pmcache, must not look unmodified to clients that cached the old one).
-fn last_modified(record: &DocumentRecord) -> SystemTime {
+pub(crate) fn last_modified(record: &DocumentRecord) -> SystemTime {
     let changed = if record.changed_at == 0 {
         record.fetched_at
     } else {
@@ -749,7 +705,7 @@ fn add_digests(headers: &mut HeaderMap, identity: &Digest) {
     headers.insert("digest", serve::header_value(&format!("sha-256={encoded}")));
 }
 
-fn document_headers(
+pub(crate) fn document_headers(
     document: &Document,
     content_type: &str,
     gzip: bool,
@@ -807,11 +763,15 @@ fn store_rendering(
     let mut variants = BTreeMap::new();
     let mut holds = Vec::new();
     for variant in rendering.variants {
-        let identity = store.put_bytes(&variant.body)?;
+        let (body, origin) = match &variant.origin {
+            Some(origin) => place_origin(store, &variant.body, origin, &mut holds)?,
+            None => (variant.body, None),
+        };
+        let identity = store.put_bytes(&body)?;
         let (digest, size) = (identity.digest, identity.size);
         holds.push(identity.hold);
-        let gzip = if variant.compress && variant.body.len() >= GZIP_THRESHOLD {
-            let compressed = store.put_bytes(&gzip(&variant.body))?;
+        let gzip = if variant.compress && body.len() >= GZIP_THRESHOLD {
+            let compressed = store.put_bytes(&gzip(&body))?;
             let blob = StoredBlob {
                 digest: compressed.digest,
                 size: compressed.size,
@@ -827,6 +787,7 @@ fn store_rendering(
             size,
             gzip,
             etag: variant.etag,
+            origin,
         };
         variants.insert(variant.name.to_owned(), stored);
     }
@@ -839,9 +800,30 @@ fn store_rendering(
     Ok((variants, holds))
 }
 
+/// `body` with `origin` in place of the placeholder, and the stored offsets blob (held) of a
+/// body that holds any.
+fn place_origin(
+    store: &Store,
+    body: &[u8],
+    origin: &str,
+    holds: &mut Vec<Hold>,
+) -> Result<(Vec<u8>, Option<StoredOrigin>)> {
+    let (placed, offsets) = splice::place(body, origin);
+    if offsets.is_empty() {
+        return Ok((placed, None));
+    }
+    let blob = store.put_bytes(&splice::encode_offsets(&offsets))?;
+    let stored = StoredOrigin {
+        text: origin.to_owned(),
+        offsets: blob.digest,
+    };
+    holds.push(blob.hold);
+    Ok((placed, Some(stored)))
+}
+
 /// The stored gzip copy. The fastest level: a cold page's render is mostly spent compressing,
 /// and index pages (long runs of similar links) lose little ratio at it.
-fn gzip(body: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
     let output = Vec::with_capacity(body.len() / 4);
     let mut encoder = flate2::write::GzEncoder::new(output, flate2::Compression::fast());
     encoder
@@ -862,7 +844,9 @@ fn blobs_of(record: &DocumentRecord) -> Vec<Digest> {
         .variants
         .values()
         .flat_map(|variant| {
-            std::iter::once(variant.digest).chain(variant.gzip.as_ref().map(|gzip| gzip.digest))
+            let gzip = variant.gzip.as_ref().map(|gzip| gzip.digest);
+            let offsets = variant.origin.as_ref().map(|origin| origin.offsets);
+            std::iter::once(variant.digest).chain(gzip).chain(offsets)
         })
         .collect()
 }
@@ -876,21 +860,4 @@ fn hold_blobs(store: &Store, record: &DocumentRecord) -> Option<Vec<Hold>> {
         .iter()
         .all(|digest| store.blob_path(digest).is_some())
         .then_some(holds)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_placeholder_is_substituted() {
-        let body = b"{\"a\":\"@O@/x\",\"b\":[\"@O@/y\"],\"c\":\"@O\"}";
-        let out = substitute(body, "@O@", "http://h:1");
-        assert_eq!(
-            out,
-            b"{\"a\":\"http://h:1/x\",\"b\":[\"http://h:1/y\"],\"c\":\"@O\"}"
-        );
-        assert_eq!(substitute(b"", "@O@", "v"), b"");
-        assert_eq!(substitute(b"@O@", "@O@", ""), b"");
-    }
 }

@@ -30,6 +30,7 @@ mod properties;
 mod refreshes;
 mod render_pool;
 mod serve;
+mod splice;
 mod spool;
 mod tls;
 mod upstream;
@@ -53,6 +54,7 @@ pub use origin::{RedirectPolicy, base_url, client_origin, same_origin, same_orig
 pub use passthrough::PassThrough;
 pub use pmcache_store::Digest;
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
+pub use splice::ORIGIN_PLACEHOLDER;
 pub use upstream::Upstream;
 
 use std::sync::Arc;
@@ -73,6 +75,8 @@ struct Inner {
     not_found: document::RecentNotFound,
     budgets: budget::Budgets,
     render_pools: render_pool::RenderPools,
+    /// Gzip copies of documents spliced for origins other than their stored one.
+    derived: splice::Derived,
     /// How long a request with a cached copy waits for its refresh (`upstream.stale_timeout`).
     stale_timeout: std::time::Duration,
     metrics: metrics::ProxyMetrics,
@@ -91,6 +95,7 @@ impl Proxy {
                 not_found: document::RecentNotFound::default(),
                 budgets: budget::Budgets::default(),
                 render_pools: render_pool::RenderPools::start()?,
+                derived: splice::Derived::default(),
                 stale_timeout: config.stale_timeout,
                 metrics,
             }),

@@ -178,6 +178,8 @@ pub(crate) struct BlobAnswer {
 pub(crate) enum Content {
     File(std::fs::File),
     Bytes(bytes::Bytes),
+    /// A whole body that streams as it is made (answers whose ranges are ignored).
+    Stream(Body),
 }
 
 impl From<std::fs::File> for Content {
@@ -196,6 +198,7 @@ impl Content {
                 let (start, end) = (start as usize, (start + length) as usize);
                 body::full(bytes.slice(start..end.min(bytes.len())))
             }
+            Content::Stream(body) => body,
         }
     }
 }

@@ -366,6 +366,18 @@ pub fn blobs(data_dir: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The bytes of every file under the data dir (blobs, index, temp files).
+pub fn data_size(data_dir: &Path) -> Result<u64> {
+    files_under(data_dir)?
+        .iter()
+        .map(|path| {
+            let metadata = std::fs::metadata(path)
+                .with_context(|| format!("reading the size of {}", path.display()))?;
+            Ok(metadata.len())
+        })
+        .sum()
+}
+
 /// Every one of `digests` is a blob in the store.
 pub fn ensure_stored(data_dir: &Path, digests: &[&str]) -> Result<()> {
     let blobs = blobs(data_dir)?;
