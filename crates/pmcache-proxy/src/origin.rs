@@ -37,6 +37,17 @@ pub fn same_origin_or_https(url: &Url) -> RedirectPolicy {
     Arc::new(move |next: &Url| next.origin() == origin || next.scheme() == "https")
 }
 
+/// Whether `url`'s host is in `hosts`, as operators list them: `host` (any port) or
+/// `host:port`, lower case.
+pub fn host_listed(hosts: &[String], url: &Url) -> bool {
+    let bare = url.host_str().unwrap_or("").to_ascii_lowercase();
+    let with_port = match url.port() {
+        Some(port) => format!("{bare}:{port}"),
+        None => bare.clone(),
+    };
+    hosts.iter().any(|host| *host == with_port || *host == bare)
+}
+
 /// `scheme://host[:port]` without a trailing slash, or None when the request names no usable
 /// host. The host comes from `Host`, else from the request target's authority (HTTP/2's
 /// `:authority`, or an absolute-form request line).
