@@ -50,9 +50,7 @@ pub use document::{
 };
 pub use error::{Error, Result};
 pub use freshness::{Freshness, assess};
-pub use origin::{
-    RedirectPolicy, base_url, client_origin, host_listed, same_origin, same_origin_or_https,
-};
+pub use origin::{RedirectPolicy, base_url, client_origin, host_listed, same_origin};
 pub use passthrough::PassThrough;
 pub use pmcache_store::Digest;
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
