@@ -4,6 +4,7 @@
 //! reached a public host.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
@@ -58,20 +59,24 @@ impl Case {
 
     /// As [`Case::start`], with packuments fresh for `ttl`.
     fn start_with_ttl(ttl: &str) -> Result<Self> {
+        Self::start_with(ttl, &[])
+    }
+
+    /// As [`Case::start_with_ttl`], with the settings `extra` too.
+    fn start_with(ttl: &str, extra: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("pmcache-e2e-npm-")
             .tempdir()?;
         let upstream = NpmUpstream::start()?;
         let trap = EgressTrap::start()?;
-        let mut launch = Launch::serve(
-            dir.path(),
-            &dir.path().join("data"),
-            &[
-                ("PMCACHE_NPM_UPSTREAM", &upstream.registry_url()),
-                ("PMCACHE_NPM_METADATA_TTL", ttl),
-                ("PMCACHE_PYPI_ENABLED", "false"),
-            ],
-        )?;
+        let registry_url = upstream.registry_url();
+        let mut env = vec![
+            ("PMCACHE_NPM_UPSTREAM", registry_url.as_str()),
+            ("PMCACHE_NPM_METADATA_TTL", ttl),
+            ("PMCACHE_PYPI_ENABLED", "false"),
+        ];
+        env.extend_from_slice(extra);
+        let mut launch = Launch::serve(dir.path(), &dir.path().join("data"), &env)?;
         log_npm_frontend(&mut launch);
         let pmcache = Pmcache::spawn(launch)?;
         Ok(Self {
@@ -385,12 +390,15 @@ fn npm_ci_from_lockfile_needs_no_upstream_tarballs() -> Result<()> {
 
 /// A lockfile naming a version published after pmcache cached the packument (still fresh under
 /// a long TTL): the tarball request makes pmcache refetch the packument once and serve it, rather
-/// than answer 404 until the TTL passes.
+/// than answer 404 until the TTL passes; within `upstream.refetch_floor` of the cached copy it
+/// does not ask again.
 #[test]
 fn tarball_of_a_version_newer_than_the_cached_packument_is_found() -> Result<()> {
-    let case = Case::start_with_ttl("1h")?;
+    let floor = Duration::from_secs(2);
+    let case = Case::start_with("1h", &[("PMCACHE_UPSTREAM_REFETCH_FLOOR", "2s")])?;
     case.upstream.hide(LEFT, "1.2.0");
     let packument = http::get(&format!("{}{LEFT}", case.registry()))?;
+    let fetched_by = SystemTime::now();
     let document = json(&packument, "packument with 1.2.0 hidden")?;
     ensure!(
         document["versions"].get("1.2.0").is_none(),
@@ -399,11 +407,11 @@ fn tarball_of_a_version_newer_than_the_cached_packument_is_found() -> Result<()>
     case.upstream.publish();
     let before = case.upstream.packument_requests(LEFT);
     let tarball_url = format!("{}{LEFT}/-/{LEFT}-1.2.0.tgz", case.registry());
-    // Within seconds of caching the packument, pmcache does not ask again.
+    // Within the refetch floor of caching the packument, pmcache does not ask again.
     let early = http::get(&tarball_url)?;
     ensure!(early.status == 404, "{}", early.describe());
     ensure!(case.upstream.packument_requests(LEFT) == before);
-    std::thread::sleep(std::time::Duration::from_secs(11));
+    pmcache::wait_until_document_older_than(fetched_by, floor)?;
     let tarball = http::get(&tarball_url)?;
     ensure!(tarball.is_complete_ok(), "{}", tarball.describe());
     ensure!(
@@ -415,6 +423,79 @@ fn tarball_of_a_version_newer_than_the_cached_packument_is_found() -> Result<()>
     let missing = http::get(&format!("{}{LEFT}/-/{LEFT}-9.9.9.tgz", case.registry()))?;
     ensure!(missing.status == 404, "{}", missing.describe());
     ensure!(case.upstream.packument_requests(LEFT) == before + 1);
+    case.ensure_no_egress()
+}
+
+/// `npm ci` from a lockfile naming a version newer than the packument pmcache cached, with the
+/// registry down: pmcache cannot tell whether the version exists, so its tarball is a 503 with
+/// `Retry-After`, never a 404 (npm takes that as "no such version"); npm fails, and the same
+/// install succeeds once the registry is back.
+#[test]
+fn npm_ci_of_a_version_newer_than_the_cached_packument_waits_out_an_upstream_outage() -> Result<()>
+{
+    let floor = Duration::from_millis(200);
+    let case = Case::start_with("1h", &[("PMCACHE_UPSTREAM_REFETCH_FLOOR", "200ms")])?;
+    let packages = packages()?;
+    let newer = packages.tarball(LEFT, LEFT_RESOLVED)?;
+    case.upstream.hide(LEFT, LEFT_RESOLVED);
+    // pmcache holds every packument of the tree, and every tarball but the newer one.
+    let packument = http::get(&format!("{}{LEFT}", case.registry()))?;
+    let fetched_by = SystemTime::now();
+    let document = json(&packument, "packument with the newer version hidden")?;
+    ensure!(
+        document["versions"].get(LEFT_RESOLVED).is_none(),
+        "the fixture did not hide {LEFT_RESOLVED}: {document}"
+    );
+    for tarball in packages.demo_tree()? {
+        if tarball.name != LEFT {
+            let url = format!("{}{}", case.registry(), tarball.registry_path());
+            let warm = http::get(&url)?;
+            ensure!(warm.is_complete_ok(), "GET {url}: {}", warm.describe());
+        }
+    }
+    // Published upstream, then the upstream goes down before pmcache saw the release.
+    case.upstream.publish();
+    pmcache::wait_until_document_older_than(fetched_by, floor)?;
+    case.upstream.stop();
+
+    let tarball_url = format!("{}{}", case.registry(), newer.registry_path());
+    let down = http::get(&tarball_url)?;
+    ensure!(
+        down.status == 503 && down.header("retry-after").is_some(),
+        "GET {tarball_url} with the registry down should be a 503 with Retry-After: {}",
+        down.describe()
+    );
+    ensure_one_line_reason(&down, "the tarball while the registry is down")?;
+
+    let lockfile = public_lockfile(packages, &case.registry())?;
+    let project = case.project("outage", Some(&lockfile))?;
+    let sandbox = case.sandbox("outage")?;
+    let failed = sandbox
+        .npm(&project, &["ci"])?
+        .ensure_failure("npm ci with the registry down")?;
+    let filename = format!("{LEFT}-{LEFT_RESOLVED}.tgz");
+    let told = |status: &str| {
+        failed
+            .output
+            .lines()
+            .any(|line| line.contains(status) && line.contains(&filename))
+    };
+    ensure!(
+        told("503") && !told("404") && !failed.output.contains("E404"),
+        "npm should have failed on a 503 for {filename}, never a 404:\n{}",
+        failed.output
+    );
+
+    case.upstream.restart()?;
+    sandbox
+        .npm(&project, &["ci"])?
+        .ensure_success("npm ci once the registry is back")?;
+    ensure_demo_tree(&sandbox, &project)?;
+    ensure!(
+        case.upstream.requests_for_tarball(newer) == 1,
+        "{filename} should have been fetched once:\n{}",
+        case.upstream.request_log()
+    );
     case.ensure_no_egress()
 }
 

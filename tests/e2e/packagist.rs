@@ -1108,15 +1108,19 @@ fn dist_urls(body: &[u8]) -> Result<Vec<String>> {
 
 #[test]
 fn a_lock_newer_than_the_cached_metadata_makes_pmcache_look_again() -> Result<()> {
-    let case = Case::through_pmcache("1m")?;
+    let floor = Duration::from_secs(2);
+    let case = Case::through_pmcache_with("1m", |_| {
+        vec![("PMCACHE_UPSTREAM_REFETCH_FLOOR".to_owned(), "2s".to_owned())]
+    })?;
     let p2 = http::get(&case.url(&format!("p2/{BASE}.json")))?;
+    let fetched_by = std::time::SystemTime::now();
     ensure!(p2.is_complete_ok(), "{}", p2.describe());
     case.upstream.publish(BASE, HELD_BASE)?;
     let release = case.upstream.packages().release(BASE, HELD_BASE)?;
     let dist_url = pmcache_dist_url(&case, release);
 
-    // A lock made elsewhere names the new release. Within seconds of the cached copy, pmcache
-    // does not ask again (made-up references must not reach the upstream at will)...
+    // A lock made elsewhere names the new release. Within the refetch floor of the cached copy,
+    // pmcache does not ask again (made-up references must not reach the upstream at will)...
     let mark = case.upstream.mark();
     let early = http::get(&dist_url)?;
     ensure!(early.status == 404, "{}", early.describe());
@@ -1124,7 +1128,7 @@ fn a_lock_newer_than_the_cached_metadata_makes_pmcache_look_again() -> Result<()
     ensure!(case.requests_since(mark, base_p2).is_empty());
 
     // ...once the cached copy is older than that, it fetches the p2 file again, once.
-    std::thread::sleep(Duration::from_secs(11));
+    pmcache::wait_until_document_older_than(fetched_by, floor)?;
     let served = http::get(&dist_url)?;
     ensure!(
         served.is_complete_ok() && sha256_hex(&served.body) == release.archive.sha256,

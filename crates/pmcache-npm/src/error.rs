@@ -41,9 +41,6 @@ pub enum Error {
     /// Absolute tarball URLs need the origin the client used.
     #[error("no usable Host header: send one, or set public_url in pmcache's config")]
     NoHost,
-    /// A tarball the packument does not list.
-    #[error("{package} has no tarball {filename} upstream")]
-    UnknownTarball { package: String, filename: String },
     /// An endpoint the upstream registry does not offer.
     #[error("the upstream registry does not offer {what} (it answered {status})")]
     UpstreamLacks { what: &'static str, status: u16 },
@@ -80,9 +77,7 @@ impl Error {
             Error::Document { .. } => StatusCode::BAD_GATEWAY,
             Error::Proxy(error) => error.status(),
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::UnknownTarball { .. }
-            | Error::NoSuchVersion { .. }
-            | Error::Unpublished { .. } => StatusCode::NOT_FOUND,
+            Error::NoSuchVersion { .. } | Error::Unpublished { .. } => StatusCode::NOT_FOUND,
             Error::UpstreamLacks { .. } => StatusCode::NOT_IMPLEMENTED,
         }
     }

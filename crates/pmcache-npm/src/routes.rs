@@ -5,8 +5,8 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
 use pmcache_proxy::{
-    self as proxy, ArtifactRequest, ArtifactSource, Body, ClientRequest, DocumentRequest,
-    PassThrough, Rendering, Serving, Variant,
+    self as proxy, Advertised, ArtifactRequest, Body, ClientRequest, DocumentRequest, PassThrough,
+    Rendering, Serving, Variant,
 };
 use url::Url;
 
@@ -18,9 +18,6 @@ use crate::rewrite::{self, Tarball};
 
 /// Index keys and metrics label of this frontend.
 pub(crate) const ECOSYSTEM: &str = "npm";
-/// How old a cached packument must be before a tarball it does not list makes pmcache fetch
-/// it again.
-const REFETCH_FLOOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// The `Vary` of packuments (npm/cli issue 3656: `Accept` matters on 304s too).
 const VARY: &str = "Accept, Accept-Encoding";
 /// The same, when tarball URLs name the origin the client used (no `public_url`): a shared
@@ -171,46 +168,32 @@ impl Frontend {
         parts: &Parts,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
-        let id = tarball_id(package, filename);
-        let source = match self.proxy.source(ECOSYSTEM, &id)? {
-            Some(source) => source,
-            None => self.learn_tarball(package, filename, parts).await?,
-        };
+        // Cold tarball requests (`npm ci` and pnpm's frozen installs read the lockfile, not the
+        // packument) learn the tarball's source from the packument, fetched again if the cached
+        // one may predate the version.
+        let advertisement = self
+            .proxy
+            .advertised_source(
+                ECOSYSTEM,
+                &tarball_id(package, filename),
+                std::slice::from_ref(package),
+                |package, recency| async move {
+                    let ttl = recency.ttl(self.ttl);
+                    self.load_packument(&package, parts, ttl).await.map(Some)
+                },
+            )
+            .await?;
         let request = ArtifactRequest {
-            allow_redirect: source.redirect_policy(),
             ecosystem: ECOSYSTEM,
-            source,
+            source: advertisement.into_source()?,
             content_type: "application/octet-stream",
             client,
+            redirect_hosts: &[],
             key: None,
             pin_first_seen: false,
             announce_unverified_length: true,
         };
         Ok(self.proxy.artifact(request).await?)
-    }
-
-    /// Cold tarball requests (`npm ci` and pnpm's frozen installs read the lockfile, not the
-    /// packument): learn the upstream URL and digest from the packument, and if a cached
-    /// packument does not list the tarball (a version published since), once more from a fresh
-    /// one before answering 404, unless the cached one is younger than [`REFETCH_FLOOR`] (so
-    /// that made-up tarball names cannot send pmcache to the upstream at will).
-    async fn learn_tarball(
-        &self,
-        package: &PackageName,
-        filename: &str,
-        parts: &Parts,
-    ) -> Result<ArtifactSource> {
-        let id = tarball_id(package, filename);
-        for ttl in [self.ttl, REFETCH_FLOOR] {
-            self.load_packument(package, parts, ttl).await?;
-            if let Some(source) = self.proxy.source(ECOSYSTEM, &id)? {
-                return Ok(source);
-            }
-        }
-        Err(Error::UnknownTarball {
-            package: package.to_string(),
-            filename: filename.to_owned(),
-        })
     }
 
     async fn api(&self, endpoint: &str, parts: &Parts, body: Bytes) -> Result<Response<Body>> {
@@ -292,24 +275,24 @@ fn tarball_id(package: &PackageName, filename: &str) -> String {
 /// A tarball is reachable by its conventional filename and, when the upstream named it
 /// otherwise, by the upstream's filename too (lockfiles made against the upstream use that).
 /// Conventional names win where an upstream name happens to equal another version's.
-fn sources_of(package: &PackageName, tarballs: &[Tarball]) -> Vec<(String, ArtifactSource)> {
+fn sources_of(package: &PackageName, tarballs: &[Tarball]) -> Vec<Advertised> {
     let mut sources = std::collections::BTreeMap::new();
     for tarball in tarballs {
-        sources.insert(tarball_id(package, &tarball.filename), source_of(tarball));
+        sources.insert(tarball_id(package, &tarball.filename), tarball);
     }
     for tarball in tarballs {
         if let Some(upstream_filename) = &tarball.upstream_filename {
             sources
                 .entry(tarball_id(package, upstream_filename))
-                .or_insert_with(|| source_of(tarball));
+                .or_insert(tarball);
         }
     }
-    sources.into_iter().collect()
-}
-
-fn source_of(tarball: &Tarball) -> ArtifactSource {
-    ArtifactSource {
-        url: tarball.upstream.clone(),
-        checksum: tarball.checksum.clone(),
-    }
+    sources
+        .into_iter()
+        .map(|(id, tarball)| Advertised {
+            id,
+            url: tarball.upstream.clone(),
+            checksum: tarball.checksum.clone(),
+        })
+        .collect()
 }

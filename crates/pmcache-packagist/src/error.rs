@@ -25,14 +25,6 @@ pub enum Error {
         "method {method} not allowed here: pmcache is a read-only mirror (GET and HEAD; POST only for notify-batch and security advisories)"
     )]
     MethodNotAllowed { method: String },
-    /// A dist that no metadata pmcache served lists.
-    #[error("{package} has no dist {reference} in the upstream's metadata")]
-    UnknownDist { package: String, reference: String },
-    /// A dist the cached metadata does not list, while the upstream cannot be asked.
-    #[error(
-        "the upstream cannot be reached and the cached metadata of {package} lists no dist {reference}; try again when it is back"
-    )]
-    UpstreamDown { package: String, reference: String },
     /// A dist on a host outside `packagist.dist_hosts`.
     #[error(
         "dist host {host} is not in packagist.dist_hosts; pmcache will not download {package} from it"
@@ -56,14 +48,12 @@ impl Error {
         match self {
             // Composer takes a 404 as "not in this repository" and looks elsewhere; anything
             // else fails the run, so names that cannot exist are simply not here.
-            Error::InvalidName { .. }
-            | Error::NoRoute { .. }
-            | Error::UnknownDist { .. }
-            | Error::UpstreamLacks { .. } => StatusCode::NOT_FOUND,
+            Error::InvalidName { .. } | Error::NoRoute { .. } | Error::UpstreamLacks { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Error::Proxy(error) => error.status(),
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::DistHostNotAllowed { .. } => StatusCode::FORBIDDEN,
-            Error::UpstreamDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoHost => StatusCode::BAD_REQUEST,
         }
     }
@@ -72,7 +62,6 @@ impl Error {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Error::Proxy(error) => error.retry_after(),
-            Error::UpstreamDown { .. } => Some(std::time::Duration::from_secs(30)),
             _ => None,
         }
     }

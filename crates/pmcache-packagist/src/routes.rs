@@ -2,15 +2,14 @@
 //! are relayed (search, advisories, lists) or answered at once (notify-batch).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
 use pmcache_proxy::{
-    self as proxy, ArtifactRequest, ArtifactSource, Body, CacheStatus, ClientRequest, Document,
-    DocumentRequest, ORIGIN_PLACEHOLDER as ORIGIN, PassThrough, RedirectPolicy, Rendering, Serving,
+    self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
+    DocumentRequest, ORIGIN_PLACEHOLDER as ORIGIN, PassThrough, Rendering, Serving,
     UpstreamDocument, Variant,
 };
 use url::Url;
@@ -21,9 +20,6 @@ use crate::path::{self, Endpoint, Route};
 use crate::rewrite::{self, Dist, DistRewrite};
 use crate::{Frontend, MOUNT};
 
-/// How old cached p2 files must be before a dist they do not list makes pmcache fetch them
-/// again: bounds how often made-up references can send pmcache to the upstream.
-const REFETCH_FLOOR: Duration = Duration::from_secs(10);
 /// Index keys and metrics label of this frontend.
 const ECOSYSTEM: &str = "packagist";
 const JSON: &str = "application/json";
@@ -228,22 +224,20 @@ impl Frontend {
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
         let id = dist_id(package.as_str(), file);
-        let source = match self.proxy.source(ECOSYSTEM, &id)? {
-            Some(source) => source,
-            None => self.learn_dist(package, file).await?,
-        };
-        if !self.dist_host_allowed(&source.url) {
+        let source = self.dist_source(package, &id).await?;
+        if !self.dist_host_allowed(source.url()) {
             return Err(Error::DistHostNotAllowed {
                 package: package.to_string(),
-                host: host_of(&source.url),
+                host: host_of(source.url()),
             });
         }
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
-            allow_redirect: self.dist_redirects(&source.url),
             source,
             content_type: "application/octet-stream",
             client,
+            // Code hosts answer archive URLs with redirects (GitHub: to codeload).
+            redirect_hosts: &self.dist_hosts,
             // One archive per package and reference, wherever it is published: a code host
             // that regenerates it with other bytes must not change what clients get.
             key: Some(id),
@@ -253,41 +247,24 @@ impl Frontend {
         Ok(self.proxy.artifact(request).await?)
     }
 
-    /// A dist no rendering pmcache holds lists (`composer install` from a lock reads no
-    /// metadata): learnt from the package's p2 files, fetched again if the cached ones may
-    /// predate it (and are older than [`REFETCH_FLOOR`]).
-    async fn learn_dist(&self, package: &PackageName, file: &str) -> Result<ArtifactSource> {
-        let id = dist_id(package.as_str(), file);
-        let mut stale = false;
-        for ttl in [self.ttl, REFETCH_FLOOR] {
-            for dev in [false, true] {
-                match self.p2(package, dev, ttl).await {
-                    Ok(document) => stale |= document.cache == CacheStatus::Stale,
-                    Err(error) if error.is_not_found() => {}
-                    Err(error) => return Err(error),
+    /// Where a dist comes from (`composer install` from a lock reads no metadata): learnt from
+    /// the package's p2 files, fetched again if the cached ones may predate it.
+    async fn dist_source(&self, package: &PackageName, id: &str) -> Result<ArtifactSource> {
+        let advertisement = self
+            .proxy
+            .advertised_source(ECOSYSTEM, id, &[false, true], |dev, recency| async move {
+                match self.p2(package, dev, recency.ttl(self.ttl)).await {
+                    Ok(document) => Ok(Some(document)),
+                    Err(error) if error.is_not_found() => Ok(None),
+                    Err(error) => Err(error),
                 }
-                if let Some(source) = self.proxy.source(ECOSYSTEM, &id)? {
-                    return Ok(source);
-                }
-            }
-        }
-        let (package, reference) = (package.to_string(), file.to_owned());
-        // A copy served because the upstream is down may just predate the release.
-        if stale {
-            Err(Error::UpstreamDown { package, reference })
-        } else {
-            Err(Error::UnknownDist { package, reference })
-        }
+            })
+            .await?;
+        Ok(advertisement.into_source()?)
     }
 
     fn dist_host_allowed(&self, url: &Url) -> bool {
-        self.dist_hosts.is_empty() || host_listed(&self.dist_hosts, url)
-    }
-
-    /// Code hosts answer archive URLs with redirects (GitHub: to codeload): followed within the
-    /// origin, and elsewhere to https hosts, or only to listed hosts when `dist_hosts` is set.
-    fn dist_redirects(&self, url: &Url) -> RedirectPolicy {
-        redirect_policy(url, self.dist_hosts.clone())
+        self.dist_hosts.is_empty() || proxy::host_listed(&self.dist_hosts, url)
     }
 
     /// notify-batch: answered at once, relayed in the background when the root file is
@@ -368,24 +345,12 @@ fn dist_id(package: &str, file: &str) -> String {
     format!("dist/{package}/{file}")
 }
 
-fn source_of(dist: &Dist) -> (String, ArtifactSource) {
-    let source = ArtifactSource {
+fn source_of(dist: &Dist) -> Advertised {
+    Advertised {
+        id: dist_id(&dist.package, &dist.file),
         url: dist.upstream.clone(),
         checksum: dist.checksum.clone(),
-    };
-    (dist_id(&dist.package, &dist.file), source)
-}
-
-/// Redirects from a dist at `url`: within its origin, else to `hosts` when listed, else to https.
-fn redirect_policy(url: &Url, hosts: Vec<String>) -> RedirectPolicy {
-    let origin = url.origin();
-    Arc::new(move |next: &Url| {
-        next.origin() == origin
-            || match hosts.is_empty() {
-                true => next.scheme() == "https",
-                false => host_listed(&hosts, next),
-            }
-    })
+    }
 }
 
 /// `host` or `host:port`, as `dist_hosts` lists them.
@@ -395,12 +360,6 @@ fn host_of(url: &Url) -> String {
         Some(port) => format!("{host}:{port}"),
         None => host,
     }
-}
-
-fn host_listed(hosts: &[String], url: &Url) -> bool {
-    let with_port = host_of(url);
-    let bare = url.host_str().unwrap_or("").to_ascii_lowercase();
-    hosts.iter().any(|host| *host == with_port || *host == bare)
 }
 
 fn malformed(document: &UpstreamDocument, reason: &rewrite::Malformed) -> proxy::Error {
@@ -413,28 +372,4 @@ fn malformed(document: &UpstreamDocument, reason: &rewrite::Malformed) -> proxy:
 async fn drain(response: Response<Body>) {
     use http_body_util::BodyExt as _;
     let _ = response.into_body().collect().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn url(text: &str) -> Url {
-        Url::parse(text).unwrap()
-    }
-
-    #[test]
-    fn dist_redirects_stay_on_listed_hosts_when_there_is_a_list() {
-        let dist = url("http://127.0.0.1:9000/repos/a/b/zipball/abc");
-        let open = redirect_policy(&dist, Vec::new());
-        assert!(open(&url("http://127.0.0.1:9000/codeload/a/b/zip/abc")));
-        assert!(open(&url("https://codeload.example/a/b/zip/abc")));
-        assert!(!open(&url("http://127.0.0.2:9000/a.zip")));
-
-        let listed = redirect_policy(&dist, vec!["codeload.example".to_owned()]);
-        assert!(listed(&url("http://127.0.0.1:9000/codeload/a/b/zip/abc")));
-        assert!(listed(&url("https://codeload.example/a/b/zip/abc")));
-        assert!(!listed(&url("https://elsewhere.example/a.zip")));
-        assert!(!listed(&url("http://127.0.0.1:9001/a.zip")));
-    }
 }

@@ -14,29 +14,67 @@ use crate::checksum::{Algorithm, Checksum};
 use crate::error::Result;
 use crate::inflight::{self, FillJob};
 use crate::metrics::Answer;
+use crate::origin::RedirectPolicy;
 use crate::serve::{self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges};
 
-/// Where an artifact that a frontend advertised comes from. Recorded when a document is
-/// rewritten; a client can only ask for artifacts that have a source, so it can never make
-/// pmcache fetch a URL of its choosing.
+/// Where an artifact comes from: the upstream URL and published checksum a fetched document
+/// advertised (see [`crate::advertised`]). Only the proxy makes these, from the documents it
+/// stored, so a client can never make pmcache fetch a URL of its choosing; the one exception is
+/// [`ArtifactSource::unadvertised`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArtifactSource {
     /// The upstream URL, absolute, without fragment.
-    pub url: Url,
+    url: Url,
     /// The checksum the upstream published for it, if any.
-    pub checksum: Option<Checksum>,
+    checksum: Option<Checksum>,
 }
 
 impl ArtifactSource {
-    /// Where the upstream may redirect its fetch: a verified artifact wherever it is sent over
-    /// https (registries hand downloads to blob stores and CDNs), an unverified one only within
-    /// the origin it was published at.
-    pub fn redirect_policy(&self) -> crate::RedirectPolicy {
-        match self.checksum {
-            Some(_) => crate::same_origin_or_https(&self.url),
-            None => crate::same_origin(&self.url),
+    /// A source a stored document advertised.
+    pub(crate) fn advertised(url: Url, checksum: Option<Checksum>) -> ArtifactSource {
+        ArtifactSource { url, checksum }
+    }
+
+    /// A source no document advertised, with no published checksum: only for artifacts at a
+    /// fixed place below a configured upstream, whose URL the frontend builds from a parsed,
+    /// validated name (RubyGems' `quick/Marshal.4.8/NAME-VERSION.gemspec.rz`, which no index
+    /// lists). Safe there because the URL stays within the upstream's origin (redirects too,
+    /// as nothing vouches for the bytes) and says nothing the client could not ask the upstream
+    /// itself; never use it for a URL a client or a document chose.
+    pub fn unadvertised(url: Url) -> ArtifactSource {
+        ArtifactSource {
+            url,
+            checksum: None,
         }
     }
+
+    /// The upstream URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The checksum the upstream published, if any.
+    pub fn checksum(&self) -> Option<&Checksum> {
+        self.checksum.as_ref()
+    }
+}
+
+/// Where the upstream may redirect the fetch of an artifact: within the origin it was
+/// published at; elsewhere only to `hosts` when an operator listed some, else to any https URL
+/// when its bytes are vouched for (a published checksum, or a pin of the first copy):
+/// registries hand downloads to blob stores and CDNs, code hosts to archive hosts. Bytes that
+/// nothing vouches for never leave the origin.
+fn redirect_policy(source: &ArtifactSource, pinned: bool, hosts: &[String]) -> RedirectPolicy {
+    let origin = source.url.origin();
+    let vouched = source.checksum.is_some() || pinned;
+    let hosts = hosts.to_vec();
+    Arc::new(move |next: &Url| {
+        next.origin() == origin
+            || match hosts.is_empty() {
+                true => vouched && next.scheme() == "https",
+                false => crate::host_listed(&hosts, next),
+            }
+    })
 }
 
 /// What the store holds for an artifact (table `artifacts`, key `<ecosystem>/<upstream url>`).
@@ -79,8 +117,10 @@ pub struct ArtifactRequest<'a> {
     /// The `Content-Type` to answer with.
     pub content_type: &'static str,
     pub client: ClientRequest<'a>,
-    /// Which redirect targets the upstream may send this fetch to.
-    pub allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
+    /// The only hosts (`host` or `host:port`) the upstream may redirect this fetch to besides
+    /// the source's origin, when an operator listed some (`packagist.dist_hosts`); empty: see
+    /// [`redirect_policy`].
+    pub redirect_hosts: &'a [String],
     /// What the artifact is stored under, when its upstream URL may change while its bytes must
     /// not (a Composer dist is one archive per package and reference, wherever it is
     /// downloaded from); None: its upstream URL.
@@ -118,7 +158,11 @@ impl Proxy {
             url: request.source.url.clone(),
             pinned: pinned && checksum.is_some(),
             checksum,
-            allow_redirect: Arc::clone(&request.allow_redirect),
+            allow_redirect: redirect_policy(
+                &request.source,
+                request.pin_first_seen,
+                request.redirect_hosts,
+            ),
         };
         let mut follower = self
             .inner
@@ -218,4 +262,54 @@ fn artifact_headers(content_type: &'static str, cache: CacheStatus) -> HeaderMap
 
 pub(crate) fn artifact_key(ecosystem: &str, url: &Url) -> String {
     format!("{ecosystem}/{url}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::Checksum;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).expect("a test URL")
+    }
+
+    fn sha256() -> Option<Checksum> {
+        Checksum::from_hex("sha256", &"ab".repeat(32))
+    }
+
+    #[test]
+    fn unverified_artifacts_are_only_redirected_within_their_origin() {
+        let source = ArtifactSource::unadvertised(url("http://127.0.0.1:9000/a.gemspec.rz"));
+        let policy = redirect_policy(&source, false, &[]);
+        assert!(policy(&url("http://127.0.0.1:9000/elsewhere/a.gemspec.rz")));
+        assert!(!policy(&url("https://cdn.example/a.gemspec.rz")));
+    }
+
+    #[test]
+    fn verified_or_pinned_artifacts_follow_https_redirects() {
+        let tarball = url("http://127.0.0.1:9000/a/-/a-1.0.0.tgz");
+        let verified = ArtifactSource::advertised(tarball.clone(), sha256());
+        assert!(sha256().is_some());
+        let policy = redirect_policy(&verified, false, &[]);
+        assert!(policy(&url("https://blobs.example/a-1.0.0.tgz")));
+        assert!(!policy(&url("http://127.0.0.2:9000/a-1.0.0.tgz")));
+        let pinned = ArtifactSource::advertised(tarball, None);
+        assert!(redirect_policy(&pinned, true, &[])(&url(
+            "https://codeload.example/a.zip"
+        )));
+    }
+
+    #[test]
+    fn listed_hosts_are_the_only_redirect_targets_when_there_is_a_list() {
+        let dist =
+            ArtifactSource::advertised(url("http://127.0.0.1:9000/repos/a/b/zipball/abc"), None);
+        let listed = redirect_policy(&dist, true, &["codeload.example".to_owned()]);
+        assert!(listed(&url("http://127.0.0.1:9000/codeload/a/b/zip/abc")));
+        assert!(listed(&url("https://codeload.example/a/b/zip/abc")));
+        assert!(!listed(&url("https://elsewhere.example/a.zip")));
+        assert!(!listed(&url("http://127.0.0.1:9001/a.zip")));
+        let with_port = redirect_policy(&dist, true, &["127.0.0.1:9001".to_owned()]);
+        assert!(with_port(&url("http://127.0.0.1:9001/a.zip")));
+        assert!(!with_port(&url("http://127.0.0.1:9002/a.zip")));
+    }
 }

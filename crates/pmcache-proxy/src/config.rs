@@ -19,6 +19,12 @@ pub struct Config {
     /// background. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub stale_timeout: Duration,
+    /// How old the cached documents that list artifacts (packuments, p2 files, `/info` files)
+    /// must be before a request for an artifact they do not list makes pmcache fetch them
+    /// again (a lockfile may name a release newer than the cached copy). Bounds how often
+    /// made-up artifact names can send pmcache to the upstream. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub refetch_floor: Duration,
     /// Largest metadata document accepted from an upstream, after decompression. Default `512MiB`.
     pub max_document_size: ByteSize,
     /// Connect to loopback, private and link-local addresses even when a host is not a
@@ -45,6 +51,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             stale_timeout: Duration::from_secs(2),
+            refetch_floor: Duration::from_secs(10),
             max_document_size: ByteSize(512 << 20),
             allow_private_addresses: false,
             trusted_hosts: Vec::new(),

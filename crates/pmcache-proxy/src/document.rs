@@ -15,7 +15,7 @@ use pmcache_store::{Digest, Hold, Store, Table};
 use url::Url;
 
 use crate::Proxy;
-use crate::artifact::ArtifactSource;
+use crate::advertised::{self, Advertised};
 use crate::body::Body;
 use crate::error::{Error, Result};
 use crate::freshness;
@@ -76,8 +76,8 @@ pub struct UpstreamDocument {
 /// What a frontend renders from one upstream version of a document.
 pub struct Rendering {
     pub variants: Vec<Variant>,
-    /// Artifact sources advertised by the rendered document, by the id in their pmcache URL.
-    pub sources: Vec<(String, ArtifactSource)>,
+    /// The artifacts the rendered document advertises, by the id in their pmcache URL.
+    pub sources: Vec<Advertised>,
 }
 
 /// One representation pmcache serves (e.g. PEP 503 HTML or PEP 691 JSON).
@@ -391,14 +391,6 @@ impl Proxy {
             }
             document
         }))
-    }
-
-    /// The source of an artifact a document advertised, by the id in its pmcache URL.
-    pub fn source(&self, ecosystem: &str, id: &str) -> Result<Option<ArtifactSource>> {
-        Ok(self
-            .inner
-            .store
-            .get(Table::Sources, &format!("{ecosystem}/{id}"))?)
     }
 
     /// The cached copy, if it is younger than the TTL or the request knows it is current; a
@@ -791,12 +783,10 @@ fn store_rendering(
         };
         variants.insert(variant.name.to_owned(), stored);
     }
-    let sources: Vec<(String, ArtifactSource)> = rendering
-        .sources
-        .into_iter()
-        .map(|(id, source)| (format!("{ecosystem}/{id}"), source))
-        .collect();
-    store.put_all(Table::Sources, &sources)?;
+    store.put_all(
+        Table::Sources,
+        &advertised::records(ecosystem, rendering.sources),
+    )?;
     Ok((variants, holds))
 }
 

@@ -64,6 +64,12 @@ pub enum Error {
         pinned: Checksum,
         actual: Checksum,
     },
+    #[error("no upstream document lists {artifact}")]
+    NotAdvertised { artifact: String },
+    #[error(
+        "the upstream cannot be reached and the cached documents do not list {artifact}; try again when it is back"
+    )]
+    AdvertiserDown { artifact: String },
     #[error("upstream document {url} is malformed: {reason}")]
     Document { url: String, reason: String },
     #[error("pmcache cannot use upstream URL {url}: {reason}")]
@@ -96,7 +102,9 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Shared(inner) => inner.status(),
-            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::NotFound { .. } | Error::NotAdvertised { .. } => StatusCode::NOT_FOUND,
+            // Never a 404: the artifact may be newer than the cached documents.
+            Error::AdvertiserDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Refused { .. } => StatusCode::FORBIDDEN,
             Error::Timeout { .. } | Error::Slow { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -141,9 +149,10 @@ impl Error {
             {
                 None
             }
-            Error::Connect { .. } | Error::Timeout { .. } | Error::Status { .. } => {
-                Some(RETRY_AFTER_UPSTREAM_FAULT)
-            }
+            Error::Connect { .. }
+            | Error::Timeout { .. }
+            | Error::Status { .. }
+            | Error::AdvertiserDown { .. } => Some(RETRY_AFTER_UPSTREAM_FAULT),
             _ => None,
         }
     }
@@ -182,6 +191,7 @@ impl Error {
                 | Error::TooLarge { .. }
                 | Error::Redirect { .. }
                 | Error::Document { .. }
+                | Error::AdvertiserDown { .. }
         ) || matches!(self, Error::Status { status, .. } if status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS)
     }
 }

@@ -9,6 +9,7 @@
 //! artifacts whose source a fetched document advertised, never an arbitrary URL.
 
 pub mod accept;
+mod advertised;
 mod artifact;
 mod body;
 mod breaker;
@@ -41,6 +42,7 @@ pub mod fuzzing {
     pub use crate::serve::{RangeRequest, parse_range};
 }
 
+pub use advertised::{Advertised, Advertisement, Recency};
 pub use artifact::{ArtifactRecord, ArtifactRequest, ArtifactSource};
 pub use body::{Body, empty, full};
 pub use checksum::{Algorithm, Checksum};
@@ -50,7 +52,7 @@ pub use document::{
 };
 pub use error::{Error, Result};
 pub use freshness::{Freshness, assess};
-pub use origin::{RedirectPolicy, base_url, client_origin, same_origin, same_origin_or_https};
+pub use origin::{RedirectPolicy, base_url, client_origin, host_listed, same_origin};
 pub use passthrough::PassThrough;
 pub use pmcache_store::Digest;
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
@@ -79,6 +81,9 @@ struct Inner {
     derived: splice::Derived,
     /// How long a request with a cached copy waits for its refresh (`upstream.stale_timeout`).
     stale_timeout: std::time::Duration,
+    /// How old advertising documents must be before an artifact they do not list makes
+    /// pmcache fetch them again (`upstream.refetch_floor`).
+    refetch_floor: std::time::Duration,
     metrics: metrics::ProxyMetrics,
 }
 
@@ -97,6 +102,7 @@ impl Proxy {
                 render_pools: render_pool::RenderPools::start()?,
                 derived: splice::Derived::default(),
                 stale_timeout: config.stale_timeout,
+                refetch_floor: config.refetch_floor,
                 metrics,
             }),
         })

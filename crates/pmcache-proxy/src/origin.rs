@@ -30,11 +30,15 @@ pub fn base_url(text: &str) -> Option<Url> {
     Some(url)
 }
 
-/// Redirects within the origin of `url`, or to any https URL: for fetches whose bytes are
-/// checked against a published digest, which registries may send to a blob store.
-pub fn same_origin_or_https(url: &Url) -> RedirectPolicy {
-    let origin = url.origin();
-    Arc::new(move |next: &Url| next.origin() == origin || next.scheme() == "https")
+/// Whether `url`'s host is in `hosts`, as operators list them: `host` (any port) or
+/// `host:port`, lower case.
+pub fn host_listed(hosts: &[String], url: &Url) -> bool {
+    let bare = url.host_str().unwrap_or("").to_ascii_lowercase();
+    let with_port = match url.port() {
+        Some(port) => format!("{bare}:{port}"),
+        None => bare.clone(),
+    };
+    hosts.iter().any(|host| *host == with_port || *host == bare)
 }
 
 /// `scheme://host[:port]` without a trailing slash, or None when the request names no usable
@@ -123,14 +127,26 @@ mod tests {
     }
 
     #[test]
-    fn verified_fetches_may_move_to_https_elsewhere() {
+    fn same_origin_and_listed_hosts() {
         let from = Url::parse("http://127.0.0.1:1/a.tgz").unwrap();
-        let policy = same_origin_or_https(&from);
-        assert!(policy(&Url::parse("https://blobs.example/a.tgz").unwrap()));
-        assert!(policy(&Url::parse("http://127.0.0.1:1/b.tgz").unwrap()));
-        assert!(!policy(&Url::parse("http://127.0.0.2:1/a.tgz").unwrap()));
+        assert!(same_origin(&from)(
+            &Url::parse("http://127.0.0.1:1/b.tgz").unwrap()
+        ));
         assert!(!same_origin(&from)(
             &Url::parse("https://blobs.example/a.tgz").unwrap()
+        ));
+        let listed = ["blobs.example".to_owned(), "127.0.0.2:8".to_owned()];
+        assert!(host_listed(
+            &listed,
+            &Url::parse("https://BLOBS.example:9/a").unwrap()
+        ));
+        assert!(host_listed(
+            &listed,
+            &Url::parse("http://127.0.0.2:8/a").unwrap()
+        ));
+        assert!(!host_listed(
+            &listed,
+            &Url::parse("http://127.0.0.2:9/a").unwrap()
         ));
     }
 

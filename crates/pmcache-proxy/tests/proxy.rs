@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use pmcache_proxy::{
-    ArtifactRequest, ArtifactSource, CacheStatus, Checksum, ClientRequest, Config, DocumentRequest,
-    Proxy, Rendering, Serving, Variant,
+    Advertised, ArtifactRequest, ArtifactSource, CacheStatus, Checksum, ClientRequest, Config,
+    DocumentRequest, Proxy, Rendering, Serving, Variant,
 };
 use pmcache_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -310,6 +310,34 @@ async fn fetch_artifact(
     fetch_stored_as(proxy, url, checksum, None).await
 }
 
+/// The source of `url` with `checksum`, as a document (of its own upstream) advertises it. The
+/// document keeps no blob, so that eviction counts only artifacts.
+async fn advertised_source(proxy: &Proxy, url: Url, checksum: Option<Checksum>) -> ArtifactSource {
+    let advertiser = upstream(Script::Document).await;
+    let mut request = document_request(&advertiser.url, Duration::from_secs(60));
+    request.key = format!("advertiser/{}", advertiser.url);
+    let id = request.key.clone();
+    let advertised = Advertised {
+        id: id.clone(),
+        url,
+        checksum,
+    };
+    proxy
+        .document(request, move |_| {
+            Ok(Rendering {
+                variants: Vec::new(),
+                sources: vec![advertised],
+            })
+        })
+        .await
+        .unwrap();
+    proxy
+        .advertised("test", &id)
+        .unwrap()
+        .into_source()
+        .unwrap()
+}
+
 /// As [`fetch_artifact`], stored under `key` with its first bytes pinned when `key` is given.
 async fn fetch_stored_as(
     proxy: &Proxy,
@@ -320,16 +348,13 @@ async fn fetch_stored_as(
     let headers = HeaderMap::new();
     let request = ArtifactRequest {
         ecosystem: "test",
-        source: ArtifactSource {
-            url: url.join("file.bin").unwrap(),
-            checksum,
-        },
+        source: advertised_source(proxy, url.join("file.bin").unwrap(), checksum).await,
         content_type: "application/octet-stream",
         client: ClientRequest {
             head: false,
             headers: &headers,
         },
-        allow_redirect: Arc::new(|_: &Url| false),
+        redirect_hosts: &[],
         key: key.map(str::to_owned),
         pin_first_seen: key.is_some(),
         announce_unverified_length: true,

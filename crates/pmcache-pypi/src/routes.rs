@@ -5,8 +5,8 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use pmcache_proxy::{
-    self as proxy, ArtifactRequest, ArtifactSource, Body, Checksum, ClientRequest, DocumentRequest,
-    Rendering, Serving, UpstreamDocument, Variant,
+    self as proxy, Advertised, Advertisement, ArtifactRequest, Body, Checksum, ClientRequest,
+    DocumentRequest, Rendering, Serving, UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -175,19 +175,18 @@ impl Frontend {
             Some(_) => format!("{id}.metadata"),
             None => id.to_owned(),
         };
-        let source =
-            self.proxy
-                .source(ECOSYSTEM, &source_id)?
-                .ok_or_else(|| Error::UnknownFile {
-                    filename: filename.to_owned(),
-                })?;
-        let allow_redirect = proxy::same_origin(&source.url);
+        // pip reads the page before its files: an id no stored page lists is unknown.
+        let Advertisement::Known(source) = self.proxy.advertised(ECOSYSTEM, &source_id)? else {
+            return Err(Error::UnknownFile {
+                filename: filename.to_owned(),
+            });
+        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
             source,
             content_type: "application/octet-stream",
             client,
-            allow_redirect,
+            redirect_hosts: &[],
             key: None,
             pin_first_seen: false,
             announce_unverified_length: true,
@@ -199,7 +198,7 @@ impl Frontend {
 /// Index keys and metrics label of this frontend.
 pub(crate) const ECOSYSTEM: &str = "pypi";
 
-fn rendering(rendered: Rendered, sources: Vec<(String, ArtifactSource)>) -> Rendering {
+fn rendering(rendered: Rendered, sources: Vec<Advertised>) -> Rendering {
     Rendering {
         variants: vec![
             Variant::new(
@@ -218,20 +217,21 @@ fn rendering(rendered: Rendered, sources: Vec<(String, ArtifactSource)>) -> Rend
 }
 
 /// The artifact sources a file link advertises: the file, and its core metadata if any.
-fn sources_of(file: &File) -> Vec<(String, ArtifactSource)> {
+fn sources_of(file: &File) -> Vec<Advertised> {
     let id = rewrite::file_id(&file.url);
-    let mut sources = vec![(
-        id.clone(),
-        ArtifactSource {
-            url: file.url.clone(),
-            checksum: strongest(&file.hashes),
-        },
-    )];
+    let mut sources = vec![Advertised {
+        id: id.clone(),
+        url: file.url.clone(),
+        checksum: strongest(&file.hashes),
+    }];
     if let CoreMetadata::Present { hashes } = &file.core_metadata {
         let mut url = file.url.clone();
         url.set_path(&format!("{}.metadata", file.url.path()));
-        let checksum = strongest(hashes);
-        sources.push((format!("{id}.metadata"), ArtifactSource { url, checksum }));
+        sources.push(Advertised {
+            id: format!("{id}.metadata"),
+            url,
+            checksum: strongest(hashes),
+        });
     }
     sources
 }

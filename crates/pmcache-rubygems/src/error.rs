@@ -2,7 +2,7 @@
 //! and upstream index files it cannot read.
 
 /// What went wrong, classified by whose fault it is: [`Error::NoRoute`] and
-/// [`Error::InvalidName`] are the client's (4xx), [`Error::UpstreamDown`] the upstream's (503).
+/// [`Error::InvalidName`] are the client's (4xx); the proxy's errors say whose fault they are.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A gem name RubyGems could not have published.
@@ -26,14 +26,6 @@ pub enum Error {
         "method {method} not allowed: pmcache is a read-only mirror; push and yank gems on the upstream directly"
     )]
     MethodNotAllowed { method: String },
-    /// A `.gem` that no `/info` file of the upstream lists.
-    #[error("the upstream lists no gem {full_name} in any /info file")]
-    UnknownGem { full_name: String },
-    /// A `.gem` the cached `/info` files do not list, while the upstream cannot be asked.
-    #[error(
-        "the upstream cannot be reached and the cached /info files list no gem {full_name}; try again when it is back"
-    )]
-    UpstreamDown { full_name: String },
     /// The dependency API, which rubygems.org removed.
     #[error(
         "the dependency API is gone (as on rubygems.org): Bundler and RubyGems use the compact index at /rubygems/versions and /rubygems/info/NAME"
@@ -50,10 +42,7 @@ impl Error {
         use http::StatusCode;
         match self {
             Error::InvalidName { .. } => StatusCode::BAD_REQUEST,
-            Error::NoRoute { .. } | Error::UnknownGem { .. } | Error::DependencyApiGone => {
-                StatusCode::NOT_FOUND
-            }
-            Error::UpstreamDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoRoute { .. } | Error::DependencyApiGone => StatusCode::NOT_FOUND,
             Error::Proxy(error) => error.status(),
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -63,7 +52,6 @@ impl Error {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Error::Proxy(error) => error.retry_after(),
-            Error::UpstreamDown { .. } => Some(std::time::Duration::from_secs(30)),
             _ => None,
         }
     }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, header};
 use pmcache_proxy::{
-    self as proxy, ArtifactRequest, ArtifactSource, Body, CacheStatus, ClientRequest, Document,
-    DocumentRequest, KnownCurrent, Rendering, Serving, UpstreamDocument, Variant,
+    self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
+    DocumentRequest, KnownCurrent, Recency, Rendering, Serving, UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -20,9 +20,6 @@ use crate::name::{FullName, GemName};
 use crate::path::{self, GemsPath};
 use crate::{Frontend, ParsedVersions};
 
-/// How old a cached `/info` must be before a `.gem` it does not list makes pmcache fetch it
-/// again: bounds how often made-up file names can send pmcache to the upstream.
-const REFETCH_FLOOR: Duration = Duration::from_secs(10);
 /// Index keys and metrics label of this frontend.
 const ECOSYSTEM: &str = "rubygems";
 /// The one variant of every index file: the upstream's bytes.
@@ -51,7 +48,7 @@ impl Frontend {
                 self.respond_compact(&document, client)
             }
             GemsPath::Info(name) => {
-                let document = self.info(&name, false).await?;
+                let document = self.info(&name, Recency::Usual).await?;
                 self.respond_compact(&document, client)
             }
             GemsPath::Gem(full_name) => self.gem(&full_name, client).await,
@@ -93,15 +90,14 @@ impl Frontend {
     /// `/info/NAME`, coherent with the `/versions` pmcache serves: when a fresh `/versions`
     /// lists the MD5 of the cached copy, that copy is current whatever its age; when it lists
     /// another, the file is fetched again (Bundler would otherwise fetch it on every run, or
-    /// miss a release). With no fresh `/versions` to go by, the TTL decides, or with `refetch`
-    /// (a `.gem` the cached copy does not list) a floor of [`REFETCH_FLOOR`].
-    async fn info(&self, name: &GemName, refetch: bool) -> Result<Document> {
+    /// miss a release). With no fresh `/versions` to go by, the TTL decides, or `recency` (a
+    /// `.gem` the cached copy does not list).
+    async fn info(&self, name: &GemName, recency: Recency) -> Result<Document> {
         let key = format!("info/{name}");
         let listed = self.listed_info_checksum(name).await?;
-        let (ttl, known_current) = match (&listed, refetch) {
-            (Some(listed), _) => (Duration::ZERO, Some(has_md5(listed))),
-            (None, true) => (REFETCH_FLOOR, None),
-            (None, false) => (self.ttl, None),
+        let (ttl, known_current) = match &listed {
+            Some(listed) => (Duration::ZERO, Some(has_md5(listed))),
+            None => (recency.ttl(self.ttl), None),
         };
         let document = self
             .compact_file(&key, &format!("info/{name}"), ttl, known_current)
@@ -234,16 +230,12 @@ impl Frontend {
     }
 
     async fn gem(&self, full_name: &FullName, client: ClientRequest<'_>) -> Result<Response<Body>> {
-        let source = match self.proxy.source(ECOSYSTEM, &gem_id(full_name.as_str()))? {
-            Some(source) => source,
-            None => self.learn_gem(full_name).await?,
-        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
-            allow_redirect: source.redirect_policy(),
-            source,
+            source: self.gem_source(full_name).await?,
             content_type: BINARY_TYPE,
             client,
+            redirect_hosts: &[],
             key: None,
             pin_first_seen: false,
             announce_unverified_length: false,
@@ -251,10 +243,9 @@ impl Frontend {
         Ok(self.proxy.artifact(request).await?)
     }
 
-    /// Where a `.gem` no served `/info` file has listed yet comes from: the `/info` file of the
-    /// gem its name starts with (gem names known to `/versions` first), fetched again if the
-    /// cached copy may predate the release.
-    async fn learn_gem(&self, full_name: &FullName) -> Result<ArtifactSource> {
+    /// Where a `.gem` comes from: the `/info` file of the gem its name starts with (gem names
+    /// known to `/versions` first), fetched again if the cached copy may predate the release.
+    async fn gem_source(&self, full_name: &FullName) -> Result<ArtifactSource> {
         let id = gem_id(full_name.as_str());
         let mut names: Vec<GemName> = full_name.splits().into_iter().map(|(n, _)| n).collect();
         if let Some(versions) = self
@@ -264,26 +255,17 @@ impl Frontend {
             let known = self.info_checksums(&versions).await?;
             names.sort_by_key(|name| !known.contains_key(name.as_str()));
         }
-        let mut stale = false;
-        for name in names {
-            for refetch in [false, true] {
-                match self.info(&name, refetch).await {
-                    Ok(document) => stale |= document.cache == CacheStatus::Stale,
-                    Err(error) if error.is_not_found() => break,
-                    Err(error) => return Err(error),
+        let advertisement = self
+            .proxy
+            .advertised_source(ECOSYSTEM, &id, &names, |name, recency| async move {
+                match self.info(&name, recency).await {
+                    Ok(document) => Ok(Some(document)),
+                    Err(error) if error.is_not_found() => Ok(None),
+                    Err(error) => Err(error),
                 }
-                if let Some(source) = self.proxy.source(ECOSYSTEM, &id)? {
-                    return Ok(source);
-                }
-            }
-        }
-        let full_name = full_name.to_string();
-        // A copy served because the upstream is down may just predate the release.
-        if stale {
-            Err(Error::UpstreamDown { full_name })
-        } else {
-            Err(Error::UnknownGem { full_name })
-        }
+            })
+            .await?;
+        Ok(advertisement.into_source()?)
     }
 
     /// `/quick/Marshal.4.8/FULL.gemspec.rz`: immutable, from the upstream's own path (no
@@ -294,16 +276,14 @@ impl Frontend {
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
         let url = self.upstream_url(&format!("quick/Marshal.4.8/{full_name}.gemspec.rz"))?;
-        let source = ArtifactSource {
-            url,
-            checksum: None,
-        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
-            allow_redirect: source.redirect_policy(),
-            source,
+            // No index lists gemspecs: the path is the upstream's own, below its base URL, for
+            // a parsed gem name.
+            source: ArtifactSource::unadvertised(url),
             content_type: BINARY_TYPE,
             client,
+            redirect_hosts: &[],
             key: None,
             pin_first_seen: false,
             announce_unverified_length: false,
@@ -334,11 +314,7 @@ fn has_md5(listed: &str) -> KnownCurrent {
 }
 
 /// Every `.gem` an `/info/GEM` file lists: its upstream URL and published checksum.
-fn gem_sources(
-    upstream: &Url,
-    gem: &str,
-    info: &Bytes,
-) -> proxy::Result<Vec<(String, ArtifactSource)>> {
+fn gem_sources(upstream: &Url, gem: &str, info: &Bytes) -> proxy::Result<Vec<Advertised>> {
     compact::info_entries(info)
         .into_iter()
         .map(|entry| {
@@ -349,11 +325,11 @@ fn gem_sources(
                     url: upstream.to_string(),
                     reason: e.to_string(),
                 })?;
-            let source = ArtifactSource {
+            Ok(Advertised {
+                id: gem_id(&full_name),
                 url,
                 checksum: entry.checksum,
-            };
-            Ok((gem_id(&full_name), source))
+            })
         })
         .collect()
 }

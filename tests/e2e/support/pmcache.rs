@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -21,6 +21,24 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const LISTENING_PREFIX: &str = "pmcache listening on ";
 /// How long a failed or aborted fill may take to clean its temp file up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Waits until a document pmcache fetched no later than `fetched_by` is at least `age` old as
+/// pmcache counts it (whole seconds of the wall clock since the fetch): then a request past
+/// `upstream.refetch_floor = age` makes pmcache fetch it again.
+pub fn wait_until_document_older_than(fetched_by: SystemTime, age: Duration) -> Result<()> {
+    let unix = |time: SystemTime| {
+        time.duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default()
+    };
+    let whole_seconds = age.as_secs() + u64::from(age.subsec_nanos() > 0);
+    let fetched = unix(fetched_by);
+    wait_until(
+        age + Duration::from_secs(2),
+        &format!("a document fetched by {fetched} to be {age:?} old"),
+        || Ok(unix(SystemTime::now()).saturating_sub(fetched) >= whole_seconds),
+    )
+}
 
 /// How to start pmcache.
 pub struct Launch {

@@ -1,0 +1,396 @@
+//! Advertised artifact sources: which upstream URL and published checksum stand behind the id
+//! in an artifact's pmcache URL, as learnt from the documents that list it (packuments, p2
+//! files, `/info` files, project pages).
+//!
+//! A client can only reach artifacts a fetched document advertised: an id no document lists
+//! is unknown (404), never a URL pmcache makes up. A lockfile written elsewhere may name a
+//! release newer than the cached document, so an unknown id makes pmcache fetch the document
+//! again, but at most once per `upstream.refetch_floor`, so that made-up ids cannot send it to
+//! the upstream at will. While the upstream is down, an id the cached copy does not list may
+//! just be newer than that copy: the answer is "upstream down" (503), never 404.
+
+use std::future::Future;
+use std::time::Duration;
+
+use pmcache_store::Table;
+use url::Url;
+
+use crate::Proxy;
+use crate::artifact::ArtifactSource;
+use crate::checksum::Checksum;
+use crate::document::Document;
+use crate::error::{Error, Result};
+use crate::serve::CacheStatus;
+
+/// One artifact a rendered document lists, as the frontend read it from the upstream document.
+/// The proxy records it as the artifact's source when it stores the rendering.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Advertised {
+    /// The id in the artifact's pmcache URL (unique within the ecosystem).
+    pub id: String,
+    /// The upstream URL, absolute, without fragment.
+    pub url: Url,
+    /// The checksum the upstream published for it, if any.
+    pub checksum: Option<Checksum>,
+}
+
+/// What pmcache knows of an artifact's source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Advertisement {
+    /// A document advertised it.
+    Known(ArtifactSource),
+    /// No document lists it, as the upstream confirmed within the refetch floor.
+    Unknown { artifact: String },
+    /// The cached documents do not list it and the upstream cannot be asked whether newer ones
+    /// do.
+    UpstreamDown { artifact: String },
+}
+
+impl Advertisement {
+    /// The source, or the error a client gets: 404 for [`Advertisement::Unknown`], 503 with
+    /// `Retry-After` for [`Advertisement::UpstreamDown`].
+    pub fn into_source(self) -> Result<ArtifactSource> {
+        match self {
+            Advertisement::Known(source) => Ok(source),
+            Advertisement::Unknown { artifact } => Err(Error::NotAdvertised { artifact }),
+            Advertisement::UpstreamDown { artifact } => Err(Error::AdvertiserDown { artifact }),
+        }
+    }
+}
+
+/// How recent a copy of an advertising document must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recency {
+    /// Whatever its usual TTL allows.
+    Usual,
+    /// No older than this (`upstream.refetch_floor`): the artifact may be newer than the
+    /// cached copy.
+    Floor(Duration),
+}
+
+impl Recency {
+    /// The TTL to load the document with, given its usual one.
+    pub fn ttl(self, usual: Duration) -> Duration {
+        match self {
+            Recency::Usual => usual,
+            Recency::Floor(floor) => floor.min(usual),
+        }
+    }
+}
+
+impl Proxy {
+    /// The source of artifact `id` as far as the documents pmcache holds go, without asking the
+    /// upstream: for artifacts whose advertising document cannot be told from their id (a
+    /// PyPI file), which clients always read first.
+    pub fn advertised(&self, ecosystem: &str, id: &str) -> Result<Advertisement> {
+        Ok(match self.recorded_source(ecosystem, id)? {
+            Some(source) => Advertisement::Known(source),
+            None => Advertisement::Unknown {
+                artifact: describe(ecosystem, id),
+            },
+        })
+    }
+
+    /// The source of artifact `id`, learnt from the documents that may list it: `load` gets
+    /// (renders and stores) the document of one of `advertisers` at a recency, and says
+    /// `Ok(None)` when the upstream has no such document. Each advertiser is loaded as its TTL
+    /// allows, then, if none lists `id`, once more no older than `upstream.refetch_floor`.
+    /// Errors of `load` other than "no such document" are returned as they are.
+    pub async fn advertised_source<C, L, F, E>(
+        &self,
+        ecosystem: &str,
+        id: &str,
+        advertisers: &[C],
+        mut load: L,
+    ) -> Result<Advertisement, E>
+    where
+        C: Clone,
+        L: FnMut(C, Recency) -> F,
+        F: Future<Output = Result<Option<Document>, E>>,
+        E: From<Error>,
+    {
+        if let Some(source) = self.recorded_source(ecosystem, id)? {
+            return Ok(Advertisement::Known(source));
+        }
+        // Per advertiser: None once the upstream said it has no such document, else whether
+        // the copy last loaded was served stale (the upstream failed or was too slow).
+        let mut stale: Vec<Option<bool>> = vec![Some(false); advertisers.len()];
+        for recency in [Recency::Usual, Recency::Floor(self.inner.refetch_floor)] {
+            for (advertiser, stale) in advertisers.iter().zip(stale.iter_mut()) {
+                if stale.is_none() {
+                    continue;
+                }
+                *stale = load(advertiser.clone(), recency)
+                    .await?
+                    .map(|document| document.cache == CacheStatus::Stale);
+                if let Some(source) = self.recorded_source(ecosystem, id)? {
+                    return Ok(Advertisement::Known(source));
+                }
+            }
+        }
+        let artifact = describe(ecosystem, id);
+        // A copy served because the upstream is down may just predate the release.
+        Ok(match stale.contains(&Some(true)) {
+            true => Advertisement::UpstreamDown { artifact },
+            false => Advertisement::Unknown { artifact },
+        })
+    }
+
+    /// The source recorded when a document advertising `id` was stored.
+    fn recorded_source(&self, ecosystem: &str, id: &str) -> Result<Option<ArtifactSource>> {
+        Ok(self
+            .inner
+            .store
+            .get(Table::Sources, &source_key(ecosystem, id))?)
+    }
+}
+
+/// The index key of an advertised source.
+pub(crate) fn source_key(ecosystem: &str, id: &str) -> String {
+    format!("{ecosystem}/{id}")
+}
+
+/// How errors name an artifact: `npm artifact tarball/left-pad/left-pad-1.3.0.tgz`.
+fn describe(ecosystem: &str, id: &str) -> String {
+    format!("{ecosystem} artifact {id}")
+}
+
+/// The index records of a rendering's advertised artifacts.
+pub(crate) fn records(
+    ecosystem: &str,
+    advertised: Vec<Advertised>,
+) -> Vec<(String, ArtifactSource)> {
+    advertised
+        .into_iter()
+        .map(|advertised| {
+            let key = source_key(ecosystem, &advertised.id);
+            (
+                key,
+                ArtifactSource::advertised(advertised.url, advertised.checksum),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::document::{DocumentRequest, Rendering, Variant};
+    use crate::error::Error;
+
+    /// A document upstream on loopback: each answer lists the artifact ids in `listed`, one a
+    /// line; `requests` counts what it was asked.
+    struct Upstream {
+        url: Url,
+        listed: Arc<std::sync::Mutex<String>>,
+        requests: Arc<AtomicUsize>,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    impl Upstream {
+        async fn start(listed: &str) -> Upstream {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let listed = Arc::new(std::sync::Mutex::new(listed.to_owned()));
+            let requests = Arc::new(AtomicUsize::new(0));
+            let (body, count) = (Arc::clone(&listed), Arc::clone(&requests));
+            let server = tokio::spawn(async move {
+                loop {
+                    let Ok((mut stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let body = body.lock().expect("listed").clone();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                }
+            });
+            let url = Url::parse(&format!("http://{addr}/doc")).expect("url");
+            Upstream {
+                url,
+                listed,
+                requests,
+                server,
+            }
+        }
+
+        fn publish(&self, listed: &str) {
+            *self.listed.lock().expect("listed") = listed.to_owned();
+        }
+
+        fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+
+        /// Stops listening: connections are refused from now on.
+        async fn stop(&self) {
+            self.server.abort();
+            while !self.server.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// A proxy over a new store with `refetch_floor = floor`, trusting `upstream`.
+    fn proxy(dir: &std::path::Path, floor: Duration, upstream: &Url) -> Proxy {
+        let store = pmcache_store::Store::open(dir).expect("store");
+        let config = Config {
+            refetch_floor: floor,
+            ..Config::default()
+        };
+        let proxy = Proxy::new(store, &config).expect("proxy");
+        proxy.trust_upstream(upstream);
+        proxy
+    }
+
+    /// Loads the test document (usual TTL one hour); each line of it advertises that id.
+    async fn load(proxy: &Proxy, url: &Url, recency: Recency) -> Result<Option<Document>> {
+        let request = DocumentRequest {
+            ecosystem: "test",
+            key: "doc".to_owned(),
+            url: url.clone(),
+            accept: "*/*",
+            ttl: recency.ttl(Duration::from_secs(3600)),
+            allow_redirect: crate::same_origin(url),
+            known_current: None,
+        };
+        let document = proxy
+            .document(request, |upstream| {
+                let text = String::from_utf8_lossy(&upstream.body).into_owned();
+                let sources = text
+                    .lines()
+                    .map(|id| Advertised {
+                        id: id.to_owned(),
+                        url: upstream.url.join(id).expect("artifact url"),
+                        checksum: None,
+                    })
+                    .collect();
+                Ok(Rendering {
+                    variants: vec![Variant::new("body", "text/plain", text.into_bytes())],
+                    sources,
+                })
+            })
+            .await?;
+        Ok(Some(document))
+    }
+
+    async fn source_of(proxy: &Proxy, url: &Url, id: &str) -> Result<Advertisement> {
+        proxy
+            .advertised_source("test", id, &[()], |(), recency| load(proxy, url, recency))
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_unlisted_artifact_is_unknown_without_asking_again_within_the_floor() {
+        let upstream = Upstream::start("a\n").await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let proxy = proxy(dir.path(), Duration::from_secs(3600), &upstream.url);
+        let known = source_of(&proxy, &upstream.url, "a").await.expect("a");
+        let Advertisement::Known(source) = known else {
+            panic!("a is listed: {known:?}")
+        };
+        assert_eq!(source.url().path(), "/a");
+        assert_eq!(upstream.requests(), 1);
+
+        upstream.publish("a\nb\n");
+        let unknown = source_of(&proxy, &upstream.url, "b").await.expect("b");
+        assert!(
+            matches!(unknown, Advertisement::Unknown { .. }),
+            "{unknown:?}"
+        );
+        // The cached copy is younger than the floor: the upstream is not asked again.
+        assert_eq!(upstream.requests(), 1);
+        let error = unknown.into_source().expect_err("unknown");
+        assert_eq!(error.status(), http::StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn an_unlisted_artifact_refetches_a_document_older_than_the_floor_once() {
+        let upstream = Upstream::start("a\n").await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let proxy = proxy(dir.path(), Duration::ZERO, &upstream.url);
+        source_of(&proxy, &upstream.url, "a").await.expect("a");
+        assert_eq!(upstream.requests(), 1);
+
+        upstream.publish("a\nb\n");
+        let found = source_of(&proxy, &upstream.url, "b").await.expect("b");
+        assert!(matches!(found, Advertisement::Known(_)), "{found:?}");
+        assert_eq!(
+            upstream.requests(),
+            2,
+            "one refetch, under the usual TTL none"
+        );
+        // Known now: no further request.
+        source_of(&proxy, &upstream.url, "b")
+            .await
+            .expect("b again");
+        assert_eq!(upstream.requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unlisted_artifact_while_the_upstream_is_down_is_a_503_never_a_404() {
+        let upstream = Upstream::start("a\n").await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let proxy = proxy(dir.path(), Duration::ZERO, &upstream.url);
+        source_of(&proxy, &upstream.url, "a").await.expect("a");
+        upstream.stop().await;
+
+        let down = source_of(&proxy, &upstream.url, "b").await.expect("b");
+        assert!(
+            matches!(down, Advertisement::UpstreamDown { .. }),
+            "{down:?}"
+        );
+        let error = down.into_source().expect_err("down");
+        assert_eq!(error.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(error.retry_after().is_some(), "{error}");
+        // What the cached copy lists is still served.
+        let known = source_of(&proxy, &upstream.url, "a").await.expect("a");
+        assert!(matches!(known, Advertisement::Known(_)), "{known:?}");
+    }
+
+    #[tokio::test]
+    async fn advertisers_the_upstream_does_not_have_are_skipped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nowhere = Url::parse("http://127.0.0.1:9/").expect("url");
+        let proxy = proxy(dir.path(), Duration::ZERO, &nowhere);
+        let mut loads = Vec::new();
+        let outcome = proxy
+            .advertised_source("test", "x", &[1, 2], |advertiser, recency| {
+                loads.push((advertiser, recency));
+                async move { Ok::<_, Error>(None) }
+            })
+            .await
+            .expect("lookup");
+        assert!(
+            matches!(outcome, Advertisement::Unknown { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(loads, [(1, Recency::Usual), (2, Recency::Usual)]);
+    }
+
+    #[test]
+    fn the_floor_never_lengthens_a_ttl() {
+        let (floor, usual) = (Duration::from_secs(10), Duration::from_secs(300));
+        assert_eq!(Recency::Usual.ttl(usual), usual);
+        assert_eq!(Recency::Floor(floor).ttl(usual), floor);
+        assert_eq!(Recency::Floor(floor).ttl(Duration::ZERO), Duration::ZERO);
+    }
+}
