@@ -87,6 +87,26 @@ pub enum Error {
 /// Result with the proxy's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error that knows the answer it makes: the status, and the `Retry-After` where waiting
+/// helps. The proxy's error and every frontend's implement it, so that the binary turns all of
+/// them into responses (and logs their chains) in one place.
+pub trait Classify: std::error::Error + Send + Sync + 'static {
+    /// The status a client gets.
+    fn status(&self) -> StatusCode;
+    /// The `Retry-After` to send, where waiting may help.
+    fn retry_after(&self) -> Option<Duration>;
+}
+
+impl Classify for Error {
+    fn status(&self) -> StatusCode {
+        Error::status(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        Error::retry_after(self)
+    }
+}
+
 /// How long clients are told to wait after an upstream fault.
 const RETRY_AFTER_UPSTREAM_FAULT: Duration = Duration::from_secs(30);
 

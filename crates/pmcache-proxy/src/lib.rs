@@ -28,6 +28,7 @@ mod passthrough;
 mod properties;
 mod refreshes;
 mod render_pool;
+mod section;
 mod serve;
 mod spool;
 mod tls;
@@ -46,11 +47,12 @@ pub use config::Config;
 pub use document::{
     Document, DocumentRequest, KnownCurrent, Rendering, Serving, UpstreamDocument, Variant,
 };
-pub use error::{Error, Result};
+pub use error::{Classify, Error, Result};
 pub use freshness::{Freshness, assess};
 pub use origin::{RedirectPolicy, base_url, client_origin, same_origin, same_origin_or_https};
 pub use passthrough::PassThrough;
 pub use pmcache_store::Digest;
+pub use section::{FrontendConfig, FrontendDefaults};
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
 pub use upstream::Upstream;
 
