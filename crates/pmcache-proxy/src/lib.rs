@@ -47,7 +47,7 @@ pub use config::Config;
 pub use document::{
     Document, DocumentRequest, KnownCurrent, Rendering, Serving, UpstreamDocument, Variant,
 };
-pub use error::{Classify, Error, Result};
+pub use error::{BoxError, Classify, Error, Refusal, Result, chain};
 pub use freshness::{Freshness, assess};
 pub use origin::{RedirectPolicy, base_url, client_origin, same_origin, same_origin_or_https};
 pub use passthrough::PassThrough;

@@ -143,7 +143,7 @@ async fn read_body(
 fn failure(error: &dyn Classify) -> Response<Body> {
     let status = error.status();
     if status.is_server_error() {
-        tracing::warn!(error = %chain(error), "request failed");
+        tracing::warn!(error = %proxy::chain(error), "request failed");
     }
     let mut response = text(status, &error.to_string());
     if let Some(after) = error.retry_after() {
@@ -165,13 +165,57 @@ fn text(status: StatusCode, reason: &str) -> Response<Body> {
     response
 }
 
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt as _;
+    use pmcache_pypi as pypi;
+
+    use super::*;
+
+    /// Log lines written while a test runs.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    text
+
+    #[tokio::test]
+    async fn the_log_gets_the_whole_chain_and_the_client_one_line() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by peer");
+        let error = pypi::Error::Proxy(proxy::Error::Connect {
+            url: "http://127.0.0.1:9/simple/demo/".to_owned(),
+            source: Box::new(refused),
+        });
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let response = tracing::subscriber::with_default(subscriber, || failure(&error));
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains(
+                "upstream http://127.0.0.1:9/simple/demo/ could not be reached: refused by peer"
+            ),
+            "{logged}"
+        );
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &body[..],
+            b"upstream http://127.0.0.1:9/simple/demo/ could not be reached\n"
+        );
+    }
 }
