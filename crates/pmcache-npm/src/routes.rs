@@ -90,7 +90,7 @@ impl Frontend {
                 .join(&package.escaped())
                 .map_err(|e| proxy::Error::BadUpstreamUrl {
                     url: self.upstream.to_string(),
-                    reason: e.to_string(),
+                    source: e.into(),
                 })?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
@@ -113,7 +113,7 @@ impl Frontend {
                 )
                 .map_err(|error| proxy::Error::Document {
                     url: upstream.url.to_string(),
-                    reason: error.to_string(),
+                    source: Box::new(error),
                 })?;
                 let sources = sources_of(&requested, &rewritten.tarballs);
                 Ok(Rendering {
@@ -245,7 +245,7 @@ impl Frontend {
             .join(relative.split('?').next().unwrap_or(relative))
             .map_err(|e| proxy::Error::BadUpstreamUrl {
                 url: self.upstream.to_string(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         url.set_query(parts.uri.query());
         Ok(url)

@@ -1,20 +1,18 @@
-//! The `[packagist]` config section.
+//! The `[packagist]` config section: the keys every frontend has (`enabled`, `upstream`,
+//! `metadata_ttl`), and Packagist's own beside them.
 
 use std::time::Duration;
 
-/// Settings of the `/packagist/` frontend.
+/// Settings of the `/packagist/` frontend. `upstream` is the base URL of the upstream Composer
+/// repository, where its `packages.json` is; `metadata_ttl` is how long fetched metadata
+/// (`packages.json`, `p2/*.json`) is served without asking the upstream.
+pub type Config = pmcache_proxy::FrontendConfig<Extra>;
+
+/// Packagist's own keys, and its defaults: `upstream = "https://repo.packagist.org/"`,
+/// `metadata_ttl = "5m"`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Serve a Composer repository under `/packagist/`. Default `true`.
-    pub enabled: bool,
-    /// Base URL of the upstream Composer repository, where its `packages.json` is. Default
-    /// `https://repo.packagist.org/`.
-    pub upstream: String,
-    /// How long fetched metadata (`packages.json`, `p2/*.json`) is served without asking the
-    /// upstream; `0s` revalidates on every request. Default `5m`.
-    #[serde(with = "humantime_serde")]
-    pub metadata_ttl: Duration,
+#[serde(default)]
+pub struct Extra {
     /// Hosts (`host` or `host:port`) dist archives may be downloaded from. Empty: any host the
     /// upstream's metadata names. Redirects are held to the same list.
     pub dist_hosts: Vec<String>,
@@ -25,14 +23,16 @@ pub struct Config {
     pub keep_source: bool,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            enabled: true,
-            upstream: "https://repo.packagist.org/".to_owned(),
-            metadata_ttl: Duration::from_secs(300),
+impl Default for Extra {
+    fn default() -> Extra {
+        Extra {
             dist_hosts: Vec::new(),
             keep_source: true,
         }
     }
+}
+
+impl pmcache_proxy::FrontendDefaults for Extra {
+    const UPSTREAM: &'static str = "https://repo.packagist.org/";
+    const METADATA_TTL: Duration = Duration::from_secs(300);
 }

@@ -71,3 +71,13 @@ impl Error {
         self.status() == http::StatusCode::NOT_FOUND
     }
 }
+
+impl pmcache_proxy::Classify for Error {
+    fn status(&self) -> http::StatusCode {
+        Error::status(self)
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        Error::retry_after(self)
+    }
+}

@@ -51,7 +51,7 @@ impl Frontend {
     /// A frontend serving `upstream` (a repository base URL ending in `/`).
     pub fn new(proxy: Proxy, upstream: Url, config: &Config, public_url: Option<Url>) -> Frontend {
         // The operator named these hosts for dists: they may be on the LAN or this machine.
-        for host in &config.dist_hosts {
+        for host in &config.extra.dist_hosts {
             if !proxy.trust_listed(host) {
                 tracing::warn!(
                     host,
@@ -64,12 +64,13 @@ impl Frontend {
             upstream,
             ttl: config.metadata_ttl,
             dist_hosts: config
+                .extra
                 .dist_hosts
                 .iter()
                 .map(|host| host.to_ascii_lowercase())
                 .collect(),
             public_url,
-            keep_source: config.keep_source,
+            keep_source: config.extra.keep_source,
         }
     }
 }

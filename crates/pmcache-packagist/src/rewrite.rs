@@ -14,7 +14,7 @@ use crate::path::Route;
 /// Why upstream Composer metadata cannot be rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum Malformed {
-    #[error("not a JSON object: {0}")]
+    #[error("not a JSON object")]
     NotJson(#[from] serde_json::Error),
     #[error("no metadata-url: not a Composer 2 repository")]
     NotComposer2,

@@ -132,9 +132,9 @@ impl Frontend {
             };
             let base = format!("{ORIGIN}{MOUNT}");
             let root = rewrite::rewrite_root(&document.body, &document.url, &base, dists)
-                .map_err(|reason| malformed(&document, &reason))?;
+                .map_err(|reason| malformed(&document, reason))?;
             let links = serde_json::to_vec(&root.links)
-                .map_err(|e| proxy::Error::Internal(format!("serialising links: {e}")))?;
+                .map_err(|e| proxy::Error::failed("serialising links", e))?;
             Ok(Rendering {
                 variants: vec![
                     Variant::new(CLIENT, JSON, root.body).with_origin(stored_origin),
@@ -155,11 +155,8 @@ impl Frontend {
             None => self.root(self.ttl).await?,
         };
         let bytes = self.proxy.variant_bytes(&document, LINKS).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Proxy(proxy::Error::Internal(format!(
-                "stored links are unreadable: {e}"
-            )))
-        })
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Proxy(proxy::Error::failed("stored links are unreadable", e)))
     }
 
     /// The upstream URL behind `link` (a key of the root's links), `%package%` filled in.
@@ -175,7 +172,7 @@ impl Frontend {
         Url::parse(&filled).map_err(|e| {
             Error::Proxy(proxy::Error::BadUpstreamUrl {
                 url: filled,
-                reason: e.to_string(),
+                source: e.into(),
             })
         })
     }
@@ -207,7 +204,7 @@ impl Frontend {
                 keep_source,
             };
             let p2 = rewrite::rewrite_p2(&document.body, &document.url, dists)
-                .map_err(|reason| malformed(&document, &reason))?;
+                .map_err(|reason| malformed(&document, reason))?;
             let own = p2.dists.iter().filter(|dist| dist.package == package);
             Ok(Rendering {
                 variants: vec![Variant::new(CLIENT, JSON, p2.body).with_origin(stored_origin)],
@@ -335,7 +332,7 @@ impl Frontend {
         self.upstream.join(path).map_err(|e| {
             Error::Proxy(proxy::Error::BadUpstreamUrl {
                 url: self.upstream.to_string(),
-                reason: e.to_string(),
+                source: e.into(),
             })
         })
     }
@@ -362,10 +359,10 @@ fn host_of(url: &Url) -> String {
     }
 }
 
-fn malformed(document: &UpstreamDocument, reason: &rewrite::Malformed) -> proxy::Error {
+fn malformed(document: &UpstreamDocument, reason: rewrite::Malformed) -> proxy::Error {
     proxy::Error::Document {
         url: document.url.to_string(),
-        reason: reason.to_string(),
+        source: Box::new(reason),
     }
 }
 

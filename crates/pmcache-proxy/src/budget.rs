@@ -101,7 +101,7 @@ impl Budgets {
         let permit = Arc::clone(&self.render)
             .acquire_many_owned(units as u32)
             .await
-            .map_err(|e| Error::Internal(format!("render budget closed: {e}")))?;
+            .map_err(|e| Error::failed("render budget closed", e))?;
         Ok(RenderPermit {
             _permit: permit,
             waited: started.elapsed(),
@@ -153,7 +153,7 @@ impl BodyBuffer {
             Ok::<_, pmcache_store::Error>(file)
         })
         .await
-        .map_err(|e| Error::Internal(format!("spill task failed: {e}")))??;
+        .map_err(|e| Error::failed("spill task failed", e))??;
         self.spilled = Some(file);
         Ok(())
     }
@@ -220,7 +220,7 @@ impl ReceivedBody {
 fn read_back(file: &TempBlob) -> Result<Bytes> {
     let mut bytes = vec![0u8; file.written() as usize];
     std::os::unix::fs::FileExt::read_exact_at(&*file.shared_file(), &mut bytes, 0)
-        .map_err(|e| Error::Internal(format!("reading back {}: {e}", file.path().display())))?;
+        .map_err(|e| Error::failed(format!("reading back {}", file.path().display()), e))?;
     Ok(Bytes::from(bytes))
 }
 

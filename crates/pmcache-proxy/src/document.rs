@@ -457,7 +457,7 @@ impl Proxy {
             let Some(cached) = cached else {
                 return Err(Error::Document {
                     url: request.url.to_string(),
-                    reason: "answered 304 to an unconditional request".to_owned(),
+                    source: "answered 304 to an unconditional request".into(),
                 });
             };
             // RFC 9111 §4.3.4: a 304 carries the current validators; keep them for next time.
@@ -589,7 +589,7 @@ impl Proxy {
             Ok::<_, pmcache_store::Error>(())
         })
         .await
-        .map_err(|e| Error::Internal(format!("index task failed: {e}")))??;
+        .map_err(|e| Error::failed("index task failed", e))??;
         Ok(())
     }
 
@@ -603,8 +603,8 @@ impl Proxy {
             })?;
         let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
             .await
-            .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
-            .map_err(|e| Error::Internal(format!("reading a document blob: {e}")))?;
+            .map_err(|e| Error::failed("read task failed", e))?
+            .map_err(|e| Error::failed("reading a document blob", e))?;
         Ok(bytes.into())
     }
 

@@ -85,9 +85,7 @@ impl AddressPolicy {
                 };
                 Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{place} is a loopback, private or link-local address and not a configured upstream (set upstream.allow_private_addresses to allow it)"
-                    ),
+                    crate::error::Refusal { place },
                 ))
             }
             (true, None) => Err(io::Error::new(

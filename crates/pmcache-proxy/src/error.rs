@@ -8,10 +8,19 @@ use http::StatusCode;
 use crate::checksum::Checksum;
 
 /// A proxy failure with the URL or key involved.
+///
+/// `Display` is the one line a client reads; what caused it is the [`source`] chain, which only
+/// the log gets whole (see [`chain`]).
+///
+/// [`source`]: std::error::Error::source
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("upstream {url} could not be reached: {reason}")]
-    Connect { url: String, reason: String },
+    #[error("upstream {url} could not be reached")]
+    Connect {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("upstream {url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error(
@@ -32,12 +41,17 @@ pub enum Error {
         failures: u32,
         retry_after: Duration,
     },
-    #[error("pmcache will not fetch {url}: {reason}")]
-    Refused { url: String, reason: String },
+    /// The address policy's refusal ([`Refusal`]) is the reason itself, so it is in the line.
+    #[error("pmcache will not fetch {url}: {refusal}")]
+    Refused { url: String, refusal: Refusal },
     #[error("upstream has no {url} (404)")]
     NotFound { url: String },
-    #[error("upstream {url} broke off the transfer: {reason}")]
-    Body { url: String, reason: String },
+    #[error("upstream {url} broke off the transfer")]
+    Body {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
     #[error("upstream {url} sent {actual} bytes where it announced {announced}")]
     Length {
         url: String,
@@ -70,28 +84,109 @@ pub enum Error {
         "the upstream cannot be reached and the cached documents do not list {artifact}; try again when it is back"
     )]
     AdvertiserDown { artifact: String },
-    #[error("upstream document {url} is malformed: {reason}")]
-    Document { url: String, reason: String },
-    #[error("pmcache cannot use upstream URL {url}: {reason}")]
-    BadUpstreamUrl { url: String, reason: String },
-    #[error("upstream.ca_file {}: {reason}", path.display())]
+    /// A document the frontend (or the proxy) cannot read; `source` says what is wrong with it,
+    /// typed by whoever parsed it.
+    #[error("upstream document {url} is malformed")]
+    Document {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("pmcache cannot use upstream URL {url}")]
+    BadUpstreamUrl {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("upstream.ca_file {} is unusable", path.display())]
     CaFile {
         path: std::path::PathBuf,
-        reason: String,
+        #[source]
+        source: BoxError,
     },
-    #[error("the upstream client's TLS settings are unusable: {reason}")]
-    Tls { reason: String },
+    #[error("the upstream client's TLS settings are unusable")]
+    Tls {
+        #[source]
+        source: BoxError,
+    },
     #[error("pmcache storage failed{}", if .0.is_storage_full() { ": its disk is full" } else { "" })]
     Store(#[from] pmcache_store::Error),
+    /// pmcache itself failed, with nothing underneath to blame.
     #[error("pmcache internal failure: {0}")]
     Internal(String),
+    /// pmcache itself failed at `what`, because of `source` (a task that died, a file that
+    /// could not be read back).
+    #[error("pmcache internal failure: {what}")]
+    Failed {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
     /// One failure reported to every client waiting on the same fill or document.
-    #[error("{0}")]
+    #[error(transparent)]
     Shared(std::sync::Arc<Error>),
+}
+
+/// Whatever failed underneath an [`Error`]: an I/O, TLS, HTTP or parse error, or for a fault
+/// with no deeper cause, its one-line description.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the address policy refused to connect: a loopback, private or link-local address that
+/// is no configured upstream's. Travels inside the connector's I/O error
+/// ([`std::io::ErrorKind::PermissionDenied`]) and is found there again by downcasting.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error(
+    "{place} is a loopback, private or link-local address and not a configured upstream (set upstream.allow_private_addresses to allow it)"
+)]
+pub struct Refusal {
+    /// The host (and the address it resolved to) as the message names it.
+    pub place: String,
+}
+
+impl Error {
+    /// pmcache failed at `what` because of `source`.
+    pub fn failed(what: impl Into<String>, source: impl Into<BoxError>) -> Error {
+        Error::Failed {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// `error` and every cause under it on one line, joined by `: `: what the log gets.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Result with the proxy's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error that knows the answer it makes: the status, and the `Retry-After` where waiting
+/// helps. The proxy's error and every frontend's implement it, so that the binary turns all of
+/// them into responses (and logs their chains) in one place.
+pub trait Classify: std::error::Error + Send + Sync + 'static {
+    /// The status a client gets.
+    fn status(&self) -> StatusCode;
+    /// The `Retry-After` to send, where waiting may help.
+    fn retry_after(&self) -> Option<Duration>;
+}
+
+impl Classify for Error {
+    fn status(&self) -> StatusCode {
+        Error::status(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        Error::retry_after(self)
+    }
+}
 
 /// How long clients are told to wait after an upstream fault.
 const RETRY_AFTER_UPSTREAM_FAULT: Duration = Duration::from_secs(30);
@@ -128,7 +223,9 @@ impl Error {
             }
             // A full disk passes (space is freed, or eviction makes room): worth a retry.
             Error::Store(error) if error.is_storage_full() => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Store(_) | Error::Internal(_) | Error::Failed { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             _ => StatusCode::BAD_GATEWAY,
         }
     }

@@ -30,6 +30,7 @@ pub mod percent;
 mod properties;
 mod refreshes;
 mod render_pool;
+mod section;
 mod serve;
 mod splice;
 mod spool;
@@ -50,11 +51,12 @@ pub use config::Config;
 pub use document::{
     Document, DocumentRequest, KnownCurrent, Rendering, Serving, UpstreamDocument, Variant,
 };
-pub use error::{Error, Result};
+pub use error::{BoxError, Classify, Error, Refusal, Result, chain};
 pub use freshness::{Freshness, assess};
 pub use origin::{RedirectPolicy, base_url, client_origin, host_listed, same_origin};
 pub use passthrough::PassThrough;
 pub use pmcache_store::Digest;
+pub use section::{FrontendConfig, FrontendDefaults};
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
 pub use splice::ORIGIN_PLACEHOLDER;
 pub use upstream::Upstream;

@@ -57,9 +57,10 @@ impl Refreshes {
         let document = key.to_owned();
         let outcome = async move {
             task.await.unwrap_or_else(|error| {
-                Err(Arc::new(Error::Internal(format!(
-                    "the refresh of {document} failed: {error}"
-                ))))
+                Err(Arc::new(Error::failed(
+                    format!("the refresh of {document} failed"),
+                    error,
+                )))
             })
         }
         .boxed()

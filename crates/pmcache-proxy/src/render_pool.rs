@@ -62,7 +62,7 @@ impl RenderPool {
             std::thread::Builder::new()
                 .name(format!("{name}-{index}"))
                 .spawn(move || work(&queue))
-                .map_err(|e| Error::Internal(format!("cannot start a render thread: {e}")))?;
+                .map_err(|e| Error::failed("cannot start a render thread", e))?;
         }
         Ok(RenderPool { jobs })
     }

@@ -18,20 +18,23 @@ pub(crate) fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConf
     }
     if roots.is_empty() {
         return Err(Error::Tls {
-            reason: "no root certificates: the system has none and upstream.ca_file is unset"
-                .to_owned(),
+            source: "no root certificates: the system has none and upstream.ca_file is unset"
+                .into(),
         });
     }
     let provider = rustls::crypto::ring::default_provider();
     let config = rustls::ClientConfig::builder_with_provider(provider.into())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls {
-            reason: e.to_string(),
-        })?
+        .map_err(|e| Error::Tls { source: e.into() })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
 }
+
+/// A certificate in `upstream.ca_file` that rustls will not take as a root.
+#[derive(Debug, thiserror::Error)]
+#[error("a certificate is unusable as a root")]
+struct UnusableRoot(#[source] rustls::Error);
 
 /// The platform's roots; unreadable ones are skipped (a broken bundle must not stop pmcache
 /// when `ca_file` alone names the upstream's CA).
@@ -51,22 +54,22 @@ fn system_roots() -> RootCertStore {
 /// Adds every certificate of the PEM file at `path`; an unreadable file, or one without a
 /// usable certificate, is an error that names it.
 fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<usize> {
-    let bad = |reason: String| Error::CaFile {
+    let bad = |source: crate::error::BoxError| Error::CaFile {
         path: path.to_owned(),
-        reason,
+        source,
     };
     let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(e.to_string()))?
+        .map_err(|e| bad(e.into()))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| bad(e.into()))?;
     if certificates.is_empty() {
-        return Err(bad("it holds no PEM certificate".to_owned()));
+        return Err(bad("it holds no PEM certificate".into()));
     }
     let count = certificates.len();
     for certificate in certificates {
         roots
             .add(certificate)
-            .map_err(|e| bad(format!("a certificate is unusable as a root: {e}")))?;
+            .map_err(|e| bad(Box::new(UnusableRoot(e))))?;
     }
     Ok(count)
 }
@@ -84,6 +87,10 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").expect("write");
         let error = client_config(Some(&empty)).expect_err("no certificate");
-        assert!(error.to_string().contains("no PEM certificate"), "{error}");
+        let chain = crate::error::chain(&error);
+        assert!(
+            chain.contains("empty.pem") && chain.contains("no PEM certificate"),
+            "{chain}"
+        );
     }
 }

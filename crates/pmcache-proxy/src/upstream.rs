@@ -73,7 +73,7 @@ impl Upstream {
             let (host, port) =
                 crate::egress::host_and_port(listed).ok_or_else(|| Error::BadUpstreamUrl {
                     url: listed.clone(),
-                    reason: "upstream.trusted_hosts takes host or host:port".to_owned(),
+                    source: "upstream.trusted_hosts takes host or host:port".into(),
                 })?;
             policy.trust(&host, port);
         }
@@ -188,7 +188,7 @@ impl Upstream {
             .body(Full::new(body))
             .map_err(|e| Error::BadUpstreamUrl {
                 url: url.to_string(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         *request.headers_mut() = headers.clone();
         request
@@ -218,7 +218,7 @@ impl Upstream {
                     url: url.to_string(),
                     timeout: self.read_timeout,
                 }),
-                Ok(Err(error)) => Err(classify_client_error(url, &error, self.connect_timeout)),
+                Ok(Err(error)) => Err(classify_client_error(url, error, self.connect_timeout)),
                 Ok(Ok(response)) => Ok(response),
             };
         self.count(&origin, &outcome, sent.elapsed());
@@ -324,7 +324,7 @@ impl Fetched {
                     self.body_failed();
                     return Err(Error::Body {
                         url: self.url.to_string(),
-                        reason: error_chain(&error),
+                        source: error.into(),
                     });
                 }
                 Ok(Some(Ok(frame))) => {
@@ -401,17 +401,22 @@ pub(crate) fn decode_document(url: &Url, body: Bytes, gzipped: bool, limit: u64)
             url: url.to_string(),
             limit,
         },
-        GunzipError::Corrupt(reason) => Error::Document {
+        GunzipError::Corrupt(error) => Error::Document {
             url: url.to_string(),
-            reason: format!("bad gzip encoding: {reason}"),
+            source: Box::new(BadGzip(error)),
         },
     })
 }
 
 enum GunzipError {
     TooLarge,
-    Corrupt(String),
+    Corrupt(std::io::Error),
 }
+
+/// A gzip body that does not inflate.
+#[derive(Debug, thiserror::Error)]
+#[error("bad gzip encoding")]
+struct BadGzip(#[source] std::io::Error);
 
 fn gunzip_bounded(compressed: &[u8], limit: u64) -> Result<Bytes, GunzipError> {
     let decoder = flate2::read::MultiGzDecoder::new(compressed);
@@ -419,7 +424,7 @@ fn gunzip_bounded(compressed: &[u8], limit: u64) -> Result<Bytes, GunzipError> {
     decoder
         .take(limit + 1)
         .read_to_end(&mut out)
-        .map_err(|e| GunzipError::Corrupt(e.to_string()))?;
+        .map_err(GunzipError::Corrupt)?;
     if out.len() as u64 > limit {
         return Err(GunzipError::TooLarge);
     }
@@ -452,33 +457,48 @@ fn redirect_target(current: &Url, headers: &HeaderMap) -> Result<Url> {
 
 fn classify_client_error(
     url: &Url,
-    error: &hyper_util::client::legacy::Error,
+    error: hyper_util::client::legacy::Error,
     connect_timeout: Duration,
 ) -> Error {
-    let reason = error_chain(error);
-    if has_io_kind(error, std::io::ErrorKind::TimedOut) {
+    if has_io_kind(&error, std::io::ErrorKind::TimedOut) {
         return Error::Timeout {
             url: url.to_string(),
             timeout: connect_timeout,
         };
     }
-    if has_io_kind(error, std::io::ErrorKind::PermissionDenied) {
+    if let Some(refusal) = refusal_in(&error) {
         return Error::Refused {
             url: url.to_string(),
-            reason: innermost(error),
+            refusal,
         };
     }
     if error.is_connect() {
         Error::Connect {
             url: url.to_string(),
-            reason,
+            source: error.into(),
         }
     } else {
         Error::Body {
             url: url.to_string(),
-            reason,
+            source: error.into(),
         }
     }
+}
+
+/// The address policy's refusal (`egress`), when it is among the causes.
+fn refusal_in(error: &(dyn std::error::Error + 'static)) -> Option<crate::error::Refusal> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = current {
+        let refusal = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<crate::error::Refusal>());
+        if let Some(refusal) = refusal {
+            return Some(refusal.clone());
+        }
+        current = cause.source();
+    }
+    None
 }
 
 /// Whether an I/O error of `kind` is among the causes: `TimedOut` for a connect (or name
@@ -495,27 +515,6 @@ fn has_io_kind(error: &(dyn std::error::Error + 'static), kind: std::io::ErrorKi
         current = cause.source();
     }
     false
-}
-
-/// The last cause in the chain: the one-line reason itself.
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(cause) = current.source() {
-        current = cause;
-    }
-    current.to_string()
-}
-
-/// The innermost causes, which say what really happened ("connection refused"), on one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.dedup();
-    parts.join(": ")
 }
 
 #[cfg(test)]

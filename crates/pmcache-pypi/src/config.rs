@@ -1,29 +1,19 @@
-//! The `[pypi]` config section.
+//! The `[pypi]` config section: the keys every frontend has (`enabled`, `upstream`,
+//! `metadata_ttl`), with PyPI's defaults.
 
 use std::time::Duration;
 
-/// Settings of the `/pypi/` frontend.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Serve the PyPI simple API under `/pypi/`. Default `true`.
-    pub enabled: bool,
-    /// Base URL of the upstream simple index (PEP 503), e.g. `https://index.example/simple/`, or
-    /// `auto`: the index the local pip would use (its config files, `PIP_INDEX_URL`, then pip's
-    /// built-in default). Default `auto`.
-    pub upstream: String,
-    /// How long a fetched project page is served without asking the upstream; `0s` revalidates
-    /// on every request. Default `10m`.
-    #[serde(with = "humantime_serde")]
-    pub metadata_ttl: Duration,
-}
+/// Settings of the `/pypi/` frontend. `upstream` is the base URL of the upstream simple index
+/// (PEP 503), e.g. `https://index.example/simple/`, or `auto`: the index the local pip would use
+/// (its config files, `PIP_INDEX_URL`, then pip's built-in default).
+pub type Config = pmcache_proxy::FrontendConfig<Extra>;
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            enabled: true,
-            upstream: "auto".to_owned(),
-            metadata_ttl: Duration::from_secs(600),
-        }
-    }
+/// PyPI's own keys (none) and defaults: `upstream = "auto"`, `metadata_ttl = "10m"` (how long a
+/// fetched project page is served without asking the upstream).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Extra {}
+
+impl pmcache_proxy::FrontendDefaults for Extra {
+    const UPSTREAM: &'static str = "auto";
+    const METADATA_TTL: Duration = Duration::from_secs(600);
 }

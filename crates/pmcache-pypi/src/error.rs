@@ -68,3 +68,13 @@ impl Error {
         }
     }
 }
+
+impl pmcache_proxy::Classify for Error {
+    fn status(&self) -> http::StatusCode {
+        Error::status(self)
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        Error::retry_after(self)
+    }
+}

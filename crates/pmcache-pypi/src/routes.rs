@@ -113,7 +113,7 @@ impl Frontend {
         let url = self
             .upstream
             .join(&format!("{name}/"))
-            .map_err(|e| Error::Proxy(bad_url(&self.upstream, &e.to_string())))?;
+            .map_err(|e| Error::Proxy(bad_url(&self.upstream, e)))?;
         let mount = self.mount;
         let request = self.document_request(format!("project/{name}"), url);
         let document = self
@@ -255,14 +255,14 @@ fn format_query(query: Option<&str>) -> Option<String> {
 fn document_error(upstream: &UpstreamDocument, error: Error) -> proxy::Error {
     proxy::Error::Document {
         url: upstream.url.to_string(),
-        reason: error.to_string(),
+        source: Box::new(error),
     }
 }
 
-fn bad_url(base: &Url, reason: &str) -> proxy::Error {
+fn bad_url(base: &Url, error: url::ParseError) -> proxy::Error {
     proxy::Error::BadUpstreamUrl {
         url: base.to_string(),
-        reason: reason.to_owned(),
+        source: error.into(),
     }
 }
 

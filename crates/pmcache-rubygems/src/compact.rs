@@ -7,6 +7,27 @@ use base64::Engine as _;
 use md5::{Digest as _, Md5};
 use pmcache_proxy::Checksum;
 
+/// Why an upstream index file is not served.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    /// An answer with status 200 that is no compact index file (an error page, say).
+    #[error("no '---' line: not a compact index file")]
+    NotCompactIndex,
+    /// A legacy `.4.8.gz` index that is not gzip data.
+    #[error("not gzip data")]
+    NotGzip,
+    /// The body does not have the sha-256 the upstream's digest header published.
+    #[error("its {header} says sha-256 {published}, the body has {actual}")]
+    DigestMismatch {
+        /// `repr-digest` or `digest`.
+        header: &'static str,
+        /// The base64 sha-256 the header gives.
+        published: String,
+        /// The base64 sha-256 of the body received.
+        actual: String,
+    },
+}
+
 /// One line of an `/info/NAME` file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InfoEntry {
@@ -79,7 +100,7 @@ fn gem_checksum(value: &str) -> Option<Checksum> {
 /// one over the body as received: a file damaged on the way must not be served with a digest
 /// pmcache computed over the damage. A gzip-encoded answer is left to the gzip trailer's
 /// checksum, since upstreams differ on whether their digest covers the encoded bytes.
-pub fn check_upstream_digests(headers: &http::HeaderMap, body: &[u8]) -> Result<(), String> {
+pub fn check_upstream_digests(headers: &http::HeaderMap, body: &[u8]) -> Result<(), Malformed> {
     if headers.contains_key(http::header::CONTENT_ENCODING) {
         return Ok(());
     }
@@ -92,9 +113,11 @@ pub fn check_upstream_digests(headers: &http::HeaderMap, body: &[u8]) -> Result<
         if let Some(published) = sha256_member(value)
             && published != actual
         {
-            return Err(format!(
-                "its {name} says sha-256 {published}, the body has {actual}"
-            ));
+            return Err(Malformed::DigestMismatch {
+                header: name,
+                published: published.to_owned(),
+                actual,
+            });
         }
     }
     Ok(())

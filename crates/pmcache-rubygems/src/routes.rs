@@ -139,7 +139,7 @@ impl Frontend {
         let body = self.proxy.variant_bytes(versions, BODY).await?;
         let checksums = tokio::task::spawn_blocking(move || compact::info_checksums(&body))
             .await
-            .map_err(|e| proxy::Error::Internal(format!("versions parse task failed: {e}")))?;
+            .map_err(|e| proxy::Error::failed("versions parse task failed", e))?;
         let checksums = Arc::new(checksums);
         *parsed = Some(ParsedVersions {
             digest,
@@ -161,13 +161,10 @@ impl Frontend {
         let upstream = self.upstream.clone();
         let render = move |document: UpstreamDocument| {
             if !compact::is_compact_index(&document.body) {
-                return Err(malformed(
-                    &document,
-                    "no '---' line: not a compact index file",
-                ));
+                return Err(malformed(&document, compact::Malformed::NotCompactIndex));
             }
             compact::check_upstream_digests(&document.headers, &document.body)
-                .map_err(|reason| malformed(&document, &reason))?;
+                .map_err(|reason| malformed(&document, reason))?;
             let sources = match &gem {
                 Some(gem) => gem_sources(&upstream, gem, &document.body)?,
                 None => Vec::new(),
@@ -190,7 +187,7 @@ impl Frontend {
     ) -> Result<Response<Body>> {
         let render = |document: UpstreamDocument| {
             if !document.body.starts_with(&[0x1f, 0x8b]) {
-                return Err(malformed(&document, "not gzip data"));
+                return Err(malformed(&document, compact::Malformed::NotGzip));
             }
             // RubyGems gunzips these itself: a Content-Encoding would make it decode twice.
             let variant = Variant::new(BODY, BINARY_TYPE, document.body.to_vec()).uncompressed();
@@ -297,7 +294,7 @@ impl Frontend {
             .join(path)
             .map_err(|e| proxy::Error::BadUpstreamUrl {
                 url: self.upstream.to_string(),
-                reason: e.to_string(),
+                source: e.into(),
             })?)
     }
 }
@@ -323,7 +320,7 @@ fn gem_sources(upstream: &Url, gem: &str, info: &Bytes) -> proxy::Result<Vec<Adv
                 .join(&format!("gems/{full_name}.gem"))
                 .map_err(|e| proxy::Error::BadUpstreamUrl {
                     url: upstream.to_string(),
-                    reason: e.to_string(),
+                    source: e.into(),
                 })?;
             Ok(Advertised {
                 id: gem_id(&full_name),
@@ -338,10 +335,10 @@ fn gem_id(full_name: &str) -> String {
     format!("gem/{full_name}")
 }
 
-fn malformed(document: &UpstreamDocument, reason: &str) -> proxy::Error {
+fn malformed(document: &UpstreamDocument, reason: compact::Malformed) -> proxy::Error {
     proxy::Error::Document {
         url: document.url.to_string(),
-        reason: reason.to_owned(),
+        source: Box::new(reason),
     }
 }
 

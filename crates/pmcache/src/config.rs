@@ -15,22 +15,16 @@ use pmcache_store as store;
 use pmcache_store::ByteSize;
 use url::Url;
 
+use crate::frontend::Ecosystem;
+
 /// The built-in configuration, compiled into the binary.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
-/// Sections that environment variables may set (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 8] = [
-    "log",
-    "server",
-    "storage",
-    "upstream",
-    "pypi",
-    "npm",
-    "rubygems",
-    "packagist",
-];
+/// Sections besides the frontends' that environment variables may set
+/// (`PMCACHE_<SECTION>_<KEY>`).
+const SECTIONS: [&str; 4] = ["log", "server", "storage", "upstream"];
 const ENV_PREFIX: &str = "PMCACHE_";
 
 /// Everything pmcache can be told.
@@ -237,7 +231,8 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> bool {
         table.insert(key, value);
         return true;
     }
-    for section in SECTIONS {
+    let frontends = Ecosystem::ALL.map(Ecosystem::key);
+    for section in SECTIONS.into_iter().chain(frontends) {
         if let Some(field) = key.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             let entry = table
                 .entry(section)
@@ -389,5 +384,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{error:#}").contains("ttl"), "{error:#}");
+    }
+
+    #[test]
+    fn frontend_sections_keep_their_own_keys_and_refuse_typos() {
+        let config = load(
+            None,
+            &env(&[
+                ("PMCACHE_PACKAGIST_KEEP_SOURCE", "false"),
+                ("PMCACHE_PACKAGIST_DIST_HOSTS", "[\"dist.example\"]"),
+                ("PMCACHE_RUBYGEMS_METADATA_TTL", "1m"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .config;
+        assert!(!config.packagist.extra.keep_source);
+        assert_eq!(config.packagist.extra.dist_hosts, ["dist.example"]);
+        assert_eq!(config.packagist.metadata_ttl, Duration::from_secs(300));
+        assert_eq!(config.rubygems.metadata_ttl, Duration::from_secs(60));
+        assert_eq!(config.npm, npm::Config::default());
+        for (name, key) in [
+            ("PMCACHE_PACKAGIST_DIST_HOST", "dist_host"),
+            ("PMCACHE_NPM_KEEP_SOURCE", "keep_source"),
+        ] {
+            let error = load(None, &env(&[(name, "x")]), &Overrides::default()).unwrap_err();
+            assert!(format!("{error:#}").contains(key), "{name}: {error:#}");
+        }
     }
 }

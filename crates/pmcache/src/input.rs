@@ -43,12 +43,6 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// Whether a mount has routes that take a percent-encoded `/` inside a segment: npm scoped
-/// names (`@scope%2fname`) and Composer dist references (branch names such as `feature/x`).
-pub fn takes_encoded_slash(mount: Option<&str>) -> bool {
-    matches!(mount, Some("npm" | "packagist"))
-}
-
 /// Checks a request's size against `limits` and its path; `encoded_slash` says whether the
 /// mount it goes to takes `%2F` inside a segment.
 pub fn check(parts: &Parts, limits: &Limits, encoded_slash: bool) -> Result<(), Refusal> {
@@ -224,10 +218,6 @@ mod tests {
                 "{path}"
             );
         }
-        assert!(takes_encoded_slash(Some("npm")));
-        assert!(takes_encoded_slash(Some("packagist")));
-        assert!(!takes_encoded_slash(Some("pypi")));
-        assert!(!takes_encoded_slash(None));
     }
 
     #[test]

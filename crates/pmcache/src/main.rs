@@ -4,6 +4,7 @@
 mod config;
 mod connection;
 mod control;
+mod frontend;
 mod input;
 mod metrics;
 mod router;

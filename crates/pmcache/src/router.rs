@@ -9,27 +9,16 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use pmcache_npm as npm;
-use pmcache_packagist as packagist;
-use pmcache_proxy::{self as proxy, Body, CACHE_HEADER};
-use pmcache_pypi as pypi;
-use pmcache_rubygems as rubygems;
+use pmcache_proxy::{self as proxy, Body, CACHE_HEADER, Classify};
 
+use crate::frontend::{Ecosystem, Frontend};
 use crate::input::{self, Limits};
 use crate::metrics::Metrics;
 
-/// A frontend, or why it is off.
-pub enum Mount<F> {
-    On(F),
-    Off(String),
-}
-
 /// Everything a request can reach.
 pub struct App {
-    pub pypi: Mount<pypi::Frontend>,
-    pub npm: Mount<npm::Frontend>,
-    pub rubygems: Mount<rubygems::Frontend>,
-    pub packagist: Mount<packagist::Frontend>,
+    /// Every ecosystem's frontend, or the reason it is off.
+    pub mounts: Vec<(Ecosystem, Result<Frontend, String>)>,
     pub metrics: Metrics,
     pub limits: Limits,
 }
@@ -40,8 +29,8 @@ impl App {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
-        let mount = mount_of(&path);
-        let encoded_slash = input::takes_encoded_slash(mount.map(|(name, _)| name));
+        let mount = Ecosystem::mounted_at(&path);
+        let encoded_slash = mount.is_some_and(|(ecosystem, _)| ecosystem.takes_encoded_slash());
         let checked = match input::check(&parts, &self.limits, encoded_slash) {
             // Refused before the body is read: hyper drains or closes, bounded by its limits.
             Err(refusal) => Err(text(refusal.status, &refusal.reason)),
@@ -49,13 +38,11 @@ impl App {
         };
         let (ecosystem, response) = match (mount, checked) {
             (_, Err(response)) => ("none", response),
-            (Some(("pypi", rest)), Ok(_)) => ("pypi", self.pypi(&parts, rest).await),
-            (Some(("npm", rest)), Ok(body)) => ("npm", self.npm(&parts, body, rest).await),
-            (Some(("rubygems", rest)), Ok(_)) => ("rubygems", self.rubygems(&parts, rest).await),
-            (Some(("packagist", rest)), Ok(body)) => {
-                ("packagist", self.packagist(&parts, body, rest).await)
-            }
-            _ => ("none", self.own_route(&path)),
+            (Some((ecosystem, rest)), Ok(body)) => (
+                ecosystem.key(),
+                self.frontend(ecosystem, &parts, body, rest).await,
+            ),
+            (None, Ok(_)) => ("none", self.own_route(&path)),
         };
         let cache = response
             .headers()
@@ -71,48 +58,26 @@ impl App {
         Ok(response)
     }
 
-    async fn pypi(&self, parts: &http::request::Parts, rest: &str) -> Response<Body> {
-        match &self.pypi {
-            Mount::On(frontend) => match frontend.handle(parts, rest).await {
-                Ok(response) => response,
-                Err(error) => failure(error.status(), &error, error.retry_after()),
-            },
-            Mount::Off(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
-        }
-    }
-
-    async fn npm(&self, parts: &http::request::Parts, body: Bytes, rest: &str) -> Response<Body> {
-        match &self.npm {
-            Mount::On(frontend) => match frontend.handle(parts, body, rest).await {
-                Ok(response) => response,
-                Err(error) => failure(error.status(), &error, error.retry_after()),
-            },
-            Mount::Off(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
-        }
-    }
-
-    async fn rubygems(&self, parts: &http::request::Parts, rest: &str) -> Response<Body> {
-        match &self.rubygems {
-            Mount::On(frontend) => match frontend.handle(parts, rest).await {
-                Ok(response) => response,
-                Err(error) => failure(error.status(), &error, error.retry_after()),
-            },
-            Mount::Off(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
-        }
-    }
-
-    async fn packagist(
+    /// The answer of `ecosystem`'s frontend, its error turned into a response, or 503 while it
+    /// is off.
+    async fn frontend(
         &self,
+        ecosystem: Ecosystem,
         parts: &http::request::Parts,
         body: Bytes,
         rest: &str,
     ) -> Response<Body> {
-        match &self.packagist {
-            Mount::On(frontend) => match frontend.handle(parts, body, rest).await {
+        let mounted = self.mounts.iter().find(|(each, _)| *each == ecosystem);
+        match mounted.map(|(_, frontend)| frontend) {
+            Some(Ok(frontend)) => match frontend.handle(parts, body, rest).await {
                 Ok(response) => response,
-                Err(error) => failure(error.status(), &error, error.retry_after()),
+                Err(error) => failure(&*error),
             },
-            Mount::Off(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+            Some(Err(reason)) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the {} frontend was not built", ecosystem.key()),
+            ),
         }
     }
 
@@ -135,16 +100,6 @@ impl App {
             ),
         }
     }
-}
-
-/// Splits `/pypi/simple/x/` into `("pypi", "/simple/x/")`.
-fn mount_of(path: &str) -> Option<(&'static str, &str)> {
-    ["pypi", "npm", "rubygems", "packagist"]
-        .into_iter()
-        .find_map(|mount| {
-            let rest = path.strip_prefix('/')?.strip_prefix(mount)?;
-            (rest.is_empty() || rest.starts_with('/')).then_some((mount, rest))
-        })
 }
 
 /// The largest request body accepted (npm audit posts the whole dependency tree).
@@ -185,16 +140,13 @@ async fn read_body(
 
 /// An error response: the status, `Retry-After` where waiting helps, and the one-line reason.
 /// The full error chain goes to the log, never to the client.
-fn failure(
-    status: StatusCode,
-    error: &(dyn std::error::Error + 'static),
-    retry_after: Option<Duration>,
-) -> Response<Body> {
+fn failure(error: &dyn Classify) -> Response<Body> {
+    let status = error.status();
     if status.is_server_error() {
-        tracing::warn!(error = %chain(error), "request failed");
+        tracing::warn!(error = %proxy::chain(error), "request failed");
     }
     let mut response = text(status, &error.to_string());
-    if let Some(after) = retry_after {
+    if let Some(after) = error.retry_after() {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
@@ -213,30 +165,57 @@ fn text(status: StatusCode, reason: &str) -> Response<Body> {
     response
 }
 
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt as _;
+    use pmcache_pypi as pypi;
+
     use super::*;
 
-    #[test]
-    fn mounts_match_whole_segments() {
-        assert_eq!(mount_of("/pypi/simple/"), Some(("pypi", "/simple/")));
-        assert_eq!(mount_of("/pypi"), Some(("pypi", "")));
-        assert_eq!(mount_of("/pypifoo"), None);
-        assert_eq!(
-            mount_of("/npm/@scope%2fname"),
-            Some(("npm", "/@scope%2fname"))
+    /// Log lines written while a test runs.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_log_gets_the_whole_chain_and_the_client_one_line() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by peer");
+        let error = pypi::Error::Proxy(proxy::Error::Connect {
+            url: "http://127.0.0.1:9/simple/demo/".to_owned(),
+            source: Box::new(refused),
+        });
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let response = tracing::subscriber::with_default(subscriber, || failure(&error));
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains(
+                "upstream http://127.0.0.1:9/simple/demo/ could not be reached: refused by peer"
+            ),
+            "{logged}"
         );
-        assert_eq!(mount_of("/healthz"), None);
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &body[..],
+            b"upstream http://127.0.0.1:9/simple/demo/ could not be reached\n"
+        );
     }
 }

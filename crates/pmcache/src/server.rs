@@ -1,27 +1,22 @@
 //! `pmcache serve`: opens the store, builds the frontends, listens, and shuts down gracefully on
 //! SIGTERM or Ctrl-C (in-flight requests get a grace period; batched bookkeeping is flushed).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use hyper_util::server::graceful::GracefulShutdown;
-use pmcache_npm as npm;
-use pmcache_packagist as packagist;
 use pmcache_proxy::Proxy;
-use pmcache_pypi as pypi;
-use pmcache_rubygems as rubygems;
 use pmcache_store::Store;
 use tokio::net::TcpListener;
-use url::Url;
 
 use crate::config::{Config, ServerConfig};
 use crate::connection::{self, Admission, Protocols};
 use crate::control::Control;
+use crate::frontend::{Ecosystem, Frontend};
 use crate::input::Limits;
 use crate::metrics::Metrics;
-use crate::router::{App, Mount};
+use crate::router::App;
 
 /// How long in-flight requests may run on after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -43,11 +38,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
+    let mut mounts = Vec::with_capacity(Ecosystem::ALL.len());
+    for ecosystem in Ecosystem::ALL {
+        let frontend = Frontend::build(ecosystem, &config, &proxy, local).await;
+        mounts.push((ecosystem, frontend));
+    }
     let app = Arc::new(App {
-        pypi: pypi_mount(&config, &proxy, local).await,
-        npm: npm_mount(&config, &proxy, local).await,
-        rubygems: rubygems_mount(&config, &proxy).await,
-        packagist: packagist_mount(&config, &proxy).await,
+        mounts,
         metrics: Metrics::new(store.clone(), proxy.clone()),
         limits: Limits::new(&config.server),
     });
@@ -194,214 +191,5 @@ async fn maintain_periodically(store: Store, config: pmcache_store::Config) {
             Err(error) => tracing::warn!(%error, "store maintenance task failed"),
         }
         tokio::time::sleep(MAINTAIN_GAP).await;
-    }
-}
-
-/// The PyPI frontend, or the reason it is off (logged once, in one line naming the key to set).
-async fn pypi_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<pypi::Frontend> {
-    if !config.pypi.enabled {
-        return Mount::Off("the PyPI frontend is disabled (pypi.enabled = false)".to_owned());
-    }
-    let public_url = config.public_url.clone();
-    let discover = move || {
-        pypi::discover::discover(&|url| is_self(url, local, public_url.as_ref()))
-            .map(|found| (found.url, found.source))
-    };
-    let names = Names {
-        label: "PyPI",
-        key: "pypi",
-        mount: "/pypi/",
-    };
-    match resolve_upstream(
-        proxy,
-        &names,
-        &config.pypi.upstream,
-        discover,
-        pmcache_proxy::base_url,
-    )
-    .await
-    {
-        Ok(upstream) => Mount::On(pypi::Frontend::new(proxy.clone(), upstream, &config.pypi)),
-        Err(message) => Mount::Off(message),
-    }
-}
-
-/// The npm frontend, or the reason it is off.
-async fn npm_mount(config: &Config, proxy: &Proxy, local: SocketAddr) -> Mount<npm::Frontend> {
-    if !config.npm.enabled {
-        return Mount::Off("the npm frontend is disabled (npm.enabled = false)".to_owned());
-    }
-    let public_url = config.public_url.clone();
-    let discover = move || {
-        npm::discover::discover(&|url| is_self(url, local, public_url.as_ref()))
-            .map(|found| (found.url, found.source))
-    };
-    let names = Names {
-        label: "npm",
-        key: "npm",
-        mount: "/npm/",
-    };
-    match resolve_upstream(
-        proxy,
-        &names,
-        &config.npm.upstream,
-        discover,
-        pmcache_proxy::base_url,
-    )
-    .await
-    {
-        Ok(upstream) => Mount::On(npm::Frontend::new(
-            proxy.clone(),
-            upstream,
-            &config.npm,
-            config.public_url.clone(),
-        )),
-        Err(message) => Mount::Off(message),
-    }
-}
-
-/// The RubyGems frontend, or the reason it is off.
-async fn rubygems_mount(config: &Config, proxy: &Proxy) -> Mount<rubygems::Frontend> {
-    if !config.rubygems.enabled {
-        return Mount::Off(
-            "the RubyGems frontend is disabled (rubygems.enabled = false)".to_owned(),
-        );
-    }
-    let names = Names {
-        label: "RubyGems",
-        key: "rubygems",
-        mount: "/rubygems/",
-    };
-    // There is no client setting to discover: the default is rubygems.org itself.
-    let discover = || Err("RubyGems has no auto discovery; name a gem server URL".to_owned());
-    match resolve_upstream(
-        proxy,
-        &names,
-        &config.rubygems.upstream,
-        discover,
-        pmcache_proxy::base_url,
-    )
-    .await
-    {
-        Ok(upstream) => Mount::On(rubygems::Frontend::new(
-            proxy.clone(),
-            upstream,
-            &config.rubygems,
-        )),
-        Err(message) => Mount::Off(message),
-    }
-}
-
-/// The Packagist frontend, or the reason it is off.
-async fn packagist_mount(config: &Config, proxy: &Proxy) -> Mount<packagist::Frontend> {
-    if !config.packagist.enabled {
-        return Mount::Off(
-            "the Packagist frontend is disabled (packagist.enabled = false)".to_owned(),
-        );
-    }
-    let names = Names {
-        label: "Packagist",
-        key: "packagist",
-        mount: "/packagist/",
-    };
-    // There is no client setting to discover: the default is Packagist itself.
-    let discover =
-        || Err("Packagist has no auto discovery; name a Composer repository URL".to_owned());
-    match resolve_upstream(
-        proxy,
-        &names,
-        &config.packagist.upstream,
-        discover,
-        pmcache_proxy::base_url,
-    )
-    .await
-    {
-        Ok(upstream) => Mount::On(packagist::Frontend::new(
-            proxy.clone(),
-            upstream,
-            &config.packagist,
-            config.public_url.clone(),
-        )),
-        Err(message) => Mount::Off(message),
-    }
-}
-
-/// How a frontend is named in log lines and error messages.
-struct Names {
-    label: &'static str,
-    key: &'static str,
-    mount: &'static str,
-}
-
-/// Resolves an `upstream` setting: `auto` through the frontend's discovery, else as a URL.
-/// On failure the message (logged once) says which key or variable to set.
-async fn resolve_upstream(
-    proxy: &Proxy,
-    names: &Names,
-    setting: &str,
-    discover: impl FnOnce() -> Result<(Url, String), String> + Send + 'static,
-    parse: fn(&str) -> Option<Url>,
-) -> Result<Url, String> {
-    let Names { label, key, mount } = names;
-    let variable = format!("PMCACHE_{}_UPSTREAM", key.to_ascii_uppercase());
-    let resolved = if setting == "auto" {
-        let discovered = tokio::task::spawn_blocking(discover)
-            .await
-            .unwrap_or_else(|e| Err(format!("discovery task failed: {e}")));
-        match discovered {
-            Ok((url, source)) => {
-                tracing::info!(upstream = %url, %source, "{label} upstream discovered");
-                Ok(url)
-            }
-            Err(reason) => Err(format!(
-                "the {label} frontend is off: no upstream found ({reason}); set {key}.upstream in the config or {variable}"
-            )),
-        }
-    } else {
-        parse(setting).ok_or_else(|| {
-            format!("the {label} frontend is off: {key}.upstream = {setting:?} is not an http(s) URL or \"auto\"")
-        })
-    };
-    match &resolved {
-        Ok(upstream) => {
-            tracing::info!(%upstream, "{label} frontend on {mount}");
-            // A configured upstream may be on a private address; hosts its documents name may not.
-            proxy.trust_upstream(upstream);
-        }
-        Err(message) => tracing::error!("{message}"),
-    }
-    resolved
-}
-
-/// True when `url` points back at this pmcache (its listen address or public URL).
-fn is_self(url: &Url, local: SocketAddr, public_url: Option<&Url>) -> bool {
-    let same_port = url.port_or_known_default() == Some(local.port());
-    let local_host = match url.host() {
-        Some(url::Host::Domain(domain)) => domain == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || std::net::IpAddr::V4(ip) == local.ip(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || std::net::IpAddr::V6(ip) == local.ip(),
-        None => false,
-    };
-    let public = public_url.is_some_and(|public| {
-        public.host_str() == url.host_str()
-            && public.port_or_known_default() == url.port_or_known_default()
-    });
-    (same_port && local_host) || public
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recognises_its_own_address() {
-        let local: SocketAddr = "127.0.0.1:7878".parse().unwrap();
-        let own = Url::parse("http://localhost:7878/pypi/simple/").unwrap();
-        let other = Url::parse("http://127.0.0.1:7879/simple/").unwrap();
-        assert!(is_self(&own, local, None));
-        assert!(!is_self(&other, local, None));
-        let public = Url::parse("https://cache.ci.example/").unwrap();
-        let via_public = Url::parse("https://cache.ci.example/pypi/simple/").unwrap();
-        assert!(is_self(&via_public, local, Some(&public)));
     }
 }

@@ -1,0 +1,309 @@
+//! The four frontends behind one type: the wiring table (each ecosystem's names, path rule and
+//! upstream discovery), how a frontend is built from its config section, and how a request
+//! reaches it.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::Response;
+use http::request::Parts;
+use pmcache_npm as npm;
+use pmcache_packagist as packagist;
+use pmcache_proxy::{Body, Classify, Proxy};
+use pmcache_pypi as pypi;
+use pmcache_rubygems as rubygems;
+use url::Url;
+
+use crate::config::Config;
+
+/// An ecosystem pmcache serves: a row of the wiring table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ecosystem {
+    Pypi,
+    Npm,
+    Rubygems,
+    Packagist,
+}
+
+/// Finds the upstream the local client would use (and where that setting came from), given
+/// what counts as this pmcache itself; or says why there is none.
+type Discover = fn(&dyn Fn(&Url) -> bool) -> Result<(Url, String), String>;
+
+/// How an ecosystem is wired.
+struct Wiring {
+    /// Its config section, mount segment, and label in metrics and logs (`pypi`).
+    key: &'static str,
+    /// How people write it (`PyPI`).
+    label: &'static str,
+    /// Whether its routes take a percent-encoded `/` inside a segment: npm scoped names
+    /// (`@scope%2fname`) and Composer dist references (branch names such as `feature/x`).
+    encoded_slash: bool,
+    /// How `upstream = "auto"` is resolved.
+    discover: Discover,
+}
+
+impl Ecosystem {
+    /// Every ecosystem, in the order they are built and listed.
+    pub const ALL: [Ecosystem; 4] = [
+        Ecosystem::Pypi,
+        Ecosystem::Npm,
+        Ecosystem::Rubygems,
+        Ecosystem::Packagist,
+    ];
+
+    fn wiring(self) -> Wiring {
+        match self {
+            Ecosystem::Pypi => Wiring {
+                key: "pypi",
+                label: "PyPI",
+                encoded_slash: false,
+                discover: |is_self| pypi::discover::discover(is_self).map(|f| (f.url, f.source)),
+            },
+            Ecosystem::Npm => Wiring {
+                key: "npm",
+                label: "npm",
+                encoded_slash: true,
+                discover: |is_self| npm::discover::discover(is_self).map(|f| (f.url, f.source)),
+            },
+            // There is no client setting to discover: the default is rubygems.org itself.
+            Ecosystem::Rubygems => Wiring {
+                key: "rubygems",
+                label: "RubyGems",
+                encoded_slash: false,
+                discover: |_| {
+                    Err("RubyGems has no auto discovery; name a gem server URL".to_owned())
+                },
+            },
+            // There is no client setting to discover: the default is Packagist itself.
+            Ecosystem::Packagist => Wiring {
+                key: "packagist",
+                label: "Packagist",
+                encoded_slash: true,
+                discover: |_| {
+                    Err(
+                        "Packagist has no auto discovery; name a Composer repository URL"
+                            .to_owned(),
+                    )
+                },
+            },
+        }
+    }
+
+    /// Its config section, mount segment, and label in metrics and logs (`pypi`).
+    pub fn key(self) -> &'static str {
+        self.wiring().key
+    }
+
+    /// Whether its routes take a percent-encoded `/` inside a segment.
+    pub fn takes_encoded_slash(self) -> bool {
+        self.wiring().encoded_slash
+    }
+
+    /// Splits `/pypi/simple/x/` into `(Pypi, "/simple/x/")`; None outside every mount.
+    pub fn mounted_at(path: &str) -> Option<(Ecosystem, &str)> {
+        Ecosystem::ALL.into_iter().find_map(|ecosystem| {
+            let rest = path.strip_prefix('/')?.strip_prefix(ecosystem.key())?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((ecosystem, rest))
+        })
+    }
+
+    /// The keys of its config section that every frontend shares.
+    fn section(self, config: &Config) -> (bool, &str) {
+        match self {
+            Ecosystem::Pypi => (config.pypi.enabled, &config.pypi.upstream),
+            Ecosystem::Npm => (config.npm.enabled, &config.npm.upstream),
+            Ecosystem::Rubygems => (config.rubygems.enabled, &config.rubygems.upstream),
+            Ecosystem::Packagist => (config.packagist.enabled, &config.packagist.upstream),
+        }
+    }
+}
+
+/// A frontend of any ecosystem.
+pub enum Frontend {
+    Pypi(pypi::Frontend),
+    Npm(npm::Frontend),
+    Rubygems(rubygems::Frontend),
+    Packagist(packagist::Frontend),
+}
+
+/// The error a frontend answered with, classified, with its whole chain of causes.
+pub type Failure = Box<dyn Classify>;
+
+impl Frontend {
+    /// Answers one request below the frontend's mount (`rest` is the path after it).
+    pub async fn handle(
+        &self,
+        parts: &Parts,
+        body: Bytes,
+        rest: &str,
+    ) -> Result<Response<Body>, Failure> {
+        match self {
+            Frontend::Pypi(frontend) => frontend.handle(parts, rest).await.map_err(boxed),
+            Frontend::Npm(frontend) => frontend.handle(parts, body, rest).await.map_err(boxed),
+            Frontend::Rubygems(frontend) => frontend.handle(parts, rest).await.map_err(boxed),
+            Frontend::Packagist(frontend) => {
+                frontend.handle(parts, body, rest).await.map_err(boxed)
+            }
+        }
+    }
+
+    /// Builds `ecosystem`'s frontend from its config section, resolving its upstream; else the
+    /// reason it is off, logged once in one line that names the key to set.
+    pub async fn build(
+        ecosystem: Ecosystem,
+        config: &Config,
+        proxy: &Proxy,
+        local: SocketAddr,
+    ) -> Result<Frontend, String> {
+        let Wiring {
+            key,
+            label,
+            discover,
+            ..
+        } = ecosystem.wiring();
+        let (enabled, setting) = ecosystem.section(config);
+        if !enabled {
+            return Err(format!(
+                "the {label} frontend is disabled ({key}.enabled = false)"
+            ));
+        }
+        let public_url = config.public_url.clone();
+        let discover = move || discover(&|url| is_self(url, local, public_url.as_ref()));
+        let upstream = resolve_upstream(proxy, ecosystem, setting, discover).await?;
+        let proxy = proxy.clone();
+        let public_url = config.public_url.clone();
+        Ok(match ecosystem {
+            Ecosystem::Pypi => Frontend::Pypi(pypi::Frontend::new(proxy, upstream, &config.pypi)),
+            Ecosystem::Npm => {
+                Frontend::Npm(npm::Frontend::new(proxy, upstream, &config.npm, public_url))
+            }
+            Ecosystem::Rubygems => {
+                Frontend::Rubygems(rubygems::Frontend::new(proxy, upstream, &config.rubygems))
+            }
+            Ecosystem::Packagist => Frontend::Packagist(packagist::Frontend::new(
+                proxy,
+                upstream,
+                &config.packagist,
+                public_url,
+            )),
+        })
+    }
+}
+
+fn boxed(error: impl Classify) -> Failure {
+    Box::new(error)
+}
+
+/// Resolves an `upstream` setting: `auto` through the ecosystem's discovery, else as a URL.
+/// On failure the message (logged once) says which key or variable to set.
+async fn resolve_upstream(
+    proxy: &Proxy,
+    ecosystem: Ecosystem,
+    setting: &str,
+    discover: impl FnOnce() -> Result<(Url, String), String> + Send + 'static,
+) -> Result<Url, String> {
+    let Wiring { key, label, .. } = ecosystem.wiring();
+    let variable = format!("PMCACHE_{}_UPSTREAM", key.to_ascii_uppercase());
+    let resolved = if setting == "auto" {
+        let discovered = tokio::task::spawn_blocking(discover)
+            .await
+            .unwrap_or_else(|e| Err(format!("discovery task failed: {e}")));
+        match discovered {
+            Ok((url, source)) => {
+                tracing::info!(upstream = %url, %source, "{label} upstream discovered");
+                Ok(url)
+            }
+            Err(reason) => Err(format!(
+                "the {label} frontend is off: no upstream found ({reason}); set {key}.upstream in the config or {variable}"
+            )),
+        }
+    } else {
+        pmcache_proxy::base_url(setting).ok_or_else(|| {
+            format!("the {label} frontend is off: {key}.upstream = {setting:?} is not an http(s) URL or \"auto\"")
+        })
+    };
+    match &resolved {
+        Ok(upstream) => {
+            tracing::info!(%upstream, "{label} frontend on /{key}/");
+            // A configured upstream may be on a private address; hosts its documents name may not.
+            proxy.trust_upstream(upstream);
+        }
+        Err(message) => tracing::error!("{message}"),
+    }
+    resolved
+}
+
+/// True when `url` points back at this pmcache (its listen address or public URL).
+fn is_self(url: &Url, local: SocketAddr, public_url: Option<&Url>) -> bool {
+    let same_port = url.port_or_known_default() == Some(local.port());
+    let local_host = match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || std::net::IpAddr::V4(ip) == local.ip(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || std::net::IpAddr::V6(ip) == local.ip(),
+        None => false,
+    };
+    let public = public_url.is_some_and(|public| {
+        public.host_str() == url.host_str()
+            && public.port_or_known_default() == url.port_or_known_default()
+    });
+    (same_port && local_host) || public
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_match_whole_segments() {
+        assert_eq!(
+            Ecosystem::mounted_at("/pypi/simple/"),
+            Some((Ecosystem::Pypi, "/simple/"))
+        );
+        assert_eq!(Ecosystem::mounted_at("/pypi"), Some((Ecosystem::Pypi, "")));
+        assert_eq!(Ecosystem::mounted_at("/pypifoo"), None);
+        assert_eq!(
+            Ecosystem::mounted_at("/npm/@scope%2fname"),
+            Some((Ecosystem::Npm, "/@scope%2fname"))
+        );
+        assert_eq!(Ecosystem::mounted_at("/healthz"), None);
+    }
+
+    #[test]
+    fn only_npm_and_packagist_take_encoded_slashes() {
+        let taking: Vec<&str> = Ecosystem::ALL
+            .into_iter()
+            .filter(|ecosystem| ecosystem.takes_encoded_slash())
+            .map(Ecosystem::key)
+            .collect();
+        assert_eq!(taking, ["npm", "packagist"]);
+    }
+
+    #[test]
+    fn every_ecosystem_has_its_config_section() {
+        let mut config = Config::default();
+        config.rubygems.enabled = false;
+        config.packagist.upstream = "http://127.0.0.1:1/repo/".to_owned();
+        assert_eq!(
+            Ecosystem::Rubygems.section(&config),
+            (false, "https://rubygems.org/")
+        );
+        assert_eq!(
+            Ecosystem::Packagist.section(&config),
+            (true, "http://127.0.0.1:1/repo/")
+        );
+        assert_eq!(Ecosystem::Pypi.section(&config), (true, "auto"));
+        assert_eq!(Ecosystem::Npm.section(&config), (true, "auto"));
+    }
+
+    #[test]
+    fn recognises_its_own_address() {
+        let local: SocketAddr = "127.0.0.1:7878".parse().unwrap();
+        let own = Url::parse("http://localhost:7878/pypi/simple/").unwrap();
+        let other = Url::parse("http://127.0.0.1:7879/simple/").unwrap();
+        assert!(is_self(&own, local, None));
+        assert!(!is_self(&other, local, None));
+        let public = Url::parse("https://cache.ci.example/").unwrap();
+        let via_public = Url::parse("https://cache.ci.example/pypi/simple/").unwrap();
+        assert!(is_self(&via_public, local, Some(&public)));
+    }
+}
