@@ -82,12 +82,17 @@ fi
 CARGO_DENY_VERSION=0.20.2
 CARGO_MACHETE_VERSION=0.9.2
 cargo_root="$tools/cargo"
-cargo_tool() { # cargo_tool CRATE VERSION: installs CRATE at VERSION unless exactly that is there
-  if cargo install --list --root "$cargo_root" 2>/dev/null | grep -qx "$1 v$2:"; then
+cargo_tool() { # cargo_tool CRATE VERSION: installs CRATE at VERSION unless exactly that runs
+  local found
+  found=$("$cargo_root/bin/$1" --version 2>/dev/null || true)
+  if [[ $found == "$2" || $found == "$1 $2" ]]; then
     echo "test tools present: $1 $2 in target/test-tools/cargo"
   else
     echo "installing into target/test-tools/cargo: $1 $2"
-    cargo install --locked --quiet --root "$cargo_root" "$1" --version "$2"
+    # --force: cargo's record of installed crates may outlive a binary removed since.
+    cargo install --locked --quiet --force --root "$cargo_root" "$1" --version "$2"
+    found=$("$cargo_root/bin/$1" --version 2>/dev/null || true)
+    [[ $found == "$2" || $found == "$1 $2" ]] || { echo "$1 $2 did not install" >&2; exit 1; }
   fi
 }
 cargo_tool cargo-deny "$CARGO_DENY_VERSION"
