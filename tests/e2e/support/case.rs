@@ -67,8 +67,7 @@ impl<U> Case<U> {
     fn spawn(&mut self) -> Result<()> {
         // The old process goes (and prints its log) before the new one opens the data dir.
         self.pmcache = None;
-        let launch = Launch::serve(self.dir.path(), &self.data_dir(), &[])?;
-        let mut launch = launch;
+        let mut launch = Launch::serve(self.dir.path(), &self.data_dir(), &[])?;
         launch.env.extend(self.settings.iter().cloned());
         self.pmcache = Some(Pmcache::spawn(launch)?);
         Ok(())
