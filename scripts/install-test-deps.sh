@@ -74,3 +74,26 @@ else
   "$tools/uv/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
   [[ "$("$uv_bin" --version 2>/dev/null || true)" == "uv $UV_VERSION"* ]] || { echo "uv $UV_VERSION did not install" >&2; exit 1; }
 fi
+
+# --- Rust tools scripts/test.sh runs besides cargo's own: cargo-deny (bans, licences, sources)
+# and cargo-machete (unused dependencies), from the Rust crate registry at pinned versions, each
+# built once with its own lockfile into target/test-tools/cargo. cargo-deny compiles for several
+# minutes the first time.
+CARGO_DENY_VERSION=0.20.2
+CARGO_MACHETE_VERSION=0.9.2
+cargo_root="$tools/cargo"
+cargo_tool() { # cargo_tool CRATE VERSION: installs CRATE at VERSION unless exactly that runs
+  local found
+  found=$("$cargo_root/bin/$1" --version 2>/dev/null || true)
+  if [[ $found == "$2" || $found == "$1 $2" ]]; then
+    echo "test tools present: $1 $2 in target/test-tools/cargo"
+  else
+    echo "installing into target/test-tools/cargo: $1 $2"
+    # --force: cargo's record of installed crates may outlive a binary removed since.
+    cargo install --locked --quiet --force --root "$cargo_root" "$1" --version "$2"
+    found=$("$cargo_root/bin/$1" --version 2>/dev/null || true)
+    [[ $found == "$2" || $found == "$1 $2" ]] || { echo "$1 $2 did not install" >&2; exit 1; }
+  fi
+}
+cargo_tool cargo-deny "$CARGO_DENY_VERSION"
+cargo_tool cargo-machete "$CARGO_MACHETE_VERSION"

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The one test command (README; CI's .ci/run calls it): installs what the tests need, then runs
-# the formatter check, clippy and every test of the workspace, end-to-end tests included, then
-# the live tests when their upstream answers.
+# the formatter check, clippy, rustdoc with warnings denied, cargo-deny (bans, licences,
+# sources), cargo-machete (unused dependencies) and every test of the workspace, end-to-end
+# tests included, then the live tests when their upstream answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+# cargo-deny and cargo-machete, as installed (pinned) by install-test-deps.sh.
+export PATH="$PWD/target/test-tools/cargo/bin:$PATH"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked --quiet
+# Advisories are left out: their database cannot be downloaded here (see deny.toml).
+cargo deny --locked check bans licenses sources
+cargo machete
 cargo test --workspace --locked
 
 # The index the local pip uses, found as pmcache's `upstream = "auto"` finds it: pip's configured

@@ -8,16 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use tempfile::TempDir;
 
 use crate::support::concurrent::{Batch, Get, Transport, get_all};
-use crate::support::egress_trap::EgressTrap;
 use crate::support::npm::Sandbox;
 use crate::support::npm_tree::{Tree, tree};
 use crate::support::npm_upstream::{Latency, NpmUpstream};
 use crate::support::pip::PIP_ACCEPT;
 use crate::support::pmcache;
-use crate::support::pmcache::{Launch, Pmcache};
 use crate::support::pypi_projects::projects;
 use crate::support::pypi_upstream::{Options, PageFormat, PypiUpstream, Server};
 use crate::support::{self, gunzip, http, sha256_hex, tls};
@@ -52,63 +49,35 @@ const RETRY_SIGNS: [&str; 8] = [
     "ERR_PNPM_",
 ];
 
-/// One test's world: a temp dir, the tree upstream, the egress trap and pmcache in front of the
-/// upstream. Fields drop in order: pmcache first (printing its log), the temp dir last.
-struct Case {
-    pmcache: Pmcache,
-    upstream: NpmUpstream,
-    trap: EgressTrap,
-    dir: TempDir,
-}
+/// One test's world: the tree upstream, the egress trap, and pmcache in front of it.
+type Case = crate::support::case::Case<NpmUpstream>;
 
 impl Case {
     /// The tree upstream answering after `latency`, and pmcache with it as npm upstream
     /// (trusting the tests' CA) and the PyPI frontend off.
-    fn start(latency: Latency) -> Result<Self> {
-        Self::start_with(latency, None)
+    fn tree(latency: Latency) -> Result<Self> {
+        Self::tree_with(latency, None)
     }
 
-    /// As [`Case::start`], with `pypi` as pmcache's PyPI upstream if given.
-    fn start_with(latency: Latency, pypi: Option<&PypiUpstream>) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("pmcache-e2e-npm-tree-")
-            .tempdir()?;
+    /// As [`Case::tree`], with `pypi` as pmcache's PyPI upstream if given.
+    fn tree_with(latency: Latency, pypi: Option<&PypiUpstream>) -> Result<Self> {
         let upstream = NpmUpstream::start_tree()?;
         upstream.set_latency(latency);
-        let trap = EgressTrap::start()?;
-        let ca_file = tls::test_ca()?.write_ca_file(dir.path())?;
-        let ca_file = ca_file.to_str().context("temp dir is not UTF-8")?;
-        let registry = upstream.registry_url();
-        let mut env = vec![
-            ("PMCACHE_NPM_UPSTREAM", registry.as_str()),
-            ("PMCACHE_UPSTREAM_CA_FILE", ca_file),
-        ];
         let pypi_settings = pypi.map(|pypi| (pypi.index_url(), pypi.trusted_hosts()));
-        match &pypi_settings {
-            Some((index, trusted)) => env.extend([
+        let settings = match &pypi_settings {
+            Some((index, trusted)) => vec![
+                ("PMCACHE_PYPI_ENABLED", "true"),
                 ("PMCACHE_PYPI_UPSTREAM", index.as_str()),
                 ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", trusted.as_str()),
-            ]),
-            None => env.push(("PMCACHE_PYPI_ENABLED", "false")),
-        }
-        let launch = Launch::serve(dir.path(), &dir.path().join("data"), &env)?;
-        let pmcache = Pmcache::spawn(launch)?;
-        Ok(Self {
-            pmcache,
-            upstream,
-            trap,
-            dir,
-        })
-    }
-
-    /// `http://127.0.0.1:PORT/npm/`: the registry URL clients get.
-    fn registry(&self) -> String {
-        format!("{}/npm/", self.pmcache.base_url())
+            ],
+            None => Vec::new(),
+        };
+        Case::npm(upstream, &settings)
     }
 
     /// A project directory `name/project` whose `package.json` depends on the tree's roots.
-    fn project(&self, name: &str, tree: &Tree) -> Result<PathBuf> {
-        let project = self.dir.path().join(name).join("project");
+    fn tree_project(&self, name: &str, tree: &Tree) -> Result<PathBuf> {
+        let project = self.path(name).join("project");
         std::fs::create_dir_all(&project)?;
         std::fs::write(project.join("package.json"), tree.package_json())?;
         Ok(project)
@@ -123,10 +92,10 @@ impl Case {
 #[test]
 fn pnpm_installs_several_hundred_packages_cold_with_no_cut_tarballs() -> Result<()> {
     let tree = tree()?;
-    let case = Case::start(NPM_LATENCY)?;
-    let project = case.project("pnpm", tree)?;
+    let case = Case::tree(NPM_LATENCY)?;
+    let project = case.tree_project("pnpm", tree)?;
     let sandbox = Sandbox::create(
-        &case.dir.path().join("pnpm").join("client"),
+        &case.path("pnpm").join("client"),
         &case.registry(),
         &case.trap,
     )?;
@@ -142,7 +111,7 @@ fn pnpm_installs_several_hundred_packages_cold_with_no_cut_tarballs() -> Result<
         case.upstream.mark(),
         case.upstream.connections(),
         case.upstream.peak_in_flight(),
-        case.pmcache.peak_rss_bytes()? / (1024 * 1024),
+        case.pmcache().peak_rss_bytes()? / (1024 * 1024),
     );
     let run = run.ensure_success("pnpm install of the tree")?;
     ensure!(
@@ -154,7 +123,7 @@ fn pnpm_installs_several_hundred_packages_cold_with_no_cut_tarballs() -> Result<
         case.upstream.mark()
     );
     ensure_installed(&project, tree)?;
-    case.pmcache.ensure_no_server_errors()?;
+    case.pmcache().ensure_no_server_errors()?;
     for tarball in &tarballs {
         let fetched = case.upstream.requests_for_tarball(tarball);
         ensure!(
@@ -196,7 +165,7 @@ fn two_hundred_concurrent_cold_documents_through_one_h2_connection() -> Result<(
         tls: Some(tls::test_ca()?),
         first_byte_delay: PYPI_LATENCY,
     })?;
-    let case = Case::start_with(NPM_LATENCY, Some(&pypi))?;
+    let case = Case::tree_with(NPM_LATENCY, Some(&pypi))?;
     let packages: Vec<&str> = tree
         .packages
         .packages
@@ -224,16 +193,16 @@ fn two_hundred_concurrent_cold_documents_through_one_h2_connection() -> Result<(
     let through = get_all(
         &gets(
             &case.registry(),
-            &format!("{}/pypi/simple/", case.pmcache.base_url()),
+            &format!("{}/pypi/simple/", case.pmcache().base_url()),
         ),
         Transport::Http1,
     )?;
-    let peak_rss = case.pmcache.peak_rss_bytes()?;
+    let peak_rss = case.pmcache().peak_rss_bytes()?;
     // Counted before the direct requests add their own connections.
     let connections = (case.upstream.connections(), pypi.connections(Server::Index));
     let over_http1 =
         pypi.http1_requests(Server::Index) + case.upstream.mark() - case.upstream.http2_requests();
-    let ca_file = case.dir.path().join("test-ca.pem");
+    let ca_file = case.path("test-ca.pem");
     let direct = get_all(
         &gets(&case.upstream.registry_url(), &pypi.index_url()),
         Transport::Http2(&ca_file),
@@ -279,7 +248,7 @@ fn two_hundred_concurrent_cold_documents_through_one_h2_connection() -> Result<(
             "the page of {project} was fetched {fetched} times, not once by pmcache and once directly"
         );
     }
-    case.pmcache.ensure_no_server_errors()?;
+    case.pmcache().ensure_no_server_errors()?;
     // How fast is the benchmark's to say (bench/cold-documents.sh, side by side with direct);
     // a stall, which this guards against, holds answers for pmcache's 30 s read timeout.
     ensure!(
@@ -308,7 +277,7 @@ const ORIGINS: usize = 200;
 #[test]
 fn two_hundred_hosts_share_one_stored_packument() -> Result<()> {
     let tree = tree()?;
-    let case = Case::start(Latency::default())?;
+    let case = Case::tree(Latency::default())?;
     let name = tree
         .giants
         .iter()
@@ -321,7 +290,7 @@ fn two_hundred_hosts_share_one_stored_packument() -> Result<()> {
     );
     let url = format!("{}{}", case.registry(), name.replace('/', "%2f"));
     let port = case
-        .pmcache
+        .pmcache()
         .base_url()
         .rsplit(':')
         .next()
@@ -436,7 +405,7 @@ fn two_hundred_hosts_share_one_stored_packument() -> Result<()> {
         "{}",
         case.upstream.request_log()
     );
-    case.pmcache.ensure_no_server_errors()
+    case.pmcache().ensure_no_server_errors()
 }
 
 /// Every `versions[*].dist.tarball` of a packument.

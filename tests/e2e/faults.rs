@@ -4,71 +4,64 @@
 //! 502/503/504 with a reason when nothing is cached, the stale copy when a page is, and a failed
 //! download that stores nothing for artifacts. Never a 404, never a panic.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
-use tempfile::TempDir;
 
 use crate::support::fault_upstream::{
     self, Behaviour, FaultUpstream, JSON_TYPE, Unanswering, refusing_addr,
 };
 use crate::support::http;
 use crate::support::pmcache::{self, Pmcache};
-use crate::support::sha256_hex;
+use crate::support::{sha256_hex, wait_until};
 
 /// An upstream whose name never resolves: `.invalid` is reserved for that (RFC 6761 §6.4).
 const UNRESOLVABLE_HOST: &str = "pmcache-fault.invalid";
 /// The timeouts pmcache runs with here: each stall costs one of them.
 const TIMEOUT: &str = "1s";
 
-/// One test's world: a temp dir, the fault upstream, and pmcache in front of it. Fields drop in
-/// order: pmcache first (printing its log), the temp dir last.
-struct Case {
-    pmcache: Pmcache,
-    upstream: FaultUpstream,
-    dir: TempDir,
-}
+/// One test's world: the fault upstream, and pmcache in front of it.
+type Case = crate::support::case::Case<FaultUpstream>;
+
+/// What pmcache runs with here besides its upstream: pages revalidated on every request,
+/// one-second timeouts, a 64 KiB document limit.
+const SETTINGS: [(&str, &str); 4] = [
+    ("PMCACHE_PYPI_METADATA_TTL", "0s"),
+    ("PMCACHE_UPSTREAM_CONNECT_TIMEOUT", TIMEOUT),
+    ("PMCACHE_UPSTREAM_READ_TIMEOUT", TIMEOUT),
+    ("PMCACHE_UPSTREAM_MAX_DOCUMENT_SIZE", "64KiB"),
+];
 
 impl Case {
-    /// The fault upstream, and pmcache in front of it with `extra` settings.
+    /// The fault upstream, and pmcache in front of it with [`SETTINGS`] and `extra`.
     fn start(extra: &[(&str, &str)]) -> Result<Self> {
-        let dir = scratch()?;
-        let upstream = FaultUpstream::start()?;
-        let pmcache = serve(dir.path(), &upstream.index_url(), extra)?;
-        Ok(Self {
-            pmcache,
-            upstream,
-            dir,
-        })
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        Case::faults(&[&SETTINGS[..], extra].concat())
     }
 }
 
-fn scratch() -> Result<TempDir> {
-    Ok(tempfile::Builder::new()
-        .prefix("pmcache-e2e-faults-")
-        .tempdir()?)
+/// pmcache with only the PyPI frontend, [`SETTINGS`] and `extra`, in front of `upstream`: a URL
+/// no fixture answers at.
+fn serve_unreachable(
+    upstream: &str,
+    extra: &[(&str, &str)],
+) -> Result<crate::support::case::Case<()>> {
+    crate::support::case::Case::new(())?.serve(&unreachable_settings(upstream, extra))
 }
 
-/// pmcache with only the PyPI frontend, in front of `upstream`: pages revalidated on every
-/// request, one-second timeouts, a 64 KiB document limit.
-fn serve(scratch: &Path, upstream: &str, extra: &[(&str, &str)]) -> Result<Pmcache> {
-    let mut env = vec![
+/// The settings of [`serve_unreachable`].
+fn unreachable_settings<'a>(
+    upstream: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut settings = vec![
         ("PMCACHE_NPM_ENABLED", "false"),
         ("PMCACHE_RUBYGEMS_ENABLED", "false"),
         ("PMCACHE_PACKAGIST_ENABLED", "false"),
         ("PMCACHE_PYPI_UPSTREAM", upstream),
-        ("PMCACHE_PYPI_METADATA_TTL", "0s"),
-        ("PMCACHE_UPSTREAM_CONNECT_TIMEOUT", TIMEOUT),
-        ("PMCACHE_UPSTREAM_READ_TIMEOUT", TIMEOUT),
-        ("PMCACHE_UPSTREAM_MAX_DOCUMENT_SIZE", "64KiB"),
     ];
-    env.extend_from_slice(extra);
-    Pmcache::serve(scratch, &scratch.join("data"), &env)
+    settings.extend_from_slice(&SETTINGS);
+    settings.extend_from_slice(extra);
+    settings
 }
 
 /// GETs `project`'s page through pmcache as PEP 691 JSON.
@@ -311,7 +304,7 @@ fn uncached_page_faults_are_gateway_errors_with_a_reason() -> Result<()> {
         case.upstream
             .set_page(fault.project, fault.behaviour.clone());
         let asked = case.upstream.page_requests(fault.project);
-        let response = get_page(&case.pmcache, fault.project)?;
+        let response = get_page(case.pmcache(), fault.project)?;
         let what = format!("{:?} on an uncached page", fault.behaviour);
         ensure_gateway_error(&response, &fault.uncached, &authority, &what)?;
         ensure!(
@@ -319,14 +312,14 @@ fn uncached_page_faults_are_gateway_errors_with_a_reason() -> Result<()> {
             "{what}: pmcache never asked the upstream"
         );
     }
-    ensure_still_serving(&case.pmcache)
+    ensure_still_serving(case.pmcache())
 }
 
 #[test]
 fn cached_pages_are_served_stale_through_every_fault() -> Result<()> {
     let case = Case::start(&[])?;
     for fault in page_faults() {
-        let cached = page_ok(&case.pmcache, fault.project)?;
+        let cached = page_ok(case.pmcache(), fault.project)?;
         ensure!(
             cached.header("x-pmcache-stale").is_none(),
             "a fresh fetch of {} is marked stale: {}",
@@ -336,7 +329,7 @@ fn cached_pages_are_served_stale_through_every_fault() -> Result<()> {
         case.upstream
             .set_page(fault.project, fault.behaviour.clone());
         let asked = case.upstream.page_requests(fault.project);
-        let response = get_page(&case.pmcache, fault.project)?;
+        let response = get_page(case.pmcache(), fault.project)?;
         let what = format!("{:?} on a cached page", fault.behaviour);
         ensure_stale(&response, &cached, &what)?;
         ensure!(
@@ -344,7 +337,7 @@ fn cached_pages_are_served_stale_through_every_fault() -> Result<()> {
             "{what}: pmcache never asked the upstream"
         );
     }
-    ensure_still_serving(&case.pmcache)
+    ensure_still_serving(case.pmcache())
 }
 
 #[test]
@@ -353,7 +346,7 @@ fn concurrent_requests_share_one_stalled_upstream_fetch() -> Result<()> {
     let case = Case::start(&[])?;
     case.upstream
         .set_page("demo", Behaviour::StallBeforeHeaders);
-    let responses = http::concurrently(CLIENTS, || get_page(&case.pmcache, "demo"));
+    let responses = http::concurrently(CLIENTS, || get_page(case.pmcache(), "demo"));
     let authority = case.upstream.authority();
     for (client, response) in responses.into_iter().enumerate() {
         let what = format!("client {client} of a stalled page");
@@ -365,7 +358,7 @@ fn concurrent_requests_share_one_stalled_upstream_fetch() -> Result<()> {
         "{} upstream requests for one stalled page",
         case.upstream.page_requests("demo")
     );
-    ensure_still_serving(&case.pmcache)
+    ensure_still_serving(case.pmcache())
 }
 
 /// RFC 9110 §10.2.3: `Retry-After` is delay-seconds or an HTTP-date; an upstream's date must be
@@ -377,7 +370,7 @@ fn upstream_retry_after_dates_are_passed_on() -> Result<()> {
     let date = fault_upstream::http_date(SystemTime::now() + WAIT);
     let busy = Behaviour::Status(429, vec![("Retry-After".to_owned(), date.clone())]);
     case.upstream.set_page("busy", busy);
-    let response = get_page(&case.pmcache, "busy")?;
+    let response = get_page(case.pmcache(), "busy")?;
     let expected = gateway(&[503], Wait::Unspecified, "429");
     ensure_gateway_error(&response, &expected, &case.upstream.authority(), "429")?;
     let value = response.header("retry-after");
@@ -393,11 +386,11 @@ fn upstream_retry_after_dates_are_passed_on() -> Result<()> {
 /// Starts pmcache in front of `upstream`, which cannot be reached, and checks that an uncached
 /// page is `expected`, with a reason naming `upstream_name`.
 fn ensure_unreachable(upstream: &str, upstream_name: &str, expected: &GatewayError) -> Result<()> {
-    let dir = scratch()?;
-    let pmcache = serve(dir.path(), upstream, &[])?;
-    let response = get_page(&pmcache, "demo")?;
+    let case = serve_unreachable(upstream, &[])?;
+    let pmcache = case.pmcache();
+    let response = get_page(pmcache, "demo")?;
     ensure_gateway_error(&response, expected, upstream_name, upstream)?;
-    ensure_still_serving(&pmcache)
+    ensure_still_serving(pmcache)
 }
 
 #[test]
@@ -417,22 +410,21 @@ fn refused_connections_are_a_bad_gateway() -> Result<()> {
 fn refused_connections_do_not_open_the_circuit() -> Result<()> {
     let addr = refusing_addr()?;
     let upstream = format!("http://{addr}/simple/");
-    let dir = scratch()?;
-    let pmcache = serve(
-        dir.path(),
+    let case = serve_unreachable(
         &upstream,
         &[
             ("PMCACHE_UPSTREAM_BREAKER_THRESHOLD", "2"),
             ("PMCACHE_UPSTREAM_BREAKER_COOLDOWN", "1h"),
         ],
     )?;
+    let pmcache = case.pmcache();
     let expected = gateway(&[502], Wait::Some, "could not be reached");
     for _ in 0..4 {
-        let response = get_page(&pmcache, "demo")?;
+        let response = get_page(pmcache, "demo")?;
         ensure_gateway_error(&response, &expected, &addr.to_string(), &upstream)?;
     }
-    ensure!(open_circuits(&pmcache)? == "0");
-    ensure_still_serving(&pmcache)
+    ensure!(open_circuits(pmcache)? == "0");
+    ensure_still_serving(pmcache)
 }
 
 #[test]
@@ -464,10 +456,10 @@ fn an_unresolvable_upstream_is_a_gateway_error() -> Result<()> {
 #[test]
 fn cached_pages_are_served_stale_when_the_upstream_is_unreachable() -> Result<()> {
     let mut case = Case::start(&[])?;
-    let cached = page_ok(&case.pmcache, "demo")?;
+    let cached = page_ok(case.pmcache(), "demo")?;
 
     case.upstream.stop();
-    let refused = get_page(&case.pmcache, "demo")?;
+    let refused = get_page(case.pmcache(), "demo")?;
     ensure_stale(&refused, &cached, "the upstream refusing connections")?;
 
     // The same data dir behind upstreams that cannot be reached at all.
@@ -477,11 +469,11 @@ fn cached_pages_are_served_stale_when_the_upstream_is_unreachable() -> Result<()
         format!("http://{UNRESOLVABLE_HOST}/simple/"),
     ];
     for upstream in unreachable {
-        case.pmcache.stop()?;
-        case.pmcache = serve(case.dir.path(), &upstream, &[])?;
-        let response = get_page(&case.pmcache, "demo")?;
+        case.pmcache_mut().stop()?;
+        case.restart_with(&[("PMCACHE_PYPI_UPSTREAM", &upstream)])?;
+        let response = get_page(case.pmcache(), "demo")?;
         ensure_stale(&response, &cached, &format!("upstream {upstream}"))?;
-        ensure_still_serving(&case.pmcache)?;
+        ensure_still_serving(case.pmcache())?;
     }
     Ok(())
 }
@@ -540,7 +532,7 @@ fn artifact_faults_fail_the_download_and_store_nothing() -> Result<()> {
     let case = Case::start(&[])?;
     let authority = case.upstream.authority();
     for fault in file_faults() {
-        let url = file_url(&case.pmcache, fault.project)?;
+        let url = file_url(case.pmcache(), fault.project)?;
         let what = format!("{:?} on a file", fault.behaviour);
         case.upstream
             .set_file(fault.project, fault.behaviour.clone());
@@ -573,7 +565,7 @@ fn artifact_faults_fail_the_download_and_store_nothing() -> Result<()> {
         .with_context(|| format!("after {what}"))?;
         pmcache::ensure_stored(&case.data_dir(), &[&sha256])?;
     }
-    ensure_still_serving(&case.pmcache)
+    ensure_still_serving(case.pmcache())
 }
 
 /// The circuit breaker's contract: after `breaker_threshold` consecutive timeouts to an origin,
@@ -587,13 +579,13 @@ fn circuit_breaker_opens_after_timeouts_and_closes_after_a_probe() -> Result<()>
         ("PMCACHE_UPSTREAM_BREAKER_COOLDOWN", "2s"),
     ])?;
     // Cached while the upstream is healthy, to be served stale while the breaker is open.
-    let kept = page_ok(&case.pmcache, "kept")?;
+    let kept = page_ok(case.pmcache(), "kept")?;
     let authority = case.upstream.authority();
 
     case.upstream
         .set_page("demo", Behaviour::StallBeforeHeaders);
     for attempt in 1..=2 {
-        let response = get_page(&case.pmcache, "demo")?;
+        let response = get_page(case.pmcache(), "demo")?;
         ensure_gateway_error(
             &response,
             &TIMED_OUT,
@@ -601,10 +593,9 @@ fn circuit_breaker_opens_after_timeouts_and_closes_after_a_probe() -> Result<()>
             &format!("timeout {attempt}"),
         )?;
     }
-    let opened = Instant::now();
     let connections = case.upstream.connections();
 
-    let refused = get_page(&case.pmcache, "demo")?;
+    let refused = get_page(case.pmcache(), "demo")?;
     let context = || format!("the breaker open: {}", refused.describe());
     ensure!(refused.status == 503, "expected 503; {}", context());
     let reason = reason_line(&refused).with_context(context)?;
@@ -623,10 +614,10 @@ fn circuit_breaker_opens_after_timeouts_and_closes_after_a_probe() -> Result<()>
         context()
     );
 
-    let stale = get_page(&case.pmcache, "kept")?;
+    let stale = get_page(case.pmcache(), "kept")?;
     ensure_stale(&stale, &kept, "a cached page while the breaker is open")?;
     ensure!(
-        open_circuits(&case.pmcache)? == "1",
+        open_circuits(case.pmcache())? == "1",
         "the metrics should show one open circuit"
     );
     ensure!(
@@ -635,22 +626,34 @@ fn circuit_breaker_opens_after_timeouts_and_closes_after_a_probe() -> Result<()>
     );
 
     case.upstream.set_page("demo", Behaviour::Normal);
-    let reopen_at = opened + COOLDOWN + Duration::from_millis(300);
-    std::thread::sleep(reopen_at.saturating_duration_since(Instant::now()));
-    page_ok(&case.pmcache, "demo").context("the probe after the cooldown")?;
+    // Refused at once until the cooldown is over; then the next request is the probe.
+    wait_until(
+        COOLDOWN * 3,
+        "the breaker to let a probe through after its cooldown",
+        || {
+            let page = get_page(case.pmcache(), "demo")?;
+            ensure!(
+                page.status == 200 || page.status == 503,
+                "while the breaker cools down: {}",
+                page.describe()
+            );
+            Ok(page.is_complete_ok())
+        },
+    )
+    .context("the probe after the cooldown")?;
     ensure!(
         case.upstream.connections() > connections,
         "the probe did not reach the upstream"
     );
     // Closed again: the next request goes upstream as usual.
     let asked = case.upstream.page_requests("demo");
-    page_ok(&case.pmcache, "demo")?;
+    page_ok(case.pmcache(), "demo")?;
     ensure!(
         case.upstream.page_requests("demo") > asked,
         "the breaker did not close after a successful probe"
     );
-    ensure!(open_circuits(&case.pmcache)? == "0");
-    ensure_still_serving(&case.pmcache)
+    ensure!(open_circuits(case.pmcache())? == "0");
+    ensure_still_serving(case.pmcache())
 }
 
 /// The value of `pmcache_upstream_open_circuits` on `/metrics`.

@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
-use tempfile::TempDir;
 
 use crate::support::fixture_server::{
     self, Body, FixtureServer, RequestLog, full_body, status_only,
 };
-use crate::support::pmcache::Pmcache;
 use crate::support::raw_http::{self, RawResponse};
 use crate::support::wait_until;
 
@@ -129,22 +127,15 @@ fn json(content_type: &'static str, value: &serde_json::Value) -> Response<Body>
 
 /// One test's world: a temp dir holding the data dir and, beside it, a secret file; the
 /// fixture upstream; pmcache with every frontend pointed at the fixture.
-struct Case {
-    pmcache: Pmcache,
-    upstream: Upstream,
-    _dir: TempDir,
-}
+type Case = crate::support::case::Case<Upstream>;
 
 impl Case {
     fn start(settings: &[(&str, &str)]) -> Result<Case> {
-        let dir = tempfile::Builder::new()
-            .prefix("pmcache-e2e-hardening-")
-            .tempdir()?;
+        let case = Case::new(Upstream::start()?)?;
         // Beside the data dir, where `data/../secret.txt` would find it.
-        std::fs::write(dir.path().join("secret.txt"), SECRET)?;
-        let upstream = Upstream::start()?;
-        let (pypi, npm) = (upstream.url("simple"), upstream.url("npm"));
-        let (gems, composer) = (upstream.url("gems"), upstream.url("composer"));
+        std::fs::write(case.path("secret.txt"), SECRET)?;
+        let (pypi, npm) = (case.upstream.url("simple"), case.upstream.url("npm"));
+        let (gems, composer) = (case.upstream.url("gems"), case.upstream.url("composer"));
         let mut env = vec![
             ("PMCACHE_PYPI_UPSTREAM", pypi.as_str()),
             ("PMCACHE_NPM_UPSTREAM", npm.as_str()),
@@ -152,16 +143,11 @@ impl Case {
             ("PMCACHE_PACKAGIST_UPSTREAM", composer.as_str()),
         ];
         env.extend_from_slice(settings);
-        let pmcache = Pmcache::serve(dir.path(), &dir.path().join("data"), &env)?;
-        Ok(Case {
-            pmcache,
-            upstream,
-            _dir: dir,
-        })
+        case.serve(&env)
     }
 
     fn addr(&self) -> Result<SocketAddr> {
-        let base = self.pmcache.base_url();
+        let base = self.pmcache().base_url();
         let authority = base.strip_prefix("http://").context("pmcache URL")?;
         Ok(authority.parse()?)
     }
@@ -642,11 +628,19 @@ fn connections_over_the_limit_get_503_and_are_counted() -> Result<()> {
 #[test]
 fn a_silent_connection_does_not_hold_up_shutdown() -> Result<()> {
     let mut case = Case::start(&[])?;
-    let silent = TcpStream::connect(case.addr()?)?;
-    // Let pmcache accept it and start waiting for its first bytes.
-    std::thread::sleep(Duration::from_millis(300));
+    let addr = case.addr()?;
+    // Metrics read over one kept-alive connection, so the gauge counts exactly it and the
+    // silent one once pmcache has taken both.
+    let mut scraper = TcpStream::connect(addr)?;
+    let silent = TcpStream::connect(addr)?;
+    wait_until(
+        Duration::from_secs(10),
+        "pmcache to take the silent connection",
+        || Ok(open_connections(&mut scraper, addr)? == 2),
+    )?;
+    drop(scraper);
     let started = Instant::now();
-    let status = case.pmcache.stop()?;
+    let status = case.pmcache_mut().stop()?;
     ensure!(status.success(), "pmcache exited with {status}");
     ensure!(
         started.elapsed() < Duration::from_secs(5),
@@ -655,6 +649,19 @@ fn a_silent_connection_does_not_hold_up_shutdown() -> Result<()> {
     );
     drop(silent);
     Ok(())
+}
+
+/// `pmcache_connections_open` at `/metrics`, asked over the kept-alive `stream` to `addr`.
+fn open_connections(stream: &mut TcpStream, addr: SocketAddr) -> Result<u64> {
+    stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let response = raw_http::read_one(stream)?;
+    ensure!(response.status == 200, "/metrics: HTTP {}", response.status);
+    let text = response.text();
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix("pmcache_connections_open "))
+        .context("no pmcache_connections_open at /metrics")?;
+    Ok(value.trim().parse()?)
 }
 
 #[test]

@@ -112,7 +112,7 @@ fn live_uv_installs_hash_pinned_set_cold_then_warm() -> Result<()> {
         filled.misses
     );
 
-    let mark = live.pmcache.log_text().len();
+    let mark = live.pmcache.requests().len();
     let warm = uv_install(&uv, &live, "warm")?;
     println!("uv, warm pmcache: {:.1?}", warm.took);
     ensure!(
@@ -167,10 +167,10 @@ impl Live {
         // included), less any pmcache setting, with the harness's PATH and log settings on top.
         launch.inherit_environment();
         let pmcache = Pmcache::spawn(launch)?;
-        let index = discovered_index(&pmcache.log_text()).with_context(|| {
+        let index = discovered_index(&pmcache).with_context(|| {
             format!(
                 "pmcache found no PyPI upstream (is pip installed?); its log:\n{}",
-                pmcache.log_text()
+                pmcache.readable_log()
             )
         })?;
         Ok(Self {
@@ -185,19 +185,17 @@ impl Live {
         self.dir.path().join(name)
     }
 
-    /// The artifact requests pmcache logged from byte `mark` of its log on.
+    /// The artifact requests pmcache answered after the first `mark` requests it logged.
     fn artifact_requests(&self, mark: usize) -> ArtifactRequests {
-        let log = self.pmcache.log_text();
         let mut counted = ArtifactRequests::default();
-        for line in log.get(mark..).unwrap_or_default().lines() {
-            if !line.contains(" path=/pypi/files/") {
+        for request in self.pmcache.requests().iter().skip(mark) {
+            if !request.path.starts_with("/pypi/files/") {
                 continue;
             }
-            // The request line's fields: `cache="miss"` (or unquoted, as text fields may be).
-            if line.contains(" cache=\"miss\"") || line.contains(" cache=miss ") {
-                counted.misses += 1;
-            } else if line.contains(" cache=\"hit\"") || line.contains(" cache=hit ") {
-                counted.hits += 1;
+            match request.cache.as_str() {
+                "miss" => counted.misses += 1,
+                "hit" => counted.hits += 1,
+                _ => {}
             }
         }
         counted
@@ -212,12 +210,13 @@ struct ArtifactRequests {
     hits: usize,
 }
 
-/// The upstream in pmcache's `PyPI upstream discovered upstream=URL …` log line.
-fn discovered_index(log: &str) -> Option<String> {
-    let line = log
-        .lines()
-        .find(|line| line.contains("PyPI upstream discovered"))?;
-    let url = line.split_once("upstream=")?.1.split_whitespace().next()?;
+/// The upstream of pmcache's `PyPI upstream discovered` log event, ending in `/`.
+fn discovered_index(pmcache: &Pmcache) -> Option<String> {
+    let event = pmcache
+        .events_named("PyPI upstream discovered")
+        .into_iter()
+        .next()?;
+    let url = event.text("upstream")?;
     Some(format!("{}/", url.trim_end_matches('/')))
 }
 

@@ -8,14 +8,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use tempfile::TempDir;
 
 use crate::support::egress_trap::EgressTrap;
 use crate::support::http;
 use crate::support::npm::{Sandbox, default_registry};
 use crate::support::npm_packages::{BIG, LEFT, LEFT_RESOLVED, Packages, SCOPED, Tarball, packages};
 use crate::support::npm_upstream::{ADVISORIES_RESULT, Fault, Kind, NpmUpstream, SEARCH_RESULT};
-use crate::support::pmcache::{self, Launch, Pmcache};
+use crate::support::pmcache::{self, LOG_FILTER, Launch, Pmcache};
 use crate::support::sha256_hex;
 
 /// The `Accept` npm (on the lockfile "inflate" path), pnpm and yarn v1 send for packuments.
@@ -41,14 +40,9 @@ const PROBE_SCRIPT: &str = "const scoped = require('@demo/scoped'); \
      console.log(JSON.stringify({scoped: scoped.version, left: scoped.left, big: big.version, \
      data: require('fs').realpathSync(big.dataPath)}));";
 
-/// One test's world: a temp dir, the fixture registry, the egress trap, and pmcache in front of
-/// the registry. Fields drop in order: pmcache first (printing its log), the temp dir last.
-struct Case {
-    pmcache: Pmcache,
-    upstream: NpmUpstream,
-    trap: EgressTrap,
-    dir: TempDir,
-}
+/// One test's world: the fixture registry, the egress trap, and pmcache in front of the
+/// registry.
+type Case = crate::support::case::Case<NpmUpstream>;
 
 impl Case {
     /// The fixture registry, and pmcache with it as npm upstream, `PMCACHE_NPM_METADATA_TTL=0s`
@@ -64,42 +58,15 @@ impl Case {
 
     /// As [`Case::start_with_ttl`], with the settings `extra` too.
     fn start_with(ttl: &str, extra: &[(&str, &str)]) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("pmcache-e2e-npm-")
-            .tempdir()?;
-        let upstream = NpmUpstream::start()?;
-        let trap = EgressTrap::start()?;
-        let registry_url = upstream.registry_url();
-        let mut env = vec![
-            ("PMCACHE_NPM_UPSTREAM", registry_url.as_str()),
-            ("PMCACHE_NPM_METADATA_TTL", ttl),
-            ("PMCACHE_PYPI_ENABLED", "false"),
-        ];
-        env.extend_from_slice(extra);
-        let mut launch = Launch::serve(dir.path(), &dir.path().join("data"), &env)?;
-        log_npm_frontend(&mut launch);
-        let pmcache = Pmcache::spawn(launch)?;
-        Ok(Self {
-            pmcache,
-            upstream,
-            trap,
-            dir,
-        })
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// `http://127.0.0.1:PORT/npm/`: the registry URL clients get.
-    fn registry(&self) -> String {
-        format!("{}/npm/", self.pmcache.base_url())
+        let mut settings = vec![("PMCACHE_NPM_METADATA_TTL", ttl)];
+        settings.extend_from_slice(extra);
+        Case::npm(NpmUpstream::start()?, &settings)
     }
 
     /// A client sandbox in its own subdirectory, using pmcache as registry.
     fn sandbox(&self, name: &str) -> Result<Sandbox> {
         Sandbox::create(
-            &self.dir.path().join(name).join("client"),
+            &self.path(name).join("client"),
             &self.registry(),
             &self.trap,
         )
@@ -107,7 +74,7 @@ impl Case {
 
     /// A project directory with [`PACKAGE_JSON`] (and `lockfile` as package-lock.json).
     fn project(&self, name: &str, lockfile: Option<&str>) -> Result<PathBuf> {
-        new_project(&self.dir.path().join(name).join("project"), lockfile)
+        new_project(&self.path(name).join("project"), lockfile)
     }
 
     /// `npm install` of the demo project in fresh dirs named `name`; checks the tree and returns
@@ -122,25 +89,11 @@ impl Case {
         Ok(project)
     }
 
-    /// No request tried to leave loopback.
-    fn ensure_no_egress(&self) -> Result<()> {
-        self.trap.ensure_nothing_caught()
-    }
-
     /// The demo tree's tarballs are blobs in pmcache's store.
     fn ensure_tree_stored(&self) -> Result<()> {
         let tree = packages()?.demo_tree()?;
         let digests: Vec<&str> = tree.iter().map(|tarball| tarball.sha256.as_str()).collect();
         pmcache::ensure_stored(&self.data_dir(), &digests)
-    }
-}
-
-/// Adds `pmcache_npm=debug` to pmcache's log filter.
-fn log_npm_frontend(launch: &mut Launch) {
-    for (key, value) in &mut launch.env {
-        if key == "RUST_LOG" {
-            value.push_str(",pmcache_npm=debug");
-        }
     }
 }
 
@@ -600,7 +553,7 @@ fn concurrent_tarball_misses_share_one_upstream_fetch() -> Result<()> {
 fn packuments_negotiate_revalidate_and_compress() -> Result<()> {
     let case = Case::start()?;
     let packages = packages()?;
-    let origin = case.pmcache.base_url().to_owned();
+    let origin = case.pmcache().base_url().to_owned();
     let url = format!("{}{LEFT}", case.registry());
 
     let full = http::get_with(&url, &[("accept", FULL_TYPE)])?;
@@ -781,7 +734,7 @@ fn packuments_negotiate_revalidate_and_compress() -> Result<()> {
 fn scoped_names_and_tarball_urls_follow_the_host() -> Result<()> {
     let case = Case::start()?;
     let scoped = packages()?.tarball(SCOPED, "1.0.0")?;
-    let origin = case.pmcache.base_url().to_owned();
+    let origin = case.pmcache().base_url().to_owned();
     let port = origin
         .rsplit(':')
         .next()
@@ -1014,14 +967,14 @@ fn registry_endpoints_pass_through_and_writes_are_refused() -> Result<()> {
 #[test]
 fn npm_ci_replays_public_registry_lockfile_through_pmcache() -> Result<()> {
     let case = Case::start()?;
-    let public = default_registry(&case.dir.path().join("discover"))?;
+    let public = default_registry(&case.path("discover"))?;
     ensure!(
         !public.contains("127.0.0.1") && !public.contains("localhost"),
         "npm's default registry {public} is on loopback: this test needs the public one"
     );
 
     // The trap catches this isolated npm's attempt to reach the public registry.
-    let probe_dir = case.dir.path().join("probe");
+    let probe_dir = case.path("probe");
     let probe = Sandbox::create(&probe_dir.join("client"), &public, &case.trap)?;
     std::fs::create_dir_all(&probe_dir)?;
     let pinged = probe.npm(&probe_dir, &["ping", "--fetch-retries=0"])?;
@@ -1173,11 +1126,11 @@ fn live_npm_install() -> Result<()> {
         &[
             ("PMCACHE_NPM_METADATA_TTL", "0s"),
             ("PMCACHE_PYPI_ENABLED", "false"),
+            ("RUST_LOG", &format!("{LOG_FILTER},pmcache_npm=debug")),
         ],
     )?;
     // `auto` must see what the local npm sees: the inherited environment (real HOME included),
     // less any pmcache setting, with the harness's PATH and log settings on top.
-    log_npm_frontend(&mut launch);
     launch.inherit_environment();
     let pmcache = Pmcache::spawn(launch)?;
     let registry = format!("{}/npm/", pmcache.base_url());

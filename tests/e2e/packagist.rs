@@ -5,12 +5,10 @@
 //! Composer expects. Every client runs in a sandbox whose only way
 //! off loopback is an egress trap, so a test also proves that nothing reached a public host.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use tempfile::TempDir;
 
 use crate::support::composer::{Project, Sandbox};
 use crate::support::egress_trap::EgressTrap;
@@ -19,7 +17,7 @@ use crate::support::packagist_packages::{
     VULN,
 };
 use crate::support::packagist_upstream::{Fault, Kind, Logged, PackagistUpstream, expand};
-use crate::support::pmcache::{self, Launch, Pmcache};
+use crate::support::pmcache::{self};
 use crate::support::{http, sha256_hex, wait_until};
 
 /// The class constants that tell which versions PHP loads.
@@ -28,34 +26,20 @@ const APP_BASE_VERSION: &str = "Proxfix\\App\\Version::BASE_VERSION";
 const BASE_VERSION: &str = "Proxfix\\Base\\Version::VERSION";
 const TOOL_VERSION: &str = "Proxfix\\Tool\\Version::VERSION";
 
-/// One test's world: a temp dir, the fixture repository and code host, the egress trap and,
-/// for most tests, pmcache in front of the repository. Fields drop in order: pmcache first
-/// (printing its log), the fixture next (printing its log), the temp dir last.
-struct Case {
-    pmcache: Option<Pmcache>,
-    upstream: PackagistUpstream,
-    trap: EgressTrap,
-    dir: TempDir,
-}
+/// One test's world: the fixture Composer repository, the egress trap and, for most tests,
+/// pmcache in front of it.
+type Case = crate::support::case::Case<PackagistUpstream>;
 
 impl Case {
     /// The fixture and the trap, no pmcache: Composer talks to the fixture directly.
     fn start() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("pmcache-e2e-packagist-")
-            .tempdir()?;
-        Ok(Self {
-            pmcache: None,
-            upstream: PackagistUpstream::start()?,
-            trap: EgressTrap::start()?,
-            dir,
-        })
+        Case::packagist_fixture()
     }
 
     /// As [`Case::start`], with pmcache in front of the fixture repository, metadata fresh for
     /// `ttl`, and the other frontends off.
     fn through_pmcache(ttl: &str) -> Result<Self> {
-        Self::through_pmcache_with(ttl, |_| Vec::new())
+        Case::packagist(ttl, |_| Vec::new())
     }
 
     /// As [`Case::through_pmcache`], with the settings `extra` makes of the fixture.
@@ -63,41 +47,12 @@ impl Case {
         ttl: &str,
         extra: impl FnOnce(&PackagistUpstream) -> Vec<(String, String)>,
     ) -> Result<Self> {
-        let mut case = Self::start()?;
-        let upstream = format!("{}/", case.upstream.repo_url());
-        let trusted = case.upstream.trusted_hosts();
-        let extra = extra(&case.upstream);
-        let mut env = vec![
-            ("PMCACHE_PACKAGIST_UPSTREAM", upstream.as_str()),
-            ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", trusted.as_str()),
-            ("PMCACHE_PACKAGIST_METADATA_TTL", ttl),
-            ("PMCACHE_PYPI_ENABLED", "false"),
-            ("PMCACHE_NPM_ENABLED", "false"),
-            ("PMCACHE_RUBYGEMS_ENABLED", "false"),
-        ];
-        env.extend(
-            extra
-                .iter()
-                .map(|(key, value)| (key.as_str(), value.as_str())),
-        );
-        let launch = Launch::serve(case.dir.path(), &case.data_dir(), &env)?;
-        case.pmcache = Some(Pmcache::spawn(launch)?);
-        Ok(case)
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn pmcache(&self) -> Result<&Pmcache> {
-        self.pmcache
-            .as_ref()
-            .context("this case runs without pmcache")
+        Case::packagist(ttl, extra)
     }
 
     /// The repository URL clients get: pmcache's `/packagist` when it runs, else the fixture.
     fn repository(&self) -> String {
-        match &self.pmcache {
+        match self.started() {
             Some(pmcache) => format!("{}/packagist", pmcache.base_url()),
             None => self.upstream.repo_url(),
         }
@@ -110,7 +65,7 @@ impl Case {
 
     /// The statuses pmcache logged for `path` (below `/packagist/`), in order.
     fn answers(&self, path: &str) -> Result<Vec<u16>> {
-        Ok(self.pmcache()?.statuses(&format!("/packagist/{path}")))
+        Ok(self.pmcache().statuses(&format!("/packagist/{path}")))
     }
 
     /// The upstream dist requests (zipball or codeload) after `mark`.
@@ -122,22 +77,17 @@ impl Case {
 
     /// A client sandbox in its own subdirectory.
     fn sandbox(&self, name: &str) -> Result<Sandbox> {
-        Sandbox::create(&self.dir.path().join(name).join("client"), &self.trap)
+        Sandbox::create(&self.path(name).join("client"), &self.trap)
     }
 
     /// A project in its own subdirectory requiring `require` from the case's repository.
     fn project(&self, name: &str, require: &[(&str, &str)]) -> Result<Project> {
         Project::create(
-            &self.dir.path().join(name).join("project"),
+            &self.path(name).join("project"),
             &self.repository(),
             require,
             None,
         )
-    }
-
-    /// No request tried to leave loopback.
-    fn ensure_no_egress(&self) -> Result<()> {
-        self.trap.ensure_nothing_caught()
     }
 
     /// The requests after `mark` for which `wanted` holds.
@@ -627,12 +577,12 @@ fn composer_install_through_pmcache_works_with_the_upstream_stopped() -> Result<
         .install(&project)?
         .ensure_success("composer install with the upstream stopped")?;
     ensure!(sandbox.php_constant(&project, APP_BASE_VERSION)? == "1.1.0");
-    let log = case.pmcache()?.log_text();
+    let served = case
+        .pmcache()
+        .cache_results("/packagist/p2/proxfix/app.json", 200);
     ensure!(
-        log.contains(
-            "path=/packagist/p2/proxfix/app.json status=200 ecosystem=\"packagist\" cache=\"stale\""
-        ),
-        "metadata should have been served stale"
+        served.iter().any(|cache| cache == "stale"),
+        "metadata should have been served stale; served {served:?}"
     );
     // A dist the stale metadata does not list may just be newer: not a 404 while the upstream
     // is away.
@@ -703,9 +653,11 @@ fn a_dist_whose_bytes_change_for_its_reference_is_refused_and_the_pinned_bytes_k
     ensure!(!case.dist_requests_since(mark).is_empty());
     pmcache::wait_for_empty_tmp(&case.data_dir())?;
     pmcache::ensure_not_stored(&case.data_dir(), &[&regenerated.sha256, pinned])?;
-    let log = case.pmcache()?.log_text();
     ensure!(
-        log.contains(pinned.as_str()) && log.contains(regenerated.sha256.as_str()),
+        case.pmcache()
+            .events()
+            .iter()
+            .any(|event| event.mentions(pinned) && event.mentions(&regenerated.sha256)),
         "the refusal should name both digests"
     );
 
@@ -992,7 +944,7 @@ fn every_name_clients_give_pmcache_is_served_from_one_cached_copy() -> Result<()
         "pmcache should listen on 127.0.0.1"
     );
     let project = Project::create(
-        &case.dir.path().join("by-name").join("project"),
+        &case.path("by-name").join("project"),
         &by_name,
         &[(APP, "^1.0")],
         None,
@@ -1033,7 +985,7 @@ fn two_hundred_hosts_share_one_stored_p2_file() -> Result<()> {
     let dists = dist_urls(&warm.body)?.len();
     ensure!(dists > 0, "{name} lists no dists");
     let port = case
-        .pmcache()?
+        .pmcache()
         .base_url()
         .rsplit(':')
         .next()
@@ -1091,7 +1043,7 @@ fn two_hundred_hosts_share_one_stored_p2_file() -> Result<()> {
             again.describe()
         );
     }
-    case.pmcache()?.ensure_no_server_errors()
+    case.pmcache().ensure_no_server_errors()
 }
 
 /// Every `dist.url` of a (minified) p2 file.

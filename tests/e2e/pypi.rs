@@ -1,11 +1,9 @@
 //! PyPI end-to-end tests: real pip through pmcache against the fixture upstream (and, in
 //! `live_pypi_install`, against the index the local pip would use).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use tempfile::TempDir;
 
 use crate::support::dists::{APP, BIG, LIB_1_0, LIB_1_1, UTIL, dists};
 use crate::support::http;
@@ -14,46 +12,21 @@ use crate::support::pmcache::{self, Launch, Pmcache};
 use crate::support::pypi_upstream::{Fault, PageFormat, PypiUpstream};
 use crate::support::{sha256_hex, wait_until};
 
-/// One test's world: a temp dir, the fixture upstream, and pmcache in front of it. Fields drop in
-/// order: pmcache first (printing its log), the temp dir last.
-struct Case {
-    pmcache: Pmcache,
-    upstream: PypiUpstream,
-    dir: TempDir,
-}
+/// One test's world: the PyPI fixture and pmcache in front of it.
+type Case = crate::support::case::Case<PypiUpstream>;
+
+/// pmcache with pages revalidated on every request.
+const TTL_ZERO: (&str, &str) = ("PMCACHE_PYPI_METADATA_TTL", "0s");
 
 impl Case {
     /// The fixture in `format`, and pmcache with `PMCACHE_PYPI_METADATA_TTL=0s`.
     fn start(format: PageFormat) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("pmcache-e2e-pypi-")
-            .tempdir()?;
-        let upstream = PypiUpstream::start(format)?;
-        let pmcache = serve(dir.path(), &upstream)?;
-        Ok(Self {
-            pmcache,
-            upstream,
-            dir,
-        })
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn index_url(&self) -> String {
-        self.pmcache.pypi_index_url()
+        Case::pypi(format, &[TTL_ZERO])
     }
 
     /// A fresh venv in its own subdirectory.
     fn venv(&self, name: &str) -> Result<Venv> {
-        Venv::create(&self.dir.path().join(name))
-    }
-
-    /// Starts pmcache again on the same data dir (the old process must be stopped).
-    fn restart(&mut self) -> Result<()> {
-        self.pmcache = serve(self.dir.path(), &self.upstream)?;
-        Ok(())
+        Venv::create(&self.path(name))
     }
 
     /// Installs demo-app into a fresh venv named `name` and checks what got installed.
@@ -63,18 +36,6 @@ impl Case {
             .ensure_success("pip install demo-app")?;
         check_demo_app_imports(&venv)
     }
-}
-
-fn serve(scratch: &Path, upstream: &PypiUpstream) -> Result<Pmcache> {
-    Pmcache::serve(
-        scratch,
-        &scratch.join("data"),
-        &[
-            ("PMCACHE_PYPI_UPSTREAM", &upstream.index_url()),
-            ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", &upstream.trusted_hosts()),
-            ("PMCACHE_PYPI_METADATA_TTL", "0s"),
-        ],
-    )
 }
 
 /// demo-app and its dependencies import, with demo_lib at the version `Demo.Lib>=1.1` selects.
@@ -217,7 +178,7 @@ fn install_demo_app_through_pmcache(format: PageFormat) -> Result<()> {
     let case = Case::start(format)?;
     let dists = dists()?;
     for project in ["demo-app", "demo-lib", "demo-util"] {
-        ensure_page_rewritten(&case.pmcache, project)?;
+        ensure_page_rewritten(case.pmcache(), project)?;
     }
 
     let venv = case.venv("client")?;
@@ -271,7 +232,7 @@ fn second_install_makes_zero_upstream_artifact_requests() -> Result<()> {
     let mark = case.upstream.mark();
 
     case.install_demo_app("second")?;
-    let lib_url = file_url(&case.pmcache, "demo-lib", LIB_1_1)?;
+    let lib_url = file_url(case.pmcache(), "demo-lib", LIB_1_1)?;
     let response = http::get(&lib_url)?;
     ensure!(
         response.is_complete_ok(),
@@ -306,7 +267,7 @@ fn install_succeeds_from_cache_with_upstream_down() -> Result<()> {
     );
     case.install_demo_app("cold")?;
 
-    let (page_url, response) = project_page(&case.pmcache, "demo-lib")?;
+    let (page_url, response) = project_page(case.pmcache(), "demo-lib")?;
     ensure!(
         response.header("x-pmcache-cache") == Some("stale"),
         "{page_url} with the upstream down should be served stale: {}",
@@ -316,7 +277,7 @@ fn install_succeeds_from_cache_with_upstream_down() -> Result<()> {
     // Back up: the page is revalidated against the upstream again.
     case.upstream.restart()?;
     let mark = case.upstream.mark();
-    let (page_url, response) = project_page(&case.pmcache, "demo-lib")?;
+    let (page_url, response) = project_page(case.pmcache(), "demo-lib")?;
     ensure!(
         response.header("x-pmcache-cache") != Some("stale")
             && case.upstream.index_requests_since(mark) > 0,
@@ -335,7 +296,7 @@ fn corrupt_upstream_file_fails_and_is_not_committed() -> Result<()> {
     let corrupt_sha256 = sha256_hex(&PypiUpstream::corrupted(lib)?);
     case.upstream.set_fault(LIB_1_1, Fault::Corrupt);
 
-    let url = file_url(&case.pmcache, "demo-lib", LIB_1_1)?;
+    let url = file_url(case.pmcache(), "demo-lib", LIB_1_1)?;
     http::ensure_failed_download(&url, "corrupt upstream bytes")?;
     let venv = case.venv("client")?;
     let failed = venv
@@ -367,7 +328,7 @@ fn upstream_cut_half_way_fails_download_and_commits_nothing() -> Result<()> {
     let util = dists()?.get(UTIL)?;
     case.upstream.set_fault(UTIL, Fault::Cut);
 
-    let url = file_url(&case.pmcache, "demo-util", UTIL)?;
+    let url = file_url(case.pmcache(), "demo-util", UTIL)?;
     http::ensure_failed_download(&url, "upstream cut half way")?;
     pmcache::wait_for_empty_tmp(&case.data_dir())?;
     pmcache::ensure_not_stored(&case.data_dir(), &[&util.sha256])?;
@@ -411,7 +372,7 @@ fn concurrent_misses_share_one_upstream_fetch() -> Result<()> {
             bytes_per_second: 8_000_000,
         },
     );
-    let url = file_url(&case.pmcache, "demo-big", BIG)?;
+    let url = file_url(case.pmcache(), "demo-big", BIG)?;
 
     let results = http::get_digest_concurrently(&url, CLIENTS);
     http::ensure_all_published(results, big.size, &big.sha256)?;
@@ -421,7 +382,7 @@ fn concurrent_misses_share_one_upstream_fetch() -> Result<()> {
         fetches == 1,
         "{CLIENTS} concurrent misses made {fetches} upstream fetches"
     );
-    let peak = case.pmcache.peak_rss_bytes()?;
+    let peak = case.pmcache().peak_rss_bytes()?;
     println!(
         "pmcache peak RSS (VmHWM) after {CLIENTS} concurrent 20 MB downloads: {:.1} MB",
         peak as f64 / 1e6
@@ -445,10 +406,10 @@ fn kill_during_fill_leaves_consistent_store() -> Result<()> {
             bytes_per_second: 1_000_000,
         },
     );
-    let url = file_url(&case.pmcache, "demo-big", BIG)?;
+    let url = file_url(case.pmcache(), "demo-big", BIG)?;
     // The restarted pmcache listens on another port; the file's path must stay valid.
     let path = url
-        .strip_prefix(case.pmcache.base_url())
+        .strip_prefix(case.pmcache().base_url())
         .context("file URL outside pmcache")?
         .to_owned();
 
@@ -461,7 +422,7 @@ fn kill_during_fill_leaves_consistent_store() -> Result<()> {
         "the upstream to send 1 MB of demo_big",
         || Ok(case.upstream.bytes_sent(BIG) >= 1_000_000),
     )?;
-    case.pmcache.kill9()?;
+    case.pmcache_mut().kill9()?;
     let interrupted = client
         .join()
         .map_err(|_| anyhow!("client thread panicked"))?;
@@ -494,7 +455,7 @@ fn kill_during_fill_leaves_consistent_store() -> Result<()> {
 
     case.upstream.clear_fault(BIG);
     let fetches_before = case.upstream.artifact_requests(BIG);
-    let url = format!("{}{path}", case.pmcache.base_url());
+    let url = format!("{}{path}", case.pmcache().base_url());
     let response = http::get_digest(&url)?;
     ensure!(
         response.status == 200 && response.body_error.is_none() && response.sha256 == big.sha256,
@@ -509,7 +470,7 @@ fn kill_during_fill_leaves_consistent_store() -> Result<()> {
         "demo_big was served after the restart without being fetched again"
     );
 
-    case.pmcache.stop()?;
+    case.pmcache_mut().stop()?;
     let verified = pmcache::verify(case.dir.path(), &data_dir)?;
     ensure!(
         verified.status.success(),
@@ -656,7 +617,7 @@ fn project_pages_negotiate_revalidate_and_compress() -> Result<()> {
     let invalid = http::get(&format!("{}bad%2e%2ename/", case.index_url()))?;
     ensure!(invalid.status == 400, "{}", invalid.describe());
 
-    let metrics = http::get(&format!("{}/metrics", case.pmcache.base_url()))?.text();
+    let metrics = http::get(&format!("{}/metrics", case.pmcache().base_url()))?.text();
     ensure!(
         metrics
             .contains("pmcache_requests_total{ecosystem=\"pypi\",cache=\"miss\",status=\"200\"}"),
@@ -695,7 +656,7 @@ fn upstream_down_with_empty_cache_is_a_gateway_error() -> Result<()> {
 fn sigterm_stops_gracefully() -> Result<()> {
     let mut case = Case::start(PageFormat::Html)?;
     case.install_demo_app("venv")?;
-    let status = case.pmcache.stop()?;
+    let status = case.pmcache_mut().stop()?;
     ensure!(status.success(), "pmcache exited with {status}");
     let verified = pmcache::verify(case.dir.path(), &case.data_dir())?;
     ensure!(

@@ -5,17 +5,15 @@
 //! only way off loopback is an egress trap, so a test also proves that nothing reached a public
 //! host.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use base64::Engine as _;
-use tempfile::TempDir;
 
-use crate::support::egress_trap::EgressTrap;
 use crate::support::gem::{GemfileSource, Project, Sandbox};
 use crate::support::http;
-use crate::support::pmcache::{self, Launch, Pmcache};
+use crate::support::pmcache::{self};
 use crate::support::rubygems_gems::{
     APP, BAD, BASE, HELD_BASE, NATIVE, NATIVE_PLATFORM, PRE, gems,
 };
@@ -30,61 +28,25 @@ fn installed_at_start() -> String {
     format!("0.1.0 1.1.0 {NATIVE_PLATFORM}")
 }
 
-/// One test's world: a temp dir, the fixture gem server, the egress trap and, for most tests,
-/// pmcache in front of the server. Fields drop in order: pmcache first (printing its log), the
-/// server next (printing its log), the temp dir last.
-struct Case {
-    pmcache: Option<Pmcache>,
-    upstream: RubygemsUpstream,
-    trap: EgressTrap,
-    dir: TempDir,
-}
+/// One test's world: the fixture gem server, the egress trap and, for most tests, pmcache in
+/// front of the server.
+type Case = crate::support::case::Case<RubygemsUpstream>;
 
 impl Case {
     /// The fixture server and the trap, no pmcache: clients talk to the fixture directly.
     fn start() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("pmcache-e2e-rubygems-")
-            .tempdir()?;
-        Ok(Self {
-            pmcache: None,
-            upstream: RubygemsUpstream::start()?,
-            trap: EgressTrap::start()?,
-            dir,
-        })
+        Case::rubygems_fixture()
     }
 
     /// As [`Case::start`], with pmcache in front of the fixture, index files fresh for `ttl`,
     /// and the other frontends off.
     fn through_pmcache(ttl: &str) -> Result<Self> {
-        let mut case = Self::start()?;
-        let launch = Launch::serve(
-            case.dir.path(),
-            &case.data_dir(),
-            &[
-                ("PMCACHE_RUBYGEMS_UPSTREAM", &case.upstream.base_url()),
-                ("PMCACHE_RUBYGEMS_METADATA_TTL", ttl),
-                ("PMCACHE_PYPI_ENABLED", "false"),
-                ("PMCACHE_NPM_ENABLED", "false"),
-            ],
-        )?;
-        case.pmcache = Some(Pmcache::spawn(launch)?);
-        Ok(case)
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn pmcache(&self) -> Result<&Pmcache> {
-        self.pmcache
-            .as_ref()
-            .context("this case runs without pmcache")
+        Case::rubygems(ttl)
     }
 
     /// The gem source clients get: pmcache's `/rubygems/` when it runs, else the fixture.
     fn source(&self) -> String {
-        match &self.pmcache {
+        match self.started() {
             Some(pmcache) => format!("{}/rubygems/", pmcache.base_url()),
             None => self.upstream.base_url(),
         }
@@ -97,26 +59,21 @@ impl Case {
 
     /// The statuses pmcache logged for requests of `path` (below `/rubygems/`), in order.
     fn answers(&self, path: &str) -> Result<Vec<u16>> {
-        Ok(self.pmcache()?.statuses(&format!("/rubygems/{path}")))
+        Ok(self.pmcache().statuses(&format!("/rubygems/{path}")))
     }
 
     /// A client sandbox in its own subdirectory.
     fn sandbox(&self, name: &str) -> Result<Sandbox> {
-        Sandbox::create(&self.dir.path().join(name).join("client"), &self.trap)
+        Sandbox::create(&self.path(name).join("client"), &self.trap)
     }
 
     /// A project whose Gemfile asks for the app and the native gem from `source`.
     fn project(&self, name: &str, source: GemfileSource<'_>) -> Result<Project> {
         Project::create(
-            &self.dir.path().join(name).join("project"),
+            &self.path(name).join("project"),
             source,
             &[(APP, &[]), (NATIVE, &[])],
         )
-    }
-
-    /// No request tried to leave loopback.
-    fn ensure_no_egress(&self) -> Result<()> {
-        self.trap.ensure_nothing_caught()
     }
 
     /// The names whose `info` was requested after `mark`, in order.
@@ -536,10 +493,10 @@ fn installs_through_pmcache_work_with_the_upstream_stopped() -> Result<()> {
         case.upstream.requests_since(mark).is_empty(),
         "the stopped upstream saw requests"
     );
-    let log = case.pmcache()?.log_text();
+    let served = case.pmcache().cache_results("/rubygems/versions", 200);
     ensure!(
-        log.contains("path=/rubygems/versions status=200 ecosystem=\"rubygems\" cache=\"stale\""),
-        "versions should have been served stale"
+        served.iter().any(|cache| cache == "stale"),
+        "versions should have been served stale; served {served:?}"
     );
     // A gem the stale index does not list may just be newer: not a 404 while the upstream is
     // away (clients would take it as "no such gem").

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
-use tempfile::TempDir;
 
 use crate::support::dists::{BIG, Dist, LIB_1_0, LIB_1_1, UTIL, dists};
 use crate::support::http;
@@ -20,55 +19,19 @@ use crate::support::{sha256_hex, wait_until};
 /// How long background eviction may take to bring the store under its cap.
 const EVICTION_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One test's world. Fields drop in order: pmcache first (printing its log), the temp dir last.
-struct Case {
-    pmcache: Pmcache,
-    upstream: PypiUpstream,
-    dir: TempDir,
-}
+/// One test's world: the PyPI fixture (HTML pages) and pmcache in front of it.
+type Case = crate::support::case::Case<PypiUpstream>;
 
 impl Case {
-    fn start(env: &[(&str, &str)]) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("pmcache-e2e-store-")
-            .tempdir()?;
-        let upstream = PypiUpstream::start(PageFormat::Html)?;
-        let pmcache = serve(dir.path(), &dir.path().join("data"), &upstream, env)?;
-        Ok(Self {
-            pmcache,
-            upstream,
-            dir,
-        })
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
     /// The path (from `/`) pmcache's project page links `filename` at.
     fn file_path(&self, dist: &Dist) -> Result<String> {
-        file_path(&self.pmcache, dist)
+        file_path(self.pmcache(), dist)
     }
 
     /// GETs `path` and fails unless it is a complete 200 with `dist`'s published bytes.
     fn fetch(&self, path: &str, dist: &Dist) -> Result<()> {
-        fetch(&self.pmcache, path, dist)
+        fetch(self.pmcache(), path, dist)
     }
-}
-
-fn serve(
-    scratch: &Path,
-    data_dir: &Path,
-    upstream: &PypiUpstream,
-    env: &[(&str, &str)],
-) -> Result<Pmcache> {
-    let (index, trusted) = (upstream.index_url(), upstream.trusted_hosts());
-    let mut all = vec![
-        ("PMCACHE_PYPI_UPSTREAM", index.as_str()),
-        ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", trusted.as_str()),
-    ];
-    all.extend_from_slice(env);
-    Pmcache::serve(scratch, data_dir, &all)
 }
 
 fn file_path(pmcache: &Pmcache, dist: &Dist) -> Result<String> {
@@ -138,7 +101,7 @@ fn metric(pmcache: &Pmcache, name: &str) -> Result<f64> {
 /// `pmcache gc` through the server then removes an unreferenced blob and a stale temp file.
 #[test]
 fn verify_and_gc_run_against_the_serving_process() -> Result<()> {
-    let case = Case::start(&[])?;
+    let case = Case::pypi(PageFormat::Html, &[])?;
     let lib = dists()?.get(LIB_1_0)?;
     let path = case.file_path(lib)?;
     case.fetch(&path, lib)?;
@@ -210,7 +173,7 @@ fn verify_and_gc_run_against_the_serving_process() -> Result<()> {
     ensure!(!orphan_path.exists() && !stale.exists(), "gc left them");
     pmcache::ensure_stored(&data_dir, &[&lib.sha256])?;
     case.fetch(&path, lib)?;
-    ensure!(metric(&case.pmcache, "pmcache_store_gc_runs_total")? >= 1.0);
+    ensure!(metric(case.pmcache(), "pmcache_store_gc_runs_total")? >= 1.0);
     Ok(())
 }
 
@@ -219,7 +182,7 @@ fn verify_and_gc_run_against_the_serving_process() -> Result<()> {
 /// then goes in the background. Evicted files are fetched again, whole.
 #[test]
 fn eviction_keeps_the_store_under_max_size() -> Result<()> {
-    let mut case = Case::start(&[])?;
+    let mut case = Case::pypi(PageFormat::Html, &[])?;
     let (old, middle, recent) = (
         dists()?.get(LIB_1_0)?,
         dists()?.get(UTIL)?,
@@ -229,37 +192,30 @@ fn eviction_keeps_the_store_under_max_size() -> Result<()> {
         .iter()
         .map(|dist| case.file_path(dist))
         .collect::<Result<Vec<_>>>()?;
-    // Last access is kept in whole seconds: a second apart makes the order unambiguous.
+    // Last access is kept in milliseconds: each fetch (an upstream fetch, an fsync'd commit and
+    // an index write) takes longer than one, so the three are ordered as fetched.
     for (path, dist) in paths.iter().zip([old, middle, recent]) {
-        std::thread::sleep(Duration::from_millis(1100));
         case.fetch(path, dist)?;
     }
-    std::thread::sleep(Duration::from_millis(1100));
     // Every stored rendering of the project pages is read again: now the most recent.
     for project in [&old.project, &middle.project] {
-        read_every_rendering(&case.pmcache, project)?;
+        read_every_rendering(case.pmcache(), project)?;
     }
-    let size = metric(&case.pmcache, "pmcache_store_size_bytes")? as u64;
-    case.pmcache.stop()?;
+    let size = metric(case.pmcache(), "pmcache_store_size_bytes")? as u64;
+    case.pmcache_mut().stop()?;
 
     let cap = (size - 1).to_string();
     let data_dir = case.data_dir();
-    case.pmcache = serve(
-        case.dir.path(),
-        &data_dir,
-        &case.upstream,
-        &[
-            ("PMCACHE_STORAGE_MAX_SIZE", &cap),
-            ("PMCACHE_STORAGE_LOW_WATER_PERCENT", "100"),
-        ],
-    )?;
+    case.restart_with(&[
+        ("PMCACHE_STORAGE_MAX_SIZE", &cap),
+        ("PMCACHE_STORAGE_LOW_WATER_PERCENT", "100"),
+    ])?;
     wait_until(EVICTION_TIMEOUT, "the oldest blob to be evicted", || {
         Ok(!blob_path(&data_dir, &old.sha256).exists())
     })?;
     pmcache::ensure_stored(&data_dir, &[&middle.sha256, &recent.sha256])?;
-    ensure!(metric(&case.pmcache, "pmcache_store_evicted_blobs_total")? == 1.0);
+    ensure!(metric(case.pmcache(), "pmcache_store_evicted_blobs_total")? == 1.0);
 
-    std::thread::sleep(Duration::from_millis(1100));
     let fetches = case.upstream.artifact_requests(LIB_1_0);
     case.fetch(&paths[0], old)?;
     ensure!(case.upstream.artifact_requests(LIB_1_0) == fetches + 1);
@@ -269,7 +225,7 @@ fn eviction_keeps_the_store_under_max_size() -> Result<()> {
         || Ok(!blob_path(&data_dir, &middle.sha256).exists()),
     )?;
     pmcache::ensure_stored(&data_dir, &[&old.sha256, &recent.sha256])?;
-    let now = metric(&case.pmcache, "pmcache_store_size_bytes")? as u64;
+    let now = metric(case.pmcache(), "pmcache_store_size_bytes")? as u64;
     ensure!(now < size, "store holds {now} bytes, cap {cap}");
     case.fetch(&paths[1], middle)?;
     let verified = pmcache::verify(case.dir.path(), &data_dir)?;
@@ -319,16 +275,37 @@ impl Drop for Mount {
     }
 }
 
-/// Fills the filesystem of `dir` until it is full, then keeps topping it up for a second: space
-/// pmcache frees a moment later (the last handle on an unlinked temp file of a failed fill
-/// closing after its client got every byte) must not make the disk look free again.
-fn fill_disk(dir: &Path) -> Result<PathBuf> {
+/// Fills the filesystem of `dir` until it is full. Space pmcache (process `pid`) frees later,
+/// when it closes its last handle on an unlinked temp file of a failed fill, must not make the
+/// disk look free again: once it holds no deleted file open, the disk is topped up again.
+fn fill_disk(dir: &Path, pid: u32) -> Result<PathBuf> {
     let path = top_up(dir)?;
-    for _ in 0..10 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        top_up(dir)?;
-    }
+    wait_until(
+        Duration::from_secs(15),
+        "pmcache to close its unlinked temp files",
+        || Ok(deleted_files_open(pid, dir)?.is_empty()),
+    )
+    .with_context(|| format!("still open: {:?}", deleted_files_open(pid, dir)))?;
+    top_up(dir)?;
     Ok(path)
+}
+
+/// The unlinked files below `dir` that process `pid` holds open (`/proc/PID/fd` links ending in
+/// ` (deleted)`).
+fn deleted_files_open(pid: u32, dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = dir.to_string_lossy();
+    let mut deleted = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        // A descriptor closed between listing and reading is not open any more.
+        let Ok(target) = std::fs::read_link(entry?.path()) else {
+            continue;
+        };
+        let target_text = target.to_string_lossy();
+        if target_text.starts_with(dir.as_ref()) && target_text.ends_with(" (deleted)") {
+            deleted.push(target);
+        }
+    }
+    Ok(deleted)
 }
 
 /// Appends to `dir/filler` until the filesystem is full.
@@ -355,57 +332,54 @@ fn top_up(dir: &Path) -> Result<PathBuf> {
 /// fill is stored again.
 #[test]
 fn a_full_disk_serves_misses_without_storing_them() -> Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("pmcache-e2e-full-")
-        .tempdir()?;
-    let data_dir = dir.path().join("data");
+    let case = Case::new(PypiUpstream::start(PageFormat::Html)?)?;
+    let data_dir = case.data_dir();
     let Some(mount) = Mount::tmpfs(&data_dir, "6m")? else {
         return Ok(());
     };
-    let upstream = PypiUpstream::start(PageFormat::Html)?;
-    let pmcache = serve(dir.path(), &data_dir, &upstream, &[])?;
+    // Declared after the mount, so dropped (pmcache stopped) before it is unmounted.
+    let case = case.serve_pypi(&[])?;
+    let pmcache = case.pmcache();
     let (cached, small, big) = (
         dists()?.get(UTIL)?,
         dists()?.get(LIB_1_0)?,
         dists()?.get(BIG)?,
     );
     let [cached_path, small_path, big_path] =
-        [cached, small, big].map(|dist| file_path(&pmcache, dist));
+        [cached, small, big].map(|dist| file_path(pmcache, dist));
     let (cached_path, small_path, big_path) = (cached_path?, small_path?, big_path?);
-    fetch(&pmcache, &cached_path, cached)?;
+    fetch(pmcache, &cached_path, cached)?;
 
     // 20 MiB into 6 MiB: the temp write fails part-way; the client still gets every byte.
-    fetch(&pmcache, &big_path, big)?;
+    fetch(pmcache, &big_path, big)?;
     pmcache::ensure_not_stored(&data_dir, &[&big.sha256])?;
     pmcache::wait_for_empty_tmp(&data_dir)?;
 
-    let filler = fill_disk(&data_dir)?;
+    let filler = fill_disk(&data_dir, pmcache.pid())?;
     for _ in 0..3 {
-        fetch(&pmcache, &small_path, small)?;
+        fetch(pmcache, &small_path, small)?;
     }
     pmcache::ensure_not_stored(&data_dir, &[&small.sha256])?;
-    fetch(&pmcache, &cached_path, cached)?;
-    ensure!(metric(&pmcache, "pmcache_store_full")? == 1.0);
-    ensure!(metric(&pmcache, "pmcache_store_uncommitted_fills_total")? >= 4.0);
-    let full_lines = pmcache
-        .log_text()
-        .lines()
-        .filter(|line| line.contains("the store's disk is full"))
-        .count();
+    fetch(pmcache, &cached_path, cached)?;
+    ensure!(metric(pmcache, "pmcache_store_full")? == 1.0);
+    ensure!(metric(pmcache, "pmcache_store_uncommitted_fills_total")? >= 4.0);
+    let full_lines = pmcache.events_starting("the store's disk is full").len();
     ensure!(
         full_lines == 1,
-        "{full_lines} full-disk log lines, expected 1:\n{}",
-        pmcache.log_text()
+        "{full_lines} full-disk log events, expected 1 (the log is printed below)"
     );
 
     std::fs::remove_file(&filler)?;
-    fetch(&pmcache, &small_path, small)?;
+    fetch(pmcache, &small_path, small)?;
     pmcache::ensure_stored(&data_dir, &[&small.sha256])?;
-    ensure!(metric(&pmcache, "pmcache_store_full")? == 0.0);
-    if !pmcache.log_text().contains("has space again") {
-        bail!("no recovery line in the log:\n{}", pmcache.log_text());
+    ensure!(metric(pmcache, "pmcache_store_full")? == 0.0);
+    if pmcache
+        .events_starting("the store's disk has space again")
+        .is_empty()
+    {
+        bail!("no recovery event in the log (printed below)");
     }
-    drop(pmcache);
+    drop(case);
     drop(mount);
     Ok(())
 }
@@ -415,7 +389,7 @@ fn a_full_disk_serves_misses_without_storing_them() -> Result<()> {
 /// stops `serve` and `verify` at start with one line naming both versions, and is left as it was.
 #[test]
 fn the_data_directory_layout_version_is_checked_at_start() -> Result<()> {
-    let mut case = Case::start(&[])?;
+    let mut case = Case::pypi(PageFormat::Html, &[])?;
     let lib = dists()?.get(LIB_1_0)?;
     let path = case.file_path(lib)?;
     case.fetch(&path, lib)?;
@@ -426,9 +400,9 @@ fn the_data_directory_layout_version_is_checked_at_start() -> Result<()> {
         "a new data directory got no layout version 1"
     );
 
-    case.pmcache.stop()?;
+    case.pmcache_mut().stop()?;
     std::fs::remove_file(&layout)?;
-    case.pmcache = serve(case.dir.path(), &data_dir, &case.upstream, &[])?;
+    case.restart()?;
     let fetches = case.upstream.artifact_requests(LIB_1_0);
     case.fetch(&path, lib)?;
     ensure!(
@@ -437,11 +411,11 @@ fn the_data_directory_layout_version_is_checked_at_start() -> Result<()> {
     );
     ensure!(layout.exists(), "the unversioned directory was not marked");
 
-    case.pmcache.stop()?;
+    case.pmcache_mut().stop()?;
     std::fs::write(&layout, "2\n")?;
     let data = data_dir.to_str().context("data dir is not UTF-8")?;
     let launch = pmcache::Launch::bare(
-        case.dir.path(),
+        &case.path(""),
         &["serve", "--listen", "127.0.0.1:0", "--data-dir", data],
     )?;
     let mut command = Command::new(pmcache::binary());
@@ -452,10 +426,10 @@ fn the_data_directory_layout_version_is_checked_at_start() -> Result<()> {
         .current_dir(&launch.cwd);
     let served = crate::support::run_bounded(
         command,
-        &case.dir.path().join("logs"),
+        &case.path("").join("logs"),
         Duration::from_secs(30),
     )?;
-    let verified = pmcache::verify(case.dir.path(), &data_dir)?;
+    let verified = pmcache::verify(&case.path(""), &data_dir)?;
     for (what, finished) in [("serve", &served), ("verify", &verified)] {
         let line = finished.stderr.trim();
         ensure!(

@@ -2,6 +2,7 @@
 //! bounded waits. Every server listens on 127.0.0.1, on port 0 unless a test says otherwise.
 
 pub mod calendar;
+pub mod case;
 pub mod client_run;
 pub mod composer;
 pub mod concurrent;

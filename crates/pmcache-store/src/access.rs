@@ -1,5 +1,6 @@
 //! Last-access times collected in memory and written to the index in batches, so that a cache
-//! hit costs no index write.
+//! hit costs no index write. Times are milliseconds since the Unix epoch: eviction orders blobs
+//! read within the same second too.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ pub(crate) struct AccessLog {
 impl AccessLog {
     pub(crate) fn note(&self, digest: Digest) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.insert(digest, now_unix());
+        pending.insert(digest, now_millis());
     }
 
     pub(crate) fn drain(&self) -> Vec<(Digest, u64)> {
@@ -23,9 +24,10 @@ impl AccessLog {
     }
 }
 
-pub(crate) fn now_unix() -> u64 {
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+pub(crate) fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or_default()
 }

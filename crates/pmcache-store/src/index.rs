@@ -79,13 +79,37 @@ pub(crate) struct Purged {
 pub(crate) struct BlobRow {
     pub(crate) digest: Digest,
     pub(crate) size: u64,
-    pub(crate) last_access: u64,
+    /// Milliseconds since the Unix epoch.
+    pub(crate) last_access_ms: u64,
 }
 
+/// A blob row as stored (JSON, so a field can be added without changing the layout).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct BlobRecord {
     size: u64,
+    /// Last access in whole seconds since the Unix epoch. Rows once had only this; it is still
+    /// written so that an older pmcache opening the same data dir keeps ordering blobs.
     last_access: u64,
+    /// Last access in milliseconds since the Unix epoch: blobs read within one second are
+    /// ordered too. Absent from rows an older pmcache wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_access_ms: Option<u64>,
+}
+
+impl BlobRecord {
+    fn new(size: u64, last_access_ms: u64) -> BlobRecord {
+        BlobRecord {
+            size,
+            last_access: last_access_ms / 1000,
+            last_access_ms: Some(last_access_ms),
+        }
+    }
+
+    /// The last access in milliseconds, from the seconds of a row an older pmcache wrote.
+    fn last_access_ms(&self) -> u64 {
+        self.last_access_ms
+            .unwrap_or_else(|| self.last_access.saturating_mul(1000))
+    }
 }
 
 /// The index file. After a failed write (a full disk, say) redb refuses every later operation
@@ -240,14 +264,13 @@ impl Index {
         Ok(entries)
     }
 
-    pub(crate) fn touch_blob(&self, digest: &Digest, size: u64, now: u64) -> Result<()> {
+    /// Records a committed blob of `size` bytes, last accessed at `now_ms` (milliseconds since
+    /// the Unix epoch).
+    pub(crate) fn touch_blob(&self, digest: &Digest, size: u64, now_ms: u64) -> Result<()> {
         let txn = self.begin_write("recording a blob")?;
         {
             let mut blobs = txn.open_table(BLOBS).map_err(index("recording a blob"))?;
-            let record = BlobRecord {
-                size,
-                last_access: now,
-            };
+            let record = BlobRecord::new(size, now_ms);
             let bytes = serde_json::to_vec(&record).expect("a blob record always serialises");
             blobs
                 .insert(digest.to_hex().as_str(), bytes.as_slice())
@@ -272,7 +295,7 @@ impl Index {
             rows.push(BlobRow {
                 digest,
                 size: record.size,
-                last_access: record.last_access,
+                last_access_ms: record.last_access_ms(),
             });
         }
         Ok(rows)
@@ -349,7 +372,8 @@ impl Index {
         Ok(named)
     }
 
-    /// One write transaction for a whole batch of last-access times.
+    /// One write transaction for a whole batch of last-access times (milliseconds since the
+    /// Unix epoch).
     pub(crate) fn record_access(&self, batch: &[(Digest, u64)]) -> Result<()> {
         let txn = self.begin_write("recording access")?;
         {
@@ -360,8 +384,8 @@ impl Index {
                     .get(key.as_str())
                     .map_err(index("recording access"))?
                     .and_then(|value| serde_json::from_slice::<BlobRecord>(value.value()).ok());
-                let Some(mut record) = existing else { continue };
-                record.last_access = record.last_access.max(*when);
+                let Some(record) = existing else { continue };
+                let record = BlobRecord::new(record.size, record.last_access_ms().max(*when));
                 let bytes = serde_json::to_vec(&record).expect("a blob record always serialises");
                 blobs
                     .insert(key.as_str(), bytes.as_slice())
@@ -420,6 +444,50 @@ mod tests {
         assert_eq!(blobs.len().unwrap(), 1);
         let value = blobs.get(known.to_hex().as_str()).unwrap().unwrap();
         let record: BlobRecord = serde_json::from_slice(value.value()).unwrap();
-        assert_eq!(record.last_access, 200);
+        assert_eq!(record.last_access_ms(), 200);
+    }
+
+    #[test]
+    fn rows_keep_milliseconds_and_whole_seconds_for_older_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let digest = Digest::of(b"blob");
+        index.touch_blob(&digest, 5, 1_700_000_000_123).unwrap();
+        index.record_access(&[(digest, 1_700_000_000_456)]).unwrap();
+        let txn = index.begin_read("testing").unwrap();
+        let blobs = txn.open_table(BLOBS).unwrap();
+        let value = blobs.get(digest.to_hex().as_str()).unwrap().unwrap();
+        let stored: serde_json::Value = serde_json::from_slice(value.value()).unwrap();
+        assert_eq!(
+            stored,
+            serde_json::json!({"size": 5, "last_access": 1_700_000_000u64, "last_access_ms": 1_700_000_000_456u64})
+        );
+    }
+
+    #[test]
+    fn rows_an_older_pmcache_wrote_read_in_milliseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let (old, new) = (Digest::of(b"old"), Digest::of(b"new"));
+        {
+            let txn = index.begin_write("testing").unwrap();
+            {
+                let mut blobs = txn.open_table(BLOBS).unwrap();
+                let row = br#"{"size":7,"last_access":1700000000}"#;
+                blobs.insert(old.to_hex().as_str(), row.as_slice()).unwrap();
+            }
+            index.commit(txn).unwrap();
+        }
+        index.touch_blob(&new, 3, 1_700_000_000_500).unwrap();
+        let mut rows = index.blob_rows().unwrap();
+        rows.sort_by_key(|row| row.last_access_ms);
+        let read: Vec<(Digest, u64, u64)> = rows
+            .iter()
+            .map(|row| (row.digest, row.size, row.last_access_ms))
+            .collect();
+        assert_eq!(
+            read,
+            [(old, 7, 1_700_000_000_000), (new, 3, 1_700_000_000_500)]
+        );
     }
 }

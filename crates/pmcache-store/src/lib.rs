@@ -155,7 +155,7 @@ impl Store {
         let committed = self.inner.blobs.commit(temp, &self.inner.holds)?;
         self.inner
             .index
-            .touch_blob(&committed.digest, committed.size, access::now_unix())?;
+            .touch_blob(&committed.digest, committed.size, access::now_millis())?;
         self.inner.counters.writable();
         if committed.new {
             self.grew(committed.size);

@@ -120,7 +120,7 @@ impl Store {
         if total <= max {
             return Ok(());
         }
-        rows.sort_by_key(|row| (row.last_access, row.digest));
+        rows.sort_by_key(|row| (row.last_access_ms, row.digest));
         let mut excess = total - low;
         let mut victims = Vec::new();
         for row in rows {
@@ -352,7 +352,8 @@ mod tests {
         (dir, store)
     }
 
-    /// Stores `body` as a blob named by an artifact record `key`, last accessed at `when`.
+    /// Stores `body` as a blob named by an artifact record `key`, last accessed at `when`
+    /// (milliseconds since the Unix epoch).
     fn artifact(store: &Store, key: &str, body: &[u8], when: u64) -> Digest {
         let committed = store.put_bytes(body).unwrap();
         let record = Record {

@@ -1,5 +1,7 @@
-//! The pmcache process under test: spawn it, wait for its listening line, stop or kill it, and
-//! look into its data dir. Its stderr goes to a file that is printed when the handle is dropped
+//! The pmcache process under test: spawn it, wait for its listening line, stop or kill it, read
+//! its metrics and its log, and look into its data dir. It logs JSON lines (`log.format =
+//! "json"`), so tests read fields (a request's path, status and cache result) rather than match
+//! text. Its stderr goes to a file that is printed, as readable lines, when the handle is dropped
 //! (libtest shows it only for failing tests).
 
 use std::fs::File;
@@ -21,6 +23,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const LISTENING_PREFIX: &str = "pmcache listening on ";
 /// How long a failed or aborted fill may take to clean its temp file up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The log filter pmcache runs with: requests (info) and the decisions of the proxy, the PyPI
+/// frontend and the store (debug). A case adds a frontend's with its own `RUST_LOG` setting.
+pub const LOG_FILTER: &str =
+    "info,pmcache=debug,pmcache_proxy=debug,pmcache_pypi=debug,pmcache_store=debug";
 
 /// Waits until a document pmcache fetched no later than `fetched_by` is at least `age` old as
 /// pmcache counts it (whole seconds of the wall clock since the fetch): then a request past
@@ -98,13 +104,9 @@ impl Launch {
                 ("HOME".to_owned(), home),
                 ("LANG".to_owned(), "C.UTF-8".to_owned()),
                 ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
-                // Plain log lines in the captured stderr file.
-                ("NO_COLOR".to_owned(), "1".to_owned()),
-                (
-                    "RUST_LOG".to_owned(),
-                    "info,pmcache=debug,pmcache_proxy=debug,pmcache_pypi=debug,pmcache_store=debug"
-                        .to_owned(),
-                ),
+                // One JSON object per line: tests read fields, not text.
+                ("PMCACHE_LOG_FORMAT".to_owned(), "json".to_owned()),
+                ("RUST_LOG".to_owned(), LOG_FILTER.to_owned()),
             ],
             cwd: scratch.to_owned(),
             log,
@@ -161,14 +163,14 @@ impl Pmcache {
             Err(mpsc::RecvTimeoutError::Timeout) => bail!(
                 "pmcache {:?} printed no `{LISTENING_PREFIX}URL` line within {START_TIMEOUT:?}; stderr:\n{}",
                 launch.args,
-                pmcache.log_text()
+                pmcache.readable_log()
             ),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = pmcache.child.wait()?;
                 bail!(
                     "pmcache {:?} exited ({status}) before listening; stderr:\n{}",
                     launch.args,
-                    pmcache.log_text()
+                    pmcache.readable_log()
                 )
             }
         }
@@ -226,7 +228,7 @@ impl Pmcache {
                 self.kill9()?;
                 bail!(
                     "pmcache did not stop within {STOP_TIMEOUT:?} of SIGTERM; stderr:\n{}",
-                    self.log_text()
+                    self.readable_log()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -308,20 +310,148 @@ impl Pmcache {
         Ok(())
     }
 
-    /// Its stderr so far.
+    /// Its stderr so far, as written: JSON lines, and whatever else reached stderr (a panic).
     pub fn log_text(&self) -> String {
         read_lossy(&self.log)
     }
 
-    /// The statuses of the requests for `path` (no query) that pmcache logged, in order.
-    pub fn statuses(&self, path: &str) -> Vec<u16> {
-        let wanted = format!(" path={path} status=");
-        self.log_text()
-            .lines()
-            .filter_map(|line| line.split_once(&wanted))
-            .filter_map(|(_, rest)| rest.get(..3)?.parse().ok())
+    /// Its stderr so far with each JSON event as one readable line, for messages.
+    pub fn readable_log(&self) -> String {
+        readable(&self.log_text())
+    }
+
+    /// The events it logged so far, in order (lines that are not JSON objects are left out).
+    pub fn events(&self) -> Vec<Event> {
+        self.log_text().lines().filter_map(Event::parse).collect()
+    }
+
+    /// The events whose message starts with `prefix`, in order.
+    pub fn events_starting(&self, prefix: &str) -> Vec<Event> {
+        self.events()
+            .into_iter()
+            .filter(|event| event.message().starts_with(prefix))
             .collect()
     }
+
+    /// The events whose message is `message`, in order.
+    pub fn events_named(&self, message: &str) -> Vec<Event> {
+        self.events()
+            .into_iter()
+            .filter(|event| event.message() == message)
+            .collect()
+    }
+
+    /// Every request it answered so far, in order (its `request` log events).
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.events_named("request")
+            .iter()
+            .filter_map(LoggedRequest::of)
+            .collect()
+    }
+
+    /// The statuses of the requests for `path` (no query) it answered, in order.
+    pub fn statuses(&self, path: &str) -> Vec<u16> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request.path == path)
+            .map(|request| request.status)
+            .collect()
+    }
+
+    /// The cache results (`hit`, `miss`, `stale`, `revalidated`, `none`) of the requests for
+    /// `path` it answered with `status`, in order.
+    pub fn cache_results(&self, path: &str, status: u16) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request.path == path && request.status == status)
+            .map(|request| request.cache)
+            .collect()
+    }
+}
+
+/// One line of pmcache's JSON log: `{"timestamp", "level", "fields": {"message", ...},
+/// "target"}` as `tracing-subscriber` writes it.
+#[derive(Clone, Debug)]
+pub struct Event(serde_json::Value);
+
+impl Event {
+    fn parse(line: &str) -> Option<Event> {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        value.is_object().then_some(Event(value))
+    }
+
+    /// The event's message.
+    pub fn message(&self) -> &str {
+        self.0["fields"]["message"].as_str().unwrap_or_default()
+    }
+
+    /// `INFO`, `WARN`, ...
+    pub fn level(&self) -> &str {
+        self.0["level"].as_str().unwrap_or_default()
+    }
+
+    /// The field `name` (of the event itself), if it has one.
+    pub fn field(&self, name: &str) -> Option<&serde_json::Value> {
+        self.0["fields"].get(name)
+    }
+
+    /// The field `name` as text: strings as they are, other values as JSON.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.field(name).map(|value| match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
+    }
+
+    /// Whether `text` appears in the event's message or any of its fields.
+    pub fn mentions(&self, text: &str) -> bool {
+        self.0["fields"].to_string().contains(text)
+    }
+
+    /// The event as one readable line: `LEVEL target: message key=value ...`.
+    fn readable(&self) -> String {
+        let mut line = format!(
+            "{} {} {}: {}",
+            self.0["timestamp"].as_str().unwrap_or_default(),
+            self.level(),
+            self.0["target"].as_str().unwrap_or_default(),
+            self.message()
+        );
+        if let Some(fields) = self.0["fields"].as_object() {
+            for (key, value) in fields.iter().filter(|(key, _)| *key != "message") {
+                line.push_str(&format!(" {key}={value}"));
+            }
+        }
+        line
+    }
+}
+
+/// A request pmcache answered, from its `request` log event.
+#[derive(Clone, Debug)]
+pub struct LoggedRequest {
+    /// Without the query.
+    pub path: String,
+    pub status: u16,
+    /// `hit`, `miss`, `stale`, `revalidated` or `none`.
+    pub cache: String,
+}
+
+impl LoggedRequest {
+    fn of(event: &Event) -> Option<LoggedRequest> {
+        Some(LoggedRequest {
+            path: event.text("path")?,
+            status: u16::try_from(event.field("status")?.as_u64()?).ok()?,
+            cache: event.text("cache")?,
+        })
+    }
+}
+
+/// `text` (pmcache's stderr) with each JSON event as a readable line.
+fn readable(text: &str) -> String {
+    text.lines()
+        .map(|line| Event::parse(line).map_or_else(|| line.to_owned(), |event| event.readable()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Drop for Pmcache {
@@ -333,7 +463,7 @@ impl Drop for Pmcache {
         eprintln!(
             "---- pmcache stderr ({}) ----\n{}---- end of pmcache stderr ----",
             self.log.display(),
-            tail(&self.log_text(), 300)
+            tail(&self.readable_log(), 300)
         );
     }
 }
