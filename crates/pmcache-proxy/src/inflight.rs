@@ -18,7 +18,7 @@ use pmcache_store::{Sha256Writer, Store, Table, TempBlob};
 use tokio::sync::watch;
 use url::Url;
 
-use crate::artifact::{self, ArtifactRecord};
+use crate::artifact_record::{self, ArtifactRecord};
 use crate::body::{Body, CHUNK};
 use crate::checksum::{Checksum, Verifier};
 use crate::error::{Error, Result};
@@ -89,7 +89,9 @@ impl Fills {
         }
         // A fill that finished between the caller's look-up and this lock has already written
         // its record (before leaving `running`): serve that instead of fetching again.
-        if let Some((record, file)) = artifact::stored(store, &job.key, job.checksum.as_ref())? {
+        if let Some((record, file)) =
+            artifact_record::stored(store, &job.key, job.checksum.as_ref())?
+        {
             let spool = Spool::of_file(Arc::new(file), record.size);
             let done = Progress::Done { size: record.size };
             return Ok(Follower {

@@ -11,6 +11,7 @@
 pub mod accept;
 mod advertised;
 mod artifact;
+mod artifact_record;
 mod body;
 mod breaker;
 mod budget;
@@ -44,7 +45,8 @@ pub mod fuzzing {
 }
 
 pub use advertised::{Advertised, Advertisement, Recency};
-pub use artifact::{ArtifactRecord, ArtifactRequest, ArtifactSource};
+pub use artifact::{ArtifactRequest, ArtifactSource};
+pub use artifact_record::ArtifactRecord;
 pub use body::{Body, empty, full};
 pub use checksum::{Algorithm, Checksum};
 pub use config::Config;

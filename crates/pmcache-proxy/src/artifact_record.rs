@@ -1,0 +1,89 @@
+//! What the store keeps for an artifact: its record, and whether a stored copy still stands for
+//! what the upstream publishes. A leaf: serving (`artifact`) and filling (`inflight`) both read
+//! it, neither is read by it.
+
+use pmcache_store::{Digest, Store, Table};
+
+use crate::checksum::{Algorithm, Checksum};
+use crate::error::Result;
+
+/// What the store holds for an artifact (table `artifacts`, key `<ecosystem>/<upstream url>`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ArtifactRecord {
+    pub url: String,
+    pub digest: Digest,
+    pub size: u64,
+    /// The published checksum the bytes were verified against; None when none was published.
+    pub verified: Option<Checksum>,
+    /// The blob was evicted: the record only keeps `digest` as the sha256 the artifact is
+    /// pinned to, so that a refetch bringing other bytes is still refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pin_only: bool,
+}
+
+impl ArtifactRecord {
+    /// What is kept of a record whose blob goes: a pin when the bytes were stored with no
+    /// published checksum, or verified against their own sha256 (a refetch checked against a
+    /// pin, or a published sha256), else nothing.
+    pub(crate) fn detached(self) -> Option<ArtifactRecord> {
+        let pin = match &self.verified {
+            None => true,
+            Some(checksum) => {
+                checksum.algorithm == Algorithm::Sha256 && checksum.hex == self.digest.to_hex()
+            }
+        };
+        pin.then_some(ArtifactRecord {
+            pin_only: true,
+            ..self
+        })
+    }
+}
+
+/// The stored copy of an artifact, if there is one verified against `checksum` (the one now
+/// published) and its blob is still on disk.
+pub(crate) fn stored(
+    store: &Store,
+    key: &str,
+    checksum: Option<&Checksum>,
+) -> Result<Option<(ArtifactRecord, std::fs::File)>> {
+    let Some(record) = store.get::<ArtifactRecord>(Table::Artifacts, key)? else {
+        return Ok(None);
+    };
+    if record.pin_only {
+        return Ok(None);
+    }
+    if !vouches_for(checksum, &record) {
+        // The upstream now publishes another checksum for this URL: the stored bytes are not
+        // what it vouches for any more, so fetch and verify again.
+        tracing::warn!(url = %record.url, "published checksum changed; fetching again");
+        return Ok(None);
+    }
+    let Some(file) = store.open_blob(&record.digest)? else {
+        tracing::warn!(url = %record.url, digest = %record.digest, "blob missing; fetching again");
+        return Ok(None);
+    };
+    Ok(Some((record, file)))
+}
+
+/// Whether `record`'s bytes are what `checksum` (if any) stands for: the checksum they were
+/// verified against, or a sha256 equal to their own (a pin).
+fn vouches_for(checksum: Option<&Checksum>, record: &ArtifactRecord) -> bool {
+    match checksum {
+        None => true,
+        Some(checksum) => {
+            record.verified.as_ref() == Some(checksum)
+                || (checksum.algorithm == Algorithm::Sha256
+                    && checksum.hex == record.digest.to_hex())
+        }
+    }
+}
+
+/// The sha256 of the bytes first stored under `key`, as a checksum every later copy must match.
+pub(crate) fn pinned(store: &Store, key: &str) -> Result<Option<Checksum>> {
+    Ok(store
+        .get::<ArtifactRecord>(Table::Artifacts, key)?
+        .map(|record| Checksum {
+            algorithm: Algorithm::Sha256,
+            hex: record.digest.to_hex(),
+        }))
+}

@@ -1,0 +1,189 @@
+//! Metadata documents (index pages, packuments, …): fetched, rendered once per upstream version
+//! into the variants pmcache serves, stored as blobs, kept fresh by TTL and conditional
+//! revalidation, and served stale when the upstream fails. Serving a cached document reads a
+//! blob: it never parses or rewrites anything.
+//!
+//! This module holds the types frontends use; `refresh` gets a document fresh, `respond`
+//! answers a client from it, `record` is what the index stores, and `not_found` remembers
+//! what the upstream does not have.
+
+mod not_found;
+pub(crate) mod record;
+mod refresh;
+mod respond;
+
+pub(crate) use not_found::RecentNotFound;
+pub(crate) use record::{DocumentRecord, StoredVariant, gzip, referenced};
+pub(crate) use respond::{document_headers, last_modified};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HeaderMap;
+use pmcache_store::Digest;
+use url::Url;
+
+use crate::advertised::Advertised;
+use crate::error::{Error, Result};
+use crate::freshness;
+use crate::serve::CacheStatus;
+
+/// Which document to get and how.
+pub struct DocumentRequest {
+    /// Keeps ecosystems' keys apart.
+    pub ecosystem: &'static str,
+    /// The document's identity within the ecosystem (e.g. the normalised project name).
+    pub key: String,
+    pub url: Url,
+    /// The `Accept` header sent upstream.
+    pub accept: &'static str,
+    /// How long a fetched copy is served without asking the upstream.
+    pub ttl: Duration,
+    pub allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
+    /// A cached copy for which this holds is current whatever its age (a frontend may know so
+    /// from another document). Requests that come while a refetch is under way join it rather
+    /// than each fetching again.
+    pub known_current: Option<KnownCurrent>,
+}
+
+/// Which cached documents a frontend knows to be current.
+pub type KnownCurrent = Arc<dyn Fn(&Document) -> bool + Send + Sync>;
+
+/// An upstream document as received (decompressed), handed to the frontend's renderer.
+pub struct UpstreamDocument {
+    /// The URL that answered, after redirects: relative links resolve against it.
+    pub url: Url,
+    pub content_type: String,
+    /// The upstream's response headers (digests a renderer may check the body against).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What a frontend renders from one upstream version of a document.
+pub struct Rendering {
+    pub variants: Vec<Variant>,
+    /// The artifacts the rendered document advertises, by the id in their pmcache URL.
+    pub sources: Vec<Advertised>,
+}
+
+/// One representation pmcache serves (e.g. PEP 503 HTML or PEP 691 JSON).
+pub struct Variant {
+    pub name: &'static str,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// The entity tag to serve (quoted), when the protocol fixes one; else pmcache's own.
+    pub etag: Option<String>,
+    /// Whether a gzip copy may be served to clients that accept it.
+    pub compress: bool,
+    /// The origin the body is stored with where it holds [`ORIGIN_PLACEHOLDER`](crate::ORIGIN_PLACEHOLDER) (see
+    /// [`Variant::with_origin`]).
+    pub origin: Option<String>,
+}
+
+impl Variant {
+    /// A variant with pmcache's entity tag, compressed for clients that accept gzip.
+    pub fn new(name: &'static str, content_type: &'static str, body: Vec<u8>) -> Variant {
+        Variant {
+            name,
+            content_type,
+            body,
+            etag: None,
+            compress: true,
+            origin: None,
+        }
+    }
+
+    /// The body names the client's origin as [`ORIGIN_PLACEHOLDER`](crate::ORIGIN_PLACEHOLDER) (absolute URLs back to
+    /// pmcache): it is stored with `origin` there, answered as stored (gzip copy included) to
+    /// clients of that origin, and with their own origin spliced in to others
+    /// ([`Proxy::respond_for_origin`]).
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Variant {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// Serves `etag` (quoted) as the entity tag of every encoding of this variant.
+    pub fn with_etag(mut self, etag: String) -> Variant {
+        self.etag = Some(etag);
+        self
+    }
+
+    /// Never compressed in transit (files that are already compressed, and that clients
+    /// decompress themselves).
+    pub fn uncompressed(mut self) -> Variant {
+        self.compress = false;
+        self
+    }
+}
+
+/// How a document variant is answered.
+#[derive(Clone, Copy, Debug)]
+pub struct Serving {
+    /// The `Vary` header.
+    pub vary: &'static str,
+    /// Append-only files: `Range: bytes=N-` gets a 206 of the identity body (a range past the
+    /// end gets the whole body, with 200), and `Repr-Digest`/`Digest` give the sha-256 of the
+    /// identity body on every answer, gzip-encoded or not, as the RubyGems compact index does.
+    pub appendable: bool,
+}
+
+impl Serving {
+    /// Served whole, ranges ignored.
+    pub fn whole(vary: &'static str) -> Serving {
+        Serving {
+            vary,
+            appendable: false,
+        }
+    }
+
+    /// Served as an append-only file (see [`Serving::appendable`]).
+    pub fn appendable(vary: &'static str) -> Serving {
+        Serving {
+            vary,
+            appendable: true,
+        }
+    }
+}
+
+/// A document ready to serve.
+#[derive(Clone)]
+pub struct Document {
+    pub(crate) record: DocumentRecord,
+    /// How it was obtained.
+    pub cache: CacheStatus,
+    ttl: Duration,
+}
+
+impl Document {
+    /// How long ago the upstream last confirmed or supplied this copy.
+    pub fn age(&self) -> Duration {
+        Duration::from_secs(freshness::now_unix().saturating_sub(self.record.fetched_at))
+    }
+
+    /// Whether the upstream confirmed or supplied it within the TTL it was asked with.
+    pub fn is_fresh(&self) -> bool {
+        self.age() < self.ttl
+    }
+
+    /// The entity tag a frontend chose for `variant`, quoted.
+    pub fn etag(&self, variant: &str) -> Option<&str> {
+        self.record.variants.get(variant)?.etag.as_deref()
+    }
+
+    /// The sha256 of `variant`'s identity body.
+    pub fn digest(&self, variant: &str) -> Option<Digest> {
+        Some(self.record.variants.get(variant)?.digest)
+    }
+}
+
+impl Document {
+    pub(crate) fn stored(&self, variant: &str) -> Result<&StoredVariant> {
+        self.record.variants.get(variant).ok_or_else(|| {
+            Error::Internal(format!(
+                "document {} has no {variant} variant",
+                self.record.url
+            ))
+        })
+    }
+}

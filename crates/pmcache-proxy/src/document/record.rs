@@ -1,0 +1,160 @@
+//! What the index stores for a document: its validators, its variants' blobs and origin
+//! offsets, and how a rendering's blobs get there.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use pmcache_store::{Digest, Hold, Store, Table};
+
+use super::Rendering;
+use crate::advertised::{self};
+use crate::error::Result;
+use crate::splice::{self, StoredOrigin};
+
+/// Bodies smaller than this are not worth a gzip copy.
+const GZIP_THRESHOLD: usize = 1024;
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DocumentRecord {
+    pub(crate) url: String,
+    pub(crate) fetched_at: u64,
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<String>,
+    /// When the rendered variants last changed (unix seconds; 0 in records written before
+    /// this was kept): the `Last-Modified` served when the upstream sent none.
+    #[serde(default)]
+    pub(crate) changed_at: u64,
+    /// sha256 of the upstream body this was rendered from, and the pmcache version that
+    /// rendered it: an unchanged body is not rendered again, even from an upstream that sends
+    /// no validators.
+    #[serde(default)]
+    pub(crate) rendered_from: Option<(Digest, String)>,
+    pub(crate) variants: BTreeMap<String, StoredVariant>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredVariant {
+    pub(crate) content_type: String,
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    pub(crate) gzip: Option<StoredBlob>,
+    /// The entity tag the frontend chose, quoted; None means pmcache's (the blob's sha256).
+    #[serde(default)]
+    pub(crate) etag: Option<String>,
+    /// Where the client's origin stands in the body, for variants rendered with one.
+    #[serde(default)]
+    pub(crate) origin: Option<StoredOrigin>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredBlob {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+}
+
+/// Stores a rendering's blobs and sources; the holds keep the blobs until their record is
+/// written.
+pub(super) fn store_rendering(
+    store: &Store,
+    ecosystem: &str,
+    rendering: Rendering,
+) -> Result<(BTreeMap<String, StoredVariant>, Vec<Hold>)> {
+    let mut variants = BTreeMap::new();
+    let mut holds = Vec::new();
+    for variant in rendering.variants {
+        let (body, origin) = match &variant.origin {
+            Some(origin) => place_origin(store, &variant.body, origin, &mut holds)?,
+            None => (variant.body, None),
+        };
+        let identity = store.put_bytes(&body)?;
+        let (digest, size) = (identity.digest, identity.size);
+        holds.push(identity.hold);
+        let gzip = if variant.compress && body.len() >= GZIP_THRESHOLD {
+            let compressed = store.put_bytes(&gzip(&body))?;
+            let blob = StoredBlob {
+                digest: compressed.digest,
+                size: compressed.size,
+            };
+            holds.push(compressed.hold);
+            Some(blob)
+        } else {
+            None
+        };
+        let stored = StoredVariant {
+            content_type: variant.content_type.to_owned(),
+            digest,
+            size,
+            gzip,
+            etag: variant.etag,
+            origin,
+        };
+        variants.insert(variant.name.to_owned(), stored);
+    }
+    store.put_all(
+        Table::Sources,
+        &advertised::records(ecosystem, rendering.sources),
+    )?;
+    Ok((variants, holds))
+}
+
+/// `body` with `origin` in place of the placeholder, and the stored offsets blob (held) of a
+/// body that holds any.
+pub(super) fn place_origin(
+    store: &Store,
+    body: &[u8],
+    origin: &str,
+    holds: &mut Vec<Hold>,
+) -> Result<(Vec<u8>, Option<StoredOrigin>)> {
+    let (placed, offsets) = splice::place(body, origin);
+    if offsets.is_empty() {
+        return Ok((placed, None));
+    }
+    let blob = store.put_bytes(&splice::encode_offsets(&offsets))?;
+    let stored = StoredOrigin {
+        text: origin.to_owned(),
+        offsets: blob.digest,
+    };
+    holds.push(blob.hold);
+    Ok((placed, Some(stored)))
+}
+
+/// The stored gzip copy. The fastest level: a cold page's render is mostly spent compressing,
+/// and index pages (long runs of similar links) lose little ratio at it.
+pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
+    let output = Vec::with_capacity(body.len() / 4);
+    let mut encoder = flate2::write::GzEncoder::new(output, flate2::Compression::fast());
+    encoder
+        .write_all(body)
+        .and_then(|()| encoder.finish())
+        .expect("compressing into memory cannot fail")
+}
+
+/// The blobs a stored record refers to, for `verify` and garbage collection.
+pub(crate) fn referenced(bytes: &[u8]) -> Vec<Digest> {
+    serde_json::from_slice::<DocumentRecord>(bytes)
+        .map(|record| blobs_of(&record))
+        .unwrap_or_default()
+}
+
+pub(super) fn blobs_of(record: &DocumentRecord) -> Vec<Digest> {
+    record
+        .variants
+        .values()
+        .flat_map(|variant| {
+            let gzip = variant.gzip.as_ref().map(|gzip| gzip.digest);
+            let offsets = variant.origin.as_ref().map(|origin| origin.offsets);
+            std::iter::once(variant.digest).chain(gzip).chain(offsets)
+        })
+        .collect()
+}
+
+/// Holds every blob `record` names (see [`Hold`]) for writing it again; None when one is gone.
+pub(super) fn hold_blobs(store: &Store, record: &DocumentRecord) -> Option<Vec<Hold>> {
+    let digests = blobs_of(record);
+    let holds: Vec<Hold> = digests.iter().map(|digest| store.hold(*digest)).collect();
+    // Checked under the holds: no deletion of these can be under way now.
+    digests
+        .iter()
+        .all(|digest| store.blob_path(digest).is_some())
+        .then_some(holds)
+}
