@@ -63,7 +63,7 @@ impl FullName {
 
     /// The ways to read this as gem name and `VERSION[-PLATFORM]`, shortest name first (gem
     /// names rarely contain `-<digit>`; platforms such as `universal-darwin-19` do), at most
-    /// [`MAX_SPLITS`].
+    /// three (`MAX_SPLITS`).
     pub fn splits(&self) -> Vec<(GemName, &str)> {
         let text = self.0.as_str();
         let bytes = text.as_bytes();
