@@ -23,12 +23,13 @@ pub enum Error {
         reason: &'static str,
     },
     /// An upstream packument that pmcache cannot serve.
-    #[error("malformed upstream packument {url}: {reason}")]
+    #[error("malformed upstream packument {url}")]
     Document {
         /// The packument URL it came from.
         url: String,
-        /// What is wrong with it, one line.
-        reason: String,
+        /// What is wrong with it.
+        #[source]
+        source: crate::rewrite::Malformed,
     },
     /// The proxy core failed (upstream fault, checksum mismatch, storage).
     #[error(transparent)]

@@ -62,16 +62,18 @@ pub fn rewrite_packument(
     packument_url: &Url,
     registry: &str,
 ) -> Result<Rewritten> {
-    let malformed = |reason: String| Error::Document {
+    let malformed = |source: Malformed| Error::Document {
         url: packument_url.to_string(),
-        reason,
+        source,
     };
     let document: Value =
-        serde_json::from_slice(body).map_err(|error| malformed(format!("is not JSON: {error}")))?;
+        serde_json::from_slice(body).map_err(|e| malformed(Malformed::Json(e)))?;
     let Value::Object(mut root) = document else {
-        return Err(malformed("is not a JSON object".to_owned()));
+        return Err(malformed(Malformed::Shape(
+            "is not a JSON object".to_owned(),
+        )));
     };
-    check_name(&root, package).map_err(malformed)?;
+    check_name(&root, package).map_err(|reason| malformed(Malformed::Shape(reason)))?;
     if is_unpublished(&root) {
         return Err(Error::Unpublished {
             package: package.to_string(),
@@ -80,13 +82,14 @@ pub fn rewrite_packument(
     let versions = root
         .get_mut("versions")
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| malformed("has no \"versions\" object".to_owned()))?;
+        .ok_or_else(|| malformed(Malformed::Shape("has no \"versions\" object".to_owned())))?;
 
     let plans = plan_tarballs(versions, package, packument_url);
     point_at_registry(versions, &plans, &tarball_prefix(registry, package));
 
-    let full = to_json(&root, body.len()).map_err(&malformed)?;
-    let abbreviated = to_json(&Abbreviated(&root), body.len() / 2).map_err(&malformed)?;
+    let full = to_json(&root, body.len()).map_err(|e| malformed(Malformed::Unwritable(e)))?;
+    let abbreviated = to_json(&Abbreviated(&root), body.len() / 2)
+        .map_err(|e| malformed(Malformed::Unwritable(e)))?;
     Ok(Rewritten {
         full,
         abbreviated,
@@ -119,11 +122,24 @@ fn tarball_prefix(registry: &str, package: &PackageName) -> String {
     format!("{registry}{slash}{package}/-/")
 }
 
-fn to_json(value: &impl Serialize, capacity: usize) -> Result<Vec<u8>, String> {
+fn to_json(value: &impl Serialize, capacity: usize) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut out, value)
-        .map_err(|error| format!("cannot be written: {error}"))?;
+    serde_json::to_writer(&mut out, value)?;
     Ok(out)
+}
+
+/// What is wrong with an upstream packument, typed by what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    /// It does not parse as JSON.
+    #[error("is not JSON")]
+    Json(#[source] serde_json::Error),
+    /// It parses, but writing the rendering failed (a number or string serde cannot write back).
+    #[error("cannot be written back")]
+    Unwritable(#[source] serde_json::Error),
+    /// It is JSON, but not a packument of the package asked for.
+    #[error("{0}")]
+    Shape(String),
 }
 
 /// One entry per version, in document order: the tarball its URL will stand for, if any.
@@ -373,7 +389,7 @@ mod tests {
 
     fn document_reason(result: Result<Rewritten>) -> String {
         match result {
-            Err(Error::Document { reason, .. }) => reason,
+            Err(Error::Document { source, .. }) => source.to_string(),
             other => panic!("expected a document error, got {other:?}"),
         }
     }

@@ -14,12 +14,13 @@ pub enum Error {
         reason: &'static str,
     },
     /// An upstream page that is not a simple-API document pmcache can serve.
-    #[error("malformed upstream document {url}: {reason}")]
+    #[error("malformed upstream document {url}")]
     Document {
         /// The page it came from.
         url: String,
-        /// What is wrong with it, one line.
-        reason: String,
+        /// What is wrong with it.
+        #[source]
+        source: crate::wire::Malformed,
     },
     /// The proxy core failed (upstream fault, checksum mismatch, storage).
     #[error(transparent)]

@@ -5,16 +5,22 @@
 //! what pmcache asked for), so both parse into [`ProjectPage`]; `rewrite` renders from it. The
 //! model keeps the upstream's own keys and attributes next to the parsed fields, because clients
 //! rely on keys pmcache does not interpret (`upload-time`, `size`, `versions`, private `_` keys).
+//!
+//! `json` reads PEP 691, `html` tokenizes PEP 503; both build the model defined here.
 
-use std::collections::{BTreeMap, HashSet};
+mod html;
+mod json;
 
-use html5gum::emitters::callback::{Callback, CallbackEmitter, CallbackEvent};
-use html5gum::{Span, Tokenizer};
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 use url::Url;
 
 use crate::name::ProjectName;
 use crate::{Error, Result};
+
+use html::{parse_html_list, parse_html_page};
+use json::{parse_json_list, parse_json_page};
 
 /// Hash names hashlib can compute without parameters, the ones PEP 503 fragments may carry.
 const HASH_NAMES: [&str; 12] = [
@@ -164,10 +170,52 @@ impl ProjectList {
     }
 }
 
-fn document_error(url: &str, reason: String) -> Error {
+fn document_error(url: &str, source: Malformed) -> Error {
     Error::Document {
         url: url.to_owned(),
-        reason,
+        source,
+    }
+}
+
+/// What is wrong with an upstream page, typed by what failed to read.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    /// The JSON form does not parse as JSON.
+    #[error("invalid JSON")]
+    Json(#[source] serde_json::Error),
+    /// A file URL that does not resolve against the page URL.
+    #[error("bad URL {href:?}")]
+    Url {
+        /// The URL as the page wrote it.
+        href: String,
+        /// Why it does not resolve.
+        #[source]
+        source: url::ParseError,
+    },
+    /// One file entry of the JSON form is unusable.
+    #[error("file {index}")]
+    File {
+        /// Its position in `files`.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<Malformed>,
+    },
+    /// The document reads, but not as a simple-API page (a key missing or of the wrong type,
+    /// an api-version pmcache cannot read).
+    #[error("{0}")]
+    Shape(String),
+}
+
+impl Malformed {
+    fn shape(reason: &str) -> Malformed {
+        Malformed::Shape(reason.to_owned())
+    }
+}
+
+impl From<&str> for Malformed {
+    fn from(reason: &str) -> Malformed {
+        Malformed::shape(reason)
     }
 }
 
@@ -181,179 +229,22 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// PEP 629: clients must fail on a major version they do not know; any 1.x is readable.
-fn check_api_version(version: &str) -> Result<(), String> {
+fn check_api_version(version: &str) -> Result<(), Malformed> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match version.split_once('.') {
         Some((major, minor)) if digits(major) && digits(minor) => {
             if major.trim_start_matches('0') == "1" {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Malformed::Shape(format!(
                     "unsupported api-version {version:?} (major version must be 1)"
-                ))
+                )))
             }
         }
-        _ => Err(format!("api-version {version:?} is not Major.Minor")),
+        _ => Err(Malformed::Shape(format!(
+            "api-version {version:?} is not Major.Minor"
+        ))),
     }
-}
-
-// --- JSON (PEP 691) ---
-
-fn parse_json_page(body: &[u8], page_url: &Url) -> Result<ProjectPage, String> {
-    let mut document = json_object(body)?;
-    let api_version = json_api_version(&document)?;
-    let name = match document.get("name") {
-        Some(Value::String(name)) => name.clone(),
-        None => name_from_url(page_url).ok_or("no `name` and no name in the page URL")?,
-        Some(_) => return Err("`name` is not a string".to_owned()),
-    };
-    // Leaves `null` in place so the key keeps its position when rendered back.
-    let files = match document.get_mut("files").map(Value::take) {
-        Some(Value::Array(files)) => files,
-        _ => return Err("`files` is missing or not a list".to_owned()),
-    };
-    let files = files
-        .into_iter()
-        .enumerate()
-        .map(|(index, file)| json_file(file, page_url).map_err(|e| format!("file {index}: {e}")))
-        .collect::<Result<_, _>>()?;
-    Ok(ProjectPage {
-        name,
-        files,
-        origin: PageOrigin::Json {
-            document,
-            api_version,
-        },
-    })
-}
-
-fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(document)) => Ok(document),
-        Ok(_) => Err("not a JSON object".to_owned()),
-        Err(e) => Err(format!("invalid JSON: {e}")),
-    }
-}
-
-fn json_api_version(document: &Map<String, Value>) -> Result<String, String> {
-    let version = document
-        .get("meta")
-        .and_then(|meta| meta.get("api-version"))
-        .and_then(Value::as_str)
-        .ok_or("`meta.api-version` is missing or not a string")?;
-    check_api_version(version)?;
-    Ok(version.to_owned())
-}
-
-fn json_file(file: Value, page_url: &Url) -> Result<File, String> {
-    let Value::Object(raw) = file else {
-        return Err("not an object".to_owned());
-    };
-    let filename = match raw.get("filename") {
-        Some(Value::String(name)) if !name.is_empty() => name.clone(),
-        _ => return Err("`filename` is missing or not a non-empty string".to_owned()),
-    };
-    let href = raw
-        .get("url")
-        .and_then(Value::as_str)
-        .ok_or("`url` is missing or not a string")?;
-    let mut url = resolve(page_url, href)?;
-    url.set_fragment(None);
-    if last_segment(&url).is_empty() {
-        return Err(format!("`url` {href:?} does not end in a file name"));
-    }
-    Ok(File {
-        filename,
-        url,
-        hashes: json_hashes(raw.get("hashes"), "hashes")?,
-        core_metadata: json_core_metadata(&raw)?,
-        requires_python: optional_string(&raw, "requires-python")?,
-        yanked: json_yanked(raw.get("yanked"))?,
-        gpg_sig: json_gpg_sig(raw.get("gpg-sig"))?,
-        provenance: optional_string(&raw, "provenance")?,
-        origin: FileOrigin::Json(raw),
-    })
-}
-
-fn json_hashes(value: Option<&Value>, key: &str) -> Result<BTreeMap<String, String>, String> {
-    let Some(value) = value else {
-        // Required by the spec, but an absent map says the same as an empty one.
-        return Ok(BTreeMap::new());
-    };
-    let Value::Object(hashes) = value else {
-        return Err(format!("`{key}` is not an object"));
-    };
-    hashes
-        .iter()
-        .map(|(name, digest)| match digest {
-            Value::String(digest) => Ok((name.to_ascii_lowercase(), digest.clone())),
-            _ => Err(format!("`{key}.{name}` is not a string")),
-        })
-        .collect()
-}
-
-/// PEP 714: `core-metadata`, else the names older indexes used, read like pip does (first key
-/// present wins, even if `false`).
-fn json_core_metadata(raw: &Map<String, Value>) -> Result<CoreMetadata, String> {
-    let Some((key, value)) = [
-        "core-metadata",
-        "data-dist-info-metadata",
-        "dist-info-metadata",
-    ]
-    .into_iter()
-    .find_map(|key| raw.get(key).map(|value| (key, value))) else {
-        return Ok(CoreMetadata::Absent);
-    };
-    match value {
-        Value::Bool(false) | Value::Null => Ok(CoreMetadata::Absent),
-        Value::Bool(true) => Ok(CoreMetadata::Present {
-            hashes: BTreeMap::new(),
-        }),
-        Value::Object(_) => Ok(CoreMetadata::Present {
-            hashes: json_hashes(Some(value), key)?,
-        }),
-        _ => Err(format!("`{key}` is neither a boolean nor an object")),
-    }
-}
-
-/// PEP 592 as pip reads it: `true` or a reason means yanked; `false`, `null` and `""` do not.
-fn json_yanked(value: Option<&Value>) -> Result<Option<String>, String> {
-    match value {
-        None | Some(Value::Null | Value::Bool(false)) => Ok(None),
-        Some(Value::Bool(true)) => Ok(Some(String::new())),
-        Some(Value::String(reason)) => Ok((!reason.is_empty()).then(|| reason.clone())),
-        Some(_) => Err("`yanked` is neither a boolean nor a string".to_owned()),
-    }
-}
-
-fn json_gpg_sig(value: Option<&Value>) -> Result<Option<bool>, String> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(signed)) => Ok(Some(*signed)),
-        Some(_) => Err("`gpg-sig` is not a boolean".to_owned()),
-    }
-}
-
-fn optional_string(raw: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
-    match raw.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(value)) => Ok(Some(value.clone())),
-        Some(_) => Err(format!("`{key}` is not a string")),
-    }
-}
-
-fn parse_json_list(body: &[u8]) -> Result<ProjectList, String> {
-    let document = json_object(body)?;
-    json_api_version(&document)?;
-    let Some(Value::Array(entries)) = document.get("projects") else {
-        return Err("`projects` is missing or not a list".to_owned());
-    };
-    let projects = entries
-        .iter()
-        .filter_map(|entry| entry.get("name").and_then(Value::as_str))
-        .filter_map(listed_project)
-        .collect();
-    Ok(ProjectList { projects })
 }
 
 fn listed_project(name: &str) -> Option<(String, ProjectName)> {
@@ -367,13 +258,16 @@ fn listed_project(name: &str) -> Option<(String, ProjectName)> {
 
 /// Resolve a link the way pip and uv do, and accept only what pmcache may fetch: http(s).
 /// The fragment stays: HTML carries the file's hash there.
-fn resolve(base: &Url, href: &str) -> Result<Url, String> {
+fn resolve(base: &Url, href: &str) -> Result<Url, Malformed> {
     // HTML strips ASCII whitespace around URL attributes; JSON never has any.
     let url = base
         .join(href.trim_matches(|c: char| c.is_ascii_whitespace()))
-        .map_err(|e| format!("bad URL {href:?}: {e}"))?;
+        .map_err(|source| Malformed::Url {
+            href: href.to_owned(),
+            source,
+        })?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("URL {href:?} is not http(s)"));
+        return Err(Malformed::Shape(format!("URL {href:?} is not http(s)")));
     }
     Ok(url)
 }
@@ -401,276 +295,10 @@ fn percent_decode(text: &str) -> String {
         .into_owned()
 }
 
-// --- HTML (PEP 503) ---
-
-fn parse_html_page(body: &[u8], page_url: &Url) -> Result<ProjectPage, String> {
-    let head = HtmlHead::read(body)?;
-    let base = head
-        .base
-        .as_deref()
-        .and_then(|href| page_url.join(href.trim()).ok())
-        .unwrap_or_else(|| page_url.clone());
-    let name = name_from_url(page_url)
-        .or_else(|| head.title_name())
-        .ok_or("no name in the page URL or title")?;
-    let files = head
-        .anchors
-        .into_iter()
-        .filter_map(|attributes| html_file(&base, attributes))
-        .collect();
-    Ok(ProjectPage {
-        name,
-        files,
-        origin: PageOrigin::Html { metas: head.metas },
-    })
-}
-
-/// What a detail page's tags say, collected in one pass; links resolve afterwards because the
-/// first `<base>` applies to the whole document, even to links before it.
-#[derive(Default)]
-struct HtmlHead {
-    base: Option<String>,
-    anchors: Vec<Vec<(String, String)>>,
-    metas: Vec<(String, String)>,
-    title: Option<String>,
-}
-
-impl HtmlHead {
-    fn read(body: &[u8]) -> Result<HtmlHead, String> {
-        let mut head = HtmlHead::default();
-        let mut in_title = false;
-        for event in html_events(body) {
-            match event {
-                HtmlEvent::Start { name, attributes } => match name.as_str() {
-                    "a" => head.anchors.push(attributes),
-                    "base" if head.base.is_none() => head.base = attribute(&attributes, "href"),
-                    "meta" => head.read_meta(&attributes)?,
-                    "title" => in_title = head.title.is_none(),
-                    _ => {}
-                },
-                HtmlEvent::End { name } => in_title &= name != "title",
-                HtmlEvent::Text(text) if in_title => {
-                    head.title.get_or_insert_default().push_str(&text);
-                }
-                HtmlEvent::Text(_) => {}
-            }
-        }
-        Ok(head)
-    }
-
-    /// Keeps PEP 629/792/708 `pypi:` metas; checks the repository version like a client must.
-    fn read_meta(&mut self, attributes: &[(String, String)]) -> Result<(), String> {
-        let Some(name) = attribute(attributes, "name") else {
-            return Ok(());
-        };
-        if !name.to_ascii_lowercase().starts_with("pypi:") {
-            return Ok(());
-        }
-        let content = attribute(attributes, "content").unwrap_or_default();
-        if name.eq_ignore_ascii_case("pypi:repository-version") {
-            check_api_version(content.trim())?;
-        }
-        self.metas.push((name, content));
-        Ok(())
-    }
-
-    /// Warehouse titles pages "Links for <name>".
-    fn title_name(&self) -> Option<String> {
-        let title = self.title.as_deref()?.trim();
-        let name = title.strip_prefix("Links for ")?;
-        ProjectName::parse(name.trim())
-            .ok()
-            .map(|name| name.to_string())
-    }
-}
-
-fn attribute(attributes: &[(String, String)], name: &str) -> Option<String> {
-    attributes
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.clone())
-}
-
-/// A file from one `<a>`; `None` for anchors that are not links to files (no `href`, not
-/// http(s), no file name), which indexes may add for navigation and pip skips as well.
-fn html_file(base: &Url, attributes: Vec<(String, String)>) -> Option<File> {
-    let mut url = resolve(base, &attribute(&attributes, "href")?).ok()?;
-    let hashes = fragment_hashes(url.fragment().unwrap_or_default());
-    url.set_fragment(None);
-    let filename = percent_decode(last_segment(&url));
-    if filename.is_empty() || filename.contains('/') {
-        return None;
-    }
-    let value = |name: &str| attribute(&attributes, name);
-    Some(File {
-        filename,
-        url,
-        hashes,
-        core_metadata: html_core_metadata(
-            value("data-core-metadata").or_else(|| value("data-dist-info-metadata")),
-        ),
-        requires_python: value("data-requires-python").filter(|v| !v.is_empty()),
-        yanked: value("data-yanked"),
-        gpg_sig: value("data-gpg-sig").and_then(|v| v.parse().ok()),
-        provenance: value("data-provenance").filter(|v| !v.is_empty()),
-        origin: FileOrigin::Html(attributes),
-    })
-}
-
-/// `#sha256=…` (and `&`-joined pairs such as `#egg=x&sha256=…`, as pip reads them).
-fn fragment_hashes(fragment: &str) -> BTreeMap<String, String> {
-    fragment
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(name, digest)| (name.to_ascii_lowercase(), digest))
-        .filter(|(name, digest)| HASH_NAMES.contains(&name.as_str()) && !digest.is_empty())
-        .map(|(name, digest)| (name, digest.to_owned()))
-        .collect()
-}
-
-/// `true`, `<hashname>=<hex>`, or (uv) `false`; any other value still means "present" to pip.
-fn html_core_metadata(value: Option<String>) -> CoreMetadata {
-    let hashes = match value.as_deref().map(str::trim) {
-        None | Some("false") => return CoreMetadata::Absent,
-        Some(value) => fragment_hashes(value),
-    };
-    CoreMetadata::Present { hashes }
-}
-
-fn parse_html_list(body: &[u8]) -> ProjectList {
-    let mut projects = Vec::new();
-    let mut anchor: Option<(String, Option<String>)> = None;
-    for event in html_events(body) {
-        match event {
-            HtmlEvent::Start { name, attributes } if name == "a" => {
-                anchor = Some((String::new(), attribute(&attributes, "href")));
-            }
-            HtmlEvent::Text(text) => {
-                if let Some((anchor_text, _)) = anchor.as_mut() {
-                    anchor_text.push_str(&text);
-                }
-            }
-            HtmlEvent::End { name } if name == "a" => {
-                if let Some((text, href)) = anchor.take() {
-                    projects.extend(list_entry(&text, href.as_deref()));
-                }
-            }
-            _ => {}
-        }
-    }
-    ProjectList { projects }
-}
-
-/// PEP 503: the anchor text is the name; an empty anchor falls back to the link's last segment.
-fn list_entry(text: &str, href: Option<&str>) -> Option<(String, ProjectName)> {
-    if !text.trim().is_empty() {
-        return listed_project(text);
-    }
-    let segment = href?.split('/').rev().find(|s| !s.is_empty())?;
-    listed_project(&percent_decode(segment))
-}
-
-/// The tokens of an HTML document that pmcache reads.
-#[derive(Debug)]
-enum HtmlEvent {
-    /// Attributes in document order, first of duplicates only (WHATWG), values decoded.
-    Start {
-        name: String,
-        attributes: Vec<(String, String)>,
-    },
-    End {
-        name: String,
-    },
-    Text(String),
-}
-
-/// Tokenise with html5gum (a WHATWG tokenizer: entities decoded, tag soup tolerated, never
-/// fails). Naive state switching keeps `<script>` and `<style>` contents from posing as links.
-fn html_events(body: &[u8]) -> impl Iterator<Item = HtmlEvent> + '_ {
-    let mut emitter = CallbackEmitter::new(TagCollector::default());
-    emitter.naively_switch_states(true);
-    Tokenizer::new_with_emitter(body, emitter).map(|result| match result {
-        Ok(event) => event,
-    })
-}
-
-/// Assembles html5gum's callback events into [`HtmlEvent`]s, keeping attribute order (the
-/// default emitter sorts attributes, which would reorder what pmcache passes through).
-#[derive(Default)]
-struct TagCollector {
-    open: Option<OpenTag>,
-}
-
-#[derive(Default)]
-struct OpenTag {
-    name: String,
-    attributes: Vec<(String, String)>,
-    seen: HashSet<String>,
-    /// Whether value events belong to the last attribute (not to an ignored duplicate).
-    taking_value: bool,
-}
-
-impl Callback<HtmlEvent, ()> for TagCollector {
-    fn handle_event(&mut self, event: CallbackEvent<'_>, _span: Span<()>) -> Option<HtmlEvent> {
-        match event {
-            CallbackEvent::OpenStartTag { name } => {
-                self.open = Some(OpenTag {
-                    name: lossy(name),
-                    ..OpenTag::default()
-                });
-            }
-            CallbackEvent::AttributeName { name } => {
-                if let Some(tag) = self.open.as_mut() {
-                    tag.add_attribute(lossy(name));
-                }
-            }
-            CallbackEvent::AttributeValue { value } => {
-                if let Some(tag) = self.open.as_mut() {
-                    tag.add_value(&lossy(value));
-                }
-            }
-            CallbackEvent::CloseStartTag { .. } => {
-                return self.open.take().map(|tag| HtmlEvent::Start {
-                    name: tag.name,
-                    attributes: tag.attributes,
-                });
-            }
-            CallbackEvent::EndTag { name } => {
-                // End tags may carry attributes (a parse error); they must not land on a tag.
-                self.open = None;
-                return Some(HtmlEvent::End { name: lossy(name) });
-            }
-            CallbackEvent::String { value } => return Some(HtmlEvent::Text(lossy(value))),
-            CallbackEvent::Comment { .. }
-            | CallbackEvent::Doctype { .. }
-            | CallbackEvent::Error(_) => {}
-        }
-        None
-    }
-}
-
-impl OpenTag {
-    fn add_attribute(&mut self, name: String) {
-        self.taking_value = self.seen.insert(name.clone());
-        if self.taking_value {
-            self.attributes.push((name, String::new()));
-        }
-    }
-
-    fn add_value(&mut self, value: &str) {
-        if let (true, Some((_, current))) = (self.taking_value, self.attributes.last_mut()) {
-            current.push_str(value);
-        }
-    }
-}
-
-/// Upstream bytes that are not UTF-8 become U+FFFD rather than failing the page.
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::html::html_core_metadata;
+    use super::json::json_yanked;
     use super::*;
 
     fn page_url() -> Url {
@@ -691,7 +319,7 @@ mod tests {
 
     fn reason(result: Result<ProjectPage>) -> String {
         match result {
-            Err(Error::Document { reason, .. }) => reason,
+            Err(error @ Error::Document { .. }) => pmcache_proxy::chain(&error),
             other => panic!("expected a document error, got {other:?}"),
         }
     }
@@ -859,11 +487,14 @@ mod tests {
     #[test]
     fn json_yanked_reads_like_pip() {
         assert_eq!(
-            json_yanked(Some(&Value::Bool(true))),
-            Ok(Some(String::new()))
+            json_yanked(Some(&Value::Bool(true))).unwrap(),
+            Some(String::new())
         );
-        assert_eq!(json_yanked(Some(&Value::String(String::new()))), Ok(None));
-        assert_eq!(json_yanked(Some(&Value::Bool(false))), Ok(None));
+        assert_eq!(
+            json_yanked(Some(&Value::String(String::new()))).unwrap(),
+            None
+        );
+        assert_eq!(json_yanked(Some(&Value::Bool(false))).unwrap(), None);
         assert!(json_yanked(Some(&Value::from(1))).is_err());
     }
 
