@@ -1,5 +1,10 @@
 //! End-to-end tests: real clients against pmcache and fixture upstreams on loopback.
 
+// A test binary has no API: its `pub` items are shared between modules, not exported.
+#![allow(unreachable_pub, missing_docs)]
+// Tests report what they measured (throughput, timings, skipped live checks) on the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod concurrency;
 mod concurrency_npm;
 mod faults;

@@ -9,7 +9,9 @@ use url::Url;
 /// Where the discovered registry came from, for the one log line that reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Discovered {
+    /// The registry's base URL, as npm reports it.
     pub url: Url,
+    /// Which npm setting named it ("npm config get registry" or npm's built-in default).
     pub source: String,
 }
 

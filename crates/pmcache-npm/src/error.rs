@@ -38,19 +38,35 @@ pub enum Error {
     #[error(
         "method {method} not allowed: pmcache is a read-only mirror; publish to the upstream registry directly"
     )]
-    MethodNotAllowed { method: String },
+    MethodNotAllowed {
+        /// The request's method, e.g. `PUT` from `npm publish`.
+        method: String,
+    },
     /// Absolute tarball URLs need the origin the client used.
     #[error("no usable Host header: send one, or set public_url in pmcache's config")]
     NoHost,
     /// An endpoint the upstream registry does not offer.
     #[error("the upstream registry does not offer {what} (it answered {status})")]
-    UpstreamLacks { what: &'static str, status: u16 },
+    UpstreamLacks {
+        /// The endpoint's name for the client, e.g. "search".
+        what: &'static str,
+        /// The status the upstream answered it with (404, 405 or 501).
+        status: u16,
+    },
     /// The package was unpublished upstream.
     #[error("{package} was unpublished from the upstream registry")]
-    Unpublished { package: String },
+    Unpublished {
+        /// The package's name, scope included.
+        package: String,
+    },
     /// A version or dist-tag the packument does not have.
     #[error("{package} has no version or dist-tag {version:?} upstream")]
-    NoSuchVersion { package: String, version: String },
+    NoSuchVersion {
+        /// The package's name, scope included.
+        package: String,
+        /// The version or dist-tag the client asked for, as sent.
+        version: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -127,12 +127,16 @@ pub enum NpmPath {
     /// `/name/-/name-1.0.0.tgz`, `/@scope/name/-/name-1.0.0.tgz`,
     /// `/@scope%2fname/-/name-1.0.0.tgz`; `filename` is percent-decoded.
     Tarball {
+        /// The package the tarball belongs to.
         package: PackageName,
+        /// The tarball's file name, e.g. `name-1.0.0.tgz`.
         filename: String,
     },
     /// `/name/1.0.0`, `/@scope/name/latest`: a version or dist-tag, percent-decoded.
     Version {
+        /// The package asked about.
         package: PackageName,
+        /// The version or dist-tag, e.g. `1.0.0` or `latest`.
         version: String,
     },
     /// Anything starting with `/-/` (`/-/v1/search`, `/-/ping`), kept as sent.

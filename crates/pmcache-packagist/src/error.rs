@@ -16,7 +16,10 @@ pub enum Error {
     #[error(
         "no Packagist route {path}: pmcache serves /packagist/packages.json, /packagist/p2/VENDOR/NAME.json and the dists they name"
     )]
-    NoRoute { path: String },
+    NoRoute {
+        /// The request path, below the mount point.
+        path: String,
+    },
     /// The proxy core failed (upstream fault, checksum mismatch, storage).
     #[error(transparent)]
     Proxy(#[from] pmcache_proxy::Error),
@@ -24,15 +27,26 @@ pub enum Error {
     #[error(
         "method {method} not allowed here: pmcache is a read-only mirror (GET and HEAD; POST only for notify-batch and security advisories)"
     )]
-    MethodNotAllowed { method: String },
+    MethodNotAllowed {
+        /// The request's method.
+        method: String,
+    },
     /// A dist on a host outside `packagist.dist_hosts`.
     #[error(
         "dist host {host} is not in packagist.dist_hosts; pmcache will not download {package} from it"
     )]
-    DistHostNotAllowed { package: String, host: String },
+    DistHostNotAllowed {
+        /// The package whose p2 file names the dist.
+        package: String,
+        /// The dist URL's host.
+        host: String,
+    },
     /// The upstream's packages.json names no URL for this endpoint.
     #[error("the upstream repository offers no {what}")]
-    UpstreamLacks { what: String },
+    UpstreamLacks {
+        /// The endpoint's key in `packages.json`, e.g. `search` or `providers-api`.
+        what: String,
+    },
     /// Absolute dist URLs need the origin the client used.
     #[error("no usable Host header: send one, or set public_url in pmcache's config")]
     NoHost,

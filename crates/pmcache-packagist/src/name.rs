@@ -34,6 +34,7 @@ impl PackageName {
         Ok(PackageName(text.to_owned()))
     }
 
+    /// `vendor/name`, as p2 paths and documents spell it.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -13,13 +13,25 @@ pub enum Route {
     /// `/packages.json`: the repository root file.
     PackagesJson,
     /// `/p2/VENDOR/NAME.json` (tagged releases) or `/p2/VENDOR/NAME~dev.json` (branches).
-    P2 { package: PackageName, dev: bool },
+    P2 {
+        /// The package the file describes.
+        package: PackageName,
+        /// `~dev`: the branch versions rather than the tagged releases.
+        dev: bool,
+    },
     /// `/dists/VENDOR/NAME/REFERENCE.TYPE` (percent-decoded): one dist archive.
-    Dist { package: PackageName, file: String },
+    Dist {
+        /// The package the archive belongs to.
+        package: PackageName,
+        /// `REFERENCE.TYPE`, percent-decoded (a branch reference may hold `/`).
+        file: String,
+    },
     /// An endpoint relayed to (or, for notify-batch, answered for) the upstream URL that
     /// `packages.json` names, with `%package%` filled in when given.
     Endpoint {
+        /// Which of the root file's endpoints.
         endpoint: Endpoint,
+        /// The package filled in for `%package%` (providers API), if the route names one.
         package: Option<PackageName>,
     },
 }
@@ -27,11 +39,17 @@ pub enum Route {
 /// The endpoints of `packages.json` that pmcache serves at its own routes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `notify-batch` (`/downloads/`): where Composer reports installs, answered by pmcache.
     NotifyBatch,
+    /// `search` (`/search.json`): `composer search`.
     Search,
+    /// `list` (`/packages/list.json`): package names, filtered by vendor or type.
     List,
+    /// `providers-api` (`/providers/VENDOR/NAME.json`): packages providing a virtual package.
     ProvidersApi,
+    /// `security-advisories` (`/api/security-advisories/`): `composer audit`, by POST.
     SecurityAdvisories,
+    /// `metadata-changes-url` (`/metadata/changes.json`): the feed of updated packages.
     MetadataChanges,
     /// Any other URL the root file held, numbered in document order (`/link/N`).
     Other(u32),

@@ -14,12 +14,16 @@ use crate::path::Route;
 /// Why upstream Composer metadata cannot be rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum Malformed {
+    /// The body is not JSON, or not an object at the top.
     #[error("not a JSON object")]
     NotJson(#[from] serde_json::Error),
+    /// A root file without `metadata-url`: pmcache serves Composer 2 repositories only.
     #[error("no metadata-url: not a Composer 2 repository")]
     NotComposer2,
+    /// A p2 file without a `packages` object.
     #[error("no packages object")]
     NoPackages,
+    /// A p2 file whose entry for the named package is not an array of versions.
     #[error("the versions of {0} are not a list")]
     VersionsNotAList(String),
 }
@@ -231,7 +235,9 @@ pub struct Dist {
 /// A rewritten p2 file.
 #[derive(Debug)]
 pub struct P2 {
+    /// The JSON to serve, its dist URLs pointing at pmcache.
     pub body: Vec<u8>,
+    /// Every dist the file lists, with its upstream URL: the sources clients may fetch.
     pub dists: Vec<Dist>,
 }
 

@@ -19,7 +19,9 @@ pub enum Specificity {
 /// One `type/subtype;params` entry of an `Accept` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MediaRange<'a> {
+    /// The part before `/` (`application`, or `*`), as sent.
     pub top_level: &'a str,
+    /// The part after `/` without parameters (`vnd.pypi.simple.v1+json`, or `*`), as sent.
     pub subtype: &'a str,
     /// q-value in thousandths, 0..=1000.
     pub quality: u16,

@@ -40,10 +40,16 @@ pub enum Advertisement {
     /// A document advertised it.
     Known(ArtifactSource),
     /// No document lists it, as the upstream confirmed within the refetch floor.
-    Unknown { artifact: String },
+    Unknown {
+        /// The artifact asked for, for the error message (`<ecosystem> artifact <id>`).
+        artifact: String,
+    },
     /// The cached documents do not list it and the upstream cannot be asked whether newer ones
     /// do.
-    UpstreamDown { artifact: String },
+    UpstreamDown {
+        /// The artifact asked for, for the error message (`<ecosystem> artifact <id>`).
+        artifact: String,
+    },
 }
 
 impl Advertisement {

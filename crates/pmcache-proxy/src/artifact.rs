@@ -18,7 +18,7 @@ use crate::origin::RedirectPolicy;
 use crate::serve::{self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges};
 
 /// Where an artifact comes from: the upstream URL and published checksum a fetched document
-/// advertised (see [`crate::advertised`]). Only the proxy makes these, from the documents it
+/// advertised (see [`Proxy::advertised_source`](crate::Proxy::advertised_source)). Only the proxy makes these, from the documents it
 /// stored, so a client can never make pmcache fetch a URL of its choosing; the one exception is
 /// [`ArtifactSource::unadvertised`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -81,13 +81,15 @@ fn redirect_policy(source: &ArtifactSource, pinned: bool, hosts: &[String]) -> R
 pub struct ArtifactRequest<'a> {
     /// `pypi`, `npm`, `rubygems` or `packagist`: keeps ecosystems' keys apart.
     pub ecosystem: &'static str,
+    /// Where the upstream publishes it, as a document advertised it.
     pub source: ArtifactSource,
     /// The `Content-Type` to answer with.
     pub content_type: &'static str,
+    /// The client's method and headers (HEAD, ranges, conditional requests).
     pub client: ClientRequest<'a>,
     /// The only hosts (`host` or `host:port`) the upstream may redirect this fetch to besides
-    /// the source's origin, when an operator listed some (`packagist.dist_hosts`); empty: see
-    /// [`redirect_policy`].
+    /// the source's origin, when an operator listed some (`packagist.dist_hosts`); empty: any
+    /// https URL when a checksum or pin vouches for the bytes, else none.
     pub redirect_hosts: &'a [String],
     /// What the artifact is stored under, when its upstream URL may change while its bytes must
     /// not (a Composer dist is one archive per package and reference, wherever it is

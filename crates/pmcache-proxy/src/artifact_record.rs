@@ -10,8 +10,11 @@ use crate::error::Result;
 /// What the store holds for an artifact (table `artifacts`, key `<ecosystem>/<upstream url>`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ArtifactRecord {
+    /// The upstream URL the bytes were fetched from.
     pub url: String,
+    /// The sha256 of the stored bytes: the blob's name.
     pub digest: Digest,
+    /// The artifact's length in bytes.
     pub size: u64,
     /// The published checksum the bytes were verified against; None when none was published.
     pub verified: Option<Checksum>,

@@ -12,11 +12,17 @@ use sha2::{Digest as _, Sha224, Sha256, Sha384, Sha512};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
+    /// MD5: hash fragments of older PyPI links; weak, but still better than no check.
     Md5,
+    /// SHA-1: npm's `shasum` and Composer's dist `shasum`.
     Sha1,
+    /// SHA-224, as a PEP 503 hash fragment may name it.
     Sha224,
+    /// SHA-256: PyPI's usual hash and RubyGems' `checksum`.
     Sha256,
+    /// SHA-384, as a hash fragment or an SRI string may name it.
     Sha384,
+    /// SHA-512: npm's `integrity`.
     Sha512,
 }
 
@@ -50,7 +56,9 @@ impl Algorithm {
 /// One published hash: algorithm and lowercase hex value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Checksum {
+    /// The hash function.
     pub algorithm: Algorithm,
+    /// The digest in lowercase hex, of the algorithm's length.
     pub hex: String,
 }
 

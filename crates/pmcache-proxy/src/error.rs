@@ -15,100 +15,183 @@ use crate::checksum::Checksum;
 /// [`source`]: std::error::Error::source
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// No connection to the upstream: DNS, a refused connection, the TLS handshake.
     #[error("upstream {url} could not be reached")]
     Connect {
+        /// The upstream URL asked for.
         url: String,
+        /// The connector's or client's error.
         #[source]
         source: BoxError,
     },
+    /// The upstream did not connect, send its headers, or send its body's next chunk in time.
     #[error("upstream {url} did not answer within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
+    Timeout {
+        /// The upstream URL asked for.
+        url: String,
+        /// The timeout that ran out (the connect or the read timeout).
+        timeout: Duration,
+    },
+    /// Refreshing a cached document outlasted `upstream.stale_timeout`; the refresh goes on.
     #[error(
         "upstream {url} did not finish within upstream.stale_timeout ({waited:?}); its refresh goes on in the background"
     )]
-    Slow { url: String, waited: Duration },
+    Slow {
+        /// The document's upstream URL.
+        url: String,
+        /// How long the request waited for the refresh (`upstream.stale_timeout`).
+        waited: Duration,
+    },
+    /// The upstream answered with an error status (404 and 410 are [`Error::NotFound`]).
     #[error("upstream {url} answered {status}")]
     Status {
+        /// The upstream URL asked for.
         url: String,
+        /// The upstream's status.
         status: StatusCode,
+        /// The upstream's `Retry-After`, passed on to the client.
         retry_after: Option<Duration>,
     },
+    /// Requests to an upstream that keeps timing out fail at once until the breaker lets one
+    /// through again, instead of each waiting for the timeout.
     #[error(
         "circuit open: upstream {origin} failed {failures} times in a row (timeouts); pmcache tries it again in {}s", retry_after.as_secs().max(1)
     )]
     CircuitOpen {
+        /// The upstream's origin (`scheme://host:port`).
         origin: String,
+        /// The consecutive timeouts that opened the circuit.
         failures: u32,
+        /// How long until the next attempt is let through.
         retry_after: Duration,
     },
     /// The address policy's refusal ([`Refusal`]) is the reason itself, so it is in the line.
     #[error("pmcache will not fetch {url}: {refusal}")]
-    Refused { url: String, refusal: Refusal },
+    Refused {
+        /// The URL pmcache was asked to fetch.
+        url: String,
+        /// Which address was refused, and why.
+        refusal: Refusal,
+    },
+    /// The upstream answered 404 (or 410): it has no such document or artifact.
     #[error("upstream has no {url} (404)")]
-    NotFound { url: String },
+    NotFound {
+        /// The upstream URL asked for.
+        url: String,
+    },
+    /// The upstream's body ended in an error (connection reset, protocol error).
     #[error("upstream {url} broke off the transfer")]
     Body {
+        /// The upstream URL asked for.
         url: String,
+        /// The HTTP client's error.
         #[source]
         source: BoxError,
     },
+    /// The upstream's body was shorter or longer than its `Content-Length`: a cut transfer.
     #[error("upstream {url} sent {actual} bytes where it announced {announced}")]
     Length {
+        /// The upstream URL asked for.
         url: String,
+        /// The `Content-Length` it announced.
         announced: u64,
+        /// The bytes it sent.
         actual: u64,
     },
+    /// A metadata document grew past the size limit, compressed or decoded: refused so that
+    /// no upstream can exhaust memory or disk.
     #[error("upstream document {url} is larger than the {limit}-byte limit")]
-    TooLarge { url: String, limit: u64 },
+    TooLarge {
+        /// The document's upstream URL.
+        url: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The upstream redirected where the redirect policy does not allow, without a usable
+    /// `Location`, or too many times.
     #[error("upstream {url} redirected to {location}, which pmcache will not follow")]
-    Redirect { url: String, location: String },
+    Redirect {
+        /// The URL that answered with the redirect.
+        url: String,
+        /// Its `Location` as sent, or what was wrong with it.
+        location: String,
+    },
+    /// An artifact's bytes do not match the checksum its document published.
     #[error(
         "upstream {url} sent bytes with {actual} where {expected} was published; nothing was cached"
     )]
     Checksum {
+        /// The artifact's upstream URL.
         url: String,
+        /// The checksum a document published for it.
         expected: Checksum,
+        /// The same algorithm's checksum of the bytes received.
         actual: Checksum,
     },
+    /// An artifact with no published checksum changed since pmcache first stored it.
     #[error(
         "upstream {url} now sends bytes with {actual}, not the {pinned} pmcache pinned when it first fetched them; refused, nothing was cached"
     )]
     PinMismatch {
+        /// The artifact's upstream URL.
         url: String,
+        /// The sha256 recorded at the first fetch.
         pinned: Checksum,
+        /// The sha256 of the bytes received now.
         actual: Checksum,
     },
+    /// No document lists the artifact (404): clients reach only what a document advertised.
     #[error("no upstream document lists {artifact}")]
-    NotAdvertised { artifact: String },
+    NotAdvertised {
+        /// The artifact asked for (`<ecosystem> artifact <id>`).
+        artifact: String,
+    },
+    /// The cached documents do not list the artifact and the upstream that could have a newer
+    /// one is down: a 503, never a 404 (which tells clients the package does not exist).
     #[error(
         "the upstream cannot be reached and the cached documents do not list {artifact}; try again when it is back"
     )]
-    AdvertiserDown { artifact: String },
+    AdvertiserDown {
+        /// The artifact asked for (`<ecosystem> artifact <id>`).
+        artifact: String,
+    },
     /// A document the frontend (or the proxy) cannot read; `source` says what is wrong with it,
     /// typed by whoever parsed it.
     #[error("upstream document {url} is malformed")]
     Document {
+        /// The document's upstream URL.
         url: String,
+        /// The parser's error.
         #[source]
         source: BoxError,
     },
+    /// An upstream URL (configured, or built from a document) that the HTTP client cannot send
+    /// a request to.
     #[error("pmcache cannot use upstream URL {url}")]
     BadUpstreamUrl {
+        /// The URL, as pmcache had it.
         url: String,
+        /// Why it is unusable.
         #[source]
         source: BoxError,
     },
+    /// The configured extra CA certificates could not be read or parsed.
     #[error("upstream.ca_file {} is unusable", path.display())]
     CaFile {
+        /// The configured file.
         path: std::path::PathBuf,
+        /// The read or PEM error.
         #[source]
         source: BoxError,
     },
+    /// rustls refused the client configuration (protocol versions, root certificates).
     #[error("the upstream client's TLS settings are unusable")]
     Tls {
+        /// rustls' error.
         #[source]
         source: BoxError,
     },
+    /// The store failed (a full disk answers 503, anything else 500).
     #[error("pmcache storage failed{}", if .0.is_storage_full() { ": its disk is full" } else { "" })]
     Store(#[from] pmcache_store::Error),
     /// pmcache itself failed, with nothing underneath to blame.
@@ -118,7 +201,9 @@ pub enum Error {
     /// could not be read back).
     #[error("pmcache internal failure: {what}")]
     Failed {
+        /// What pmcache was doing.
         what: String,
+        /// What failed underneath.
         #[source]
         source: BoxError,
     },

@@ -23,7 +23,7 @@ pub fn assess(fetched_at: u64, ttl: Duration, now: u64) -> Freshness {
 }
 
 /// Seconds since the unix epoch.
-pub fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())

@@ -30,9 +30,13 @@ const FORWARDED_RESPONSE_HEADERS: [HeaderName; 4] = [
 
 /// One request to relay.
 pub struct PassThrough<'a> {
+    /// The client's method, sent upstream as it is.
     pub method: Method,
+    /// The upstream URL to send it to.
     pub url: Url,
+    /// The client's headers, of which only the ones that describe the request are forwarded.
     pub headers: &'a HeaderMap,
+    /// The client's body (a search query, an audit report).
     pub body: Bytes,
     /// Relay the client's `Authorization`: only to the upstream it was configured for, never
     /// to another host a document named (a client's registry token is not theirs to see).

@@ -44,6 +44,7 @@ impl CacheStatus {
 pub struct ClientRequest<'a> {
     /// A HEAD request: headers only.
     pub head: bool,
+    /// Its headers: `Accept`, `Accept-Encoding`, `Range`, conditionals, `Host`.
     pub headers: &'a HeaderMap,
 }
 
@@ -83,7 +84,7 @@ impl<'a> ClientRequest<'a> {
 }
 
 /// The strong ETag of a blob.
-pub fn etag_of(digest: &Digest) -> String {
+pub(crate) fn etag_of(digest: &Digest) -> String {
     format!("\"{}\"", digest.to_hex())
 }
 
@@ -93,7 +94,12 @@ pub enum RangeRequest {
     /// No usable single range: send everything.
     Whole,
     /// `start..=end`.
-    Part { start: u64, end: u64 },
+    Part {
+        /// The first byte, counted from 0.
+        start: u64,
+        /// The last byte, included, below the blob's size.
+        end: u64,
+    },
     /// Nothing of the blob lies in the range.
     Unsatisfiable,
 }

@@ -9,7 +9,9 @@ use url::Url;
 /// Where the discovered index came from, for the one log line that reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Discovered {
+    /// The index's simple-API base URL, as pip's configuration names it.
     pub url: Url,
+    /// Which setting named it (`pip config <key>`) or pip's built-in default.
     pub source: String,
 }
 

@@ -27,13 +27,22 @@ pub enum Error {
     Proxy(#[from] pmcache_proxy::Error),
     /// A path under `/pypi/` that is no simple-API route.
     #[error("no PyPI route {path}: pmcache serves /pypi/simple/ and /pypi/simple/<project>/")]
-    NoRoute { path: String },
+    NoRoute {
+        /// The request path, below the mount point.
+        path: String,
+    },
     /// A file URL that no page pmcache served ever advertised.
     #[error("unknown file {filename}: fetch its project page through pmcache first")]
-    UnknownFile { filename: String },
+    UnknownFile {
+        /// The file name from the request path.
+        filename: String,
+    },
     /// pmcache is a read-only mirror.
     #[error("method {method} not allowed: pmcache is a read-only mirror (GET and HEAD only)")]
-    MethodNotAllowed { method: String },
+    MethodNotAllowed {
+        /// The request's method, e.g. `POST` from `twine upload`.
+        method: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

@@ -17,7 +17,10 @@ pub enum Error {
     #[error(
         "no RubyGems route {path}: pmcache serves /rubygems/versions, /rubygems/info/NAME, /rubygems/gems/NAME-VERSION.gem and the legacy indexes"
     )]
-    NoRoute { path: String },
+    NoRoute {
+        /// The request path, below the mount point.
+        path: String,
+    },
     /// The proxy core failed (upstream fault, checksum mismatch, storage).
     #[error(transparent)]
     Proxy(#[from] pmcache_proxy::Error),
@@ -25,7 +28,10 @@ pub enum Error {
     #[error(
         "method {method} not allowed: pmcache is a read-only mirror; push and yank gems on the upstream directly"
     )]
-    MethodNotAllowed { method: String },
+    MethodNotAllowed {
+        /// The request's method, e.g. `POST` from `gem push`.
+        method: String,
+    },
     /// The dependency API, which rubygems.org removed.
     #[error(
         "the dependency API is gone (as on rubygems.org): Bundler and RubyGems use the compact index at /rubygems/versions and /rubygems/info/NAME"

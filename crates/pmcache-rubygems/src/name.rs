@@ -23,6 +23,7 @@ impl GemName {
         Ok(GemName(text.to_owned()))
     }
 
+    /// The name as the gem's `/info` file and `.gem` files spell it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -55,6 +56,7 @@ impl FullName {
         Ok(full)
     }
 
+    /// The full name as it appears in `.gem` and `.gemspec.rz` file names, without extension.
     pub fn as_str(&self) -> &str {
         &self.0
     }

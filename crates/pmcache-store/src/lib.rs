@@ -64,7 +64,9 @@ struct Inner {
 
 /// A blob made durable, held (see [`Hold`]) until the caller has recorded it.
 pub struct Committed {
+    /// The blob's sha256, which is also its name in the store.
     pub digest: Digest,
+    /// The blob's length in bytes.
     pub size: u64,
     /// Keep until the index record naming the blob is written.
     pub hold: Hold,

@@ -24,16 +24,19 @@ const BATCH: usize = 256;
 /// What a maintenance pass (`pmcache gc`) did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GcReport {
-    /// Blobs evicted (least recently used first) to get under the cap, and their bytes.
+    /// Blobs evicted (least recently used first) to get under the cap.
     pub evicted_blobs: u64,
+    /// Bytes of the evicted blobs.
     pub evicted_bytes: u64,
     /// Index records dropped or detached because a blob they named was evicted.
     pub detached_records: u64,
-    /// Blobs no record named (e.g. replaced renderings of a document), and their bytes.
+    /// Blobs no record named (e.g. replaced renderings of a document), removed.
     pub orphan_blobs: u64,
+    /// Bytes of the removed orphan blobs.
     pub orphan_bytes: u64,
-    /// Stale temp files removed, and their bytes.
+    /// Stale temp files removed (left by fills that never finished).
     pub temp_files: u64,
+    /// Bytes of the removed temp files.
     pub temp_bytes: u64,
     /// Bytes of blobs in the store afterwards.
     pub size_bytes: u64,

@@ -26,13 +26,15 @@ pub struct Stats {
     pub max_size_bytes: u64,
     /// Whether the last write failed for lack of space.
     pub full: bool,
-    /// Blobs and bytes evicted to stay under the cap.
+    /// Blobs evicted to stay under the cap.
     pub evicted_blobs: u64,
+    /// Bytes of the evicted blobs.
     pub evicted_bytes: u64,
     /// Maintenance (eviction and garbage collection) passes run.
     pub gc_runs: u64,
-    /// Unreferenced blobs and stale temp files removed, and their bytes.
+    /// Unreferenced blobs and stale temp files removed.
     pub collected_files: u64,
+    /// Bytes of the removed unreferenced blobs and temp files.
     pub collected_bytes: u64,
     /// Blobs moved to quarantine because their content did not match their name.
     pub quarantined_blobs: u64,

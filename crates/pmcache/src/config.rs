@@ -18,7 +18,7 @@ use url::Url;
 use crate::frontend::Ecosystem;
 
 /// The built-in configuration, compiled into the binary.
-pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
@@ -30,7 +30,7 @@ const ENV_PREFIX: &str = "PMCACHE_";
 /// Everything pmcache can be told.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// Address to serve on. Default `127.0.0.1:7878`.
     pub listen: SocketAddr,
     /// Directory for blobs, temp files and the index. Default `pmcache-data`.
@@ -50,7 +50,7 @@ pub struct Config {
 /// The `[log]` section.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// `text` or `json`. Default `text`.
     pub format: LogFormat,
     /// A tracing filter such as `info` or `info,pmcache_proxy=debug`; `RUST_LOG` wins when set.
@@ -62,7 +62,7 @@ pub struct LogConfig {
 /// pmcache hang, buffer without bound, or run out of connections for the others.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// Connections served at once; more are answered 503 and closed. Default `1024`.
     pub max_connections: usize,
     /// Time a client has to send its first bytes, then again to complete a request's headers,
@@ -122,7 +122,7 @@ impl ServerConfig {
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
@@ -156,14 +156,14 @@ impl Default for LogConfig {
 
 /// Command-line flags that override every other source.
 #[derive(Clone, Debug, Default)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
 }
 
 /// A configuration and the `PMCACHE_*` variables that named no setting.
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub config: Config,
     /// Variables such as `PMCACHE_BIN` (a wrapper script's) or `PMCACHE_PORT` (which Kubernetes
     /// injects for a service named pmcache): not settings, so reported and ignored rather than
@@ -173,7 +173,7 @@ pub struct Loaded {
 
 /// Builds the configuration from its four layers. `env` is the process environment (tests pass
 /// their own list instead of mutating the real one).
-pub fn load(
+pub(crate) fn load(
     file: Option<&Path>,
     env: &[(String, String)],
     flags: &Overrides,

@@ -35,7 +35,7 @@ const PREFACE_POLL: Duration = Duration::from_millis(10);
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Counts connections against `server.max_connections`.
-pub struct Admission {
+pub(crate) struct Admission {
     permits: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
     limit: usize,
@@ -43,7 +43,7 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(limit: usize) -> Admission {
+    pub(crate) fn new(limit: usize) -> Admission {
         Admission {
             permits: Arc::new(Semaphore::new(limit)),
             refusals: Arc::new(Semaphore::new(CONCURRENT_REFUSALS)),
@@ -53,13 +53,13 @@ impl Admission {
     }
 
     /// A place for one more connection, held until it closes; None at the limit.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn admit(&self) -> Option<OwnedSemaphorePermit> {
         Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
     /// Answers a connection over the limit with 503 and closes it, in the background and
     /// bounded in time; under a flood of refusals, closes it at once.
-    pub fn refuse(&self, stream: TcpStream) {
+    pub(crate) fn refuse(&self, stream: TcpStream) {
         self.log_refusal();
         let Ok(permit) = Arc::clone(&self.refusals).try_acquire_owned() else {
             return;
@@ -90,7 +90,7 @@ impl Admission {
 }
 
 /// The whole 503 response for a connection over the limit.
-pub fn refusal_response(limit: usize) -> String {
+pub(crate) fn refusal_response(limit: usize) -> String {
     let reason = format!(
         "pmcache is serving its limit of {limit} connections (server.max_connections); try again shortly\n"
     );
@@ -155,14 +155,14 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
 }
 
 /// hyper's connection builders with the limits of `[server]`.
-pub struct Protocols {
+pub(crate) struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     header_read_timeout: Duration,
 }
 
 impl Protocols {
-    pub fn new(settings: &ServerConfig) -> Protocols {
+    pub(crate) fn new(settings: &ServerConfig) -> Protocols {
         let uri = usize::try_from(settings.max_uri_length.0).unwrap_or(usize::MAX);
         let headers = usize::try_from(settings.max_header_size.0).unwrap_or(usize::MAX);
         // hyper's own limits sit above ours, so that the router answers requests just over
@@ -189,7 +189,7 @@ impl Protocols {
 }
 
 /// What a connection needs from the server beyond its socket.
-pub struct Context {
+pub(crate) struct Context {
     pub protocols: Arc<Protocols>,
     pub app: Arc<App>,
     /// Watches the connection once hyper serves it, for a graceful shutdown.
@@ -200,7 +200,7 @@ pub struct Context {
 }
 
 /// Serves one admitted connection until it closes; `permit` is its place under the limit.
-pub async fn serve(stream: TcpStream, permit: OwnedSemaphorePermit, context: Context) {
+pub(crate) async fn serve(stream: TcpStream, permit: OwnedSemaphorePermit, context: Context) {
     let Context {
         protocols,
         app,

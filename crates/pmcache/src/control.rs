@@ -24,12 +24,12 @@ use tokio::net::{UnixListener, UnixStream};
 const SOCKET: &str = "control.sock";
 
 /// The socket path of a data directory.
-pub fn socket_path(data_dir: &Path) -> PathBuf {
+pub(crate) fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET)
 }
 
 /// A listening control socket; removed by [`Control::close`].
-pub struct Control {
+pub(crate) struct Control {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
@@ -43,7 +43,7 @@ struct Target {
 impl Control {
     /// Listens on the data directory's socket. A socket file left by a process that died is
     /// replaced: the caller holds the store open, so no other server can be using it.
-    pub fn listen(store: Store, config: store::Config) -> anyhow::Result<Control> {
+    pub(crate) fn listen(store: Store, config: store::Config) -> anyhow::Result<Control> {
         let path = socket_path(store.root());
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::info!(path = %path.display(), "replaced a stale control socket"),
@@ -62,7 +62,7 @@ impl Control {
     }
 
     /// Stops listening and removes the socket file.
-    pub fn close(self) {
+    pub(crate) fn close(self) {
         self.task.abort();
         if let Err(error) = std::fs::remove_file(&self.path)
             && error.kind() != std::io::ErrorKind::NotFound
@@ -150,7 +150,7 @@ fn text(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
 }
 
 /// Sends `POST command` to the server of `data_dir`; None when no server listens there.
-pub async fn ask(data_dir: &Path, command: &str) -> anyhow::Result<Option<Bytes>> {
+pub(crate) async fn ask(data_dir: &Path, command: &str) -> anyhow::Result<Option<Bytes>> {
     let path = socket_path(data_dir);
     let stream = match UnixStream::connect(&path).await {
         Ok(stream) => stream,

@@ -18,7 +18,7 @@ use crate::config::Config;
 
 /// An ecosystem pmcache serves: a row of the wiring table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ecosystem {
+pub(crate) enum Ecosystem {
     Pypi,
     Npm,
     Rubygems,
@@ -44,7 +44,7 @@ struct Wiring {
 
 impl Ecosystem {
     /// Every ecosystem, in the order they are built and listed.
-    pub const ALL: [Ecosystem; 4] = [
+    pub(crate) const ALL: [Ecosystem; 4] = [
         Ecosystem::Pypi,
         Ecosystem::Npm,
         Ecosystem::Rubygems,
@@ -90,17 +90,17 @@ impl Ecosystem {
     }
 
     /// Its config section, mount segment, and label in metrics and logs (`pypi`).
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         self.wiring().key
     }
 
     /// Whether its routes take a percent-encoded `/` inside a segment.
-    pub fn takes_encoded_slash(self) -> bool {
+    pub(crate) fn takes_encoded_slash(self) -> bool {
         self.wiring().encoded_slash
     }
 
     /// Splits `/pypi/simple/x/` into `(Pypi, "/simple/x/")`; None outside every mount.
-    pub fn mounted_at(path: &str) -> Option<(Ecosystem, &str)> {
+    pub(crate) fn mounted_at(path: &str) -> Option<(Ecosystem, &str)> {
         Ecosystem::ALL.into_iter().find_map(|ecosystem| {
             let rest = path.strip_prefix('/')?.strip_prefix(ecosystem.key())?;
             (rest.is_empty() || rest.starts_with('/')).then_some((ecosystem, rest))
@@ -119,7 +119,7 @@ impl Ecosystem {
 }
 
 /// A frontend of any ecosystem.
-pub enum Frontend {
+pub(crate) enum Frontend {
     Pypi(pypi::Frontend),
     Npm(npm::Frontend),
     Rubygems(rubygems::Frontend),
@@ -127,11 +127,11 @@ pub enum Frontend {
 }
 
 /// The error a frontend answered with, classified, with its whole chain of causes.
-pub type Failure = Box<dyn Classify>;
+pub(crate) type Failure = Box<dyn Classify>;
 
 impl Frontend {
     /// Answers one request below the frontend's mount (`rest` is the path after it).
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         parts: &Parts,
         body: Bytes,
@@ -149,7 +149,7 @@ impl Frontend {
 
     /// Builds `ecosystem`'s frontend from its config section, resolving its upstream; else the
     /// reason it is off, logged once in one line that names the key to set.
-    pub async fn build(
+    pub(crate) async fn build(
         ecosystem: Ecosystem,
         config: &Config,
         proxy: &Proxy,

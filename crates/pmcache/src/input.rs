@@ -15,14 +15,14 @@ const QUOTED_PATH: usize = 200;
 
 /// The request size limits of `[server]`.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     max_uri_length: usize,
     max_header_size: usize,
     body_read_timeout: Duration,
 }
 
 impl Limits {
-    pub fn new(settings: &ServerConfig) -> Limits {
+    pub(crate) fn new(settings: &ServerConfig) -> Limits {
         Limits {
             max_uri_length: usize::try_from(settings.max_uri_length.0).unwrap_or(usize::MAX),
             max_header_size: usize::try_from(settings.max_header_size.0).unwrap_or(usize::MAX),
@@ -31,21 +31,21 @@ impl Limits {
     }
 
     /// How long a request body may take to arrive whole.
-    pub fn body_read_timeout(&self) -> Duration {
+    pub(crate) fn body_read_timeout(&self) -> Duration {
         self.body_read_timeout
     }
 }
 
 /// Why a request is refused: its status and a one-line reason.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub status: StatusCode,
     pub reason: String,
 }
 
 /// Checks a request's size against `limits` and its path; `encoded_slash` says whether the
 /// mount it goes to takes `%2F` inside a segment.
-pub fn check(parts: &Parts, limits: &Limits, encoded_slash: bool) -> Result<(), Refusal> {
+pub(crate) fn check(parts: &Parts, limits: &Limits, encoded_slash: bool) -> Result<(), Refusal> {
     let target = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target > limits.max_uri_length {
         return Err(Refusal {
@@ -83,7 +83,7 @@ fn header_block_size(headers: &http::HeaderMap) -> usize {
 
 /// Refuses what no route of any mount takes. Frontends check their own grammar after this;
 /// this is the one place that keeps traversal out whatever a frontend forgets.
-pub fn check_path(path: &str, encoded_slash: bool) -> Result<(), &'static str> {
+pub(crate) fn check_path(path: &str, encoded_slash: bool) -> Result<(), &'static str> {
     let below = path.strip_prefix('/').ok_or("must start with '/'")?;
     let mut segments = below.split('/').peekable();
     while let Some(raw) = segments.next() {

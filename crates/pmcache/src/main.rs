@@ -1,6 +1,10 @@
 //! The pmcache binary: command line, configuration, logging, and the commands `serve`, `gc`
 //! and `verify`.
 
+// The binary is where pmcache talks to its operator: reports of `gc` and `verify`, the listening
+// address, and errors before logging is set up go to the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod config;
 mod connection;
 mod control;

@@ -19,7 +19,7 @@ struct RequestLabels {
 }
 
 /// Counters of what pmcache answered, and the store's figures.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     connections_open: Gauge,
@@ -33,7 +33,7 @@ pub struct Metrics {
 }
 
 /// Counts a connection as open until dropped.
-pub struct OpenConnection(Gauge);
+pub(crate) struct OpenConnection(Gauge);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
@@ -57,7 +57,7 @@ struct StoreFigures {
 }
 
 impl Metrics {
-    pub fn new(store: Store, proxy: Proxy) -> Metrics {
+    pub(crate) fn new(store: Store, proxy: Proxy) -> Metrics {
         let mut registry = Registry::with_prefix("pmcache");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -100,18 +100,18 @@ impl Metrics {
     }
 
     /// Counts one more open connection, until the guard is dropped.
-    pub fn connection_opened(&self) -> OpenConnection {
+    pub(crate) fn connection_opened(&self) -> OpenConnection {
         self.connections_open.inc();
         OpenConnection(self.connections_open.clone())
     }
 
     /// Counts one connection refused for being over the limit.
-    pub fn connection_refused(&self) {
+    pub(crate) fn connection_refused(&self) {
         self.connections_refused.inc();
     }
 
     /// Counts one answered request.
-    pub fn observe(&self, ecosystem: &str, cache: &str, status: u16) {
+    pub(crate) fn observe(&self, ecosystem: &str, cache: &str, status: u16) {
         let labels = RequestLabels {
             ecosystem: ecosystem.to_owned(),
             cache: cache.to_owned(),
@@ -121,7 +121,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let _one_at_a_time = self.rendering.lock().unwrap_or_else(|p| p.into_inner());
         self.figures.update(&self.store.stats());
         let open = i64::try_from(self.proxy.open_circuits()).unwrap_or(i64::MAX);

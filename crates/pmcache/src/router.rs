@@ -16,7 +16,7 @@ use crate::input::{self, Limits};
 use crate::metrics::Metrics;
 
 /// Everything a request can reach.
-pub struct App {
+pub(crate) struct App {
     /// Every ecosystem's frontend, or the reason it is off.
     pub mounts: Vec<(Ecosystem, Result<Frontend, String>)>,
     pub metrics: Metrics,
@@ -25,7 +25,10 @@ pub struct App {
 
 impl App {
     /// Answers one request; never fails (errors become responses).
-    pub async fn handle(&self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    pub(crate) async fn handle(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();

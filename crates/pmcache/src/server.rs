@@ -25,7 +25,7 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// The least time between two maintenance passes, however fast commits go over the cap.
 const MAINTAIN_GAP: Duration = Duration::from_secs(1);
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir).with_context(|| {
         format!(
             "cannot open the data directory {}",

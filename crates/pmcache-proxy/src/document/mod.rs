@@ -35,11 +35,13 @@ pub struct DocumentRequest {
     pub ecosystem: &'static str,
     /// The document's identity within the ecosystem (e.g. the normalised project name).
     pub key: String,
+    /// Where the upstream publishes the document.
     pub url: Url,
     /// The `Accept` header sent upstream.
     pub accept: &'static str,
     /// How long a fetched copy is served without asking the upstream.
     pub ttl: Duration,
+    /// Whether the fetch may follow an upstream redirect to this URL.
     pub allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
     /// A cached copy for which this holds is current whatever its age (a frontend may know so
     /// from another document). Requests that come while a refetch is under way join it rather
@@ -54,14 +56,17 @@ pub type KnownCurrent = Arc<dyn Fn(&Document) -> bool + Send + Sync>;
 pub struct UpstreamDocument {
     /// The URL that answered, after redirects: relative links resolve against it.
     pub url: Url,
+    /// The upstream's `Content-Type` (which format it answered in, e.g. PEP 691 JSON or HTML).
     pub content_type: String,
     /// The upstream's response headers (digests a renderer may check the body against).
     pub headers: HeaderMap,
+    /// The document, decompressed.
     pub body: Bytes,
 }
 
 /// What a frontend renders from one upstream version of a document.
 pub struct Rendering {
+    /// The representations to store and serve, each under its own name.
     pub variants: Vec<Variant>,
     /// The artifacts the rendered document advertises, by the id in their pmcache URL.
     pub sources: Vec<Advertised>,
@@ -69,8 +74,11 @@ pub struct Rendering {
 
 /// One representation pmcache serves (e.g. PEP 503 HTML or PEP 691 JSON).
 pub struct Variant {
+    /// What the frontend asks [`Proxy::respond`](crate::Proxy::respond) for (e.g. `json`).
     pub name: &'static str,
+    /// The `Content-Type` it is served with.
     pub content_type: &'static str,
+    /// The rendered bytes, stored as a blob.
     pub body: Vec<u8>,
     /// The entity tag to serve (quoted), when the protocol fixes one; else pmcache's own.
     pub etag: Option<String>,
@@ -97,7 +105,7 @@ impl Variant {
     /// The body names the client's origin as [`ORIGIN_PLACEHOLDER`](crate::ORIGIN_PLACEHOLDER) (absolute URLs back to
     /// pmcache): it is stored with `origin` there, answered as stored (gzip copy included) to
     /// clients of that origin, and with their own origin spliced in to others
-    /// ([`Proxy::respond_for_origin`]).
+    /// ([`Proxy::respond_for_origin`](crate::Proxy::respond_for_origin)).
     pub fn with_origin(mut self, origin: impl Into<String>) -> Variant {
         self.origin = Some(origin.into());
         self
