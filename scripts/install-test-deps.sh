@@ -77,18 +77,19 @@ fi
 
 # --- Rust tools scripts/test.sh runs besides cargo's own: cargo-deny (bans, licences, sources)
 # and cargo-machete (unused dependencies), from the Rust crate registry at pinned versions, each
-# built once with its own lockfile into target/test-tools/cargo. cargo-deny compiles for several
-# minutes the first time.
+# built once with its own lockfile. They live outside the checkout (PMCACHE_CARGO_TOOLS, by
+# default in the user's cache directory) so that a fresh clone, as CI makes, does not compile
+# them again: cargo-deny alone takes several minutes on two cores.
 CARGO_DENY_VERSION=0.20.2
 CARGO_MACHETE_VERSION=0.9.2
-cargo_root="$tools/cargo"
+cargo_root="${PMCACHE_CARGO_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/pmcache/cargo-tools}"
 cargo_tool() { # cargo_tool CRATE VERSION: installs CRATE at VERSION unless exactly that runs
   local found
   found=$("$cargo_root/bin/$1" --version 2>/dev/null || true)
   if [[ $found == "$2" || $found == "$1 $2" ]]; then
-    echo "test tools present: $1 $2 in target/test-tools/cargo"
+    echo "test tools present: $1 $2 in $cargo_root"
   else
-    echo "installing into target/test-tools/cargo: $1 $2"
+    echo "installing into $cargo_root: $1 $2"
     # --force: cargo's record of installed crates may outlive a binary removed since.
     cargo install --locked --quiet --force --root "$cargo_root" "$1" --version "$2"
     found=$("$cargo_root/bin/$1" --version 2>/dev/null || true)

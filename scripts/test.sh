@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
-# cargo-deny and cargo-machete, as installed (pinned) by install-test-deps.sh.
-export PATH="$PWD/target/test-tools/cargo/bin:$PATH"
+# cargo-deny and cargo-machete, as installed (pinned) by install-test-deps.sh, which uses the
+# same default.
+export PATH="${PMCACHE_CARGO_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/pmcache/cargo-tools}/bin:$PATH"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked --quiet
