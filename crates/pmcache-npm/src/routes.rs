@@ -83,7 +83,12 @@ impl Frontend {
         parts: &Parts,
         ttl: std::time::Duration,
     ) -> Result<proxy::Document> {
-        let stored_origin = self.client_origin(parts)?;
+        let origin = self.client_origin(parts)?;
+        let from_client = self.public_url.is_none();
+        let placed = move |variant: Variant| match from_client {
+            true => variant.with_client_origin(origin.clone()),
+            false => variant.with_origin(origin.clone()),
+        };
         let registry = format!("{}{}/", proxy::ORIGIN_PLACEHOLDER, self.mount);
         let url =
             self.upstream
@@ -111,21 +116,20 @@ impl Frontend {
                     &upstream.url,
                     &registry,
                 )
-                .map_err(|error| proxy::Error::Document {
-                    url: upstream.url.to_string(),
-                    source: Box::new(error),
-                })?;
+                .map_err(|error| packument_error(&upstream.url, error))?;
                 let sources = sources_of(&requested, &rewritten.tarballs);
                 Ok(Rendering {
                     variants: vec![
-                        Variant::new("full", Representation::Full.content_type(), rewritten.full)
-                            .with_origin(stored_origin.clone()),
-                        Variant::new(
+                        placed(Variant::new(
+                            "full",
+                            Representation::Full.content_type(),
+                            rewritten.full,
+                        )),
+                        placed(Variant::new(
                             "abbreviated",
                             Representation::Abbreviated.content_type(),
                             rewritten.abbreviated,
-                        )
-                        .with_origin(stored_origin),
+                        )),
                     ],
                     sources,
                 })
@@ -259,6 +263,24 @@ impl Frontend {
     }
 }
 
+/// A packument the renderer refused, as the proxy classifies it: a package unpublished upstream
+/// is gone (404, never a stale copy), anything else is a malformed upstream document.
+fn packument_error(url: &Url, error: Error) -> proxy::Error {
+    match error {
+        Error::Unpublished { .. } => proxy::Error::NotFound {
+            url: url.to_string(),
+        },
+        Error::Document { source, .. } => proxy::Error::Document {
+            url: url.to_string(),
+            source: Box::new(source),
+        },
+        other => proxy::Error::Document {
+            url: url.to_string(),
+            source: Box::new(other),
+        },
+    }
+}
+
 fn ping() -> Response<Body> {
     let mut response = Response::new(proxy::full("{}"));
     response.headers_mut().insert(
@@ -295,4 +317,22 @@ fn sources_of(package: &PackageName, tarballs: &[Tarball]) -> Vec<Advertised> {
             checksum: tarball.checksum.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unpublished_package_is_gone_not_a_bad_gateway() {
+        let url = Url::parse("https://registry.test/left-pad").unwrap();
+        let gone = packument_error(
+            &url,
+            Error::Unpublished {
+                package: "left-pad".to_owned(),
+            },
+        );
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        assert!(!gone.is_upstream_fault(), "{gone}");
+    }
 }

@@ -123,7 +123,9 @@ impl Proxy {
         let mut stale: Vec<Option<bool>> = vec![Some(false); advertisers.len()];
         for recency in [Recency::Usual, Recency::Floor(self.inner.refetch_floor)] {
             for (advertiser, stale) in advertisers.iter().zip(stale.iter_mut()) {
-                if stale.is_none() {
+                // Gone upstream, or just served stale: asking again within this request would
+                // only wait out the same fault a second time.
+                if stale.is_none() || *stale == Some(true) {
                     continue;
                 }
                 *stale = load(advertiser.clone(), recency)
@@ -144,11 +146,20 @@ impl Proxy {
 
     /// The source recorded when a document advertising `id` was stored.
     fn recorded_source(&self, ecosystem: &str, id: &str) -> Result<Option<ArtifactSource>> {
-        Ok(self
+        let record: Option<SourceRecord> = self
             .inner
             .store
-            .get(Table::Sources, &source_key(ecosystem, id))?)
+            .get(Table::Sources, &source_key(ecosystem, id))?;
+        Ok(record.map(|record| ArtifactSource::advertised(record.url, record.checksum)))
     }
+}
+
+/// What the index keeps of an advertised source (table `sources`). Its own type, private to
+/// the proxy, so that no one outside can make an [`ArtifactSource`] by deserializing one.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct SourceRecord {
+    url: Url,
+    checksum: Option<Checksum>,
 }
 
 /// The index key of an advertised source.
@@ -162,18 +173,16 @@ fn describe(ecosystem: &str, id: &str) -> String {
 }
 
 /// The index records of a rendering's advertised artifacts.
-pub(crate) fn records(
-    ecosystem: &str,
-    advertised: Vec<Advertised>,
-) -> Vec<(String, ArtifactSource)> {
+pub(crate) fn records(ecosystem: &str, advertised: Vec<Advertised>) -> Vec<(String, SourceRecord)> {
     advertised
         .into_iter()
         .map(|advertised| {
             let key = source_key(ecosystem, &advertised.id);
-            (
-                key,
-                ArtifactSource::advertised(advertised.url, advertised.checksum),
-            )
+            let record = SourceRecord {
+                url: advertised.url,
+                checksum: advertised.checksum,
+            };
+            (key, record)
         })
         .collect()
 }

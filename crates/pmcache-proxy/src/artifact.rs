@@ -21,7 +21,7 @@ use crate::serve::{self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, R
 /// advertised (see [`Proxy::advertised_source`](crate::Proxy::advertised_source)). Only the proxy makes these, from the documents it
 /// stored, so a client can never make pmcache fetch a URL of its choosing; the one exception is
 /// [`ArtifactSource::unadvertised`].
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArtifactSource {
     /// The upstream URL, absolute, without fragment.
     url: Url,

@@ -87,6 +87,9 @@ pub struct Variant {
     /// The origin the body is stored with where it holds [`ORIGIN_PLACEHOLDER`](crate::ORIGIN_PLACEHOLDER) (see
     /// [`Variant::with_origin`]).
     pub origin: Option<String>,
+    /// Whether `origin` is only the origin of the client that happened to cause this rendering
+    /// ([`Variant::with_client_origin`]), which gives way to the origin already stored.
+    pub origin_from_client: bool,
 }
 
 impl Variant {
@@ -99,6 +102,7 @@ impl Variant {
             etag: None,
             compress: true,
             origin: None,
+            origin_from_client: false,
         }
     }
 
@@ -108,6 +112,18 @@ impl Variant {
     /// ([`Proxy::respond_for_origin`](crate::Proxy::respond_for_origin)).
     pub fn with_origin(mut self, origin: impl Into<String>) -> Variant {
         self.origin = Some(origin.into());
+        self.origin_from_client = false;
+        self
+    }
+
+    /// As [`Variant::with_origin`], with the origin of the client whose request caused this
+    /// rendering (no `public_url` is configured). A new rendering of a document already stored
+    /// keeps the stored copy's origin instead: a stray or made-up `Host` that happens to ask
+    /// when the upstream changed must not take the stored copies (gzip included) away from the
+    /// origin the fleet uses.
+    pub fn with_client_origin(mut self, origin: impl Into<String>) -> Variant {
+        self.origin = Some(origin.into());
+        self.origin_from_client = true;
         self
     }
 

@@ -316,9 +316,8 @@ impl Proxy {
     ) -> Result<Splice> {
         let mut file = self.open_document_blob(&placed.offsets)?;
         let mut encoded = Vec::new();
-        file.read_to_end(&mut encoded).map_err(|e| {
-            Error::Internal(format!("reading offsets blob {}: {e}", placed.offsets))
-        })?;
+        file.read_to_end(&mut encoded)
+            .map_err(|e| Error::failed(format!("reading offsets blob {}", placed.offsets), e))?;
         Splice::new(&encoded, placed, stored.size, origin)
     }
 
@@ -351,7 +350,7 @@ impl Proxy {
                     let mut file = source.open_document_blob(&stored.digest)?;
                     let mut bytes = Vec::with_capacity(stored.size as usize);
                     file.read_to_end(&mut bytes)
-                        .map_err(|e| Error::Internal(format!("reading document blob: {e}")))?;
+                        .map_err(|e| Error::failed("reading document blob", e))?;
                     Ok(Bytes::from(document::gzip(&splice.apply(&bytes))))
                 })
                 .await;

@@ -145,8 +145,11 @@ async fn read_body(
 /// The full error chain goes to the log, never to the client.
 fn failure(error: &dyn Classify) -> Response<Body> {
     let status = error.status();
+    // The "request" log line `handle` writes next names the method, path and status.
     if status.is_server_error() {
         tracing::warn!(error = %proxy::chain(error), "request failed");
+    } else {
+        tracing::debug!(error = %proxy::chain(error), "request refused");
     }
     let mut response = text(status, &error.to_string());
     if let Some(after) = error.retry_after() {

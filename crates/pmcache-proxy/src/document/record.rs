@@ -54,6 +54,33 @@ pub(crate) struct StoredBlob {
 
 /// Stores a rendering's blobs and sources; the holds keep the blobs until their record is
 /// written.
+impl DocumentRecord {
+    /// The origin each variant is stored with, by variant name.
+    pub(super) fn origins(&self) -> BTreeMap<String, String> {
+        self.variants
+            .iter()
+            .filter_map(|(name, variant)| {
+                Some((name.clone(), variant.origin.as_ref()?.text.clone()))
+            })
+            .collect()
+    }
+}
+
+impl Rendering {
+    /// Variants whose origin only came from the requesting client take the origin their earlier
+    /// rendering was stored with (see [`Variant::with_client_origin`](super::Variant::with_client_origin)).
+    pub(super) fn keep_stored_origins(&mut self, stored: &BTreeMap<String, String>) {
+        for variant in &mut self.variants {
+            if !variant.origin_from_client {
+                continue;
+            }
+            if let Some(origin) = stored.get(variant.name) {
+                variant.origin = Some(origin.clone());
+            }
+        }
+    }
+}
+
 pub(super) fn store_rendering(
     store: &Store,
     ecosystem: &str,
@@ -157,4 +184,46 @@ pub(super) fn hold_blobs(store: &Store, record: &DocumentRecord) -> Option<Vec<H
         .iter()
         .all(|digest| store.blob_path(digest).is_some())
         .then_some(holds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Variant;
+
+    fn rendering(variant: Variant) -> Rendering {
+        Rendering {
+            variants: vec![variant],
+            sources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_client_origin_gives_way_to_the_stored_one_and_a_fixed_origin_does_not() {
+        let stored = BTreeMap::from([("full".to_owned(), "http://fleet:8080".to_owned())]);
+        let mut from_client = rendering(
+            Variant::new("full", "application/json", Vec::new()).with_client_origin("http://stray"),
+        );
+        from_client.keep_stored_origins(&stored);
+        assert_eq!(
+            from_client.variants[0].origin.as_deref(),
+            Some("http://fleet:8080")
+        );
+
+        let mut fixed = rendering(
+            Variant::new("full", "application/json", Vec::new()).with_origin("https://public"),
+        );
+        fixed.keep_stored_origins(&stored);
+        assert_eq!(fixed.variants[0].origin.as_deref(), Some("https://public"));
+
+        let mut new_variant = rendering(
+            Variant::new("abbreviated", "application/json", Vec::new())
+                .with_client_origin("http://first"),
+        );
+        new_variant.keep_stored_origins(&stored);
+        assert_eq!(
+            new_variant.variants[0].origin.as_deref(),
+            Some("http://first")
+        );
+    }
 }

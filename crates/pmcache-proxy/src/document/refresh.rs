@@ -278,6 +278,7 @@ impl Proxy {
                 let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
                 // Reused blobs are held like new ones: eviction must not take them before the
                 // record naming them again is written.
+                let stored_origins = cached.as_ref().map(DocumentRecord::origins);
                 let reused = cached
                     .filter(|cached| cached.rendered_from == rendered_from)
                     .and_then(|cached| hold_blobs(&store, &cached).map(|holds| (cached, holds)));
@@ -289,7 +290,10 @@ impl Proxy {
                         holds,
                     ),
                     None => {
-                        let rendering = render(document)?;
+                        let mut rendering = render(document)?;
+                        if let Some(stored) = &stored_origins {
+                            rendering.keep_stored_origins(stored);
+                        }
                         let (variants, holds) = store_rendering(&store, ecosystem, rendering)?;
                         (variants, now, CacheStatus::Miss, holds)
                     }
