@@ -1024,25 +1024,7 @@ fn two_hundred_hosts_share_one_stored_p2_file() -> Result<()> {
         "{ORIGINS} new Hosts grew the store by {grown} bytes"
     );
 
-    let (one, other) = (
-        format!("one.origins.test:{port}"),
-        format!("other.origins.test:{port}"),
-    );
-    let first = http::send("GET", &url, &[("host", &one)], b"")?;
-    let etag = first.header("etag").context("no ETag")?.to_owned();
-    for (host, wanted) in [(&one, 304), (&other, 200)] {
-        let again = http::send(
-            "GET",
-            &url,
-            &[("host", host), ("if-none-match", &etag)],
-            b"",
-        )?;
-        ensure!(
-            again.status == wanted,
-            "If-None-Match of {one}'s tag with Host {host}: {}",
-            again.describe()
-        );
-    }
+    http::ensure_etag_per_origin(&url, &port)?;
     case.pmcache().ensure_no_server_errors()
 }
 

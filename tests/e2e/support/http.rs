@@ -336,3 +336,23 @@ async fn drain(mut body: Incoming, mut sink: impl FnMut(&[u8])) -> Option<String
     }
     None
 }
+
+/// Entity tags name the origin: the tag of `url` fetched with Host `one.origins.test:PORT` is
+/// current there (304) and not with Host `other.origins.test:PORT` (200). Returns the first Host.
+pub fn ensure_etag_per_origin(url: &str, port: &str) -> Result<String> {
+    let (one, other) = (
+        format!("one.origins.test:{port}"),
+        format!("other.origins.test:{port}"),
+    );
+    let first = send("GET", url, &[("host", &one)], b"")?;
+    let etag = first.header("etag").context("no ETag")?.to_owned();
+    for (host, wanted) in [(&one, 304), (&other, 200)] {
+        let again = send("GET", url, &[("host", host), ("if-none-match", &etag)], b"")?;
+        ensure!(
+            again.status == wanted,
+            "If-None-Match of {one}'s tag with Host {host}: {}",
+            again.describe()
+        );
+    }
+    Ok(one)
+}
