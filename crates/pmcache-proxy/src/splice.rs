@@ -221,12 +221,7 @@ impl Proxy {
         let derived = wants_gzip
             .then(|| self.inner.derived.get(&stored.digest, origin.as_bytes()))
             .flatten();
-        let mut answer = BlobAnswer {
-            size: 0,
-            etag: origin_etag(stored, origin, derived.is_some()),
-            last_modified: Some(document::last_modified(&document.record)),
-            ranges: Ranges::Ignore,
-        };
+        let mut answer = origin_answer(document, stored, origin, derived.is_some());
         let headers = document::document_headers(
             document,
             &stored.content_type,
@@ -290,12 +285,7 @@ impl Proxy {
         let stored = document.stored(variant)?;
         let headers =
             document::document_headers(document, &stored.content_type, false, serving.vary);
-        let mut answer = BlobAnswer {
-            size: 0,
-            etag: origin_etag(stored, origin, false),
-            last_modified: Some(document::last_modified(&document.record)),
-            ranges: Ranges::Ignore,
-        };
+        let mut answer = origin_answer(document, stored, origin, false);
         if serve::not_modified(&answer, client) {
             let nothing = serve::Content::Bytes(Bytes::new());
             return serve::blob_response(nothing, &answer, client, headers);
@@ -360,6 +350,22 @@ impl Proxy {
             let origin = Bytes::from(origin);
             proxy.inner.derived.finish(identity, origin, outcome.ok());
         });
+    }
+}
+
+/// The answer to a client of `origin` (its size set once the body is known): the entity tag
+/// names the origin, and ranges are not served (offsets shift with the origin's length).
+fn origin_answer(
+    document: &Document,
+    stored: &StoredVariant,
+    origin: &str,
+    gzip: bool,
+) -> BlobAnswer {
+    BlobAnswer {
+        size: 0,
+        etag: origin_etag(stored, origin, gzip),
+        last_modified: Some(document::last_modified(&document.record)),
+        ranges: Ranges::Ignore,
     }
 }
 
