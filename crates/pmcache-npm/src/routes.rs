@@ -75,8 +75,9 @@ impl Frontend {
 
     /// The packument, rendered once per upstream version whatever the client's origin: tarball
     /// URLs are absolute, so they are rendered below the proxy's origin placeholder, stored with
-    /// the origin of the client whose request fetched it (`public_url` when configured), and
-    /// answered to other origins with theirs spliced in.
+    /// `public_url` when configured, else with the origin of the client whose request first
+    /// fetched it (kept by later renderings), and answered to other origins with theirs
+    /// spliced in.
     async fn load_packument(
         &self,
         package: &PackageName,

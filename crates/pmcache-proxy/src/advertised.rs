@@ -136,6 +136,10 @@ impl Proxy {
                 }
             }
         }
+        // A refresh left running in the background may have stored it meanwhile.
+        if let Some(source) = self.recorded_source(ecosystem, id)? {
+            return Ok(Advertisement::Known(source));
+        }
         let artifact = describe(ecosystem, id);
         // A copy served because the upstream is down may just predate the release.
         Ok(match stale.contains(&Some(true)) {
@@ -399,6 +403,68 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!(loads, [(1, Recency::Usual), (2, Recency::Usual)]);
+    }
+
+    /// Loads the test document afresh (TTL zero), rendered with one absolute URL per line and
+    /// `origin` as the origin of the client asking.
+    async fn load_for_client(proxy: &Proxy, url: &Url, origin: &str) -> Document {
+        let request = DocumentRequest {
+            ecosystem: "test",
+            key: "spliced".to_owned(),
+            url: url.clone(),
+            accept: "*/*",
+            ttl: Duration::ZERO,
+            allow_redirect: crate::same_origin(url),
+            known_current: None,
+        };
+        let origin = origin.to_owned();
+        proxy
+            .document(request, move |upstream| {
+                let text = String::from_utf8_lossy(&upstream.body)
+                    .lines()
+                    .map(|id| format!("{}/{id}\n", crate::ORIGIN_PLACEHOLDER))
+                    .collect::<String>();
+                let variant = Variant::new("body", "text/plain", text.into_bytes());
+                Ok(Rendering {
+                    variants: vec![variant.with_client_origin(origin)],
+                    sources: Vec::new(),
+                })
+            })
+            .await
+            .expect("document")
+    }
+
+    fn stored_origin(document: &Document) -> String {
+        let variant = document.stored("body").expect("variant");
+        variant.origin.as_ref().expect("stored origin").text.clone()
+    }
+
+    /// The first client's origin is stored; a new rendering caused by another client keeps it,
+    /// even when a blob of the stored copy was evicted meanwhile.
+    #[tokio::test]
+    async fn a_new_rendering_keeps_the_stored_client_origin() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let upstream = Upstream::start("a").await;
+        let proxy = proxy(dir.path(), Duration::ZERO, &upstream.url);
+        let first = load_for_client(&proxy, &upstream.url, "http://fleet:8080").await;
+        assert_eq!(stored_origin(&first), "http://fleet:8080");
+
+        upstream.publish("a\nb");
+        let again = load_for_client(&proxy, &upstream.url, "http://stray").await;
+        assert_ne!(
+            again.digest("body"),
+            first.digest("body"),
+            "not rendered again"
+        );
+        assert_eq!(stored_origin(&again), "http://fleet:8080");
+
+        let blob = again.digest("body").expect("digest");
+        let path = proxy.inner.store.blob_path(&blob).expect("blob on disk");
+        std::fs::remove_file(path).expect("evict the blob");
+        upstream.publish("a\nb\nc");
+        let evicted = load_for_client(&proxy, &upstream.url, "http://stray").await;
+        assert_eq!(stored_origin(&evicted), "http://fleet:8080");
+        upstream.stop().await;
     }
 
     #[test]

@@ -52,8 +52,6 @@ pub(crate) struct StoredBlob {
     pub(crate) size: u64,
 }
 
-/// Stores a rendering's blobs and sources; the holds keep the blobs until their record is
-/// written.
 impl DocumentRecord {
     /// The origin each variant is stored with, by variant name.
     pub(super) fn origins(&self) -> BTreeMap<String, String> {
@@ -81,6 +79,8 @@ impl Rendering {
     }
 }
 
+/// Stores a rendering's blobs and sources; the holds keep the blobs until their record is
+/// written.
 pub(super) fn store_rendering(
     store: &Store,
     ecosystem: &str,

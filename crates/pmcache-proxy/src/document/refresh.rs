@@ -260,6 +260,13 @@ impl Proxy {
         let ecosystem = request.ecosystem;
         let record_key = key.to_owned();
         let cached = cached.cloned();
+        // Read from the record as stored, even when some of its blobs were evicted (then
+        // `cached` is None): the origin stays the fleet's whoever causes the next rendering.
+        let stored_origins = self
+            .inner
+            .store
+            .get::<DocumentRecord>(Table::Documents, key)?
+            .map(|record| record.origins());
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime, on
         // the render threads.
         let pool = self.inner.render_pools.for_size(in_memory);
@@ -278,7 +285,6 @@ impl Proxy {
                 let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
                 // Reused blobs are held like new ones: eviction must not take them before the
                 // record naming them again is written.
-                let stored_origins = cached.as_ref().map(DocumentRecord::origins);
                 let reused = cached
                     .filter(|cached| cached.rendered_from == rendered_from)
                     .and_then(|cached| hold_blobs(&store, &cached).map(|holds| (cached, holds)));
