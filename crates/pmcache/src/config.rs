@@ -16,6 +16,7 @@ use pmcache_store::ByteSize;
 use url::Url;
 
 use crate::frontend::Ecosystem;
+use crate::tls::TlsConfig;
 
 /// The built-in configuration, compiled into the binary.
 pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -24,7 +25,7 @@ pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
 /// Sections besides the frontends' that environment variables may set
 /// (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 4] = ["log", "server", "storage", "upstream"];
+const SECTIONS: [&str; 5] = ["log", "server", "storage", "upstream", "tls"];
 const ENV_PREFIX: &str = "PMCACHE_";
 
 /// Everything pmcache can be told.
@@ -45,6 +46,8 @@ pub(crate) struct Config {
     pub npm: npm::Config,
     pub rubygems: rubygems::Config,
     pub packagist: packagist::Config,
+    /// HTTPS on `listen`. Default unset: plain HTTP.
+    pub tls: TlsConfig,
 }
 
 /// The `[log]` section.
@@ -141,6 +144,7 @@ impl Default for Config {
             npm: npm::Config::default(),
             rubygems: rubygems::Config::default(),
             packagist: packagist::Config::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -203,6 +207,7 @@ pub(crate) fn load(
         config.data_dir = data_dir.clone();
     }
     config.server.check()?;
+    config.tls.check()?;
     Ok(Loaded {
         config,
         ignored_env,
@@ -384,6 +389,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{error:#}").contains("ttl"), "{error:#}");
+    }
+
+    #[test]
+    fn tls_files_come_from_the_environment_both_or_neither() {
+        let config = load(
+            None,
+            &env(&[
+                ("PMCACHE_TLS_CERT_FILE", "/etc/pmcache/cert.pem"),
+                ("PMCACHE_TLS_KEY_FILE", "/etc/pmcache/key.pem"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(
+            config.tls.cert_file.as_deref(),
+            Some(Path::new("/etc/pmcache/cert.pem"))
+        );
+        assert_eq!(
+            config.tls.key_file.as_deref(),
+            Some(Path::new("/etc/pmcache/key.pem"))
+        );
+        let error = load(
+            None,
+            &env(&[("PMCACHE_TLS_CERT_FILE", "cert.pem")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("tls.key_file"), "{error:#}");
     }
 
     #[test]

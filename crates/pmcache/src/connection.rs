@@ -1,20 +1,25 @@
 //! One accepted TCP connection: admission under `server.max_connections` (a connection over the
-//! limit gets a plain 503 and is closed), the HTTP/1 or HTTP/2 choice made from its first bytes
-//! within the header timeout, and hyper serving it with the configured limits.
+//! limit gets a plain 503 and is closed), the TLS handshake when `[tls]` is set, the HTTP/1 or
+//! HTTP/2 choice (from ALPN over TLS, else from the first bytes) within the header timeout, and
+//! hyper serving it with the configured limits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
+use http::header::{self, HeaderMap};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::server::TlsStream;
 
 use crate::config::ServerConfig;
 use crate::router::App;
+use crate::tls::Tls;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4); anything else is HTTP/1.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -57,16 +62,23 @@ impl Admission {
         Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
-    /// Answers a connection over the limit with 503 and closes it, in the background and
-    /// bounded in time; under a flood of refusals, closes it at once.
-    pub(crate) fn refuse(&self, stream: TcpStream) {
+    /// Answers a connection over the limit with 503 (over TLS when `tls` is given) and closes
+    /// it, in the background and bounded in time; under a flood of refusals, closes it at once.
+    pub(crate) fn refuse(&self, stream: TcpStream, tls: Option<&Tls>) {
         self.log_refusal();
         let Ok(permit) = Arc::clone(&self.refusals).try_acquire_owned() else {
             return;
         };
         let limit = self.limit;
+        let acceptor = tls.map(|tls| tls.refusal_acceptor().clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REFUSAL_TIME, write_refusal(stream, limit)).await;
+            let refusal = async move {
+                match acceptor {
+                    None => write_refusal(stream, limit).await,
+                    Some(acceptor) => write_refusal(acceptor.accept(stream).await?, limit).await,
+                }
+            };
+            let _ = tokio::time::timeout(REFUSAL_TIME, refusal).await;
             drop(permit);
         });
     }
@@ -100,7 +112,10 @@ pub(crate) fn refusal_response(limit: usize) -> String {
     )
 }
 
-async fn write_refusal(mut stream: TcpStream, limit: usize) -> std::io::Result<()> {
+async fn write_refusal<S>(mut stream: S, limit: usize) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     stream.write_all(refusal_response(limit).as_bytes()).await?;
     stream.shutdown().await?;
     // Unread request bytes would make the kernel answer our close with a reset, which can
@@ -197,6 +212,14 @@ pub(crate) struct Context {
     /// Changes (its sender is dropped) when the server stops: a connection that has not sent
     /// its first bytes yet is closed then rather than waited for.
     pub stopping: watch::Receiver<()>,
+    /// The handshake to make first, when pmcache serves HTTPS.
+    pub tls: Option<Tls>,
+}
+
+/// A connection ready for its first request, and the protocol it speaks.
+enum Opened {
+    Plain(TcpStream, Protocol),
+    Tls(Box<TlsStream<TcpStream>>, Protocol),
 }
 
 /// Serves one admitted connection until it closes; `permit` is its place under the limit.
@@ -206,14 +229,17 @@ pub(crate) async fn serve(stream: TcpStream, permit: OwnedSemaphorePermit, conte
         app,
         watcher,
         mut stopping,
+        tls,
     } = context;
     let _open = app.metrics.connection_opened();
-    let sniffed = tokio::select! {
-        sniffed = tokio::time::timeout(protocols.header_read_timeout, sniff(&stream)) => sniffed,
+    // The handshake counts against the header timeout too: a client that opens a connection
+    // and then says nothing is dropped alike, in plain text or TLS.
+    let opened = tokio::select! {
+        opened = tokio::time::timeout(protocols.header_read_timeout, open(stream, tls.as_ref())) => opened,
         _ = stopping.changed() => return,
     };
-    let protocol = match sniffed {
-        Ok(Ok(Some(protocol))) => protocol,
+    let opened = match opened {
+        Ok(Ok(Some(opened))) => opened,
         Ok(Ok(None)) => return,
         Ok(Err(error)) => {
             tracing::debug!(%error, "connection failed before its first request");
@@ -224,12 +250,72 @@ pub(crate) async fn serve(stream: TcpStream, permit: OwnedSemaphorePermit, conte
             return;
         }
     };
-    let service = service_fn(move |request| {
+    let result = match opened {
+        Opened::Plain(stream, protocol) => {
+            serve_http(
+                TokioIo::new(stream),
+                protocol,
+                &protocols,
+                watcher,
+                app,
+                false,
+            )
+            .await
+        }
+        Opened::Tls(stream, protocol) => {
+            serve_http(
+                TokioIo::new(stream),
+                protocol,
+                &protocols,
+                watcher,
+                app,
+                true,
+            )
+            .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+    drop(permit);
+}
+
+/// Makes the TLS handshake, if any, and tells the protocol: by ALPN over TLS (HTTP/2 over TLS
+/// needs it, RFC 9113 §3.2), else from the first bytes. None when the client closed first.
+async fn open(stream: TcpStream, tls: Option<&Tls>) -> std::io::Result<Option<Opened>> {
+    let Some(tls) = tls else {
+        return Ok(sniff(&stream)
+            .await?
+            .map(|protocol| Opened::Plain(stream, protocol)));
+    };
+    let stream = tls.acceptor().accept(stream).await?;
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    Ok(Some(Opened::Tls(Box::new(stream), protocol)))
+}
+
+/// hyper serving `io` in `protocol` until the connection closes. `secure`: it came over TLS.
+async fn serve_http<I>(
+    io: I,
+    protocol: Protocol,
+    protocols: &Protocols,
+    watcher: Watcher,
+    app: Arc<App>,
+    secure: bool,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        if secure {
+            mark_secure(request.headers_mut());
+        }
         let app = Arc::clone(&app);
         async move { app.handle(request).await }
     });
-    let io = TokioIo::new(stream);
-    let result = match protocol {
+    match protocol {
         Protocol::Http1 => {
             watcher
                 .watch(protocols.http1.serve_connection(io, service))
@@ -240,11 +326,17 @@ pub(crate) async fn serve(stream: TcpStream, permit: OwnedSemaphorePermit, conte
                 .watch(protocols.http2.serve_connection(io, service))
                 .await
         }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, "connection ended with an error");
     }
-    drop(permit);
+}
+
+/// Tells the frontends that the client reached pmcache over HTTPS, the way a TLS-terminating
+/// proxy in front would (`X-Forwarded-Proto: https`), so that the absolute URLs they write
+/// (npm tarballs, Composer dists) say `https`. A proxy's own header, when there is one, stands:
+/// it knows the scheme its clients used.
+fn mark_secure(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::FORWARDED) && !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    }
 }
 
 #[cfg(test)]
@@ -269,5 +361,16 @@ mod tests {
         assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
         assert_eq!(body.lines().count(), 1);
         assert!(body.contains("server.max_connections"));
+    }
+
+    #[test]
+    fn a_tls_connection_says_https_unless_a_proxy_said_otherwise() {
+        let mut direct = HeaderMap::new();
+        mark_secure(&mut direct);
+        assert_eq!(direct["x-forwarded-proto"], "https");
+        let mut proxied = HeaderMap::new();
+        proxied.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        mark_secure(&mut proxied);
+        assert_eq!(proxied["x-forwarded-proto"], "http");
     }
 }

@@ -13,6 +13,7 @@ mod input;
 mod metrics;
 mod router;
 mod server;
+mod tls;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

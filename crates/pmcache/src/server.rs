@@ -1,5 +1,6 @@
-//! `pmcache serve`: opens the store, builds the frontends, listens, and shuts down gracefully on
-//! SIGTERM or Ctrl-C (in-flight requests get a grace period; batched bookkeeping is flushed).
+//! `pmcache serve`: opens the store, builds the frontends, listens (over TLS when `[tls]` is
+//! set, reloading the certificate on SIGHUP), and shuts down gracefully on SIGTERM or Ctrl-C
+//! (in-flight requests get a grace period; batched bookkeeping is flushed).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::frontend::{Ecosystem, Frontend};
 use crate::input::Limits;
 use crate::metrics::Metrics;
 use crate::router::App;
+use crate::tls::Tls;
 
 /// How long in-flight requests may run on after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -33,6 +35,8 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     store.set_max_size(config.storage.max_size);
+    // Before anything listens: a certificate that does not load stops the start.
+    let tls = Tls::new(&config.tls)?;
     let proxy = Proxy::new(store.clone(), &config.upstream)?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -54,10 +58,16 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let control = Control::listen(store.clone(), config.storage.clone())
         .inspect_err(|error| tracing::error!("no control socket: {error:#}"))
         .ok();
+    // Only with TLS: without it, SIGHUP keeps its default meaning (terminate), as before.
+    let reloader = tls.as_ref().map(Tls::reload_on_sighup).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // The first line on stdout tells scripts and tests where pmcache listens (port 0 picks one).
-    println!("pmcache listening on http://{local}");
-    tracing::info!(%local, data_dir = %config.data_dir.display(), "serving");
-    accept_until_shutdown(listener, app, &config.server).await;
+    println!("pmcache listening on {scheme}://{local}");
+    tracing::info!(%local, %scheme, data_dir = %config.data_dir.display(), "serving");
+    accept_until_shutdown(listener, app, &config.server, tls).await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     flusher.abort();
     maintainer.abort();
     if let Some(control) = control {
@@ -68,7 +78,12 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>, settings: &ServerConfig) {
+async fn accept_until_shutdown(
+    listener: TcpListener,
+    app: Arc<App>,
+    settings: &ServerConfig,
+    tls: Option<Tls>,
+) {
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(settings));
     let admission = Admission::new(settings.max_connections);
@@ -95,7 +110,7 @@ async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>, settings: &
                 }
                 let Some(permit) = admission.admit() else {
                     app.metrics.connection_refused();
-                    admission.refuse(stream);
+                    admission.refuse(stream, tls.as_ref());
                     continue;
                 };
                 let context = connection::Context {
@@ -103,6 +118,7 @@ async fn accept_until_shutdown(listener: TcpListener, app: Arc<App>, settings: &
                     app: Arc::clone(&app),
                     watcher: graceful.watcher(),
                     stopping: stop_signal.clone(),
+                    tls: tls.clone(),
                 };
                 tokio::spawn(connection::serve(stream, permit, context));
             }
