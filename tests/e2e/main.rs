@@ -18,3 +18,4 @@ mod soak;
 mod stale;
 mod store;
 mod support;
+mod tls;

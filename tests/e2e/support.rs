@@ -13,6 +13,7 @@ pub mod fixture_build;
 pub mod fixture_server;
 pub mod gem;
 pub mod http;
+pub mod https;
 pub mod npm;
 pub mod npm_packages;
 pub mod npm_tarball;

@@ -59,6 +59,16 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// Adds `lines` to the sandbox's `.npmrc` (npm's `--userconfig`), e.g. `cafile=PATH`.
+    pub fn append_npmrc(&self, lines: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut npmrc = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.npmrc())?;
+        npmrc.write_all(lines.as_bytes())?;
+        Ok(())
+    }
+
     fn home(&self) -> PathBuf {
         self.root.join("home")
     }

@@ -1,7 +1,8 @@
 //! The tests' own certificate authority and the server certificate it signs for loopback
 //! (`127.0.0.1` as an IP SAN, and `localhost`), made with rcgen once per test process; and the
 //! rustls server configuration that fixture upstreams serve HTTPS with: ALPN `h2` then
-//! `http/1.1`, as the real registries' CDNs offer them.
+//! `http/1.1`, as the real registries' CDNs offer them. The CA also signs certificates that
+//! pmcache itself serves HTTPS with ([`TestCa::issue_server_files`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -21,8 +22,17 @@ const CA_FILE: &str = "test-ca.pem";
 
 /// A CA made for this test process, and a server certificate it signed for loopback.
 pub struct TestCa {
-    ca_pem: String,
+    ca: CertifiedIssuer<'static, KeyPair>,
     server_config: Arc<ServerConfig>,
+}
+
+/// A loopback certificate and its key as PEM files, for `PMCACHE_TLS_CERT_FILE` and
+/// `PMCACHE_TLS_KEY_FILE`.
+pub struct ServerFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The certificate as DER: what a client sees as the server's certificate.
+    pub der: CertificateDer<'static>,
 }
 
 /// The process's test CA, made on first use (key generation takes milliseconds, but every
@@ -73,9 +83,37 @@ impl TestCa {
             .context("the fixture server certificate and key do not match")?;
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
-            ca_pem: ca.pem(),
+            ca,
             server_config: Arc::new(server_config),
         })
+    }
+
+    /// Signs a new loopback server certificate named `name` (its common name and a serial of
+    /// its own) and writes it and its key to `dir/NAME.cert.pem` and `dir/NAME.key.pem`.
+    pub fn issue_server_files(&self, dir: &Path, name: &str) -> Result<ServerFiles> {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("pmcache e2e {name}"));
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(name.as_bytes()));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params);
+        let key = KeyPair::generate()?;
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .with_context(|| format!("signing the server certificate {name}"))?;
+        std::fs::create_dir_all(dir)?;
+        let files = ServerFiles {
+            cert: dir.join(format!("{name}.cert.pem")),
+            key: dir.join(format!("{name}.key.pem")),
+            der: cert.der().clone(),
+        };
+        std::fs::write(&files.cert, cert.pem())?;
+        std::fs::write(&files.key, key.serialize_pem())?;
+        Ok(files)
     }
 
     /// Writes the CA certificate as PEM to `dir/test-ca.pem` and returns that path: what
@@ -83,7 +121,7 @@ impl TestCa {
     pub fn write_ca_file(&self, dir: &Path) -> Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(CA_FILE);
-        std::fs::write(&path, &self.ca_pem)
+        std::fs::write(&path, self.ca.pem())
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
