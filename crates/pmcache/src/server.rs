@@ -10,6 +10,7 @@ use pmcache_proxy::Proxy;
 use pmcache_store::Store;
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 use crate::config::{Config, ServerConfig};
 use crate::connection::{self, Admission, Protocols};
 use crate::control::Control;
@@ -47,6 +48,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         mounts,
         metrics: Metrics::new(store.clone(), proxy.clone()),
         limits: Limits::new(&config.server),
+        auth: Auth::new(&config.auth)?,
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
     let maintainer = tokio::spawn(maintain_periodically(store.clone(), config.storage.clone()));
