@@ -59,6 +59,17 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// Appends `line` to the sandbox's user npmrc, as a CI job adds its registry credentials
+    /// (`//host/npm/:_authToken=TOKEN`).
+    pub fn add_to_npmrc(&self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.npmrc())?;
+        writeln!(file, "{line}")?;
+        Ok(())
+    }
+
     fn home(&self) -> PathBuf {
         self.root.join("home")
     }
