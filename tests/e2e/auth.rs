@@ -1,7 +1,7 @@
 //! Trust tiers (issue 13), authentication: with `anonymous = "none"` every mount refuses a
 //! request without a token or with a wrong one (401 with the Basic challenge); real clients pass
 //! the right one through their own credential settings; the token itself never shows in the
-//! log, the metrics or the data directory.
+//! log, the metrics, the data directory or a request to an upstream.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +14,7 @@ use crate::pypi::check_demo_app_imports;
 use crate::support::case::Case;
 use crate::support::http;
 use crate::support::npm::Sandbox;
-use crate::support::npm_upstream::NpmUpstream;
+use crate::support::npm_upstream::{Kind, NpmUpstream};
 use crate::support::pip::Venv;
 use crate::support::pmcache;
 use crate::support::pypi_upstream::{PageFormat, PypiUpstream};
@@ -281,6 +281,24 @@ fn npm_passes_the_token_from_its_userconfig() -> Result<()> {
     ensure!(
         statuses.contains(&401),
         "the tokenless install was not refused: {statuses:?}"
+    );
+
+    // Relayed endpoints (search, audit) go on to the upstream; pmcache's token must not.
+    let search = http::get_with(
+        &format!("{registry}-/v1/search?text=demo&size=20&from=0"),
+        &[("Authorization", &token.bearer())],
+    )?;
+    ensure!(search.status == 200, "{}", search.describe());
+    let upstream = case.upstream.requests_since(0);
+    ensure!(
+        upstream.iter().any(|logged| logged.kind == Kind::Search),
+        "the search never reached the upstream:\n{}",
+        case.upstream.request_log()
+    );
+    ensure!(
+        upstream.iter().all(|logged| !logged.authorization),
+        "pmcache's token went on to the upstream:\n{}",
+        case.upstream.request_log()
     );
     ensure_secret_kept(&case, &token)?;
     case.ensure_no_egress()

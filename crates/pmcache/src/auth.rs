@@ -195,6 +195,12 @@ impl Auth {
         })
     }
 
+    /// True when pmcache reads `Authorization` as its own credential: the header is then
+    /// pmcache's token and must not travel on to any upstream.
+    pub(crate) fn consumes_credentials(&self) -> bool {
+        self.enabled
+    }
+
     /// The caller a request's headers make, or why it is refused.
     pub(crate) fn resolve(&self, headers: &HeaderMap) -> Result<Caller, Denied> {
         if !self.enabled {

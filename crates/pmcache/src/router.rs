@@ -49,6 +49,11 @@ impl App {
             Ok(caller) => {
                 // The one place a request's role is decided: the core reads it back from here.
                 parts.extensions.insert(caller);
+                // pmcache's own token: relays (npm search and audit, Composer's advisories)
+                // would otherwise hand it to the upstream.
+                if self.auth.consumes_credentials() {
+                    parts.headers.remove(header::AUTHORIZATION);
+                }
                 read_body(&parts, body, self.limits.body_read_timeout()).await
             }
         };
