@@ -620,7 +620,7 @@ fn project_pages_negotiate_revalidate_and_compress() -> Result<()> {
     let metrics = http::get(&format!("{}/metrics", case.pmcache().base_url()))?.text();
     ensure!(
         metrics
-            .contains("pmcache_requests_total{ecosystem=\"pypi\",cache=\"miss\",status=\"200\"}"),
+            .contains("pmcache_requests_total{ecosystem=\"pypi\",cache=\"miss\",status=\"200\",role=\"populate\"}"),
         "metrics lack the pypi miss counter:\n{metrics}"
     );
     Ok(())

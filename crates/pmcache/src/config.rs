@@ -15,6 +15,7 @@ use pmcache_store as store;
 use pmcache_store::ByteSize;
 use url::Url;
 
+use crate::auth::AuthConfig;
 use crate::frontend::Ecosystem;
 use crate::tls::TlsConfig;
 
@@ -25,7 +26,7 @@ pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml
 const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
 /// Sections besides the frontends' that environment variables may set
 /// (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 5] = ["log", "server", "storage", "upstream", "tls"];
+const SECTIONS: [&str; 6] = ["auth", "log", "server", "storage", "tls", "upstream"];
 const ENV_PREFIX: &str = "PMCACHE_";
 
 /// Everything pmcache can be told.
@@ -38,6 +39,7 @@ pub(crate) struct Config {
     pub data_dir: PathBuf,
     /// The URL clients reach pmcache at, if not what they send as Host. Default unset.
     pub public_url: Option<Url>,
+    pub auth: AuthConfig,
     pub log: LogConfig,
     pub server: ServerConfig,
     pub storage: store::Config,
@@ -136,6 +138,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
             data_dir: PathBuf::from("pmcache-data"),
             public_url: None,
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
             server: ServerConfig::default(),
             storage: store::Config::default(),
@@ -208,6 +211,8 @@ pub(crate) fn load(
     }
     config.server.check()?;
     config.tls.check()?;
+    config.auth.read_tokens_file()?;
+    config.auth.check()?;
     Ok(Loaded {
         config,
         ignored_env,
@@ -445,5 +450,48 @@ mod tests {
             let error = load(None, &env(&[(name, "x")]), &Overrides::default()).unwrap_err();
             assert!(format!("{error:#}").contains(key), "{name}: {error:#}");
         }
+    }
+
+    #[test]
+    fn auth_comes_from_the_environment_and_its_tokens_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens.toml");
+        std::fs::write(
+            &file,
+            "[[tokens]]\nname = \"gate\"\nrole = \"populate\"\nsha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let config = load(
+            None,
+            &env(&[
+                ("PMCACHE_AUTH_ANONYMOUS", "none"),
+                ("PMCACHE_AUTH_READ_MISSES", "refuse"),
+                ("PMCACHE_AUTH_TOKENS_FILE", path),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(config.auth.anonymous, crate::auth::Anonymous::None);
+        assert_eq!(config.auth.read_misses, proxy::ReadMisses::Refuse);
+        assert_eq!(config.auth.tokens[0].name, "gate");
+        let error = load(
+            None,
+            &env(&[("PMCACHE_AUTH_ANONYMOUS", "none")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("refuse every request"),
+            "{error:#}"
+        );
+        let error = load(
+            None,
+            &env(&[("PMCACHE_AUTH_ANONYMOUS", "everyone")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("everyone"), "{error:#}");
     }
 }

@@ -5,6 +5,7 @@
 // address, and errors before logging is set up go to the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod auth;
 mod config;
 mod connection;
 mod control;
@@ -22,6 +23,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use pmcache_proxy::Role;
 use pmcache_store::{ByteSize, GcReport, Store, VerifyReport};
 use tracing_subscriber::EnvFilter;
 
@@ -45,6 +47,31 @@ enum Command {
     /// Evict down to storage.max_size and remove unreferenced blobs and stale temp files.
     /// Safe while `serve` runs (it asks the server).
     Gc(Settings),
+    /// Manage the tokens that grant roles ([[auth.tokens]]).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token once, and the [[auth.tokens]] block (its hash) to configure.
+    New {
+        /// The token's name in logs and metrics, e.g. post-merge.
+        #[arg(long)]
+        name: String,
+        /// The role it grants: read, populate or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    match text {
+        "read" => Ok(Role::Read),
+        "populate" => Ok(Role::Populate),
+        "admin" => Ok(Role::Admin),
+        _ => Err("a role is read, populate or admin".to_owned()),
+    }
 }
 
 #[derive(Args)]
@@ -100,7 +127,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify(settings) => verify(&settings.load()?.config),
         Command::Gc(settings) => gc(&settings.load()?.config),
+        Command::Token(TokenCommand::New { name, role }) => new_token(&name, role),
     }
+}
+
+/// `pmcache token new`: the token goes to the terminal once; only its hash is configured.
+fn new_token(name: &str, role: Role) -> anyhow::Result<ExitCode> {
+    let token = auth::new_token()?;
+    let entry = auth::TokenConfig {
+        name: name.to_owned(),
+        role,
+        sha256: auth::token_hash(&token),
+    };
+    let check = auth::AuthConfig {
+        tokens: vec![entry.clone()],
+        ..auth::AuthConfig::default()
+    };
+    check.check()?;
+    println!(
+        "token (shown once; give it to the jobs that get the {} role):",
+        role.as_str()
+    );
+    println!("{token}");
+    println!();
+    println!(
+        "add to pmcache's config (or, without the auth. prefix, to PMCACHE_AUTH_TOKENS_FILE):"
+    );
+    print!(
+        "{}",
+        auth::config_block(&entry.name, entry.role, &entry.sha256)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify(config: &Config) -> anyhow::Result<ExitCode> {

@@ -16,6 +16,7 @@ struct RequestLabels {
     ecosystem: String,
     cache: String,
     status: String,
+    role: String,
 }
 
 /// Counters of what pmcache answered, and the store's figures.
@@ -62,7 +63,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Requests answered, by ecosystem, cache result (hit, miss, stale, revalidated, none) and status",
+            "Requests answered, by ecosystem, cache result (hit, miss, stale, revalidated, none), status and role (read, populate, admin, none when refused before a role was granted)",
             requests.clone(),
         );
         let connections_open = Gauge::default();
@@ -111,8 +112,9 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub(crate) fn observe(&self, ecosystem: &str, cache: &str, status: u16) {
+    pub(crate) fn observe(&self, ecosystem: &str, cache: &str, status: u16, role: &str) {
         let labels = RequestLabels {
+            role: role.to_owned(),
             ecosystem: ecosystem.to_owned(),
             cache: cache.to_owned(),
             status: status.to_string(),

@@ -9,8 +9,9 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use pmcache_proxy::{self as proxy, Body, CACHE_HEADER, Classify};
+use pmcache_proxy::{self as proxy, Body, CACHE_HEADER, Caller, Classify, Role};
 
+use crate::auth::{self, Auth, Denied};
 use crate::frontend::{Ecosystem, Frontend};
 use crate::input::{self, Limits};
 use crate::metrics::Metrics;
@@ -21,6 +22,7 @@ pub(crate) struct App {
     pub mounts: Vec<(Ecosystem, Result<Frontend, String>)>,
     pub metrics: Metrics,
     pub limits: Limits,
+    pub auth: Auth,
 }
 
 impl App {
@@ -30,14 +32,30 @@ impl App {
         request: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let mount = Ecosystem::mounted_at(&path);
         let encoded_slash = mount.is_some_and(|(ecosystem, _)| ecosystem.takes_encoded_slash());
-        let checked = match input::check(&parts, &self.limits, encoded_slash) {
-            // Refused before the body is read: hyper drains or closes, bounded by its limits.
+        // Refused before the body is read: hyper drains or closes, bounded by its limits.
+        let admitted = match input::check(&parts, &self.limits, encoded_slash) {
             Err(refusal) => Err(text(refusal.status, &refusal.reason)),
-            Ok(()) => read_body(&parts, body, self.limits.body_read_timeout()).await,
+            Ok(()) => self
+                .authenticate(&path, &parts.headers)
+                .map_err(unauthorized),
+        };
+        let caller = admitted.as_ref().ok().cloned();
+        let checked = match admitted {
+            Err(response) => Err(response),
+            Ok(caller) => {
+                // The one place a request's role is decided: the core reads it back from here.
+                parts.extensions.insert(caller);
+                // pmcache's own token: relays (npm search and audit, Composer's advisories)
+                // would otherwise hand it to the upstream.
+                if self.auth.consumes_credentials() {
+                    parts.headers.remove(header::AUTHORIZATION);
+                }
+                read_body(&parts, body, self.limits.body_read_timeout()).await
+            }
         };
         let (ecosystem, response) = match (mount, checked) {
             (_, Err(response)) => ("none", response),
@@ -53,12 +71,27 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none");
         let status = response.status().as_u16();
-        self.metrics.observe(ecosystem, cache, status);
+        let role = caller
+            .as_ref()
+            .map_or("none", |caller| caller.role.as_str());
+        let token = caller.as_ref().and_then(|caller| caller.token.as_deref());
+        self.metrics.observe(ecosystem, cache, status, role);
         tracing::info!(
-            method = %parts.method, path = %path, status, ecosystem, cache,
+            method = %parts.method, path = %path, status, ecosystem, cache, role, token,
             headers_ms = started.elapsed().as_millis() as u64, "request"
         );
         Ok(response)
+    }
+
+    /// The caller a request's credentials make, or why it is refused. `/healthz` is open to
+    /// all: liveness probes carry no tokens, and it tells nothing (a caller refused elsewhere is
+    /// logged there as read, the least role).
+    fn authenticate(&self, path: &str, headers: &http::HeaderMap) -> Result<Caller, Denied> {
+        let resolved = self.auth.resolve(headers);
+        if path == "/healthz" {
+            return Ok(resolved.unwrap_or(Caller::anonymous(Role::Read)));
+        }
+        resolved
     }
 
     /// The answer of `ecosystem`'s frontend, its error turned into a response, or 503 while it
@@ -157,6 +190,17 @@ fn failure(error: &dyn Classify) -> Response<Body> {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
     }
+    response
+}
+
+/// The 401 for a refused caller, with the challenge that makes pip and Composer send Basic
+/// credentials (RFC 9110 §11.6.1: every 401 carries one).
+fn unauthorized(denied: Denied) -> Response<Body> {
+    let mut response = text(StatusCode::UNAUTHORIZED, denied.reason());
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(auth::CHALLENGE),
+    );
     response
 }
 

@@ -11,6 +11,7 @@ use pmcache_proxy::Proxy;
 use pmcache_store::Store;
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 use crate::config::{Config, ServerConfig};
 use crate::connection::{self, Admission, Protocols};
 use crate::control::Control;
@@ -51,6 +52,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         mounts,
         metrics: Metrics::new(store.clone(), proxy.clone()),
         limits: Limits::new(&config.server),
+        auth: Auth::new(&config.auth)?,
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
     let maintainer = tokio::spawn(maintain_periodically(store.clone(), config.storage.clone()));
@@ -61,6 +63,14 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     // Only with TLS: without it, SIGHUP keeps its default meaning (terminate), as before.
     let reloader = tls.as_ref().map(Tls::reload_on_sighup).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if tokens_in_clear(tls.is_some(), !config.auth.tokens.is_empty(), local.ip()) {
+        tracing::warn!(
+            %local,
+            "tokens are configured but pmcache serves plain HTTP beyond loopback: clients send them \
+             readable to anyone on the path; set [tls] cert_file and key_file, or listen on loopback \
+             behind a TLS proxy"
+        );
+    }
     // The first line on stdout tells scripts and tests where pmcache listens (port 0 picks one).
     println!("pmcache listening on {scheme}://{local}");
     tracing::info!(%local, %scheme, data_dir = %config.data_dir.display(), "serving");
@@ -207,5 +217,30 @@ async fn maintain_periodically(store: Store, config: pmcache_store::Config) {
             Err(error) => tracing::warn!(%error, "store maintenance task failed"),
         }
         tokio::time::sleep(MAINTAIN_GAP).await;
+    }
+}
+
+/// Whether clients would send their tokens unencrypted over a network: tokens configured, no
+/// TLS, and a listening address other than loopback.
+fn tokens_in_clear(tls: bool, tokens: bool, listening: std::net::IpAddr) -> bool {
+    tokens && !tls && !listening.is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tokens_over_plain_http_beyond_loopback_are_in_clear() {
+        let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+        let lan: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let loopback6: std::net::IpAddr = "::1".parse().unwrap();
+        assert!(tokens_in_clear(false, true, any));
+        assert!(tokens_in_clear(false, true, lan));
+        assert!(!tokens_in_clear(false, true, loopback));
+        assert!(!tokens_in_clear(false, true, loopback6));
+        assert!(!tokens_in_clear(true, true, any), "TLS");
+        assert!(!tokens_in_clear(false, false, any), "no tokens");
     }
 }

@@ -17,17 +17,27 @@ fn read(relative: &str) -> String {
 }
 
 /// Every key `example.toml` sets or shows commented out (`# max_size = "20GiB"`), with its
-/// section.
+/// section. The keys of an array of tables shown commented out (`# [[auth.tokens]]`) are
+/// documented in prose below the table, not as rows, and are skipped.
 fn example_keys(toml: &str) -> BTreeSet<Key> {
     let mut section = String::new();
     let mut keys = BTreeSet::new();
+    let mut in_table_array = false;
     for line in toml.lines() {
         let line = line.trim();
+        if line.starts_with("# [[") {
+            in_table_array = true;
+            continue;
+        }
         if let Some(name) = line
             .strip_prefix('[')
             .and_then(|rest| rest.strip_suffix(']'))
         {
             section = name.to_owned();
+            in_table_array = false;
+            continue;
+        }
+        if in_table_array {
             continue;
         }
         let setting = line.strip_prefix('#').map_or(line, str::trim_start);

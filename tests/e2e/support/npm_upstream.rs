@@ -66,6 +66,8 @@ pub struct Logged {
     pub target: String,
     pub kind: Kind,
     pub body: Bytes,
+    /// The request carried an `Authorization` header.
+    pub authorization: bool,
 }
 
 impl fmt::Display for Logged {
@@ -407,6 +409,7 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
         |target| target.to_string(),
     );
     let path = request.uri().path().to_owned();
+    let authorization = request.headers().contains_key(http::header::AUTHORIZATION);
     let body = request
         .into_body()
         .collect()
@@ -420,6 +423,7 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
         target,
         kind: kind.clone(),
         body,
+        authorization,
     });
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
