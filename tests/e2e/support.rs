@@ -45,6 +45,16 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Whether something listens on `addr`. A connection whose two ends are the same address is
+/// TCP's simultaneous open with itself (the kernel picked the stopped port as the client's
+/// ephemeral port), not a listener.
+pub fn listens(addr: std::net::SocketAddr) -> bool {
+    match std::net::TcpStream::connect(addr) {
+        Ok(stream) => stream.local_addr().ok() != Some(addr),
+        Err(_) => false,
+    }
+}
+
 /// Polls `condition` every 50 ms until it holds, or fails after `timeout` naming `what`.
 pub fn wait_until(
     timeout: Duration,
