@@ -133,7 +133,7 @@ fn pip_installs_over_https() -> Result<()> {
         "pip without the test CA did not fail on the certificate:\n{}",
         refused.output
     );
-    Ok(())
+    case.ensure_no_egress()
 }
 
 /// npm installs the demo tree through pmcache over HTTPS with `cafile` in its userconfig; the

@@ -50,7 +50,7 @@ pub(crate) enum Anonymous {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenConfig {
-    /// Shown in logs and metrics, never the token itself.
+    /// Shown in the request log, never the token itself.
     pub name: String,
     /// The role the token grants.
     pub role: Role,
@@ -86,6 +86,24 @@ impl AuthConfig {
 
     /// Refuses tokens that could never match or be told apart, and a setup that refuses
     /// every request.
+    /// Refuses settings whose effect is not built yet: the read role (relaying misses without
+    /// storing them) is not enforced, so serving `anonymous = "read"` or a `read` token as
+    /// `populate` would let untrusted jobs fill the cache while the operator believes they
+    /// cannot. Failing closed at start is the honest answer until it is.
+    pub(crate) fn refuse_unenforced(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.anonymous != Anonymous::Read,
+            "auth.anonymous = \"read\" is not enforced yet (reads would still fill the cache): use \"populate\" or \"none\""
+        );
+        if let Some(token) = self.tokens.iter().find(|token| token.role == Role::Read) {
+            anyhow::bail!(
+                "auth token {:?} has role \"read\", which is not enforced yet (reads would still fill the cache): give untrusted jobs no token with auth.anonymous = \"none\" instead",
+                token.name
+            );
+        }
+        Ok(())
+    }
+
     pub(crate) fn check(&self) -> anyhow::Result<()> {
         let mut names = std::collections::HashSet::new();
         for token in &self.tokens {
@@ -493,5 +511,35 @@ mod tests {
             token_hash("test"),
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
         );
+    }
+
+    #[test]
+    fn a_wrong_token_is_refused_even_when_anonymous_may_populate() {
+        let auth = Auth::new(&config(
+            Anonymous::Populate,
+            &[("post-merge", Role::Populate, TOKEN)],
+        ))
+        .unwrap();
+        assert_eq!(
+            auth.resolve(&headers(&["Bearer not-the-token"])),
+            Err(Denied::Unknown)
+        );
+        assert_eq!(
+            auth.resolve(&headers(&[])),
+            Ok(Caller::anonymous(Role::Populate))
+        );
+    }
+
+    #[test]
+    fn the_read_role_is_refused_at_start_until_it_is_enforced() {
+        assert!(config(Anonymous::Read, &[]).refuse_unenforced().is_err());
+        let read_token = config(Anonymous::None, &[("review", Role::Read, TOKEN)]);
+        let error = read_token.refuse_unenforced().unwrap_err().to_string();
+        assert!(
+            error.contains("\"review\"") && error.contains("not enforced"),
+            "{error}"
+        );
+        let populate = config(Anonymous::Populate, &[("gate", Role::Populate, TOKEN)]);
+        assert!(populate.refuse_unenforced().is_ok());
     }
 }

@@ -36,6 +36,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     store.set_max_size(config.storage.max_size);
+    config.auth.refuse_unenforced()?;
     // Before anything listens: a certificate that does not load stops the start.
     let tls = Tls::new(&config.tls)?;
     let proxy = Proxy::new(store.clone(), &config.upstream)?;
