@@ -11,13 +11,22 @@ use base64::Engine as _;
 
 use crate::npm::{ensure_demo_tree, new_project};
 use crate::pypi::check_demo_app_imports;
+use crate::rubygems::ensure_cached_gem;
 use crate::support::case::Case;
+use crate::support::client_run::ClientRun;
+use crate::support::composer::{Project as ComposerProject, Sandbox as ComposerSandbox};
+use crate::support::gem::Sandbox as GemSandbox;
 use crate::support::http;
 use crate::support::npm::Sandbox;
 use crate::support::npm_upstream::{Kind, NpmUpstream};
+use crate::support::packagist_packages::APP as COMPOSER_APP;
+use crate::support::packagist_upstream::PackagistUpstream;
 use crate::support::pip::Venv;
 use crate::support::pmcache;
 use crate::support::pypi_upstream::{PageFormat, PypiUpstream};
+use crate::support::rubygems_gems::APP as GEM_APP;
+use crate::support::rubygems_upstream::RubygemsUpstream;
+use crate::support::uv::Uv;
 
 /// A token made by `pmcache token new`, and the file of `[[tokens]]` that grants it.
 struct Token {
@@ -302,4 +311,221 @@ fn npm_passes_the_token_from_its_userconfig() -> Result<()> {
     );
     ensure_secret_kept(&case, &token)?;
     case.ensure_no_egress()
+}
+
+/// `output` (a client's) shows that pmcache refused it with a 401.
+fn ensure_mentions_401(output: &str, what: &str) -> Result<()> {
+    ensure!(
+        output.contains("401"),
+        "{what} failed without naming the 401:\n{output}"
+    );
+    Ok(())
+}
+
+/// The requests pmcache refused with a 401.
+fn refused(case: &Case<impl Sized>) -> usize {
+    case.pmcache()
+        .requests()
+        .iter()
+        .filter(|request| request.status == 401)
+        .count()
+}
+
+#[test]
+fn gem_passes_the_token_in_its_source_url() -> Result<()> {
+    let token = Token::new("release", "populate")?;
+    let case = Case::new(RubygemsUpstream::start()?)?;
+    let upstream = case.upstream.base_url();
+    let mut settings = vec![
+        ("PMCACHE_RUBYGEMS_UPSTREAM", upstream.as_str()),
+        ("PMCACHE_RUBYGEMS_METADATA_TTL", "1m"),
+        ("PMCACHE_PYPI_ENABLED", "false"),
+        ("PMCACHE_NPM_ENABLED", "false"),
+    ];
+    settings.extend(token.settings());
+    let case = case.serve(&settings)?;
+    let source = format!("{}/rubygems/", case.pmcache().base_url());
+
+    let anonymous = GemSandbox::create(&case.path("anonymous"), &case.trap)?;
+    let run = anonymous
+        .gem_install(&source, &[GEM_APP])?
+        .ensure_failure("gem install without a token")?;
+    ensure_mentions_401(&run.output, "gem install without a token")?;
+    ensure!(refused(&case) > 0, "pmcache refused nothing");
+
+    // gem's own credential setting: user and token in the source URL, sent as Basic.
+    let trusted = GemSandbox::create(&case.path("trusted"), &case.trap)?;
+    let with_token = source.replacen("http://", &format!("http://ci:{}@", token.secret), 1);
+    trusted
+        .gem_install(&with_token, &[GEM_APP])?
+        .ensure_success("gem install with the token in the source URL")?;
+    let loaded = trusted.ruby("require \"proxfix_app\"; puts ProxfixApp::VERSION")?;
+    ensure!(
+        loaded == "0.1.0",
+        "unexpected proxfix_app loaded: {loaded:?}"
+    );
+    ensure_cached_gem(&trusted.gem_home(), "proxfix_app-0.1.0")?;
+    ensure_logged_as(&case, "/rubygems/gems/", "populate", "release")?;
+    ensure_secret_kept(&case, &token)?;
+    case.ensure_no_egress()
+}
+
+/// A Composer project on `case`'s pmcache, in its own sandbox whose `auth.json` is `auth` (none
+/// when `None`), requiring the fixture app.
+fn composer_install(
+    case: &Case<PackagistUpstream>,
+    name: &str,
+    auth: Option<serde_json::Value>,
+) -> Result<(ComposerSandbox, ComposerProject, ClientRun)> {
+    let sandbox = ComposerSandbox::create(&case.path(name).join("client"), &case.trap)?;
+    if let Some(auth) = auth {
+        std::fs::write(
+            sandbox.composer_home().join("auth.json"),
+            serde_json::to_string_pretty(&auth)?,
+        )?;
+    }
+    let repository = format!("{}/packagist", case.pmcache().base_url());
+    let project = ComposerProject::create(
+        &case.path(name).join("project"),
+        &repository,
+        &[(COMPOSER_APP, "^1.0")],
+        None,
+    )?;
+    let run = sandbox.install(&project)?;
+    Ok((sandbox, project, run))
+}
+
+#[test]
+fn composer_passes_the_token_from_auth_json_as_http_basic_or_bearer() -> Result<()> {
+    let token = Token::new("deploy", "populate")?;
+    let settings: Vec<(String, String)> = token
+        .settings()
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
+    let case = Case::packagist("1m", |_| settings)?;
+    // Composer keys its credentials by host, with the port when it is not the default.
+    let origin = case
+        .pmcache()
+        .base_url()
+        .trim_start_matches("http://")
+        .to_owned();
+
+    let (_, _, run) = composer_install(&case, "anonymous", None)?;
+    let run = run.ensure_failure("composer install without a token")?;
+    ensure_mentions_401(&run.output, "composer install without a token")?;
+    ensure!(refused(&case) > 0, "pmcache refused nothing");
+
+    let basic = serde_json::json!({
+        "http-basic": { origin.as_str(): { "username": "ci", "password": token.secret } }
+    });
+    let (sandbox, project, run) = composer_install(&case, "basic", Some(basic))?;
+    run.ensure_success("composer install with http-basic in auth.json")?;
+    let version = sandbox.php_constant(&project, "Proxfix\\App\\Version::VERSION")?;
+    ensure!(version == "1.0.0", "unexpected app version {version:?}");
+    ensure_logged_as(&case, "/packagist/dists/", "populate", "deploy")?;
+
+    // A fresh sandbox (empty Composer cache), so every request goes to pmcache again.
+    let bearer = serde_json::json!({ "bearer": { origin.as_str(): token.secret } });
+    let mark = case.pmcache().requests().len();
+    let (sandbox, project, run) = composer_install(&case, "bearer", Some(bearer))?;
+    run.ensure_success("composer install with bearer in auth.json")?;
+    let version = sandbox.php_constant(&project, "Proxfix\\App\\Version::VERSION")?;
+    ensure!(version == "1.0.0", "unexpected app version {version:?}");
+    let later = &case.pmcache().requests()[mark..];
+    ensure!(
+        later
+            .iter()
+            .any(|request| request.path.starts_with("/packagist/dists/") && request.status == 200),
+        "the bearer install fetched no dist through pmcache: {later:?}"
+    );
+    ensure_logged_as(&case, "/packagist/", "populate", "deploy")?;
+    ensure_secret_kept(&case, &token)?;
+    case.ensure_no_egress()
+}
+
+#[test]
+fn uv_passes_the_token_in_its_index_url() -> Result<()> {
+    let token = Token::new("merge-queue", "populate")?;
+    let case = Case::pypi(PageFormat::Json, &token.settings())?;
+    let index = case.index_url();
+    // Wheels only: uv would build the fixture's sdist in an isolated environment.
+    let packages = ["demo-lib", "demo-util"];
+
+    let anonymous = Uv::create(&case.path("anonymous"), None, &case.trap)?;
+    let venv = anonymous.venv("venv")?;
+    let run = anonymous
+        .pip_install(&venv, &index, &packages)?
+        .ensure_failure("uv pip install without a token")?;
+    ensure_mentions_401(&run.output, "uv pip install without a token")?;
+    ensure!(refused(&case) > 0, "pmcache refused nothing");
+
+    // uv's own credential setting: user and token in the index URL; uv sends them to that
+    // host, the file downloads included.
+    let trusted = Uv::create(&case.path("trusted"), None, &case.trap)?;
+    let venv = trusted.venv("venv")?;
+    let with_token = index.replacen("http://", &format!("http://ci:{}@", token.secret), 1);
+    trusted
+        .pip_install(&venv, &with_token, &packages)?
+        .ensure_success("uv pip install with the token in the index URL")?;
+    let output = Command::new(venv.join("bin/python"))
+        .args(["-c", "import demo_lib, demo_util; print(demo_lib.VERSION)"])
+        .env_clear()
+        .output()?;
+    let version = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && version.trim() == "1.1.0",
+        "uv installed demo_lib {version:?}: {output:?}"
+    );
+    ensure_logged_as(&case, "/pypi/files/", "populate", "merge-queue")?;
+    ensure_secret_kept(&case, &token)?;
+    case.ensure_no_egress()
+}
+
+/// pnpm (or another client reading `.npmrc`) installs the npm demo project through pmcache with `_authToken` in the
+/// sandbox's `.npmrc` (none when `token` is `None`).
+fn npm_like_install(
+    case: &Case<NpmUpstream>,
+    name: &str,
+    token: Option<&Token>,
+    install: fn(&Sandbox, &Path) -> Result<ClientRun>,
+) -> Result<(Sandbox, std::path::PathBuf, ClientRun)> {
+    let registry = case.registry();
+    let project = new_project(&case.path(name).join("project"), None)?;
+    let sandbox = Sandbox::create(&case.path(name).join("client"), &registry, &case.trap)?;
+    if let Some(token) = token {
+        let nerf_dart = registry.trim_start_matches("http:");
+        sandbox.append_npmrc(&format!("{nerf_dart}:_authToken={}\n", token.secret))?;
+    }
+    let run = install(&sandbox, &project)?;
+    Ok((sandbox, project, run))
+}
+
+/// Without a token `install` fails on a 401; with `_authToken` it installs the demo tree, every
+/// tarball fetched as the token's role.
+fn ensure_npm_like_client_passes_the_token(
+    label: &str,
+    install: fn(&Sandbox, &Path) -> Result<ClientRun>,
+) -> Result<()> {
+    let token = Token::new("gate", "populate")?;
+    let mut settings = vec![("PMCACHE_NPM_METADATA_TTL", "0s")];
+    settings.extend(token.settings());
+    let case = Case::npm(NpmUpstream::start()?, &settings)?;
+
+    let (_, _, run) = npm_like_install(&case, "anonymous", None, install)?;
+    let run = run.ensure_failure(&format!("{label} install without a token"))?;
+    ensure_mentions_401(&run.output, &format!("{label} install without a token"))?;
+    ensure!(refused(&case) > 0, "pmcache refused nothing");
+
+    let (sandbox, project, run) = npm_like_install(&case, "trusted", Some(&token), install)?;
+    run.ensure_success(&format!("{label} install with _authToken"))?;
+    ensure_demo_tree(&sandbox, &project)?;
+    ensure_logged_as(&case, "/npm/", "populate", "gate")?;
+    ensure_secret_kept(&case, &token)?;
+    case.ensure_no_egress()
+}
+
+#[test]
+fn pnpm_passes_the_token_from_its_npmrc() -> Result<()> {
+    ensure_npm_like_client_passes_the_token("pnpm", Sandbox::pnpm_install)
 }

@@ -85,6 +85,30 @@ impl Uv {
         Ok(ClientRun::of("uv", &args, &self.root, &finished))
     }
 
+    /// `uv pip install --index-url INDEX --python VENV PACKAGES…` into `venv`, with the
+    /// sandbox's cache.
+    pub fn pip_install(
+        &self,
+        venv: &Path,
+        index_url: &str,
+        packages: &[&str],
+    ) -> Result<ClientRun> {
+        let python = venv.join("bin/python");
+        let mut args = vec![
+            "pip",
+            "install",
+            "--index-url",
+            index_url,
+            "--python",
+            path_str(&python)?,
+        ];
+        args.extend_from_slice(packages);
+        let mut command = self.command()?;
+        command.args(&args);
+        let finished = run_bounded(command, &self.root.join("logs"), INSTALL_TIMEOUT)?;
+        Ok(ClientRun::of("uv", &args, &self.root, &finished))
+    }
+
     /// uv in the sandbox's clean environment.
     fn command(&self) -> Result<Command> {
         let mut command = Command::new(binary()?);
