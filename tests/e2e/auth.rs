@@ -529,3 +529,14 @@ fn ensure_npm_like_client_passes_the_token(
 fn pnpm_passes_the_token_from_its_npmrc() -> Result<()> {
     ensure_npm_like_client_passes_the_token("pnpm", Sandbox::pnpm_install)
 }
+
+/// yarn 1 sends the `_authToken` of the registry's `.npmrc` entry only with `always-auth=true`
+/// (without it, unscoped packuments are asked for without credentials and refused).
+#[test]
+fn yarn_passes_the_token_from_its_npmrc_with_always_auth() -> Result<()> {
+    fn install(sandbox: &Sandbox, project: &Path) -> Result<ClientRun> {
+        sandbox.append_npmrc("always-auth=true\n")?;
+        sandbox.yarn_install(project)
+    }
+    ensure_npm_like_client_passes_the_token("yarn", install)
+}
