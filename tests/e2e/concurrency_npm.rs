@@ -289,13 +289,7 @@ fn two_hundred_hosts_share_one_stored_packument() -> Result<()> {
         "the largest packument is {upstream_size} bytes: not a realistic giant"
     );
     let url = format!("{}{}", case.registry(), name.replace('/', "%2f"));
-    let port = case
-        .pmcache()
-        .base_url()
-        .rsplit(':')
-        .next()
-        .context("pmcache URL without a port")?
-        .to_owned();
+    let port = case.pmcache().port()?.to_owned();
     let warm = http::get_with(&url, &[("accept", "application/json")])?;
     ensure!(
         warm.is_complete_ok(),

@@ -735,11 +735,7 @@ fn scoped_names_and_tarball_urls_follow_the_host() -> Result<()> {
     let case = Case::start()?;
     let scoped = packages()?.tarball(SCOPED, "1.0.0")?;
     let origin = case.pmcache().base_url().to_owned();
-    let port = origin
-        .rsplit(':')
-        .next()
-        .context("pmcache URL without a port")?
-        .to_owned();
+    let port = case.pmcache().port()?.to_owned();
     let localhost = format!("localhost:{port}");
 
     let mut documents = Vec::new();

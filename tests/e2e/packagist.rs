@@ -984,13 +984,7 @@ fn two_hundred_hosts_share_one_stored_p2_file() -> Result<()> {
     );
     let dists = dist_urls(&warm.body)?.len();
     ensure!(dists > 0, "{name} lists no dists");
-    let port = case
-        .pmcache()
-        .base_url()
-        .rsplit(':')
-        .next()
-        .context("pmcache URL without a port")?
-        .to_owned();
+    let port = case.pmcache().port()?.to_owned();
 
     let (size_before, mark) = (pmcache::data_size(&case.data_dir())?, case.upstream.mark());
     for index in 0..ORIGINS {

@@ -181,6 +181,14 @@ impl Pmcache {
         &self.base_url
     }
 
+    /// The port pmcache listens on, for requests that name another host on it.
+    pub fn port(&self) -> Result<&str> {
+        self.base_url
+            .rsplit(':')
+            .next()
+            .context("pmcache URL without a port")
+    }
+
     /// The index URL to give pip.
     pub fn pypi_index_url(&self) -> String {
         format!("{}/pypi/simple/", self.base_url)
