@@ -264,6 +264,54 @@ impl Index {
         Ok(entries)
     }
 
+    /// The records of `table` whose keys start with `prefix`, in key order. Keys sort as
+    /// bytes, so the records of one prefix are one contiguous range.
+    pub(crate) fn entries_with_prefix(
+        &self,
+        table: Table,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.begin_read("listing by prefix")?;
+        let opened = txn
+            .open_table(table.definition())
+            .map_err(index("listing by prefix"))?;
+        let mut entries = Vec::new();
+        for entry in opened.range(prefix..).map_err(index("listing by prefix"))? {
+            let (key, value) = entry.map_err(index("listing by prefix"))?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            entries.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Removes the records of `keys` in one transaction; answers those that existed, with the
+    /// values they had.
+    pub(crate) fn remove_all(
+        &self,
+        table: Table,
+        keys: &[String],
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.begin_write("removing records")?;
+        let mut removed = Vec::new();
+        {
+            let mut opened = txn
+                .open_table(table.definition())
+                .map_err(index("removing records"))?;
+            for key in keys {
+                let value = opened
+                    .remove(key.as_str())
+                    .map_err(index("removing records"))?;
+                if let Some(value) = value {
+                    removed.push((key.clone(), value.value().to_vec()));
+                }
+            }
+        }
+        self.commit(txn)?;
+        Ok(removed)
+    }
+
     /// Records a committed blob of `size` bytes, last accessed at `now_ms` (milliseconds since
     /// the Unix epoch).
     pub(crate) fn touch_blob(&self, digest: &Digest, size: u64, now_ms: u64) -> Result<()> {
@@ -428,6 +476,60 @@ mod tests {
         );
         index.remove(Table::Sources, "pypi/abc").unwrap();
         assert!(index.entries(Table::Sources).unwrap().is_empty());
+    }
+
+    #[test]
+    fn prefix_listing_stops_at_the_first_key_past_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let keys = ["npm/a", "npm/b/c", "npm0", "npl/z", "pypi/a", "npm/"];
+        let records: Vec<(String, u8)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| ((*key).to_owned(), i as u8))
+            .collect();
+        index.put_all(Table::Sources, &records).unwrap();
+        let listed: Vec<String> = index
+            .entries_with_prefix(Table::Sources, "npm/")
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(listed, ["npm/", "npm/a", "npm/b/c"]);
+        assert!(
+            index
+                .entries_with_prefix(Table::Documents, "npm/")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            index.entries_with_prefix(Table::Sources, "").unwrap().len(),
+            6
+        );
+    }
+
+    #[test]
+    fn removing_records_answers_only_those_that_existed() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        index
+            .put_all(
+                Table::Artifacts,
+                &[("a".to_owned(), 1u8), ("b".to_owned(), 2u8)],
+            )
+            .unwrap();
+        let removed = index
+            .remove_all(Table::Artifacts, &["b".to_owned(), "missing".to_owned()])
+            .unwrap();
+        assert_eq!(removed, [("b".to_owned(), b"2".to_vec())]);
+        let left: Vec<String> = index
+            .entries(Table::Artifacts)
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(left, ["a"]);
+        assert!(index.remove_all(Table::Artifacts, &[]).unwrap().is_empty());
     }
 
     #[test]

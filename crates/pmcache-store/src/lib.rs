@@ -32,7 +32,7 @@ pub use error::{Error, Result};
 pub use hold::Hold;
 pub use index::{Schema, Table};
 pub use layout::LAYOUT_VERSION;
-pub use maintain::{GcReport, VerifyReport};
+pub use maintain::{Freed, GcReport, VerifyReport};
 pub use size::ByteSize;
 pub use stats::Stats;
 
@@ -230,6 +230,34 @@ impl Store {
     /// Removes one record.
     pub fn remove(&self, table: Table, key: &str) -> Result<()> {
         self.inner.index.remove(table, key)
+    }
+
+    /// The records of `table` whose keys start with `prefix`, in key order.
+    pub fn records_with_prefix<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>> {
+        self.inner
+            .index
+            .entries_with_prefix(table, prefix)?
+            .into_iter()
+            .map(|(key, bytes)| {
+                let record = serde_json::from_slice(&bytes).map_err(|source| Error::Record {
+                    table: table.name(),
+                    key: key.clone(),
+                    source,
+                })?;
+                Ok((key, record))
+            })
+            .collect()
+    }
+
+    /// Removes the records of `keys` in one transaction, answering those that existed with
+    /// their stored bytes (for [`Schema::referenced`]). The blobs they named stay until
+    /// [`Store::free_unnamed`] or a maintenance pass finds nobody names them any more.
+    pub fn remove_records(&self, table: Table, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.index.remove_all(table, keys)
     }
 
     /// Writes the batched last-access times to the index; called every few seconds and at shutdown.

@@ -78,6 +78,15 @@ impl VerifyReport {
     }
 }
 
+/// What [`Store::free_unnamed`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Freed {
+    /// Blob files removed.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
 /// What one deletion removed.
 #[derive(Default)]
 struct Deleted {
@@ -108,6 +117,25 @@ impl Store {
         report.size_bytes = self.recount()?;
         self.count(&report);
         Ok(report)
+    }
+
+    /// Removes those of `candidates` that no record names any more (records just removed named
+    /// them, say): a narrow orphan collection. A blob another record names, or that a commit
+    /// holds, stays: blobs are content-addressed and may be shared.
+    pub fn free_unnamed(&self, schema: &Schema, candidates: &[Digest]) -> Result<Freed> {
+        let _one_at_a_time = self.exclusive();
+        let unique: BTreeSet<Digest> = candidates.iter().copied().collect();
+        let unique: Vec<Digest> = unique.into_iter().collect();
+        let mut freed = Freed::default();
+        for batch in unique.chunks(BATCH) {
+            let deleted = self.delete_blobs(batch, Purge::Orphans, schema)?;
+            freed.blobs += deleted.blobs;
+            freed.bytes += deleted.bytes;
+        }
+        let counters = &self.inner.counters;
+        Counters::add(&counters.collected_files, freed.blobs);
+        Counters::add(&counters.collected_bytes, freed.bytes);
+        Ok(freed)
     }
 
     fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -542,5 +570,50 @@ mod tests {
         assert_eq!(report.dangling_entries.len(), 1);
         assert_eq!(report.repaired_entries, 1);
         assert!(store.verify(&SCHEMA, false).unwrap().is_consistent());
+    }
+
+    #[test]
+    fn freeing_after_removing_records_spares_blobs_another_record_names() {
+        let (_dir, store) = store();
+        let shared = artifact(&store, "a/shared-1", b"shared bytes", 1);
+        artifact(&store, "a/shared-2", b"shared bytes", 1);
+        let own = artifact(&store, "a/own", b"own bytes", 1);
+        let before = store.stats().size_bytes;
+        let removed = store
+            .remove_records(
+                Table::Artifacts,
+                &["a/shared-1".to_owned(), "a/own".to_owned()],
+            )
+            .unwrap();
+        let named: Vec<Digest> = removed
+            .iter()
+            .flat_map(|(_, bytes)| referenced(Table::Artifacts, bytes))
+            .collect();
+        assert_eq!(named, [shared, own]);
+        let freed = store.free_unnamed(&SCHEMA, &named).unwrap();
+        assert_eq!(freed, Freed { blobs: 1, bytes: 9 });
+        assert!(store.blob_path(&own).is_none());
+        assert!(
+            store.blob_path(&shared).is_some(),
+            "still named by a/shared-2"
+        );
+        assert_eq!(store.stats().size_bytes, before - 9);
+        assert!(store.verify(&SCHEMA, false).unwrap().is_consistent());
+    }
+
+    #[test]
+    fn a_held_blob_is_not_freed() {
+        let (_dir, store) = store();
+        let digest = artifact(&store, "a/1", b"being committed again", 1);
+        store
+            .remove_records(Table::Artifacts, &["a/1".to_owned()])
+            .unwrap();
+        let hold = store.hold(digest);
+        assert_eq!(
+            store.free_unnamed(&SCHEMA, &[digest]).unwrap(),
+            Freed::default()
+        );
+        drop(hold);
+        assert_eq!(store.free_unnamed(&SCHEMA, &[digest]).unwrap().blobs, 1);
     }
 }
