@@ -32,6 +32,12 @@ pub struct Advertised {
     pub url: Url,
     /// The checksum the upstream published for it, if any.
     pub checksum: Option<Checksum>,
+    /// The package it belongs to, its name as the frontend normalises it: what a purge of the
+    /// package finds it by.
+    pub package: String,
+    /// The version it belongs to, when the frontend can tell: what a purge of one version
+    /// finds it by.
+    pub version: Option<String>,
 }
 
 /// What pmcache knows of an artifact's source.
@@ -162,8 +168,14 @@ impl Proxy {
 /// the proxy, so that no one outside can make an [`ArtifactSource`] by deserializing one.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct SourceRecord {
-    url: Url,
+    pub(crate) url: Url,
     checksum: Option<Checksum>,
+    /// The package it belongs to (absent from records an older pmcache wrote).
+    #[serde(default)]
+    pub(crate) package: String,
+    /// The version it belongs to, if known.
+    #[serde(default)]
+    pub(crate) version: Option<String>,
 }
 
 /// The index key of an advertised source.
@@ -185,6 +197,8 @@ pub(crate) fn records(ecosystem: &str, advertised: Vec<Advertised>) -> Vec<(Stri
             let record = SourceRecord {
                 url: advertised.url,
                 checksum: advertised.checksum,
+                package: advertised.package,
+                version: advertised.version,
             };
             (key, record)
         })
@@ -300,6 +314,8 @@ mod tests {
                         id: id.to_owned(),
                         url: upstream.url.join(id).expect("artifact url"),
                         checksum: None,
+                        package: "doc".to_owned(),
+                        version: Some(id.to_owned()),
                     })
                     .collect();
                 Ok(Rendering {

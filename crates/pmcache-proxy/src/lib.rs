@@ -29,6 +29,7 @@ mod passthrough;
 pub mod percent;
 #[cfg(test)]
 mod properties;
+mod purge;
 mod refreshes;
 mod render_pool;
 mod role;
@@ -59,6 +60,7 @@ pub use freshness::{Freshness, assess};
 pub use origin::{RedirectPolicy, base_url, client_origin, host_listed, same_origin};
 pub use passthrough::PassThrough;
 pub use pmcache_store::Digest;
+pub use purge::{PurgeReport, PurgeTarget, purge};
 pub use role::{Caller, ReadMisses, Role};
 pub use section::{FrontendConfig, FrontendDefaults};
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};

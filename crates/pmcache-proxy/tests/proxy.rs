@@ -321,6 +321,8 @@ async fn advertised_source(proxy: &Proxy, url: Url, checksum: Option<Checksum>) 
         id: id.clone(),
         url,
         checksum,
+        package: "advertised".to_owned(),
+        version: None,
     };
     proxy
         .document(request, move |_| {
