@@ -100,7 +100,7 @@ impl Frontend {
                 })?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: format!("packument/{package}"),
+            key: packument_key(package),
             url,
             accept: UPSTREAM_ACCEPT,
             ttl,
@@ -295,6 +295,17 @@ fn tarball_id(package: &PackageName, filename: &str) -> String {
     format!("tarball/{package}/{filename}")
 }
 
+/// The key of a package's packument among the ecosystem's documents (the abbreviated form is
+/// derived from the full one, which is all that is stored).
+fn packument_key(package: &PackageName) -> String {
+    format!("packument/{package}")
+}
+
+/// The keys of the documents pmcache stores for a package (for a purge): its packument.
+pub fn document_keys(package: &PackageName) -> Vec<String> {
+    vec![packument_key(package)]
+}
+
 /// A tarball is reachable by its conventional filename and, when the upstream named it
 /// otherwise, by the upstream's filename too (lockfiles made against the upstream use that).
 /// Conventional names win where an upstream name happens to equal another version's.
@@ -316,6 +327,8 @@ fn sources_of(package: &PackageName, tarballs: &[Tarball]) -> Vec<Advertised> {
             id,
             url: tarball.upstream.clone(),
             checksum: tarball.checksum.clone(),
+            package: package.as_str().to_owned(),
+            version: Some(tarball.version.clone()),
         })
         .collect()
 }

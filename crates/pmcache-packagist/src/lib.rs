@@ -24,6 +24,7 @@ mod routes;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use routes::document_keys;
 
 use std::time::Duration;
 

@@ -230,6 +230,8 @@ pub struct Dist {
     pub upstream: Url,
     /// Its published `shasum` (sha1), when not empty.
     pub checksum: Option<Checksum>,
+    /// The version it is the archive of (`version` as the p2 file spells it), if given.
+    pub version: Option<String>,
 }
 
 /// A rewritten p2 file.
@@ -311,6 +313,10 @@ fn rewrite_dist(
         version.shift_remove("dist");
         return None;
     };
+    let release = version
+        .get("version")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let Some(Value::Object(dist)) = version.get_mut("dist") else {
         return None;
     };
@@ -322,6 +328,7 @@ fn rewrite_dist(
         file,
         upstream,
         checksum,
+        version: release,
     })
 }
 

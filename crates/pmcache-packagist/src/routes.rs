@@ -181,10 +181,7 @@ impl Frontend {
     /// Only the requested package's dists are recorded as sources: a p2 file cannot decide
     /// where another package's archives come from.
     async fn p2(&self, package: &PackageName, dev: bool, ttl: Duration) -> Result<Document> {
-        let name = match dev {
-            true => format!("{package}~dev"),
-            false => package.to_string(),
-        };
+        let name = p2_name(package, dev);
         let url = self.link_url("metadata-url", Some(&name)).await?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
@@ -347,7 +344,26 @@ fn source_of(dist: &Dist) -> Advertised {
         id: dist_id(&dist.package, &dist.file),
         url: dist.upstream.clone(),
         checksum: dist.checksum.clone(),
+        package: dist.package.clone(),
+        version: dist.version.clone(),
     }
+}
+
+/// `vendor/name`, or `vendor/name~dev` for the branches' file.
+fn p2_name(package: &PackageName, dev: bool) -> String {
+    match dev {
+        true => format!("{package}~dev"),
+        false => package.to_string(),
+    }
+}
+
+/// The keys of the documents pmcache stores for a package (for a purge): its two p2 files,
+/// tagged releases and branches. `packages.json` is shared by every package and stays.
+pub fn document_keys(package: &PackageName) -> Vec<String> {
+    [false, true]
+        .into_iter()
+        .map(|dev| format!("p2/{}", p2_name(package, dev)))
+        .collect()
 }
 
 /// `host` or `host:port`, as `dist_hosts` lists them.

@@ -23,6 +23,7 @@ pub mod wire;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use routes::document_keys;
 
 use std::time::Duration;
 

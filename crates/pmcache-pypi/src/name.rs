@@ -74,6 +74,25 @@ fn normalise(raw: &str) -> String {
     out
 }
 
+/// The version a distribution file holds, read from its filename: the second field of a wheel
+/// (`name-1.0-py3-none-any.whl`, PEP 427) or egg, what follows the last `-` of an sdist
+/// (`name-1.0.tar.gz`, PEP 625); None for names that follow neither convention.
+pub fn version_in_filename(filename: &str) -> Option<String> {
+    const SDISTS: [&str; 6] = [".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip"];
+    let version = if let Some(stem) = filename
+        .strip_suffix(".whl")
+        .or_else(|| filename.strip_suffix(".egg"))
+    {
+        stem.split('-').nth(1)?
+    } else {
+        let stem = SDISTS
+            .iter()
+            .find_map(|extension| filename.strip_suffix(extension))?;
+        stem.rsplit_once('-')?.1
+    };
+    (!version.is_empty()).then(|| version.to_ascii_lowercase())
+}
+
 impl fmt::Display for ProjectName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -148,6 +167,26 @@ mod tests {
         ] {
             assert!(ProjectName::parse(raw).is_err(), "{raw:?} accepted");
         }
+    }
+
+    #[test]
+    fn versions_are_read_from_wheel_and_sdist_filenames() {
+        let version = |filename| version_in_filename(filename);
+        assert_eq!(
+            version("demo_app-1.0.2-py3-none-any.whl").as_deref(),
+            Some("1.0.2")
+        );
+        assert_eq!(
+            version("demo-2.0rc1-1-cp312-cp312-linux_x86_64.whl").as_deref(),
+            Some("2.0rc1")
+        );
+        assert_eq!(version("demo-app-1.0.tar.gz").as_deref(), Some("1.0"));
+        assert_eq!(version("Demo-1.0.ZIP"), None);
+        assert_eq!(version("demo-1.0.zip").as_deref(), Some("1.0"));
+        assert_eq!(version("demo-0.1-py2.7.egg").as_deref(), Some("0.1"));
+        assert_eq!(version("demo.exe"), None);
+        assert_eq!(version("demo.tar.gz"), None);
+        assert_eq!(version("demo-.tar.gz"), None);
     }
 
     #[test]

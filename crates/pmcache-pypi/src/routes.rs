@@ -115,14 +115,19 @@ impl Frontend {
             .join(&format!("{name}/"))
             .map_err(|e| Error::Proxy(bad_url(&self.upstream, e)))?;
         let mount = self.mount;
-        let request = self.document_request(format!("project/{name}"), url);
+        let package = name.to_string();
+        let request = self.document_request(project_key(name), url);
         let document = self
             .proxy
             .document(request, move |upstream| {
                 let page =
                     ProjectPage::parse(&upstream.body, &upstream.content_type, &upstream.url)
                         .map_err(|e| document_error(&upstream, e))?;
-                let sources = page.files().iter().flat_map(sources_of).collect();
+                let sources = page
+                    .files()
+                    .iter()
+                    .flat_map(|file| sources_of(&package, file))
+                    .collect();
                 Ok(rendering(rewrite::render_project(&page, mount), sources))
             })
             .await?;
@@ -216,13 +221,28 @@ fn rendering(rendered: Rendered, sources: Vec<Advertised>) -> Rendering {
     }
 }
 
-/// The artifact sources a file link advertises: the file, and its core metadata if any.
-fn sources_of(file: &File) -> Vec<Advertised> {
+/// The key of a project's page among the ecosystem's documents.
+fn project_key(name: &ProjectName) -> String {
+    format!("project/{name}")
+}
+
+/// The keys of the documents pmcache stores for a project (for a purge): its page. The root
+/// list is shared by every project and stays.
+pub fn document_keys(name: &ProjectName) -> Vec<String> {
+    vec![project_key(name)]
+}
+
+/// The artifact sources a file link of `package`'s page advertises: the file, and its core
+/// metadata if any, both belonging to the version its filename names.
+fn sources_of(package: &str, file: &File) -> Vec<Advertised> {
     let id = rewrite::file_id(&file.url);
+    let version = crate::name::version_in_filename(&file.filename);
     let mut sources = vec![Advertised {
         id: id.clone(),
         url: file.url.clone(),
         checksum: strongest(&file.hashes),
+        package: package.to_owned(),
+        version: version.clone(),
     }];
     if let CoreMetadata::Present { hashes } = &file.core_metadata {
         let mut url = file.url.clone();
@@ -231,6 +251,8 @@ fn sources_of(file: &File) -> Vec<Advertised> {
             id: format!("{id}.metadata"),
             url,
             checksum: strongest(hashes),
+            package: package.to_owned(),
+            version,
         });
     }
     sources

@@ -21,6 +21,7 @@ mod routes;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use routes::{document_keys, gemspec_of};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -93,7 +93,7 @@ impl Frontend {
     /// miss a release). With no fresh `/versions` to go by, the TTL decides, or `recency` (a
     /// `.gem` the cached copy does not list).
     async fn info(&self, name: &GemName, recency: Recency) -> Result<Document> {
-        let key = format!("info/{name}");
+        let key = info_key(name.as_str());
         let listed = self.listed_info_checksum(name).await?;
         let (ttl, known_current) = match &listed {
             Some(listed) => (Duration::ZERO, Some(has_md5(listed))),
@@ -322,13 +322,41 @@ fn gem_sources(upstream: &Url, gem: &str, info: &Bytes) -> proxy::Result<Vec<Adv
                     url: upstream.to_string(),
                     source: e.into(),
                 })?;
+            // `VERSION-PLATFORM`: a platform's build belongs to the version.
+            let version = match entry.version.split_once('-') {
+                Some((version, _platform)) => version,
+                None => entry.version.as_str(),
+            };
             Ok(Advertised {
                 id: gem_id(&full_name),
                 url,
                 checksum: entry.checksum,
+                package: gem.to_owned(),
+                version: Some(version.to_owned()),
             })
         })
         .collect()
+}
+
+/// The key of a gem's `/info` file among the ecosystem's documents.
+fn info_key(gem: &str) -> String {
+    format!("info/{gem}")
+}
+
+/// The keys of the documents pmcache stores for a gem (for a purge): its `/info` file. The
+/// `versions` file and the legacy indexes are shared by every gem and stay.
+pub fn document_keys(gem: &GemName) -> Vec<String> {
+    vec![info_key(gem.as_str())]
+}
+
+/// The artifact stored next to a `.gem` without being advertised (for a purge): its
+/// `quick/Marshal.4.8/FULL.gemspec.rz`, at the upstream's own path.
+pub fn gemspec_of(gem_url: &Url) -> Option<Url> {
+    let file = gem_url.path_segments()?.next_back()?;
+    let full_name = file.strip_suffix(".gem")?;
+    gem_url
+        .join(&format!("../quick/Marshal.4.8/{full_name}.gemspec.rz"))
+        .ok()
 }
 
 fn gem_id(full_name: &str) -> String {
@@ -360,4 +388,32 @@ fn root(client: ClientRequest<'_>) -> Response<Body> {
         header::HeaderValue::from(text.len()),
     );
     response
+}
+
+#[cfg(test)]
+mod purge_tests {
+    use super::*;
+
+    #[test]
+    fn a_gems_gemspec_is_at_the_upstreams_quick_path() {
+        let upstream = Url::parse("http://127.0.0.1:9/mirror/").expect("url");
+        let gem = upstream.join("gems/rack-3.0.0-java.gem").expect("url");
+        assert_eq!(
+            gemspec_of(&gem).expect("gemspec").as_str(),
+            "http://127.0.0.1:9/mirror/quick/Marshal.4.8/rack-3.0.0-java.gemspec.rz"
+        );
+        assert_eq!(gemspec_of(&upstream.join("info/rack").expect("url")), None);
+    }
+
+    #[test]
+    fn platform_builds_belong_to_their_version() {
+        let upstream = Url::parse("http://127.0.0.1:9/").expect("url");
+        let info = Bytes::from_static(b"---\n1.0.0 |checksum:\n1.0.0-java |checksum:\n");
+        let sources = gem_sources(&upstream, "demo", &info).expect("sources");
+        let versions: Vec<(&str, Option<&str>)> = sources
+            .iter()
+            .map(|source| (source.package.as_str(), source.version.as_deref()))
+            .collect();
+        assert_eq!(versions, [("demo", Some("1.0.0")), ("demo", Some("1.0.0"))]);
+    }
 }
