@@ -5,8 +5,8 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
 use pmcache_proxy::{
-    self as proxy, Advertised, ArtifactRequest, Body, ClientRequest, DocumentRequest, PassThrough,
-    Rendering, Serving, Variant,
+    self as proxy, Advertised, ArtifactRequest, Body, Caller, ClientRequest, DocumentRequest,
+    PassThrough, Rendering, Serving, Variant,
 };
 use url::Url;
 
@@ -31,10 +31,7 @@ impl Frontend {
     /// Answers one request whose path, below the mount point, is `path`.
     pub async fn handle(&self, parts: &Parts, body: Bytes, path: &str) -> Result<Response<Body>> {
         let readable = parts.method == Method::GET || parts.method == Method::HEAD;
-        let client = ClientRequest {
-            head: parts.method == Method::HEAD,
-            headers: &parts.headers,
-        };
+        let client = ClientRequest::of(parts);
         match name::classify(path)? {
             NpmPath::Api(endpoint) => self.api(&endpoint, parts, body).await,
             _ if !readable => Err(Error::MethodNotAllowed {
@@ -106,6 +103,7 @@ impl Frontend {
             ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
             known_current: None,
+            role: Caller::attached(parts).role,
         };
         let requested = package.clone();
         let document = self
@@ -181,6 +179,7 @@ impl Frontend {
             .advertised_source(
                 ECOSYSTEM,
                 &tarball_id(package, filename),
+                client.caller.role,
                 std::slice::from_ref(package),
                 |package, recency| async move {
                     let ttl = recency.ttl(self.ttl);

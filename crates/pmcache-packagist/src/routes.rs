@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
 use pmcache_proxy::{
-    self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
-    DocumentRequest, ORIGIN_PLACEHOLDER as ORIGIN, PassThrough, Rendering, Serving,
+    self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, Caller, ClientRequest,
+    Document, DocumentRequest, ORIGIN_PLACEHOLDER as ORIGIN, PassThrough, Rendering, Role, Serving,
     UpstreamDocument, Variant,
 };
 use url::Url;
@@ -41,17 +41,15 @@ impl Frontend {
     pub async fn handle(&self, parts: &Parts, body: Bytes, path: &str) -> Result<Response<Body>> {
         let method = &parts.method;
         let readable = method == Method::GET || method == Method::HEAD;
-        let client = ClientRequest {
-            head: method == Method::HEAD,
-            headers: &parts.headers,
-        };
+        let client = ClientRequest::of(parts);
+        let role = client.caller.role;
         match path::classify(path)? {
             Route::PackagesJson if readable => {
-                let document = self.root(self.ttl).await?;
+                let document = self.root(self.ttl, role).await?;
                 self.respond(&document, parts, client).await
             }
             Route::P2 { package, dev } if readable => {
-                let document = self.p2(&package, dev, self.ttl).await?;
+                let document = self.p2(&package, dev, self.ttl, role).await?;
                 self.respond(&document, parts, client).await
             }
             Route::Dist { package, file } if readable => self.dist(&package, &file, client).await,
@@ -112,7 +110,7 @@ impl Frontend {
     }
 
     /// `packages.json`, rewritten with the placeholder origin, with the upstream URLs behind it.
-    async fn root(&self, ttl: Duration) -> Result<Document> {
+    async fn root(&self, ttl: Duration, role: Role) -> Result<Document> {
         let url = self.upstream_url("packages.json")?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
@@ -122,6 +120,7 @@ impl Frontend {
             ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
             known_current: None,
+            role,
         };
         let (dists_base, keep_source) = self.dist_rewrite();
         let stored_origin = self.stored_origin();
@@ -149,10 +148,10 @@ impl Frontend {
     /// The upstream URL (template) behind each endpoint, from the cached root file however old
     /// (they rarely change, and asking the upstream for the root before every p2 file would
     /// double the requests), else from a fetched one.
-    async fn links(&self) -> Result<BTreeMap<String, String>> {
+    async fn links(&self, role: Role) -> Result<BTreeMap<String, String>> {
         let document = match self.proxy.cached_document(ECOSYSTEM, ROOT_KEY, self.ttl)? {
             Some(document) => document,
-            None => self.root(self.ttl).await?,
+            None => self.root(self.ttl, role).await?,
         };
         let bytes = self.proxy.variant_bytes(&document, LINKS).await?;
         serde_json::from_slice(&bytes)
@@ -160,8 +159,8 @@ impl Frontend {
     }
 
     /// The upstream URL behind `link` (a key of the root's links), `%package%` filled in.
-    async fn link_url(&self, link: &str, package: Option<&str>) -> Result<Url> {
-        let links = self.links().await?;
+    async fn link_url(&self, link: &str, package: Option<&str>, role: Role) -> Result<Url> {
+        let links = self.links(role).await?;
         let template = links.get(link).ok_or_else(|| Error::UpstreamLacks {
             what: link.to_owned(),
         })?;
@@ -180,9 +179,15 @@ impl Frontend {
     /// `p2/VENDOR/NAME.json` (or `~dev.json`), dists rewritten below the placeholder origin.
     /// Only the requested package's dists are recorded as sources: a p2 file cannot decide
     /// where another package's archives come from.
-    async fn p2(&self, package: &PackageName, dev: bool, ttl: Duration) -> Result<Document> {
+    async fn p2(
+        &self,
+        package: &PackageName,
+        dev: bool,
+        ttl: Duration,
+        role: Role,
+    ) -> Result<Document> {
         let name = p2_name(package, dev);
-        let url = self.link_url("metadata-url", Some(&name)).await?;
+        let url = self.link_url("metadata-url", Some(&name), role).await?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
             key: format!("p2/{name}"),
@@ -191,6 +196,7 @@ impl Frontend {
             accept: JSON,
             ttl,
             known_current: None,
+            role,
         };
         let (dists_base, keep_source) = self.dist_rewrite();
         let stored_origin = self.stored_origin();
@@ -218,7 +224,7 @@ impl Frontend {
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
         let id = dist_id(package.as_str(), file);
-        let source = self.dist_source(package, &id).await?;
+        let source = self.dist_source(package, &id, client.caller.role).await?;
         if !self.dist_host_allowed(source.url()) {
             return Err(Error::DistHostNotAllowed {
                 package: package.to_string(),
@@ -243,16 +249,27 @@ impl Frontend {
 
     /// Where a dist comes from (`composer install` from a lock reads no metadata): learnt from
     /// the package's p2 files, fetched again if the cached ones may predate it.
-    async fn dist_source(&self, package: &PackageName, id: &str) -> Result<ArtifactSource> {
+    async fn dist_source(
+        &self,
+        package: &PackageName,
+        id: &str,
+        role: Role,
+    ) -> Result<ArtifactSource> {
         let advertisement = self
             .proxy
-            .advertised_source(ECOSYSTEM, id, &[false, true], |dev, recency| async move {
-                match self.p2(package, dev, recency.ttl(self.ttl)).await {
-                    Ok(document) => Ok(Some(document)),
-                    Err(error) if error.is_not_found() => Ok(None),
-                    Err(error) => Err(error),
-                }
-            })
+            .advertised_source(
+                ECOSYSTEM,
+                id,
+                role,
+                &[false, true],
+                |dev, recency| async move {
+                    match self.p2(package, dev, recency.ttl(self.ttl), role).await {
+                        Ok(document) => Ok(Some(document)),
+                        Err(error) if error.is_not_found() => Ok(None),
+                        Err(error) => Err(error),
+                    }
+                },
+            )
             .await?;
         Ok(advertisement.into_source()?)
     }
@@ -307,7 +324,11 @@ impl Frontend {
         body: Bytes,
     ) -> Result<Response<Body>> {
         let mut url = self
-            .link_url(&endpoint.link(), package.map(PackageName::as_str))
+            .link_url(
+                &endpoint.link(),
+                package.map(PackageName::as_str),
+                Caller::attached(parts).role,
+            )
             .await?;
         if let Some(query) = parts.uri.query() {
             url.set_query(Some(query));

@@ -20,6 +20,7 @@ use crate::artifact::ArtifactSource;
 use crate::checksum::Checksum;
 use crate::document::Document;
 use crate::error::{Error, Result};
+use crate::role::Role;
 use crate::serve::CacheStatus;
 
 /// One artifact a rendered document lists, as the frontend read it from the upstream document.
@@ -94,8 +95,8 @@ impl Proxy {
     /// The source of artifact `id` as far as the documents pmcache holds go, without asking the
     /// upstream: for artifacts whose advertising document cannot be told from their id (a
     /// PyPI file), which clients always read first.
-    pub fn advertised(&self, ecosystem: &str, id: &str) -> Result<Advertisement> {
-        Ok(match self.recorded_source(ecosystem, id)? {
+    pub fn advertised(&self, ecosystem: &str, id: &str, role: Role) -> Result<Advertisement> {
+        Ok(match self.recorded_source(ecosystem, id, role)? {
             Some(source) => Advertisement::Known(source),
             None => Advertisement::Unknown {
                 artifact: describe(ecosystem, id),
@@ -107,11 +108,14 @@ impl Proxy {
     /// (renders and stores) the document of one of `advertisers` at a recency, and says
     /// `Ok(None)` when the upstream has no such document. Each advertiser is loaded as its TTL
     /// allows, then, if none lists `id`, once more no older than `upstream.refetch_floor`.
-    /// Errors of `load` other than "no such document" are returned as they are.
+    /// Errors of `load` other than "no such document" are returned as they are. A read-role
+    /// caller (`role`) also finds what documents relayed to such callers advertised; `load`
+    /// must load with the same role.
     pub async fn advertised_source<C, L, F, E>(
         &self,
         ecosystem: &str,
         id: &str,
+        role: Role,
         advertisers: &[C],
         mut load: L,
     ) -> Result<Advertisement, E>
@@ -121,7 +125,7 @@ impl Proxy {
         F: Future<Output = Result<Option<Document>, E>>,
         E: From<Error>,
     {
-        if let Some(source) = self.recorded_source(ecosystem, id)? {
+        if let Some(source) = self.recorded_source(ecosystem, id, role)? {
             return Ok(Advertisement::Known(source));
         }
         // Per advertiser: None once the upstream said it has no such document, else whether
@@ -137,13 +141,13 @@ impl Proxy {
                 *stale = load(advertiser.clone(), recency)
                     .await?
                     .map(|document| document.cache == CacheStatus::Stale);
-                if let Some(source) = self.recorded_source(ecosystem, id)? {
+                if let Some(source) = self.recorded_source(ecosystem, id, role)? {
                     return Ok(Advertisement::Known(source));
                 }
             }
         }
         // A refresh left running in the background may have stored it meanwhile.
-        if let Some(source) = self.recorded_source(ecosystem, id)? {
+        if let Some(source) = self.recorded_source(ecosystem, id, role)? {
             return Ok(Advertisement::Known(source));
         }
         let artifact = describe(ecosystem, id);
@@ -154,13 +158,23 @@ impl Proxy {
         })
     }
 
-    /// The source recorded when a document advertising `id` was stored.
-    fn recorded_source(&self, ecosystem: &str, id: &str) -> Result<Option<ArtifactSource>> {
-        let record: Option<SourceRecord> = self
-            .inner
-            .store
-            .get(Table::Sources, &source_key(ecosystem, id))?;
-        Ok(record.map(|record| ArtifactSource::advertised(record.url, record.checksum)))
+    /// The source recorded when a document advertising `id` was stored, or, for a read-role
+    /// caller, relayed to one. A storing request only trusts stored documents: what a read-role
+    /// request caused pmcache to fetch never decides what is stored.
+    fn recorded_source(
+        &self,
+        ecosystem: &str,
+        id: &str,
+        role: Role,
+    ) -> Result<Option<ArtifactSource>> {
+        let key = source_key(ecosystem, id);
+        let record: Option<SourceRecord> = self.inner.store.get(Table::Sources, &key)?;
+        let stored = record.map(|record| ArtifactSource::advertised(record.url, record.checksum));
+        Ok(match (stored, role.may_populate()) {
+            (Some(stored), _) => Some(stored),
+            (None, true) => None,
+            (None, false) => self.inner.relayed.source(&key),
+        })
     }
 }
 
@@ -304,6 +318,7 @@ mod tests {
             ttl: recency.ttl(Duration::from_secs(3600)),
             allow_redirect: crate::same_origin(url),
             known_current: None,
+            role: Role::Populate,
         };
         let document = proxy
             .document(request, |upstream| {
@@ -329,7 +344,9 @@ mod tests {
 
     async fn source_of(proxy: &Proxy, url: &Url, id: &str) -> Result<Advertisement> {
         proxy
-            .advertised_source("test", id, &[()], |(), recency| load(proxy, url, recency))
+            .advertised_source("test", id, Role::Populate, &[()], |(), recency| {
+                load(proxy, url, recency)
+            })
             .await
     }
 
@@ -408,10 +425,16 @@ mod tests {
         let proxy = proxy(dir.path(), Duration::ZERO, &nowhere);
         let mut loads = Vec::new();
         let outcome = proxy
-            .advertised_source("test", "x", &[1, 2], |advertiser, recency| {
-                loads.push((advertiser, recency));
-                async move { Ok::<_, Error>(None) }
-            })
+            .advertised_source(
+                "test",
+                "x",
+                Role::Populate,
+                &[1, 2],
+                |advertiser, recency| {
+                    loads.push((advertiser, recency));
+                    async move { Ok::<_, Error>(None) }
+                },
+            )
             .await
             .expect("lookup");
         assert!(
@@ -432,6 +455,7 @@ mod tests {
             ttl: Duration::ZERO,
             allow_redirect: crate::same_origin(url),
             known_current: None,
+            role: Role::Populate,
         };
         let origin = origin.to_owned();
         proxy

@@ -8,13 +8,14 @@ use http::{Response, StatusCode};
 use url::Url;
 
 use crate::Proxy;
-use crate::artifact_record::{pinned, stored};
+use crate::artifact_record::{StoredBy, pinned, stored};
 use crate::body::{self, Body};
 use crate::checksum::Checksum;
 use crate::error::Result;
-use crate::inflight::{self, FillJob};
+use crate::inflight::{self, FillJob, Keep};
 use crate::metrics::Answer;
 use crate::origin::RedirectPolicy;
+use crate::role::{Caller, ReadMisses};
 use crate::serve::{self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges};
 
 /// Where an artifact comes from: the upstream URL and published checksum a fetched document
@@ -123,6 +124,11 @@ impl Proxy {
         if let Some(response) = self.serve_stored(&key, checksum.as_ref(), &request)? {
             return Ok(response);
         }
+        let keep = self.keeping(request.client.caller);
+        let cache = match keep {
+            Keep::Store(_) => CacheStatus::Miss,
+            Keep::Relay | Keep::JoinOnly => CacheStatus::Relay,
+        };
         let job = FillJob {
             key,
             url: request.source.url.clone(),
@@ -133,13 +139,14 @@ impl Proxy {
                 request.pin_first_seen,
                 request.redirect_hosts,
             ),
+            keep,
         };
         let mut follower = self
             .inner
             .fills
             .join(job, &self.inner.store, &self.inner.upstream)?;
         let length = inflight::started(&mut follower.progress).await?;
-        let mut headers = artifact_headers(request.content_type, CacheStatus::Miss);
+        let mut headers = artifact_headers(request.content_type, cache);
         if let Some(length) = length.filter(|_| request.announce_unverified_length) {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
@@ -158,7 +165,8 @@ impl Proxy {
         checksum: Option<&Checksum>,
         request: &ArtifactRequest<'_>,
     ) -> Result<Option<Response<Body>>> {
-        let Some((record, file)) = stored(&self.inner.store, key, checksum)? else {
+        let access = request.client.access();
+        let Some((record, file)) = stored(&self.inner.store, key, checksum, access)? else {
             return Ok(None);
         };
         let headers = artifact_headers(request.content_type, CacheStatus::Hit);
@@ -170,6 +178,17 @@ impl Proxy {
         };
         let response = serve::blob_response(file, &answer, request.client, headers)?;
         Ok(Some(self.watch_abandon(response, Answer::artifact)))
+    }
+}
+
+impl Proxy {
+    /// What a miss of `caller` may do: fill the cache, relay, or only join a fill under way.
+    fn keeping(&self, caller: &Caller) -> Keep {
+        match (caller.role.may_populate(), self.read_misses()) {
+            (true, _) => Keep::Store(StoredBy::of(caller)),
+            (false, ReadMisses::Relay) => Keep::Relay,
+            (false, ReadMisses::Refuse) => Keep::JoinOnly,
+        }
     }
 }
 

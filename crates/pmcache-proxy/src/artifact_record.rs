@@ -2,10 +2,11 @@
 //! what the upstream publishes. A leaf: serving (`artifact`) and filling (`inflight`) both read
 //! it, neither is read by it.
 
-use pmcache_store::{Digest, Store, Table};
+use pmcache_store::{Access, Digest, Store, Table};
 
 use crate::checksum::{Algorithm, Checksum};
 use crate::error::Result;
+use crate::role::{Caller, Role};
 
 /// What the store holds for an artifact (table `artifacts`, key `<ecosystem>/<upstream url>`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -22,6 +23,30 @@ pub struct ArtifactRecord {
     /// pinned to, so that a refetch bringing other bytes is still refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pin_only: bool,
+    /// Who caused the bytes to be stored: the role and token name of the request that started
+    /// the fill (None in records written before roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_by: Option<StoredBy>,
+}
+
+/// The request that filled an artifact (never a read-role one: those are not stored).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredBy {
+    /// Its role.
+    pub role: Role,
+    /// The name of its token; None for a request without credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl StoredBy {
+    /// What a record says of `caller`.
+    pub(crate) fn of(caller: &Caller) -> StoredBy {
+        StoredBy {
+            role: caller.role,
+            token: caller.token.clone(),
+        }
+    }
 }
 
 impl ArtifactRecord {
@@ -43,11 +68,12 @@ impl ArtifactRecord {
 }
 
 /// The stored copy of an artifact, if there is one verified against `checksum` (the one now
-/// published) and its blob is still on disk.
+/// published) and its blob is still on disk; opening it counts for eviction as `access` says.
 pub(crate) fn stored(
     store: &Store,
     key: &str,
     checksum: Option<&Checksum>,
+    access: Access,
 ) -> Result<Option<(ArtifactRecord, std::fs::File)>> {
     let Some(record) = store.get::<ArtifactRecord>(Table::Artifacts, key)? else {
         return Ok(None);
@@ -61,7 +87,7 @@ pub(crate) fn stored(
         tracing::warn!(url = %record.url, "published checksum changed; fetching again");
         return Ok(None);
     }
-    let Some(file) = store.open_blob(&record.digest)? else {
+    let Some(file) = store.open_blob_as(&record.digest, access)? else {
         tracing::warn!(url = %record.url, digest = %record.digest, "blob missing; fetching again");
         return Ok(None);
     };

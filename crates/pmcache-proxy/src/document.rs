@@ -10,10 +10,12 @@
 mod not_found;
 pub(crate) mod record;
 mod refresh;
+mod relay;
 mod respond;
 
 pub(crate) use not_found::RecentNotFound;
 pub(crate) use record::{DocumentRecord, StoredVariant, gzip, referenced};
+pub(crate) use relay::Relayed;
 pub(crate) use respond::{document_headers, last_modified};
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use url::Url;
 use crate::advertised::Advertised;
 use crate::error::{Error, Result};
 use crate::freshness;
+use crate::role::Role;
 use crate::serve::CacheStatus;
 
 /// Which document to get and how.
@@ -47,6 +50,9 @@ pub struct DocumentRequest {
     /// from another document). Requests that come while a refetch is under way join it rather
     /// than each fetching again.
     pub known_current: Option<KnownCurrent>,
+    /// The role of the client asking: a read-role request is served what the store has while
+    /// it is fresh, and anything newer is fetched and rendered for it alone, never stored.
+    pub role: Role,
 }
 
 /// Which cached documents a frontend knows to be current.
@@ -177,6 +183,9 @@ pub struct Document {
     /// How it was obtained.
     pub cache: CacheStatus,
     ttl: Duration,
+    /// The blobs of a rendering made for a read-role request, held in memory instead of the
+    /// store; None for a stored document.
+    pub(crate) relayed: Option<Arc<relay::RelayedBlobs>>,
 }
 
 impl Document {
@@ -202,6 +211,16 @@ impl Document {
 }
 
 impl Document {
+    /// A blob of a relayed document, held in memory.
+    pub(crate) fn relayed_blob(&self, digest: &Digest) -> Option<Bytes> {
+        self.relayed.as_ref()?.get(digest).cloned()
+    }
+
+    /// Whether this copy was rendered for a read-role request and is held only in memory.
+    pub(crate) fn is_relayed(&self) -> bool {
+        self.relayed.is_some()
+    }
+
     pub(crate) fn stored(&self, variant: &str) -> Result<&StoredVariant> {
         self.record.variants.get(variant).ok_or_else(|| {
             Error::Internal(format!(

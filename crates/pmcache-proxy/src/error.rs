@@ -146,6 +146,14 @@ pub enum Error {
         /// The artifact asked for (`<ecosystem> artifact <id>`).
         artifact: String,
     },
+    /// A read-role request missed an artifact under `read_misses = "refuse"` (403).
+    #[error(
+        "{url} is not cached, and this request's role (read) may not fetch it: ask again with a populate token, or once a trusted job has cached it"
+    )]
+    ReadMissRefused {
+        /// The artifact's upstream URL.
+        url: String,
+    },
     /// The cached documents do not list the artifact and the upstream that could have a newer
     /// one is down: a 503, never a 404 (which tells clients the package does not exist).
     #[error(
@@ -286,7 +294,7 @@ impl Error {
             // Never a 404: the artifact may be newer than the cached documents.
             Error::AdvertiserDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Refused { .. } => StatusCode::FORBIDDEN,
+            Error::Refused { .. } | Error::ReadMissRefused { .. } => StatusCode::FORBIDDEN,
             Error::Timeout { .. } | Error::Slow { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Status { status, .. }
                 if *status == StatusCode::SERVICE_UNAVAILABLE

@@ -14,11 +14,11 @@ use futures_util::{FutureExt, stream};
 use http::header::{self, HeaderMap, HeaderValue};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use pmcache_store::{Sha256Writer, Store, Table, TempBlob};
+use pmcache_store::{Access, Sha256Writer, Store, Table, TempBlob};
 use tokio::sync::watch;
 use url::Url;
 
-use crate::artifact_record::{self, ArtifactRecord};
+use crate::artifact_record::{self, ArtifactRecord, StoredBy};
 use crate::body::{Body, CHUNK};
 use crate::checksum::{Checksum, Verifier};
 use crate::error::{Error, Result};
@@ -48,6 +48,34 @@ pub(crate) struct FillJob {
     /// `checksum` is the sha256 pmcache pinned on first fetch, not one the upstream published.
     pub(crate) pinned: bool,
     pub(crate) allow_redirect: Arc<dyn Fn(&Url) -> bool + Send + Sync>,
+    pub(crate) keep: Keep,
+}
+
+/// What becomes of a fill's bytes, as the role of the request that would start it allows.
+#[derive(Clone, Debug)]
+pub(crate) enum Keep {
+    /// Verified bytes are stored, recorded as filled by this request.
+    Store(StoredBy),
+    /// Verified and streamed, never stored (a read-role miss). Joins a storing fill already
+    /// under way rather than fetching a second time.
+    Relay,
+    /// Joins a storing fill under way, but starts none: a read-role miss under
+    /// `read_misses = "refuse"`.
+    JoinOnly,
+}
+
+impl Keep {
+    fn stores(&self) -> bool {
+        matches!(self, Keep::Store(_))
+    }
+
+    /// How a copy found in the store is opened: only a request that may store counts as a use.
+    fn access(&self) -> Access {
+        match self {
+            Keep::Store(_) => Access::Note,
+            Keep::Relay | Keep::JoinOnly => Access::Quiet,
+        }
+    }
 }
 
 /// One client of a fill: the fill's progress and its place in the fill's bytes.
@@ -78,19 +106,16 @@ impl Fills {
         store: &Store,
         upstream: &Upstream,
     ) -> Result<Follower> {
-        let flight = job.flight_key();
+        let storing = job.flight_key();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(fill) = running.get(&flight) {
+        if let Some(fill) = running.get(&storing) {
             // Registered under the lock, before the fill can move its window past byte 0.
-            return Ok(Follower {
-                progress: fill.progress.clone(),
-                reader: fill.spool.reader(),
-            });
+            return Ok(fill.follower());
         }
         // A fill that finished between the caller's look-up and this lock has already written
         // its record (before leaving `running`): serve that instead of fetching again.
         if let Some((record, file)) =
-            artifact_record::stored(store, &job.key, job.checksum.as_ref())?
+            artifact_record::stored(store, &job.key, job.checksum.as_ref(), job.keep.access())?
         {
             let spool = Spool::of_file(Arc::new(file), record.size);
             let done = Progress::Done { size: record.size };
@@ -98,6 +123,20 @@ impl Fills {
                 progress: watch::channel(done).1,
                 reader: spool.reader(),
             });
+        }
+        // Relays share one fetch among themselves, apart from storing fills: a storing request
+        // never waits on bytes that will not be kept.
+        let flight = match job.keep {
+            Keep::Store(_) => storing,
+            Keep::Relay => format!("relay:{storing}"),
+            Keep::JoinOnly => {
+                return Err(Error::ReadMissRefused {
+                    url: job.url.to_string(),
+                });
+            }
+        };
+        if let Some(fill) = running.get(&flight) {
+            return Ok(fill.follower());
         }
         let (sender, receiver) = watch::channel(Progress::Connecting);
         let spool = Arc::new(Spool::default());
@@ -136,6 +175,15 @@ impl Fills {
             .is_some_and(|fill| Arc::ptr_eq(&fill.spool, spool))
         {
             running.remove(flight);
+        }
+    }
+}
+
+impl Running {
+    fn follower(&self) -> Follower {
+        Follower {
+            progress: self.progress.clone(),
+            reader: self.spool.reader(),
         }
     }
 }
@@ -226,12 +274,15 @@ impl Fill {
             .await?;
         let length = fetched.content_length();
         let framed = fetched.is_framed();
-        let mut sink = match self.store.create_temp() {
-            Ok(temp) => {
-                self.spool.set_file(temp.shared_file());
-                Sink::Disk(temp)
-            }
-            Err(error) => self.store_failed(error, Sha256Writer::default())?,
+        let mut sink = match job.keep.stores() {
+            true => match self.store.create_temp() {
+                Ok(temp) => {
+                    self.spool.set_file(temp.shared_file());
+                    Sink::Disk(temp)
+                }
+                Err(error) => self.store_failed(error, Sha256Writer::default())?,
+            },
+            false => Sink::Memory(Sha256Writer::default()),
         };
         self.sender
             .send_replace(Progress::Streaming { length, written: 0 });
@@ -273,6 +324,10 @@ impl Fill {
             });
         }
         let Sink::Disk(temp) = sink else {
+            if !job.keep.stores() {
+                tracing::debug!(url = %job.url, size = written, "artifact relayed, not stored: the request may not fill the cache");
+                return Ok(Progress::Done { size: written });
+            }
             self.store.fill_served_not_stored();
             // The store reported the full disk once; one line per fill would flood the log.
             tracing::debug!(url = %job.url, size = written, "artifact served, not stored: the store is full");
@@ -305,7 +360,7 @@ impl Fill {
             hasher.update(&chunk);
         }
         self.spool.push(chunk).await.map_err(|_| {
-            Error::Internal("every client left a fill the full store cannot keep".to_owned())
+            Error::Internal("every client left a fill that is not being stored".to_owned())
         })?;
         Ok(sink)
     }
@@ -326,6 +381,10 @@ impl Fill {
         let committing = self.store.clone();
         let job = &self.job;
         let (key, url, verified) = (job.key.clone(), job.url.to_string(), job.checksum.clone());
+        let stored_by = match &job.keep {
+            Keep::Store(by) => Some(by.clone()),
+            Keep::Relay | Keep::JoinOnly => None,
+        };
         // fsync, rename and the index write are blocking: keep them off the runtime.
         let outcome = tokio::task::spawn_blocking(move || {
             let committed = committing.commit(temp)?;
@@ -335,6 +394,7 @@ impl Fill {
                 size: committed.size,
                 verified,
                 pin_only: false,
+                stored_by,
             };
             committing.put(Table::Artifacts, &key, &record)?;
             // Only now may eviction take the blob: the record naming it is written.
@@ -344,7 +404,12 @@ impl Fill {
         .await;
         match outcome {
             Ok(Ok(record)) => {
-                tracing::info!(url = %job.url, digest = %record.digest, size = record.size, "artifact stored");
+                let by = record.stored_by.as_ref();
+                tracing::info!(
+                    url = %job.url, digest = %record.digest, size = record.size,
+                    role = by.map(|by| by.role.as_str()), token = by.and_then(|by| by.token.as_deref()),
+                    "artifact stored"
+                );
             }
             Ok(Err(error)) => {
                 self.store.storage_failed(&error);

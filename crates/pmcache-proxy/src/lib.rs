@@ -48,7 +48,7 @@ pub mod fuzzing {
 
 pub use advertised::{Advertised, Advertisement, Recency};
 pub use artifact::{ArtifactRequest, ArtifactSource};
-pub use artifact_record::ArtifactRecord;
+pub use artifact_record::{ArtifactRecord, StoredBy};
 pub use body::{Body, empty, full};
 pub use checksum::{Algorithm, Checksum};
 pub use config::Config;
@@ -61,13 +61,14 @@ pub use origin::{RedirectPolicy, base_url, client_origin, host_listed, same_orig
 pub use passthrough::PassThrough;
 pub use pmcache_store::Digest;
 pub use purge::{PurgeReport, PurgeTarget, purge};
-pub use role::{Caller, ReadMisses, Role};
+pub use role::{ANONYMOUS_POPULATE, Caller, ReadMisses, Role};
 pub use section::{FrontendConfig, FrontendDefaults};
 pub use serve::{CACHE_HEADER, CacheStatus, ClientRequest, STALE_HEADER};
 pub use splice::ORIGIN_PLACEHOLDER;
 pub use upstream::Upstream;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pmcache_store::{Schema, Store, Table};
 
@@ -83,6 +84,8 @@ struct Inner {
     fills: Arc<inflight::Fills>,
     refreshes: Arc<refreshes::Refreshes>,
     not_found: document::RecentNotFound,
+    /// Documents rendered for read-role requests, kept in memory (never in the store).
+    relayed: document::Relayed,
     budgets: budget::Budgets,
     render_pools: render_pool::RenderPools,
     /// Gzip copies of documents spliced for origins other than their stored one.
@@ -92,6 +95,8 @@ struct Inner {
     /// How old advertising documents must be before an artifact they do not list makes
     /// pmcache fetch them again (`upstream.refetch_floor`).
     refetch_floor: std::time::Duration,
+    /// `[auth] read_misses = "refuse"`: read-role artifact misses are refused, not relayed.
+    refuse_read_misses: AtomicBool,
     metrics: metrics::ProxyMetrics,
 }
 
@@ -106,11 +111,13 @@ impl Proxy {
                 fills: Arc::default(),
                 refreshes: Arc::default(),
                 not_found: document::RecentNotFound::default(),
+                relayed: document::Relayed::default(),
                 budgets: budget::Budgets::default(),
                 render_pools: render_pool::RenderPools::start()?,
                 derived: splice::Derived::default(),
                 stale_timeout: config.stale_timeout,
                 refetch_floor: config.refetch_floor,
+                refuse_read_misses: AtomicBool::new(false),
                 metrics,
             }),
         })
@@ -132,6 +139,21 @@ impl Proxy {
     /// a private address; false when `listed` is no host.
     pub fn trust_listed(&self, listed: &str) -> bool {
         self.inner.upstream.trust_listed(listed)
+    }
+
+    /// What a read-role request that misses an artifact gets (`[auth] read_misses`).
+    pub fn set_read_misses(&self, policy: ReadMisses) {
+        let refuse = policy == ReadMisses::Refuse;
+        self.inner
+            .refuse_read_misses
+            .store(refuse, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read_misses(&self) -> ReadMisses {
+        match self.inner.refuse_read_misses.load(Ordering::Relaxed) {
+            true => ReadMisses::Refuse,
+            false => ReadMisses::Relay,
+        }
     }
 
     /// How many upstream origins have an open circuit breaker now.
@@ -188,6 +210,7 @@ mod tests {
             size: 4,
             verified,
             pin_only: false,
+            stored_by: None,
         };
         serde_json::to_vec(&record).expect("a record serialises")
     }

@@ -123,6 +123,7 @@ fn serve(content: &[u8], range: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
     let request = ClientRequest {
         head: false,
         headers: &headers,
+        caller: &crate::role::ANONYMOUS_POPULATE,
     };
     let response = blob_response(file, &answer, request, HeaderMap::new()).expect("a response");
     let (parts, body) = response.into_parts();

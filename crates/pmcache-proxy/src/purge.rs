@@ -176,6 +176,7 @@ mod tests {
             size: committed.size,
             verified: None,
             pin_only: false,
+            stored_by: None,
         };
         let key = artifact_key("test", &advertised.url);
         store.put(Table::Artifacts, &key, &record).expect("record");
@@ -264,6 +265,7 @@ mod tests {
             size: committed.size,
             verified: None,
             pin_only: false,
+            stored_by: None,
         };
         let key = artifact_key("test", &spec);
         store.put(Table::Artifacts, &key, &record).expect("record");

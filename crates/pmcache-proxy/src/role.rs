@@ -62,13 +62,23 @@ impl Caller {
     /// The caller attached to a request. A request nobody authenticated (a unit test driving a
     /// frontend directly) is treated as anonymous populate: pmcache's behaviour before roles.
     pub fn of(parts: &Parts) -> Caller {
+        Caller::attached(parts).clone()
+    }
+
+    /// As [`Caller::of`], borrowed from the request.
+    pub fn attached(parts: &Parts) -> &Caller {
         parts
             .extensions
             .get::<Caller>()
-            .cloned()
-            .unwrap_or(Caller::anonymous(Role::Populate))
+            .unwrap_or(&ANONYMOUS_POPULATE)
     }
 }
+
+/// Who a request nobody authenticated is.
+pub static ANONYMOUS_POPULATE: Caller = Caller {
+    role: Role::Populate,
+    token: None,
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,15 @@
 //! Responses built from committed blobs: validators, 304, HEAD and single byte ranges.
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
 use std::time::SystemTime;
 
-use pmcache_store::Digest;
+use pmcache_store::{Access, Digest};
 
 use crate::body::{self, Body};
 use crate::error::Result;
+use crate::role::Caller;
 
 /// The response header that tells clients and tests how pmcache answered.
 pub const CACHE_HEADER: &str = "x-pmcache-cache";
@@ -25,6 +27,9 @@ pub enum CacheStatus {
     Stale,
     /// The upstream confirmed the cached copy (304).
     Revalidated,
+    /// Fetched (and verified) for a read-role caller, not stored: a request that may not
+    /// change the cache.
+    Relay,
 }
 
 impl CacheStatus {
@@ -35,6 +40,7 @@ impl CacheStatus {
             CacheStatus::Miss => "miss",
             CacheStatus::Stale => "stale",
             CacheStatus::Revalidated => "revalidated",
+            CacheStatus::Relay => "relay",
         }
     }
 }
@@ -46,9 +52,35 @@ pub struct ClientRequest<'a> {
     pub head: bool,
     /// Its headers: `Accept`, `Accept-Encoding`, `Range`, conditionals, `Host`.
     pub headers: &'a HeaderMap,
+    /// Who asks, and so whether the request may change the cache.
+    pub caller: &'a Caller,
 }
 
 impl<'a> ClientRequest<'a> {
+    /// The request `parts` describe, with the caller the server attached to it (see
+    /// [`Caller::of`]).
+    pub fn of(parts: &'a Parts) -> ClientRequest<'a> {
+        ClientRequest {
+            head: parts.method == Method::HEAD,
+            headers: &parts.headers,
+            caller: Caller::attached(parts),
+        }
+    }
+
+    /// Whether this request may store what it fetches (see [`Role::may_populate`](crate::Role::may_populate)).
+    pub fn may_populate(&self) -> bool {
+        self.caller.role.may_populate()
+    }
+
+    /// How the blobs served to this request count for eviction: a request that may not change
+    /// the cache leaves it as it was.
+    pub(crate) fn access(&self) -> Access {
+        match self.may_populate() {
+            true => Access::Note,
+            false => Access::Quiet,
+        }
+    }
+
     /// Reads a header as text.
     pub fn header(&self, name: header::HeaderName) -> Option<&'a str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -418,7 +450,8 @@ mod tests {
         assert!(
             ClientRequest {
                 head: false,
-                headers: &headers
+                headers: &headers,
+                caller: &crate::role::ANONYMOUS_POPULATE
             }
             .accepts_gzip()
         );
@@ -429,7 +462,8 @@ mod tests {
         assert!(
             !ClientRequest {
                 head: false,
-                headers: &headers
+                headers: &headers,
+                caller: &crate::role::ANONYMOUS_POPULATE
             }
             .accepts_gzip()
         );
@@ -445,6 +479,7 @@ mod tests {
         let request = ClientRequest {
             head: false,
             headers: &headers,
+            caller: &crate::role::ANONYMOUS_POPULATE,
         };
         assert!(request.matches_etag("\"abc\""));
         assert!(!request.matches_etag("\"abd\""));

@@ -24,7 +24,7 @@ use futures_util::stream;
 use http::Response;
 use http_body::Frame;
 use http_body_util::{BodyExt as _, StreamBody};
-use pmcache_store::Digest;
+use pmcache_store::{Access, Digest};
 
 use crate::Proxy;
 use crate::body::Body;
@@ -217,7 +217,8 @@ impl Proxy {
         if placed.text == origin {
             return self.respond(document, variant, client, serving);
         }
-        let wants_gzip = stored.gzip.is_some() && client.accepts_gzip();
+        // Derived copies are of stored documents only: a relayed one is gone after its TTL.
+        let wants_gzip = stored.gzip.is_some() && client.accepts_gzip() && !document.is_relayed();
         let derived = wants_gzip
             .then(|| self.inner.derived.get(&stored.digest, origin.as_bytes()))
             .flatten();
@@ -242,10 +243,17 @@ impl Proxy {
                 if wants_gzip {
                     self.derive_gzip(stored, origin);
                 }
-                let splice = self.splice_for(stored, placed, origin)?;
+                let splice = self.splice_for(document, stored, placed, origin, client)?;
                 answer.size = splice.size(stored.size);
-                let file = self.open_document_blob(&stored.digest)?;
-                serve::Content::Stream(body(file, stored.size, splice))
+                match self.document_content(document, &stored.digest, client)? {
+                    serve::Content::File(file) => {
+                        serve::Content::Stream(body(file, stored.size, splice))
+                    }
+                    serve::Content::Bytes(bytes) => {
+                        serve::Content::Bytes(splice.apply(&bytes).into())
+                    }
+                    stream @ serve::Content::Stream(_) => stream,
+                }
             }
         };
         let response = serve::blob_response(content, &answer, client, headers)?;
@@ -264,10 +272,12 @@ impl Proxy {
         let bytes = self.variant_bytes(document, variant).await?;
         match &stored.origin {
             Some(placed) if placed.text == origin => Ok(bytes),
-            Some(placed) => Ok(self
-                .splice_for(stored, placed, origin)?
-                .apply(&bytes)
-                .into()),
+            Some(placed) => {
+                let encoded = self.variant_offsets(document, placed, Access::Quiet)?;
+                Ok(Splice::new(&encoded, placed, stored.size, origin)?
+                    .apply(&bytes)
+                    .into())
+            }
             None => Ok(place(&bytes, origin).0.into()),
         }
     }
@@ -300,22 +310,41 @@ impl Proxy {
     /// from the page cache as a rule).
     fn splice_for(
         &self,
+        document: &Document,
         stored: &StoredVariant,
         placed: &StoredOrigin,
         origin: &str,
+        client: ClientRequest<'_>,
     ) -> Result<Splice> {
-        let mut file = self.open_document_blob(&placed.offsets)?;
-        let mut encoded = Vec::new();
-        file.read_to_end(&mut encoded)
-            .map_err(|e| Error::failed(format!("reading offsets blob {}", placed.offsets), e))?;
+        let encoded = self.variant_offsets(document, placed, client.access())?;
         Splice::new(&encoded, placed, stored.size, origin)
     }
 
-    fn open_document_blob(&self, digest: &Digest) -> Result<File> {
-        self.inner
+    /// The encoded offsets of a variant's origin.
+    fn variant_offsets(
+        &self,
+        document: &Document,
+        placed: &StoredOrigin,
+        access: Access,
+    ) -> Result<Bytes> {
+        match document.relayed_blob(&placed.offsets) {
+            Some(bytes) => Ok(bytes),
+            None => self.read_offsets(placed, access),
+        }
+    }
+
+    /// The encoded offsets of a stored variant's origin.
+    fn read_offsets(&self, placed: &StoredOrigin, access: Access) -> Result<Bytes> {
+        let digest = &placed.offsets;
+        let mut file = self
+            .inner
             .store
-            .open_blob(digest)?
-            .ok_or_else(|| Error::Internal(format!("document blob {digest} vanished")))
+            .open_blob_as(digest, access)?
+            .ok_or_else(|| Error::Internal(format!("document blob {digest} vanished")))?;
+        let mut encoded = Vec::new();
+        file.read_to_end(&mut encoded)
+            .map_err(|e| Error::failed(format!("reading offsets blob {digest}"), e))?;
+        Ok(encoded.into())
     }
 
     /// Derives, in the background on a render thread, the gzip copy of `stored` for `origin`,
@@ -336,8 +365,18 @@ impl Proxy {
                     let placed = stored.origin.as_ref().ok_or_else(|| {
                         Error::Internal("derived copy of a variant without origin".to_owned())
                     })?;
-                    let splice = source.splice_for(&stored, placed, &origin_text)?;
-                    let mut file = source.open_document_blob(&stored.digest)?;
+                    let quiet = Access::Quiet;
+                    let encoded = source.read_offsets(placed, quiet)?;
+                    let splice = Splice::new(&encoded, placed, stored.size, &origin_text)?;
+                    let digest = &stored.digest;
+                    let mut file =
+                        source
+                            .inner
+                            .store
+                            .open_blob_as(digest, quiet)?
+                            .ok_or_else(|| {
+                                Error::Internal(format!("document blob {digest} vanished"))
+                            })?;
                     let mut bytes = Vec::with_capacity(stored.size as usize);
                     file.read_to_end(&mut bytes)
                         .map_err(|e| Error::failed("reading document blob", e))?;

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use pmcache_proxy::{
-    Advertised, ArtifactRequest, ArtifactSource, CacheStatus, Checksum, ClientRequest, Config,
-    DocumentRequest, Proxy, Rendering, Serving, Variant,
+    ANONYMOUS_POPULATE, Advertised, ArtifactRequest, ArtifactSource, CacheStatus, Checksum,
+    ClientRequest, Config, DocumentRequest, Proxy, Rendering, Role, Serving, Variant,
 };
 use pmcache_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -129,6 +129,7 @@ fn document_request(url: &Url, ttl: Duration) -> DocumentRequest {
         ttl,
         allow_redirect: Arc::new(|_: &Url| false),
         known_current: None,
+        role: Role::Populate,
     }
 }
 
@@ -148,6 +149,7 @@ async fn body_of(proxy: &Proxy, document: &pmcache_proxy::Document) -> Bytes {
     let client = ClientRequest {
         head: false,
         headers: &headers,
+        caller: &ANONYMOUS_POPULATE,
     };
     let response = proxy
         .respond(document, "plain", client, Serving::whole("Accept"))
@@ -334,7 +336,7 @@ async fn advertised_source(proxy: &Proxy, url: Url, checksum: Option<Checksum>) 
         .await
         .unwrap();
     proxy
-        .advertised("test", &id)
+        .advertised("test", &id, Role::Populate)
         .unwrap()
         .into_source()
         .unwrap()
@@ -355,6 +357,7 @@ async fn fetch_stored_as(
         client: ClientRequest {
             head: false,
             headers: &headers,
+            caller: &ANONYMOUS_POPULATE,
         },
         redirect_hosts: &[],
         key: key.map(str::to_owned),
@@ -485,6 +488,7 @@ async fn answer(
     let client = ClientRequest {
         head: false,
         headers: &map,
+        caller: &ANONYMOUS_POPULATE,
     };
     let response = proxy.respond(document, variant, client, serving).unwrap();
     let (parts, body) = response.into_parts();

@@ -6,7 +6,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use pmcache_proxy::{
     self as proxy, Advertised, Advertisement, ArtifactRequest, Body, Checksum, ClientRequest,
-    DocumentRequest, Rendering, Serving, UpstreamDocument, Variant,
+    DocumentRequest, Rendering, Role, Serving, UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -54,10 +54,7 @@ impl Frontend {
                 method: parts.method.to_string(),
             });
         }
-        let client = ClientRequest {
-            head: parts.method == Method::HEAD,
-            headers: &parts.headers,
-        };
+        let client = ClientRequest::of(parts);
         match route(path) {
             Some(Route::Root) if path == "/simple" => Ok(self.redirect("/simple/", parts)),
             Some(Route::Root) => self.root(parts, client).await,
@@ -92,7 +89,8 @@ impl Frontend {
 
     async fn root(&self, parts: &Parts, client: ClientRequest<'_>) -> Result<Response<Body>> {
         let mount = self.mount;
-        let request = self.document_request("root".to_owned(), self.upstream.clone());
+        let request =
+            self.document_request("root".to_owned(), self.upstream.clone(), client.caller.role);
         let document = self
             .proxy
             .document(request, move |upstream| {
@@ -116,7 +114,7 @@ impl Frontend {
             .map_err(|e| Error::Proxy(bad_url(&self.upstream, e)))?;
         let mount = self.mount;
         let package = name.to_string();
-        let request = self.document_request(project_key(name), url);
+        let request = self.document_request(project_key(name), url, client.caller.role);
         let document = self
             .proxy
             .document(request, move |upstream| {
@@ -134,7 +132,7 @@ impl Frontend {
         self.negotiated(&document, parts, client)
     }
 
-    fn document_request(&self, key: String, url: Url) -> DocumentRequest {
+    fn document_request(&self, key: String, url: Url, role: Role) -> DocumentRequest {
         DocumentRequest {
             ecosystem: ECOSYSTEM,
             key,
@@ -143,6 +141,7 @@ impl Frontend {
             ttl: self.ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
             known_current: None,
+            role,
         }
     }
 
@@ -181,7 +180,10 @@ impl Frontend {
             None => id.to_owned(),
         };
         // pip reads the page before its files: an id no stored page lists is unknown.
-        let Advertisement::Known(source) = self.proxy.advertised(ECOSYSTEM, &source_id)? else {
+        let Advertisement::Known(source) =
+            self.proxy
+                .advertised(ECOSYSTEM, &source_id, client.caller.role)?
+        else {
             return Err(Error::UnknownFile {
                 filename: filename.to_owned(),
             });

@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{Method, Response, header};
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
-    DocumentRequest, KnownCurrent, Recency, Rendering, Serving, UpstreamDocument, Variant,
+    DocumentRequest, KnownCurrent, Recency, Rendering, Role, Serving, UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -36,19 +36,19 @@ impl Frontend {
                 method: parts.method.to_string(),
             });
         }
-        let client = ClientRequest {
-            head: parts.method == Method::HEAD,
-            headers: &parts.headers,
-        };
+        let client = ClientRequest::of(parts);
+        let role = client.caller.role;
         match path::classify(path)? {
             GemsPath::Root => Ok(root(client)),
             GemsPath::Versions => self.versions(client).await,
             GemsPath::Names => {
-                let document = self.compact_file("names", "names", self.ttl, None).await?;
+                let document = self
+                    .compact_file("names", "names", self.ttl, None, role)
+                    .await?;
                 self.respond_compact(&document, client)
             }
             GemsPath::Info(name) => {
-                let document = self.info(&name, Recency::Usual).await?;
+                let document = self.info(&name, Recency::Usual, role).await?;
                 self.respond_compact(&document, client)
             }
             GemsPath::Gem(full_name) => self.gem(&full_name, client).await,
@@ -70,7 +70,7 @@ impl Frontend {
         let document = match cached {
             Some(document) => document,
             None => {
-                self.compact_file("versions", "versions", self.ttl, None)
+                self.compact_file("versions", "versions", self.ttl, None, client.caller.role)
                     .await?
             }
         };
@@ -92,7 +92,7 @@ impl Frontend {
     /// another, the file is fetched again (Bundler would otherwise fetch it on every run, or
     /// miss a release). With no fresh `/versions` to go by, the TTL decides, or `recency` (a
     /// `.gem` the cached copy does not list).
-    async fn info(&self, name: &GemName, recency: Recency) -> Result<Document> {
+    async fn info(&self, name: &GemName, recency: Recency, role: Role) -> Result<Document> {
         let key = info_key(name.as_str());
         let listed = self.listed_info_checksum(name).await?;
         let (ttl, known_current) = match &listed {
@@ -100,7 +100,7 @@ impl Frontend {
             None => (recency.ttl(self.ttl), None),
         };
         let document = self
-            .compact_file(&key, &format!("info/{name}"), ttl, known_current)
+            .compact_file(&key, &format!("info/{name}"), ttl, known_current, role)
             .await?;
         if let Some(listed) = listed.filter(|listed| info_md5(&document) != Some(listed)) {
             // The upstream's /info is newer (or older) than the /versions pmcache holds; the
@@ -156,6 +156,7 @@ impl Frontend {
         upstream_path: &str,
         ttl: Duration,
         known_current: Option<KnownCurrent>,
+        role: Role,
     ) -> Result<Document> {
         let gem = key.strip_prefix("info/").map(str::to_owned);
         let upstream = self.upstream.clone();
@@ -176,7 +177,7 @@ impl Frontend {
                 sources,
             })
         };
-        self.index_file(key, upstream_path, ttl, known_current, render)
+        self.index_file(key, upstream_path, ttl, known_current, role, render)
             .await
     }
 
@@ -197,7 +198,9 @@ impl Frontend {
             })
         };
         let key = format!("legacy/{file}");
-        let document = self.index_file(&key, file, self.ttl, None, render).await?;
+        let document = self
+            .index_file(&key, file, self.ttl, None, client.caller.role, render)
+            .await?;
         Ok(self
             .proxy
             .respond(&document, BODY, client, Serving::whole(VARY))?)
@@ -209,6 +212,7 @@ impl Frontend {
         upstream_path: &str,
         ttl: Duration,
         known_current: Option<KnownCurrent>,
+        role: Role,
         render: R,
     ) -> Result<Document>
     where
@@ -222,6 +226,7 @@ impl Frontend {
             ttl,
             allow_redirect: proxy::same_origin(&self.upstream),
             known_current,
+            role,
         };
         Ok(self.proxy.document(request, render).await?)
     }
@@ -229,7 +234,7 @@ impl Frontend {
     async fn gem(&self, full_name: &FullName, client: ClientRequest<'_>) -> Result<Response<Body>> {
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
-            source: self.gem_source(full_name).await?,
+            source: self.gem_source(full_name, client.caller.role).await?,
             content_type: BINARY_TYPE,
             client,
             redirect_hosts: &[],
@@ -242,7 +247,7 @@ impl Frontend {
 
     /// Where a `.gem` comes from: the `/info` file of the gem its name starts with (gem names
     /// known to `/versions` first), fetched again if the cached copy may predate the release.
-    async fn gem_source(&self, full_name: &FullName) -> Result<ArtifactSource> {
+    async fn gem_source(&self, full_name: &FullName, role: Role) -> Result<ArtifactSource> {
         let id = gem_id(full_name.as_str());
         let mut names: Vec<GemName> = full_name.splits().into_iter().map(|(n, _)| n).collect();
         if let Some(versions) = self
@@ -254,8 +259,8 @@ impl Frontend {
         }
         let advertisement = self
             .proxy
-            .advertised_source(ECOSYSTEM, &id, &names, |name, recency| async move {
-                match self.info(&name, recency).await {
+            .advertised_source(ECOSYSTEM, &id, role, &names, |name, recency| async move {
+                match self.info(&name, recency, role).await {
                     Ok(document) => Ok(Some(document)),
                     Err(error) if error.is_not_found() => Ok(None),
                     Err(error) => Err(error),

@@ -7,6 +7,15 @@ use std::sync::Mutex;
 
 use crate::digest::Digest;
 
+/// Whether opening a blob counts as a use of it for eviction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The read keeps the blob from eviction longer (a client was served it).
+    Note,
+    /// Leaves eviction order as it was: a read by a caller that may not change the cache.
+    Quiet,
+}
+
 #[derive(Default)]
 pub(crate) struct AccessLog {
     pending: Mutex<HashMap<Digest, u64>>,

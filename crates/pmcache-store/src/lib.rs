@@ -25,6 +25,7 @@ mod maintain;
 mod size;
 mod stats;
 
+pub use access::Access;
 pub use blob::TempBlob;
 pub use config::Config;
 pub use digest::{Digest, Sha256Writer};
@@ -199,9 +200,16 @@ impl Store {
 
     /// Opens a committed blob for reading and notes the access for eviction (batched).
     pub fn open_blob(&self, digest: &Digest) -> Result<Option<std::fs::File>> {
+        self.open_blob_as(digest, Access::Note)
+    }
+
+    /// Opens a committed blob for reading; notes the access for eviction when `access` says so.
+    pub fn open_blob_as(&self, digest: &Digest, access: Access) -> Result<Option<std::fs::File>> {
         match std::fs::File::open(self.inner.blobs.path(digest)) {
             Ok(file) => {
-                self.inner.access.note(*digest);
+                if access == Access::Note {
+                    self.inner.access.note(*digest);
+                }
                 Ok(Some(file))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -6,8 +6,9 @@ use std::io::Write;
 
 use pmcache_store::{Digest, Hold, Store, Table};
 
-use super::Rendering;
-use crate::advertised::{self};
+use super::relay::RelayedBlobs;
+use super::{Rendering, Variant};
+use crate::advertised::{self, Advertised};
 use crate::error::Result;
 use crate::splice::{self, StoredOrigin};
 
@@ -86,37 +87,16 @@ pub(super) fn store_rendering(
     ecosystem: &str,
     rendering: Rendering,
 ) -> Result<(BTreeMap<String, StoredVariant>, Vec<Hold>)> {
-    let mut variants = BTreeMap::new();
     let mut holds = Vec::new();
-    for variant in rendering.variants {
-        let (body, origin) = match &variant.origin {
-            Some(origin) => place_origin(store, &variant.body, origin, &mut holds)?,
-            None => (variant.body, None),
+    let variants = place_variants(rendering.variants, |bytes| {
+        let committed = store.put_bytes(&bytes)?;
+        let blob = StoredBlob {
+            digest: committed.digest,
+            size: committed.size,
         };
-        let identity = store.put_bytes(&body)?;
-        let (digest, size) = (identity.digest, identity.size);
-        holds.push(identity.hold);
-        let gzip = if variant.compress && body.len() >= GZIP_THRESHOLD {
-            let compressed = store.put_bytes(&gzip(&body))?;
-            let blob = StoredBlob {
-                digest: compressed.digest,
-                size: compressed.size,
-            };
-            holds.push(compressed.hold);
-            Some(blob)
-        } else {
-            None
-        };
-        let stored = StoredVariant {
-            content_type: variant.content_type.to_owned(),
-            digest,
-            size,
-            gzip,
-            etag: variant.etag,
-            origin,
-        };
-        variants.insert(variant.name.to_owned(), stored);
-    }
+        holds.push(committed.hold);
+        Ok(blob)
+    })?;
     store.put_all(
         Table::Sources,
         &advertised::records(ecosystem, rendering.sources),
@@ -124,24 +104,73 @@ pub(super) fn store_rendering(
     Ok((variants, holds))
 }
 
-/// `body` with `origin` in place of the placeholder, and the stored offsets blob (held) of a
-/// body that holds any.
-pub(super) fn place_origin(
-    store: &Store,
+/// A rendering's blobs kept in memory instead (a read-role request's, see `relay`), and the
+/// sources it advertised.
+pub(super) fn relay_rendering(
+    rendering: Rendering,
+) -> Result<(
+    BTreeMap<String, StoredVariant>,
+    RelayedBlobs,
+    Vec<Advertised>,
+)> {
+    let mut blobs = RelayedBlobs::new();
+    let variants = place_variants(rendering.variants, |bytes| {
+        let blob = StoredBlob {
+            digest: Digest::of(&bytes),
+            size: bytes.len() as u64,
+        };
+        blobs.insert(blob.digest, bytes.into());
+        Ok(blob)
+    })?;
+    Ok((variants, blobs, rendering.sources))
+}
+
+/// Lays out each variant as the index records it: its origin put in place (offsets kept as a
+/// blob of their own), its identity body, and a gzip copy where worth it, each handed to `put`.
+fn place_variants(
+    variants: Vec<Variant>,
+    mut put: impl FnMut(Vec<u8>) -> Result<StoredBlob>,
+) -> Result<BTreeMap<String, StoredVariant>> {
+    let mut placed_variants = BTreeMap::new();
+    for variant in variants {
+        let (body, origin) = match &variant.origin {
+            Some(origin) => place_origin(&variant.body, origin, &mut put)?,
+            None => (variant.body, None),
+        };
+        let gzip = match variant.compress && body.len() >= GZIP_THRESHOLD {
+            true => Some(put(gzip(&body))?),
+            false => None,
+        };
+        let identity = put(body)?;
+        let stored = StoredVariant {
+            content_type: variant.content_type.to_owned(),
+            digest: identity.digest,
+            size: identity.size,
+            gzip,
+            etag: variant.etag,
+            origin,
+        };
+        placed_variants.insert(variant.name.to_owned(), stored);
+    }
+    Ok(placed_variants)
+}
+
+/// `body` with `origin` in place of the placeholder, and its offsets, put as a blob, when it
+/// holds any.
+fn place_origin(
     body: &[u8],
     origin: &str,
-    holds: &mut Vec<Hold>,
+    put: &mut impl FnMut(Vec<u8>) -> Result<StoredBlob>,
 ) -> Result<(Vec<u8>, Option<StoredOrigin>)> {
     let (placed, offsets) = splice::place(body, origin);
     if offsets.is_empty() {
         return Ok((placed, None));
     }
-    let blob = store.put_bytes(&splice::encode_offsets(&offsets))?;
+    let blob = put(splice::encode_offsets(&offsets))?;
     let stored = StoredOrigin {
         text: origin.to_owned(),
         offsets: blob.digest,
     };
-    holds.push(blob.hold);
     Ok((placed, Some(stored)))
 }
 

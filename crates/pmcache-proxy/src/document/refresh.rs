@@ -9,9 +9,11 @@ use http::header::{self, HeaderMap, HeaderValue};
 use pmcache_store::{Digest, Table};
 
 use super::not_found::NOT_FOUND_TTL;
-use super::record::{DocumentRecord, blobs_of, hold_blobs, store_rendering};
+use super::record::{DocumentRecord, blobs_of, hold_blobs, relay_rendering, store_rendering};
+use super::relay::{self, RelayedBlobs};
 use super::{Document, DocumentRequest, Rendering, UpstreamDocument};
 use crate::Proxy;
+use crate::advertised::Advertised;
 use crate::error::{Error, Result};
 use crate::freshness;
 use crate::serve::{self, CacheStatus};
@@ -48,7 +50,13 @@ impl Proxy {
         let url = request.url.to_string();
         let proxy = self.clone();
         let task_key = key.clone();
-        let refresh = self.inner.refreshes.join_or_start(&key, async move {
+        // Read-role requests share a refresh among themselves, apart from storing ones: a
+        // storing request never gets a rendering that was not stored.
+        let flight = match request.role.may_populate() {
+            true => key.clone(),
+            false => format!("relay:{key}"),
+        };
+        let refresh = self.inner.refreshes.join_or_start(&flight, async move {
             proxy.refresh_unless_fresh(&task_key, request, render).await
         });
         let outcome = match &cached {
@@ -78,6 +86,7 @@ impl Proxy {
                     record,
                     cache: CacheStatus::Stale,
                     ttl: Duration::ZERO,
+                    relayed: None,
                 })
             }
             // The upstream said it has no such document when it last answered: still a 404
@@ -131,6 +140,7 @@ impl Proxy {
                 record,
                 cache: CacheStatus::Hit,
                 ttl,
+                relayed: None,
             };
             if !document.is_fresh() {
                 document.cache = CacheStatus::Stale;
@@ -139,27 +149,42 @@ impl Proxy {
         }))
     }
 
-    /// The cached copy, if it is younger than the TTL or the request knows it is current; a
-    /// recent upstream 404 is answered again.
+    /// The cached copy, if it is younger than the TTL or the request knows it is current (for
+    /// a read-role request, also a copy relayed to such a request within the TTL); a recent
+    /// upstream 404 is answered again.
     fn fresh(&self, key: &str, request: &DocumentRequest) -> Result<Option<Document>> {
         let recent = Some(request.ttl.min(NOT_FOUND_TTL));
         if let Some(not_found) = self.inner.not_found.missing(key, recent) {
             return Err(not_found);
         }
-        let Some(record) = self.usable_record(key)? else {
+        if let Some(record) = self.usable_record(key)? {
+            let document = Document {
+                record,
+                cache: CacheStatus::Hit,
+                ttl: request.ttl,
+                relayed: None,
+            };
+            let current = document.is_fresh()
+                || request
+                    .known_current
+                    .as_ref()
+                    .is_some_and(|known| known(&document));
+            if current {
+                return Ok(Some(document));
+            }
+        }
+        if request.role.may_populate() {
             return Ok(None);
-        };
-        let document = Document {
-            record,
-            cache: CacheStatus::Hit,
-            ttl: request.ttl,
-        };
-        let current = document.is_fresh()
-            || request
-                .known_current
-                .as_ref()
-                .is_some_and(|known| known(&document));
-        Ok(current.then_some(document))
+        }
+        let relayed = self.inner.relayed.fresh(key, request.ttl);
+        // A relayed copy that names stored blobs (one the upstream confirmed) is only good
+        // while they are there.
+        Ok(relayed.filter(|document| {
+            document.relayed.is_some()
+                || blobs_of(&document.record)
+                    .iter()
+                    .all(|digest| self.inner.store.blob_path(digest).is_some())
+        }))
     }
 
     /// The cached record, if all of its blobs are still there.
@@ -215,6 +240,9 @@ impl Proxy {
             if let Some(last_modified) = fetched.header(header::LAST_MODIFIED) {
                 record.last_modified = Some(last_modified.to_owned());
             }
+            if !request.role.may_populate() {
+                return Ok(self.relayed(key, record, request, None));
+            }
             if self.inner.store.is_full() {
                 // The new fetch time can wait: a failed index write would cost more.
                 tracing::debug!(document = %key, "store full: revalidation not recorded");
@@ -232,6 +260,7 @@ impl Proxy {
                 record,
                 cache: CacheStatus::Revalidated,
                 ttl: request.ttl,
+                relayed: None,
             });
         }
         let etag = fetched.header(header::ETAG).map(str::to_owned);
@@ -269,8 +298,9 @@ impl Proxy {
             .map(|record| record.origins());
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime, on
         // the render threads.
+        let populate = request.role.may_populate();
         let pool = self.inner.render_pools.for_size(in_memory);
-        let (record, cache) = pool
+        let (record, cache, relayed) = pool
             .run(move || {
                 // Read back (if spilled) and decoded here: large allocations stay on these threads.
                 let (body, _reservation) = body.into_bytes()?;
@@ -288,20 +318,27 @@ impl Proxy {
                 let reused = cached
                     .filter(|cached| cached.rendered_from == rendered_from)
                     .and_then(|cached| hold_blobs(&store, &cached).map(|holds| (cached, holds)));
-                let (variants, changed_at, cache, holds) = match reused {
+                let (variants, changed_at, cache, holds, relayed) = match reused {
                     Some((cached, holds)) => (
                         cached.variants,
                         cached.changed_at,
                         CacheStatus::Revalidated,
                         holds,
+                        None,
                     ),
                     None => {
                         let mut rendering = render(document)?;
                         if let Some(stored) = &stored_origins {
                             rendering.keep_stored_origins(stored);
                         }
-                        let (variants, holds) = store_rendering(&store, ecosystem, rendering)?;
-                        (variants, now, CacheStatus::Miss, holds)
+                        if populate {
+                            let (variants, holds) = store_rendering(&store, ecosystem, rendering)?;
+                            (variants, now, CacheStatus::Miss, holds, None)
+                        } else {
+                            let (variants, blobs, sources) = relay_rendering(rendering)?;
+                            let relayed = Some((blobs, sources));
+                            (variants, now, CacheStatus::Relay, Vec::new(), relayed)
+                        }
                     }
                 };
                 let record = DocumentRecord {
@@ -313,12 +350,17 @@ impl Proxy {
                     rendered_from,
                     variants,
                 };
-                store.put(Table::Documents, &record_key, &record)?;
+                if populate {
+                    store.put(Table::Documents, &record_key, &record)?;
+                }
                 // Only now may eviction take the new blobs: the record naming them is written.
                 drop(holds);
-                Ok::<_, Error>((record, cache))
+                Ok::<_, Error>((record, cache, relayed))
             })
             .await?;
+        if !populate {
+            return Ok(self.relayed(key, record, request, relayed));
+        }
         tracing::debug!(
             ecosystem,
             document = key,
@@ -329,7 +371,32 @@ impl Proxy {
             record,
             cache,
             ttl: request.ttl,
+            relayed: None,
         })
+    }
+
+    /// A document got for a read-role request, which the store does not keep: kept in memory
+    /// for the next such request, with the sources its rendering (if new) advertised.
+    fn relayed(
+        &self,
+        key: &str,
+        record: DocumentRecord,
+        request: &DocumentRequest,
+        rendered: Option<(RelayedBlobs, Vec<Advertised>)>,
+    ) -> Document {
+        let (blobs, sources) = match rendered {
+            Some((blobs, sources)) => (Some(Arc::new(blobs)), sources),
+            None => (None, Vec::new()),
+        };
+        let document = Document {
+            record,
+            cache: CacheStatus::Relay,
+            ttl: request.ttl,
+            relayed: blobs,
+        };
+        let sources = relay::sources(request.ecosystem, sources);
+        self.inner.relayed.keep(key, &document, sources);
+        document
     }
 
     async fn put_record(&self, key: &str, record: DocumentRecord) -> Result<()> {

@@ -13,7 +13,7 @@ use crate::body::Body;
 use crate::error::{Error, Result};
 use crate::metrics::Answer;
 use crate::serve::{
-    self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges, STALE_HEADER,
+    self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Content, Ranges, STALE_HEADER,
 };
 
 impl Proxy {
@@ -21,6 +21,9 @@ impl Proxy {
     /// (they parse it; the hot paths serve stored bytes as they are).
     pub async fn variant_bytes(&self, document: &Document, variant: &str) -> Result<bytes::Bytes> {
         let stored = document.stored(variant)?;
+        if let Some(bytes) = document.relayed_blob(&stored.digest) {
+            return Ok(bytes);
+        }
         let path =
             self.inner.store.blob_path(&stored.digest).ok_or_else(|| {
                 Error::Internal(format!("document blob {} vanished", stored.digest))
@@ -53,12 +56,7 @@ impl Proxy {
         if serving.appendable {
             add_digests(&mut headers, &stored.digest);
         }
-        let Some(file) = self.inner.store.open_blob(&blob.0)? else {
-            return Err(Error::Internal(format!(
-                "document blob {} vanished",
-                blob.0
-            )));
-        };
+        let content = self.document_content(document, &blob.0, client)?;
         // A frontend's entity tag names the content whatever its encoding (RubyGems clients
         // compare it with the MD5 of the decoded file); ranges only ever apply to identity.
         let answer = BlobAnswer {
@@ -74,8 +72,25 @@ impl Proxy {
                 Ranges::Ignore
             },
         };
-        let response = serve::blob_response(file, &answer, client, headers)?;
+        let response = serve::blob_response(content, &answer, client, headers)?;
         Ok(self.watch_abandon(response, Answer::document))
+    }
+
+    /// One blob of `document`: from memory for a relayed document, else opened in the store
+    /// (counting as a use for eviction only when `client` may change the cache).
+    pub(crate) fn document_content(
+        &self,
+        document: &Document,
+        digest: &Digest,
+        client: ClientRequest<'_>,
+    ) -> Result<Content> {
+        if let Some(bytes) = document.relayed_blob(digest) {
+            return Ok(Content::Bytes(bytes));
+        }
+        match self.inner.store.open_blob_as(digest, client.access())? {
+            Some(file) => Ok(Content::File(file)),
+            None => Err(Error::Internal(format!("document blob {digest} vanished"))),
+        }
     }
 }
 
