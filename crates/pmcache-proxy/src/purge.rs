@@ -51,15 +51,29 @@ pub struct PurgeReport {
     pub blobs: u64,
     /// Their bytes.
     pub freed_bytes: u64,
+    /// Documents and sources forgotten from the memory of read-role answers (0 when no
+    /// server runs).
+    #[serde(default)]
+    pub relayed: u64,
 }
 
 impl Proxy {
     /// Purges `target` from the store (see the module comment), off the async runtime.
+    /// The documents and sources relayed to read-role requests are forgotten too (they are
+    /// only in memory).
     pub async fn purge(&self, target: PurgeTarget) -> Result<PurgeReport> {
         let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || purge(&store, &target))
+        let forget = target.clone();
+        let mut report = tokio::task::spawn_blocking(move || purge(&store, &target))
             .await
-            .map_err(|e| Error::failed("purge task failed", e))?
+            .map_err(|e| Error::failed("purge task failed", e))??;
+        let (documents, sources) = self.inner.relayed.forget(
+            &document_keys(&forget),
+            &forget.package,
+            forget.version.as_deref(),
+        );
+        report.relayed = count_usize(documents + sources);
+        Ok(report)
     }
 }
 
@@ -71,12 +85,7 @@ pub fn purge(store: &Store, target: &PurgeTarget) -> Result<PurgeReport> {
     // Sources first: once they are gone no client can start a new fill of these artifacts
     // until a document advertises them again, which the next request fetches afresh.
     let sources = store.remove_records(Table::Sources, &source_keys)?;
-    let documents: Vec<String> = target
-        .documents
-        .iter()
-        .map(|key| format!("{ecosystem}/{key}"))
-        .collect();
-    let documents = store.remove_records(Table::Documents, &documents)?;
+    let documents = store.remove_records(Table::Documents, &document_keys(target))?;
     let artifacts = store.remove_records(Table::Artifacts, &artifact_keys)?;
     let named: Vec<Digest> = documents
         .iter()
@@ -94,6 +103,7 @@ pub fn purge(store: &Store, target: &PurgeTarget) -> Result<PurgeReport> {
         sources: count(&sources),
         blobs: freed.blobs,
         freed_bytes: freed.bytes,
+        relayed: 0,
     };
     tracing::info!(
         ecosystem,
@@ -135,6 +145,16 @@ fn package_sources(store: &Store, target: &PurgeTarget) -> Result<(Vec<String>, 
     Ok((sources, artifacts))
 }
 
+/// The store keys of the target's documents.
+fn document_keys(target: &PurgeTarget) -> Vec<String> {
+    let ecosystem = target.ecosystem;
+    target
+        .documents
+        .iter()
+        .map(|key| format!("{ecosystem}/{key}"))
+        .collect()
+}
+
 fn belongs(record: &SourceRecord, target: &PurgeTarget) -> bool {
     record.package == target.package
         && match &target.version {
@@ -144,7 +164,11 @@ fn belongs(record: &SourceRecord, target: &PurgeTarget) -> bool {
 }
 
 fn count<T>(records: &[T]) -> u64 {
-    records.len() as u64
+    count_usize(records.len())
+}
+
+fn count_usize(count: usize) -> u64 {
+    u64::try_from(count).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -215,6 +239,7 @@ mod tests {
                 sources: 1,
                 blobs: 1,
                 freed_bytes: 8,
+                relayed: 0,
             }
         );
         assert!(store.blob_path(&one).is_none());

@@ -36,9 +36,17 @@ struct Kept {
     /// Oldest first.
     documents: VecDeque<Entry>,
     bytes: usize,
-    sources: HashMap<String, ArtifactSource>,
+    sources: HashMap<String, RelayedSource>,
     /// Source keys, oldest first, to bound `sources`.
     source_order: VecDeque<String>,
+}
+
+/// A source a relayed document advertised, with the package and version it belongs to (so
+/// that a purge can forget it).
+pub(crate) struct RelayedSource {
+    source: ArtifactSource,
+    package: String,
+    version: Option<String>,
 }
 
 struct Entry {
@@ -62,7 +70,7 @@ impl Relayed {
         &self,
         key: &str,
         document: &Document,
-        sources: Vec<(String, ArtifactSource)>,
+        sources: Vec<(String, RelayedSource)>,
     ) {
         let bytes = document
             .relayed
@@ -101,7 +109,41 @@ impl Relayed {
     /// The source a relayed document advertised under `source_key`.
     pub(crate) fn source(&self, source_key: &str) -> Option<ArtifactSource> {
         let kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        kept.sources.get(source_key).cloned()
+        kept.sources
+            .get(source_key)
+            .map(|relayed| relayed.source.clone())
+    }
+
+    /// Forgets the relayed copies of `documents` (store keys) and the sources relayed for
+    /// `package` (one `version`, or all), so that a purge reaches read-role answers too.
+    /// Answers how many documents and sources were forgotten.
+    pub(crate) fn forget(
+        &self,
+        documents: &[String],
+        package: &str,
+        version: Option<&str>,
+    ) -> (usize, usize) {
+        let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let before = kept.documents.len();
+        for key in documents {
+            kept.remove(key);
+        }
+        let documents = before - kept.documents.len();
+        let before = kept.sources.len();
+        kept.sources.retain(|_, relayed| {
+            relayed.package != package
+                || version.is_some_and(|version| relayed.version.as_deref() != Some(version))
+        });
+        let sources = before - kept.sources.len();
+        if sources > 0 {
+            let Kept {
+                sources: map,
+                source_order,
+                ..
+            } = &mut *kept;
+            source_order.retain(|key| map.contains_key(key));
+        }
+        (documents, sources)
     }
 }
 
@@ -119,15 +161,17 @@ impl Kept {
 pub(crate) fn sources(
     ecosystem: &str,
     advertised: Vec<Advertised>,
-) -> Vec<(String, ArtifactSource)> {
+) -> Vec<(String, RelayedSource)> {
     advertised
         .into_iter()
         .map(|advertised| {
             let key = crate::advertised::source_key(ecosystem, &advertised.id);
-            (
-                key,
-                ArtifactSource::advertised(advertised.url, advertised.checksum),
-            )
+            let relayed = RelayedSource {
+                source: ArtifactSource::advertised(advertised.url, advertised.checksum),
+                package: advertised.package,
+                version: advertised.version,
+            };
+            (key, relayed)
         })
         .collect()
 }
@@ -158,9 +202,15 @@ mod tests {
         }
     }
 
-    fn source(id: &str) -> (String, ArtifactSource) {
+    fn source(id: &str) -> (String, RelayedSource) {
+        let (package, version) = id.split_once('-').unwrap_or((id, ""));
         let url = url::Url::parse(&format!("http://127.0.0.1:1/{id}")).expect("a test URL");
-        (id.to_owned(), ArtifactSource::advertised(url, None))
+        let relayed = RelayedSource {
+            source: ArtifactSource::advertised(url, None),
+            package: package.to_owned(),
+            version: Some(version.to_owned()),
+        };
+        (id.to_owned(), relayed)
     }
 
     #[test]
@@ -187,5 +237,25 @@ mod tests {
         assert!(relayed.fresh("npm/next", Duration::from_secs(60)).is_some());
         let kept = relayed.inner.lock().expect("not poisoned");
         assert!(kept.bytes <= MAX_BYTES && kept.documents.len() <= MAX_DOCUMENTS);
+    }
+
+    #[test]
+    fn a_purge_forgets_the_package_s_documents_and_sources() {
+        let relayed = Relayed::default();
+        let ttl = Duration::from_secs(60);
+        relayed.keep(
+            "npm/packument/a",
+            &document(10),
+            vec![source("a-1"), source("a-2")],
+        );
+        relayed.keep("npm/packument/b", &document(10), vec![source("b-1")]);
+        let one = relayed.forget(&["npm/packument/a".to_owned()], "a", Some("1"));
+        assert_eq!(one, (1, 1));
+        assert!(relayed.fresh("npm/packument/a", ttl).is_none());
+        assert!(relayed.source("a-1").is_none() && relayed.source("a-2").is_some());
+        assert_eq!(relayed.forget(&[], "a", None), (0, 1));
+        assert!(relayed.fresh("npm/packument/b", ttl).is_some() && relayed.source("b-1").is_some());
+        let kept = relayed.inner.lock().expect("not poisoned");
+        assert_eq!(kept.source_order, ["b-1"]);
     }
 }
