@@ -1,10 +1,11 @@
-//! The control socket: how `pmcache gc` and `pmcache verify` work while `serve` runs.
+//! The control socket: how `pmcache gc`, `verify` and `purge` work while `serve` runs.
 //!
 //! The index admits one process at a time (redb locks its file), so a second process cannot
 //! open the store of a running server. `serve` therefore listens on `<data_dir>/control.sock`
-//! (mode 0600: only its owner may ask), and the commands send it `POST /gc` or `POST /verify`
-//! over HTTP/1.1 and print the JSON report it answers. When no server answers on the socket,
-//! the commands open the store themselves.
+//! (mode 0600: only its owner may ask), and the commands send it `POST /gc`, `POST /verify` or
+//! `POST /purge/ECOSYSTEM/NAME[/VERSION]` over HTTP/1.1 and print the JSON report it answers;
+//! the requests run through [`crate::admin`], as the HTTP admin API's do. When no server answers
+//! on the socket, the commands open the store themselves.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use pmcache_store::{self as store, Store};
 use tokio::net::{UnixListener, UnixStream};
+
+use crate::admin::{self, Admin};
 
 /// The socket's file name in the data directory.
 const SOCKET: &str = "control.sock";
@@ -34,17 +36,11 @@ pub(crate) struct Control {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// What the socket's requests work on.
-struct Target {
-    store: Store,
-    config: store::Config,
-}
-
 impl Control {
     /// Listens on the data directory's socket. A socket file left by a process that died is
     /// replaced: the caller holds the store open, so no other server can be using it.
-    pub(crate) fn listen(store: Store, config: store::Config) -> anyhow::Result<Control> {
-        let path = socket_path(store.root());
+    pub(crate) fn listen(admin: Arc<Admin>) -> anyhow::Result<Control> {
+        let path = socket_path(admin.store.root());
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::info!(path = %path.display(), "replaced a stale control socket"),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -56,8 +52,7 @@ impl Control {
             .with_context(|| format!("cannot listen on {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict {}", path.display()))?;
-        let target = Arc::new(Target { store, config });
-        let task = tokio::spawn(accept(listener, target));
+        let task = tokio::spawn(accept(listener, admin));
         Ok(Control { path, task })
     }
 
@@ -72,7 +67,7 @@ impl Control {
     }
 }
 
-async fn accept(listener: UnixListener, target: Arc<Target>) {
+async fn accept(listener: UnixListener, target: Arc<Admin>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -97,32 +92,19 @@ async fn accept(listener: UnixListener, target: Arc<Target>) {
     }
 }
 
-async fn answer(target: &Arc<Target>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(admin: &Arc<Admin>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     if request.method() != Method::POST {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use POST /gc or POST /verify\n",
+            "use POST /gc, /verify or /purge/ECOSYSTEM/NAME[/VERSION]\n",
         );
     }
-    let path = request.uri().path().to_owned();
-    let work = Arc::clone(target);
-    // Both walk the whole store: off the runtime.
-    let outcome = tokio::task::spawn_blocking(move || match path.as_str() {
-        "/gc" => Some(
-            work.store
-                .maintain(&pmcache_proxy::SCHEMA, &work.config)
-                .map(|report| serde_json::to_vec(&report)),
-        ),
-        "/verify" => Some(
-            work.store
-                .verify(&pmcache_proxy::SCHEMA, true)
-                .map(|report| serde_json::to_vec(&report)),
-        ),
-        _ => None,
-    })
-    .await;
+    let outcome = match admin::control_route(request.uri().path()) {
+        Ok(command) => admin.run(command).await,
+        Err(refusal) => Err(refusal),
+    };
     match outcome {
-        Ok(Some(Ok(Ok(json)))) => {
+        Ok(json) => {
             let mut response = Response::new(Full::new(Bytes::from(json)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -130,16 +112,7 @@ async fn answer(target: &Arc<Target>, request: Request<Incoming>) -> Response<Fu
             );
             response
         }
-        Ok(None) => text(
-            StatusCode::NOT_FOUND,
-            "no such command; POST /gc or /verify\n",
-        ),
-        Ok(Some(Err(error))) => {
-            tracing::error!(error = %error, "control command failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{error}\n"))
-        }
-        Ok(Some(Ok(Err(error)))) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{error}\n")),
-        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{error}\n")),
+        Err(refusal) => text(refusal.status, &format!("{}\n", refusal.reason)),
     }
 }
 
@@ -147,6 +120,29 @@ fn text(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(reason.to_owned())));
     *response.status_mut() = status;
     response
+}
+
+/// The control path of a purge: each part percent-encoded, so that a scoped or vendor name
+/// (`@scope/name`, `vendor/name`) and a version with a `/` stay one segment each.
+pub(crate) fn purge_path(ecosystem: &str, name: &str, version: Option<&str>) -> String {
+    let mut path = format!("/purge/{}/{}", encode(ecosystem), encode(name));
+    if let Some(version) = version {
+        path.push('/');
+        path.push_str(&encode(version));
+    }
+    path
+}
+
+/// Percent-encodes every byte outside RFC 3986's unreserved characters.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 /// Sends `POST command` to the server of `data_dir`; None when no server listens there.
@@ -193,4 +189,25 @@ pub(crate) async fn ask(data_dir: &Path, command: &str) -> anyhow::Result<Option
         );
     }
     Ok(Some(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_paths_keep_names_and_versions_one_segment_each() {
+        assert_eq!(
+            purge_path("npm", "@scope/pkg", Some("1.0.0+build")),
+            "/purge/npm/%40scope%2Fpkg/1.0.0%2Bbuild"
+        );
+        assert_eq!(purge_path("pypi", "demo", None), "/purge/pypi/demo");
+        let Ok(admin::Command::Purge(target)) =
+            admin::control_route(&purge_path("packagist", "acme/tool", Some("dev-a/b")))
+        else {
+            panic!("a purge");
+        };
+        assert_eq!(target.package, "acme/tool");
+        assert_eq!(target.version.as_deref(), Some("dev-a/b"));
+    }
 }

@@ -1,10 +1,11 @@
-//! The pmcache binary: command line, configuration, logging, and the commands `serve`, `gc`
-//! and `verify`.
+//! The pmcache binary: command line, configuration, logging, and the commands `serve`, `gc`,
+//! `verify`, `purge` and `token`.
 
 // The binary is where pmcache talks to its operator: reports of `gc` and `verify`, the listening
 // address, and errors before logging is set up go to the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod admin;
 mod auth;
 mod config;
 mod connection;
@@ -21,9 +22,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use pmcache_proxy::Role;
+use pmcache_proxy::{PurgeReport, Role};
 use pmcache_store::{ByteSize, GcReport, Store, VerifyReport};
 use tracing_subscriber::EnvFilter;
 
@@ -47,6 +48,10 @@ enum Command {
     /// Evict down to storage.max_size and remove unreferenced blobs and stale temp files.
     /// Safe while `serve` runs (it asks the server).
     Gc(Settings),
+    /// Drop one package (or one version of it) from the cache: its metadata, its artifacts and
+    /// the blobs nothing else names, so that the next request fetches and verifies them again.
+    /// Safe while `serve` runs (it asks the server).
+    Purge(PurgeArgs),
     /// Manage the tokens that grant roles ([[auth.tokens]]).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -72,6 +77,18 @@ fn parse_role(text: &str) -> Result<Role, String> {
         "admin" => Ok(Role::Admin),
         _ => Err("a role is read, populate or admin".to_owned()),
     }
+}
+
+#[derive(Args)]
+struct PurgeArgs {
+    /// pypi, npm, rubygems or packagist.
+    ecosystem: String,
+    /// The package, as its clients name it: demo-app, @scope/name, rack, vendor/name.
+    name: String,
+    /// Only this version (as the ecosystem spells it: 1.0.0, 2.1.0rc1, v1.2.0); all when left out.
+    version: Option<String>,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[derive(Args)]
@@ -127,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify(settings) => verify(&settings.load()?.config),
         Command::Gc(settings) => gc(&settings.load()?.config),
+        Command::Purge(args) => purge(&args),
         Command::Token(TokenCommand::New { name, role }) => new_token(&name, role),
     }
 }
@@ -229,6 +247,38 @@ fn gc(config: &Config) -> anyhow::Result<ExitCode> {
         report.temp_files,
         report.temp_bytes,
         report.size_bytes,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn purge(args: &PurgeArgs) -> anyhow::Result<ExitCode> {
+    let path = control::purge_path(&args.ecosystem, &args.name, args.version.as_deref());
+    // Parsed here too: a bad name is refused without a server, as with one.
+    let admin::Command::Purge(target) = admin::control_route(&path)? else {
+        bail!("{path} is not a purge");
+    };
+    let config = args.settings.load()?.config;
+    let (report, via) = match ask_server(&config, &path)? {
+        Some(json) => (
+            serde_json::from_slice::<PurgeReport>(&json)?,
+            "the running server",
+        ),
+        None => {
+            let store = open_store(&config, Store::open)?;
+            (pmcache_proxy::purge(&store, &target)?, "the data directory")
+        }
+    };
+    let version = report.version.as_deref().unwrap_or("(all versions)");
+    println!(
+        "purged through {via}: {} {} {version}: {} documents, {} artifacts, {} sources, {} blobs ({} bytes freed), {} relayed copies",
+        report.ecosystem,
+        report.package,
+        report.documents,
+        report.artifacts,
+        report.sources,
+        report.blobs,
+        report.freed_bytes,
+        report.relayed,
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! a one-line reason, and counts and logs every answer.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use pmcache_proxy::{self as proxy, Body, CACHE_HEADER, Caller, Classify, Role};
 
+use crate::admin::{self, Admin};
 use crate::auth::{self, Auth, Denied};
 use crate::frontend::{Ecosystem, Frontend};
 use crate::input::{self, Limits};
@@ -23,6 +25,8 @@ pub(crate) struct App {
     pub metrics: Metrics,
     pub limits: Limits,
     pub auth: Auth,
+    /// The admin API (`/admin/…`).
+    pub admin: Arc<Admin>,
 }
 
 impl App {
@@ -35,7 +39,10 @@ impl App {
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let mount = Ecosystem::mounted_at(&path);
-        let encoded_slash = mount.is_some_and(|(ecosystem, _)| ecosystem.takes_encoded_slash());
+        let encoded_slash = mount.is_some_and(|(ecosystem, _)| ecosystem.takes_encoded_slash())
+            // Scoped npm and Composer names, and versions such as `dev-feature/x`, as one
+            // segment each.
+            || admin::is_admin_path(&path);
         // Refused before the body is read: hyper drains or closes, bounded by its limits.
         let admitted = match input::check(&parts, &self.limits, encoded_slash) {
             Err(refusal) => Err(text(refusal.status, &refusal.reason)),
@@ -63,6 +70,9 @@ impl App {
                 ecosystem.key(),
                 self.frontend(ecosystem, &parts, body, rest).await,
             ),
+            (None, Ok(_)) if admin::is_admin_path(&path) => {
+                ("admin", self.admin.handle(&parts).await)
+            }
             (None, Ok(_)) => ("none", self.own_route(&path)),
         };
         let cache = response
@@ -131,7 +141,7 @@ impl App {
             _ => text(
                 StatusCode::NOT_FOUND,
                 &format!(
-                    "pmcache has no route {path}: it serves /pypi/simple/, /npm/, /rubygems/, /packagist/, /healthz and /metrics"
+                    "pmcache has no route {path}: it serves /pypi/simple/, /npm/, /rubygems/, /packagist/, /admin/, /healthz and /metrics"
                 ),
             ),
         }
@@ -204,7 +214,8 @@ fn unauthorized(denied: Denied) -> Response<Body> {
     response
 }
 
-fn text(status: StatusCode, reason: &str) -> Response<Body> {
+/// A plain-text answer: `status` and the first line of `reason`.
+pub(crate) fn text(status: StatusCode, reason: &str) -> Response<Body> {
     let line = reason.lines().next().unwrap_or("");
     let mut response = Response::new(proxy::full(format!("{line}\n")));
     *response.status_mut() = status;

@@ -11,6 +11,7 @@ use pmcache_proxy::Proxy;
 use pmcache_store::Store;
 use tokio::net::TcpListener;
 
+use crate::admin::Admin;
 use crate::auth::Auth;
 use crate::config::{Config, ServerConfig};
 use crate::connection::{self, Admission, Protocols};
@@ -49,16 +50,23 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         let frontend = Frontend::build(ecosystem, &config, &proxy, local).await;
         mounts.push((ecosystem, frontend));
     }
+    let admin = Arc::new(Admin {
+        proxy: proxy.clone(),
+        store: store.clone(),
+        storage: config.storage.clone(),
+    });
     let app = Arc::new(App {
         mounts,
         metrics: Metrics::new(store.clone(), proxy.clone()),
         limits: Limits::new(&config.server),
         auth: Auth::new(&config.auth)?,
+        admin: Arc::clone(&admin),
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
     let maintainer = tokio::spawn(maintain_periodically(store.clone(), config.storage.clone()));
-    // Without the socket, `pmcache gc|verify` cannot reach this server: worth a line, not an exit.
-    let control = Control::listen(store.clone(), config.storage.clone())
+    // Without the socket, `pmcache gc|verify|purge` cannot reach this server: worth a line,
+    // not an exit.
+    let control = Control::listen(admin)
         .inspect_err(|error| tracing::error!("no control socket: {error:#}"))
         .ok();
     // Only with TLS: without it, SIGHUP keeps its default meaning (terminate), as before.
