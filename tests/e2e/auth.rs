@@ -29,17 +29,18 @@ use crate::support::rubygems_upstream::RubygemsUpstream;
 use crate::support::uv::Uv;
 
 /// A token made by `pmcache token new`, and the file of `[[tokens]]` that grants it.
-struct Token {
-    secret: String,
+pub(crate) struct Token {
+    pub(crate) secret: String,
     /// Holds the tokens file for as long as pmcache may read it.
     _dir: tempfile::TempDir,
-    file: String,
+    /// The tokens file (`[[tokens]]`).
+    pub(crate) file: String,
 }
 
 impl Token {
     /// `pmcache token new --name NAME --role ROLE`: the token it printed once, and its block
     /// written to a tokens file (`[[tokens]]`, the `PMCACHE_AUTH_TOKENS_FILE` shape).
-    fn new(name: &str, role: &str) -> Result<Token> {
+    pub(crate) fn new(name: &str, role: &str) -> Result<Token> {
         let output = Command::new(pmcache::binary())
             .args(["token", "new", "--name", name, "--role", role])
             .env_clear()
@@ -82,7 +83,7 @@ impl Token {
         ]
     }
 
-    fn bearer(&self) -> String {
+    pub(crate) fn bearer(&self) -> String {
         format!("Bearer {}", self.secret)
     }
 

@@ -5,6 +5,7 @@
 // Tests report what they measured (throughput, timings, skipped live checks) on the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod admin;
 mod auth;
 mod concurrency;
 mod concurrency_npm;

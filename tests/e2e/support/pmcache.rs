@@ -501,10 +501,23 @@ pub fn gc(scratch: &Path, data_dir: &Path) -> Result<Finished> {
     maintenance("gc", scratch, data_dir)
 }
 
+/// `pmcache purge ECOSYSTEM NAME [VERSION] --data-dir DATA_DIR` (`target` is what follows
+/// `purge`), run to completion (through the server when one serves the directory).
+pub fn purge(scratch: &Path, data_dir: &Path, target: &[&str]) -> Result<Finished> {
+    let mut args = vec!["purge"];
+    args.extend_from_slice(target);
+    run_command(&args, scratch, data_dir)
+}
+
 fn maintenance(subcommand: &str, scratch: &Path, data_dir: &Path) -> Result<Finished> {
+    run_command(&[subcommand], scratch, data_dir)
+}
+
+fn run_command(args: &[&str], scratch: &Path, data_dir: &Path) -> Result<Finished> {
     let mut command = Command::new(binary());
     command
-        .args([subcommand, "--data-dir"])
+        .args(args)
+        .arg("--data-dir")
         .arg(data_dir)
         .env_clear()
         .current_dir(scratch);
