@@ -4,6 +4,7 @@
 //! log, the metrics, the data directory or a request to an upstream.
 
 mod credential_stores;
+mod tiers;
 
 use std::path::Path;
 use std::process::Command;

@@ -208,10 +208,10 @@ fn text(status: StatusCode, reason: &str) -> Response<Body> {
     let line = reason.lines().next().unwrap_or("");
     let mut response = Response::new(proxy::full(format!("{line}\n")));
     *response.status_mut() = status;
-    if status.is_client_error() || status.is_server_error() {
-        if let Some(phrase) = reason_phrase(line) {
-            response.extensions_mut().insert(phrase);
-        }
+    if (status.is_client_error() || status.is_server_error())
+        && let Some(phrase) = reason_phrase(line)
+    {
+        response.extensions_mut().insert(phrase);
     }
     response.headers_mut().insert(
         header::CONTENT_TYPE,
