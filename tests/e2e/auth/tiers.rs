@@ -28,6 +28,7 @@ use crate::support::pmcache;
 use crate::support::pypi_upstream::{PageFormat, PypiUpstream};
 use crate::support::rubygems_gems::APP as GEM_APP;
 use crate::support::rubygems_upstream::RubygemsUpstream;
+use crate::support::uv::Uv;
 use crate::support::{sha256_hex, wait_until};
 
 /// What the client prints when pmcache refuses a read-role miss (the reason phrase of its 403).
@@ -401,4 +402,73 @@ fn get_as(url: &str, headers: &Headers) -> Result<http::Response> {
         .map(|(name, value)| (*name, value.as_str()))
         .collect();
     http::get_with(url, &headers)
+}
+
+/// A `read` token under `anonymous = "none"`: uv (at its defaults, many requests at once)
+/// installs with it, every file relayed and nothing stored, each request logged with the read
+/// role and the token's name; a populate token's install then stores the files, and the read
+/// token's next install hits them.
+#[test]
+fn a_read_token_installs_with_uv_and_stores_nothing() -> Result<()> {
+    let reader = Token::new("review", "read")?;
+    let gate = Token::new("gate", "populate")?;
+    let both = reader.file.replace("tokens.toml", "both.toml");
+    std::fs::write(
+        &both,
+        [
+            std::fs::read_to_string(&reader.file)?,
+            std::fs::read_to_string(&gate.file)?,
+        ]
+        .join("\n"),
+    )?;
+    let case = Case::pypi(
+        PageFormat::Json,
+        &[
+            ("PMCACHE_AUTH_ANONYMOUS", "none"),
+            ("PMCACHE_AUTH_TOKENS_FILE", both.as_str()),
+        ],
+    )?;
+    // Wheels only: uv would build the fixture's sdist in an isolated environment.
+    let packages = ["demo-lib", "demo-util"];
+    let install = |name: &str, token: &Token| -> Result<()> {
+        let uv = Uv::create(&case.path(name), None, &case.trap)?;
+        let venv = uv.venv("venv")?;
+        uv.pip_install(
+            &venv,
+            &with_credentials(&case.index_url(), Some(token)),
+            &packages,
+        )?
+        .ensure_success(&format!("uv pip install ({name})"))?;
+        Ok(())
+    };
+
+    install("read-1", &reader)?;
+    ensure_store_empty(&case, "a read token's install")?;
+    super::ensure_logged_as(&case, "/pypi/", "read", "review")?;
+    let files: Vec<_> = case
+        .pmcache()
+        .requests()
+        .into_iter()
+        .filter(|request| request.path.starts_with("/pypi/files/"))
+        .collect();
+    ensure!(
+        !files.is_empty() && files.iter().all(|request| request.cache == "relay"),
+        "the read token's files should all be relays: {files:?}"
+    );
+
+    install("populate", &gate)?;
+    ensure!(
+        !pmcache::blobs(&case.data_dir())?.is_empty(),
+        "the populate install stored nothing"
+    );
+    let mark = case.upstream.mark();
+    install("read-2", &reader)?;
+    let fetched = case.upstream.files_requests_since(mark);
+    ensure!(
+        fetched == 0,
+        "the read token's install after the populate one fetched {fetched} files upstream"
+    );
+    ensure_secret_kept(&case, &reader)?;
+    ensure_secret_kept(&case, &gate)?;
+    case.ensure_no_egress()
 }
