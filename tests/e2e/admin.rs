@@ -1,8 +1,8 @@
-//! Trust tiers (issue 13), the admin API: only an admin token reaches `/admin/…`; a purge of one
-//! npm version, of a scoped npm package (`pmcache purge` over the control socket) and of one
-//! PyPI project (over HTTP, then `pmcache purge` on the data directory with no server) makes the
-//! next install of a real client fetch exactly those again, while everything else is served from
-//! the cache.
+//! Trust tiers (issue 13), the admin API: only an admin token reaches `/admin/…` (anonymous,
+//! read and populate callers get 403); a purge of one npm version, of a scoped npm package
+//! (`pmcache purge` over the control socket) and of one PyPI project (over HTTP, then `pmcache
+//! purge` on the data directory with no server) makes the next install of a real client fetch
+//! exactly those again, while everything else is served from the cache.
 
 use std::path::Path;
 
@@ -289,8 +289,9 @@ fn a_purged_pypi_project_is_fetched_again_and_the_other_stays_cached() -> Result
 fn only_an_admin_token_reaches_the_admin_api() -> Result<()> {
     let admin = Token::new("ops", "admin")?;
     let populate = Token::new("post-merge", "populate")?;
+    let read = Token::new("review", "read")?;
     let scratch = tempfile::tempdir()?;
-    let tokens = tokens_file(scratch.path(), &[&admin, &populate])?;
+    let tokens = tokens_file(scratch.path(), &[&admin, &populate, &read])?;
     // The default `anonymous = "populate"`: a request without a token is a populate caller.
     let mut case = Case::pypi(
         PageFormat::Json,
@@ -304,7 +305,12 @@ fn only_an_admin_token_reaches_the_admin_api() -> Result<()> {
         ("DELETE", "packages/pypi/demo-lib/1.1.0"),
     ];
     for (method, path) in commands {
-        for (who, token) in [("anonymous", None), ("a populate token", Some(&populate))] {
+        let callers = [
+            ("anonymous", None),
+            ("a populate token", Some(&populate)),
+            ("a read token", Some(&read)),
+        ];
+        for (who, token) in callers {
             let response = admin_request(&base, method, path, token)?;
             let body = response.text();
             ensure!(

@@ -3,6 +3,9 @@
 //! the right one through their own credential settings; the token itself never shows in the
 //! log, the metrics, the data directory or a request to an upstream.
 
+mod credential_stores;
+mod tiers;
+
 use std::path::Path;
 use std::process::Command;
 

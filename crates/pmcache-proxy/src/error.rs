@@ -148,7 +148,7 @@ pub enum Error {
     },
     /// A read-role request missed an artifact under `read_misses = "refuse"` (403).
     #[error(
-        "{url} is not cached, and this request's role (read) may not fetch it: ask again with a populate token, or once a trusted job has cached it"
+        "not cached, and a read-role request may not fill the cache (use a populate token, or wait until a trusted job has cached it): {url}"
     )]
     ReadMissRefused {
         /// The artifact's upstream URL.

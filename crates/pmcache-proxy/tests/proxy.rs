@@ -11,10 +11,11 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use pmcache_proxy::{
-    ANONYMOUS_POPULATE, Advertised, ArtifactRequest, ArtifactSource, CacheStatus, Checksum,
-    ClientRequest, Config, DocumentRequest, Proxy, Rendering, Role, Serving, Variant,
+    ANONYMOUS_POPULATE, Advertised, ArtifactRecord, ArtifactRequest, ArtifactSource, CacheStatus,
+    Caller, Checksum, ClientRequest, Config, DocumentRequest, Proxy, ReadMisses, Rendering, Role,
+    Serving, Variant,
 };
-use pmcache_store::Store;
+use pmcache_store::{Store, Table};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use url::Url;
@@ -110,14 +111,20 @@ async fn upstream(script: Script) -> Upstream {
 }
 
 fn proxy(dir: &std::path::Path) -> Proxy {
+    proxy_and_store(dir).0
+}
+
+/// A proxy on a store in `dir`, and that store, to look at its records.
+fn proxy_and_store(dir: &std::path::Path) -> (Proxy, Store) {
     let config = Config {
         read_timeout: Duration::from_millis(500),
         ..Config::default()
     };
-    let proxy = Proxy::new(Store::open(dir).unwrap(), &config).unwrap();
+    let store = Store::open(dir).unwrap();
+    let proxy = Proxy::new(store.clone(), &config).unwrap();
     // The fixture upstreams listen on loopback, as a configured upstream may.
     assert!(proxy.trust_listed("127.0.0.1"));
-    proxy
+    (proxy, store)
 }
 
 fn document_request(url: &Url, ttl: Duration) -> DocumentRequest {
@@ -349,6 +356,17 @@ async fn fetch_stored_as(
     checksum: Option<Checksum>,
     key: Option<&str>,
 ) -> (String, Result<Bytes, String>) {
+    fetch_by(proxy, url, checksum, key, &ANONYMOUS_POPULATE).await
+}
+
+/// As [`fetch_stored_as`], asked by `caller`.
+async fn fetch_by(
+    proxy: &Proxy,
+    url: &Url,
+    checksum: Option<Checksum>,
+    key: Option<&str>,
+    caller: &Caller,
+) -> (String, Result<Bytes, String>) {
     let headers = HeaderMap::new();
     let request = ArtifactRequest {
         ecosystem: "test",
@@ -357,7 +375,7 @@ async fn fetch_stored_as(
         client: ClientRequest {
             head: false,
             headers: &headers,
-            caller: &ANONYMOUS_POPULATE,
+            caller,
         },
         redirect_hosts: &[],
         key: key.map(str::to_owned),
@@ -741,4 +759,156 @@ async fn evicted_pinned_artifacts_still_refuse_other_bytes() {
             .unwrap()
             .is_consistent()
     );
+}
+
+fn read_caller() -> Caller {
+    Caller::anonymous(Role::Read)
+}
+
+/// The record of the test artifact fetched from `upstream` (see [`advertised_source`]).
+fn artifact_record(store: &Store, upstream: &Upstream) -> Option<ArtifactRecord> {
+    let key = format!("test/{}", upstream.url.join("file.bin").unwrap());
+    store.get(Table::Artifacts, &key).unwrap()
+}
+
+#[tokio::test]
+async fn read_callers_relay_artifact_misses_and_hit_what_a_populate_caller_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, store) = proxy_and_store(dir.path());
+    let upstream = upstream(Script::Framed).await;
+    let checksum = Checksum::from_hex("sha256", &pmcache_store::Digest::of(BODY).to_hex());
+    let reader = read_caller();
+    for round in 1..=2 {
+        let (cache, body) = fetch_by(&proxy, &upstream.url, checksum.clone(), None, &reader).await;
+        assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("relay", BODY));
+        assert_eq!(upstream.requests.load(Ordering::SeqCst), round);
+        assert!(artifact_record(&store, &upstream).is_none());
+    }
+    // The advertising document keeps no blob: the store is empty.
+    assert_eq!(store.stats().size_bytes, 0);
+
+    let gate = Caller {
+        role: Role::Populate,
+        token: Some("gate".to_owned()),
+    };
+    let (cache, body) = fetch_by(&proxy, &upstream.url, checksum.clone(), None, &gate).await;
+    assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("miss", BODY));
+    let record = artifact_record(&store, &upstream).expect("stored by the populate caller");
+    let by = record.stored_by.expect("who stored it");
+    assert_eq!(
+        (by.role, by.token.as_deref()),
+        (Role::Populate, Some("gate"))
+    );
+    assert_eq!(store.stats().size_bytes, BODY.len() as u64);
+
+    let (cache, body) = fetch_by(&proxy, &upstream.url, checksum, None, &reader).await;
+    assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("hit", BODY));
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn refused_read_misses_are_a_403_and_ask_nothing_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    proxy.set_read_misses(ReadMisses::Refuse);
+    let upstream = upstream(Script::Framed).await;
+    let checksum = Checksum::from_hex("sha256", &pmcache_store::Digest::of(BODY).to_hex());
+    let (cache, body) = fetch_by(
+        &proxy,
+        &upstream.url,
+        checksum.clone(),
+        None,
+        &read_caller(),
+    )
+    .await;
+    assert_eq!(cache, "error");
+    let reason = body.unwrap_err();
+    assert!(
+        reason.contains("read-role request may not fill the cache"),
+        "{reason}"
+    );
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 0);
+
+    let (cache, _) = fetch_by(
+        &proxy,
+        &upstream.url,
+        checksum.clone(),
+        None,
+        &ANONYMOUS_POPULATE,
+    )
+    .await;
+    assert_eq!(cache, "miss");
+    let (cache, body) = fetch_by(&proxy, &upstream.url, checksum, None, &read_caller()).await;
+    assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("hit", BODY));
+}
+
+#[tokio::test]
+async fn read_callers_never_pin_the_first_bytes_they_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let first = upstream(Script::Framed).await;
+    let (cache, body) = fetch_by(&proxy, &first.url, None, Some("dist/a"), &read_caller()).await;
+    assert_eq!((cache.as_str(), body.unwrap().as_ref()), ("relay", BODY));
+    // Had the read pinned BODY, the populate fetch of other bytes under the key would fail.
+    let other = upstream(Script::FramedOther).await;
+    let (cache, body) = fetch_stored_as(&proxy, &other.url, None, Some("dist/a")).await;
+    assert_eq!(
+        (cache.as_str(), body.unwrap().as_ref()),
+        ("miss", OTHER_BODY)
+    );
+}
+
+#[tokio::test]
+async fn read_callers_revalidate_stale_documents_without_storing_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, store) = proxy_and_store(dir.path());
+    let upstream = upstream(Script::Document).await;
+    let populate = |ttl| document_request(&upstream.url, ttl);
+    let read = |ttl| DocumentRequest {
+        role: Role::Read,
+        ..document_request(&upstream.url, ttl)
+    };
+
+    // A miss for a reader is fetched and served, not stored.
+    let relayed = proxy
+        .document(read(Duration::from_secs(600)), render_upper)
+        .await
+        .unwrap();
+    assert_eq!(relayed.cache, CacheStatus::Relay);
+    assert_eq!(body_of(&proxy, &relayed).await, "DOC");
+    assert!(stored_document(&store).is_none());
+
+    proxy
+        .document(populate(Duration::from_secs(600)), render_upper)
+        .await
+        .unwrap();
+    let stored = stored_document(&store).expect("stored by the populate request");
+    let requests = upstream.requests.load(Ordering::SeqCst);
+
+    let revalidated = proxy
+        .document(read(Duration::ZERO), render_upper)
+        .await
+        .unwrap();
+    assert_eq!(revalidated.cache, CacheStatus::Relay);
+    assert_eq!(body_of(&proxy, &revalidated).await, "DOC");
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), requests + 1);
+    assert_eq!(upstream.conditional.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        stored_document(&store),
+        Some(stored.clone()),
+        "a read changed the record"
+    );
+
+    // A populate request past the TTL revalidates into the store.
+    let refreshed = proxy
+        .document(populate(Duration::ZERO), render_upper)
+        .await
+        .unwrap();
+    assert_eq!(refreshed.cache, CacheStatus::Revalidated);
+    assert_eq!(upstream.conditional.load(Ordering::SeqCst), 2);
+}
+
+/// The stored record of the test document, as JSON.
+fn stored_document(store: &Store) -> Option<serde_json::Value> {
+    store.get(Table::Documents, "test/doc").unwrap()
 }

@@ -429,6 +429,25 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_read_leaves_the_eviction_order_as_it_was() {
+        let (_dir, store) = store();
+        let digests: Vec<Digest> = (0..10u8)
+            .map(|i| artifact(&store, &format!("a/{i}"), &[i; 100], 1000 + u64::from(i)))
+            .collect();
+        // A read-role hit on the oldest blob: served, but not counted as a use.
+        store
+            .open_blob_as(&digests[0], crate::Access::Quiet)
+            .unwrap()
+            .unwrap();
+        store.flush_access().unwrap();
+        let report = store.maintain(&SCHEMA, &capped(800)).unwrap();
+        assert_eq!(report.evicted_blobs, 3);
+        for (i, digest) in digests.iter().enumerate() {
+            assert_eq!(store.blob_path(digest).is_none(), i < 3, "blob {i}");
+        }
+    }
+
+    #[test]
     fn under_the_cap_nothing_is_evicted() {
         let (_dir, store) = store();
         artifact(&store, "a/1", b"small", 1);

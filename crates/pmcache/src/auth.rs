@@ -86,24 +86,6 @@ impl AuthConfig {
 
     /// Refuses tokens that could never match or be told apart, and a setup that refuses
     /// every request.
-    /// Refuses settings whose effect is not built yet: the read role (relaying misses without
-    /// storing them) is not enforced, so serving `anonymous = "read"` or a `read` token as
-    /// `populate` would let untrusted jobs fill the cache while the operator believes they
-    /// cannot. Failing closed at start is the honest answer until it is.
-    pub(crate) fn refuse_unenforced(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.anonymous != Anonymous::Read,
-            "auth.anonymous = \"read\" is not enforced yet (reads would still fill the cache): use \"populate\" or \"none\""
-        );
-        if let Some(token) = self.tokens.iter().find(|token| token.role == Role::Read) {
-            anyhow::bail!(
-                "auth token {:?} has role \"read\", which is not enforced yet (reads would still fill the cache): give untrusted jobs no token with auth.anonymous = \"none\" instead",
-                token.name
-            );
-        }
-        Ok(())
-    }
-
     pub(crate) fn check(&self) -> anyhow::Result<()> {
         let mut names = std::collections::HashSet::new();
         for token in &self.tokens {
@@ -528,18 +510,5 @@ mod tests {
             auth.resolve(&headers(&[])),
             Ok(Caller::anonymous(Role::Populate))
         );
-    }
-
-    #[test]
-    fn the_read_role_is_refused_at_start_until_it_is_enforced() {
-        assert!(config(Anonymous::Read, &[]).refuse_unenforced().is_err());
-        let read_token = config(Anonymous::None, &[("review", Role::Read, TOKEN)]);
-        let error = read_token.refuse_unenforced().unwrap_err().to_string();
-        assert!(
-            error.contains("\"review\"") && error.contains("not enforced"),
-            "{error}"
-        );
-        let populate = config(Anonymous::Populate, &[("gate", Role::Populate, TOKEN)]);
-        assert!(populate.refuse_unenforced().is_ok());
     }
 }

@@ -219,11 +219,33 @@ pub(crate) fn text(status: StatusCode, reason: &str) -> Response<Body> {
     let line = reason.lines().next().unwrap_or("");
     let mut response = Response::new(proxy::full(format!("{line}\n")));
     *response.status_mut() = status;
+    if (status.is_client_error() || status.is_server_error())
+        && let Some(phrase) = reason_phrase(line)
+    {
+        response.extensions_mut().insert(phrase);
+    }
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// The reason as the HTTP/1 status line's reason phrase: pip, npm, gem and Composer print that
+/// phrase (and not the body) when a request fails, so the person reading the CI log sees why.
+/// Only visible ASCII and spaces are allowed there; a long reason is cut.
+fn reason_phrase(reason: &str) -> Option<hyper::ext::ReasonPhrase> {
+    const MAX: usize = 200;
+    let phrase: String = reason
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(MAX)
+        .collect();
+    let phrase = phrase.trim();
+    if phrase.is_empty() {
+        return None;
+    }
+    hyper::ext::ReasonPhrase::try_from(phrase.to_owned()).ok()
 }
 
 #[cfg(test)]
@@ -278,5 +300,22 @@ mod tests {
             &body[..],
             b"upstream http://127.0.0.1:9/simple/demo/ could not be reached\n"
         );
+    }
+
+    #[test]
+    fn error_reasons_ride_in_the_status_line_as_visible_ascii() {
+        let response = text(
+            StatusCode::FORBIDDEN,
+            "not cached: a read token may not fill it\nmore",
+        );
+        let phrase = response.extensions().get::<hyper::ext::ReasonPhrase>();
+        assert_eq!(
+            phrase.map(|phrase| phrase.as_bytes()),
+            Some(&b"not cached: a read token may not fill it"[..])
+        );
+        assert!(reason_phrase("caf\u{e9}\u{7}").is_some_and(|phrase| phrase.as_bytes() == b"caf"));
+        assert!(reason_phrase(" \u{1b} ").is_none());
+        let ok = text(StatusCode::OK, "ok");
+        assert!(ok.extensions().get::<hyper::ext::ReasonPhrase>().is_none());
     }
 }

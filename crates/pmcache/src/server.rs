@@ -37,10 +37,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     store.set_max_size(config.storage.max_size);
-    config.auth.refuse_unenforced()?;
     // Before anything listens: a certificate that does not load stops the start.
     let tls = Tls::new(&config.tls)?;
     let proxy = Proxy::new(store.clone(), &config.upstream)?;
+    proxy.set_read_misses(config.auth.read_misses);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
