@@ -135,11 +135,21 @@ impl Fills {
                 });
             }
         };
-        if let Some(fill) = running.get(&flight) {
-            return Ok(fill.follower());
+        // A relay's bytes are only in memory: a request that comes once the first bytes are
+        // gone starts a relay of its own.
+        if let Some(fill) = running.get(&flight)
+            && let Some(reader) = fill.spool.reader_from_start()
+        {
+            return Ok(Follower {
+                progress: fill.progress.clone(),
+                reader,
+            });
         }
         let (sender, receiver) = watch::channel(Progress::Connecting);
-        let spool = Arc::new(Spool::default());
+        let spool = Arc::new(match job.keep.stores() {
+            true => Spool::default(),
+            false => Spool::relay(),
+        });
         let follower = Follower {
             progress: receiver.clone(),
             reader: spool.reader(),

@@ -18,10 +18,14 @@ use crate::body;
 
 /// The most bytes a fill keeps in memory for clients that have not read them yet.
 const MEMORY_WINDOW: u64 = 8 * 1024 * 1024;
+/// The same for a relay (a read-role miss, never on disk): read-role clients are the untrusted
+/// ones, and each relay they leave unread holds its window.
+const RELAY_WINDOW: u64 = 1024 * 1024;
 
-#[derive(Default)]
 pub(crate) struct Spool {
     state: Mutex<State>,
+    /// The most bytes kept in memory.
+    window: u64,
     /// Woken when a reader moves on, so a fill waiting for room in the window looks again.
     advanced: tokio::sync::Notify,
 }
@@ -48,7 +52,25 @@ pub(crate) struct Reader {
 #[derive(Debug)]
 pub(crate) struct Abandoned;
 
+impl Default for Spool {
+    fn default() -> Spool {
+        Spool {
+            state: Mutex::default(),
+            window: MEMORY_WINDOW,
+            advanced: tokio::sync::Notify::new(),
+        }
+    }
+}
+
 impl Spool {
+    /// A spool for a relay: in memory only, with the smaller window.
+    pub(crate) fn relay() -> Spool {
+        Spool {
+            window: RELAY_WINDOW,
+            ..Spool::default()
+        }
+    }
+
     /// A spool reading `size` bytes of `file`.
     pub(crate) fn of_file(file: Arc<File>, size: u64) -> Arc<Spool> {
         let spool = Spool::default();
@@ -74,6 +96,21 @@ impl Spool {
         }
     }
 
+    /// A new reader from the first byte, if that byte can still be read (a spool in memory
+    /// drops what every reader has passed).
+    pub(crate) fn reader_from_start(self: &Arc<Self>) -> Option<Reader> {
+        let mut state = self.lock();
+        if state.file.is_none() && state.memory_start > 0 {
+            return None;
+        }
+        let position = Arc::new(AtomicU64::new(0));
+        state.readers.push(Arc::downgrade(&position));
+        Some(Reader {
+            spool: Arc::clone(self),
+            position,
+        })
+    }
+
     /// The temp file the fill writes.
     pub(crate) fn set_file(&self, file: Arc<File>) {
         self.lock().file = Some(file);
@@ -94,7 +131,7 @@ impl Spool {
                 let mut state = self.lock();
                 let slowest = state.slowest().ok_or(Abandoned)?;
                 state.trim(slowest);
-                if state.buffered() < MEMORY_WINDOW {
+                if state.buffered() < self.window {
                     state.memory.push_back(chunk);
                     return Ok(());
                 }
@@ -197,6 +234,19 @@ mod tests {
         assert_eq!(&reader.read(2).await.unwrap()[..], b"de");
         assert_eq!(&reader.read(10).await.unwrap()[..], b"fg");
         assert!(reader.read(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_memory_spool_takes_new_readers_only_while_it_holds_the_first_byte() {
+        let spool = Arc::new(Spool::relay());
+        let first = spool.reader();
+        spool.push(Bytes::from_static(b"abc")).await.unwrap();
+        let early = spool.reader_from_start().expect("nothing dropped yet");
+        assert_eq!(&first.read(10).await.unwrap()[..], b"abc");
+        assert_eq!(&early.read(10).await.unwrap()[..], b"abc");
+        // Both readers are past "abc": the next push drops it.
+        spool.push(Bytes::from_static(b"def")).await.unwrap();
+        assert!(spool.reader_from_start().is_none());
     }
 
     #[tokio::test]

@@ -35,6 +35,9 @@ enum Script {
     FramedOther,
     /// A document "new" with another ETag, answered only once the test releases the upstream.
     Held,
+    /// [`staged_body`] with a Content-Length, its first third at once, the second once the
+    /// test releases stage 1, the last at stage 2.
+    Staged,
 }
 
 const BODY: &[u8] = b"artifact bytes";
@@ -44,8 +47,8 @@ struct Upstream {
     url: Url,
     requests: Arc<AtomicUsize>,
     conditional: Arc<AtomicUsize>,
-    /// Lets a `Held` upstream answer.
-    release: tokio::sync::watch::Sender<bool>,
+    /// The stage the test released (`Held` answers at 1).
+    release: tokio::sync::watch::Sender<u8>,
 }
 
 async fn upstream(script: Script) -> Upstream {
@@ -54,7 +57,7 @@ async fn upstream(script: Script) -> Upstream {
     let requests = Arc::new(AtomicUsize::new(0));
     let conditional = Arc::new(AtomicUsize::new(0));
     let (counted, revalidations) = (Arc::clone(&requests), Arc::clone(&conditional));
-    let (release, released) = tokio::sync::watch::channel(false);
+    let (release, released) = tokio::sync::watch::channel(0u8);
     tokio::spawn(async move {
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
@@ -84,8 +87,19 @@ async fn upstream(script: Script) -> Upstream {
                         b"HTTP/1.1 200 OK\r\netag: \"v1\"\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: close\r\n\r\ndoc".to_vec()
                     }
                     Script::Held => {
-                        let _ = released.wait_for(|released| *released).await;
+                        let _ = released.wait_for(|stage| *stage >= 1).await;
                         b"HTTP/1.1 200 OK\r\netag: \"v2\"\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: close\r\n\r\nnew".to_vec()
+                    }
+                    Script::Staged => {
+                        let body = staged_body();
+                        let third = body.len() / 3;
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                        let _ = socket.write_all(head.as_bytes()).await;
+                        let _ = socket.write_all(&body[..third]).await;
+                        let _ = released.wait_for(|stage| *stage >= 1).await;
+                        let _ = socket.write_all(&body[third..2 * third]).await;
+                        let _ = released.wait_for(|stage| *stage >= 2).await;
+                        body[2 * third..].to_vec()
                     }
                     Script::Unframed => [b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".as_slice(), BODY].concat(),
                     Script::Framed | Script::FramedOther => {
@@ -277,7 +291,7 @@ async fn a_slow_refresh_serves_the_cached_copy_at_the_stale_deadline_and_finishe
     );
 
     // Once the upstream answers, the refresh that went on in the background stores it.
-    held.release.send(true).unwrap();
+    held.release.send(1).unwrap();
     let stored = async {
         loop {
             let cached = proxy
@@ -877,6 +891,14 @@ async fn read_callers_revalidate_stale_documents_without_storing_the_result() {
     assert_eq!(relayed.cache, CacheStatus::Relay);
     assert_eq!(body_of(&proxy, &relayed).await, "DOC");
     assert!(stored_document(&store).is_none());
+    assert_eq!(store.stats().size_bytes, 0, "a read stored a blob");
+    // Within the TTL, other readers get the relayed copy without asking again.
+    let again = proxy
+        .document(read(Duration::from_secs(600)), render_upper)
+        .await
+        .unwrap();
+    assert_eq!(body_of(&proxy, &again).await, "DOC");
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 1);
 
     proxy
         .document(populate(Duration::from_secs(600)), render_upper)
@@ -911,4 +933,152 @@ async fn read_callers_revalidate_stale_documents_without_storing_the_result() {
 /// The stored record of the test document, as JSON.
 fn stored_document(store: &Store) -> Option<serde_json::Value> {
     store.get(Table::Documents, "test/doc").unwrap()
+}
+
+/// 768 KiB that are not all the same byte.
+fn staged_body() -> Vec<u8> {
+    (0..768 * 1024u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// Reads `response`'s body until at least `want` bytes came (or it ends), appending to `into`.
+async fn read_at_least(body: &mut pmcache_proxy::Body, into: &mut Vec<u8>, want: usize) {
+    while into.len() < want {
+        match body.frame().await {
+            Some(frame) => {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    into.extend_from_slice(&data);
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+/// Two read-role clients of one cold artifact, the second arriving after the first has read
+/// past bytes the relay no longer holds: the second gets a relay of its own (it used to join
+/// and fail half-way), and both get every byte.
+#[tokio::test]
+async fn a_late_reader_of_a_relay_gets_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let upstream = upstream(Script::Staged).await;
+    let body = staged_body();
+    let third = body.len() / 3;
+    let checksum = Checksum::from_hex("sha256", &pmcache_store::Digest::of(&body).to_hex());
+    let reader = read_caller();
+    let headers = HeaderMap::new();
+    let request = |source| ArtifactRequest {
+        ecosystem: "test",
+        source,
+        content_type: "application/octet-stream",
+        client: ClientRequest {
+            head: false,
+            headers: &headers,
+            caller: &reader,
+        },
+        redirect_hosts: &[],
+        key: None,
+        pin_first_seen: false,
+        announce_unverified_length: true,
+    };
+    let url = upstream.url.join("file.bin").unwrap();
+    let source = advertised_source(&proxy, url.clone(), checksum.clone()).await;
+    let mut first = proxy.artifact(request(source)).await.unwrap().into_body();
+    let mut first_bytes = Vec::new();
+    read_at_least(&mut first, &mut first_bytes, third).await;
+    upstream.release.send(1).unwrap();
+    read_at_least(&mut first, &mut first_bytes, 2 * third).await;
+
+    let source = advertised_source(&proxy, url, checksum).await;
+    let second = proxy.artifact(request(source)).await.unwrap();
+    upstream.release.send(2).unwrap();
+    read_at_least(&mut first, &mut first_bytes, body.len()).await;
+    let second_bytes = second.into_body().collect().await.unwrap().to_bytes();
+    assert!(first_bytes == body, "the first reader got other bytes");
+    assert!(second_bytes == body, "the late reader got other bytes");
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 2);
+}
+
+/// What a reader advertised to itself stays its own: a populate caller does not learn an
+/// artifact's source from a relayed document, a reader does.
+#[tokio::test]
+async fn sources_of_relayed_documents_are_known_to_readers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path());
+    let advertiser = upstream(Script::Document).await;
+    let request = DocumentRequest {
+        role: Role::Read,
+        key: "relayed-advertiser".to_owned(),
+        ..document_request(&advertiser.url, Duration::from_secs(60))
+    };
+    let advertised = Advertised {
+        id: "relayed-id".to_owned(),
+        url: advertiser.url.join("file.bin").unwrap(),
+        checksum: None,
+        package: "relayed".to_owned(),
+        version: None,
+    };
+    proxy
+        .document(request, move |_| {
+            Ok(Rendering {
+                variants: Vec::new(),
+                sources: vec![advertised],
+            })
+        })
+        .await
+        .unwrap();
+    let for_reader = proxy.advertised("test", "relayed-id", Role::Read).unwrap();
+    assert!(
+        for_reader.into_source().is_ok(),
+        "a reader lost its relayed source"
+    );
+    let for_populate = proxy
+        .advertised("test", "relayed-id", Role::Populate)
+        .unwrap();
+    assert!(
+        for_populate.into_source().is_err(),
+        "a populate caller trusted a source only a read request fetched"
+    );
+}
+
+/// A read-role hit is not a use: the blob it read is evicted first all the same.
+#[tokio::test]
+async fn read_hits_leave_the_eviction_order_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, store) = proxy_and_store(dir.path());
+    let older = upstream(Script::Framed).await;
+    let newer = upstream(Script::FramedOther).await;
+    fetch_artifact(&proxy, &older.url, None).await.1.unwrap();
+    proxy.flush().unwrap();
+    // Access times are in milliseconds: each use must land in a later one to order them.
+    next_millisecond();
+    fetch_artifact(&proxy, &newer.url, None).await.1.unwrap();
+    proxy.flush().unwrap();
+    next_millisecond();
+    let (cache, _) = fetch_by(&proxy, &older.url, None, None, &read_caller()).await;
+    assert_eq!(cache, "hit");
+    proxy.flush().unwrap();
+    let storage = pmcache_store::Config {
+        // Room for one of the two.
+        max_size: Some(pmcache_store::ByteSize(2 * BODY.len() as u64 - 1)),
+        ..pmcache_store::Config::default()
+    };
+    store.maintain(&pmcache_proxy::SCHEMA, &storage).unwrap();
+    let evicted = |bytes: &[u8]| store.blob_path(&pmcache_store::Digest::of(bytes)).is_none();
+    assert!(evicted(BODY), "the blob only a reader used since was kept");
+    assert!(!evicted(OTHER_BODY), "the blob used last was evicted");
+}
+
+/// Returns once the wall clock has moved past the current millisecond.
+fn next_millisecond() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let start = now();
+    while now() <= start {
+        std::thread::yield_now();
+    }
 }

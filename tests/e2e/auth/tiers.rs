@@ -27,7 +27,7 @@ use crate::support::pip::Venv;
 use crate::support::pmcache;
 use crate::support::pypi_upstream::{PageFormat, PypiUpstream};
 use crate::support::rubygems_gems::APP as GEM_APP;
-use crate::support::rubygems_upstream::RubygemsUpstream;
+use crate::support::rubygems_upstream::{Kind as RubygemsKind, RubygemsUpstream};
 use crate::support::uv::Uv;
 use crate::support::{sha256_hex, wait_until};
 
@@ -44,8 +44,8 @@ type Headers = [(&'static str, String)];
 struct Tier<'a, U> {
     /// The client, named in failures.
     client: &'static str,
-    /// Where pmcache serves this ecosystem's artifacts.
-    artifact_prefix: &'static str,
+    /// Whether a path of pmcache's is one of this ecosystem's artifacts.
+    is_artifact: fn(&str) -> bool,
     /// How many artifact requests the upstream has seen so far.
     upstream_fetches: &'a dyn Fn(&U) -> usize,
     install: Install<'a, U>,
@@ -70,6 +70,7 @@ fn ensure_read_relays_and_populate_stores<U>(
     tier: &Tier<'_, U>,
 ) -> Result<()> {
     let client = tier.client;
+    let before = (tier.upstream_fetches)(&case.upstream);
     let refused = (tier.install)(case, "refused", None)?.ensure_failure(&format!(
         "{client} without a token under read_misses = refuse"
     ))?;
@@ -88,6 +89,11 @@ fn ensure_read_relays_and_populate_stores<U>(
         "pmcache refused nothing"
     );
     ensure_store_empty(case, "a refused read")?;
+    let asked = (tier.upstream_fetches)(&case.upstream) - before;
+    ensure!(
+        asked == 0,
+        "refused read misses asked the upstream {asked} times"
+    );
 
     case.restart_with(&[("PMCACHE_AUTH_READ_MISSES", "relay")])?;
     let mut fetched = Vec::new();
@@ -150,7 +156,7 @@ fn artifact_answers<U>(case: &Case<U>, tier: &Tier<'_, U>) -> Vec<(u16, String)>
     case.pmcache()
         .requests()
         .into_iter()
-        .filter(|request| request.path.starts_with(tier.artifact_prefix))
+        .filter(|request| (tier.is_artifact)(&request.path))
         .map(|request| (request.status, request.cache))
         .collect()
 }
@@ -159,7 +165,7 @@ fn artifact_answers<U>(case: &Case<U>, tier: &Tier<'_, U>) -> Vec<(u16, String)>
 fn artifact_answers_before<U>(case: &Case<U>, tier: &Tier<'_, U>, mark: usize) -> usize {
     case.pmcache().requests()[..mark]
         .iter()
-        .filter(|request| request.path.starts_with(tier.artifact_prefix))
+        .filter(|request| (tier.is_artifact)(&request.path))
         .count()
 }
 
@@ -199,7 +205,7 @@ fn pip_reads_without_a_token_and_populates_with_one() -> Result<()> {
     };
     let tier = Tier {
         client: "pip install",
-        artifact_prefix: "/pypi/files/",
+        is_artifact: |path| path.starts_with("/pypi/files/"),
         upstream_fetches: &|upstream: &PypiUpstream| upstream.files_requests_since(0),
         install: &install,
     };
@@ -224,14 +230,10 @@ fn npm_reads_without_a_token_and_populates_with_one() -> Result<()> {
     };
     let tier = Tier {
         client: "npm install",
-        artifact_prefix: "/npm/",
+        // Tarballs (`NAME/-/FILE`, scoped ones too); packuments are metadata.
+        is_artifact: |path| path.starts_with("/npm/") && path.contains("/-/"),
         upstream_fetches: &|upstream: &NpmUpstream| upstream.tarball_requests_since(0),
         install: &install,
-    };
-    // Packuments are under /npm/ too: only tarball answers count as artifacts.
-    let tier = Tier {
-        artifact_prefix: "/npm/demo-",
-        ..tier
     };
     ensure_read_relays_and_populate_stores(&mut case, &token, &tier)
 }
@@ -257,8 +259,19 @@ fn gem_reads_without_a_token_and_populates_with_one() -> Result<()> {
     };
     let tier = Tier {
         client: "gem install",
-        artifact_prefix: "/rubygems/gems/",
-        upstream_fetches: &|upstream: &RubygemsUpstream| upstream.gem_requests_since(0),
+        // The quick gemspec is an artifact too: gem asks for it before the .gem.
+        is_artifact: |path| {
+            path.starts_with("/rubygems/gems/") || path.starts_with("/rubygems/quick/")
+        },
+        upstream_fetches: &|upstream: &RubygemsUpstream| {
+            upstream
+                .requests_since(0)
+                .iter()
+                .filter(|logged| {
+                    matches!(logged.kind, RubygemsKind::Gem(_) | RubygemsKind::Gemspec(_))
+                })
+                .count()
+        },
         install: &install,
     };
     ensure_read_relays_and_populate_stores(&mut case, &token, &tier)
@@ -288,7 +301,7 @@ fn composer_reads_without_a_token_and_populates_with_one() -> Result<()> {
     };
     let tier = Tier {
         client: "composer install",
-        artifact_prefix: "/packagist/dists/",
+        is_artifact: |path| path.starts_with("/packagist/dists/"),
         upstream_fetches: &|upstream: &PackagistUpstream| {
             upstream
                 .requests_since(0)
@@ -354,7 +367,8 @@ fn a_read_and_a_populate_request_racing_for_one_artifact_store_it_once_as_popula
             );
         }
         let fetches = case.upstream.tarball_requests(&tarball.filename) - before;
-        // A read request never waits on or joins a relay; a populate fill is joined.
+        // A populate request never joins a read relay (it fetches again, to store); a read
+        // request joins a running populate fill.
         let expected = if populate_first { 1 } else { 2 };
         ensure!(
             fetches == expected,

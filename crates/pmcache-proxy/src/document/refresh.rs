@@ -1,5 +1,6 @@
 //! Getting a document fresh: from the cache within its TTL, by joining or starting the one
-//! refresh under way, and rendering and storing what the upstream sent.
+//! refresh under way, and rendering what the upstream sent: stored for a populate request,
+//! kept in the in-memory relay cache for a read-role one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,16 +215,23 @@ impl Proxy {
             .get(&request.url, &headers, request.allow_redirect.as_ref())
             .await;
         let now = freshness::now_unix();
+        // What pmcache remembers of the upstream's 404s is answered to every role: only a
+        // request that may change the cache changes it.
+        let populate = request.role.may_populate();
         let fetched = match fetched {
             // Remembered only where nothing is cached: a good copy stays the one served when
             // the upstream fails later (a 404 then may be a glitch of its own).
             Err(error @ Error::NotFound { .. }) if cached.is_none() => {
-                self.inner.not_found.record_missing(key, &request.url);
+                if populate {
+                    self.inner.not_found.record_missing(key, &request.url);
+                }
                 return Err(error);
             }
             other => other?,
         };
-        self.inner.not_found.found(key);
+        if populate {
+            self.inner.not_found.found(key);
+        }
         if fetched.status == StatusCode::NOT_MODIFIED {
             let Some(cached) = cached else {
                 return Err(Error::Document {
@@ -298,7 +306,6 @@ impl Proxy {
             .map(|record| record.origins());
         // Rendering, compressing and the index writes (each an fsync) stay off the runtime, on
         // the render threads.
-        let populate = request.role.may_populate();
         let pool = self.inner.render_pools.for_size(in_memory);
         let (record, cache, relayed) = pool
             .run(move || {
