@@ -19,8 +19,10 @@ use crate::role::{Caller, ReadMisses};
 use crate::serve::{self, BlobAnswer, CACHE_HEADER, CacheStatus, ClientRequest, Ranges};
 
 /// Where an artifact comes from: the upstream URL and published checksum a fetched document
-/// advertised (see [`Proxy::advertised_source`](crate::Proxy::advertised_source)). Only the proxy makes these, from the documents it
-/// stored, so a client can never make pmcache fetch a URL of its choosing; the one exception is
+/// advertised (see [`Proxy::advertised_source`](crate::Proxy::advertised_source)). Only the
+/// proxy makes these, from the documents it fetched from a configured upstream (stored, or
+/// relayed to a read-role request, whose sources only read-role requests then use), so a client
+/// can never make pmcache fetch a URL of its choosing; the one exception is
 /// [`ArtifactSource::unadvertised`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArtifactSource {

@@ -230,3 +230,14 @@ impl Document {
         })
     }
 }
+
+/// Opens a stored document blob; one a record names and that is gone is pmcache's own fault.
+pub(crate) fn open_blob(
+    store: &pmcache_store::Store,
+    digest: &Digest,
+    access: pmcache_store::Access,
+) -> Result<std::fs::File> {
+    store
+        .open_blob_as(digest, access)?
+        .ok_or_else(|| Error::Internal(format!("document blob {digest} vanished")))
+}

@@ -336,11 +336,7 @@ impl Proxy {
     /// The encoded offsets of a stored variant's origin.
     fn read_offsets(&self, placed: &StoredOrigin, access: Access) -> Result<Bytes> {
         let digest = &placed.offsets;
-        let mut file = self
-            .inner
-            .store
-            .open_blob_as(digest, access)?
-            .ok_or_else(|| Error::Internal(format!("document blob {digest} vanished")))?;
+        let mut file = document::open_blob(&self.inner.store, digest, access)?;
         let mut encoded = Vec::new();
         file.read_to_end(&mut encoded)
             .map_err(|e| Error::failed(format!("reading offsets blob {digest}"), e))?;
@@ -369,14 +365,7 @@ impl Proxy {
                     let encoded = source.read_offsets(placed, quiet)?;
                     let splice = Splice::new(&encoded, placed, stored.size, &origin_text)?;
                     let digest = &stored.digest;
-                    let mut file =
-                        source
-                            .inner
-                            .store
-                            .open_blob_as(digest, quiet)?
-                            .ok_or_else(|| {
-                                Error::Internal(format!("document blob {digest} vanished"))
-                            })?;
+                    let mut file = document::open_blob(&source.inner.store, digest, quiet)?;
                     let mut bytes = Vec::with_capacity(stored.size as usize);
                     file.read_to_end(&mut bytes)
                         .map_err(|e| Error::failed("reading document blob", e))?;

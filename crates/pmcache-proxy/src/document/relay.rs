@@ -49,10 +49,15 @@ pub(crate) struct RelayedSource {
     version: Option<String>,
 }
 
+/// One relayed document.
 struct Entry {
+    /// The document's key (`ecosystem/key`).
     key: String,
+    /// The relayed rendering, its variants in memory.
     document: Document,
+    /// When it was fetched or revalidated: fresh for the TTL of the request asking.
     kept_at: Instant,
+    /// The bytes of its variants, counted against the cache's bound.
     bytes: usize,
 }
 

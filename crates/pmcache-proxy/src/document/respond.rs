@@ -87,10 +87,7 @@ impl Proxy {
         if let Some(bytes) = document.relayed_blob(digest) {
             return Ok(Content::Bytes(bytes));
         }
-        match self.inner.store.open_blob_as(digest, client.access())? {
-            Some(file) => Ok(Content::File(file)),
-            None => Err(Error::Internal(format!("document blob {digest} vanished"))),
-        }
+        super::open_blob(&self.inner.store, digest, client.access()).map(Content::File)
     }
 }
 
