@@ -1107,30 +1107,28 @@ fn pnpm_installs_through_pmcache() -> Result<()> {
     case.ensure_no_egress()
 }
 
-/// (8) With no npm upstream configured (`auto`: the registry the local npm would use), npm
-/// installs two small real packages through pmcache. Ignored by default; fails, never passes,
-/// when that registry cannot be reached.
-#[test]
-#[ignore = "live: needs the registry the local npm uses; scripts/test.sh runs it when reachable"]
-fn live_npm_install() -> Result<()> {
+/// pmcache with no npm upstream configured (`auto`: the registry the local npm would use) and
+/// `settings`, once it has answered a packument from that registry: its scratch directory
+/// (the data dir is `data` in it), the process and the registry URL clients get.
+pub(crate) fn start_live(
+    settings: &[(&str, &str)],
+) -> Result<(tempfile::TempDir, Pmcache, String)> {
     let dir = tempfile::Builder::new()
         .prefix("pmcache-e2e-npm-live-")
         .tempdir()?;
-    let mut launch = Launch::serve(
-        dir.path(),
-        &dir.path().join("data"),
-        &[
-            ("PMCACHE_NPM_METADATA_TTL", "0s"),
-            ("PMCACHE_PYPI_ENABLED", "false"),
-            ("RUST_LOG", &format!("{LOG_FILTER},pmcache_npm=debug")),
-        ],
-    )?;
+    let filter = format!("{LOG_FILTER},pmcache_npm=debug");
+    let mut all = vec![
+        ("PMCACHE_NPM_METADATA_TTL", "0s"),
+        ("PMCACHE_PYPI_ENABLED", "false"),
+        ("RUST_LOG", filter.as_str()),
+    ];
+    all.extend_from_slice(settings);
+    let mut launch = Launch::serve(dir.path(), &dir.path().join("data"), &all)?;
     // `auto` must see what the local npm sees: the inherited environment (real HOME included),
     // less any pmcache setting, with the harness's PATH and log settings on top.
     launch.inherit_environment();
     let pmcache = Pmcache::spawn(launch)?;
     let registry = format!("{}/npm/", pmcache.base_url());
-
     let probe_url = format!("{registry}is-number");
     let probe = http::get_with(&probe_url, &[("accept", CORGI_ACCEPT)])?;
     ensure!(
@@ -1139,7 +1137,16 @@ fn live_npm_install() -> Result<()> {
          only when it is): {}",
         probe.describe()
     );
+    Ok((dir, pmcache, registry))
+}
 
+/// (8) With no npm upstream configured (`auto`: the registry the local npm would use), npm
+/// installs two small real packages through pmcache. Ignored by default; fails, never passes,
+/// when that registry cannot be reached.
+#[test]
+#[ignore = "live: needs the registry the local npm uses; scripts/test.sh runs it when reachable"]
+fn live_npm_install() -> Result<()> {
+    let (dir, _pmcache, registry) = start_live(&[])?;
     let trap = EgressTrap::start()?;
     let project = dir.path().join("project");
     std::fs::create_dir_all(&project)?;

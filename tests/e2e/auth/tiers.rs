@@ -16,6 +16,7 @@ use crate::npm::ensure_demo_tree;
 use crate::pypi::check_demo_app_imports;
 use crate::support::case::Case;
 use crate::support::client_run::ClientRun;
+use crate::support::egress_trap::EgressTrap;
 use crate::support::fixture_server::Fault;
 use crate::support::gem::Sandbox as GemSandbox;
 use crate::support::http;
@@ -485,4 +486,60 @@ fn a_read_token_installs_with_uv_and_stores_nothing() -> Result<()> {
     ensure_secret_kept(&case, &reader)?;
     ensure_secret_kept(&case, &gate)?;
     case.ensure_no_egress()
+}
+
+/// The read tier against the live registry the local npm uses: a tokenless `npm install`
+/// (anonymous = read) works with every tarball relayed and nothing stored, twice; with the
+/// populate token the same install stores them. Ignored by default; fails, never passes, when
+/// that registry cannot be reached.
+#[test]
+#[ignore = "live: needs the registry the local npm uses; scripts/test.sh runs it when reachable"]
+fn live_npm_install_without_a_token_is_relayed_and_stores_nothing() -> Result<()> {
+    let token = Token::new("post-merge", "populate")?;
+    let (dir, pmcache, registry) = crate::npm::start_live(&read_tier_settings(&token))?;
+    let data_dir = dir.path().join("data");
+    let trap = EgressTrap::start()?;
+    let install = |name: &str, token: Option<&Token>| -> Result<()> {
+        let project = dir.path().join(name).join("project");
+        std::fs::create_dir_all(&project)?;
+        std::fs::write(
+            project.join("package.json"),
+            r#"{"name": "pmcache-e2e-live-read", "version": "1.0.0", "private": true}"#,
+        )?;
+        let sandbox = Sandbox::create(&dir.path().join(name).join("client"), &registry, &trap)?;
+        if let Some(token) = token {
+            let nerf_dart = registry.trim_start_matches("http:");
+            sandbox.append_npmrc(&format!("{nerf_dart}:_authToken={}\n", token.secret))?;
+        }
+        sandbox
+            .npm(&project, &["install", "is-number", "ms"])?
+            .ensure_success(&format!("npm install is-number ms ({name})"))?;
+        Ok(())
+    };
+    for name in ["read-1", "read-2"] {
+        install(name, None)?;
+        pmcache::wait_for_empty_tmp(&data_dir)?;
+        let blobs = pmcache::blobs(&data_dir)?;
+        ensure!(blobs.is_empty(), "after {name} the store holds {blobs:?}");
+    }
+    let tarballs: Vec<_> = pmcache
+        .requests()
+        .into_iter()
+        .filter(|request| request.path.contains("/-/"))
+        .collect();
+    ensure!(
+        tarballs.len() >= 4 && tarballs.iter().all(|request| request.cache == "relay"),
+        "two tokenless installs should relay both tarballs each time: {tarballs:?}"
+    );
+    install("populate", Some(&token))?;
+    ensure!(
+        pmcache::blobs(&data_dir)?.len() >= 2,
+        "the populate install stored no tarball"
+    );
+    let caught = trap.caught();
+    ensure!(
+        caught.is_empty(),
+        "npm tried to reach hosts off loopback: {caught:?}"
+    );
+    Ok(())
 }
