@@ -259,6 +259,12 @@ impl Fill {
             .unwrap_or_else(|_| Err(Error::Internal("artifact fill panicked".to_owned())));
         let last = match outcome {
             Ok(done) => done,
+            // Clients hang up on relays all the time (a HEAD, a cancelled job): nothing was
+            // going to be kept, so nothing failed.
+            Err(error) if !self.job.keep.stores() && self.spool.abandoned() => {
+                tracing::debug!(url = %self.job.url, "every client left a relay; stopped");
+                Progress::Failed(Arc::new(error))
+            }
             Err(error) => {
                 log_failure(&self.job, &error);
                 Progress::Failed(Arc::new(error))

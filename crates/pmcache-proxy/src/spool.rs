@@ -123,6 +123,11 @@ impl Spool {
         state.memory_start = written;
     }
 
+    /// Whether every reader has gone.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.lock().slowest().is_none()
+    }
+
     /// Keeps `chunk` in memory for the readers, waiting for room in the window.
     pub(crate) async fn push(&self, chunk: Bytes) -> Result<(), Abandoned> {
         loop {
