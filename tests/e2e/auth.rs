@@ -28,7 +28,6 @@ use crate::support::pip::Venv;
 use crate::support::pmcache;
 use crate::support::pypi_upstream::{PageFormat, PypiUpstream};
 use crate::support::rubygems_gems::APP as GEM_APP;
-use crate::support::rubygems_upstream::RubygemsUpstream;
 use crate::support::uv::Uv;
 
 /// A token made by `pmcache token new`, and the file of `[[tokens]]` that grants it.
@@ -338,16 +337,7 @@ fn refused(case: &Case<impl Sized>) -> usize {
 #[test]
 fn gem_passes_the_token_in_its_source_url() -> Result<()> {
     let token = Token::new("release", "populate")?;
-    let case = Case::new(RubygemsUpstream::start()?)?;
-    let upstream = case.upstream.base_url();
-    let mut settings = vec![
-        ("PMCACHE_RUBYGEMS_UPSTREAM", upstream.as_str()),
-        ("PMCACHE_RUBYGEMS_METADATA_TTL", "1m"),
-        ("PMCACHE_PYPI_ENABLED", "false"),
-        ("PMCACHE_NPM_ENABLED", "false"),
-    ];
-    settings.extend(token.settings());
-    let case = case.serve(&settings)?;
+    let case = Case::rubygems_with("1m", &token.settings())?;
     let source = format!("{}/rubygems/", case.pmcache().base_url());
 
     let anonymous = GemSandbox::create(&case.path("anonymous"), &case.trap)?;
@@ -448,6 +438,18 @@ fn composer_passes_the_token_from_auth_json_as_http_basic_or_bearer() -> Result<
     case.ensure_no_egress()
 }
 
+/// uv, with no credentials of any kind, fails to install `packages` on pmcache's 401.
+fn ensure_uv_refused(case: &Case<PypiUpstream>, packages: &[&str], what: &str) -> Result<()> {
+    let anonymous = Uv::create(&case.path("anonymous"), None, &case.trap)?;
+    let venv = anonymous.venv("venv")?;
+    let run = anonymous
+        .pip_install(&venv, &case.index_url(), packages)?
+        .ensure_failure(what)?;
+    ensure_mentions_401(&run.output, what)?;
+    ensure!(refused(case) > 0, "pmcache refused nothing");
+    Ok(())
+}
+
 #[test]
 fn uv_passes_the_token_in_its_index_url() -> Result<()> {
     let token = Token::new("merge-queue", "populate")?;
@@ -456,13 +458,7 @@ fn uv_passes_the_token_in_its_index_url() -> Result<()> {
     // Wheels only: uv would build the fixture's sdist in an isolated environment.
     let packages = ["demo-lib", "demo-util"];
 
-    let anonymous = Uv::create(&case.path("anonymous"), None, &case.trap)?;
-    let venv = anonymous.venv("venv")?;
-    let run = anonymous
-        .pip_install(&venv, &index, &packages)?
-        .ensure_failure("uv pip install without a token")?;
-    ensure_mentions_401(&run.output, "uv pip install without a token")?;
-    ensure!(refused(&case) > 0, "pmcache refused nothing");
+    ensure_uv_refused(&case, &packages, "uv pip install without a token")?;
 
     // uv's own credential setting: user and token in the index URL; uv sends them to that
     // host, the file downloads included.

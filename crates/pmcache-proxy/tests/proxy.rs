@@ -336,9 +336,21 @@ async fn fetch_artifact(
 /// The source of `url` with `checksum`, as a document (of its own upstream) advertises it. The
 /// document keeps no blob, so that eviction counts only artifacts.
 async fn advertised_source(proxy: &Proxy, url: Url, checksum: Option<Checksum>) -> ArtifactSource {
+    let id = advertise(proxy, url, checksum, Role::Populate).await;
+    proxy
+        .advertised("test", &id, Role::Populate)
+        .unwrap()
+        .into_source()
+        .unwrap()
+}
+
+/// Has a document (of its own upstream, fetched for a `role` request) advertise `url` with
+/// `checksum`; returns the artifact's id.
+async fn advertise(proxy: &Proxy, url: Url, checksum: Option<Checksum>, role: Role) -> String {
     let advertiser = upstream(Script::Document).await;
     let mut request = document_request(&advertiser.url, Duration::from_secs(60));
     request.key = format!("advertiser/{}", advertiser.url);
+    request.role = role;
     let id = request.key.clone();
     let advertised = Advertised {
         id: id.clone(),
@@ -356,11 +368,7 @@ async fn advertised_source(proxy: &Proxy, url: Url, checksum: Option<Checksum>) 
         })
         .await
         .unwrap();
-    proxy
-        .advertised("test", &id, Role::Populate)
-        .unwrap()
-        .into_source()
-        .unwrap()
+    id
 }
 
 /// As [`fetch_artifact`], stored under `key` with its first bytes pinned when `key` is given.
@@ -1005,36 +1013,14 @@ async fn a_late_reader_of_a_relay_gets_every_byte() {
 async fn sources_of_relayed_documents_are_known_to_readers_only() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy(dir.path());
-    let advertiser = upstream(Script::Document).await;
-    let request = DocumentRequest {
-        role: Role::Read,
-        key: "relayed-advertiser".to_owned(),
-        ..document_request(&advertiser.url, Duration::from_secs(60))
-    };
-    let advertised = Advertised {
-        id: "relayed-id".to_owned(),
-        url: advertiser.url.join("file.bin").unwrap(),
-        checksum: None,
-        package: "relayed".to_owned(),
-        version: None,
-    };
-    proxy
-        .document(request, move |_| {
-            Ok(Rendering {
-                variants: Vec::new(),
-                sources: vec![advertised],
-            })
-        })
-        .await
-        .unwrap();
-    let for_reader = proxy.advertised("test", "relayed-id", Role::Read).unwrap();
+    let url = Url::parse("http://127.0.0.1:9/file.bin").unwrap();
+    let id = advertise(&proxy, url, None, Role::Read).await;
+    let for_reader = proxy.advertised("test", &id, Role::Read).unwrap();
     assert!(
         for_reader.into_source().is_ok(),
         "a reader lost its relayed source"
     );
-    let for_populate = proxy
-        .advertised("test", "relayed-id", Role::Populate)
-        .unwrap();
+    let for_populate = proxy.advertised("test", &id, Role::Populate).unwrap();
     assert!(
         for_populate.into_source().is_err(),
         "a populate caller trusted a source only a read request fetched"

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{Result, ensure};
 
-use super::{Token, ensure_logged_as, ensure_mentions_401, ensure_secret_kept, refused};
+use super::{Token, ensure_logged_as, ensure_secret_kept, refused};
 use crate::pypi::check_demo_app_imports;
 use crate::support::case::Case;
 use crate::support::gem::{GemfileSource, Project, Sandbox as GemSandbox};
@@ -83,13 +83,7 @@ fn uv_passes_the_token_from_its_netrc() -> Result<()> {
     // Wheels only: uv would build the fixture's sdist in an isolated environment.
     let packages = ["demo-lib", "demo-util"];
 
-    let anonymous = Uv::create(&case.path("anonymous"), None, &case.trap)?;
-    let venv = anonymous.venv("venv")?;
-    let run = anonymous
-        .pip_install(&venv, &index, &packages)?
-        .ensure_failure("uv pip install without a netrc")?;
-    ensure_mentions_401(&run.output, "uv pip install without a netrc")?;
-    ensure!(refused(&case) > 0, "pmcache refused nothing");
+    super::ensure_uv_refused(&case, &packages, "uv pip install without a netrc")?;
 
     // `Uv` makes `ROOT/home` uv's HOME; without `NETRC` set, uv reads `~/.netrc`.
     let root = case.path("trusted");
@@ -150,16 +144,7 @@ fn ensure_bundled(sandbox: &GemSandbox, project: &Project, env: &[(&str, &str)])
 #[test]
 fn bundler_passes_the_token_from_its_global_config_or_the_host_variable() -> Result<()> {
     let token = Token::new("gate", "populate")?;
-    let case = Case::new(RubygemsUpstream::start()?)?;
-    let upstream = case.upstream.base_url();
-    let mut settings = vec![
-        ("PMCACHE_RUBYGEMS_UPSTREAM", upstream.as_str()),
-        ("PMCACHE_RUBYGEMS_METADATA_TTL", "1m"),
-        ("PMCACHE_PYPI_ENABLED", "false"),
-        ("PMCACHE_NPM_ENABLED", "false"),
-    ];
-    settings.extend(token.settings());
-    let case = case.serve(&settings)?;
+    let case = Case::rubygems_with("1m", &token.settings())?;
     let source = format!("{}/rubygems/", case.pmcache().base_url());
     let credentials = format!("ci:{}", token.secret);
 

@@ -242,17 +242,9 @@ fn npm_reads_without_a_token_and_populates_with_one() -> Result<()> {
 #[test]
 fn gem_reads_without_a_token_and_populates_with_one() -> Result<()> {
     let token = Token::new("post-merge", "populate")?;
-    let case = Case::new(RubygemsUpstream::start()?)?;
-    let upstream = case.upstream.base_url();
-    let mut settings = vec![
-        ("PMCACHE_RUBYGEMS_UPSTREAM", upstream.as_str()),
-        ("PMCACHE_RUBYGEMS_METADATA_TTL", "1m"),
-        ("PMCACHE_PYPI_ENABLED", "false"),
-        ("PMCACHE_NPM_ENABLED", "false"),
-        ("PMCACHE_AUTH_READ_MISSES", "refuse"),
-    ];
+    let mut settings = vec![("PMCACHE_AUTH_READ_MISSES", "refuse")];
     settings.extend(read_tier_settings(&token));
-    let mut case = case.serve(&settings)?;
+    let mut case = Case::rubygems_with("1m", &settings)?;
     let install = |case: &Case<_>, name: &str, token: Option<&Token>| {
         let source = format!("{}/rubygems/", case.pmcache().base_url());
         let sandbox = GemSandbox::create(&case.path(name), &case.trap)?;

@@ -193,14 +193,21 @@ impl Case<RubygemsUpstream> {
     /// The fixture gem server, and pmcache in front of it with index files fresh for `ttl`, the
     /// other frontends off.
     pub fn rubygems(ttl: &str) -> Result<Self> {
+        Self::rubygems_with(ttl, &[])
+    }
+
+    /// As [`Case::rubygems`], with `settings` on top.
+    pub fn rubygems_with(ttl: &str, settings: &[(&str, &str)]) -> Result<Self> {
         let case = Self::rubygems_fixture()?;
         let upstream = case.upstream.base_url();
-        case.serve(&[
-            ("PMCACHE_RUBYGEMS_UPSTREAM", &upstream),
+        let mut all = vec![
+            ("PMCACHE_RUBYGEMS_UPSTREAM", upstream.as_str()),
             ("PMCACHE_RUBYGEMS_METADATA_TTL", ttl),
             ("PMCACHE_PYPI_ENABLED", "false"),
             ("PMCACHE_NPM_ENABLED", "false"),
-        ])
+        ];
+        all.extend_from_slice(settings);
+        case.serve(&all)
     }
 }
 
