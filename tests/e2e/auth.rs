@@ -450,6 +450,20 @@ fn ensure_uv_refused(case: &Case<PypiUpstream>, packages: &[&str], what: &str) -
     Ok(())
 }
 
+/// The venv uv installed the fixture's demo-lib and demo-util wheels into imports them.
+fn ensure_uv_installed_demo_wheels(venv: &Path) -> Result<()> {
+    let output = Command::new(venv.join("bin/python"))
+        .args(["-c", "import demo_lib, demo_util; print(demo_lib.VERSION)"])
+        .env_clear()
+        .output()?;
+    let version = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success() && version.trim() == "1.1.0",
+        "uv installed demo_lib {version:?}: {output:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn uv_passes_the_token_in_its_index_url() -> Result<()> {
     let token = Token::new("merge-queue", "populate")?;
@@ -468,15 +482,7 @@ fn uv_passes_the_token_in_its_index_url() -> Result<()> {
     trusted
         .pip_install(&venv, &with_token, &packages)?
         .ensure_success("uv pip install with the token in the index URL")?;
-    let output = Command::new(venv.join("bin/python"))
-        .args(["-c", "import demo_lib, demo_util; print(demo_lib.VERSION)"])
-        .env_clear()
-        .output()?;
-    let version = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success() && version.trim() == "1.1.0",
-        "uv installed demo_lib {version:?}: {output:?}"
-    );
+    ensure_uv_installed_demo_wheels(&venv)?;
     ensure_logged_as(&case, "/pypi/files/", "populate", "merge-queue")?;
     ensure_secret_kept(&case, &token)?;
     case.ensure_no_egress()

@@ -5,7 +5,6 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Result, ensure};
 
@@ -93,15 +92,7 @@ fn uv_passes_the_token_from_its_netrc() -> Result<()> {
     trusted
         .pip_install(&venv, &index, &packages)?
         .ensure_success("uv pip install with the token in ~/.netrc")?;
-    let output = Command::new(venv.join("bin/python"))
-        .args(["-c", "import demo_lib, demo_util; print(demo_lib.VERSION)"])
-        .env_clear()
-        .output()?;
-    let version = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success() && version.trim() == "1.1.0",
-        "uv installed demo_lib {version:?}: {output:?}"
-    );
+    super::ensure_uv_installed_demo_wheels(&venv)?;
     ensure_logged_as(&case, "/pypi/files/", "populate", "merge-queue")?;
     ensure_secret_kept(&case, &token)?;
     case.ensure_no_egress()
