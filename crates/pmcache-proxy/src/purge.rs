@@ -67,8 +67,14 @@ impl Proxy {
         let mut report = tokio::task::spawn_blocking(move || purge(&store, &target))
             .await
             .map_err(|e| Error::failed("purge task failed", e))??;
+        let keys = document_keys(&forget);
+        // A 404 remembered from before the purge must not answer the refetch it asks for.
+        for key in &keys {
+            self.inner.not_found.found(key);
+        }
         let (documents, sources) = self.inner.relayed.forget(
-            &document_keys(&forget),
+            &keys,
+            &source_key(forget.ecosystem, ""),
             &forget.package,
             forget.version.as_deref(),
         );
@@ -82,11 +88,15 @@ impl Proxy {
 pub fn purge(store: &Store, target: &PurgeTarget) -> Result<PurgeReport> {
     let ecosystem = target.ecosystem;
     let (source_keys, artifact_keys) = package_sources(store, target)?;
-    // Sources first: once they are gone no client can start a new fill of these artifacts
-    // until a document advertises them again, which the next request fetches afresh.
-    let sources = store.remove_records(Table::Sources, &source_keys)?;
-    let documents = store.remove_records(Table::Documents, &document_keys(target))?;
-    let artifacts = store.remove_records(Table::Artifacts, &artifact_keys)?;
+    // One transaction: a reader never finds the documents without their sources (it would
+    // not look for the artifacts again within the refetch floor) or the other way round.
+    let removed = store.remove_records_in(&[
+        (Table::Sources, &source_keys),
+        (Table::Documents, &document_keys(target)),
+        (Table::Artifacts, &artifact_keys),
+    ])?;
+    let [sources, documents, artifacts] = <[_; 3]>::try_from(removed)
+        .map_err(|_| Error::Internal("a purge removed from other tables".to_owned()))?;
     let named: Vec<Digest> = documents
         .iter()
         .map(|record| (Table::Documents, record))

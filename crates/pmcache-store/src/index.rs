@@ -15,6 +15,9 @@ use serde::de::DeserializeOwned;
 use crate::digest::Digest;
 use crate::error::{Error, Result, index};
 
+/// Removed records of one table: each key with the bytes it held.
+pub type RemovedRecords = Vec<(String, Vec<u8>)>;
+
 /// The record tables. Their records are JSON whose shape the proxy owns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
@@ -286,27 +289,28 @@ impl Index {
         Ok(entries)
     }
 
-    /// Removes the records of `keys` in one transaction; answers those that existed, with the
-    /// values they had.
+    /// Removes the records of each table's keys, all in one transaction; answers, per table,
+    /// those that existed, with the values they had.
     pub(crate) fn remove_all(
         &self,
-        table: Table,
-        keys: &[String],
-    ) -> Result<Vec<(String, Vec<u8>)>> {
+        removals: &[(Table, &[String])],
+    ) -> Result<Vec<RemovedRecords>> {
         let txn = self.begin_write("removing records")?;
-        let mut removed = Vec::new();
-        {
+        let mut removed = Vec::with_capacity(removals.len());
+        for (table, keys) in removals {
             let mut opened = txn
                 .open_table(table.definition())
                 .map_err(index("removing records"))?;
-            for key in keys {
+            let mut gone = Vec::new();
+            for key in *keys {
                 let value = opened
                     .remove(key.as_str())
                     .map_err(index("removing records"))?;
                 if let Some(value) = value {
-                    removed.push((key.clone(), value.value().to_vec()));
+                    gone.push((key.clone(), value.value().to_vec()));
                 }
             }
+            removed.push(gone);
         }
         self.commit(txn)?;
         Ok(removed)
@@ -518,10 +522,22 @@ mod tests {
                 &[("a".to_owned(), 1u8), ("b".to_owned(), 2u8)],
             )
             .unwrap();
-        let removed = index
-            .remove_all(Table::Artifacts, &["b".to_owned(), "missing".to_owned()])
+        index
+            .put_all(Table::Sources, &[("s".to_owned(), 3u8)])
             .unwrap();
-        assert_eq!(removed, [("b".to_owned(), b"2".to_vec())]);
+        let removed = index
+            .remove_all(&[
+                (Table::Artifacts, &["b".to_owned(), "missing".to_owned()]),
+                (Table::Sources, &["s".to_owned()]),
+            ])
+            .unwrap();
+        assert_eq!(
+            removed,
+            [
+                vec![("b".to_owned(), b"2".to_vec())],
+                vec![("s".to_owned(), b"3".to_vec())]
+            ]
+        );
         let left: Vec<String> = index
             .entries(Table::Artifacts)
             .unwrap()
@@ -529,7 +545,10 @@ mod tests {
             .map(|(key, _)| key)
             .collect();
         assert_eq!(left, ["a"]);
-        assert!(index.remove_all(Table::Artifacts, &[]).unwrap().is_empty());
+        assert_eq!(
+            index.remove_all(&[(Table::Artifacts, &[])]).unwrap(),
+            [Vec::new()]
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use config::Config;
 pub use digest::{Digest, Sha256Writer};
 pub use error::{Error, Result};
 pub use hold::Hold;
-pub use index::{Schema, Table};
+pub use index::{RemovedRecords, Schema, Table};
 pub use layout::LAYOUT_VERSION;
 pub use maintain::{Freed, GcReport, VerifyReport};
 pub use size::ByteSize;
@@ -264,8 +264,18 @@ impl Store {
     /// Removes the records of `keys` in one transaction, answering those that existed with
     /// their stored bytes (for [`Schema::referenced`]). The blobs they named stay until
     /// [`Store::free_unnamed`] or a maintenance pass finds nobody names them any more.
-    pub fn remove_records(&self, table: Table, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
-        self.inner.index.remove_all(table, keys)
+    pub fn remove_records(&self, table: Table, keys: &[String]) -> Result<RemovedRecords> {
+        let mut removed = self.remove_records_in(&[(table, keys)])?;
+        Ok(removed.pop().unwrap_or_default())
+    }
+
+    /// As [`Store::remove_records`] for several tables at once, in one transaction: readers see
+    /// all of the records or none. Answers the removed records table by table.
+    pub fn remove_records_in(
+        &self,
+        removals: &[(Table, &[String])],
+    ) -> Result<Vec<RemovedRecords>> {
+        self.inner.index.remove_all(removals)
     }
 
     /// Writes the batched last-access times to the index; called every few seconds and at shutdown.

@@ -58,7 +58,7 @@ impl RecentNotFound {
         missing.insert(key.to_owned(), entry);
     }
 
-    pub(super) fn found(&self, key: &str) {
+    pub(crate) fn found(&self, key: &str) {
         let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
         missing.remove(key);
     }

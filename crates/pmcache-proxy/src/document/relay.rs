@@ -120,14 +120,17 @@ impl Relayed {
     }
 
     /// Forgets the relayed copies of `documents` (store keys) and the sources relayed for
-    /// `package` (one `version`, or all), so that a purge reaches read-role answers too.
-    /// Answers how many documents and sources were forgotten.
+    /// `package` (one `version`, or all) among those whose keys start with `sources` (the
+    /// ecosystem's), so that a purge reaches read-role answers too. Answers how many documents
+    /// and sources were forgotten.
     pub(crate) fn forget(
         &self,
         documents: &[String],
+        sources: &str,
         package: &str,
         version: Option<&str>,
     ) -> (usize, usize) {
+        let prefix = sources;
         let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let before = kept.documents.len();
         for key in documents {
@@ -135,8 +138,9 @@ impl Relayed {
         }
         let documents = before - kept.documents.len();
         let before = kept.sources.len();
-        kept.sources.retain(|_, relayed| {
-            relayed.package != package
+        kept.sources.retain(|key, relayed| {
+            !key.starts_with(prefix)
+                || relayed.package != package
                 || version.is_some_and(|version| relayed.version.as_deref() != Some(version))
         });
         let sources = before - kept.sources.len();
@@ -245,22 +249,41 @@ mod tests {
     }
 
     #[test]
-    fn a_purge_forgets_the_package_s_documents_and_sources() {
+    fn a_purge_forgets_the_package_s_documents_and_sources_in_its_ecosystem() {
         let relayed = Relayed::default();
         let ttl = Duration::from_secs(60);
+        let in_ecosystem = |ecosystem: &str, id: &str| {
+            let (key, relayed) = source(id);
+            (format!("{ecosystem}/{key}"), relayed)
+        };
         relayed.keep(
             "npm/packument/a",
             &document(10),
-            vec![source("a-1"), source("a-2")],
+            vec![in_ecosystem("npm", "a-1"), in_ecosystem("npm", "a-2")],
         );
-        relayed.keep("npm/packument/b", &document(10), vec![source("b-1")]);
-        let one = relayed.forget(&["npm/packument/a".to_owned()], "a", Some("1"));
+        relayed.keep(
+            "npm/packument/b",
+            &document(10),
+            vec![in_ecosystem("npm", "b-1")],
+        );
+        relayed.keep(
+            "pypi/project/a",
+            &document(10),
+            vec![in_ecosystem("pypi", "a-1")],
+        );
+        let one = relayed.forget(&["npm/packument/a".to_owned()], "npm/", "a", Some("1"));
         assert_eq!(one, (1, 1));
         assert!(relayed.fresh("npm/packument/a", ttl).is_none());
-        assert!(relayed.source("a-1").is_none() && relayed.source("a-2").is_some());
-        assert_eq!(relayed.forget(&[], "a", None), (0, 1));
-        assert!(relayed.fresh("npm/packument/b", ttl).is_some() && relayed.source("b-1").is_some());
+        assert!(relayed.source("npm/a-1").is_none() && relayed.source("npm/a-2").is_some());
+        assert_eq!(relayed.forget(&[], "npm/", "a", None), (0, 1));
+        assert!(
+            relayed.fresh("npm/packument/b", ttl).is_some() && relayed.source("npm/b-1").is_some()
+        );
+        assert!(
+            relayed.source("pypi/a-1").is_some(),
+            "a purge of npm's a forgot PyPI's a"
+        );
         let kept = relayed.inner.lock().expect("not poisoned");
-        assert_eq!(kept.source_order, ["b-1"]);
+        assert_eq!(kept.source_order, ["npm/b-1", "pypi/a-1"]);
     }
 }
