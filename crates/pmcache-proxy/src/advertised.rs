@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use pmcache_store::Table;
+use pmcache_store::{Store, Table};
 use url::Url;
 
 use crate::Proxy;
@@ -190,6 +190,17 @@ pub(crate) struct SourceRecord {
     /// The version it belongs to, if known.
     #[serde(default)]
     pub(crate) version: Option<String>,
+    /// Other versions whose metadata named the very same artifact (a Composer tag and branch
+    /// at one commit share one archive): a purge of any of them finds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) other_versions: Vec<String>,
+}
+
+impl SourceRecord {
+    /// Whether it belongs to `version` of its package.
+    pub(crate) fn names_version(&self, version: &str) -> bool {
+        self.version.as_deref() == Some(version) || self.other_versions.iter().any(|v| v == version)
+    }
 }
 
 /// The index key of an advertised source.
@@ -213,10 +224,35 @@ pub(crate) fn records(ecosystem: &str, advertised: Vec<Advertised>) -> Vec<(Stri
                 checksum: advertised.checksum,
                 package: advertised.package,
                 version: advertised.version,
+                other_versions: Vec::new(),
             };
             (key, record)
         })
         .collect()
+}
+
+/// Carries into each new record the versions the record it replaces named for the same
+/// artifact, so that the last rendering to name an artifact shared by two versions does not
+/// hide it from a purge of the other.
+pub(crate) fn with_earlier_versions(
+    store: &Store,
+    mut records: Vec<(String, SourceRecord)>,
+) -> Result<Vec<(String, SourceRecord)>> {
+    let keys: Vec<String> = records.iter().map(|(key, _)| key.clone()).collect();
+    let earlier = store.get_many::<SourceRecord>(Table::Sources, &keys)?;
+    for ((_, record), earlier) in records.iter_mut().zip(earlier) {
+        let Some(earlier) = earlier else { continue };
+        if earlier.url != record.url || earlier.package != record.package {
+            continue;
+        }
+        let versions = earlier.version.into_iter().chain(earlier.other_versions);
+        for version in versions {
+            if !record.names_version(&version) {
+                record.other_versions.push(version);
+            }
+        }
+    }
+    Ok(records)
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ fn belongs(record: &SourceRecord, target: &PurgeTarget) -> bool {
     record.package == target.package
         && match &target.version {
             None => true,
-            Some(version) => record.version.as_ref() == Some(version),
+            Some(version) => record.names_version(version),
         }
 }
 
@@ -264,6 +264,25 @@ mod tests {
                 .expect("verify")
                 .is_consistent()
         );
+    }
+
+    #[test]
+    fn an_artifact_two_versions_share_goes_with_either() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let tag = advertised("tool", "v1.2.0");
+        let digest = stored(&store, &tag, b"archive at one commit");
+        // The branch's metadata, rendered later, names the very same archive.
+        let branch = Advertised {
+            version: Some("dev-main".to_owned()),
+            ..tag.clone()
+        };
+        let records = advertised::records("test", vec![branch]);
+        let records = advertised::with_earlier_versions(&store, records).expect("read");
+        store.put_all(Table::Sources, &records).expect("sources");
+        let report = purge(&store, &target("tool", Some("v1.2.0"))).expect("purge");
+        assert_eq!((report.sources, report.artifacts), (1, 1));
+        assert!(store.blob_path(&digest).is_none());
     }
 
     #[test]

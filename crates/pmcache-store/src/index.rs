@@ -222,6 +222,26 @@ impl Index {
         decode(table, key, value.value()).map(Some)
     }
 
+    /// Reads the records of `keys`, in order, in one read transaction.
+    pub(crate) fn get_many<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        keys: &[String],
+    ) -> Result<Vec<Option<T>>> {
+        let txn = self.begin_read("reading")?;
+        let opened = txn
+            .open_table(table.definition())
+            .map_err(index("reading"))?;
+        keys.iter()
+            .map(
+                |key| match opened.get(key.as_str()).map_err(index("reading"))? {
+                    Some(value) => decode(table, key, value.value()).map(Some),
+                    None => Ok(None),
+                },
+            )
+            .collect()
+    }
+
     pub(crate) fn put_all<T: Serialize>(
         &self,
         table: Table,

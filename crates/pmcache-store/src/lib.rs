@@ -225,6 +225,15 @@ impl Store {
         self.inner.index.get(table, key)
     }
 
+    /// Reads the records of `keys`, in order (None where there is none), all at one moment.
+    pub fn get_many<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        keys: &[String],
+    ) -> Result<Vec<Option<T>>> {
+        self.inner.index.get_many(table, keys)
+    }
+
     /// Writes records in one transaction.
     pub fn put_all<T: Serialize>(&self, table: Table, records: &[(String, T)]) -> Result<()> {
         self.inner.index.put_all(table, records)

@@ -97,10 +97,9 @@ pub(super) fn store_rendering(
         holds.push(committed.hold);
         Ok(blob)
     })?;
-    store.put_all(
-        Table::Sources,
-        &advertised::records(ecosystem, rendering.sources),
-    )?;
+    let records = advertised::records(ecosystem, rendering.sources);
+    let records = advertised::with_earlier_versions(store, records)?;
+    store.put_all(Table::Sources, &records)?;
     Ok((variants, holds))
 }
 
