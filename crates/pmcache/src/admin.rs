@@ -185,7 +185,8 @@ const MAX_VERSION_LEN: usize = 256;
 /// (`@scope/name`) and a Composer name (`vendor/name`) span two segments, or one with the
 /// slash encoded (`%2F`); a version may hold an encoded slash (`dev-feature%2Fx`).
 pub(crate) fn purge_target(path: &str) -> Result<PurgeTarget, Refusal> {
-    let mut raw = path.split('/');
+    // `…/NAME/` names the package as `…/NAME` does.
+    let mut raw = path.strip_suffix('/').unwrap_or(path).split('/');
     let named = raw.next().unwrap_or("");
     let ecosystem = Ecosystem::ALL
         .into_iter()
@@ -394,6 +395,8 @@ mod tests {
             assert_eq!(documents, ["packument/@scope/pkg"]);
         }
         assert_eq!(target("npm/pkg").1, "pkg");
+        assert_eq!(target("npm/pkg/"), target("npm/pkg"));
+        assert_eq!(target("npm/@scope/pkg/1.0.0/").2.as_deref(), Some("1.0.0"));
         assert_eq!(
             target("packagist/acme%2Ftool/dev-feature%2Fx").2.as_deref(),
             Some("dev-feature/x")
