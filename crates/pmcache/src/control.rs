@@ -7,7 +7,7 @@
 //! the requests run through [`crate::admin`], as the HTTP admin API's do. When no server answers
 //! on the socket, the commands open the store themselves.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,7 +52,12 @@ impl Control {
             .with_context(|| format!("cannot listen on {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict {}", path.display()))?;
-        let task = tokio::spawn(accept(listener, admin));
+        // The mode is set just after the bind: a peer that connected in between is turned
+        // away by its user id, so only the owner of the socket is ever answered.
+        let owner = std::fs::metadata(&path)
+            .with_context(|| format!("cannot read the owner of {}", path.display()))?
+            .uid();
+        let task = tokio::spawn(accept(listener, owner, admin));
         Ok(Control { path, task })
     }
 
@@ -67,7 +72,7 @@ impl Control {
     }
 }
 
-async fn accept(listener: UnixListener, target: Arc<Admin>) {
+async fn accept(listener: UnixListener, owner: u32, target: Arc<Admin>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -77,6 +82,11 @@ async fn accept(listener: UnixListener, target: Arc<Admin>) {
                 continue;
             }
         };
+        let peer = stream.peer_cred().map(|credentials| credentials.uid());
+        if peer.as_ref().ok() != Some(&owner) {
+            tracing::warn!(peer = ?peer, owner, "control socket peer is not its owner; closed");
+            continue;
+        }
         let target = Arc::clone(&target);
         let service = service_fn(move |request| {
             let target = Arc::clone(&target);
