@@ -231,7 +231,8 @@ impl Document {
     }
 }
 
-/// Opens a stored document blob; one a record names and that is gone is pmcache's own fault.
+/// Opens a stored document blob; one its record named a moment ago may have been purged or
+/// evicted since (a 503 the client retries).
 pub(crate) fn open_blob(
     store: &pmcache_store::Store,
     digest: &Digest,
@@ -239,5 +240,7 @@ pub(crate) fn open_blob(
 ) -> Result<std::fs::File> {
     store
         .open_blob_as(digest, access)?
-        .ok_or_else(|| Error::Internal(format!("document blob {digest} vanished")))
+        .ok_or_else(|| Error::BlobRemoved {
+            digest: digest.to_hex(),
+        })
 }

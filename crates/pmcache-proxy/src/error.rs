@@ -202,6 +202,13 @@ pub enum Error {
     /// The store failed (a full disk answers 503, anything else 500).
     #[error("pmcache storage failed{}", if .0.is_storage_full() { ": its disk is full" } else { "" })]
     Store(#[from] pmcache_store::Error),
+    /// A stored document's blob went between reading its record and opening it (a purge or
+    /// an eviction in between): a moment's race, asked again it is a miss.
+    #[error("the cached copy was removed while it was being served; ask again")]
+    BlobRemoved {
+        /// The blob's digest.
+        digest: String,
+    },
     /// pmcache itself failed, with nothing underneath to blame.
     #[error("pmcache internal failure: {0}")]
     Internal(String),
@@ -293,7 +300,9 @@ impl Error {
             Error::NotFound { .. } | Error::NotAdvertised { .. } => StatusCode::NOT_FOUND,
             // Never a 404: the artifact may be newer than the cached documents.
             Error::AdvertiserDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::CircuitOpen { .. } | Error::BlobRemoved { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Refused { .. } | Error::ReadMissRefused { .. } => StatusCode::FORBIDDEN,
             Error::Timeout { .. } | Error::Slow { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Status { status, .. }
@@ -330,6 +339,7 @@ impl Error {
             Error::CircuitOpen { retry_after, .. } => {
                 Some((*retry_after).max(Duration::from_secs(1)))
             }
+            Error::BlobRemoved { .. } => Some(Duration::from_secs(1)),
             Error::Status {
                 retry_after: Some(after),
                 ..
@@ -396,6 +406,16 @@ mod tests {
             status,
             retry_after: None,
         }
+    }
+
+    #[test]
+    fn a_blob_removed_while_served_is_retried_soon_and_no_upstream_fault() {
+        let removed = Error::BlobRemoved {
+            digest: "00".repeat(32),
+        };
+        assert_eq!(removed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(removed.retry_after(), Some(Duration::from_secs(1)));
+        assert!(!removed.is_upstream_fault());
     }
 
     #[test]

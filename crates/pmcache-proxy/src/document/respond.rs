@@ -25,9 +25,12 @@ impl Proxy {
             return Ok(bytes);
         }
         let path =
-            self.inner.store.blob_path(&stored.digest).ok_or_else(|| {
-                Error::Internal(format!("document blob {} vanished", stored.digest))
-            })?;
+            self.inner
+                .store
+                .blob_path(&stored.digest)
+                .ok_or_else(|| Error::BlobRemoved {
+                    digest: stored.digest.to_hex(),
+                })?;
         let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
             .await
             .map_err(|e| Error::failed("read task failed", e))?
