@@ -104,7 +104,7 @@ fn answer(addr: SocketAddr, target: &str) -> Response<Body> {
             });
             json("application/json", &packument)
         }
-        _ if target == format!("/files/{FILE_NAME}") => {
+        _ if target == format!("/files/{FILE_NAME}") || target == "/npm/demo/-/demo-1.0.0.tgz" => {
             let mut response = Response::new(full_body(data));
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -617,9 +617,9 @@ fn connections_over_the_limit_get_503_and_are_counted() -> Result<()> {
     })?;
     let metrics = case.get("/metrics", &[])?.text();
     ensure!(
-        metrics.lines().any(
-            |line| line.starts_with("pmcache_connections_refused_total ") && !line.ends_with(" 0")
-        ),
+        metrics.lines().any(|line| line
+            .starts_with("pmcache_connections_refused_total{reason=\"server_full\"} ")
+            && !line.ends_with(" 0")),
         "no refused connection counted:\n{metrics}"
     );
     Ok(())
@@ -694,4 +694,117 @@ fn a_trickling_request_body_gets_408() -> Result<()> {
     );
     case.upstream
         .ensure_untouched_since(mark, "a body that never arrived")
+}
+
+/// Holds `count` connections from 127.0.0.1 open, each having sent `opening` and nothing more.
+fn hold_connections(addr: SocketAddr, count: usize, opening: &[u8]) -> Result<Vec<TcpStream>> {
+    (0..count)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr)?;
+            // A refused one may already be closed: holding it still costs the attacker nothing.
+            let _ = stream.write_all(opening);
+            Ok(stream)
+        })
+        .collect()
+}
+
+/// curl, from 127.0.0.2 (another client to pmcache), downloads `url` `times` times on fresh
+/// connections; answers how many downloads brought exactly `expected`.
+fn downloads_from_another_client(
+    dir: &std::path::Path,
+    url: &str,
+    times: usize,
+    expected: &[u8],
+) -> Result<usize> {
+    let mut good = 0;
+    for n in 0..times {
+        let output = dir.join(format!("download-{n}"));
+        let mut command = std::process::Command::new("curl");
+        command
+            .args([
+                "--silent",
+                "--show-error",
+                "--fail",
+                "--interface",
+                "127.0.0.2",
+            ])
+            .args(["--max-time", "10", "--output"])
+            .arg(&output)
+            .arg(url)
+            .env_clear()
+            .env("PATH", crate::support::subprocess_path()?);
+        let finished =
+            crate::support::run_bounded(command, &dir.join("logs"), Duration::from_secs(20))
+                .context("curl is needed by this test")?;
+        if finished.status.success() && std::fs::read(&output)? == expected {
+            good += 1;
+        } else {
+            println!("download {n} failed:\n{}", finished.output());
+        }
+    }
+    Ok(good)
+}
+
+/// While one client (127.0.0.1) holds 1,100 connections open, slowloris HTTP/1 ones and then
+/// HTTP/2 ones that sent only the preface, another (127.0.0.2) downloads a cached file 28 times
+/// out of 28: the first client gets `max_connections_per_client` places and refusals naming it.
+#[test]
+fn one_client_holding_many_connections_leaves_room_for_the_others() -> Result<()> {
+    const ATTACK: usize = 1100;
+    const DOWNLOADS: usize = 28;
+    let case = Case::start(&[])?;
+    let addr = case.addr()?;
+    let path = "/npm/demo/-/demo-1.0.0.tgz";
+    let warm = case.get(path, &[])?;
+    ensure!(
+        warm.status == 200 && warm.body == artifact(),
+        "warming: HTTP {}",
+        warm.status
+    );
+    let url = format!("http://{addr}{path}");
+    let scratch = case.path("downloads");
+    std::fs::create_dir_all(&scratch)?;
+
+    for (kind, opening) in [
+        (
+            "slowloris HTTP/1",
+            &b"GET /healthz HTTP/1.1\r\nHost: pmcache\r\n"[..],
+        ),
+        ("idle HTTP/2", &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]),
+    ] {
+        let held = hold_connections(addr, ATTACK, opening)?;
+        let good = downloads_from_another_client(&scratch, &url, DOWNLOADS, &artifact())?;
+        ensure!(
+            good == DOWNLOADS,
+            "with {ATTACK} {kind} connections held by one client, another downloaded {good} of {DOWNLOADS}"
+        );
+        // The attacker's next connection is refused with the reason, once the flood's refusals
+        // (at most 64 answered at once, the rest closed without a word) have drained.
+        wait_until(
+            Duration::from_secs(10),
+            "a refusal naming max_connections_per_client",
+            || {
+                Ok(raw_http::get(addr, "/healthz", &[]).is_ok_and(|refused| {
+                    refused.status == 503
+                        && refused.text().contains("server.max_connections_per_client")
+                }))
+            },
+        )
+        .context(kind)?;
+        drop(held);
+        wait_until(
+            Duration::from_secs(10),
+            "the attacker's places to come back",
+            || Ok(raw_http::get(addr, "/healthz", &[])?.status == 200),
+        )?;
+    }
+    let metrics = case.get("/metrics", &[])?.text();
+    ensure!(
+        metrics.lines().any(|line| {
+            line.starts_with("pmcache_connections_refused_total{reason=\"client_limit\"} ")
+                && !line.ends_with(" 0")
+        }),
+        "no client_limit refusal counted:\n{metrics}"
+    );
+    Ok(())
 }

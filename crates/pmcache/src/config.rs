@@ -70,6 +70,12 @@ pub(crate) struct LogConfig {
 pub(crate) struct ServerConfig {
     /// Connections served at once; more are answered 503 and closed. Default `1024`.
     pub max_connections: usize,
+    /// Connections served at once from one client (an IPv4 address, or an IPv6 /64); more are
+    /// answered 503 and closed. Clients in `trusted_networks` are not limited. Default `64`.
+    pub max_connections_per_client: usize,
+    /// Networks (CIDRs) whose clients may use an eighth of `max_connections` kept for them and
+    /// are not limited per client: the operator and the trusted runners. Default none.
+    pub trusted_networks: Vec<String>,
     /// Time a client has to send its first bytes, then again to complete a request's headers,
     /// counted on kept-alive connections from the end of the previous response (so it also
     /// closes idle ones). Default `30s`.
@@ -91,6 +97,8 @@ impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
             max_connections: 1024,
+            max_connections_per_client: 64,
+            trusted_networks: Vec::new(),
             header_read_timeout: Duration::from_secs(30),
             max_uri_length: ByteSize(8 << 10),
             max_header_size: ByteSize(32 << 10),
@@ -104,9 +112,13 @@ impl ServerConfig {
     /// Refuses limits that would make pmcache refuse every request.
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.max_connections > 0,
-            "server.max_connections = 0 would refuse every connection"
+            self.max_connections > 0 && self.max_connections_per_client > 0,
+            "server.max_connections and server.max_connections_per_client must be at least 1"
         );
+        for network in &self.trusted_networks {
+            crate::network::Network::parse(network)
+                .map_err(|error| anyhow::anyhow!("server.trusted_networks: {error}"))?;
+        }
         anyhow::ensure!(
             !self.header_read_timeout.is_zero() && !self.body_read_timeout.is_zero(),
             "server.header_read_timeout and server.body_read_timeout of 0s would cut every request off"
@@ -346,8 +358,27 @@ mod tests {
         assert_eq!(config.server.max_connections, 7);
         assert_eq!(config.server.header_read_timeout, Duration::from_secs(2));
         assert_eq!(config.server.max_uri_length, ByteSize(1024));
+        let trusted = load(
+            None,
+            &env(&[
+                (
+                    "PMCACHE_SERVER_TRUSTED_NETWORKS",
+                    r#"["10.20.0.0/16", "fd00::/8"]"#,
+                ),
+                ("PMCACHE_SERVER_MAX_CONNECTIONS_PER_CLIENT", "8"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .config
+        .server;
+        assert_eq!(trusted.trusted_networks, ["10.20.0.0/16", "fd00::/8"]);
+        assert_eq!(trusted.max_connections_per_client, 8);
         for (name, value) in [
             ("PMCACHE_SERVER_MAX_CONNECTIONS", "0"),
+            ("PMCACHE_SERVER_MAX_CONNECTIONS_PER_CLIENT", "0"),
+            ("PMCACHE_SERVER_TRUSTED_NETWORKS", r#"["10.1.2.3/8"]"#),
+            ("PMCACHE_SERVER_TRUSTED_NETWORKS", r#"["not-a-network"]"#),
             ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_BODY_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_MAX_URI_LENGTH", "10"),

@@ -1,7 +1,6 @@
-//! One accepted TCP connection: admission under `server.max_connections` (a connection over the
-//! limit gets a plain 503 and is closed), the TLS handshake when `[tls]` is set, the HTTP/1 or
-//! HTTP/2 choice (from ALPN over TLS, else from the first bytes) within the header timeout, and
-//! hyper serving it with the configured limits.
+//! One admitted TCP connection (see `admission`): the TLS handshake when `[tls]` is set, the
+//! HTTP/1 or HTTP/2 choice (from ALPN over TLS, else from the first bytes) within the header
+//! timeout, and hyper serving it with the configured limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,124 +11,21 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
+use crate::admission::Admitted;
 use crate::config::ServerConfig;
 use crate::router::App;
 use crate::tls::Tls;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4); anything else is HTTP/1.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// How long a refused connection may take to receive its 503 and be drained before it is cut.
-const REFUSAL_TIME: Duration = Duration::from_secs(2);
-/// Bytes of a refused client's request read (and dropped) so that closing does not reset the
-/// connection before the client has read the 503.
-const REFUSAL_DRAIN: usize = 64 << 10;
-/// Refused connections being answered at once; beyond that a flood is cut without a word.
-const CONCURRENT_REFUSALS: usize = 64;
 /// Room in hyper's read buffer for the request line's method and version beyond the limits.
 const HEAD_SLACK: usize = 4 << 10;
 /// How often a connection that sent part of the HTTP/2 preface is looked at again.
 const PREFACE_POLL: Duration = Duration::from_millis(10);
-
-/// How often refusals are logged: a flood of them must not flood the log (the metric counts
-/// each one).
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Counts connections against `server.max_connections`.
-pub(crate) struct Admission {
-    permits: Arc<Semaphore>,
-    refusals: Arc<Semaphore>,
-    limit: usize,
-    last_logged: std::sync::Mutex<Option<std::time::Instant>>,
-}
-
-impl Admission {
-    pub(crate) fn new(limit: usize) -> Admission {
-        Admission {
-            permits: Arc::new(Semaphore::new(limit)),
-            refusals: Arc::new(Semaphore::new(CONCURRENT_REFUSALS)),
-            limit,
-            last_logged: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// A place for one more connection, held until it closes; None at the limit.
-    pub(crate) fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.permits).try_acquire_owned().ok()
-    }
-
-    /// Answers a connection over the limit with 503 (over TLS when `tls` is given) and closes
-    /// it, in the background and bounded in time; under a flood of refusals, closes it at once.
-    pub(crate) fn refuse(&self, stream: TcpStream, tls: Option<&Tls>) {
-        self.log_refusal();
-        let Ok(permit) = Arc::clone(&self.refusals).try_acquire_owned() else {
-            return;
-        };
-        let limit = self.limit;
-        let acceptor = tls.map(|tls| tls.refusal_acceptor().clone());
-        tokio::spawn(async move {
-            let refusal = async move {
-                match acceptor {
-                    None => write_refusal(stream, limit).await,
-                    Some(acceptor) => write_refusal(acceptor.accept(stream).await?, limit).await,
-                }
-            };
-            let _ = tokio::time::timeout(REFUSAL_TIME, refusal).await;
-            drop(permit);
-        });
-    }
-}
-
-impl Admission {
-    fn log_refusal(&self) {
-        let now = std::time::Instant::now();
-        let mut last = self
-            .last_logged
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_EVERY) {
-            *last = Some(now);
-            tracing::warn!(
-                limit = self.limit,
-                "refusing connections: server.max_connections are open (counted in pmcache_connections_refused_total; logged at most every 10s)"
-            );
-        }
-    }
-}
-
-/// The whole 503 response for a connection over the limit.
-pub(crate) fn refusal_response(limit: usize) -> String {
-    let reason = format!(
-        "pmcache is serving its limit of {limit} connections (server.max_connections); try again shortly\n"
-    );
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{reason}",
-        reason.len()
-    )
-}
-
-async fn write_refusal<S>(mut stream: S, limit: usize) -> std::io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    stream.write_all(refusal_response(limit).as_bytes()).await?;
-    stream.shutdown().await?;
-    // Unread request bytes would make the kernel answer our close with a reset, which can
-    // destroy the 503 before the client reads it.
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < REFUSAL_DRAIN {
-        match stream.read(&mut sink).await? {
-            0 => break,
-            read => drained += read,
-        }
-    }
-    Ok(())
-}
 
 /// The protocol a connection speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,7 +119,7 @@ enum Opened {
 }
 
 /// Serves one admitted connection until it closes; `permit` is its place under the limit.
-pub(crate) async fn serve(stream: TcpStream, permit: OwnedSemaphorePermit, context: Context) {
+pub(crate) async fn serve(stream: TcpStream, permit: Admitted, context: Context) {
     let Context {
         protocols,
         app,
@@ -350,17 +246,6 @@ mod tests {
         assert_eq!(protocol_of(b"PRI * HTTP/2.0"), None);
         assert_eq!(protocol_of(b"PUT /x HTTP/1.1"), Some(Protocol::Http1));
         assert_eq!(protocol_of(H2_PREFACE), Some(Protocol::Http2));
-    }
-
-    #[test]
-    fn the_refusal_is_one_complete_response() {
-        let response = refusal_response(3);
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 503 "));
-        assert!(head.contains("\r\nConnection: close"));
-        assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
-        assert_eq!(body.lines().count(), 1);
-        assert!(body.contains("server.max_connections"));
     }
 
     #[test]

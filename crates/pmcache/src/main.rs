@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
+mod admission;
 mod auth;
 mod config;
 mod connection;
@@ -13,6 +14,7 @@ mod control;
 mod frontend;
 mod input;
 mod metrics;
+mod network;
 mod router;
 mod server;
 mod tls;

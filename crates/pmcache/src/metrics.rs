@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 
 use pmcache_proxy::Proxy;
+
+use crate::admission::Refused;
 use pmcache_store::{Stats, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,12 +21,17 @@ struct RequestLabels {
     role: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
 /// Counters of what pmcache answered, and the store's figures.
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     connections_open: Gauge,
-    connections_refused: Counter,
+    connections_refused: Family<RefusalLabels, Counter>,
     store: Store,
     figures: StoreFigures,
     proxy: Proxy,
@@ -72,10 +79,10 @@ impl Metrics {
             "Client connections being served",
             connections_open.clone(),
         );
-        let connections_refused = Counter::default();
+        let connections_refused = Family::<RefusalLabels, Counter>::default();
         registry.register(
             "connections_refused",
-            "Client connections answered 503 and closed because server.max_connections were open",
+            "Client connections answered 503 and closed, by reason: server_full (server.max_connections open) or client_limit (server.max_connections_per_client open from that client)",
             connections_refused.clone(),
         );
         let figures = StoreFigures::default();
@@ -106,9 +113,13 @@ impl Metrics {
         OpenConnection(self.connections_open.clone())
     }
 
-    /// Counts one connection refused for being over the limit.
-    pub(crate) fn connection_refused(&self) {
-        self.connections_refused.inc();
+    /// Counts one connection refused for being over a limit.
+    pub(crate) fn connection_refused(&self, why: Refused) {
+        self.connections_refused
+            .get_or_create(&RefusalLabels {
+                reason: why.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one answered request.

@@ -12,9 +12,10 @@ use pmcache_store::Store;
 use tokio::net::TcpListener;
 
 use crate::admin::Admin;
+use crate::admission::Admission;
 use crate::auth::Auth;
 use crate::config::{Config, ServerConfig};
-use crate::connection::{self, Admission, Protocols};
+use crate::connection::{self, Protocols};
 use crate::control::Control;
 use crate::frontend::{Ecosystem, Frontend};
 use crate::input::Limits;
@@ -105,7 +106,14 @@ async fn accept_until_shutdown(
 ) {
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(settings));
-    let admission = Admission::new(settings.max_connections);
+    let admission = match Admission::new(settings) {
+        Ok(admission) => admission,
+        // The config check read the same networks: this cannot fail after it.
+        Err(error) => {
+            tracing::error!("cannot admit connections: {error:#}");
+            return;
+        }
+    };
     // Dropping the sender tells connections still waiting for their first bytes to close.
     let (stop_sender, stop_signal) = tokio::sync::watch::channel(());
     let shutdown = shutdown_signal();
@@ -113,8 +121,8 @@ async fn accept_until_shutdown(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(error) => {
                         tracing::warn!(%error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -127,10 +135,13 @@ async fn accept_until_shutdown(
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "could not set TCP_NODELAY");
                 }
-                let Some(permit) = admission.admit() else {
-                    app.metrics.connection_refused();
-                    admission.refuse(stream, tls.as_ref());
-                    continue;
+                let permit = match admission.admit(peer.ip()) {
+                    Ok(permit) => permit,
+                    Err(why) => {
+                        app.metrics.connection_refused(why);
+                        admission.refuse(stream, tls.as_ref(), why);
+                        continue;
+                    }
                 };
                 let context = connection::Context {
                     protocols: Arc::clone(&protocols),
