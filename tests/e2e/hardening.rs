@@ -808,3 +808,44 @@ fn one_client_holding_many_connections_leaves_room_for_the_others() -> Result<()
     );
     Ok(())
 }
+
+/// HTTP/2 connections that sent the preface (and a request, answered) and then nothing are
+/// closed at `server.idle_timeout`, not before; HTTP/1 keep-alive ones too.
+#[test]
+fn idle_connections_are_closed_at_the_idle_timeout() -> Result<()> {
+    let idle = Duration::from_secs(2);
+    let case = Case::start(&[
+        ("PMCACHE_SERVER_IDLE_TIMEOUT", "2s"),
+        ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "30s"),
+    ])?;
+    let addr = case.addr()?;
+    let mut idle_h2: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr)?;
+            // The preface and an empty SETTINGS frame: a well-formed HTTP/2 client at rest.
+            stream.write_all(
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+            )?;
+            Ok(stream)
+        })
+        .collect::<Result<_>>()?;
+    let mut kept_alive = TcpStream::connect(addr)?;
+    kept_alive.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let response = raw_http::read_one(&mut kept_alive)?;
+    ensure!(response.status == 200, "healthz: HTTP {}", response.status);
+    let started = Instant::now();
+    for (n, stream) in idle_h2.iter_mut().enumerate() {
+        ensure_closed_within(stream, idle, &format!("idle HTTP/2 connection {n}"))?;
+    }
+    ensure_closed_within(
+        &mut kept_alive,
+        idle,
+        "an idle HTTP/1 keep-alive connection",
+    )?;
+    ensure!(
+        started.elapsed() >= idle - Duration::from_millis(200),
+        "closed after {:?}, before the idle timeout",
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -91,6 +91,13 @@ pub(crate) struct ServerConfig {
     /// headers are in; a slower one gets 408. Default `60s`.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// Time a connection may stay open with no request in progress (HTTP/2: no open stream)
+    /// before it is closed. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Requests at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS). Default
+    /// `128`.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +111,8 @@ impl Default for ServerConfig {
             max_header_size: ByteSize(32 << 10),
             max_headers: 100,
             body_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 128,
         }
     }
 }
@@ -120,8 +129,14 @@ impl ServerConfig {
                 .map_err(|error| anyhow::anyhow!("server.trusted_networks: {error}"))?;
         }
         anyhow::ensure!(
-            !self.header_read_timeout.is_zero() && !self.body_read_timeout.is_zero(),
-            "server.header_read_timeout and server.body_read_timeout of 0s would cut every request off"
+            !self.header_read_timeout.is_zero()
+                && !self.body_read_timeout.is_zero()
+                && !self.idle_timeout.is_zero(),
+            "server.header_read_timeout, server.body_read_timeout and server.idle_timeout of 0s would cut every request off"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.max_concurrent_streams),
+            "server.max_concurrent_streams must be 1 to 10000"
         );
         // The shortest useful request line and headers (`GET /pypi/simple/x/`, Host, Accept).
         anyhow::ensure!(
@@ -381,6 +396,8 @@ mod tests {
             ("PMCACHE_SERVER_TRUSTED_NETWORKS", r#"["not-a-network"]"#),
             ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_BODY_READ_TIMEOUT", "0s"),
+            ("PMCACHE_SERVER_IDLE_TIMEOUT", "0s"),
+            ("PMCACHE_SERVER_MAX_CONCURRENT_STREAMS", "0"),
             ("PMCACHE_SERVER_MAX_URI_LENGTH", "10"),
             ("PMCACHE_SERVER_MAX_HEADERS", "1"),
         ] {

@@ -17,6 +17,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::admission::Admitted;
 use crate::config::ServerConfig;
+use crate::idle::Activity;
 use crate::router::App;
 use crate::tls::Tls;
 
@@ -24,6 +25,9 @@ use crate::tls::Tls;
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Room in hyper's read buffer for the request line's method and version beyond the limits.
 const HEAD_SLACK: usize = 4 << 10;
+/// How often an HTTP/2 connection is pinged, and how long its answer may take.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a connection that sent part of the HTTP/2 preface is looked at again.
 const PREFACE_POLL: Duration = Duration::from_millis(10);
 
@@ -70,6 +74,7 @@ pub(crate) struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Protocols {
@@ -90,11 +95,17 @@ impl Protocols {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            // A peer that stops answering pings is gone: its place is freed without waiting
+            // for the idle timeout (which a connection with a stuck stream never reaches).
+            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
         Protocols {
             http1,
             http2,
             header_read_timeout: settings.header_read_timeout,
+            idle_timeout: settings.idle_timeout,
         }
     }
 }
@@ -204,23 +215,39 @@ async fn serve_http<I>(
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let activity = Activity::new();
+    let tracked = Arc::clone(&activity);
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         if secure {
             mark_secure(request.headers_mut());
         }
         let app = Arc::clone(&app);
-        async move { app.handle(request).await }
-    });
-    match protocol {
-        Protocol::Http1 => {
-            watcher
-                .watch(protocols.http1.serve_connection(io, service))
-                .await
+        let busy = tracked.begin();
+        async move {
+            let response = app.handle(request).await?;
+            Ok::<_, std::convert::Infallible>(Activity::until_sent(busy, response))
         }
-        Protocol::Http2 => {
-            watcher
-                .watch(protocols.http2.serve_connection(io, service))
-                .await
+    });
+    let served = async {
+        match protocol {
+            Protocol::Http1 => {
+                watcher
+                    .watch(protocols.http1.serve_connection(io, service))
+                    .await
+            }
+            Protocol::Http2 => {
+                watcher
+                    .watch(protocols.http2.serve_connection(io, service))
+                    .await
+            }
+        }
+    };
+    // Dropping an idle connection closes it; with no request in progress nothing is lost.
+    tokio::select! {
+        result = served => result,
+        () = activity.idle_for(protocols.idle_timeout) => {
+            tracing::debug!(timeout = ?protocols.idle_timeout, "closing an idle connection");
+            Ok(())
         }
     }
 }

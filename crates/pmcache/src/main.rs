@@ -12,6 +12,7 @@ mod config;
 mod connection;
 mod control;
 mod frontend;
+mod idle;
 mod input;
 mod metrics;
 mod network;
