@@ -849,3 +849,119 @@ fn idle_connections_are_closed_at_the_idle_timeout() -> Result<()> {
     );
     Ok(())
 }
+
+/// A client that half-closes its side after sending the request (`shutdown(SHUT_WR)`) gets its
+/// answer, 40 times out of 40.
+#[test]
+fn a_half_closed_request_gets_its_answer() -> Result<()> {
+    let case = Case::start(&[])?;
+    let addr = case.addr()?;
+    let mut answered = 0;
+    for _ in 0..40 {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        stream.shutdown(std::net::Shutdown::Write)?;
+        let received = raw_http::read_to_close(&mut stream)?;
+        if raw_http::parse(&received).is_ok_and(|response| response.status == 200) {
+            answered += 1;
+        }
+    }
+    ensure!(
+        answered == 40,
+        "{answered} of 40 half-closed requests were answered"
+    );
+    Ok(())
+}
+
+/// RFC 9112 §3.2: a request with two `Host` fields, a malformed one, or one that disagrees with
+/// its absolute-form target gets 400 with a reason, and never reaches a frontend.
+#[test]
+fn doubled_malformed_or_disagreeing_hosts_get_400() -> Result<()> {
+    let case = Case::start(&[])?;
+    let addr = case.addr()?;
+    let mark = case.upstream.log.mark();
+    for (what, head) in [
+        (
+            "two Host fields",
+            format!("GET /pypi/simple/demo/ HTTP/1.1\r\nHost: {addr}\r\nHost: other.example\r\n"),
+        ),
+        (
+            "a Host with a bad port",
+            "GET /pypi/simple/demo/ HTTP/1.1\r\nHost: a.example:99999\r\n".to_owned(),
+        ),
+        (
+            "a Host with two colons",
+            "GET /pypi/simple/demo/ HTTP/1.1\r\nHost: a:b:c\r\n".to_owned(),
+        ),
+        (
+            "an unclosed IPv6 Host",
+            "GET /pypi/simple/demo/ HTTP/1.1\r\nHost: [::1\r\n".to_owned(),
+        ),
+        (
+            "a Host disagreeing with the absolute-form target",
+            format!("GET http://{addr}/pypi/simple/demo/ HTTP/1.1\r\nHost: other.example\r\n"),
+        ),
+    ] {
+        let response =
+            raw_http::exchange(addr, format!("{head}Connection: close\r\n\r\n").as_bytes())
+                .with_context(|| what.to_owned())?;
+        ensure!(
+            response.status == 400,
+            "{what}: HTTP {} {:?}",
+            response.status,
+            response.text()
+        );
+        response.ensure_one_line_reason(what)?;
+    }
+    case.upstream
+        .ensure_untouched_since(mark, "refused Host fields")?;
+    let agreeing = raw_http::exchange(
+        addr,
+        format!("GET http://{addr}/healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )?;
+    ensure!(
+        agreeing.status == 200,
+        "an agreeing absolute-form target: HTTP {}",
+        agreeing.status
+    );
+    Ok(())
+}
+
+/// `/healthz` and `/metrics` answer GET and HEAD; other methods get 405 with `Allow`.
+#[test]
+fn health_and_metrics_answer_get_and_head_only() -> Result<()> {
+    let case = Case::start(&[])?;
+    let addr = case.addr()?;
+    for path in ["/healthz", "/metrics"] {
+        for method in ["GET", "HEAD"] {
+            // Read raw: a HEAD answer announces a length it does not send.
+            let mut stream = TcpStream::connect(addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let request =
+                format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes())?;
+            let received = raw_http::read_to_close(&mut stream)?;
+            ensure!(
+                received.starts_with(b"HTTP/1.1 200 "),
+                "{method} {path}: {:?}",
+                String::from_utf8_lossy(&received[..received.len().min(80)])
+            );
+        }
+        for method in ["POST", "PUT", "DELETE"] {
+            let response = raw_http::exchange(
+                addr,
+                format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )?;
+            ensure!(
+                response.status == 405 && response.header("allow") == Some("GET, HEAD"),
+                "{method} {path}: HTTP {} allow {:?}",
+                response.status,
+                response.header("allow")
+            );
+        }
+    }
+    Ok(())
+}

@@ -71,7 +71,7 @@ pub(crate) struct ServerConfig {
     /// Connections served at once; more are answered 503 and closed. Default `1024`.
     pub max_connections: usize,
     /// Connections served at once from one client (an IPv4 address, or an IPv6 /64); more are
-    /// answered 503 and closed. Clients in `trusted_networks` are not limited. Default `64`.
+    /// answered 503 and closed. Clients in `trusted_networks` are not limited. Default `256`.
     pub max_connections_per_client: usize,
     /// Networks (CIDRs) whose clients may use an eighth of `max_connections` kept for them and
     /// are not limited per client: the operator and the trusted runners. Default none.
@@ -104,7 +104,7 @@ impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
             max_connections: 1024,
-            max_connections_per_client: 64,
+            max_connections_per_client: 256,
             trusted_networks: Vec::new(),
             header_read_timeout: Duration::from_secs(30),
             max_uri_length: ByteSize(8 << 10),

@@ -87,6 +87,9 @@ impl Protocols {
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
+            // A client that half-closes after sending its request (`shutdown(SHUT_WR)`, as
+            // some scripts and proxies do) still gets its answer.
+            .half_close(true)
             .header_read_timeout(settings.header_read_timeout)
             .max_headers(settings.max_headers)
             .max_header_size(head)

@@ -1,5 +1,6 @@
 //! Request input refused before any frontend sees it: targets over `server.max_uri_length`,
-//! header blocks over `server.max_header_size`, and paths that could climb out of a mount or
+//! header blocks over `server.max_header_size`, `Host` fields that are doubled, malformed or
+//! disagree with the target, and paths that could climb out of a mount or
 //! mean one thing to pmcache and another to an upstream or a filesystem (`..`, `%2e%2e`, `//`,
 //! backslashes, NUL, encoded slashes where no route takes one).
 
@@ -66,11 +67,75 @@ pub(crate) fn check(parts: &Parts, limits: &Limits, encoded_slash: bool) -> Resu
             ),
         });
     }
+    check_host(parts).map_err(|why| Refusal {
+        status: StatusCode::BAD_REQUEST,
+        reason: format!("refused Host: {why}"),
+    })?;
     let path = parts.uri.path();
     check_path(path, encoded_slash).map_err(|why| Refusal {
         status: StatusCode::BAD_REQUEST,
         reason: format!("refused path {}: {why}", quoted(path)),
     })
+}
+
+/// The one authority a request names (RFC 9112 §3.2, RFC 9113 §8.3.1): at most one `Host`
+/// field, a well-formed authority, and the same as the absolute-form target or `:authority`
+/// when there is one, so that every part of pmcache (and any proxy before it) reads the same
+/// origin from the request.
+fn check_host(parts: &Parts) -> Result<(), String> {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("the request has more than one Host field".to_owned());
+    }
+    let Some(host) = host else {
+        return Ok(());
+    };
+    let host = host
+        .to_str()
+        .ok()
+        .filter(|host| is_authority(host))
+        .ok_or_else(|| format!("{host:?} is not a host with an optional port"))?;
+    match parts.uri.authority() {
+        Some(target) if !target.as_str().eq_ignore_ascii_case(host) => Err(format!(
+            "Host {host:?} disagrees with the request's authority {:?}",
+            target.as_str()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `host[:port]`: a registered name (letters, digits, `-`, `.`, `_`), an IPv4 address or a
+/// bracketed IPv6 address, and a port of 1 to 5 digits up to 65535. No user info.
+fn is_authority(text: &str) -> bool {
+    let (host, port) = match text.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((v6, rest)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => match rest {
+                "" => return true,
+                _ => match rest.strip_prefix(':') {
+                    Some(port) => return is_port(port),
+                    None => return false,
+                },
+            },
+            _ => return false,
+        },
+        None => match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        },
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    name_ok && port.is_none_or(is_port)
+}
+
+fn is_port(port: &str) -> bool {
+    (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|port| port <= 65_535)
 }
 
 /// The header block as it travels in HTTP/1: `name: value\r\n` per field.
@@ -268,5 +333,54 @@ mod tests {
         let quoted = quoted(&path);
         assert!(quoted.len() <= QUOTED_PATH + "…".len());
         assert!(quoted.ends_with('…'));
+    }
+
+    fn request(target: &str, hosts: &[&str]) -> Parts {
+        let mut builder = http::Request::builder().uri(target);
+        for host in hosts {
+            builder = builder.header(http::header::HOST, *host);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn one_well_formed_host_agreeing_with_the_target_passes() {
+        for (target, hosts) in [
+            ("/pypi/simple/", &["pmcache:7878"][..]),
+            ("/pypi/simple/", &["127.0.0.1"]),
+            ("/pypi/simple/", &["[::1]:7878"]),
+            ("/pypi/simple/", &["cache.ci.example"]),
+            ("/pypi/simple/", &[]),
+            ("http://pmcache:7878/pypi/simple/", &["PMCACHE:7878"]),
+        ] {
+            assert_eq!(
+                check_host(&request(target, hosts)),
+                Ok(()),
+                "{target} {hosts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn doubled_malformed_or_disagreeing_hosts_are_refused() {
+        for (target, hosts) in [
+            ("/", &["a.example", "b.example"][..]),
+            ("/", &["a.example:"]),
+            ("/", &["a.example:99999"]),
+            ("/", &["a:b:c"]),
+            ("/", &["[::1"]),
+            ("/", &["[not-v6]:80"]),
+            ("/", &["::1"]),
+            ("/", &["user@a.example"]),
+            ("/", &["a example"]),
+            ("/", &[""]),
+            ("http://a.example/pypi/simple/", &["b.example"]),
+            ("http://a.example:80/pypi/simple/", &["a.example"]),
+        ] {
+            assert!(
+                check_host(&request(target, hosts)).is_err(),
+                "{target} {hosts:?}"
+            );
+        }
     }
 }

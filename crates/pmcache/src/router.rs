@@ -73,7 +73,7 @@ impl App {
             (None, Ok(_)) if admin::is_admin_path(&path) => {
                 ("admin", self.admin.handle(&parts).await)
             }
-            (None, Ok(_)) => ("none", self.own_route(&path)),
+            (None, Ok(_)) => ("none", self.own_route(&parts.method, &path)),
         };
         let cache = response
             .headers()
@@ -127,7 +127,18 @@ impl App {
         }
     }
 
-    fn own_route(&self, path: &str) -> Response<Body> {
+    fn own_route(&self, method: &http::Method, path: &str) -> Response<Body> {
+        let readable = *method == http::Method::GET || *method == http::Method::HEAD;
+        if matches!(path, "/healthz" | "/metrics") && !readable {
+            let mut response = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{path} answers GET and HEAD only"),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
         match path {
             "/healthz" => text(StatusCode::OK, "ok"),
             "/metrics" => {
