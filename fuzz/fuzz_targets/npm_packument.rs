@@ -1,5 +1,6 @@
 //! npm packuments: a rewritten packument is the upstream one with only planned `dist.tarball`s
-//! replaced, each by a URL under pmcache's registry that routes back to the same tarball.
+//! replaced, each by a URL under pmcache's registry that routes back to the same tarball, and
+//! the versions without one (and tags naming them) dropped.
 #![no_main]
 
 use std::collections::HashSet;
@@ -63,6 +64,28 @@ fuzz_target!(|data: &[u8]| {
         // Put the upstream value back: then nothing else may differ.
         *slot = upstream["versions"][&tarball.version]["dist"]["tarball"].clone();
     }
+    // Versions without a servable tarball are dropped, and the tags naming them.
+    let mut upstream = upstream;
+    let kept: HashSet<String> = served["versions"]
+        .as_object()
+        .expect("versions object")
+        .keys()
+        .cloned()
+        .collect();
+    for tarball in &rewritten.tarballs {
+        assert!(kept.contains(&tarball.version));
+    }
+    if let Some(versions) = upstream.get_mut("versions").and_then(Value::as_object_mut) {
+        versions.retain(|version, _| kept.contains(version));
+    }
+    if let Some(tags) = upstream.get_mut("dist-tags").and_then(Value::as_object_mut) {
+        tags.retain(|_, version| version.as_str().is_some_and(|v| kept.contains(v)));
+    }
+    assert_eq!(
+        kept.len(),
+        rewritten.tarballs.len(),
+        "a version without a tarball was kept"
+    );
     assert_eq!(full, upstream, "the rewrite changed more than tarball URLs");
 
     // The abbreviated document holds a subset of each version, values unchanged.

@@ -90,17 +90,30 @@ fn answer(addr: SocketAddr, target: &str) -> Response<Body> {
             use sha2::Digest as _;
             let integrity =
                 base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(&data));
+            // Two versions whose tarballs are no http(s) URL: pmcache must drop them.
             let packument = serde_json::json!({
                 "name": "demo",
-                "dist-tags": {"latest": "1.0.0"},
-                "versions": {"1.0.0": {
-                    "name": "demo",
-                    "version": "1.0.0",
-                    "dist": {
-                        "tarball": format!("http://{addr}/npm/demo/-/demo-1.0.0.tgz"),
-                        "integrity": format!("sha512-{integrity}"),
+                "dist-tags": {"latest": "1.0.0", "old": "0.9.0"},
+                "versions": {
+                    "0.9.0": {
+                        "name": "demo",
+                        "version": "0.9.0",
+                        "dist": {"tarball": "file:///etc/passwd", "integrity": format!("sha512-{integrity}")},
                     },
-                }},
+                    "0.9.1": {
+                        "name": "demo",
+                        "version": "0.9.1",
+                        "dist": {"tarball": "gopher://127.0.0.1:70/1demo", "integrity": format!("sha512-{integrity}")},
+                    },
+                    "1.0.0": {
+                        "name": "demo",
+                        "version": "1.0.0",
+                        "dist": {
+                            "tarball": format!("http://{addr}/npm/demo/-/demo-1.0.0.tgz"),
+                            "integrity": format!("sha512-{integrity}"),
+                        },
+                    },
+                },
             });
             json("application/json", &packument)
         }
@@ -964,4 +977,50 @@ fn health_and_metrics_answer_get_and_head_only() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Versions whose `dist.tarball` is `file:` or `gopher:` never reach a client: neither document
+/// names them or their URLs, and npm cannot install them through pmcache.
+#[test]
+fn npm_versions_with_non_http_tarballs_never_reach_a_client() -> Result<()> {
+    let case = Case::start(&[])?;
+    for accept in ["application/json", "application/vnd.npm.install-v1+json"] {
+        let response = case.get("/npm/demo", &[("accept", accept)])?;
+        ensure!(response.status == 200, "{accept}: HTTP {}", response.status);
+        let document: serde_json::Value = serde_json::from_slice(&response.body)?;
+        let versions: Vec<&String> = document["versions"]
+            .as_object()
+            .context("versions")?
+            .keys()
+            .collect();
+        ensure!(versions == ["1.0.0"], "{accept}: versions {versions:?}");
+        ensure!(
+            document["dist-tags"] == serde_json::json!({"latest": "1.0.0"}),
+            "{accept}: dist-tags {}",
+            document["dist-tags"]
+        );
+        let text = response.text();
+        ensure!(
+            !text.contains("file:") && !text.contains("gopher:"),
+            "{accept}: {text}"
+        );
+    }
+    let registry = format!("{}/npm/", case.pmcache().base_url());
+    let project = case.path("project");
+    std::fs::create_dir_all(&project)?;
+    std::fs::write(
+        project.join("package.json"),
+        r#"{"name": "p", "version": "1.0.0", "private": true}"#,
+    )?;
+    let sandbox =
+        crate::support::npm::Sandbox::create(&case.path("client"), &registry, &case.trap)?;
+    let run = sandbox
+        .npm(&project, &["install", "demo@0.9.0"])?
+        .ensure_failure("npm install of a version with a file: tarball")?;
+    ensure!(
+        run.output.contains("ETARGET") || run.output.contains("No matching version"),
+        "npm failed for another reason:\n{}",
+        run.output
+    );
+    case.ensure_no_egress()
 }

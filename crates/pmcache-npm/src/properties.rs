@@ -151,6 +151,23 @@ proptest! {
             }
             *slot = upstream_dist["tarball"].clone();
         }
+        // Versions whose tarball is no http(s) URL are dropped, with the tags naming them.
+        let mut document = document;
+        let dropped: Vec<String> = document["versions"]
+            .as_object()
+            .expect("versions")
+            .iter()
+            .filter(|(_, v)| v["dist"]["tarball"].as_str().is_some_and(|t| t.starts_with("ftp:")))
+            .map(|(version, _)| version.clone())
+            .collect();
+        for version in &dropped {
+            document["versions"].as_object_mut().expect("versions").remove(version);
+        }
+        let kept: Vec<String> = document["versions"].as_object().expect("versions").keys().cloned().collect();
+        document["dist-tags"]
+            .as_object_mut()
+            .expect("tags")
+            .retain(|_, version| version.as_str().is_some_and(|v| kept.iter().any(|k| k == v)));
         prop_assert_eq!(&full, &document);
         // The abbreviated document keeps install fields only, values unchanged.
         let full: Value = serde_json::from_slice(&rewritten.full).expect("JSON");

@@ -54,8 +54,9 @@ pub struct Tarball {
 /// every usable `dist.tarball` becomes `{registry}{name}/-/{filename}` with the scoped name
 /// unescaped. `package` is the name requested: a document with another `name`, or one that is no
 /// JSON object with a `versions` object, is [`Error::Document`]. Versions whose `dist.tarball`
-/// is missing, is no http(s) URL, or whose version key cannot be a filename are kept unchanged
-/// and produce no [`Tarball`].
+/// is missing, is no http(s) URL (`file:`, `gopher:`), or whose version key cannot be a
+/// filename are dropped, and so are `dist-tags` naming them: pmcache could not serve their
+/// tarballs, and a client handed the URL as it stands would fetch it itself.
 pub fn rewrite_packument(
     body: &[u8],
     package: &PackageName,
@@ -85,7 +86,9 @@ pub fn rewrite_packument(
         .ok_or_else(|| malformed(Malformed::Shape("has no \"versions\" object".to_owned())))?;
 
     let plans = plan_tarballs(versions, package, packument_url);
+    let plans = drop_unservable(versions, plans, package);
     point_at_registry(versions, &plans, &tarball_prefix(registry, package));
+    drop_dangling_tags(&mut root);
 
     let full = to_json(&root, body.len()).map_err(|e| malformed(Malformed::Unwritable(e)))?;
     let abbreviated = to_json(&Abbreviated(&root), body.len() / 2)
@@ -93,8 +96,46 @@ pub fn rewrite_packument(
     Ok(Rewritten {
         full,
         abbreviated,
-        tarballs: plans.into_iter().flatten().collect(),
+        tarballs: plans,
     })
+}
+
+/// Removes the versions that have no tarball pmcache can serve; answers the plans of those
+/// left, in order.
+fn drop_unservable(
+    versions: &mut Map<String, Value>,
+    plans: Vec<Option<Tarball>>,
+    package: &PackageName,
+) -> Vec<Tarball> {
+    let unservable: Vec<String> = versions
+        .keys()
+        .zip(&plans)
+        .filter(|(_, plan)| plan.is_none())
+        .map(|(version, _)| version.clone())
+        .collect();
+    if !unservable.is_empty() {
+        tracing::warn!(
+            package = package.as_str(),
+            versions = ?unservable,
+            "dropped versions whose dist.tarball is no http(s) URL pmcache can serve"
+        );
+        // `retain` keeps the document's order (a removal may move the last entry into the gap).
+        let unservable: HashSet<&String> = unservable.iter().collect();
+        versions.retain(|version, _| !unservable.contains(version));
+    }
+    plans.into_iter().flatten().collect()
+}
+
+/// Removes the `dist-tags` that name a version the document no longer has.
+fn drop_dangling_tags(root: &mut Map<String, Value>) {
+    let known: HashSet<String> = root
+        .get("versions")
+        .and_then(Value::as_object)
+        .map(|versions| versions.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Some(tags) = root.get_mut("dist-tags").and_then(Value::as_object_mut) {
+        tags.retain(|_, version| version.as_str().is_some_and(|v| known.contains(v)));
+    }
 }
 
 /// The registry's stub for a package removed entirely: `time.unpublished` and no versions.
@@ -226,9 +267,8 @@ impl<'a> Filenames<'a> {
 }
 
 /// Replace each planned version's `dist.tarball`, in place so key order stays the upstream's.
-fn point_at_registry(versions: &mut Map<String, Value>, plans: &[Option<Tarball>], prefix: &str) {
+fn point_at_registry(versions: &mut Map<String, Value>, plans: &[Tarball], prefix: &str) {
     for (entry, plan) in versions.values_mut().zip(plans) {
-        let Some(plan) = plan else { continue };
         let slot = entry
             .get_mut("dist")
             .and_then(|dist| dist.get_mut("tarball"));
@@ -436,6 +476,12 @@ mod tests {
         let body = include_bytes!("../tests/data/scoped-packument.json");
         let mut original: Value = serde_json::from_slice(body).unwrap();
         let mut rewritten: Value = serde_json::from_slice(&scoped_fixture().full).unwrap();
+        // 3.0.0-rc.0 has no tarball: dropped, as pmcache could not serve it.
+        let dropped = original["versions"]
+            .as_object_mut()
+            .unwrap()
+            .remove("3.0.0-rc.0");
+        assert!(dropped.is_some() && rewritten["versions"].get("3.0.0-rc.0").is_none());
         for document in [&mut original, &mut rewritten] {
             for entry in document["versions"].as_object_mut().unwrap().values_mut() {
                 if let Some(dist) = entry.get_mut("dist").and_then(Value::as_object_mut) {
@@ -519,18 +565,32 @@ mod tests {
     }
 
     #[test]
-    fn unusable_tarballs_are_left_alone() {
-        let document = json!({"name": "x", "versions": {
+    fn versions_without_a_servable_tarball_are_dropped() {
+        let document = json!({"name": "x", "dist-tags": {"latest": "2.0.0", "evil": "1.0.0"}, "versions": {
             "1.0.0": {"dist": {"tarball": "file:///etc/passwd"}},
+            "1.0.5": {"dist": {"tarball": "gopher://127.0.0.1:70/x"}},
             "1.0.1": {"dist": {"tarball": "http://[::1"}},
             "1.0.2": {"dist": {"tarball": 7}},
             "1.0.3": {"dist": "nonsense"},
             "1.0.4": "nonsense",
             "a/b": {"dist": {"tarball": "https://registry.example/x/-/x-a.tgz"}},
+            "2.0.0": {"dist": {"tarball": "https://registry.example/x/-/x-2.0.0.tgz"}},
         }});
-        let rewritten = rewrite_json(document.clone(), "x").unwrap();
-        assert!(rewritten.tarballs.is_empty());
-        assert_eq!(rewritten.full, serde_json::to_vec(&document).unwrap());
+        let rewritten = rewrite_json(document, "x").unwrap();
+        assert_eq!(rewritten.tarballs.len(), 1);
+        let full: Value = serde_json::from_slice(&rewritten.full).unwrap();
+        let versions: Vec<&String> = full["versions"].as_object().unwrap().keys().collect();
+        assert_eq!(versions, ["2.0.0"]);
+        assert_eq!(full["dist-tags"], json!({"latest": "2.0.0"}));
+        let abbreviated: Value = serde_json::from_slice(&rewritten.abbreviated).unwrap();
+        assert_eq!(abbreviated["versions"].as_object().unwrap().len(), 1);
+        for text in [&rewritten.full, &rewritten.abbreviated] {
+            let text = String::from_utf8_lossy(text);
+            assert!(
+                !text.contains("file:") && !text.contains("gopher:"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
