@@ -1024,3 +1024,56 @@ fn npm_versions_with_non_http_tarballs_never_reach_a_client() -> Result<()> {
     );
     case.ensure_no_egress()
 }
+
+/// 64 clients at once PUT 16 MiB each to a route that takes no body: each gets its 405 (with
+/// `Connection: close`) after sending only its headers, and pmcache's peak memory grows by
+/// less than 16 MiB.
+#[test]
+fn bodies_to_routes_that_take_none_are_never_read() -> Result<()> {
+    const CLIENTS: usize = 64;
+    const BODY: usize = 16 << 20;
+    let case = Case::start(&[])?;
+    let addr = case.addr()?;
+    let before = case.pmcache().peak_rss_bytes()?;
+    let answers: Vec<Result<RawResponse>> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                scope.spawn(move || -> Result<RawResponse> {
+                    let mut stream = TcpStream::connect(addr)?;
+                    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    // Headers only: an answer that comes now was given without the body.
+                    stream.write_all(
+                        format!("PUT /pypi/simple/x/ HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {BODY}\r\n\r\n")
+                            .as_bytes(),
+                    )?;
+                    let received = raw_http::read_to_close(&mut stream)?;
+                    raw_http::parse(&received)
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|client| client.join().expect("client thread"))
+            .collect()
+    });
+    for answer in answers {
+        let answer = answer?;
+        ensure!(
+            answer.status == 405,
+            "HTTP {} {:?}",
+            answer.status,
+            answer.text()
+        );
+        ensure!(
+            answer.header("connection") == Some("close"),
+            "no Connection: close"
+        );
+    }
+    let grown = case.pmcache().peak_rss_bytes()?.saturating_sub(before);
+    ensure!(
+        grown < 16 << 20,
+        "peak RSS grew by {} MiB for bodies pmcache had no use for",
+        grown >> 20
+    );
+    Ok(())
+}

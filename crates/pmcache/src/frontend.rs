@@ -16,6 +16,10 @@ use url::Url;
 
 use crate::config::Config;
 
+/// The request body limits of the three routes that relay one.
+const NPM_AUDIT_BODY: usize = 8 << 20;
+const ADVISORIES_BODY: usize = 1 << 20;
+const NOTIFY_BODY: usize = 256 << 10;
 /// An ecosystem pmcache serves: a row of the wiring table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ecosystem {
@@ -97,6 +101,31 @@ impl Ecosystem {
     /// Whether its routes take a percent-encoded `/` inside a segment.
     pub(crate) fn takes_encoded_slash(self) -> bool {
         self.wiring().encoded_slash
+    }
+
+    /// The most bytes of request body its route `rest` takes for `method`; None for the routes
+    /// (all but three) that take none: npm's security audit, Composer's advisories API and
+    /// notify-batch. Decided before a byte of the body is read.
+    pub(crate) fn body_limit(self, method: &http::Method, rest: &str) -> Option<usize> {
+        if *method != http::Method::POST {
+            return None;
+        }
+        let path = rest.split('?').next().unwrap_or(rest);
+        match self {
+            // The whole dependency tree of a lockfile.
+            Ecosystem::Npm if path.starts_with("/-/npm/v1/security/") => Some(NPM_AUDIT_BODY),
+            Ecosystem::Packagist => match packagist::path::classify(path).ok()? {
+                packagist::path::Route::Endpoint {
+                    endpoint: packagist::path::Endpoint::NotifyBatch,
+                    ..
+                } => Some(NOTIFY_BODY),
+                packagist::path::Route::Endpoint { endpoint, .. } if endpoint.takes_posts() => {
+                    Some(ADVISORIES_BODY)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// Splits `/pypi/simple/x/` into `(Pypi, "/simple/x/")`; None outside every mount.

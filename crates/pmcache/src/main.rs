@@ -16,6 +16,7 @@ mod idle;
 mod input;
 mod metrics;
 mod network;
+mod request_body;
 mod router;
 mod server;
 mod tls;

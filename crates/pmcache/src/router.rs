@@ -3,12 +3,11 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use pmcache_proxy::{self as proxy, Body, CACHE_HEADER, Caller, Classify, Role};
 
@@ -17,6 +16,7 @@ use crate::auth::{self, Auth, Denied};
 use crate::frontend::{Ecosystem, Frontend};
 use crate::input::{self, Limits};
 use crate::metrics::Metrics;
+use crate::request_body::{self, Budget};
 
 /// Everything a request can reach.
 pub(crate) struct App {
@@ -27,6 +27,8 @@ pub(crate) struct App {
     pub auth: Auth,
     /// The admin API (`/admin/…`).
     pub admin: Arc<Admin>,
+    /// The bytes of request bodies held at once.
+    pub bodies: Budget,
 }
 
 impl App {
@@ -51,6 +53,7 @@ impl App {
                 .map_err(unauthorized),
         };
         let caller = admitted.as_ref().ok().cloned();
+        let mut unread = false;
         let checked = match admitted {
             Err(response) => Err(response),
             Ok(caller) => {
@@ -61,20 +64,34 @@ impl App {
                 if self.auth.consumes_credentials() {
                     parts.headers.remove(header::AUTHORIZATION);
                 }
-                read_body(&parts, body, self.limits.body_read_timeout()).await
+                let limit =
+                    mount.and_then(|(ecosystem, rest)| ecosystem.body_limit(&parts.method, rest));
+                unread = request_body::unread(&parts, limit);
+                self.bodies
+                    .receive(body, limit, self.limits.body_read_timeout())
+                    .await
+                    .map_err(|refused| text(refused.status, &refused.reason))
             }
         };
         let (ecosystem, response) = match (mount, checked) {
             (_, Err(response)) => ("none", response),
             (Some((ecosystem, rest)), Ok(body)) => (
                 ecosystem.key(),
-                self.frontend(ecosystem, &parts, body, rest).await,
+                self.frontend(ecosystem, &parts, body.bytes.clone(), rest)
+                    .await,
             ),
             (None, Ok(_)) if admin::is_admin_path(&path) => {
                 ("admin", self.admin.handle(&parts).await)
             }
             (None, Ok(_)) => ("none", self.own_route(&parts.method, &path)),
         };
+        let mut response = response;
+        if unread {
+            // The body was not read: closing is cheaper than waiting for it to drain.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let cache = response
             .headers()
             .get(CACHE_HEADER)
@@ -156,42 +173,6 @@ impl App {
                 ),
             ),
         }
-    }
-}
-
-/// The largest request body accepted (npm audit posts the whole dependency tree).
-const MAX_REQUEST_BODY: usize = 16 << 20;
-
-/// The request body, for the few endpoints that relay one; a read bounded in size and time, so a
-/// client can make pmcache neither buffer without limit nor wait for a body that trickles.
-async fn read_body(
-    parts: &http::request::Parts,
-    body: Incoming,
-    timeout: Duration,
-) -> Result<Bytes, Response<Body>> {
-    if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
-        return Ok(Bytes::new());
-    }
-    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_REQUEST_BODY).collect())
-        .await
-        .map_err(|_| {
-            text(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!(
-                    "the request body did not arrive within {timeout:?} (server.body_read_timeout)"
-                ),
-            )
-        })?;
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body over the {MAX_REQUEST_BODY}-byte limit"),
-        )),
-        Err(error) => Err(text(
-            StatusCode::BAD_REQUEST,
-            &format!("could not read the request body: {error}"),
-        )),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::control::Control;
 use crate::frontend::{Ecosystem, Frontend};
 use crate::input::Limits;
 use crate::metrics::Metrics;
+use crate::request_body::Budget;
 use crate::router::App;
 use crate::tls::Tls;
 
@@ -62,6 +63,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         limits: Limits::new(&config.server),
         auth: Auth::new(&config.auth)?,
         admin: Arc::clone(&admin),
+        bodies: Budget::new(),
     });
     let flusher = tokio::spawn(flush_periodically(proxy.clone()));
     let maintainer = tokio::spawn(maintain_periodically(store.clone(), config.storage.clone()));

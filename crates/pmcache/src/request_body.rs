@@ -1,0 +1,97 @@
+//! Request bodies: read only for the three routes that relay one (npm's audit, Composer's
+//! advisories and notify-batch), each within its own limit and `server.body_read_timeout`, and
+//! all of them together within a budget of bytes, so that no client can make pmcache hold
+//! large bodies it has no use for. Every other request's body is never read: its answer says
+//! `Connection: close`, so the rest of the body is not waited for either.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The most bytes of request bodies held at once, over every connection.
+const BUDGET: usize = 64 << 20;
+/// The budget is counted in units of this many bytes (a semaphore's permits are `u32`).
+const UNIT: usize = 1 << 10;
+
+/// A body read whole, and its share of the budget, held while the request is answered.
+pub(crate) struct Received {
+    pub(crate) bytes: Bytes,
+    _share: Option<OwnedSemaphorePermit>,
+}
+
+/// Why a body was not taken: a status and a one-line reason.
+pub(crate) struct Refused {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: String,
+}
+
+/// The bytes of request bodies pmcache may hold at once.
+pub(crate) struct Budget(Arc<Semaphore>);
+
+impl Budget {
+    pub(crate) fn new() -> Budget {
+        Budget(Arc::new(Semaphore::new(BUDGET / UNIT)))
+    }
+
+    /// The body of a request whose route takes up to `limit` bytes (None: no body at all,
+    /// and nothing is read).
+    pub(crate) async fn receive(
+        &self,
+        body: Incoming,
+        limit: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Received, Refused> {
+        let Some(limit) = limit else {
+            return Ok(Received {
+                bytes: Bytes::new(),
+                _share: None,
+            });
+        };
+        let units = u32::try_from(limit.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        let share = Arc::clone(&self.0)
+            .try_acquire_many_owned(units)
+            .map_err(|_| Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "pmcache is receiving as many request bodies as it holds at once; try again shortly".to_owned(),
+            })?;
+        let bytes = read_within(body, limit, timeout).await?;
+        Ok(Received {
+            bytes,
+            _share: Some(share),
+        })
+    }
+}
+
+/// Whether a request may carry a body pmcache will not read (anything but GET and HEAD): its
+/// answer then closes the connection.
+pub(crate) fn unread(parts: &Parts, limit: Option<usize>) -> bool {
+    limit.is_none() && parts.method != Method::GET && parts.method != Method::HEAD
+}
+
+async fn read_within(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, Refused> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| Refused {
+            status: StatusCode::REQUEST_TIMEOUT,
+            reason: format!(
+                "the request body did not arrive within {timeout:?} (server.body_read_timeout)"
+            ),
+        })?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(Refused {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            reason: format!("the request body is over this route's {limit}-byte limit"),
+        }),
+        Err(error) => Err(Refused {
+            status: StatusCode::BAD_REQUEST,
+            reason: format!("could not read the request body: {error}"),
+        }),
+    }
+}
