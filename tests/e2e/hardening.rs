@@ -36,6 +36,8 @@ fn artifact() -> Bytes {
 struct Upstream {
     server: FixtureServer,
     log: Arc<RequestLog<String>>,
+    /// While set, `/simple/demo/` is dripped like `/simple/drip/`.
+    drip: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Upstream {
@@ -43,16 +45,26 @@ impl Upstream {
         let bound = FixtureServer::bind("hardening-upstream", 1)?;
         let addr = bound.addrs()[0];
         let log = Arc::new(RequestLog::default());
+        let drip = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handler = {
             let log = Arc::clone(&log);
+            let drip = Arc::clone(&drip);
             fixture_server::handler(move |request| {
                 let target = request.uri().to_string();
                 log.push(target.clone());
-                async move { answer(addr, &target) }
+                let dripping = target == "/simple/drip/"
+                    || (target == "/simple/demo/"
+                        && drip.load(std::sync::atomic::Ordering::SeqCst));
+                async move {
+                    match dripping {
+                        true => dripped(answer(addr, "/simple/demo/")).await,
+                        false => answer(addr, &target),
+                    }
+                }
             })
         };
         let server = bound.serve(vec![handler]);
-        Ok(Upstream { server, log })
+        Ok(Upstream { server, log, drip })
     }
 
     fn url(&self, prefix: &str) -> String {
@@ -127,6 +139,35 @@ fn answer(addr: SocketAddr, target: &str) -> Response<Body> {
         }
         _ => status_only(StatusCode::NOT_FOUND),
     }
+}
+
+/// `response` with its body sent one byte every 200 ms: each byte well within any read timeout,
+/// the whole body (about 300 bytes) a minute.
+async fn dripped(response: Response<Body>) -> Response<Body> {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let frames = futures_util::stream::unfold(0, move |offset| {
+        let bytes = bytes.clone();
+        async move {
+            if offset >= bytes.len() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let frame = hyper::body::Frame::data(bytes.slice(offset..offset + 1));
+            Some((Ok::<_, std::io::Error>(frame), offset + 1))
+        }
+    });
+    let mut parts = parts;
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        http_body_util::combinators::BoxBody::new(http_body_util::StreamBody::new(frames)),
+    )
 }
 
 fn json(content_type: &'static str, value: &serde_json::Value) -> Response<Body> {
@@ -1074,6 +1115,51 @@ fn bodies_to_routes_that_take_none_are_never_read() -> Result<()> {
         grown < 16 << 20,
         "peak RSS grew by {} MiB for bodies pmcache had no use for",
         grown >> 20
+    );
+    Ok(())
+}
+
+/// A project page that drips a byte every 200 ms (each within `read_timeout`): with no cached
+/// copy its clients get a 504 once `upstream.document_timeout` has passed; with one, they get
+/// the cached copy at `stale_timeout`.
+#[test]
+fn a_dripping_document_is_cut_off_at_the_document_timeout() -> Result<()> {
+    let case = Case::start(&[
+        ("PMCACHE_UPSTREAM_DOCUMENT_TIMEOUT", "3s"),
+        ("PMCACHE_UPSTREAM_READ_TIMEOUT", "2s"),
+        ("PMCACHE_PYPI_METADATA_TTL", "0s"),
+    ])?;
+    let started = Instant::now();
+    let response = case.get("/pypi/simple/drip/", &[])?;
+    let waited = started.elapsed();
+    ensure!(
+        response.status == 504,
+        "HTTP {} {:?}",
+        response.status,
+        response.text()
+    );
+    ensure!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(8),
+        "answered after {waited:?}, not at the 3s document timeout"
+    );
+
+    let fresh = case.get("/pypi/simple/demo/", &[])?;
+    ensure!(fresh.status == 200, "demo: HTTP {}", fresh.status);
+    case.upstream
+        .drip
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    let stale = case.get("/pypi/simple/demo/", &[])?;
+    ensure!(stale.status == 200, "stale demo: HTTP {}", stale.status);
+    ensure!(
+        stale.header("x-pmcache-cache") == Some("stale"),
+        "{:?}",
+        stale.header("x-pmcache-cache")
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(3),
+        "the cached copy took {:?}",
+        started.elapsed()
     );
     Ok(())
 }

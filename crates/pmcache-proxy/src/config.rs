@@ -14,6 +14,11 @@ pub struct Config {
     /// Longest wait for response headers, and for each next piece of a body. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// Longest time a whole metadata document fetch may take, headers and body: an upstream
+    /// that drips a document a byte at a time (each within `read_timeout`) is cut off then.
+    /// Default `2m`.
+    #[serde(with = "humantime_serde")]
+    pub document_timeout: Duration,
     /// How long a request waits for the upstream when pmcache has a copy of the document past
     /// its TTL; then the copy is served (marked stale) and the refresh goes on in the
     /// background. Default `2s`.
@@ -50,6 +55,7 @@ impl Default for Config {
         Config {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            document_timeout: Duration::from_secs(120),
             stale_timeout: Duration::from_secs(2),
             refetch_floor: Duration::from_secs(10),
             max_document_size: ByteSize(512 << 20),

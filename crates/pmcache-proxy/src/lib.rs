@@ -92,6 +92,8 @@ struct Inner {
     derived: splice::Derived,
     /// How long a request with a cached copy waits for its refresh (`upstream.stale_timeout`).
     stale_timeout: std::time::Duration,
+    /// The longest a whole document fetch may take (`upstream.document_timeout`).
+    document_timeout: std::time::Duration,
     /// How old advertising documents must be before an artifact they do not list makes
     /// pmcache fetch them again (`upstream.refetch_floor`).
     refetch_floor: std::time::Duration,
@@ -116,6 +118,7 @@ impl Proxy {
                 render_pools: render_pool::RenderPools::start()?,
                 derived: splice::Derived::default(),
                 stale_timeout: config.stale_timeout,
+                document_timeout: config.document_timeout,
                 refetch_floor: config.refetch_floor,
                 refuse_read_misses: AtomicBool::new(false),
                 metrics,

@@ -211,9 +211,20 @@ impl Proxy {
     {
         let headers = conditional_headers(request.accept, cached);
         let upstream = &self.inner.upstream;
-        let fetched = upstream
-            .get(&request.url, &headers, request.allow_redirect.as_ref())
-            .await;
+        // One deadline for the whole fetch: each read has its own timeout, but an upstream
+        // dripping bytes just within it would otherwise hold every waiting client for ever.
+        let timeout = self.inner.document_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let out_of_time = || Error::Timeout {
+            url: request.url.to_string(),
+            timeout,
+        };
+        let fetched = tokio::time::timeout_at(
+            deadline,
+            upstream.get(&request.url, &headers, request.allow_redirect.as_ref()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(out_of_time()));
         let now = freshness::now_unix();
         // What pmcache remembers of the upstream's 404s is answered to every role: only a
         // request that may change the cache changes it.
@@ -283,7 +294,9 @@ impl Proxy {
         // render waits for room in memory.
         let buffer = self.inner.budgets.body_buffer(&self.inner.store);
         let limit = upstream.max_document_size();
-        let received = fetched.receive_document(limit, buffer).await?;
+        let received = tokio::time::timeout_at(deadline, fetched.receive_document(limit, buffer))
+            .await
+            .map_err(|_| out_of_time())??;
         let in_memory = if received.gzipped {
             received.body.len().saturating_mul(GZIP_RATIO_ESTIMATE)
         } else {
