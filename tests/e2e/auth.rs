@@ -325,6 +325,23 @@ fn ensure_mentions_401(output: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Some request under `prefix` that pmcache logged after the `mark`-th was answered 200.
+fn ensure_fetched_since(
+    case: &Case<impl Sized>,
+    mark: usize,
+    prefix: &str,
+    what: &str,
+) -> Result<()> {
+    let later = &case.pmcache().requests()[mark..];
+    ensure!(
+        later
+            .iter()
+            .any(|request| request.path.starts_with(prefix) && request.status == 200),
+        "{what} fetched nothing under {prefix} through pmcache: {later:?}"
+    );
+    Ok(())
+}
+
 /// The requests pmcache refused with a 401.
 fn refused(case: &Case<impl Sized>) -> usize {
     case.pmcache()
@@ -426,13 +443,7 @@ fn composer_passes_the_token_from_auth_json_as_http_basic_or_bearer() -> Result<
     run.ensure_success("composer install with bearer in auth.json")?;
     let version = sandbox.php_constant(&project, "Proxfix\\App\\Version::VERSION")?;
     ensure!(version == "1.0.0", "unexpected app version {version:?}");
-    let later = &case.pmcache().requests()[mark..];
-    ensure!(
-        later
-            .iter()
-            .any(|request| request.path.starts_with("/packagist/dists/") && request.status == 200),
-        "the bearer install fetched no dist through pmcache: {later:?}"
-    );
+    ensure_fetched_since(&case, mark, "/packagist/dists/", "the bearer install")?;
     ensure_logged_as(&case, "/packagist/", "populate", "deploy")?;
     ensure_secret_kept(&case, &token)?;
     case.ensure_no_egress()

@@ -863,8 +863,8 @@ fn one_client_holding_many_connections_leaves_room_for_the_others() -> Result<()
     Ok(())
 }
 
-/// HTTP/2 connections that sent the preface (and a request, answered) and then nothing are
-/// closed at `server.idle_timeout`, not before; HTTP/1 keep-alive ones too.
+/// HTTP/2 connections that sent the preface and their settings and then nothing are closed at
+/// `server.idle_timeout`, not before; an HTTP/1 keep-alive one after its answer too.
 #[test]
 fn idle_connections_are_closed_at_the_idle_timeout() -> Result<()> {
     let idle = Duration::from_secs(2);
@@ -1110,6 +1110,24 @@ fn bodies_to_routes_that_take_none_are_never_read() -> Result<()> {
             "no Connection: close"
         );
     }
+    // A route that takes a body refuses one announced over its limit before reading it.
+    let mut audit = TcpStream::connect(addr)?;
+    audit.set_read_timeout(Some(Duration::from_secs(10)))?;
+    audit.write_all(
+        format!(
+            "POST /npm/-/npm/v1/security/advisories/bulk HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            9 << 20
+        )
+        .as_bytes(),
+    )?;
+    let refused = raw_http::parse(&raw_http::read_to_close(&mut audit)?)?;
+    ensure!(
+        refused.status == 413,
+        "an audit body over 8 MiB: HTTP {} {:?}",
+        refused.status,
+        refused.text()
+    );
+    refused.ensure_one_line_reason("an audit body over its limit")?;
     let grown = case.pmcache().peak_rss_bytes()?.saturating_sub(before);
     ensure!(
         grown < 16 << 20,

@@ -29,7 +29,7 @@ pub enum Error {
     Timeout {
         /// The upstream URL asked for.
         url: String,
-        /// The timeout that ran out (the connect or the read timeout).
+        /// The timeout that ran out (the connect, the read or the whole-document timeout).
         timeout: Duration,
     },
     /// Refreshing a cached document outlasted `upstream.stale_timeout`; the refresh goes on.

@@ -151,6 +151,15 @@ impl ServerConfig {
     }
 }
 
+/// Refuses upstream timeouts that would fail every document fetch.
+fn check_upstream(upstream: &pmcache_proxy::Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !upstream.document_timeout.is_zero() && !upstream.read_timeout.is_zero(),
+        "upstream.document_timeout and upstream.read_timeout of 0s would fail every fetch"
+    );
+    Ok(())
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -237,6 +246,7 @@ pub(crate) fn load(
         config.data_dir = data_dir.clone();
     }
     config.server.check()?;
+    check_upstream(&config.upstream)?;
     config.tls.check()?;
     config.auth.read_tokens_file()?;
     config.auth.check()?;
@@ -397,13 +407,15 @@ mod tests {
             ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_BODY_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_IDLE_TIMEOUT", "0s"),
+            ("PMCACHE_UPSTREAM_DOCUMENT_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_MAX_CONCURRENT_STREAMS", "0"),
             ("PMCACHE_SERVER_MAX_URI_LENGTH", "10"),
             ("PMCACHE_SERVER_MAX_HEADERS", "1"),
         ] {
             let error = load(None, &env(&[(name, value)]), &Overrides::default()).unwrap_err();
             assert!(
-                format!("{error:#}").contains("server."),
+                format!("{error:#}").contains("server.")
+                    || format!("{error:#}").contains("upstream."),
                 "{name}: {error:#}"
             );
         }

@@ -247,6 +247,8 @@ where
     };
     // Dropping an idle connection closes it; with no request in progress nothing is lost.
     tokio::select! {
+        // A request that arrives as the deadline passes is served, not dropped.
+        biased;
         result = served => result,
         () = activity.idle_for(protocols.idle_timeout) => {
             tracing::debug!(timeout = ?protocols.idle_timeout, "closing an idle connection");

@@ -16,10 +16,13 @@ use url::Url;
 
 use crate::config::Config;
 
-/// The request body limits of the three routes that relay one.
+/// npm's audit body: the whole dependency tree of a lockfile (a few MiB for the largest).
 const NPM_AUDIT_BODY: usize = 8 << 20;
+/// Composer's advisories query: a form naming the packages of a project.
 const ADVISORIES_BODY: usize = 1 << 20;
+/// Composer's notify-batch: the names and versions just installed.
 const NOTIFY_BODY: usize = 256 << 10;
+
 /// An ecosystem pmcache serves: a row of the wiring table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ecosystem {

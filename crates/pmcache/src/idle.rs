@@ -15,6 +15,9 @@ use http_body_util::BodyExt as _;
 use pmcache_proxy::Body;
 use tokio::time::Instant;
 
+/// How often a connection busy past its idle deadline is looked at again.
+const BUSY_POLL: Duration = Duration::from_secs(1);
+
 /// What one connection is doing: its requests in progress (until their response bodies are
 /// sent or dropped), and when the last one ended.
 #[derive(Debug)]
@@ -45,14 +48,16 @@ impl Activity {
     /// Completes once the connection has been idle for `timeout`.
     pub(crate) async fn idle_for(&self, timeout: Duration) {
         loop {
+            // `busy` first: a request ends by setting `last` and then lowering `busy` (on
+            // another thread, for HTTP/2), so seeing it idle means seeing when it became so.
+            let busy = self.busy.load(Ordering::SeqCst) > 0;
             let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
             let deadline = last + timeout;
-            if self.busy.load(Ordering::SeqCst) == 0 && Instant::now() >= deadline {
+            if !busy && Instant::now() >= deadline {
                 return;
             }
             // Busy now, or not idle long enough: look again when it could be.
-            tokio::time::sleep_until(deadline.max(Instant::now() + Duration::from_millis(100)))
-                .await;
+            tokio::time::sleep_until(deadline.max(Instant::now() + BUSY_POLL)).await;
         }
     }
 }

@@ -97,12 +97,31 @@ fn check_host(parts: &Parts) -> Result<(), String> {
         .filter(|host| is_authority(host))
         .ok_or_else(|| format!("{host:?} is not a host with an optional port"))?;
     match parts.uri.authority() {
-        Some(target) if !target.as_str().eq_ignore_ascii_case(host) => Err(format!(
-            "Host {host:?} disagrees with the request's authority {:?}",
-            target.as_str()
-        )),
+        Some(target) if !same_origin(parts.uri.scheme_str(), target.as_str(), host) => {
+            Err(format!(
+                "Host {host:?} disagrees with the request's authority {:?}",
+                target.as_str()
+            ))
+        }
         _ => Ok(()),
     }
+}
+
+/// Whether two authorities name the same host and port, the scheme's default port written or
+/// not (`http://h:80/` with `Host: h`), whatever the case.
+fn same_origin(scheme: Option<&str>, target: &str, host: &str) -> bool {
+    let default = match scheme {
+        Some("https") => ":443",
+        _ => ":80",
+    };
+    let bare = |authority: &str| {
+        let lower = authority.to_ascii_lowercase();
+        match lower.strip_suffix(default) {
+            Some(bare) => bare.to_owned(),
+            None => lower,
+        }
+    };
+    bare(target) == bare(host)
 }
 
 /// `host[:port]`: a registered name (letters, digits, `-`, `.`, `_`), an IPv4 address or a
@@ -352,6 +371,8 @@ mod tests {
             ("/pypi/simple/", &["cache.ci.example"]),
             ("/pypi/simple/", &[]),
             ("http://pmcache:7878/pypi/simple/", &["PMCACHE:7878"]),
+            ("http://pmcache:80/pypi/simple/", &["pmcache"]),
+            ("https://pmcache/pypi/simple/", &["pmcache:443"]),
         ] {
             assert_eq!(
                 check_host(&request(target, hosts)),
@@ -375,7 +396,7 @@ mod tests {
             ("/", &["a example"]),
             ("/", &[""]),
             ("http://a.example/pypi/simple/", &["b.example"]),
-            ("http://a.example:80/pypi/simple/", &["a.example"]),
+            ("http://a.example:8080/pypi/simple/", &["a.example"]),
         ] {
             assert!(
                 check_host(&request(target, hosts)).is_err(),

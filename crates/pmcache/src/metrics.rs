@@ -4,14 +4,14 @@
 use std::sync::Mutex;
 
 use pmcache_proxy::Proxy;
-
-use crate::admission::Refused;
 use pmcache_store::{Stats, Store};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::admission::Refused;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -80,6 +80,12 @@ impl Metrics {
             connections_open.clone(),
         );
         let connections_refused = Family::<RefusalLabels, Counter>::default();
+        // Both series from the start, at 0: a dashboard or an absent() alert sees them.
+        for why in [Refused::ServerFull, Refused::ClientLimit] {
+            drop(connections_refused.get_or_create(&RefusalLabels {
+                reason: why.as_str(),
+            }));
+        }
         registry.register(
             "connections_refused",
             "Client connections answered 503 and closed, by reason: server_full (server.max_connections open) or client_limit (server.max_connections_per_client open from that client)",

@@ -43,6 +43,7 @@ impl Budget {
     /// and nothing is read).
     pub(crate) async fn receive(
         &self,
+        parts: &Parts,
         body: Incoming,
         limit: Option<usize>,
         timeout: Duration,
@@ -53,13 +54,21 @@ impl Budget {
                 _share: None,
             });
         };
-        let units = u32::try_from(limit.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        // A body that announces its length holds only that much of the budget (a 413 comes
+        // before it is read when it is over the limit); one that does not, the whole limit.
+        let announced = announced_length(parts);
+        if announced.is_some_and(|length| length > limit) {
+            return Err(too_large(limit));
+        }
+        let reserve = announced.unwrap_or(limit).max(1);
+        let units = u32::try_from(reserve.div_ceil(UNIT)).unwrap_or(u32::MAX);
         let share = Arc::clone(&self.0)
             .try_acquire_many_owned(units)
             .map_err(|_| Refused {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 reason: "pmcache is receiving as many request bodies as it holds at once; try again shortly".to_owned(),
             })?;
+        let limit = announced.unwrap_or(limit);
         let bytes = read_within(body, limit, timeout).await?;
         Ok(Received {
             bytes,
@@ -74,6 +83,24 @@ pub(crate) fn unread(parts: &Parts, limit: Option<usize>) -> bool {
     limit.is_none() && parts.method != Method::GET && parts.method != Method::HEAD
 }
 
+/// The `Content-Length` a request announced, if it is one number.
+fn announced_length(parts: &Parts) -> Option<usize> {
+    parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn too_large(limit: usize) -> Refused {
+    Refused {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        reason: format!("the request body is over this route's {limit}-byte limit"),
+    }
+}
+
 async fn read_within(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, Refused> {
     let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
@@ -85,10 +112,7 @@ async fn read_within(body: Incoming, limit: usize, timeout: Duration) -> Result<
         })?;
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(Refused {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            reason: format!("the request body is over this route's {limit}-byte limit"),
-        }),
+        Err(error) if error.is::<LengthLimitError>() => Err(too_large(limit)),
         Err(error) => Err(Refused {
             status: StatusCode::BAD_REQUEST,
             reason: format!("could not read the request body: {error}"),

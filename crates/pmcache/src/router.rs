@@ -68,9 +68,17 @@ impl App {
                     mount.and_then(|(ecosystem, rest)| ecosystem.body_limit(&parts.method, rest));
                 unread = request_body::unread(&parts, limit);
                 self.bodies
-                    .receive(body, limit, self.limits.body_read_timeout())
+                    .receive(&parts, body, limit, self.limits.body_read_timeout())
                     .await
-                    .map_err(|refused| text(refused.status, &refused.reason))
+                    .map_err(|refused| {
+                        let mut response = text(refused.status, &refused.reason);
+                        if refused.status == StatusCode::SERVICE_UNAVAILABLE {
+                            response
+                                .headers_mut()
+                                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        }
+                        response
+                    })
             }
         };
         let (ecosystem, response) = match (mount, checked) {

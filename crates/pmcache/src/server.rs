@@ -41,6 +41,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     store.set_max_size(config.storage.max_size);
     // Before anything listens: a certificate that does not load stops the start.
     let tls = Tls::new(&config.tls)?;
+    let admission = Admission::new(&config.server)?;
     let proxy = Proxy::new(store.clone(), &config.upstream)?;
     proxy.set_read_misses(config.auth.read_misses);
     let listener = TcpListener::bind(config.listen)
@@ -86,7 +87,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     // The first line on stdout tells scripts and tests where pmcache listens (port 0 picks one).
     println!("pmcache listening on {scheme}://{local}");
     tracing::info!(%local, %scheme, data_dir = %config.data_dir.display(), "serving");
-    accept_until_shutdown(listener, app, &config.server, tls).await;
+    accept_until_shutdown(listener, app, &config.server, admission, tls).await;
     if let Some(reloader) = reloader {
         reloader.abort();
     }
@@ -104,18 +105,12 @@ async fn accept_until_shutdown(
     listener: TcpListener,
     app: Arc<App>,
     settings: &ServerConfig,
+    admission: Admission,
     tls: Option<Tls>,
 ) {
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(settings));
-    let admission = match Admission::new(settings) {
-        Ok(admission) => admission,
-        // The config check read the same networks: this cannot fail after it.
-        Err(error) => {
-            tracing::error!("cannot admit connections: {error:#}");
-            return;
-        }
-    };
+
     // Dropping the sender tells connections still waiting for their first bytes to close.
     let (stop_sender, stop_signal) = tokio::sync::watch::channel(());
     let shutdown = shutdown_signal();

@@ -181,13 +181,12 @@ fn bundler_passes_the_token_from_its_global_config_or_the_host_variable() -> Res
         .bundle(&project.dir, &["install"], &project.env(&env))?
         .ensure_success("bundle install with the token in BUNDLE_127__0__0__1")?;
     ensure_bundled(&sandbox, &project, &env)?;
-    let later = &case.pmcache().requests()[mark..];
-    ensure!(
-        later
-            .iter()
-            .any(|request| request.path.starts_with("/rubygems/gems/") && request.status == 200),
-        "the install with the variable fetched no gem through pmcache: {later:?}"
-    );
+    super::ensure_fetched_since(
+        &case,
+        mark,
+        "/rubygems/gems/",
+        "the install with the variable",
+    )?;
     ensure_logged_as(&case, "/rubygems/", "populate", "gate")?;
     ensure_secret_kept(&case, &token)?;
     case.ensure_no_egress()

@@ -20,8 +20,10 @@ use crate::freshness;
 use crate::serve::{self, CacheStatus};
 use crate::upstream;
 
-/// Identifies the renderer: a new pmcache renders every document again.
-const RENDERER: &str = env!("CARGO_PKG_VERSION");
+/// Identifies the renderer: a new pmcache renders every document again. The generation after
+/// the version changes with the rendering rules (2: npm versions without a servable tarball are
+/// dropped), so that copies rendered by the old rules are not served on.
+const RENDERER: &str = concat!(env!("CARGO_PKG_VERSION"), "+2");
 
 /// How much larger a gzip-encoded document is once inflated, for the render budget (JSON and
 /// HTML indexes compress five- to tenfold).
