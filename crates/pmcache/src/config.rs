@@ -160,6 +160,20 @@ fn check_upstream(upstream: &pmcache_proxy::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses storage settings outside their range instead of quietly clamping them.
+fn check_storage(storage: &pmcache_store::Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=100).contains(&storage.low_water_percent),
+        "storage.low_water_percent = {} is not a percentage of max_size from 1 to 100",
+        storage.low_water_percent
+    );
+    anyhow::ensure!(
+        !storage.gc_interval.is_zero() && !storage.temp_max_age.is_zero(),
+        "storage.gc_interval and storage.temp_max_age of 0s would run maintenance without pause and sweep files being written"
+    );
+    Ok(())
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -247,6 +261,7 @@ pub(crate) fn load(
     }
     config.server.check()?;
     check_upstream(&config.upstream)?;
+    check_storage(&config.storage)?;
     config.tls.check()?;
     config.auth.read_tokens_file()?;
     config.auth.check()?;
@@ -408,14 +423,18 @@ mod tests {
             ("PMCACHE_SERVER_BODY_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_IDLE_TIMEOUT", "0s"),
             ("PMCACHE_UPSTREAM_DOCUMENT_TIMEOUT", "0s"),
+            ("PMCACHE_STORAGE_LOW_WATER_PERCENT", "150"),
+            ("PMCACHE_STORAGE_LOW_WATER_PERCENT", "0"),
+            ("PMCACHE_STORAGE_GC_INTERVAL", "0s"),
             ("PMCACHE_SERVER_MAX_CONCURRENT_STREAMS", "0"),
             ("PMCACHE_SERVER_MAX_URI_LENGTH", "10"),
             ("PMCACHE_SERVER_MAX_HEADERS", "1"),
         ] {
             let error = load(None, &env(&[(name, value)]), &Overrides::default()).unwrap_err();
             assert!(
-                format!("{error:#}").contains("server.")
-                    || format!("{error:#}").contains("upstream."),
+                ["server.", "upstream.", "storage."]
+                    .iter()
+                    .any(|section| format!("{error:#}").contains(section)),
                 "{name}: {error:#}"
             );
         }
