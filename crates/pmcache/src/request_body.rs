@@ -14,6 +14,8 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::input::Refusal;
+
 /// The most bytes of request bodies held at once, over every connection.
 const BUDGET: usize = 64 << 20;
 /// The budget is counted in units of this many bytes (a semaphore's permits are `u32`).
@@ -23,12 +25,6 @@ const UNIT: usize = 1 << 10;
 pub(crate) struct Received {
     pub(crate) bytes: Bytes,
     _share: Option<OwnedSemaphorePermit>,
-}
-
-/// Why a body was not taken: a status and a one-line reason.
-pub(crate) struct Refused {
-    pub(crate) status: StatusCode,
-    pub(crate) reason: String,
 }
 
 /// The bytes of request bodies pmcache may hold at once.
@@ -47,7 +43,7 @@ impl Budget {
         body: Incoming,
         limit: Option<usize>,
         timeout: Duration,
-    ) -> Result<Received, Refused> {
+    ) -> Result<Received, Refusal> {
         let Some(limit) = limit else {
             return Ok(Received {
                 bytes: Bytes::new(),
@@ -64,7 +60,7 @@ impl Budget {
         let units = u32::try_from(reserve.div_ceil(UNIT)).unwrap_or(u32::MAX);
         let share = Arc::clone(&self.0)
             .try_acquire_many_owned(units)
-            .map_err(|_| Refused {
+            .map_err(|_| Refusal {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 reason: "pmcache is receiving as many request bodies as it holds at once; try again shortly".to_owned(),
             })?;
@@ -94,17 +90,17 @@ fn announced_length(parts: &Parts) -> Option<usize> {
         .ok()
 }
 
-fn too_large(limit: usize) -> Refused {
-    Refused {
+fn too_large(limit: usize) -> Refusal {
+    Refusal {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         reason: format!("the request body is over this route's {limit}-byte limit"),
     }
 }
 
-async fn read_within(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, Refused> {
+async fn read_within(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, Refusal> {
     let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
-        .map_err(|_| Refused {
+        .map_err(|_| Refusal {
             status: StatusCode::REQUEST_TIMEOUT,
             reason: format!(
                 "the request body did not arrive within {timeout:?} (server.body_read_timeout)"
@@ -113,7 +109,7 @@ async fn read_within(body: Incoming, limit: usize, timeout: Duration) -> Result<
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(too_large(limit)),
-        Err(error) => Err(Refused {
+        Err(error) => Err(Refusal {
             status: StatusCode::BAD_REQUEST,
             reason: format!("could not read the request body: {error}"),
         }),
