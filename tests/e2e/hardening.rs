@@ -129,6 +129,7 @@ fn answer(addr: SocketAddr, target: &str) -> Response<Body> {
             });
             json("application/json", &packument)
         }
+        _ if target.starts_with("/simple/bomb") => gzip_bomb(target.ends_with("-low/")),
         _ if target == format!("/files/{FILE_NAME}") || target == "/npm/demo/-/demo-1.0.0.tgz" => {
             let mut response = Response::new(full_body(data));
             response.headers_mut().insert(
@@ -139,6 +140,52 @@ fn answer(addr: SocketAddr, target: &str) -> Response<Body> {
         }
         _ => status_only(StatusCode::NOT_FOUND),
     }
+}
+
+/// Inflated size of each gzip bomb: past the default `max_document_size` (128 MiB).
+const BOMB_INFLATED_MIB: usize = 256;
+
+/// A gzip-encoded project page inflating to [`BOMB_INFLATED_MIB`]: the same gzip member of one
+/// MiB repeated (RFC 1952 allows many members in a row). A classic bomb is spaces, expanding
+/// about 1,000-fold; a `low` one expands about 50-fold, like a real index, so that only the
+/// size limit stops it, and only after it has been decoded far past the memory budgets.
+fn gzip_bomb(low: bool) -> Response<Body> {
+    static BOMBS: std::sync::OnceLock<[Bytes; 2]> = std::sync::OnceLock::new();
+    let bombs = BOMBS.get_or_init(|| {
+        let member = |block: &[u8]| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(block).expect("gzip in memory");
+            encoder.finish().expect("gzip in memory")
+        };
+        let spaces = vec![b' '; 1 << 20];
+        // Spaces with a pseudo-random letter every 32 bytes.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let sprinkled: Vec<u8> = (0..1usize << 20)
+            .map(|i| match i % 32 {
+                0 => {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    b'a' + (seed % 26) as u8
+                }
+                _ => b' ',
+            })
+            .collect();
+        [member(&spaces), member(&sprinkled)]
+            .map(|member| Bytes::from(member.repeat(BOMB_INFLATED_MIB)))
+    });
+    let mut response = Response::new(full_body(bombs[usize::from(low)].clone()));
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(PEP_691_JSON),
+    );
+    headers.insert(
+        hyper::header::CONTENT_ENCODING,
+        hyper::header::HeaderValue::from_static("gzip"),
+    );
+    response
 }
 
 /// `response` with its body sent one byte every 200 ms: each byte well within any read timeout,
@@ -1179,5 +1226,57 @@ fn a_dripping_document_is_cut_off_at_the_document_timeout() -> Result<()> {
         "the cached copy took {:?}",
         started.elapsed()
     );
+    Ok(())
+}
+
+/// Four gzip bombs fetched at once, two expanding 1,000-fold and two 50-fold (which only the
+/// size limit stops, 128 MiB into each), with the default limits: each client gets a 502 naming
+/// the reason, pmcache's peak RSS stays under 200 MB, and no temp file is left behind.
+#[test]
+fn four_gzip_bombs_at_once_keep_memory_bounded() -> Result<()> {
+    let case = Case::start(&[])?;
+    // Built before the clock starts: the bombs are made on first use.
+    drop(gzip_bomb(false));
+    let before = case.pmcache().peak_rss_bytes()?;
+    let case = &case;
+    let answers = std::thread::scope(|scope| {
+        let fetches: Vec<_> = ["bomb-1", "bomb-2", "bomb-3-low", "bomb-4-low"]
+            .map(|name| scope.spawn(move || case.get(&format!("/pypi/simple/{name}/"), &[])))
+            .into_iter()
+            .collect();
+        fetches
+            .into_iter()
+            .map(|fetch| fetch.join().expect("fetch thread"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    for (answer, reason) in answers
+        .iter()
+        .zip(["200-fold", "200-fold", "limit", "limit"])
+    {
+        ensure!(
+            answer.status == 502 && answer.text().contains(reason),
+            "HTTP {} {:?}, expected 502 naming {reason:?}",
+            answer.status,
+            answer.text()
+        );
+    }
+    let peak = case.pmcache().peak_rss_bytes()?;
+    eprintln!(
+        "peak RSS {} MB before, {} MB after four gzip bombs of {BOMB_INFLATED_MIB} MiB",
+        before / 1_000_000,
+        peak / 1_000_000
+    );
+    ensure!(
+        peak < 200_000_000,
+        "peak RSS {} MB with four gzip bombs",
+        peak / 1_000_000
+    );
+    let temp = case.path("data/tmp");
+    let left: Vec<_> = match std::fs::read_dir(&temp) {
+        Ok(entries) => entries.collect::<std::io::Result<_>>()?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(error.into()),
+    };
+    ensure!(left.is_empty(), "temp files left behind: {left:?}");
     Ok(())
 }

@@ -110,17 +110,12 @@ impl Budgets {
 }
 
 impl BodyBuffer {
-    /// Bytes received so far.
-    pub(crate) fn len(&self) -> u64 {
-        match &self.spilled {
-            Some(file) => file.written(),
-            None => self.memory.len() as u64,
-        }
-    }
-
     /// Appends a chunk: to memory if the budget has room, else to the temp file (created,
     /// with what memory held, the first time).
     pub(crate) async fn push(&mut self, chunk: Bytes) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
         if self.spilled.is_none() && self.reserve(chunk.len()) {
             self.memory.extend_from_slice(&chunk);
             return Ok(());

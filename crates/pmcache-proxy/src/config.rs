@@ -30,7 +30,8 @@ pub struct Config {
     /// made-up artifact names can send pmcache to the upstream. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub refetch_floor: Duration,
-    /// Largest metadata document accepted from an upstream, after decompression. Default `512MiB`.
+    /// Largest metadata document accepted from an upstream, after decompression. Default
+    /// `128MiB`: five times the largest real packument measured (25 MB).
     pub max_document_size: ByteSize,
     /// Connect to loopback, private and link-local addresses even when a host is not a
     /// configured upstream's (metadata may name any host). Default `false`.
@@ -58,7 +59,7 @@ impl Default for Config {
             document_timeout: Duration::from_secs(120),
             stale_timeout: Duration::from_secs(2),
             refetch_floor: Duration::from_secs(10),
-            max_document_size: ByteSize(512 << 20),
+            max_document_size: ByteSize(128 << 20),
             allow_private_addresses: false,
             trusted_hosts: Vec::new(),
             ca_file: None,

@@ -107,6 +107,15 @@ pub enum Error {
         /// The limit in bytes.
         limit: u64,
     },
+    /// A gzip-encoded metadata document expanded further than any real index does (a gzip
+    /// bomb): refused before it costs more disk.
+    #[error("upstream document {url} expands more than {ratio}-fold when decompressed")]
+    Inflation {
+        /// The document's upstream URL.
+        url: String,
+        /// The largest expansion accepted.
+        ratio: u64,
+    },
     /// The upstream redirected where the redirect policy does not allow, without a usable
     /// `Location`, or too many times.
     #[error("upstream {url} redirected to {location}, which pmcache will not follow")]
@@ -389,6 +398,7 @@ impl Error {
                 | Error::Body { .. }
                 | Error::Length { .. }
                 | Error::TooLarge { .. }
+                | Error::Inflation { .. }
                 | Error::Redirect { .. }
                 | Error::Document { .. }
                 | Error::AdvertiserDown { .. }

@@ -22,6 +22,7 @@ mod egress;
 mod error;
 mod first_connection;
 mod freshness;
+mod inflate;
 mod inflight;
 mod metrics;
 mod origin;

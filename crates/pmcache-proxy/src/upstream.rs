@@ -1,7 +1,6 @@
 //! The HTTP(S) client that talks to upstream registries: pooled connections, rustls with the ring
 //! provider, connect and read timeouts, redirects only where the caller allows, bounded bodies.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use crate::config::Config;
 use crate::egress::{AddressPolicy, GuardedConnector};
 use crate::error::{Error, Result};
 use crate::first_connection::FirstConnections;
+use crate::inflate::{self, InflateError, Inflater};
 use crate::metrics::{Outcome, ProxyMetrics};
 
 const MAX_REDIRECTS: usize = 5;
@@ -337,40 +337,72 @@ impl Fetched {
     }
 
     /// Receives a whole metadata document into `buffer` as it arrives (never waiting on
-    /// anything but the upstream: see [`crate::budget`]), refusing more than `limit` bytes so
-    /// that a hostile upstream cannot exhaust memory or disk. Gzip is decoded later, by
-    /// [`decode_document`], when the body is rendered.
+    /// anything but the upstream: see [`crate::budget`]), decoding gzip on the way (see
+    /// [`crate::inflate`]) and refusing more than `limit` bytes, encoded or decoded, so that a
+    /// hostile upstream cannot exhaust memory or disk.
     pub(crate) async fn receive_document(
         mut self,
         limit: u64,
         mut buffer: BodyBuffer,
-    ) -> Result<ReceivedDocument> {
+    ) -> Result<ReceivedBody> {
         let announced = self.content_length();
+        let mut inflater = self
+            .header(header::CONTENT_ENCODING)
+            .is_some_and(|e| e.eq_ignore_ascii_case("gzip"))
+            .then(|| Inflater::new(limit));
+        let mut received = 0u64;
         while let Some(chunk) = self.next_chunk().await? {
-            if buffer.len() + chunk.len() as u64 > limit {
-                return Err(Error::TooLarge {
-                    url: self.url.to_string(),
-                    limit,
-                });
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(self.too_large(limit));
             }
-            buffer.push(chunk).await?;
+            let Some(inflater) = &mut inflater else {
+                buffer.push(chunk).await?;
+                continue;
+            };
+            for piece in chunk.chunks(inflate::STEP) {
+                let decoded = inflater
+                    .step(piece)
+                    .map_err(|e| self.undecodable(e, limit))?;
+                buffer.push(decoded).await?;
+            }
         }
         if let Some(announced) = announced
-            && announced != buffer.len()
+            && announced != received
         {
             return Err(Error::Length {
                 url: self.url.to_string(),
                 announced,
-                actual: buffer.len(),
+                actual: received,
             });
         }
-        let gzipped = self
-            .header(header::CONTENT_ENCODING)
-            .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
-        Ok(ReceivedDocument {
-            body: buffer.finish(),
-            gzipped,
-        })
+        if let Some(inflater) = inflater {
+            let rest = inflater.finish().map_err(|e| self.undecodable(e, limit))?;
+            buffer.push(rest).await?;
+        }
+        Ok(buffer.finish())
+    }
+
+    fn too_large(&self, limit: u64) -> Error {
+        Error::TooLarge {
+            url: self.url.to_string(),
+            limit,
+        }
+    }
+
+    fn undecodable(&self, error: InflateError, limit: u64) -> Error {
+        let url = self.url.to_string();
+        match error {
+            InflateError::TooLarge => self.too_large(limit),
+            InflateError::Ratio => Error::Inflation {
+                url,
+                ratio: inflate::MAX_RATIO,
+            },
+            InflateError::Corrupt(error) => Error::Document {
+                url,
+                source: Box::new(BadGzip(error)),
+            },
+        }
     }
 
     /// True when the body's end is marked by the protocol (a length, chunked coding or HTTP/2
@@ -384,52 +416,10 @@ impl Fetched {
     }
 }
 
-/// A document body as received, possibly gzip-encoded.
-pub(crate) struct ReceivedDocument {
-    pub(crate) body: ReceivedBody,
-    pub(crate) gzipped: bool,
-}
-
-/// The decoded body of a received document, at most `limit` bytes once inflated. Blocking
-/// (inflating hundreds of megabytes is seconds of CPU): call it on the blocking pool.
-pub(crate) fn decode_document(url: &Url, body: Bytes, gzipped: bool, limit: u64) -> Result<Bytes> {
-    if !gzipped {
-        return Ok(body);
-    }
-    gunzip_bounded(&body, limit).map_err(|reason| match reason {
-        GunzipError::TooLarge => Error::TooLarge {
-            url: url.to_string(),
-            limit,
-        },
-        GunzipError::Corrupt(error) => Error::Document {
-            url: url.to_string(),
-            source: Box::new(BadGzip(error)),
-        },
-    })
-}
-
-enum GunzipError {
-    TooLarge,
-    Corrupt(std::io::Error),
-}
-
 /// A gzip body that does not inflate.
 #[derive(Debug, thiserror::Error)]
 #[error("bad gzip encoding")]
 struct BadGzip(#[source] std::io::Error);
-
-fn gunzip_bounded(compressed: &[u8], limit: u64) -> Result<Bytes, GunzipError> {
-    let decoder = flate2::read::MultiGzDecoder::new(compressed);
-    let mut out = Vec::new();
-    decoder
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(GunzipError::Corrupt)?;
-    if out.len() as u64 > limit {
-        return Err(GunzipError::TooLarge);
-    }
-    Ok(Bytes::from(out))
-}
 
 /// RFC 9110 §10.2.3: `Retry-After` is seconds or an HTTP date (a date already past means now).
 fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
@@ -520,23 +510,6 @@ fn has_io_kind(error: &(dyn std::error::Error + 'static), kind: std::io::ErrorKi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn gunzip_refuses_bombs() {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        encoder.write_all(&vec![0u8; 1 << 20]).unwrap();
-        let bomb = encoder.finish().unwrap();
-        assert!(matches!(
-            gunzip_bounded(&bomb, 1000),
-            Err(GunzipError::TooLarge)
-        ));
-        assert_eq!(gunzip_bounded(&bomb, 1 << 20).ok().unwrap().len(), 1 << 20);
-        assert!(matches!(
-            gunzip_bounded(b"not gzip", 100),
-            Err(GunzipError::Corrupt(_))
-        ));
-    }
 
     #[test]
     fn retry_after_is_seconds_or_a_date() {

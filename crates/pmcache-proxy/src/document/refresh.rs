@@ -18,16 +18,11 @@ use crate::advertised::Advertised;
 use crate::error::{Error, Result};
 use crate::freshness;
 use crate::serve::{self, CacheStatus};
-use crate::upstream;
 
 /// Identifies the renderer: a new pmcache renders every document again. The generation after
 /// the version changes with the rendering rules (2: npm versions without a servable tarball are
 /// dropped), so that copies rendered by the old rules are not served on.
 const RENDERER: &str = concat!(env!("CARGO_PKG_VERSION"), "+2");
-
-/// How much larger a gzip-encoded document is once inflated, for the render budget (JSON and
-/// HTML indexes compress five- to tenfold).
-const GZIP_RATIO_ESTIMATE: u64 = 6;
 
 impl Proxy {
     /// Gets a document: fresh from the cache, revalidated, fetched and rendered, or stale when
@@ -296,18 +291,12 @@ impl Proxy {
         // render waits for room in memory.
         let buffer = self.inner.budgets.body_buffer(&self.inner.store);
         let limit = upstream.max_document_size();
-        let received = tokio::time::timeout_at(deadline, fetched.receive_document(limit, buffer))
+        let body = tokio::time::timeout_at(deadline, fetched.receive_document(limit, buffer))
             .await
             .map_err(|_| out_of_time())??;
-        let in_memory = if received.gzipped {
-            received.body.len().saturating_mul(GZIP_RATIO_ESTIMATE)
-        } else {
-            received.body.len()
-        };
+        let in_memory = body.len();
         let permit = self.inner.budgets.render_permit(in_memory).await?;
         self.inner.metrics.render_waited(permit.waited);
-        let gzipped = received.gzipped;
-        let body = received.body;
         let store = self.inner.store.clone();
         let ecosystem = request.ecosystem;
         let record_key = key.to_owned();
@@ -324,10 +313,9 @@ impl Proxy {
         let pool = self.inner.render_pools.for_size(in_memory);
         let (record, cache, relayed) = pool
             .run(move || {
-                // Read back (if spilled) and decoded here: large allocations stay on these threads.
+                // Read back (if spilled) here: large allocations stay on these threads.
                 let (body, _reservation) = body.into_bytes()?;
                 let _permit = permit;
-                let body = upstream::decode_document(&url, body, gzipped, limit)?;
                 let document = UpstreamDocument {
                     url: url.clone(),
                     content_type,
