@@ -269,13 +269,26 @@ impl<'a> Filenames<'a> {
 /// Replace each planned version's `dist.tarball`, in place so key order stays the upstream's.
 fn point_at_registry(versions: &mut Map<String, Value>, plans: &[Tarball], prefix: &str) {
     for (entry, plan) in versions.values_mut().zip(plans) {
-        let slot = entry
-            .get_mut("dist")
-            .and_then(|dist| dist.get_mut("tarball"));
-        if let Some(slot) = slot {
-            let url = format!("{prefix}{}", percent_encode_segment(&plan.filename));
-            *slot = Value::String(url);
-        }
+        let Some(dist) = entry.get_mut("dist").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let url = format!("{prefix}{}", percent_encode_segment(&plan.filename));
+        dist.insert("tarball".to_owned(), Value::String(url));
+        drop_local_attestations(dist);
+    }
+}
+
+/// Removes `dist.attestations` unless its `url` is http(s): `npm audit signatures` fetches it,
+/// and a document must not send a client to any other kind of URL (`file:`).
+fn drop_local_attestations(dist: &mut Map<String, Value>) {
+    let remote = dist
+        .get("attestations")
+        .and_then(|attestations| attestations.get("url"))
+        .and_then(Value::as_str)
+        .and_then(|url| Url::parse(url).ok())
+        .is_some_and(|url| matches!(url.scheme(), "http" | "https"));
+    if !remote && dist.shift_remove("attestations").is_some() {
+        tracing::warn!("dropped dist.attestations whose url is no http(s) URL");
     }
 }
 
@@ -590,6 +603,24 @@ mod tests {
                 !text.contains("file:") && !text.contains("gopher:"),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn attestations_other_than_http_are_dropped() {
+        let version = |attestations: Value| json!({"dist": {"tarball": "https://registry.example/x/-/x-1.0.0.tgz", "attestations": attestations}});
+        let remote = json!({"url": "https://registry.example/-/npm/v1/attestations/x@1.0.0", "provenance": {}});
+        let document = json!({"name": "x", "versions": {
+            "1.0.0": version(remote.clone()),
+            "1.0.1": version(json!({"url": "file:///etc/passwd"})),
+            "1.0.2": version(json!({"provenance": {}})),
+        }});
+        let rewritten = rewrite_json(document, "x").unwrap();
+        let full: Value = serde_json::from_slice(&rewritten.full).unwrap();
+        assert_eq!(full["versions"]["1.0.0"]["dist"]["attestations"], remote);
+        for version in ["1.0.1", "1.0.2"] {
+            let dist = full["versions"][version]["dist"].as_object().unwrap();
+            assert!(!dist.contains_key("attestations"), "{version}: {dist:?}");
         }
     }
 

@@ -295,8 +295,53 @@ fn rewrite_version(
     // Versions are expanded here: removing `source` from each leaves none in the minified list.
     if !rewrite.keep_source {
         version.shift_remove("source");
+    } else if version.contains_key("source") && !has_remote_source(version) {
+        version.shift_remove("source");
+        tracing::warn!(
+            package,
+            "dropped a source whose url is no remote repository"
+        );
     }
     rewrite_dist(version, package, url, rewrite.base)
+}
+
+/// Whether a version's `source.url` names a repository on another host: a URL of a network
+/// scheme Composer's VCS drivers use, or git's `user@host:path`. A local path or `file:` URL
+/// would have Composer read the runner's own disk.
+fn has_remote_source(version: &Map<String, Value>) -> bool {
+    let Some(text) = version
+        .get("source")
+        .and_then(|source| source.get("url"))
+        .and_then(Value::as_str)
+    else {
+        return false;
+    };
+    match Url::parse(text) {
+        Ok(url) => {
+            matches!(
+                url.scheme(),
+                "http" | "https" | "git" | "ssh" | "git+ssh" | "svn" | "svn+ssh"
+            ) && url.host().is_some()
+        }
+        Err(_) => is_scp_like(text),
+    }
+}
+
+/// git's scp-like syntax, `user@host:path`.
+fn is_scp_like(text: &str) -> bool {
+    let Some((user, rest)) = text.split_once('@') else {
+        return false;
+    };
+    let Some((host, path)) = rest.split_once(':') else {
+        return false;
+    };
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    plain(user) && plain(host) && !path.is_empty()
 }
 
 fn rewrite_dist(
@@ -428,6 +473,40 @@ mod tests {
         assert_eq!(files, ["c.zip"]);
         let text = String::from_utf8(p2.body).unwrap();
         assert!(!text.contains("code.example"), "{text}");
+    }
+
+    #[test]
+    fn sources_on_the_local_disk_are_dropped() {
+        let source = |url: &str| {
+            json!({"version": "1.0.0", "source": {"type": "git", "url": url, "reference": "a"},
+                   "dist": {"type": "zip", "url": "https://code.example/a.zip", "reference": "a"}})
+        };
+        let kept = [
+            "https://code.example/acme/tool.git",
+            "git@code.example:acme/tool.git",
+            "ssh://git@code.example/acme/tool.git",
+            "svn://code.example/acme/tool",
+        ];
+        let dropped = [
+            "file:///srv/acme/tool.git",
+            "/srv/acme/tool.git",
+            "../tool.git",
+            "gopher://code.example/1tool",
+            "C:/acme/tool",
+        ];
+        let versions: Vec<Value> = kept.iter().chain(&dropped).map(|u| source(u)).collect();
+        let body = serde_json::to_vec(&json!({"packages": {"acme/tool": versions}})).unwrap();
+        let p2 = rewrite_p2(&body, &url("https://repo.example/p2/acme/tool.json"), DISTS).unwrap();
+        let text = String::from_utf8(p2.body).unwrap();
+        for url in kept {
+            assert!(
+                text.contains(&format!("\"{url}\"")),
+                "{url} dropped: {text}"
+            );
+        }
+        for url in dropped {
+            assert!(!text.contains(url), "{url} kept: {text}");
+        }
     }
 
     #[test]
