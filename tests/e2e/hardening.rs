@@ -610,7 +610,24 @@ fn malformed_ranges_are_ignored_or_unsatisfiable_never_fatal() -> Result<()> {
 
 /// Waits for the server to close `stream`, failing if it sends a response or takes longer
 /// than `within`.
-fn ensure_closed_within(stream: &mut TcpStream, within: Duration, what: &str) -> Result<()> {
+/// HTTP/2's `GOAWAY` frame type (RFC 9113 §6.8).
+const GOAWAY: u8 = 0x7;
+
+/// The types of the HTTP/2 frames in `received`, in order.
+fn h2_frame_types(received: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut rest = received;
+    while rest.len() >= 9 {
+        let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        types.push(rest[3]);
+        rest = rest.get(9 + length..).unwrap_or_default();
+    }
+    types
+}
+
+/// Waits for the server to close `stream` within `within` (and a little), failing on a success
+/// answer; what the server sent before closing.
+fn ensure_closed_within(stream: &mut TcpStream, within: Duration, what: &str) -> Result<Vec<u8>> {
     let started = Instant::now();
     stream.set_read_timeout(Some(within + Duration::from_secs(3)))?;
     let received = raw_http::read_to_close(stream)
@@ -625,7 +642,7 @@ fn ensure_closed_within(stream: &mut TcpStream, within: Duration, what: &str) ->
         elapsed < within + Duration::from_secs(2),
         "{what}: closed only after {elapsed:?}"
     );
-    Ok(())
+    Ok(received)
 }
 
 #[test]
@@ -911,7 +928,8 @@ fn one_client_holding_many_connections_leaves_room_for_the_others() -> Result<()
 }
 
 /// HTTP/2 connections that sent the preface and their settings and then nothing are closed at
-/// `server.idle_timeout`, not before; an HTTP/1 keep-alive one after its answer too.
+/// `server.idle_timeout`, not before, with a `GOAWAY` first (they never answer its ping, so they
+/// are dropped a second later); an HTTP/1 keep-alive one after its answer too.
 #[test]
 fn idle_connections_are_closed_at_the_idle_timeout() -> Result<()> {
     let idle = Duration::from_secs(2);
@@ -936,7 +954,13 @@ fn idle_connections_are_closed_at_the_idle_timeout() -> Result<()> {
     ensure!(response.status == 200, "healthz: HTTP {}", response.status);
     let started = Instant::now();
     for (n, stream) in idle_h2.iter_mut().enumerate() {
-        ensure_closed_within(stream, idle, &format!("idle HTTP/2 connection {n}"))?;
+        let what = format!("idle HTTP/2 connection {n}");
+        let received = ensure_closed_within(stream, idle, &what)?;
+        ensure!(
+            h2_frame_types(&received).contains(&GOAWAY),
+            "{what}: closed without a GOAWAY (frames {:?})",
+            h2_frame_types(&received)
+        );
     }
     ensure_closed_within(
         &mut kept_alive,

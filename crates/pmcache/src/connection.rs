@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
+use hyper_util::server::graceful::{GracefulConnection, Watcher};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
@@ -28,6 +28,9 @@ const HEAD_SLACK: usize = 4 << 10;
 /// How often an HTTP/2 connection is pinged, and how long its answer may take.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an idle connection being shut down gracefully may take to close: an HTTP/2 peer
+/// must answer the shutdown's ping, one round trip.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How often a connection that sent part of the HTTP/2 preface is looked at again.
 const PREFACE_POLL: Duration = Duration::from_millis(10);
 
@@ -166,7 +169,7 @@ pub(crate) async fn serve(stream: TcpStream, permit: Admitted, context: Context)
                 TokioIo::new(stream),
                 protocol,
                 &protocols,
-                watcher,
+                (watcher, stopping),
                 app,
                 false,
             )
@@ -177,7 +180,7 @@ pub(crate) async fn serve(stream: TcpStream, permit: Admitted, context: Context)
                 TokioIo::new(stream),
                 protocol,
                 &protocols,
-                watcher,
+                (watcher, stopping),
                 app,
                 true,
             )
@@ -211,7 +214,7 @@ async fn serve_http<I>(
     io: I,
     protocol: Protocol,
     protocols: &Protocols,
-    watcher: Watcher,
+    (watcher, stopping): (Watcher, watch::Receiver<()>),
     app: Arc<App>,
     secure: bool,
 ) -> Result<(), hyper::Error>
@@ -231,28 +234,63 @@ where
             Ok::<_, std::convert::Infallible>(Activity::until_sent(busy, response))
         }
     });
-    let served = async {
-        match protocol {
-            Protocol::Http1 => {
-                watcher
-                    .watch(protocols.http1.serve_connection(io, service))
-                    .await
-            }
-            Protocol::Http2 => {
-                watcher
-                    .watch(protocols.http2.serve_connection(io, service))
-                    .await
-            }
+    // The watcher is held, not used: while it lives the server's graceful shutdown waits for
+    // this connection, and `stopping` tells when to close it.
+    let _watcher = watcher;
+    match protocol {
+        Protocol::Http1 => {
+            let connection = protocols.http1.serve_connection(io, service);
+            drive(connection, &activity, protocols.idle_timeout, stopping).await
         }
-    };
-    // Dropping an idle connection closes it; with no request in progress nothing is lost.
-    tokio::select! {
-        // A request that arrives as the deadline passes is served, not dropped.
-        biased;
-        result = served => result,
-        () = activity.idle_for(protocols.idle_timeout) => {
-            tracing::debug!(timeout = ?protocols.idle_timeout, "closing an idle connection");
-            Ok(())
+        Protocol::Http2 => {
+            let connection = protocols.http2.serve_connection(io, service);
+            drive(connection, &activity, protocols.idle_timeout, stopping).await
+        }
+    }
+}
+
+/// Serves `connection` until it ends, shutting it down gracefully (HTTP/2: `GOAWAY`, so a
+/// client knows which requests were not taken and may send them again; HTTP/1: closed between
+/// requests) when it has been idle for `idle_timeout` or the server stops. A client that does
+/// not play its part in the shutdown (the peer must answer a ping) is dropped after
+/// [`CLOSE_GRACE`] when idle.
+async fn drive<C>(
+    connection: C,
+    activity: &Activity,
+    idle_timeout: Duration,
+    mut stopping: watch::Receiver<()>,
+) -> Result<(), hyper::Error>
+where
+    C: GracefulConnection<Error = hyper::Error>,
+{
+    tokio::pin!(connection);
+    let mut stopping_seen = false;
+    let mut idle_close: Option<tokio::time::Instant> = None;
+    loop {
+        let grace_over = async {
+            match idle_close {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // A request that arrives as the deadline passes is served, not dropped.
+            biased;
+            result = connection.as_mut() => return result,
+            _ = stopping.changed(), if !stopping_seen => {
+                stopping_seen = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = activity.idle_for(idle_timeout), if idle_close.is_none() => {
+                tracing::debug!(timeout = ?idle_timeout, "closing an idle connection");
+                idle_close = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                connection.as_mut().graceful_shutdown();
+            }
+            () = grace_over => {
+                // Idle, so dropping it loses no request.
+                tracing::debug!("an idle connection did not close in time; dropping it");
+                return Ok(());
+            }
         }
     }
 }
