@@ -983,6 +983,99 @@ fn doubled_malformed_or_disagreeing_hosts_get_400() -> Result<()> {
     Ok(())
 }
 
+/// `Forwarded` and `X-Forwarded-*` are believed only from `server.trusted_proxies`. A client
+/// claiming another origin gets tarball URLs naming pmcache's own address, and so does the next
+/// client (the stored rendering did not take the claimed origin); from a listed proxy the
+/// reported host and scheme are used, and from another address next to it, still not.
+#[test]
+fn forwarded_origins_are_believed_only_from_trusted_proxies() -> Result<()> {
+    let claims: [&[(&str, &str)]; 2] = [
+        &[
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        &[("Forwarded", "for=192.0.2.1;host=evil.example;proto=https")],
+    ];
+    let untrusted = Case::start(&[])?;
+    let own = format!("http://{}/npm/demo/-/demo-1.0.0.tgz", untrusted.addr()?);
+    for claim in claims.iter().chain([&[][..]].iter()) {
+        let tarball = untrusted.demo_tarball(claim)?;
+        ensure!(
+            tarball == own,
+            "with {claim:?} from a client that is no proxy, the tarball URL is {tarball}"
+        );
+    }
+    drop(untrusted);
+
+    let behind = Case::start(&[("PMCACHE_SERVER_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#)])?;
+    for claim in claims {
+        let tarball = behind.demo_tarball(claim)?;
+        ensure!(
+            tarball == "https://evil.example/npm/demo/-/demo-1.0.0.tgz",
+            "with {claim:?} from the trusted proxy, the tarball URL is {tarball}"
+        );
+    }
+    let addr = behind.addr()?;
+    let output = behind.path("from-127.0.0.2.json");
+    let mut command = std::process::Command::new("curl");
+    command
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--interface",
+            "127.0.0.2",
+        ])
+        .args([
+            "--max-time",
+            "10",
+            "--header",
+            "X-Forwarded-Host: evil.example",
+        ])
+        .args(["--header", "X-Forwarded-Proto: https", "--output"])
+        .arg(&output)
+        .arg(format!("http://{addr}/npm/demo"))
+        .env_clear()
+        .env("PATH", crate::support::subprocess_path()?);
+    let finished =
+        crate::support::run_bounded(command, &behind.path("logs"), Duration::from_secs(20))
+            .context("curl is needed by this test")?;
+    ensure!(
+        finished.status.success(),
+        "curl from 127.0.0.2:\n{}",
+        finished.output()
+    );
+    let tarball = tarball_of(&std::fs::read(&output)?)?;
+    ensure!(
+        tarball == format!("http://{addr}/npm/demo/-/demo-1.0.0.tgz"),
+        "from 127.0.0.2, not a trusted proxy, the tarball URL is {tarball}"
+    );
+    Ok(())
+}
+
+impl Case {
+    /// The tarball URL of `demo@1.0.0` in the packument pmcache serves to a request with
+    /// `headers`.
+    fn demo_tarball(&self, headers: &[(&str, &str)]) -> Result<String> {
+        let response = self.get("/npm/demo", headers)?;
+        ensure!(
+            response.status == 200,
+            "packument with {headers:?}: HTTP {} {:?}",
+            response.status,
+            response.text()
+        );
+        tarball_of(&response.body)
+    }
+}
+
+fn tarball_of(packument: &[u8]) -> Result<String> {
+    let document: serde_json::Value = serde_json::from_slice(packument)?;
+    let tarball = document["versions"]["1.0.0"]["dist"]["tarball"]
+        .as_str()
+        .context("no tarball URL for demo@1.0.0")?;
+    Ok(tarball.to_owned())
+}
+
 /// `/healthz` and `/metrics` answer GET and HEAD; other methods get 405 with `Allow`.
 #[test]
 fn health_and_metrics_answer_get_and_head_only() -> Result<()> {

@@ -76,6 +76,10 @@ pub(crate) struct ServerConfig {
     /// Networks (CIDRs) whose clients may use an eighth of `max_connections` kept for them and
     /// are not limited per client: the operator and the trusted runners. Default none.
     pub trusted_networks: Vec<String>,
+    /// Networks (CIDRs) of the reverse proxies in front of pmcache: only from these peers are
+    /// `Forwarded` and `X-Forwarded-*` believed (the origin pmcache writes into documents);
+    /// from anyone else they are removed. Default none.
+    pub trusted_proxies: Vec<String>,
     /// Time a client has to send its first bytes, then again to complete a request's headers,
     /// counted on kept-alive connections from the end of the previous response (so it also
     /// closes idle ones). Default `30s`.
@@ -106,6 +110,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_connections_per_client: 256,
             trusted_networks: Vec::new(),
+            trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(30),
             max_uri_length: ByteSize(8 << 10),
             max_header_size: ByteSize(32 << 10),
@@ -124,9 +129,14 @@ impl ServerConfig {
             self.max_connections > 0 && self.max_connections_per_client > 0,
             "server.max_connections and server.max_connections_per_client must be at least 1"
         );
-        for network in &self.trusted_networks {
-            crate::network::Network::parse(network)
-                .map_err(|error| anyhow::anyhow!("server.trusted_networks: {error}"))?;
+        for (key, networks) in [
+            ("trusted_networks", &self.trusted_networks),
+            ("trusted_proxies", &self.trusted_proxies),
+        ] {
+            for network in networks {
+                crate::network::Network::parse(network)
+                    .map_err(|error| anyhow::anyhow!("server.{key}: {error}"))?;
+            }
         }
         anyhow::ensure!(
             !self.header_read_timeout.is_zero()
@@ -406,6 +416,10 @@ mod tests {
                     r#"["10.20.0.0/16", "fd00::/8"]"#,
                 ),
                 ("PMCACHE_SERVER_MAX_CONNECTIONS_PER_CLIENT", "8"),
+                (
+                    "PMCACHE_SERVER_TRUSTED_PROXIES",
+                    r#"["127.0.0.1", "10.9.0.0/24"]"#,
+                ),
             ]),
             &Overrides::default(),
         )
@@ -414,11 +428,14 @@ mod tests {
         .server;
         assert_eq!(trusted.trusted_networks, ["10.20.0.0/16", "fd00::/8"]);
         assert_eq!(trusted.max_connections_per_client, 8);
+        assert_eq!(trusted.trusted_proxies, ["127.0.0.1", "10.9.0.0/24"]);
         for (name, value) in [
             ("PMCACHE_SERVER_MAX_CONNECTIONS", "0"),
             ("PMCACHE_SERVER_MAX_CONNECTIONS_PER_CLIENT", "0"),
             ("PMCACHE_SERVER_TRUSTED_NETWORKS", r#"["10.1.2.3/8"]"#),
             ("PMCACHE_SERVER_TRUSTED_NETWORKS", r#"["not-a-network"]"#),
+            ("PMCACHE_SERVER_TRUSTED_PROXIES", r#"["10.0.0.1/33"]"#),
+            ("PMCACHE_SERVER_TRUSTED_PROXIES", r#""10.0.0.1""#),
             ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_BODY_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_IDLE_TIMEOUT", "0s"),
