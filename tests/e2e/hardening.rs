@@ -983,6 +983,92 @@ fn doubled_malformed_or_disagreeing_hosts_get_400() -> Result<()> {
     Ok(())
 }
 
+/// RFC 9113 §8.3.1: an HTTP/2 request whose `Host` disagrees with its `:authority` gets 400 with
+/// a reason and never reaches a frontend; on the same connection, one whose `Host` agrees is
+/// served.
+#[test]
+fn an_http2_host_disagreeing_with_the_authority_gets_400() -> Result<()> {
+    let case = Case::start(&[])?;
+    let addr = case.addr()?;
+    let mark = case.upstream.log.mark();
+    let own = addr.to_string();
+    let answers = h2_get(
+        addr,
+        &[
+            ("/pypi/simple/demo/", "other.example"),
+            ("/healthz", own.as_str()),
+        ],
+    )?;
+    let disagreeing = &answers[0];
+    ensure!(
+        disagreeing.status == 400,
+        "Host other.example with :authority {addr}: HTTP {} {:?}",
+        disagreeing.status,
+        disagreeing.text()
+    );
+    disagreeing.ensure_one_line_reason("an HTTP/2 Host disagreeing with :authority")?;
+    ensure!(
+        disagreeing.text().contains("other.example"),
+        "the reason does not name the Host: {:?}",
+        disagreeing.text()
+    );
+    case.upstream
+        .ensure_untouched_since(mark, "an HTTP/2 Host disagreeing with :authority")?;
+    ensure!(
+        answers[1].status == 200,
+        "an agreeing HTTP/2 Host: HTTP {} {:?}",
+        answers[1].status,
+        answers[1].text()
+    );
+    Ok(())
+}
+
+/// GETs each `(path, Host)` in turn on one HTTP/2 connection (prior knowledge, no TLS) to
+/// `addr`, its `:authority` being `addr`, and reads the answers whole.
+fn h2_get(addr: SocketAddr, requests: &[(&str, &str)]) -> Result<Vec<RawResponse>> {
+    use http_body_util::BodyExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let exchanges = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await?;
+        tokio::spawn(connection);
+        let mut answers = Vec::new();
+        for (path, host) in requests {
+            let request = hyper::Request::get(format!("http://{addr}{path}"))
+                .header(hyper::header::HOST, *host)
+                .body(http_body_util::Empty::<Bytes>::new())?;
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_owned(), value)
+                })
+                .collect();
+            let body = response.into_body().collect().await?.to_bytes().to_vec();
+            answers.push(RawResponse {
+                status,
+                headers,
+                body,
+            });
+        }
+        anyhow::Ok(answers)
+    };
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), exchanges)
+            .await
+            .context("the HTTP/2 exchanges took over 20s")?
+    })
+}
+
 /// `Forwarded` and `X-Forwarded-*` are believed only from `server.trusted_proxies`. A client
 /// claiming another origin gets tarball URLs naming pmcache's own address, and so does the next
 /// client (the stored rendering did not take the claimed origin); from a listed proxy the
