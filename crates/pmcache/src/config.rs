@@ -227,6 +227,7 @@ pub(crate) fn load(
     }
     range::check(&config)?;
     config.server.check()?;
+    crate::frontend::check_upstreams(&config)?;
     config.tls.check()?;
     config.auth.read_tokens_file()?;
     config.auth.check()?;

@@ -18,7 +18,7 @@ use crate::config::{Config, ServerConfig};
 use crate::connection::{self, Protocols};
 use crate::control::Control;
 use crate::forwarded::TrustedProxies;
-use crate::frontend::{Ecosystem, Frontend};
+use crate::frontend::{Ecosystem, Frontend, Unserved};
 use crate::input::Limits;
 use crate::metrics::Metrics;
 use crate::request_body::Budget;
@@ -52,7 +52,11 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let mut mounts = Vec::with_capacity(Ecosystem::ALL.len());
     for ecosystem in Ecosystem::ALL {
-        let frontend = Frontend::build(ecosystem, &config, &proxy, local).await;
+        let frontend = match Frontend::build(ecosystem, &config, &proxy, local).await {
+            Ok(frontend) => Ok(frontend),
+            Err(Unserved::Off(reason)) => Err(reason),
+            Err(Unserved::Unusable(error)) => return Err(error),
+        };
         mounts.push((ecosystem, frontend));
     }
     let admin = Arc::new(Admin {
