@@ -1054,6 +1054,185 @@ fn doubled_malformed_or_disagreeing_hosts_get_400() -> Result<()> {
     Ok(())
 }
 
+/// RFC 9113 §8.3.1: an HTTP/2 request whose `Host` disagrees with its `:authority` gets 400 with
+/// a reason and never reaches a frontend; on the same connection, one whose `Host` agrees is
+/// served.
+#[test]
+fn an_http2_host_disagreeing_with_the_authority_gets_400() -> Result<()> {
+    let case = Case::start(&[])?;
+    let addr = case.addr()?;
+    let mark = case.upstream.log.mark();
+    let own = addr.to_string();
+    let answers = h2_get(
+        addr,
+        &[
+            ("/pypi/simple/demo/", "other.example"),
+            ("/healthz", own.as_str()),
+        ],
+    )?;
+    let disagreeing = &answers[0];
+    ensure!(
+        disagreeing.status == 400,
+        "Host other.example with :authority {addr}: HTTP {} {:?}",
+        disagreeing.status,
+        disagreeing.text()
+    );
+    disagreeing.ensure_one_line_reason("an HTTP/2 Host disagreeing with :authority")?;
+    ensure!(
+        disagreeing.text().contains("other.example"),
+        "the reason does not name the Host: {:?}",
+        disagreeing.text()
+    );
+    case.upstream
+        .ensure_untouched_since(mark, "an HTTP/2 Host disagreeing with :authority")?;
+    ensure!(
+        answers[1].status == 200,
+        "an agreeing HTTP/2 Host: HTTP {} {:?}",
+        answers[1].status,
+        answers[1].text()
+    );
+    Ok(())
+}
+
+/// GETs each `(path, Host)` in turn on one HTTP/2 connection (prior knowledge, no TLS) to
+/// `addr`, its `:authority` being `addr`, and reads the answers whole.
+fn h2_get(addr: SocketAddr, requests: &[(&str, &str)]) -> Result<Vec<RawResponse>> {
+    use http_body_util::BodyExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let exchanges = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await?;
+        tokio::spawn(connection);
+        let mut answers = Vec::new();
+        for (path, host) in requests {
+            let request = hyper::Request::get(format!("http://{addr}{path}"))
+                .header(hyper::header::HOST, *host)
+                .body(http_body_util::Empty::<Bytes>::new())?;
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_owned(), value)
+                })
+                .collect();
+            let body = response.into_body().collect().await?.to_bytes().to_vec();
+            answers.push(RawResponse {
+                status,
+                headers,
+                body,
+            });
+        }
+        anyhow::Ok(answers)
+    };
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), exchanges)
+            .await
+            .context("the HTTP/2 exchanges took over 20s")?
+    })
+}
+
+/// `Forwarded` and `X-Forwarded-*` are believed only from `server.trusted_proxies`. A client
+/// claiming another origin gets tarball URLs naming pmcache's own address, and so does the next
+/// client (the stored rendering did not take the claimed origin); from a listed proxy the
+/// reported host and scheme are used, and from another address next to it, still not.
+#[test]
+fn forwarded_origins_are_believed_only_from_trusted_proxies() -> Result<()> {
+    let claims: [&[(&str, &str)]; 2] = [
+        &[
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        &[("Forwarded", "for=192.0.2.1;host=evil.example;proto=https")],
+    ];
+    let untrusted = Case::start(&[])?;
+    let own = format!("http://{}/npm/demo/-/demo-1.0.0.tgz", untrusted.addr()?);
+    for claim in claims.iter().chain([&[][..]].iter()) {
+        let tarball = untrusted.demo_tarball(claim)?;
+        ensure!(
+            tarball == own,
+            "with {claim:?} from a client that is no proxy, the tarball URL is {tarball}"
+        );
+    }
+    drop(untrusted);
+
+    let behind = Case::start(&[("PMCACHE_SERVER_TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#)])?;
+    for claim in claims {
+        let tarball = behind.demo_tarball(claim)?;
+        ensure!(
+            tarball == "https://evil.example/npm/demo/-/demo-1.0.0.tgz",
+            "with {claim:?} from the trusted proxy, the tarball URL is {tarball}"
+        );
+    }
+    let addr = behind.addr()?;
+    let output = behind.path("from-127.0.0.2.json");
+    let mut command = std::process::Command::new("curl");
+    command
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--interface",
+            "127.0.0.2",
+        ])
+        .args([
+            "--max-time",
+            "10",
+            "--header",
+            "X-Forwarded-Host: evil.example",
+        ])
+        .args(["--header", "X-Forwarded-Proto: https", "--output"])
+        .arg(&output)
+        .arg(format!("http://{addr}/npm/demo"))
+        .env_clear()
+        .env("PATH", crate::support::subprocess_path()?);
+    let finished =
+        crate::support::run_bounded(command, &behind.path("logs"), Duration::from_secs(20))
+            .context("curl is needed by this test")?;
+    ensure!(
+        finished.status.success(),
+        "curl from 127.0.0.2:\n{}",
+        finished.output()
+    );
+    let tarball = tarball_of(&std::fs::read(&output)?)?;
+    ensure!(
+        tarball == format!("http://{addr}/npm/demo/-/demo-1.0.0.tgz"),
+        "from 127.0.0.2, not a trusted proxy, the tarball URL is {tarball}"
+    );
+    Ok(())
+}
+
+impl Case {
+    /// The tarball URL of `demo@1.0.0` in the packument pmcache serves to a request with
+    /// `headers`.
+    fn demo_tarball(&self, headers: &[(&str, &str)]) -> Result<String> {
+        let response = self.get("/npm/demo", headers)?;
+        ensure!(
+            response.status == 200,
+            "packument with {headers:?}: HTTP {} {:?}",
+            response.status,
+            response.text()
+        );
+        tarball_of(&response.body)
+    }
+}
+
+fn tarball_of(packument: &[u8]) -> Result<String> {
+    let document: serde_json::Value = serde_json::from_slice(packument)?;
+    let tarball = document["versions"]["1.0.0"]["dist"]["tarball"]
+        .as_str()
+        .context("no tarball URL for demo@1.0.0")?;
+    Ok(tarball.to_owned())
+}
+
 /// `/healthz` and `/metrics` answer GET and HEAD; other methods get 405 with `Allow`.
 #[test]
 fn health_and_metrics_answer_get_and_head_only() -> Result<()> {

@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod concurrency;
 mod concurrency_npm;
+mod config;
 mod faults;
 mod hardening;
 mod live;

@@ -22,7 +22,8 @@ pub(crate) const ECOSYSTEM: &str = "npm";
 const VARY: &str = "Accept, Accept-Encoding";
 /// The same, when tarball URLs name the origin the client used (no `public_url`): a shared
 /// cache in front of pmcache must not hand one client's rendering to another.
-const VARY_BY_ORIGIN: &str = "Accept, Accept-Encoding, Host, X-Forwarded-Proto, Forwarded";
+const VARY_BY_ORIGIN: &str =
+    "Accept, Accept-Encoding, Host, X-Forwarded-Host, X-Forwarded-Proto, Forwarded";
 /// pmcache always asks for the full document and derives the abbreviated one itself: some
 /// upstreams ignore the abbreviated media type.
 const UPSTREAM_ACCEPT: &str = "application/json";

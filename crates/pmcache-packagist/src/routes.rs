@@ -26,7 +26,8 @@ const JSON: &str = "application/json";
 const VARY: &str = "Accept-Encoding";
 /// The same, when URLs name the origin the client used (no `public_url`): a shared cache in
 /// front of pmcache must not hand one client's rendering to another.
-const VARY_BY_ORIGIN: &str = "Accept-Encoding, Host, X-Forwarded-Proto, Forwarded";
+const VARY_BY_ORIGIN: &str =
+    "Accept-Encoding, Host, X-Forwarded-Host, X-Forwarded-Proto, Forwarded";
 /// The variant clients get.
 const CLIENT: &str = "client";
 /// The root file's upstream URLs, by endpoint: kept beside the rendering, never served.

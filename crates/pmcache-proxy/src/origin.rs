@@ -1,6 +1,8 @@
 //! The origin clients reach pmcache at, for documents whose URLs must be absolute (npm tarballs,
-//! Composer dists): `public_url` when configured, else the request's `Host` and the scheme a
-//! TLS-terminating proxy reports in `X-Forwarded-Proto` or `Forwarded`.
+//! Composer dists): `public_url` when configured, else the host and scheme a proxy in front
+//! reports in `Forwarded` or `X-Forwarded-Host`/`-Proto`, else the request's own `Host`. The
+//! binary removes those fields from every peer that is not a trusted proxy before a request
+//! gets here (`server.trusted_proxies`).
 
 use std::sync::Arc;
 
@@ -42,8 +44,10 @@ pub fn host_listed(hosts: &[String], url: &Url) -> bool {
 }
 
 /// `scheme://host[:port]` without a trailing slash, or None when the request names no usable
-/// host. The host comes from `Host`, else from the request target's authority (HTTP/2's
-/// `:authority`, or an absolute-form request line).
+/// host. The host comes from a proxy's `Forwarded: host=` or `X-Forwarded-Host`, else from
+/// `Host`, else from the request target's authority (HTTP/2's `:authority`, or an absolute-form
+/// request line); the scheme from a proxy's `Forwarded: proto=` or `X-Forwarded-Proto`, else
+/// `http`.
 pub fn client_origin(
     headers: &HeaderMap,
     authority: Option<&str>,
@@ -53,8 +57,11 @@ pub fn client_origin(
         return Some(public.as_str().trim_end_matches('/').to_owned());
     }
     let from_header = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let host = from_header.or(authority)?.trim();
-    if !is_host(host) {
+    let host = match forwarded(headers, "host") {
+        Some(host) => host,
+        None => from_header.or(authority)?.trim().to_owned(),
+    };
+    if !is_host(&host) {
         return None;
     }
     let scheme = forwarded_proto(headers).unwrap_or("http");
@@ -72,27 +79,37 @@ fn is_host(host: &str) -> bool {
 }
 
 fn forwarded_proto(headers: &HeaderMap) -> Option<&'static str> {
-    let from_forwarded = headers
-        .get(header::FORWARDED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|value| {
-            value
-                .split([';', ','])
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(key, _)| key.trim().eq_ignore_ascii_case("proto"))
-                .map(|(_, proto)| proto.trim().trim_matches('"').to_owned())
-        });
-    let proto = from_forwarded.or_else(|| {
-        headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
-    })?;
-    match proto.to_ascii_lowercase().as_str() {
+    match forwarded(headers, "proto")?.to_ascii_lowercase().as_str() {
         "https" => Some("https"),
         "http" => Some("http"),
         _ => None,
     }
+}
+
+/// The `parameter` (`host`, `proto`) a proxy reported: from `Forwarded` (RFC 7239 §4), else
+/// from `X-Forwarded-<parameter>`. Of several elements or values, the last: the one the nearest
+/// proxy, pmcache's trusted peer, added; the others came from further away, and a client may
+/// have written them.
+fn forwarded(headers: &HeaderMap, parameter: &str) -> Option<String> {
+    let from_forwarded = last_element(headers, header::FORWARDED.as_str()).and_then(|element| {
+        element
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| key.trim().eq_ignore_ascii_case(parameter))
+            .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+    });
+    from_forwarded
+        .or_else(|| {
+            last_element(headers, &format!("x-forwarded-{parameter}"))
+                .map(|value| value.trim().to_owned())
+        })
+        .filter(|value| !value.is_empty())
+}
+
+/// The last comma-separated element of the last `name` field.
+fn last_element<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let field = headers.get_all(name).iter().next_back()?.to_str().ok()?;
+    field.rsplit(',').next()
 }
 
 #[cfg(test)]
@@ -168,6 +185,52 @@ mod tests {
         assert_eq!(
             client_origin_of(&forwarded, None).as_deref(),
             Some("https://cache.ci.example")
+        );
+    }
+
+    #[test]
+    fn a_proxy_names_host_and_scheme_and_its_own_element_is_the_last() {
+        let legacy = headers(&[
+            ("host", "127.0.0.1:7878"),
+            ("x-forwarded-host", "cache.ci.example"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert_eq!(
+            client_origin_of(&legacy, None).as_deref(),
+            Some("https://cache.ci.example")
+        );
+        let standard = headers(&[
+            ("host", "127.0.0.1:7878"),
+            (
+                "forwarded",
+                "for=192.0.2.1;host=\"cache.ci.example:8443\";proto=https",
+            ),
+        ]);
+        assert_eq!(
+            client_origin_of(&standard, None).as_deref(),
+            Some("https://cache.ci.example:8443")
+        );
+        // The client wrote the first element; the proxy appended its own.
+        let appended = headers(&[
+            ("host", "127.0.0.1:7878"),
+            (
+                "forwarded",
+                "host=evil.example;proto=http, for=192.0.2.1;host=cache.ci.example;proto=https",
+            ),
+            ("x-forwarded-host", "evil.example, cache.ci.example"),
+        ]);
+        assert_eq!(
+            client_origin_of(&appended, None).as_deref(),
+            Some("https://cache.ci.example")
+        );
+        // A proxy reporting a host that could smuggle a path gets no origin, not its Host.
+        let smuggling = headers(&[("host", "127.0.0.1"), ("x-forwarded-host", "a/b")]);
+        assert_eq!(client_origin_of(&smuggling, None), None);
+        // An empty report is no report.
+        let empty = headers(&[("host", "127.0.0.1"), ("x-forwarded-host", "")]);
+        assert_eq!(
+            client_origin_of(&empty, None).as_deref(),
+            Some("http://127.0.0.1")
         );
     }
 

@@ -19,6 +19,8 @@ use crate::auth::AuthConfig;
 use crate::frontend::Ecosystem;
 use crate::tls::TlsConfig;
 
+mod range;
+
 /// The built-in configuration, compiled into the binary.
 pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
@@ -76,6 +78,10 @@ pub(crate) struct ServerConfig {
     /// Networks (CIDRs) whose clients may use an eighth of `max_connections` kept for them and
     /// are not limited per client: the operator and the trusted runners. Default none.
     pub trusted_networks: Vec<String>,
+    /// Networks (CIDRs) of the reverse proxies in front of pmcache: only from these peers are
+    /// `Forwarded` and `X-Forwarded-*` believed (the origin pmcache writes into documents);
+    /// from anyone else they are removed. Default none.
+    pub trusted_proxies: Vec<String>,
     /// Time a client has to send its first bytes, then again to complete a request's headers,
     /// counted on kept-alive connections from the end of the previous response (so it also
     /// closes idle ones). Default `30s`.
@@ -106,6 +112,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_connections_per_client: 256,
             trusted_networks: Vec::new(),
+            trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(30),
             max_uri_length: ByteSize(8 << 10),
             max_header_size: ByteSize(32 << 10),
@@ -118,60 +125,19 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// Refuses limits that would make pmcache refuse every request.
+    /// Refuses networks that are no CIDR (the numbers are checked with every other setting's).
     fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.max_connections > 0 && self.max_connections_per_client > 0,
-            "server.max_connections and server.max_connections_per_client must be at least 1"
-        );
-        for network in &self.trusted_networks {
-            crate::network::Network::parse(network)
-                .map_err(|error| anyhow::anyhow!("server.trusted_networks: {error}"))?;
+        for (key, networks) in [
+            ("trusted_networks", &self.trusted_networks),
+            ("trusted_proxies", &self.trusted_proxies),
+        ] {
+            for network in networks {
+                crate::network::Network::parse(network)
+                    .map_err(|error| anyhow::anyhow!("server.{key}: {error}"))?;
+            }
         }
-        anyhow::ensure!(
-            !self.header_read_timeout.is_zero()
-                && !self.body_read_timeout.is_zero()
-                && !self.idle_timeout.is_zero(),
-            "server.header_read_timeout, server.body_read_timeout and server.idle_timeout of 0s would cut every request off"
-        );
-        anyhow::ensure!(
-            (1..=10_000).contains(&self.max_concurrent_streams),
-            "server.max_concurrent_streams must be 1 to 10000"
-        );
-        // The shortest useful request line and headers (`GET /pypi/simple/x/`, Host, Accept).
-        anyhow::ensure!(
-            self.max_uri_length.0 >= 256 && self.max_header_size.0 >= 1024,
-            "server.max_uri_length must be at least 256 and server.max_header_size at least 1KiB"
-        );
-        anyhow::ensure!(
-            self.max_headers >= 8,
-            "server.max_headers must be at least 8"
-        );
         Ok(())
     }
-}
-
-/// Refuses upstream timeouts that would fail every document fetch.
-fn check_upstream(upstream: &pmcache_proxy::Config) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !upstream.document_timeout.is_zero() && !upstream.read_timeout.is_zero(),
-        "upstream.document_timeout and upstream.read_timeout of 0s would fail every fetch"
-    );
-    Ok(())
-}
-
-/// Refuses storage settings outside their range instead of quietly clamping them.
-fn check_storage(storage: &pmcache_store::Config) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (1..=100).contains(&storage.low_water_percent),
-        "storage.low_water_percent = {} is not a percentage of max_size from 1 to 100",
-        storage.low_water_percent
-    );
-    anyhow::ensure!(
-        !storage.gc_interval.is_zero() && !storage.temp_max_age.is_zero(),
-        "storage.gc_interval and storage.temp_max_age of 0s would run maintenance without pause and sweep files being written"
-    );
-    Ok(())
 }
 
 /// How log lines are written.
@@ -259,9 +225,9 @@ pub(crate) fn load(
     if let Some(data_dir) = &flags.data_dir {
         config.data_dir = data_dir.clone();
     }
+    range::check(&config)?;
     config.server.check()?;
-    check_upstream(&config.upstream)?;
-    check_storage(&config.storage)?;
+    crate::frontend::check_upstreams(&config)?;
     config.tls.check()?;
     config.auth.read_tokens_file()?;
     config.auth.check()?;
@@ -406,6 +372,10 @@ mod tests {
                     r#"["10.20.0.0/16", "fd00::/8"]"#,
                 ),
                 ("PMCACHE_SERVER_MAX_CONNECTIONS_PER_CLIENT", "8"),
+                (
+                    "PMCACHE_SERVER_TRUSTED_PROXIES",
+                    r#"["127.0.0.1", "10.9.0.0/24"]"#,
+                ),
             ]),
             &Overrides::default(),
         )
@@ -414,11 +384,14 @@ mod tests {
         .server;
         assert_eq!(trusted.trusted_networks, ["10.20.0.0/16", "fd00::/8"]);
         assert_eq!(trusted.max_connections_per_client, 8);
+        assert_eq!(trusted.trusted_proxies, ["127.0.0.1", "10.9.0.0/24"]);
         for (name, value) in [
             ("PMCACHE_SERVER_MAX_CONNECTIONS", "0"),
             ("PMCACHE_SERVER_MAX_CONNECTIONS_PER_CLIENT", "0"),
             ("PMCACHE_SERVER_TRUSTED_NETWORKS", r#"["10.1.2.3/8"]"#),
             ("PMCACHE_SERVER_TRUSTED_NETWORKS", r#"["not-a-network"]"#),
+            ("PMCACHE_SERVER_TRUSTED_PROXIES", r#"["10.0.0.1/33"]"#),
+            ("PMCACHE_SERVER_TRUSTED_PROXIES", r#""10.0.0.1""#),
             ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_BODY_READ_TIMEOUT", "0s"),
             ("PMCACHE_SERVER_IDLE_TIMEOUT", "0s"),
@@ -429,15 +402,28 @@ mod tests {
             ("PMCACHE_SERVER_MAX_CONCURRENT_STREAMS", "0"),
             ("PMCACHE_SERVER_MAX_URI_LENGTH", "10"),
             ("PMCACHE_SERVER_MAX_HEADERS", "1"),
+            ("PMCACHE_UPSTREAM_BREAKER_THRESHOLD", "5000"),
+            ("PMCACHE_STORAGE_MAX_SIZE", "0"),
+            ("PMCACHE_PYPI_METADATA_TTL", "2y"),
         ] {
             let error = load(None, &env(&[(name, value)]), &Overrides::default()).unwrap_err();
             assert!(
-                ["server.", "upstream.", "storage."]
+                ["server.", "upstream.", "storage.", "pypi."]
                     .iter()
                     .any(|section| format!("{error:#}").contains(section)),
                 "{name}: {error:#}"
             );
         }
+        let error = load(
+            None,
+            &env(&[("PMCACHE_UPSTREAM_READ_TIMEOUT", "50ms")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "upstream.read_timeout = 50ms is out of range: it may be 100ms to 1h"
+        );
     }
 
     #[test]

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
-use http::header::{self, HeaderMap};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +15,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::admission::Admitted;
 use crate::config::ServerConfig;
+use crate::forwarded::Hop;
 use crate::idle::Activity;
 use crate::router::App;
 use crate::tls::Tls;
@@ -127,6 +126,8 @@ pub(crate) struct Context {
     pub stopping: watch::Receiver<()>,
     /// The handshake to make first, when pmcache serves HTTPS.
     pub tls: Option<Tls>,
+    /// The peer is in `server.trusted_proxies`: its forwarding fields are believed.
+    pub from_proxy: bool,
 }
 
 /// A connection ready for its first request, and the protocol it speaks.
@@ -143,6 +144,7 @@ pub(crate) async fn serve(stream: TcpStream, permit: Admitted, context: Context)
         watcher,
         mut stopping,
         tls,
+        from_proxy,
     } = context;
     let _open = app.metrics.connection_opened();
     // The handshake counts against the header timeout too: a client that opens a connection
@@ -165,24 +167,32 @@ pub(crate) async fn serve(stream: TcpStream, permit: Admitted, context: Context)
     };
     let result = match opened {
         Opened::Plain(stream, protocol) => {
+            let hop = Hop {
+                from_proxy,
+                tls: false,
+            };
             serve_http(
                 TokioIo::new(stream),
                 protocol,
                 &protocols,
                 (watcher, stopping),
                 app,
-                false,
+                hop,
             )
             .await
         }
         Opened::Tls(stream, protocol) => {
+            let hop = Hop {
+                from_proxy,
+                tls: true,
+            };
             serve_http(
                 TokioIo::new(stream),
                 protocol,
                 &protocols,
                 (watcher, stopping),
                 app,
-                true,
+                hop,
             )
             .await
         }
@@ -209,14 +219,15 @@ async fn open(stream: TcpStream, tls: Option<&Tls>) -> std::io::Result<Option<Op
     Ok(Some(Opened::Tls(Box::new(stream), protocol)))
 }
 
-/// hyper serving `io` in `protocol` until the connection closes. `secure`: it came over TLS.
+/// hyper serving `io` in `protocol` until the connection closes; `hop` says how it reached
+/// pmcache.
 async fn serve_http<I>(
     io: I,
     protocol: Protocol,
     protocols: &Protocols,
     (watcher, stopping): (Watcher, watch::Receiver<()>),
     app: Arc<App>,
-    secure: bool,
+    hop: Hop,
 ) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -224,9 +235,8 @@ where
     let activity = Activity::new();
     let tracked = Arc::clone(&activity);
     let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        if secure {
-            mark_secure(request.headers_mut());
-        }
+        // Before anything reads the request: what it says about its origin is settled here.
+        hop.settle(request.headers_mut());
         let app = Arc::clone(&app);
         let busy = tracked.begin();
         async move {
@@ -295,16 +305,6 @@ where
     }
 }
 
-/// Tells the frontends that the client reached pmcache over HTTPS, the way a TLS-terminating
-/// proxy in front would (`X-Forwarded-Proto: https`), so that the absolute URLs they write
-/// (npm tarballs, Composer dists) say `https`. A proxy's own header, when there is one, stands:
-/// it knows the scheme its clients used.
-fn mark_secure(headers: &mut HeaderMap) {
-    if !headers.contains_key(header::FORWARDED) && !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,16 +316,5 @@ mod tests {
         assert_eq!(protocol_of(b"PRI * HTTP/2.0"), None);
         assert_eq!(protocol_of(b"PUT /x HTTP/1.1"), Some(Protocol::Http1));
         assert_eq!(protocol_of(H2_PREFACE), Some(Protocol::Http2));
-    }
-
-    #[test]
-    fn a_tls_connection_says_https_unless_a_proxy_said_otherwise() {
-        let mut direct = HeaderMap::new();
-        mark_secure(&mut direct);
-        assert_eq!(direct["x-forwarded-proto"], "https");
-        let mut proxied = HeaderMap::new();
-        proxied.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        mark_secure(&mut proxied);
-        assert_eq!(proxied["x-forwarded-proto"], "http");
     }
 }

@@ -1,6 +1,7 @@
 //! The four frontends behind one type: the wiring table (each ecosystem's names, path rule and
-//! upstream discovery), how a frontend is built from its config section, and how a request
-//! reaches it.
+//! upstream discovery), how a frontend is built from its config section (an upstream set to a
+//! URL must be usable, or pmcache does not start; only `auto` may leave a frontend off), and
+//! how a request reaches it.
 
 use std::net::SocketAddr;
 
@@ -16,6 +17,8 @@ use url::Url;
 
 use crate::config::Config;
 
+/// The `upstream` setting that asks for discovery.
+const AUTO: &str = "auto";
 /// npm's audit body: the whole dependency tree of a lockfile (a few MiB for the largest).
 const NPM_AUDIT_BODY: usize = 8 << 20;
 /// Composer's advisories query: a form naming the packages of a project.
@@ -161,6 +164,16 @@ pub(crate) enum Frontend {
 /// The error a frontend answered with, classified, with its whole chain of causes.
 pub(crate) type Failure = Box<dyn Classify>;
 
+/// Why a frontend is not served.
+#[derive(Debug)]
+pub(crate) enum Unserved {
+    /// Disabled, or `auto` found no upstream: its requests get 503 with this reason, and the
+    /// other frontends serve.
+    Off(String),
+    /// Its configured upstream cannot be used: pmcache does not start.
+    Unusable(anyhow::Error),
+}
+
 impl Frontend {
     /// Answers one request below the frontend's mount (`rest` is the path after it).
     pub(crate) async fn handle(
@@ -180,13 +193,14 @@ impl Frontend {
     }
 
     /// Builds `ecosystem`'s frontend from its config section, resolving its upstream; else the
-    /// reason it is off, logged once in one line that names the key to set.
+    /// reason it is off (logged once in one line that names the key to set), or why its
+    /// configured upstream cannot be used.
     pub(crate) async fn build(
         ecosystem: Ecosystem,
         config: &Config,
         proxy: &Proxy,
         local: SocketAddr,
-    ) -> Result<Frontend, String> {
+    ) -> Result<Frontend, Unserved> {
         let Wiring {
             key,
             label,
@@ -195,13 +209,21 @@ impl Frontend {
         } = ecosystem.wiring();
         let (enabled, setting) = ecosystem.section(config);
         if !enabled {
-            return Err(format!(
+            return Err(Unserved::Off(format!(
                 "the {label} frontend is disabled ({key}.enabled = false)"
-            ));
+            )));
         }
         let public_url = config.public_url.clone();
-        let discover = move || discover(&|url| is_self(url, local, public_url.as_ref()));
-        let upstream = resolve_upstream(proxy, ecosystem, setting, discover).await?;
+        let is_own = move |url: &Url| is_self(url, local, public_url.as_ref());
+        let upstream = match setting {
+            AUTO => discovered_upstream(ecosystem, move || discover(&is_own))
+                .await
+                .map_err(Unserved::Off)?,
+            _ => configured_upstream(ecosystem, setting, &is_own).map_err(Unserved::Unusable)?,
+        };
+        tracing::info!(%upstream, "{label} frontend on /{key}/");
+        // A configured upstream may be on a private address; hosts its documents name may not.
+        proxy.trust_upstream(&upstream);
         let proxy = proxy.clone();
         let public_url = config.public_url.clone();
         Ok(match ecosystem {
@@ -226,43 +248,96 @@ fn boxed(error: impl Classify) -> Failure {
     Box::new(error)
 }
 
-/// Resolves an `upstream` setting: `auto` through the ecosystem's discovery, else as a URL.
-/// On failure the message (logged once) says which key or variable to set.
-async fn resolve_upstream(
-    proxy: &Proxy,
+/// Checks the `upstream` of every enabled frontend that names a URL: one that cannot be used
+/// stops the start (only `auto` may leave a frontend off). Whether it points back at pmcache
+/// itself is known only once pmcache listens ([`Frontend::build`]).
+pub(crate) fn check_upstreams(config: &Config) -> anyhow::Result<()> {
+    for ecosystem in Ecosystem::ALL {
+        match ecosystem.section(config) {
+            (true, setting) if setting != AUTO => {
+                configured_upstream(ecosystem, setting, &|_| false)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `upstream = "auto"` resolved through the ecosystem's discovery; else the reason the
+/// frontend is off, logged once, naming the key and variable to set.
+async fn discovered_upstream(
     ecosystem: Ecosystem,
-    setting: &str,
     discover: impl FnOnce() -> Result<(Url, String), String> + Send + 'static,
 ) -> Result<Url, String> {
     let Wiring { key, label, .. } = ecosystem.wiring();
     let variable = format!("PMCACHE_{}_UPSTREAM", key.to_ascii_uppercase());
-    let resolved = if setting == "auto" {
-        let discovered = tokio::task::spawn_blocking(discover)
-            .await
-            .unwrap_or_else(|e| Err(format!("discovery task failed: {e}")));
-        match discovered {
-            Ok((url, source)) => {
-                tracing::info!(upstream = %url, %source, "{label} upstream discovered");
-                Ok(url)
-            }
-            Err(reason) => Err(format!(
+    let discovered = tokio::task::spawn_blocking(discover)
+        .await
+        .unwrap_or_else(|e| Err(format!("discovery task failed: {e}")));
+    match discovered {
+        Ok((url, source)) => {
+            tracing::info!(upstream = %url, %source, "{label} upstream discovered");
+            Ok(url)
+        }
+        Err(reason) => {
+            let message = format!(
                 "the {label} frontend is off: no upstream found ({reason}); set {key}.upstream in the config or {variable}"
-            )),
+            );
+            tracing::error!("{message}");
+            Err(message)
         }
-    } else {
-        pmcache_proxy::base_url(setting).ok_or_else(|| {
-            format!("the {label} frontend is off: {key}.upstream = {setting:?} is not an http(s) URL or \"auto\"")
-        })
-    };
-    match &resolved {
-        Ok(upstream) => {
-            tracing::info!(%upstream, "{label} frontend on /{key}/");
-            // A configured upstream may be on a private address; hosts its documents name may not.
-            proxy.trust_upstream(upstream);
-        }
-        Err(message) => tracing::error!("{message}"),
     }
-    resolved
+}
+
+/// An `upstream` set to a URL, as pmcache fetches below it; else one line naming the setting,
+/// its value and why it cannot be used. `is_own` tells pmcache's own address.
+fn configured_upstream(
+    ecosystem: Ecosystem,
+    setting: &str,
+    is_own: &dyn Fn(&Url) -> bool,
+) -> anyhow::Result<Url> {
+    let key = ecosystem.key();
+    usable_upstream(setting)
+        .and_then(|url| match is_own(&url) {
+            true => Err("it is pmcache's own address: every request would loop back".to_owned()),
+            false => Ok(url),
+        })
+        .map_err(|why| anyhow::anyhow!("{key}.upstream = {setting:?} cannot be used: {why}"))
+}
+
+/// `text` as an upstream base URL; else why pmcache could not fetch from it.
+fn usable_upstream(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|error| {
+        format!("it is not a URL ({error}); write http(s)://host/path/ or \"{AUTO}\"")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("its scheme is {}, not http or https", url.scheme()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // pmcache sends no credentials from a URL; they would only reach its logs.
+        return Err(
+            "it carries user info (user:password@), which pmcache does not send".to_owned(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        // Package paths are joined to the URL, which drops both.
+        return Err(
+            "a query or fragment would be lost when package paths are joined to it".to_owned(),
+        );
+    }
+    if url.port() == Some(0) {
+        return Err("port 0 cannot be connected to".to_owned());
+    }
+    let unreachable = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast(),
+        Some(url::Host::Ipv6(ip)) => ip.is_unspecified() || ip.is_multicast(),
+        Some(url::Host::Domain(_)) => false,
+        None => true,
+    };
+    if unreachable {
+        return Err("its host is no address a connection can be made to".to_owned());
+    }
+    pmcache_proxy::base_url(url.as_str()).ok_or_else(|| "it is not an http(s) URL".to_owned())
 }
 
 /// True when `url` points back at this pmcache (its listen address or public URL).
@@ -325,6 +400,78 @@ mod tests {
         );
         assert_eq!(Ecosystem::Pypi.section(&config), (true, "auto"));
         assert_eq!(Ecosystem::Npm.section(&config), (true, "auto"));
+    }
+
+    #[test]
+    fn usable_upstreams_get_their_trailing_slash() {
+        for (text, url) in [
+            (
+                "https://index.example/simple",
+                "https://index.example/simple/",
+            ),
+            (
+                "http://127.0.0.1:3141/root/pypi/",
+                "http://127.0.0.1:3141/root/pypi/",
+            ),
+            (" http://[::1]:8080/npm ", "http://[::1]:8080/npm/"),
+            ("https://rubygems.org/", "https://rubygems.org/"),
+        ] {
+            assert_eq!(usable_upstream(text).unwrap().as_str(), url, "{text}");
+        }
+    }
+
+    #[test]
+    fn unusable_upstreams_say_why() {
+        for (text, why) in [
+            ("index.example/simple/", "is not a URL"),
+            ("htp//index.example", "is not a URL"),
+            ("Auto", "is not a URL"),
+            ("", "is not a URL"),
+            ("ftp://index.example/simple/", "scheme is ftp"),
+            ("file:///srv/simple/", "scheme is file"),
+            ("http://user:secret@index.example/", "user info"),
+            ("https://token@index.example/", "user info"),
+            ("https://index.example/simple/?token=x", "query or fragment"),
+            ("https://index.example/simple/#x", "query or fragment"),
+            ("http://index.example:0/", "port 0"),
+            ("http://0.0.0.0:8080/", "no address"),
+            ("http://[::]:8080/", "no address"),
+            ("http://224.0.0.1/", "no address"),
+            ("http://255.255.255.255/", "no address"),
+            ("http://[ff02::1]/", "no address"),
+        ] {
+            let error = usable_upstream(text).unwrap_err();
+            assert!(error.contains(why), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn only_enabled_frontends_with_a_url_are_checked_and_a_bad_one_is_named() {
+        let mut config = Config::default();
+        assert!(check_upstreams(&config).is_ok(), "auto and the defaults");
+        config.rubygems.upstream = "gems.internal".to_owned();
+        let error = check_upstreams(&config).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "rubygems.upstream = \"gems.internal\" cannot be used: it is not a URL"
+            ),
+            "{error}"
+        );
+        assert_eq!(error.lines().count(), 1, "{error}");
+        config.rubygems.enabled = false;
+        assert!(check_upstreams(&config).is_ok(), "a disabled frontend");
+    }
+
+    #[test]
+    fn an_upstream_that_is_pmcache_itself_is_refused() {
+        let local: SocketAddr = "127.0.0.1:7878".parse().unwrap();
+        let is_own = |url: &Url| is_self(url, local, None);
+        let error = configured_upstream(Ecosystem::Npm, "http://localhost:7878/npm/", &is_own)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("npm.upstream = "), "{error}");
+        assert!(error.contains("loop back"), "{error}");
+        assert!(configured_upstream(Ecosystem::Npm, "http://127.0.0.1:4873/", &is_own).is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod auth;
 mod config;
 mod connection;
 mod control;
+mod forwarded;
 mod frontend;
 mod idle;
 mod input;

@@ -17,7 +17,8 @@ use crate::auth::Auth;
 use crate::config::{Config, ServerConfig};
 use crate::connection::{self, Protocols};
 use crate::control::Control;
-use crate::frontend::{Ecosystem, Frontend};
+use crate::forwarded::TrustedProxies;
+use crate::frontend::{Ecosystem, Frontend, Unserved};
 use crate::input::Limits;
 use crate::metrics::Metrics;
 use crate::request_body::Budget;
@@ -42,6 +43,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     // Before anything listens: a certificate that does not load stops the start.
     let tls = Tls::new(&config.tls)?;
     let admission = Admission::new(&config.server)?;
+    let proxies = TrustedProxies::new(&config.server)?;
     let proxy = Proxy::new(store.clone(), &config.upstream)?;
     proxy.set_read_misses(config.auth.read_misses);
     let listener = TcpListener::bind(config.listen)
@@ -50,7 +52,11 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let mut mounts = Vec::with_capacity(Ecosystem::ALL.len());
     for ecosystem in Ecosystem::ALL {
-        let frontend = Frontend::build(ecosystem, &config, &proxy, local).await;
+        let frontend = match Frontend::build(ecosystem, &config, &proxy, local).await {
+            Ok(frontend) => Ok(frontend),
+            Err(Unserved::Off(reason)) => Err(reason),
+            Err(Unserved::Unusable(error)) => return Err(error),
+        };
         mounts.push((ecosystem, frontend));
     }
     let admin = Arc::new(Admin {
@@ -87,7 +93,12 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     // The first line on stdout tells scripts and tests where pmcache listens (port 0 picks one).
     println!("pmcache listening on {scheme}://{local}");
     tracing::info!(%local, %scheme, data_dir = %config.data_dir.display(), "serving");
-    accept_until_shutdown(listener, app, &config.server, admission, tls).await;
+    let gate = Gate {
+        admission,
+        proxies,
+        tls,
+    };
+    accept_until_shutdown(listener, app, &config.server, gate).await;
     if let Some(reloader) = reloader {
         reloader.abort();
     }
@@ -101,13 +112,24 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What every accepted connection passes through before hyper serves it.
+struct Gate {
+    admission: Admission,
+    proxies: TrustedProxies,
+    tls: Option<Tls>,
+}
+
 async fn accept_until_shutdown(
     listener: TcpListener,
     app: Arc<App>,
     settings: &ServerConfig,
-    admission: Admission,
-    tls: Option<Tls>,
+    gate: Gate,
 ) {
+    let Gate {
+        admission,
+        proxies,
+        tls,
+    } = gate;
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(settings));
 
@@ -146,6 +168,7 @@ async fn accept_until_shutdown(
                     watcher: graceful.watcher(),
                     stopping: stop_signal.clone(),
                     tls: tls.clone(),
+                    from_proxy: proxies.trusts(peer.ip()),
                 };
                 tokio::spawn(connection::serve(stream, permit, context));
             }
