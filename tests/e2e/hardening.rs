@@ -613,16 +613,20 @@ fn malformed_ranges_are_ignored_or_unsatisfiable_never_fatal() -> Result<()> {
 /// HTTP/2's `GOAWAY` frame type (RFC 9113 §6.8).
 const GOAWAY: u8 = 0x7;
 
-/// The types of the HTTP/2 frames in `received`, in order.
-fn h2_frame_types(received: &[u8]) -> Vec<u8> {
-    let mut types = Vec::new();
+/// HTTP/2's `SETTINGS` frame type (RFC 9113 §6.5).
+const SETTINGS: u8 = 0x4;
+
+/// The HTTP/2 frames in `received`, in order: each one's type and payload.
+fn h2_frames(received: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
     let mut rest = received;
     while rest.len() >= 9 {
         let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
-        types.push(rest[3]);
+        let payload = rest.get(9..9 + length).unwrap_or_default();
+        frames.push((rest[3], payload.to_vec()));
         rest = rest.get(9 + length..).unwrap_or_default();
     }
-    types
+    frames
 }
 
 /// Waits for the server to close `stream` within `within` (and a little), failing on a success
@@ -936,30 +940,42 @@ fn idle_connections_are_closed_at_the_idle_timeout() -> Result<()> {
     let case = Case::start(&[
         ("PMCACHE_SERVER_IDLE_TIMEOUT", "2s"),
         ("PMCACHE_SERVER_HEADER_READ_TIMEOUT", "30s"),
+        ("PMCACHE_SERVER_MAX_CONCURRENT_STREAMS", "7"),
     ])?;
     let addr = case.addr()?;
-    let mut idle_h2: Vec<TcpStream> = (0..3)
+    let mut idle_h2: Vec<(TcpStream, Instant)> = (0..3)
         .map(|_| {
             let mut stream = TcpStream::connect(addr)?;
             // The preface and an empty SETTINGS frame: a well-formed HTTP/2 client at rest.
             stream.write_all(
                 b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
             )?;
-            Ok(stream)
+            Ok((stream, Instant::now()))
         })
         .collect::<Result<_>>()?;
     let mut kept_alive = TcpStream::connect(addr)?;
     kept_alive.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
     let response = raw_http::read_one(&mut kept_alive)?;
     ensure!(response.status == 200, "healthz: HTTP {}", response.status);
-    let started = Instant::now();
-    for (n, stream) in idle_h2.iter_mut().enumerate() {
+    let answered = Instant::now();
+    let early = idle - Duration::from_millis(200);
+    for (n, (stream, opened)) in idle_h2.iter_mut().enumerate() {
         let what = format!("idle HTTP/2 connection {n}");
         let received = ensure_closed_within(stream, idle, &what)?;
         ensure!(
-            h2_frame_types(&received).contains(&GOAWAY),
-            "{what}: closed without a GOAWAY (frames {:?})",
-            h2_frame_types(&received)
+            opened.elapsed() >= early,
+            "{what}: closed {:?} after it opened, before the idle timeout",
+            opened.elapsed()
+        );
+        let frames = h2_frames(&received);
+        ensure!(
+            frames.iter().any(|(kind, _)| *kind == GOAWAY),
+            "{what}: closed without a GOAWAY (frames {frames:?})"
+        );
+        ensure!(
+            frames.iter().any(|(kind, payload)| *kind == SETTINGS
+                && payload.chunks(6).any(|entry| entry == [0, 3, 0, 0, 0, 7])),
+            "{what}: no SETTINGS_MAX_CONCURRENT_STREAMS = 7 (server.max_concurrent_streams) in {frames:?}"
         );
     }
     ensure_closed_within(
@@ -968,9 +984,9 @@ fn idle_connections_are_closed_at_the_idle_timeout() -> Result<()> {
         "an idle HTTP/1 keep-alive connection",
     )?;
     ensure!(
-        started.elapsed() >= idle - Duration::from_millis(200),
-        "closed after {:?}, before the idle timeout",
-        started.elapsed()
+        answered.elapsed() >= early,
+        "the keep-alive connection closed {:?} after its answer, before the idle timeout",
+        answered.elapsed()
     );
     Ok(())
 }

@@ -262,8 +262,9 @@ where
 /// Serves `connection` until it ends, shutting it down gracefully (HTTP/2: `GOAWAY`, so a
 /// client knows which requests were not taken and may send them again; HTTP/1: closed between
 /// requests) when it has been idle for `idle_timeout` or the server stops. A client that does
-/// not play its part in the shutdown (the peer must answer a ping) is dropped after
-/// [`CLOSE_GRACE`] when idle.
+/// not play its part in the shutdown (the peer must answer a ping) is dropped once the
+/// connection has been idle for [`CLOSE_GRACE`] more; a request it sent before it saw the
+/// `GOAWAY` is answered first.
 async fn drive<C>(
     connection: C,
     activity: &Activity,
@@ -275,10 +276,12 @@ where
 {
     tokio::pin!(connection);
     let mut stopping_seen = false;
-    let mut idle_close: Option<tokio::time::Instant> = None;
+    let mut closing_idle = false;
+    let mut grace: Option<tokio::time::Instant> = None;
     loop {
-        let grace_over = async {
-            match idle_close {
+        let deadline = grace;
+        let grace_over = async move {
+            match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
@@ -291,13 +294,17 @@ where
                 stopping_seen = true;
                 connection.as_mut().graceful_shutdown();
             }
-            () = activity.idle_for(idle_timeout), if idle_close.is_none() => {
+            () = activity.idle_for(idle_timeout), if !closing_idle => {
                 tracing::debug!(timeout = ?idle_timeout, "closing an idle connection");
-                idle_close = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                closing_idle = true;
+                grace = Some(tokio::time::Instant::now() + CLOSE_GRACE);
                 connection.as_mut().graceful_shutdown();
             }
             () = grace_over => {
-                // Idle, so dropping it loses no request.
+                if activity.is_busy() {
+                    grace = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    continue;
+                }
                 tracing::debug!("an idle connection did not close in time; dropping it");
                 return Ok(());
             }
@@ -316,5 +323,87 @@ mod tests {
         assert_eq!(protocol_of(b"PRI * HTTP/2.0"), None);
         assert_eq!(protocol_of(b"PUT /x HTTP/1.1"), Some(Protocol::Http1));
         assert_eq!(protocol_of(H2_PREFACE), Some(Protocol::Http2));
+    }
+
+    /// One HTTP/2 frame: type, flags, stream id and payload.
+    async fn read_frame(io: &mut tokio::io::DuplexStream) -> Option<(u8, u8, u32, Vec<u8>)> {
+        use tokio::io::AsyncReadExt as _;
+        let mut head = [0u8; 9];
+        io.read_exact(&mut head).await.ok()?;
+        let length = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; length];
+        io.read_exact(&mut payload).await.ok()?;
+        Some((head[3], head[4], stream, payload))
+    }
+
+    /// A client that opens a stream after the idle shutdown's `GOAWAY` (as one that had not
+    /// read it yet would) and never answers the shutdown's ping still gets its answer, though
+    /// it takes longer than the close grace: the connection is dropped only once idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_sent_during_an_idle_shutdown_is_answered() {
+        use tokio::io::AsyncWriteExt as _;
+        const GOAWAY: u8 = 0x7;
+        const HEADERS: u8 = 0x1;
+        const DATA: u8 = 0x0;
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let activity = Activity::new();
+        let tracked = Arc::clone(&activity);
+        let service = service_fn(move |_request: hyper::Request<hyper::body::Incoming>| {
+            let busy = tracked.begin();
+            async move {
+                // Longer than the close grace.
+                tokio::time::sleep(CLOSE_GRACE * 4).await;
+                let body = http_body_util::Full::new(bytes::Bytes::from_static(b"done"));
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+            }
+        });
+        let protocols = Protocols::new(&ServerConfig::default());
+        let connection = protocols
+            .http2
+            .serve_connection(TokioIo::new(server), service);
+        let (_stop, stopping) = watch::channel(());
+        let idle = Duration::from_secs(2);
+        let served =
+            tokio::spawn(async move { drive(connection, &activity, idle, stopping).await });
+
+        client.write_all(H2_PREFACE).await.unwrap();
+        client
+            .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        loop {
+            let (kind, _, _, _) = read_frame(&mut client)
+                .await
+                .expect("a GOAWAY at the idle timeout");
+            if kind == GOAWAY {
+                break;
+            }
+        }
+        // HEADERS on stream 1, END_STREAM | END_HEADERS: GET http://localhost/ (HPACK static
+        // entries for the method, scheme and path; the authority a literal).
+        let mut block = vec![0x82, 0x86, 0x84, 0x41, 9];
+        block.extend_from_slice(b"localhost");
+        let mut frame = vec![0, 0, block.len() as u8, HEADERS, 0x5, 0, 0, 0, 1];
+        frame.extend_from_slice(&block);
+        client.write_all(&frame).await.unwrap();
+        let mut answered = Vec::new();
+        while let Some((kind, _, stream, payload)) = read_frame(&mut client).await {
+            if stream == 1 && (kind == HEADERS || kind == DATA) {
+                answered.push((kind, payload));
+            }
+        }
+        assert!(
+            answered.iter().any(|(kind, _)| *kind == HEADERS),
+            "the connection closed before the answer"
+        );
+        assert!(
+            answered
+                .iter()
+                .any(|(kind, payload)| *kind == DATA && payload == b"done"),
+            "no body in {answered:?}"
+        );
+        served.await.unwrap().unwrap();
     }
 }

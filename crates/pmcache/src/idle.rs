@@ -45,6 +45,11 @@ impl Activity {
         response.map(|inner| UntilSent { inner, _busy: busy }.boxed_unsync())
     }
 
+    /// Whether a request is in progress.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) > 0
+    }
+
     /// Completes once the connection has been idle for `timeout`.
     pub(crate) async fn idle_for(&self, timeout: Duration) {
         loop {
