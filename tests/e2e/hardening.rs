@@ -1342,6 +1342,7 @@ fn bodies_to_routes_that_take_none_are_never_read() -> Result<()> {
     const BODY: usize = 16 << 20;
     let case = Case::start(&[])?;
     let addr = case.addr()?;
+    case.pmcache().reset_peak_rss()?;
     let before = case.pmcache().peak_rss_bytes()?;
     let answers: Vec<Result<(RawResponse, usize)>> = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..CLIENTS)
@@ -1489,6 +1490,7 @@ fn four_gzip_bombs_at_once_keep_memory_bounded() -> Result<()> {
     let case = Case::start(&[])?;
     // Built before the clock starts: the bombs are made on first use.
     drop(gzip_bomb(false));
+    case.pmcache().reset_peak_rss()?;
     let before = case.pmcache().peak_rss_bytes()?;
     let case = &case;
     let answers = std::thread::scope(|scope| {

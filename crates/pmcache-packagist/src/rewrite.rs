@@ -341,7 +341,8 @@ fn is_scp_like(text: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
     };
-    plain(user) && plain(host) && !path.is_empty()
+    // A host starting with `-` would read as an option to ssh.
+    plain(user) && plain(host) && !host.starts_with('-') && !path.is_empty()
 }
 
 fn rewrite_dist(
@@ -493,6 +494,7 @@ mod tests {
             "../tool.git",
             "gopher://code.example/1tool",
             "C:/acme/tool",
+            "u@-oProxyCommand=x:y",
         ];
         let versions: Vec<Value> = kept.iter().chain(&dropped).map(|u| source(u)).collect();
         let body = serde_json::to_vec(&json!({"packages": {"acme/tool": versions}})).unwrap();

@@ -19,6 +19,9 @@ const RATIO_ALLOWANCE: u64 = 1 << 20;
 /// Encoded bytes decoded at a time: what one step may expand to is bounded by this times the
 /// format's own limit (about 1,000), whatever size the upstream's chunks are.
 pub(crate) const STEP: usize = 4 << 10;
+/// Decoded bytes of one step past which the decoding task yields (a real index's step decodes
+/// to about 130 KiB at most).
+pub(crate) const YIELD_AFTER: usize = 256 << 10;
 
 /// Decodes one gzip body, chunk by chunk.
 pub(crate) struct Inflater {

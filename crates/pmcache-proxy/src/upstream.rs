@@ -364,7 +364,13 @@ impl Fetched {
                 let decoded = inflater
                     .step(piece)
                     .map_err(|e| self.undecodable(e, limit))?;
+                let large = decoded.len() >= inflate::YIELD_AFTER;
                 buffer.push(decoded).await?;
+                // Inflating is CPU work on a runtime thread: a step that expanded far (a bomb
+                // on its way to refusal) gives the other tasks their turn.
+                if large {
+                    tokio::task::yield_now().await;
+                }
             }
         }
         if let Some(announced) = announced

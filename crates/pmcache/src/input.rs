@@ -89,6 +89,11 @@ fn check_host(parts: &Parts) -> Result<(), String> {
         return Err("the request has more than one Host field".to_owned());
     }
     let Some(host) = host else {
+        // RFC 9112 §3.2: an HTTP/1.1 request must name its host (HTTP/1.0 may not; HTTP/2
+        // names it in `:authority`).
+        if parts.version == http::Version::HTTP_11 {
+            return Err("the request has no Host field (HTTP/1.1 requires one)".to_owned());
+        }
         return Ok(());
     };
     let host = host
@@ -311,7 +316,9 @@ mod tests {
     }
 
     fn parts(target: &str, headers: &[(&str, String)]) -> Parts {
-        let mut request = http::Request::builder().uri(target);
+        let mut request = http::Request::builder()
+            .uri(target)
+            .header(http::header::HOST, "pmcache:7878");
         for (name, value) in headers {
             request = request.header(*name, value.as_str());
         }
@@ -369,7 +376,6 @@ mod tests {
             ("/pypi/simple/", &["127.0.0.1"]),
             ("/pypi/simple/", &["[::1]:7878"]),
             ("/pypi/simple/", &["cache.ci.example"]),
-            ("/pypi/simple/", &[]),
             ("http://pmcache:7878/pypi/simple/", &["PMCACHE:7878"]),
             ("http://pmcache:80/pypi/simple/", &["pmcache"]),
             ("https://pmcache/pypi/simple/", &["pmcache:443"]),
@@ -402,6 +408,16 @@ mod tests {
                 check_host(&request(target, hosts)).is_err(),
                 "{target} {hosts:?}"
             );
+        }
+    }
+
+    #[test]
+    fn only_http_1_1_requires_a_host() {
+        let mut parts = request("/pypi/simple/", &[]);
+        assert!(check_host(&parts).is_err(), "HTTP/1.1 without Host");
+        for version in [http::Version::HTTP_10, http::Version::HTTP_2] {
+            parts.version = version;
+            assert_eq!(check_host(&parts), Ok(()), "{version:?} without Host");
         }
     }
 }

@@ -209,6 +209,13 @@ impl Pmcache {
         Ok(kib * 1024)
     }
 
+    /// Resets the peak resident set size to the current one (`5` to `/proc/PID/clear_refs`), so
+    /// that a later [`Pmcache::peak_rss_bytes`] tells the peak since now, not since start-up.
+    pub fn reset_peak_rss(&self) -> Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5")
+            .context("resetting the peak RSS (/proc/PID/clear_refs)")
+    }
+
     /// SIGKILL, and reap it.
     pub fn kill9(&mut self) -> Result<()> {
         self.child.kill()?;
