@@ -121,12 +121,14 @@ impl BodyBuffer {
             return Ok(());
         }
         let mut pending = vec![chunk];
+        // What memory held stays counted until it is written out.
+        let mut written_out = None;
         let file = match self.spilled.take() {
             Some(file) => file,
             None => match self.store.create_temp() {
                 Ok(file) => {
                     pending.insert(0, std::mem::take(&mut self.memory).freeze());
-                    self.reserved = None;
+                    written_out = self.reserved.take();
                     file
                 }
                 // No disk to spill to (full, or failing): memory it is, over budget; the
@@ -149,6 +151,7 @@ impl BodyBuffer {
         })
         .await
         .map_err(|e| Error::failed("spill task failed", e))??;
+        drop(written_out);
         self.spilled = Some(file);
         Ok(())
     }
