@@ -1,7 +1,8 @@
 //! Settings that pmcache cannot run with stop `pmcache serve` at start, with a failing exit
 //! status and one line on stderr naming the setting, its value and what is wrong: numbers
-//! outside their range, networks that are no CIDR, and upstreams set to a URL that cannot be
-//! used (only `auto` may leave a frontend off).
+//! outside their range, networks that are no CIDR, upstreams set to a URL that cannot be
+//! used (only `auto` may leave a frontend off), and policy settings that are no pattern, value or
+//! route.
 
 use std::net::TcpListener;
 use std::process::Command;
@@ -35,7 +36,7 @@ fn serve_until_exit(dir: &TempDir, listen: &str, settings: &[(&str, &str)]) -> R
 /// line, `pmcache: `, naming the setting and saying what is wrong with the value.
 #[test]
 fn bad_settings_stop_the_start_with_one_line_naming_them() -> Result<()> {
-    let table: [(&str, &str, &str); 12] = [
+    let table: [(&str, &str, &str); 16] = [
         (
             "PMCACHE_SERVER_MAX_CONNECTIONS",
             "0",
@@ -95,6 +96,26 @@ fn bad_settings_stop_the_start_with_one_line_naming_them() -> Result<()> {
             "PMCACHE_PACKAGIST_UPSTREAM",
             "http://0.0.0.0:8080/composer/",
             "packagist.upstream = \"http://0.0.0.0:8080/composer/\" cannot be used: its host is no address",
+        ),
+        (
+            "PMCACHE_POLICY_DENY",
+            r#"["npm:event-stream@3.3.6", "ctx"]"#,
+            "policy.deny: \"ctx\" is not a pattern: it names no ecosystem",
+        ),
+        (
+            "PMCACHE_POLICY_UNKNOWN_RELEASE_TIME",
+            "maybe",
+            "unknown variant `maybe`, expected `deny` or `allow` in `policy.unknown_release_time`",
+        ),
+        (
+            "PMCACHE_NPM_POLICY_MIN_RELEASE_AGE",
+            "2y",
+            "npm.policy.min_release_age = 2years is out of range: it may be 0s to 1year",
+        ),
+        (
+            "PMCACHE_ROUTES",
+            r#"[{ ecosystem = "npm", names = ["@acme/*"], upstream = "http://ci:secret@127.0.0.1:4873/" }]"#,
+            "routes[0].upstream = \"http://ci:secret@127.0.0.1:4873/\" cannot be used: it carries user info",
         ),
     ];
     let dir = tempfile::Builder::new()

@@ -22,6 +22,9 @@ pub struct FrontendConfig<X> {
     /// every request. Default: the ecosystem's ([`FrontendDefaults::METADATA_TTL`]).
     #[serde(with = "humantime_serde")]
     pub metadata_ttl: Duration,
+    /// `[<ecosystem>.policy]`: this ecosystem's overrides of the fleet's `[policy]`, key by key.
+    /// Default: none.
+    pub policy: pmcache_policy::Override,
     /// The ecosystem's own settings.
     #[serde(flatten)]
     pub extra: X,
@@ -42,6 +45,7 @@ impl<X: FrontendDefaults> Default for FrontendConfig<X> {
             enabled: true,
             upstream: X::UPSTREAM.to_owned(),
             metadata_ttl: X::METADATA_TTL,
+            policy: pmcache_policy::Override::default(),
             extra: X::default(),
         }
     }
@@ -94,5 +98,20 @@ mod tests {
         let written = toml::to_string(&parsed).unwrap();
         assert_eq!(toml::from_str::<Section>(&written).unwrap(), parsed);
         assert!(written.contains("hosts = [\"b\"]"), "{written}");
+    }
+
+    #[test]
+    fn the_policy_subsection_overrides_key_by_key() {
+        let parsed: Section =
+            toml::from_str("enabled = true\n[policy]\nmin_release_age = \"3d\"\n").unwrap();
+        assert_eq!(
+            parsed.policy.min_release_age,
+            Some(Duration::from_secs(3 * 86_400))
+        );
+        assert_eq!(parsed.policy.deny, None);
+        let written = toml::to_string(&parsed).unwrap();
+        assert_eq!(toml::from_str::<Section>(&written).unwrap(), parsed);
+        let error = toml::from_str::<Section>("[policy]\nmin_age = \"3d\"\n").unwrap_err();
+        assert!(error.to_string().contains("min_age"), "{error}");
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use pmcache_npm as npm;
 use pmcache_packagist as packagist;
+use pmcache_policy as policy;
 use pmcache_proxy as proxy;
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
@@ -25,10 +26,16 @@ mod range;
 pub(crate) const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// Top-level keys that environment variables may set (`PMCACHE_<KEY>`).
-const TOP_LEVEL_KEYS: [&str; 3] = ["listen", "data_dir", "public_url"];
+/// `routes` takes a TOML array of inline tables.
+const TOP_LEVEL_KEYS: [&str; 4] = ["listen", "data_dir", "public_url", "routes"];
 /// Sections besides the frontends' that environment variables may set
 /// (`PMCACHE_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 6] = ["auth", "log", "server", "storage", "tls", "upstream"];
+const SECTIONS: [&str; 7] = [
+    "auth", "log", "policy", "server", "storage", "tls", "upstream",
+];
+/// The subsection of each frontend's section that environment variables may set
+/// (`PMCACHE_<ECOSYSTEM>_POLICY_<KEY>`).
+const FRONTEND_POLICY: &str = "policy";
 const ENV_PREFIX: &str = "PMCACHE_";
 
 /// Everything pmcache can be told.
@@ -52,6 +59,12 @@ pub(crate) struct Config {
     pub packagist: packagist::Config,
     /// HTTPS on `listen`. Default unset: plain HTTP.
     pub tls: TlsConfig,
+    /// The fleet's supply-chain policy; each frontend's `[<ecosystem>.policy]` overrides it key
+    /// by key. Default: off.
+    pub policy: policy::Config,
+    /// `[[routes]]`: names sent to another upstream than their ecosystem's, or to none; the
+    /// first entry taking a name wins. Default none.
+    pub routes: Vec<policy::RouteConfig>,
 }
 
 /// The `[log]` section.
@@ -164,7 +177,27 @@ impl Default for Config {
             rubygems: rubygems::Config::default(),
             packagist: packagist::Config::default(),
             tls: TlsConfig::default(),
+            policy: policy::Config::default(),
+            routes: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// The supply-chain policy these settings describe: `[policy]`, each frontend's
+    /// `[<ecosystem>.policy]` and `[[routes]]`, checked. [`load`] has checked it once already,
+    /// so on a loaded configuration this fails only if the configuration was changed since.
+    pub(crate) fn policy(&self) -> Result<policy::Policy, policy::Error> {
+        policy::Policy::new(
+            &self.policy,
+            &[
+                (policy::Ecosystem::Pypi, &self.pypi.policy),
+                (policy::Ecosystem::Npm, &self.npm.policy),
+                (policy::Ecosystem::Rubygems, &self.rubygems.policy),
+                (policy::Ecosystem::Packagist, &self.packagist.policy),
+            ],
+            &self.routes,
+        )
     }
 }
 
@@ -216,9 +249,15 @@ pub(crate) fn load(
             ignored_env.push(name.clone());
         }
     }
-    let mut config: Config = toml::Value::Table(table)
-        .try_into()
-        .context("invalid configuration")?;
+    // toml puts the key on a line of its own; pmcache's start errors are one line.
+    let mut config: Config = toml::Value::Table(table).try_into().map_err(|error| {
+        let message = error
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        anyhow::anyhow!("invalid configuration: {message}")
+    })?;
     if let Some(listen) = flags.listen {
         config.listen = listen;
     }
@@ -228,6 +267,8 @@ pub(crate) fn load(
     range::check(&config)?;
     config.server.check()?;
     crate::frontend::check_upstreams(&config)?;
+    config.policy()?;
+    crate::frontend::check_route_upstreams(&config)?;
     config.tls.check()?;
     config.auth.read_tokens_file()?;
     config.auth.check()?;
@@ -260,6 +301,19 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> bool {
         return true;
     }
     let frontends = Ecosystem::ALL.map(Ecosystem::key);
+    // `PMCACHE_NPM_POLICY_DENY` sets `[npm.policy] deny`, not a key `policy_deny` of `[npm]`.
+    for frontend in frontends {
+        let field = key
+            .strip_prefix(frontend)
+            .and_then(|k| k.strip_prefix('_'))
+            .and_then(|k| k.strip_prefix(FRONTEND_POLICY))
+            .and_then(|k| k.strip_prefix('_'));
+        if let Some(field) = field {
+            let section = subtable(table, frontend);
+            subtable(section, FRONTEND_POLICY).insert(field.to_owned(), value);
+            return true;
+        }
+    }
     for section in SECTIONS.into_iter().chain(frontends) {
         if let Some(field) = key.strip_prefix(section).and_then(|k| k.strip_prefix('_')) {
             let entry = table
@@ -272,6 +326,18 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> bool {
         }
     }
     false
+}
+
+/// The table `key` of `table`, made empty if missing (or set to something other than a table,
+/// which the layers below then replace).
+fn subtable<'a>(table: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    let entry = table
+        .entry(key)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    entry.as_table_mut().expect("made a table just above")
 }
 
 /// An environment value as TOML when it reads as a TOML scalar (`true`, `8`), else a string.
@@ -558,5 +624,177 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{error:#}").contains("everyone"), "{error:#}");
+    }
+
+    #[test]
+    fn policy_comes_from_the_file_and_the_environment_with_sections_overriding_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pmcache.toml");
+        std::fs::write(
+            &file,
+            r#"
+[policy]
+min_release_age = "7d"
+min_release_age_exclude = ["npm:@acme/*"]
+deny = ["pypi:ctx"]
+
+[npm]
+metadata_ttl = "1m"
+
+[npm.policy]
+min_release_age = "3d"
+
+[[routes]]
+ecosystem = "npm"
+names = ["@acme/*"]
+upstream = "http://127.0.0.1:4873/"
+
+[[routes]]
+ecosystem = "pypi"
+names = ["acme-*"]
+upstream = "none"
+"#,
+        )
+        .unwrap();
+        let environment = env(&[
+            ("PMCACHE_POLICY_UNKNOWN_RELEASE_TIME", "allow"),
+            (
+                "PMCACHE_POLICY_ALLOW_ONLY",
+                r#"["npm:*", "pypi:*", "rubygems:*"]"#,
+            ),
+            ("PMCACHE_RUBYGEMS_POLICY_MIN_RELEASE_AGE", "1d"),
+            ("PMCACHE_RUBYGEMS_POLICY_DENY", r#"["rest-client@1.6.13"]"#),
+            ("PMCACHE_PACKAGIST_POLICY_ALLOW_ONLY", "[]"),
+        ]);
+        let loaded = load(Some(&file), &environment, &Overrides::default()).unwrap();
+        assert_eq!(loaded.ignored_env, Vec::<String>::new());
+        let config = loaded.config;
+        const DAY: Duration = Duration::from_secs(86_400);
+        assert_eq!(config.policy.min_release_age, 7 * DAY);
+        assert_eq!(
+            config.policy.unknown_release_time,
+            policy::UnknownReleaseTime::Allow
+        );
+        assert_eq!(config.npm.metadata_ttl, Duration::from_secs(60));
+        assert_eq!(config.npm.policy.min_release_age, Some(3 * DAY));
+        assert_eq!(config.rubygems.policy.min_release_age, Some(DAY));
+        assert_eq!(config.routes.len(), 2);
+        let policy = config.policy().unwrap();
+        use policy::Ecosystem::{Npm, Packagist, Pypi, Rubygems};
+        assert_eq!(policy.min_release_age(Npm), 3 * DAY);
+        assert_eq!(policy.min_release_age(Pypi), 7 * DAY);
+        assert_eq!(policy.min_release_age(Rubygems), DAY);
+        let now = std::time::SystemTime::now();
+        let refused = |ecosystem, name, version, published| {
+            policy
+                .judge(ecosystem, name, version, published, now)
+                .refusal()
+                .map(|refusal| refusal.rule)
+        };
+        use policy::Rule;
+        assert_eq!(refused(Pypi, "CTX", "0.1", None), Some(Rule::Deny));
+        assert_eq!(
+            refused(Rubygems, "rest-client", "1.6.13", None),
+            Some(Rule::Deny)
+        );
+        assert_eq!(refused(Rubygems, "rails", "7.0", Some(now - 2 * DAY)), None);
+        assert_eq!(
+            refused(Npm, "left-pad", "1.0.0", Some(now - DAY)),
+            Some(Rule::MinReleaseAge)
+        );
+        assert_eq!(refused(Npm, "@acme/tool", "1.0.0", Some(now)), None);
+        // The environment's allow_only names no Composer package, but [packagist.policy]
+        // emptied it.
+        assert!(policy.judge_name(Packagist, "acme/tool").is_allowed());
+        assert_eq!(policy.route(Npm, "@acme/tool").map(|r| r.index()), Some(0));
+        assert_eq!(policy.route(Pypi, "Acme_Lib").map(|r| r.index()), Some(1));
+        assert!(policy.route(Npm, "left-pad").is_none());
+    }
+
+    #[test]
+    fn routes_come_from_the_environment_as_an_array_of_inline_tables() {
+        let config = load(
+            None,
+            &env(&[(
+                "PMCACHE_ROUTES",
+                r#"[{ ecosystem = "rubygems", names = ["acme_*"], upstream = "none" }]"#,
+            )]),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(config.routes[0].names, ["acme_*"]);
+        assert!(
+            config
+                .policy()
+                .unwrap()
+                .route(policy::Ecosystem::Rubygems, "acme_x")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn bad_policy_settings_stop_the_start_naming_them() {
+        for (name, value, wanted) in [
+            (
+                "PMCACHE_POLICY_DENY",
+                r#"["ctx"]"#,
+                "policy.deny: \"ctx\" is not a pattern: it names no ecosystem",
+            ),
+            (
+                "PMCACHE_POLICY_MIN_RELEASE_AGE_EXCLUDE",
+                r#"["npm:@acme/x@1.0.0"]"#,
+                "policy.min_release_age_exclude: \"npm:@acme/x@1.0.0\" is not a pattern: this setting takes names only",
+            ),
+            (
+                "PMCACHE_NPM_POLICY_ALLOW_ONLY",
+                r#"["pypi:requests"]"#,
+                "npm.policy.allow_only: \"pypi:requests\" is not a pattern: it names pypi in a setting of the npm ecosystem",
+            ),
+            (
+                "PMCACHE_POLICY_MIN_RELEASE_AGE",
+                "2y",
+                "policy.min_release_age = 2years is out of range: it may be 0s to 1year",
+            ),
+            (
+                "PMCACHE_PYPI_POLICY_MIN_RELEASE_AGE",
+                "2y",
+                "pypi.policy.min_release_age = 2years is out of range: it may be 0s to 1year",
+            ),
+            ("PMCACHE_POLICY_MIN_RELEASE_AGE", "3x", "min_release_age"),
+            (
+                "PMCACHE_POLICY_UNKNOWN_RELEASE_TIME",
+                "maybe",
+                "unknown_release_time",
+            ),
+            (
+                "PMCACHE_NPM_POLICY_UNKNOWN_RELEASE_TIME",
+                "maybe",
+                "unknown_release_time",
+            ),
+            ("PMCACHE_NPM_POLICY_MIN_AGE", "1d", "min_age"),
+            (
+                "PMCACHE_ROUTES",
+                r#"[{ ecosystem = "crates", names = ["x"], upstream = "none" }]"#,
+                "routes[0].ecosystem: \"crates\" is not an ecosystem",
+            ),
+            (
+                "PMCACHE_ROUTES",
+                r#"[{ ecosystem = "npm", names = ["@acme/*"], upstream = "http://0.0.0.0:4873/" }]"#,
+                "routes[0].upstream = \"http://0.0.0.0:4873/\" cannot be used: its host is no address",
+            ),
+            (
+                "PMCACHE_ROUTES",
+                r#"[{ ecosystem = "npm", names = ["@acme/*"] }]"#,
+                "upstream",
+            ),
+        ] {
+            let Err(error) = load(None, &env(&[(name, value)]), &Overrides::default()) else {
+                panic!("{name}={value} was accepted");
+            };
+            let message = format!("{error:#}");
+            assert!(message.contains(wanted), "{name}={value}: {message}");
+            assert_eq!(message.lines().count(), 1, "{name}={value}: {message}");
+        }
     }
 }

@@ -19,6 +19,8 @@ use crate::config::Config;
 
 /// The `upstream` setting that asks for discovery.
 const AUTO: &str = "auto";
+/// The `upstream` of a route that goes to no upstream.
+const ROUTE_NONE: &str = "none";
 /// npm's audit body: the whole dependency tree of a lockfile (a few MiB for the largest).
 const NPM_AUDIT_BODY: usize = 8 << 20;
 /// Composer's advisories query: a form naming the packages of a project.
@@ -258,6 +260,22 @@ pub(crate) fn check_upstreams(config: &Config) -> anyhow::Result<()> {
                 configured_upstream(ecosystem, setting, &|_| false)?;
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks the `upstream` of every `[[routes]]` entry set to a URL as [`check_upstreams`] checks
+/// frontends' (the policy has refused the rest already).
+pub(crate) fn check_route_upstreams(config: &Config) -> anyhow::Result<()> {
+    for (index, route) in config.routes.iter().enumerate() {
+        if route.upstream != ROUTE_NONE {
+            usable_upstream(&route.upstream).map_err(|why| {
+                anyhow::anyhow!(
+                    "routes[{index}].upstream = {:?} cannot be used: {why}",
+                    route.upstream
+                )
+            })?;
         }
     }
     Ok(())

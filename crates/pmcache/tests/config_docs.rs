@@ -86,12 +86,13 @@ fn documented_keys(markdown: &str) -> Vec<(Key, String)> {
     rows
 }
 
-/// `PMCACHE_<SECTION>_<KEY>`, or `PMCACHE_<KEY>` at the top level.
+/// `PMCACHE_<SECTION>_<KEY>`, or `PMCACHE_<KEY>` at the top level; a subsection's dot is an
+/// underscore (`[npm.policy] deny`: `PMCACHE_NPM_POLICY_DENY`).
 fn variable((section, key): &Key) -> String {
     let name = if section.is_empty() {
         key.clone()
     } else {
-        format!("{section}_{key}")
+        format!("{}_{key}", section.replace('.', "_"))
     };
     format!("PMCACHE_{}", name.to_ascii_uppercase())
 }

@@ -97,6 +97,7 @@ fn settings(config: &Config) -> Vec<Bounded> {
     all.extend(storage(config));
     all.extend(upstream(config));
     all.extend(frontends(config));
+    all.extend(policy(config));
     all
 }
 
@@ -256,6 +257,40 @@ fn frontends(config: &Config) -> Vec<Bounded> {
     .collect()
 }
 
+/// `0s` turns the age rule off; beyond a year, nothing new would ever be served. A section's
+/// unset value is [policy]'s, checked there (shown as `0s`, within range).
+fn policy(config: &Config) -> Vec<Bounded> {
+    let mut all = vec![Bounded::new(
+        "policy.min_release_age",
+        config.policy.min_release_age,
+        Duration::ZERO,
+        YEAR,
+    )];
+    all.extend(
+        [
+            (
+                "pypi.policy.min_release_age",
+                config.pypi.policy.min_release_age,
+            ),
+            (
+                "npm.policy.min_release_age",
+                config.npm.policy.min_release_age,
+            ),
+            (
+                "rubygems.policy.min_release_age",
+                config.rubygems.policy.min_release_age,
+            ),
+            (
+                "packagist.policy.min_release_age",
+                config.packagist.policy.min_release_age,
+            ),
+        ]
+        .into_iter()
+        .map(|(key, age)| Bounded::new(key, age.unwrap_or_default(), Duration::ZERO, YEAR)),
+    );
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -316,6 +351,11 @@ mod tests {
             "npm.metadata_ttl = 2years is out of range: it may be 0s to 1year"
         );
         assert!(passes(|c| c.pypi.metadata_ttl = Duration::ZERO));
+        assert!(passes(|c| c.policy.min_release_age = YEAR));
+        assert_eq!(
+            refused(|c| c.npm.policy.min_release_age = Some(2 * YEAR)),
+            "npm.policy.min_release_age = 2years is out of range: it may be 0s to 1year"
+        );
         assert!(passes(|c| c.upstream.stale_timeout = Duration::ZERO));
         assert!(passes(|c| c.upstream.breaker_threshold = 0));
         for change in [
@@ -337,6 +377,8 @@ mod tests {
             |c| c.upstream.breaker_cooldown = Duration::ZERO,
             |c| c.rubygems.metadata_ttl = 2 * YEAR,
             |c| c.packagist.metadata_ttl = 2 * YEAR,
+            |c| c.policy.min_release_age = 2 * YEAR,
+            |c| c.pypi.policy.min_release_age = Some(2 * YEAR),
         ] {
             let message = refused(change);
             assert!(
@@ -363,6 +405,10 @@ mod tests {
         let mut config = Config::default();
         // Optional settings serialise only when set.
         config.storage.max_size = Some(ByteSize(GIB));
+        config.pypi.policy.min_release_age = Some(DAY);
+        config.npm.policy.min_release_age = Some(DAY);
+        config.rubygems.policy.min_release_age = Some(DAY);
+        config.packagist.policy.min_release_age = Some(DAY);
         let serialised = toml::Value::try_from(&config).unwrap();
         let mut numeric = Vec::new();
         for (section, keys) in serialised.as_table().unwrap() {
@@ -373,6 +419,12 @@ mod tests {
             for (key, value) in keys {
                 if is_numeric(value) {
                     numeric.push(format!("{section}.{key}"));
+                }
+                // Subsections (`[npm.policy]`).
+                for (subkey, value) in value.as_table().into_iter().flatten() {
+                    if is_numeric(value) {
+                        numeric.push(format!("{section}.{key}.{subkey}"));
+                    }
                 }
             }
         }
