@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
 use pmcache_npm::name::{NpmPath, PackageName, classify};
-use pmcache_npm::rewrite::rewrite_packument;
+use pmcache_npm::rewrite::{rewrite_packument, serve_all};
 use serde_json::Value;
 use url::Url;
 
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         package.escaped()
     ))
     .expect("a valid URL");
-    let Ok(rewritten) = rewrite_packument(data, &package, &url, REGISTRY) else {
+    let Ok(rewritten) = rewrite_packument(data, &package, &url, REGISTRY, &serve_all) else {
         return;
     };
     let upstream: Value = serde_json::from_slice(data).expect("it parsed before");

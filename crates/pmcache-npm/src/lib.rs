@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod discover;
+mod dist_tags;
 pub mod error;
 pub mod name;
 pub mod negotiate;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use crate::name::{NpmPath, PackageName, classify};
-use crate::rewrite::rewrite_packument;
+use crate::rewrite::{rewrite_packument, serve_all};
 
 const REGISTRY: &str = "http://127.0.0.1:7878/npm/";
 
@@ -121,7 +121,7 @@ proptest! {
     ) {
         let url = Url::parse(&format!("https://registry.example/base/{}", name.escaped())).expect("valid");
         let body = serde_json::to_vec(&document).expect("serialises");
-        let rewritten = rewrite_packument(&body, &name, &url, REGISTRY).expect("rewrites");
+        let rewritten = rewrite_packument(&body, &name, &url, REGISTRY, &serve_all).expect("rewrites");
         let mut full: Value = serde_json::from_slice(&rewritten.full).expect("JSON");
         let abbreviated: Value = serde_json::from_slice(&rewritten.abbreviated).expect("JSON");
         let http_versions = document["versions"]

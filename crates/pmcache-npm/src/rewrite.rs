@@ -6,13 +6,16 @@
 //! serialised from it: the full one after replacing each `dist.tarball` in place, the abbreviated
 //! one through borrowing views, so a 30 MB packument is never copied as a tree.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
+use pmcache_policy::Verdict;
 use pmcache_proxy::Checksum;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::dist_tags;
 use crate::name::{PackageName, percent_encode_segment};
 use crate::wire::{Dist, is_abbreviated_version_field};
 use crate::{Error, Result};
@@ -26,8 +29,11 @@ pub struct Rewritten {
     /// The abbreviated document: `name`, `modified`, `dist-tags`, `versions` (install fields
     /// only, `libc` included) and `time`; compact JSON.
     pub abbreviated: Vec<u8>,
-    /// One entry per version whose `dist.tarball` was rewritten, in document order.
+    /// One entry per version whose `dist.tarball` pmcache serves, in document order: those the
+    /// policy hid too, so that a request for one gets the policy's reason, not a 404.
     pub tarballs: Vec<Tarball>,
+    /// When the first version the age rule hid comes of age.
+    pub hidden_until: Option<SystemTime>,
 }
 
 /// A tarball pmcache advertises, and where it really comes from.
@@ -46,6 +52,8 @@ pub struct Tarball {
     pub upstream: Url,
     /// The digest to verify the tarball against (`dist.integrity`, else `dist.shasum`).
     pub checksum: Option<Checksum>,
+    /// When it was published, by the packument's `time`.
+    pub published: Option<SystemTime>,
 }
 
 /// Rewrite an upstream packument for serving from `registry`.
@@ -56,12 +64,15 @@ pub struct Tarball {
 /// JSON object with a `versions` object, is [`Error::Document`]. Versions whose `dist.tarball`
 /// is missing, is no http(s) URL (`file:`, `gopher:`), or whose version key cannot be a
 /// filename are dropped, and so are `dist-tags` naming them: pmcache could not serve their
-/// tarballs, and a client handed the URL as it stands would fetch it itself.
+/// tarballs, and a client handed the URL as it stands would fetch it itself. Versions `judge`
+/// refuses (given their version key and publish time) are hidden: gone from `versions` and
+/// `time`, their `dist-tags` moved to the newest older version shown (see [`crate::dist_tags`]).
 pub fn rewrite_packument(
     body: &[u8],
     package: &PackageName,
     packument_url: &Url,
     registry: &str,
+    judge: &dyn Fn(&str, Option<SystemTime>) -> Verdict,
 ) -> Result<Rewritten> {
     let malformed = |source: Malformed| Error::Document {
         url: packument_url.to_string(),
@@ -80,14 +91,28 @@ pub fn rewrite_packument(
             package: package.to_string(),
         });
     }
+    let times = publish_times(&root);
     let versions = root
         .get_mut("versions")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| malformed(Malformed::Shape("has no \"versions\" object".to_owned())))?;
 
     let plans = plan_tarballs(versions, package, packument_url);
-    let plans = drop_unservable(versions, plans, package);
-    point_at_registry(versions, &plans, &tarball_prefix(registry, package));
+    let mut plans = drop_unservable(versions, plans, package);
+    for plan in &mut plans {
+        plan.published = times.get(&plan.version).copied();
+    }
+    let (hidden, hidden_until) = hide_refused(versions, &plans, judge, package);
+    let shown: Vec<Tarball> = plans
+        .iter()
+        .filter(|plan| !hidden.contains(&plan.version))
+        .cloned()
+        .collect();
+    point_at_registry(versions, &shown, &tarball_prefix(registry, package));
+    if let Some(time) = root.get_mut("time").and_then(Value::as_object_mut) {
+        time.retain(|version, _| !hidden.contains(version));
+    }
+    dist_tags::move_off(&mut root, &hidden);
     drop_dangling_tags(&mut root);
 
     let full = to_json(&root, body.len()).map_err(|e| malformed(Malformed::Unwritable(e)))?;
@@ -97,7 +122,56 @@ pub fn rewrite_packument(
         full,
         abbreviated,
         tarballs: plans,
+        hidden_until,
     })
+}
+
+/// A `judge` for [`rewrite_packument`] that serves every version: no policy.
+pub fn serve_all(_version: &str, _published: Option<SystemTime>) -> Verdict {
+    Verdict::Allowed
+}
+
+/// The publish time of each version, by the packument's `time` (RFC 3339 in UTC).
+fn publish_times(root: &Map<String, Value>) -> HashMap<String, SystemTime> {
+    let Some(time) = root.get("time").and_then(Value::as_object) else {
+        return HashMap::new();
+    };
+    time.iter()
+        .filter_map(|(version, stamp)| {
+            let published = humantime::parse_rfc3339_weak(stamp.as_str()?).ok()?;
+            Some((version.clone(), published))
+        })
+        .collect()
+}
+
+/// Removes from `versions` those `judge` refuses; answers them, and when the first of those the
+/// age rule refused comes of age.
+fn hide_refused(
+    versions: &mut Map<String, Value>,
+    plans: &[Tarball],
+    judge: &dyn Fn(&str, Option<SystemTime>) -> Verdict,
+    package: &PackageName,
+) -> (HashSet<String>, Option<SystemTime>) {
+    let mut hidden = HashSet::new();
+    let mut until: Option<SystemTime> = None;
+    for plan in plans {
+        if let Verdict::Refused(refusal) = judge(&plan.version, plan.published) {
+            until = match (until, refusal.matures_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            hidden.insert(plan.version.clone());
+        }
+    }
+    if !hidden.is_empty() {
+        tracing::debug!(
+            package = package.as_str(),
+            versions = ?hidden,
+            "versions hidden by policy"
+        );
+        versions.retain(|version, _| !hidden.contains(version));
+    }
+    (hidden, until)
 }
 
 /// Removes the versions that have no tarball pmcache can serve; answers the plans of those
@@ -218,6 +292,7 @@ fn plan_tarball<'a>(
         upstream_filename,
         checksum: dist.checksum(),
         upstream,
+        published: None,
     })
 }
 
@@ -405,12 +480,12 @@ mod tests {
         let stub = json!({"name": "gone", "time": {"created": "2020-01-01T00:00:00.000Z",
             "unpublished": {"time": "2021-01-01T00:00:00.000Z", "versions": ["1.0.0"]}}});
         let body = serde_json::to_vec(&stub).unwrap();
-        let error = rewrite_packument(&body, &package, &url, REGISTRY)
+        let error = rewrite_packument(&body, &package, &url, REGISTRY, &serve_all)
             .err()
             .unwrap();
         assert!(matches!(error, Error::Unpublished { .. }), "{error}");
         let broken = serde_json::to_vec(&json!({"name": "gone"})).unwrap();
-        let error = rewrite_packument(&broken, &package, &url, REGISTRY)
+        let error = rewrite_packument(&broken, &package, &url, REGISTRY, &serve_all)
             .err()
             .unwrap();
         assert!(matches!(error, Error::Document { .. }), "{error}");
@@ -420,7 +495,7 @@ mod tests {
         let body = include_bytes!("../tests/data/scoped-packument.json");
         let package = PackageName::parse("@demo/scoped").unwrap();
         let url = Url::parse("https://registry.example/@demo%2fscoped").unwrap();
-        rewrite_packument(body, &package, &url, REGISTRY).unwrap()
+        rewrite_packument(body, &package, &url, REGISTRY, &serve_all).unwrap()
     }
 
     /// Pretty-printed for review; the order of keys is the output's own.
@@ -437,6 +512,7 @@ mod tests {
             &package,
             &url,
             REGISTRY,
+            &serve_all,
         )
     }
 
@@ -559,8 +635,11 @@ mod tests {
     fn documents_that_cannot_be_served() {
         let package = PackageName::parse("x").unwrap();
         let url = Url::parse("https://registry.example/x").unwrap();
-        let reason =
-            |body: &[u8]| document_reason(rewrite_packument(body, &package, &url, REGISTRY));
+        let reason = |body: &[u8]| {
+            document_reason(rewrite_packument(
+                body, &package, &url, REGISTRY, &serve_all,
+            ))
+        };
         assert!(reason(b"").starts_with("is not JSON"));
         assert!(reason(b"{\"name\":").starts_with("is not JSON"));
         assert!(reason(&[b'['; 10_000]).starts_with("is not JSON"));
@@ -574,6 +653,63 @@ mod tests {
         assert_eq!(
             reason(b"{\"name\":\"X\",\"versions\":{}}"),
             "names \"X\", not \"x\""
+        );
+    }
+
+    #[test]
+    fn versions_the_policy_refuses_are_hidden_and_their_tags_moved() {
+        use pmcache_policy::{Config, Ecosystem, Policy};
+        let tarball = |version: &str| json!({"dist": {"tarball": format!("https://registry.example/x/-/x-{version}.tgz")}});
+        let document = json!({"name": "x",
+            "dist-tags": {"latest": "2.0.0", "beta": "2.1.0-beta.1"},
+            "time": {"created": "2020-01-01T00:00:00.000Z", "1.0.0": "2020-01-01T00:00:00.000Z",
+                     "1.1.0": "2021-01-01T00:00:00.000Z", "2.0.0": "2030-01-01T00:00:00.000Z",
+                     "2.1.0-beta.1": "2030-01-02T00:00:00.000Z"},
+            "versions": {"1.0.0": tarball("1.0.0"), "1.1.0": tarball("1.1.0"),
+                         "2.0.0": tarball("2.0.0"), "2.1.0-beta.1": tarball("2.1.0-beta.1"),
+                         "2.2.0": tarball("2.2.0")}});
+        let config = Config {
+            min_release_age: std::time::Duration::from_secs(86_400),
+            deny: vec!["npm:x@1.0.0".to_owned()],
+            ..Config::default()
+        };
+        let policy = Policy::new(&config, &[], &[]).unwrap();
+        let now = humantime::parse_rfc3339("2029-12-31T12:00:00Z").unwrap();
+        let judge = |version: &str, published: Option<SystemTime>| {
+            policy.judge(Ecosystem::Npm, "x", version, published, now)
+        };
+        let package = PackageName::parse("x").unwrap();
+        let url = Url::parse("https://registry.example/x").unwrap();
+        let body = serde_json::to_vec(&document).unwrap();
+        let rewritten = rewrite_packument(&body, &package, &url, REGISTRY, &judge).unwrap();
+        let full: Value = serde_json::from_slice(&rewritten.full).unwrap();
+        // 1.0.0 denied, 2.0.0 and the beta too young (2030), 2.2.0 without a publish time
+        // (unknown_release_time = deny while the age rule is on).
+        let shown: Vec<&String> = full["versions"].as_object().unwrap().keys().collect();
+        assert_eq!(shown, ["1.1.0"]);
+        let times: Vec<&String> = full["time"].as_object().unwrap().keys().collect();
+        assert_eq!(times, ["created", "1.1.0"]);
+        assert_eq!(
+            full["dist-tags"],
+            json!({"latest": "1.1.0", "beta": "1.1.0"})
+        );
+        let abbreviated: Value = serde_json::from_slice(&rewritten.abbreviated).unwrap();
+        assert_eq!(abbreviated["versions"].as_object().unwrap().len(), 1);
+        // Every tarball is still known, so that a request for a hidden one gets the reason.
+        let planned: Vec<&str> = rewritten
+            .tarballs
+            .iter()
+            .map(|t| t.version.as_str())
+            .collect();
+        assert_eq!(
+            planned,
+            ["1.0.0", "1.1.0", "2.0.0", "2.1.0-beta.1", "2.2.0"]
+        );
+        let matures = humantime::parse_rfc3339("2030-01-02T00:00:00Z").unwrap();
+        assert_eq!(rewritten.hidden_until, Some(matures));
+        assert_eq!(
+            rewritten.tarballs[2].published,
+            Some(humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap())
         );
     }
 
@@ -662,7 +798,8 @@ mod tests {
         let package = PackageName::parse("x").unwrap();
         let url = Url::parse("https://registry.example/x").unwrap();
         let body = serde_json::to_vec(&document).unwrap();
-        let rewritten = rewrite_packument(&body, &package, &url, "http://h:1/npm").unwrap();
+        let rewritten =
+            rewrite_packument(&body, &package, &url, "http://h:1/npm", &serve_all).unwrap();
         let full: Value = serde_json::from_slice(&rewritten.full).unwrap();
         assert_eq!(
             full["versions"]["1.0.0"]["dist"]["tarball"],
@@ -712,7 +849,7 @@ mod tests {
         let package = PackageName::parse("big").unwrap();
         let url = Url::parse("https://registry.example/big").unwrap();
         let started = std::time::Instant::now();
-        let rewritten = rewrite_packument(&body, &package, &url, REGISTRY).unwrap();
+        let rewritten = rewrite_packument(&body, &package, &url, REGISTRY, &serve_all).unwrap();
         let elapsed = started.elapsed();
         eprintln!("{} bytes rewritten in {elapsed:?}", body.len());
         assert_eq!(rewritten.tarballs.len(), 10_000);

@@ -1,9 +1,12 @@
 //! The `/npm/` routes: packuments (full or abbreviated), tarballs, and the `/-/` API endpoints
 //! that are answered locally, relayed, or refused.
 
+use std::time::SystemTime;
+
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
+use pmcache_policy::Verdict;
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, Body, Caller, ClientRequest, DocumentRequest,
     PassThrough, Rendering, Serving, Variant,
@@ -18,6 +21,8 @@ use crate::rewrite::{self, Tarball};
 
 /// Index keys and metrics label of this frontend.
 pub(crate) const ECOSYSTEM: &str = "npm";
+/// This frontend in the policy's terms.
+const POLICY: pmcache_policy::Ecosystem = pmcache_policy::Ecosystem::Npm;
 /// The `Vary` of packuments (npm/cli issue 3656: `Accept` matters on 304s too).
 const VARY: &str = "Accept, Accept-Encoding";
 /// The same, when tarball URLs name the origin the client used (no `public_url`): a shared
@@ -55,6 +60,7 @@ impl Frontend {
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
         let origin = self.client_origin(parts)?;
+        self.check_package(package)?;
         let document = self.load_packument(package, parts, self.ttl).await?;
         let representation = negotiate::negotiate(client.header(header::ACCEPT));
         let variant = match representation {
@@ -107,14 +113,20 @@ impl Frontend {
             role: Caller::attached(parts).role,
         };
         let requested = package.clone();
+        let policy = self.proxy.policy();
         let document = self
             .proxy
             .document(request, move |upstream| {
+                let now = SystemTime::now();
+                let judge = |version: &str, published: Option<SystemTime>| {
+                    policy.judge(POLICY, requested.as_str(), version, published, now)
+                };
                 let rewritten = rewrite::rewrite_packument(
                     &upstream.body,
                     &requested,
                     &upstream.url,
                     &registry,
+                    &judge,
                 )
                 .map_err(|error| packument_error(&upstream.url, error))?;
                 let sources = sources_of(&requested, &rewritten.tarballs);
@@ -132,10 +144,20 @@ impl Frontend {
                         )),
                     ],
                     sources,
+                    hidden_until: rewritten.hidden_until,
                 })
             })
             .await?;
         Ok(document)
+    }
+
+    /// Refuses a package the policy does not serve at all (`deny` of every version, or not in
+    /// `allow_only`), before anything is fetched.
+    fn check_package(&self, package: &PackageName) -> Result<()> {
+        match self.proxy.policy().judge_name(POLICY, package.as_str()) {
+            Verdict::Allowed => Ok(()),
+            Verdict::Refused(refusal) => Err(self.proxy.policy_refused(POLICY, refusal).into()),
+        }
     }
 
     /// `/<name>/<version-or-tag>`: one version's manifest, cut from the rewritten full
@@ -329,6 +351,7 @@ fn sources_of(package: &PackageName, tarballs: &[Tarball]) -> Vec<Advertised> {
             checksum: tarball.checksum.clone(),
             package: package.as_str().to_owned(),
             version: Some(tarball.version.clone()),
+            published: tarball.published,
         })
         .collect()
 }

@@ -141,6 +141,7 @@ impl Frontend {
                     Variant::new(LINKS, JSON, links).uncompressed(),
                 ],
                 sources: root.dists.iter().map(source_of).collect(),
+                hidden_until: None,
             })
         };
         Ok(self.proxy.document(request, render).await?)
@@ -213,6 +214,7 @@ impl Frontend {
             Ok(Rendering {
                 variants: vec![Variant::new(CLIENT, JSON, p2.body).with_origin(stored_origin)],
                 sources: own.map(source_of).collect(),
+                hidden_until: None,
             })
         };
         Ok(self.proxy.document(request, render).await?)
@@ -368,6 +370,7 @@ fn source_of(dist: &Dist) -> Advertised {
         checksum: dist.checksum.clone(),
         package: dist.package.clone(),
         version: dist.version.clone(),
+        published: None,
     }
 }
 

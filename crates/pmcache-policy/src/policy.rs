@@ -200,6 +200,12 @@ impl Policy {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
+
+    /// The ecosystem's rules, written out: equal for equal rules, so that a rendering can say
+    /// which rules it was filtered by, and be rendered again when they change.
+    pub fn describe(&self, ecosystem: Ecosystem) -> String {
+        format!("{:?}", self.rules(ecosystem))
+    }
 }
 
 impl Rules {

@@ -10,13 +10,13 @@
 //! just be newer than that copy: the answer is "upstream down" (503), never 404.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pmcache_store::{Store, Table};
 use url::Url;
 
 use crate::Proxy;
-use crate::artifact::ArtifactSource;
+use crate::artifact::{ArtifactSource, Release};
 use crate::checksum::Checksum;
 use crate::document::Document;
 use crate::error::{Error, Result};
@@ -39,6 +39,9 @@ pub struct Advertised {
     /// The version it belongs to, when the frontend can tell: what a purge of one version
     /// finds it by.
     pub version: Option<String>,
+    /// When the upstream says that version was published, if it says: what the policy's age
+    /// rule judges a request for the artifact by.
+    pub published: Option<SystemTime>,
 }
 
 /// What pmcache knows of an artifact's source.
@@ -169,7 +172,14 @@ impl Proxy {
     ) -> Result<Option<ArtifactSource>> {
         let key = source_key(ecosystem, id);
         let record: Option<SourceRecord> = self.inner.store.get(Table::Sources, &key)?;
-        let stored = record.map(|record| ArtifactSource::advertised(record.url, record.checksum));
+        let stored = record.map(|record| {
+            let release = Release {
+                package: record.package,
+                version: record.version,
+                published: record.published,
+            };
+            ArtifactSource::advertised(record.url, record.checksum, Some(release))
+        });
         Ok(match (stored, role.may_populate()) {
             (Some(stored), _) => Some(stored),
             (None, true) => None,
@@ -194,6 +204,9 @@ pub(crate) struct SourceRecord {
     /// at one commit share one archive): a purge of any of them finds it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) other_versions: Vec<String>,
+    /// When the version was published, if the document said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) published: Option<SystemTime>,
 }
 
 impl SourceRecord {
@@ -225,6 +238,7 @@ pub(crate) fn records(ecosystem: &str, advertised: Vec<Advertised>) -> Vec<(Stri
                 package: advertised.package,
                 version: advertised.version,
                 other_versions: Vec::new(),
+                published: advertised.published,
             };
             (key, record)
         })
@@ -367,11 +381,13 @@ mod tests {
                         checksum: None,
                         package: "doc".to_owned(),
                         version: Some(id.to_owned()),
+                        published: None,
                     })
                     .collect();
                 Ok(Rendering {
                     variants: vec![Variant::new("body", "text/plain", text.into_bytes())],
                     sources,
+                    hidden_until: None,
                 })
             })
             .await?;
@@ -504,6 +520,7 @@ mod tests {
                 Ok(Rendering {
                     variants: vec![variant.with_client_origin(origin)],
                     sources: Vec::new(),
+                    hidden_until: None,
                 })
             })
             .await

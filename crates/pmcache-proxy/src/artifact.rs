@@ -30,12 +30,34 @@ pub struct ArtifactSource {
     url: Url,
     /// The checksum the upstream published for it, if any.
     checksum: Option<Checksum>,
+    /// The release it belongs to, as its document said: what the policy judges.
+    release: Option<Release>,
+}
+
+/// The package, version and publish time an artifact belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// The package's name, as its frontend normalises it (empty in records an older pmcache
+    /// wrote).
+    pub package: String,
+    /// The version, when the frontend could tell.
+    pub version: Option<String>,
+    /// When the upstream says it was published.
+    pub published: Option<std::time::SystemTime>,
 }
 
 impl ArtifactSource {
     /// A source a stored document advertised.
-    pub(crate) fn advertised(url: Url, checksum: Option<Checksum>) -> ArtifactSource {
-        ArtifactSource { url, checksum }
+    pub(crate) fn advertised(
+        url: Url,
+        checksum: Option<Checksum>,
+        release: Option<Release>,
+    ) -> ArtifactSource {
+        ArtifactSource {
+            url,
+            checksum,
+            release,
+        }
     }
 
     /// A source no document advertised, with no published checksum: only for artifacts at a
@@ -44,10 +66,11 @@ impl ArtifactSource {
     /// lists). Safe there because the URL stays within the upstream's origin (redirects too,
     /// as nothing vouches for the bytes) and says nothing the client could not ask the upstream
     /// itself; never use it for a URL a client or a document chose.
-    pub fn unadvertised(url: Url) -> ArtifactSource {
+    pub fn unadvertised(url: Url, release: Release) -> ArtifactSource {
         ArtifactSource {
             url,
             checksum: None,
+            release: Some(release),
         }
     }
 
@@ -115,6 +138,8 @@ impl Proxy {
     /// Serves an artifact: from the store when a copy verified against the currently published
     /// checksum exists, else through a single-flight verified fill.
     pub async fn artifact(&self, request: ArtifactRequest<'_>) -> Result<Response<Body>> {
+        // Whether or not a copy is stored: a rule added later applies to it too.
+        self.check_release(request.ecosystem, request.source.release.as_ref())?;
         let key = match &request.key {
             Some(key) => format!("{}/{key}", request.ecosystem),
             None => artifact_key(request.ecosystem, &request.source.url),
@@ -221,7 +246,14 @@ mod tests {
 
     #[test]
     fn unverified_artifacts_are_only_redirected_within_their_origin() {
-        let source = ArtifactSource::unadvertised(url("http://127.0.0.1:9000/a.gemspec.rz"));
+        let source = ArtifactSource::unadvertised(
+            url("http://127.0.0.1:9000/a.gemspec.rz"),
+            Release {
+                package: "a".to_owned(),
+                version: None,
+                published: None,
+            },
+        );
         let policy = redirect_policy(&source, false, &[]);
         assert!(policy(&url("http://127.0.0.1:9000/elsewhere/a.gemspec.rz")));
         assert!(!policy(&url("https://cdn.example/a.gemspec.rz")));
@@ -230,12 +262,12 @@ mod tests {
     #[test]
     fn verified_or_pinned_artifacts_follow_https_redirects() {
         let tarball = url("http://127.0.0.1:9000/a/-/a-1.0.0.tgz");
-        let verified = ArtifactSource::advertised(tarball.clone(), sha256());
+        let verified = ArtifactSource::advertised(tarball.clone(), sha256(), None);
         assert!(sha256().is_some());
         let policy = redirect_policy(&verified, false, &[]);
         assert!(policy(&url("https://blobs.example/a-1.0.0.tgz")));
         assert!(!policy(&url("http://127.0.0.2:9000/a-1.0.0.tgz")));
-        let pinned = ArtifactSource::advertised(tarball, None);
+        let pinned = ArtifactSource::advertised(tarball, None, None);
         assert!(redirect_policy(&pinned, true, &[])(&url(
             "https://codeload.example/a.zip"
         )));
@@ -243,8 +275,11 @@ mod tests {
 
     #[test]
     fn listed_hosts_are_the_only_redirect_targets_when_there_is_a_list() {
-        let dist =
-            ArtifactSource::advertised(url("http://127.0.0.1:9000/repos/a/b/zipball/abc"), None);
+        let dist = ArtifactSource::advertised(
+            url("http://127.0.0.1:9000/repos/a/b/zipball/abc"),
+            None,
+            None,
+        );
         let listed = redirect_policy(&dist, true, &["codeload.example".to_owned()]);
         assert!(listed(&url("http://127.0.0.1:9000/codeload/a/b/zip/abc")));
         assert!(listed(&url("https://codeload.example/a/b/zip/abc")));

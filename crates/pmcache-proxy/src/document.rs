@@ -10,6 +10,7 @@
 mod not_found;
 pub(crate) mod record;
 mod refresh;
+pub(crate) use refresh::RENDERER;
 mod relay;
 mod respond;
 
@@ -74,8 +75,12 @@ pub struct UpstreamDocument {
 pub struct Rendering {
     /// The representations to store and serve, each under its own name.
     pub variants: Vec<Variant>,
-    /// The artifacts the rendered document advertises, by the id in their pmcache URL.
+    /// The artifacts the rendered document advertises, by the id in their pmcache URL (the
+    /// policy's hidden versions' too: a request for one gets the policy's reason, not a 404).
     pub sources: Vec<Advertised>,
+    /// When the first version the policy's age rule hid from this rendering comes of age: the
+    /// rendering is made again then, whatever its TTL.
+    pub hidden_until: Option<std::time::SystemTime>,
 }
 
 /// One representation pmcache serves (e.g. PEP 503 HTML or PEP 691 JSON).

@@ -155,6 +155,13 @@ pub enum Error {
         /// The artifact asked for (`<ecosystem> artifact <id>`).
         artifact: String,
     },
+    /// The fleet's policy does not serve this package or version (403); the reason names the
+    /// rule.
+    #[error("{refusal}")]
+    Policy {
+        /// The policy's refusal.
+        refusal: Box<pmcache_policy::Refusal>,
+    },
     /// A read-role request missed an artifact under `read_misses = "refuse"` (403).
     #[error(
         "not cached, and a read-role request may not fill the cache (use a populate token, or wait until a trusted job has cached it): {url}"
@@ -312,7 +319,9 @@ impl Error {
             Error::CircuitOpen { .. } | Error::BlobRemoved { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::Refused { .. } | Error::ReadMissRefused { .. } => StatusCode::FORBIDDEN,
+            Error::Refused { .. } | Error::ReadMissRefused { .. } | Error::Policy { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Error::Timeout { .. } | Error::Slow { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Status { status, .. }
                 if *status == StatusCode::SERVICE_UNAVAILABLE

@@ -28,6 +28,7 @@ mod metrics;
 mod origin;
 mod passthrough;
 pub mod percent;
+mod policy;
 #[cfg(test)]
 mod properties;
 mod purge;
@@ -48,7 +49,7 @@ pub mod fuzzing {
 }
 
 pub use advertised::{Advertised, Advertisement, Recency};
-pub use artifact::{ArtifactRequest, ArtifactSource};
+pub use artifact::{ArtifactRequest, ArtifactSource, Release};
 pub use artifact_record::{ArtifactRecord, StoredBy};
 pub use body::{Body, empty, full};
 pub use checksum::{Algorithm, Checksum};
@@ -100,6 +101,8 @@ struct Inner {
     refetch_floor: std::time::Duration,
     /// `[auth] read_misses = "refuse"`: read-role artifact misses are refused, not relayed.
     refuse_read_misses: AtomicBool,
+    /// The fleet's supply-chain policy (`[policy]`, `[<ecosystem>.policy]`, `[[routes]]`).
+    policy: std::sync::RwLock<Arc<pmcache_policy::Policy>>,
     metrics: metrics::ProxyMetrics,
 }
 
@@ -122,6 +125,7 @@ impl Proxy {
                 document_timeout: config.document_timeout,
                 refetch_floor: config.refetch_floor,
                 refuse_read_misses: AtomicBool::new(false),
+                policy: std::sync::RwLock::default(),
                 metrics,
             }),
         })

@@ -77,6 +77,12 @@ struct AnswerLabels {
     kind: Answer,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    ecosystem: String,
+    rule: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The proxy's counters and histograms; cheap to clone, all clones count together.
@@ -89,6 +95,7 @@ pub(crate) struct ProxyMetrics {
     render_wait: Histogram,
     stale: Family<StaleLabels, Counter>,
     abandoned: Family<AnswerLabels, Counter>,
+    policy_refusals: Family<PolicyLabels, Counter>,
 }
 
 /// Seconds: from a loopback answer (a millisecond) to a read timeout.
@@ -108,6 +115,7 @@ impl Default for ProxyMetrics {
             render_wait: latency_histogram(),
             stale: Family::default(),
             abandoned: Family::default(),
+            policy_refusals: Family::default(),
         }
     }
 }
@@ -144,6 +152,11 @@ impl ProxyMetrics {
             "stale_served",
             "Cached documents served stale, by reason (slow: the refresh took longer than upstream.stale_timeout)",
             self.stale.clone(),
+        );
+        registry.register(
+            "policy_refusals",
+            "Requests the supply-chain policy refused (403), by ecosystem and rule",
+            self.policy_refusals.clone(),
         );
         registry.register(
             "abandoned",
@@ -206,5 +219,14 @@ impl ProxyMetrics {
     /// A counter of abandoned answers of one kind, for [`crate::body::watch_abandon`].
     pub(crate) fn abandoned(&self, kind: Answer) -> Counter {
         self.abandoned.get_or_create(&AnswerLabels { kind }).clone()
+    }
+
+    /// Counts one request the policy refused.
+    pub(crate) fn policy_refused(&self, ecosystem: &str, rule: &str) {
+        let labels = PolicyLabels {
+            ecosystem: ecosystem.to_owned(),
+            rule: rule.to_owned(),
+        };
+        self.policy_refusals.get_or_create(&labels).inc();
     }
 }

@@ -195,6 +195,7 @@ mod tests {
             checksum: None,
             package: package.to_owned(),
             version: Some(version.to_owned()),
+            published: None,
         }
     }
 

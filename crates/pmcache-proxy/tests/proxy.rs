@@ -162,6 +162,7 @@ fn render_upper(document: pmcache_proxy::UpstreamDocument) -> pmcache_proxy::Res
             document.body.to_ascii_uppercase(),
         )],
         sources: Vec::new(),
+        hidden_until: None,
     })
 }
 
@@ -358,12 +359,14 @@ async fn advertise(proxy: &Proxy, url: Url, checksum: Option<Checksum>, role: Ro
         checksum,
         package: "advertised".to_owned(),
         version: None,
+        published: None,
     };
     proxy
         .document(request, move |_| {
             Ok(Rendering {
                 variants: Vec::new(),
                 sources: vec![advertised],
+                hidden_until: None,
             })
         })
         .await
@@ -501,6 +504,7 @@ fn render_appendable(_: pmcache_proxy::UpstreamDocument) -> pmcache_proxy::Resul
             Variant::new("packed", "x/y", long_body()).uncompressed(),
         ],
         sources: Vec::new(),
+        hidden_until: None,
     })
 }
 

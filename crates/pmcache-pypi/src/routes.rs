@@ -220,6 +220,7 @@ fn rendering(rendered: Rendered, sources: Vec<Advertised>) -> Rendering {
             ),
         ],
         sources,
+        hidden_until: None,
     }
 }
 
@@ -245,6 +246,7 @@ fn sources_of(package: &str, file: &File) -> Vec<Advertised> {
         checksum: strongest(&file.hashes),
         package: package.to_owned(),
         version: version.clone(),
+        published: None,
     }];
     if let CoreMetadata::Present { hashes } = &file.core_metadata {
         let mut url = file.url.clone();
@@ -255,6 +257,7 @@ fn sources_of(package: &str, file: &File) -> Vec<Advertised> {
             checksum: strongest(hashes),
             package: package.to_owned(),
             version,
+            published: None,
         });
     }
     sources

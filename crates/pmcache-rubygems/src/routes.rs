@@ -10,7 +10,8 @@ use http::request::Parts;
 use http::{Method, Response, header};
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
-    DocumentRequest, KnownCurrent, Recency, Rendering, Role, Serving, UpstreamDocument, Variant,
+    DocumentRequest, KnownCurrent, Recency, Release, Rendering, Role, Serving, UpstreamDocument,
+    Variant,
 };
 use url::Url;
 
@@ -175,6 +176,7 @@ impl Frontend {
             Ok(Rendering {
                 variants: vec![variant],
                 sources,
+                hidden_until: None,
             })
         };
         self.index_file(key, upstream_path, ttl, known_current, role, render)
@@ -195,6 +197,7 @@ impl Frontend {
             Ok(Rendering {
                 variants: vec![variant],
                 sources: Vec::new(),
+                hidden_until: None,
             })
         };
         let key = format!("legacy/{file}");
@@ -282,7 +285,7 @@ impl Frontend {
             ecosystem: ECOSYSTEM,
             // No index lists gemspecs: the path is the upstream's own, below its base URL, for
             // a parsed gem name.
-            source: ArtifactSource::unadvertised(url),
+            source: ArtifactSource::unadvertised(url, gemspec_release(full_name)),
             content_type: BINARY_TYPE,
             client,
             redirect_hosts: &[],
@@ -338,6 +341,7 @@ fn gem_sources(upstream: &Url, gem: &str, info: &Bytes) -> proxy::Result<Vec<Adv
                 checksum: entry.checksum,
                 package: gem.to_owned(),
                 version: Some(version.to_owned()),
+                published: None,
             })
         })
         .collect()
@@ -393,6 +397,22 @@ fn root(client: ClientRequest<'_>) -> Response<Body> {
         header::HeaderValue::from(text.len()),
     );
     response
+}
+
+/// What the policy judges a gemspec by: its gem's name only (the shortest reading of the full
+/// name), so that a denied gem's metadata is refused too; the age rule is for the `.gem`, whose
+/// publish time the index gives.
+fn gemspec_release(full_name: &FullName) -> Release {
+    let package = full_name
+        .splits()
+        .first()
+        .map(|(name, _)| name.to_string())
+        .unwrap_or_default();
+    Release {
+        package,
+        version: None,
+        published: None,
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let proxies = TrustedProxies::new(&config.server)?;
     let proxy = Proxy::new(store.clone(), &config.upstream)?;
     proxy.set_read_misses(config.auth.read_misses);
+    proxy.set_policy(config.policy()?);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -31,6 +31,9 @@ pub(crate) struct DocumentRecord {
     #[serde(default)]
     pub(crate) rendered_from: Option<(Digest, String)>,
     pub(crate) variants: BTreeMap<String, StoredVariant>,
+    /// When the first version the policy's age rule hid from this rendering comes of age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hidden_until: Option<std::time::SystemTime>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -223,6 +226,7 @@ mod tests {
         Rendering {
             variants: vec![variant],
             sources: Vec::new(),
+            hidden_until: None,
         }
     }
 

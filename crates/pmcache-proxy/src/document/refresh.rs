@@ -23,7 +23,7 @@ use crate::serve::{self, CacheStatus};
 /// the version changes with the rendering rules (2: npm versions without a servable tarball are
 /// dropped; 3: npm attestations and Composer sources not on another host are dropped), so that
 /// copies rendered by the old rules are not served on.
-const RENDERER: &str = concat!(env!("CARGO_PKG_VERSION"), "+3");
+pub(crate) const RENDERER: &str = concat!(env!("CARGO_PKG_VERSION"), "+3");
 
 impl Proxy {
     /// Gets a document: fresh from the cache, revalidated, fetched and rendered, or stale when
@@ -163,11 +163,12 @@ impl Proxy {
                 ttl: request.ttl,
                 relayed: None,
             };
-            let current = document.is_fresh()
+            let current = (document.is_fresh()
                 || request
                     .known_current
                     .as_ref()
-                    .is_some_and(|known| known(&document));
+                    .is_some_and(|known| known(&document)))
+                && self.policy_current(request.ecosystem, &document.record);
             if current {
                 return Ok(Some(document));
             }
@@ -175,7 +176,11 @@ impl Proxy {
         if request.role.may_populate() {
             return Ok(None);
         }
-        let relayed = self.inner.relayed.fresh(key, request.ttl);
+        let relayed = self
+            .inner
+            .relayed
+            .fresh(key, request.ttl)
+            .filter(|document| self.policy_current(request.ecosystem, &document.record));
         // A relayed copy that names stored blobs (one the upstream confirmed) is only good
         // while they are there.
         Ok(relayed.filter(|document| {
@@ -207,7 +212,10 @@ impl Proxy {
     where
         R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
     {
-        let headers = conditional_headers(request.accept, cached);
+        // A copy rendered under other rules, or hiding a version that has come of age since,
+        // is made again: that takes the upstream's body, not a 304.
+        let current = cached.filter(|cached| self.policy_current(request.ecosystem, cached));
+        let headers = conditional_headers(request.accept, current);
         let upstream = &self.inner.upstream;
         // One deadline for the whole fetch: each read has its own timeout, but an upstream
         // dripping bytes just within it would otherwise hold every waiting client for ever.
@@ -301,7 +309,8 @@ impl Proxy {
         let store = self.inner.store.clone();
         let ecosystem = request.ecosystem;
         let record_key = key.to_owned();
-        let cached = cached.cloned();
+        let cached = current.cloned();
+        let renderer = self.renderer(ecosystem);
         // Read from the record as stored, even when some of its blobs were evicted (then
         // `cached` is None): the origin stays the fleet's whoever causes the next rendering.
         let stored_origins = self
@@ -323,32 +332,35 @@ impl Proxy {
                     headers: response_headers,
                     body,
                 };
-                let rendered_from = Some((Digest::of(&document.body), RENDERER.to_owned()));
+                let rendered_from = Some((Digest::of(&document.body), renderer));
                 // Reused blobs are held like new ones: eviction must not take them before the
                 // record naming them again is written.
                 let reused = cached
                     .filter(|cached| cached.rendered_from == rendered_from)
                     .and_then(|cached| hold_blobs(&store, &cached).map(|holds| (cached, holds)));
-                let (variants, changed_at, cache, holds, relayed) = match reused {
+                let (variants, changed_at, cache, holds, relayed, hidden_until) = match reused {
                     Some((cached, holds)) => (
                         cached.variants,
                         cached.changed_at,
                         CacheStatus::Revalidated,
                         holds,
                         None,
+                        cached.hidden_until,
                     ),
                     None => {
                         let mut rendering = render(document)?;
+                        let hidden_until = rendering.hidden_until;
                         if let Some(stored) = &stored_origins {
                             rendering.keep_stored_origins(stored);
                         }
                         if populate {
                             let (variants, holds) = store_rendering(&store, ecosystem, rendering)?;
-                            (variants, now, CacheStatus::Miss, holds, None)
+                            (variants, now, CacheStatus::Miss, holds, None, hidden_until)
                         } else {
                             let (variants, blobs, sources) = relay_rendering(rendering)?;
                             let relayed = Some((blobs, sources));
-                            (variants, now, CacheStatus::Relay, Vec::new(), relayed)
+                            let cache = CacheStatus::Relay;
+                            (variants, now, cache, Vec::new(), relayed, hidden_until)
                         }
                     }
                 };
@@ -360,6 +372,7 @@ impl Proxy {
                     changed_at,
                     rendered_from,
                     variants,
+                    hidden_until,
                 };
                 if populate {
                     store.put(Table::Documents, &record_key, &record)?;

@@ -12,7 +12,7 @@ use pmcache_store::Digest;
 
 use super::Document;
 use crate::advertised::Advertised;
-use crate::artifact::ArtifactSource;
+use crate::artifact::{ArtifactSource, Release};
 
 /// The blobs of a rendering kept in memory, by digest (identity bodies, gzip copies, origin
 /// offsets), as the store would hold them.
@@ -175,8 +175,17 @@ pub(crate) fn sources(
         .into_iter()
         .map(|advertised| {
             let key = crate::advertised::source_key(ecosystem, &advertised.id);
+            let release = Release {
+                package: advertised.package.clone(),
+                version: advertised.version.clone(),
+                published: advertised.published,
+            };
             let relayed = RelayedSource {
-                source: ArtifactSource::advertised(advertised.url, advertised.checksum),
+                source: ArtifactSource::advertised(
+                    advertised.url,
+                    advertised.checksum,
+                    Some(release),
+                ),
                 package: advertised.package,
                 version: advertised.version,
             };
@@ -202,6 +211,7 @@ mod tests {
             changed_at: 0,
             rendered_from: None,
             variants: BTreeMap::new(),
+            hidden_until: None,
         };
         Document {
             record,
@@ -215,7 +225,7 @@ mod tests {
         let (package, version) = id.split_once('-').unwrap_or((id, ""));
         let url = url::Url::parse(&format!("http://127.0.0.1:1/{id}")).expect("a test URL");
         let relayed = RelayedSource {
-            source: ArtifactSource::advertised(url, None),
+            source: ArtifactSource::advertised(url, None, None),
             package: package.to_owned(),
             version: Some(version.to_owned()),
         };

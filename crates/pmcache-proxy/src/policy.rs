@@ -1,0 +1,102 @@
+//! The fleet's policy applied in the core: a request for an artifact of a refused release gets
+//! 403 with the rule's reason, stored copy or not, and a rendering is made again when the rules
+//! it was filtered by change or a version it hid comes of age.
+
+use std::sync::{Arc, PoisonError};
+use std::time::SystemTime;
+
+use pmcache_policy::{Ecosystem, Policy, Refusal, Verdict};
+use pmcache_store::Digest;
+
+use crate::Proxy;
+use crate::artifact::Release;
+use crate::document::record::DocumentRecord;
+use crate::error::{Error, Result};
+
+impl Proxy {
+    /// Puts `policy` in force for every request from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        let mut current = self
+            .inner
+            .policy
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *current = Arc::new(policy);
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        let current = self
+            .inner
+            .policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(&current)
+    }
+
+    /// Counts and logs a refusal the policy made for an `ecosystem` request, and gives the
+    /// error its client gets (403 with the reason).
+    pub fn policy_refused(&self, ecosystem: Ecosystem, refusal: Refusal) -> Error {
+        tracing::info!(
+            ecosystem = ecosystem.as_str(),
+            rule = refusal.rule.as_str(),
+            subject = %refusal.subject,
+            "refused by policy"
+        );
+        self.inner
+            .metrics
+            .policy_refused(ecosystem.as_str(), refusal.rule.as_str());
+        Error::Policy {
+            refusal: Box::new(refusal),
+        }
+    }
+
+    /// Refuses an artifact of `release` the policy does not serve now. Records an older
+    /// pmcache wrote (no package) and ecosystems the policy does not know pass.
+    pub(crate) fn check_release(&self, ecosystem: &str, release: Option<&Release>) -> Result<()> {
+        let Some(release) = release.filter(|release| !release.package.is_empty()) else {
+            return Ok(());
+        };
+        let Ok(ecosystem) = ecosystem.parse::<Ecosystem>() else {
+            return Ok(());
+        };
+        let policy = self.policy();
+        let verdict = match &release.version {
+            Some(version) => policy.judge(
+                ecosystem,
+                &release.package,
+                version,
+                release.published,
+                SystemTime::now(),
+            ),
+            None => policy.judge_name(ecosystem, &release.package),
+        };
+        match verdict {
+            Verdict::Allowed => Ok(()),
+            Verdict::Refused(refusal) => Err(self.policy_refused(ecosystem, refusal)),
+        }
+    }
+
+    /// Whether `record` was rendered under the rules in force now and everything it hid is
+    /// still young: else it is made again from a fresh upstream copy.
+    pub(crate) fn policy_current(&self, ecosystem: &str, record: &DocumentRecord) -> bool {
+        let renderer = record
+            .rendered_from
+            .as_ref()
+            .map(|(_, renderer)| renderer.as_str());
+        renderer == Some(self.renderer(ecosystem).as_str())
+            && record
+                .hidden_until
+                .is_none_or(|until| SystemTime::now() < until)
+    }
+
+    /// Names the renderer and the rules a rendering of `ecosystem` is made under.
+    pub(crate) fn renderer(&self, ecosystem: &str) -> String {
+        let rules = match ecosystem.parse::<Ecosystem>() {
+            Ok(ecosystem) => self.policy().describe(ecosystem),
+            Err(_) => String::new(),
+        };
+        let rules = Digest::of(rules.as_bytes()).to_string();
+        format!("{}+policy:{}", crate::document::RENDERER, &rules[..16])
+    }
+}
