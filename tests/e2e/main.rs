@@ -15,6 +15,7 @@ mod hardening;
 mod live;
 mod npm;
 mod packagist;
+mod policy;
 mod pypi;
 mod rubygems;
 mod soak;

@@ -64,7 +64,7 @@ impl Case {
     }
 
     /// A client sandbox in its own subdirectory, using pmcache as registry.
-    fn sandbox(&self, name: &str) -> Result<Sandbox> {
+    pub(crate) fn sandbox(&self, name: &str) -> Result<Sandbox> {
         Sandbox::create(
             &self.path(name).join("client"),
             &self.registry(),

@@ -107,19 +107,12 @@ impl Policy {
         published: Option<SystemTime>,
         now: SystemTime,
     ) -> Verdict {
+        if let refused @ Verdict::Refused(_) = self.judge_lists(ecosystem, name, version) {
+            return refused;
+        }
         let rules = self.rules(ecosystem);
         let name = ecosystem.normalize_name(name);
-        let normal_version = ecosystem.normalize_version(version);
         let subject = format!("{ecosystem}:{name}@{version}");
-        let matching = |pattern: &&Pattern| pattern.matches_normal(&name, Some(&normal_version));
-        if let Some(pattern) = rules.deny.iter().find(matching) {
-            return denied(subject, pattern);
-        }
-        if let Some(allowed) = &rules.allow_only
-            && !allowed.iter().any(|p| matching(&p))
-        {
-            return not_allowed(subject);
-        }
         if !rules.ages(&name) {
             return Verdict::Allowed;
         }
@@ -151,6 +144,25 @@ impl Policy {
         );
         refusal.matures_at = matures_at;
         Verdict::Refused(refusal)
+    }
+
+    /// `deny` and `allow_only` alone: for a version of an ecosystem whose publish times pmcache
+    /// does not read yet, which the age rule cannot judge.
+    pub fn judge_lists(&self, ecosystem: Ecosystem, name: &str, version: &str) -> Verdict {
+        let rules = self.rules(ecosystem);
+        let name = ecosystem.normalize_name(name);
+        let normal_version = ecosystem.normalize_version(version);
+        let subject = format!("{ecosystem}:{name}@{version}");
+        let matching = |pattern: &&Pattern| pattern.matches_normal(&name, Some(&normal_version));
+        if let Some(pattern) = rules.deny.iter().find(matching) {
+            return denied(subject, pattern);
+        }
+        if let Some(allowed) = &rules.allow_only
+            && !allowed.iter().any(|p| matching(&p))
+        {
+            return not_allowed(subject);
+        }
+        Verdict::Allowed
     }
 
     /// Whether the package `name` is served at all: refused when a `deny` pattern names every

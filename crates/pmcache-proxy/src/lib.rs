@@ -102,7 +102,7 @@ struct Inner {
     /// `[auth] read_misses = "refuse"`: read-role artifact misses are refused, not relayed.
     refuse_read_misses: AtomicBool,
     /// The fleet's supply-chain policy (`[policy]`, `[<ecosystem>.policy]`, `[[routes]]`).
-    policy: std::sync::RwLock<Arc<pmcache_policy::Policy>>,
+    policy: std::sync::RwLock<Arc<policy::InForce>>,
     metrics: metrics::ProxyMetrics,
 }
 

@@ -13,6 +13,39 @@ use crate::artifact::Release;
 use crate::document::record::DocumentRecord;
 use crate::error::{Error, Result};
 
+/// The ecosystems whose frontends read publish times so far: the age rule applies to them
+/// alone (see [`Proxy::undated_age_rules`]).
+pub(crate) const DATED: [Ecosystem; 1] = [Ecosystem::Npm];
+
+/// The policy in force, and what each ecosystem's renderings are made under.
+pub(crate) struct InForce {
+    policy: Arc<Policy>,
+    /// By [`Ecosystem::ALL`] order: pmcache's renderer and a digest of the ecosystem's rules.
+    renderers: Vec<String>,
+}
+
+impl InForce {
+    fn new(policy: Policy) -> InForce {
+        let renderers = Ecosystem::ALL
+            .iter()
+            .map(|ecosystem| {
+                let rules = Digest::of(policy.describe(*ecosystem).as_bytes()).to_string();
+                format!("{}+policy:{}", crate::document::RENDERER, &rules[..16])
+            })
+            .collect();
+        InForce {
+            policy: Arc::new(policy),
+            renderers,
+        }
+    }
+}
+
+impl Default for InForce {
+    fn default() -> InForce {
+        InForce::new(Policy::default())
+    }
+}
+
 impl Proxy {
     /// Puts `policy` in force for every request from now on.
     pub fn set_policy(&self, policy: Policy) {
@@ -21,17 +54,32 @@ impl Proxy {
             .policy
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        *current = Arc::new(policy);
+        *current = Arc::new(InForce::new(policy));
     }
 
-    /// The policy in force.
-    pub fn policy(&self) -> Arc<Policy> {
+    fn in_force(&self) -> Arc<InForce> {
         let current = self
             .inner
             .policy
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(&current)
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.in_force().policy)
+    }
+
+    /// The ecosystems with a `min_release_age` set whose publish times pmcache does not read
+    /// yet: the age rule is not applied to them, and the operator should be told.
+    pub fn undated_age_rules(&self) -> Vec<Ecosystem> {
+        let policy = self.policy();
+        Ecosystem::ALL
+            .into_iter()
+            .filter(|ecosystem| !DATED.contains(ecosystem))
+            .filter(|ecosystem| !policy.min_release_age(*ecosystem).is_zero())
+            .collect()
     }
 
     /// Counts and logs a refusal the policy made for an `ecosystem` request, and gives the
@@ -62,13 +110,14 @@ impl Proxy {
         };
         let policy = self.policy();
         let verdict = match &release.version {
-            Some(version) => policy.judge(
+            Some(version) if DATED.contains(&ecosystem) => policy.judge(
                 ecosystem,
                 &release.package,
                 version,
                 release.published,
                 SystemTime::now(),
             ),
+            Some(version) => policy.judge_lists(ecosystem, &release.package, version),
             None => policy.judge_name(ecosystem, &release.package),
         };
         match verdict {
@@ -92,11 +141,11 @@ impl Proxy {
 
     /// Names the renderer and the rules a rendering of `ecosystem` is made under.
     pub(crate) fn renderer(&self, ecosystem: &str) -> String {
-        let rules = match ecosystem.parse::<Ecosystem>() {
-            Ok(ecosystem) => self.policy().describe(ecosystem),
-            Err(_) => String::new(),
-        };
-        let rules = Digest::of(rules.as_bytes()).to_string();
-        format!("{}+policy:{}", crate::document::RENDERER, &rules[..16])
+        let in_force = self.in_force();
+        Ecosystem::ALL
+            .iter()
+            .position(|known| known.as_str() == ecosystem)
+            .and_then(|index| in_force.renderers.get(index).cloned())
+            .unwrap_or_else(|| crate::document::RENDERER.to_owned())
     }
 }

@@ -47,6 +47,12 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let proxy = Proxy::new(store.clone(), &config.upstream)?;
     proxy.set_read_misses(config.auth.read_misses);
     proxy.set_policy(config.policy()?);
+    for ecosystem in proxy.undated_age_rules() {
+        tracing::warn!(
+            ecosystem = ecosystem.as_str(),
+            "min_release_age is not enforced for this ecosystem yet (pmcache reads its publish times only for npm so far); deny and allow_only are"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -94,6 +94,9 @@ struct State {
     packuments: HashMap<String, Bytes>,
     /// Versions left out of their packument (`name@version`), to publish them later.
     hidden: Mutex<HashSet<String>>,
+    /// Publish times given at run time (`name@version`): an RFC 3339 time, or None to leave
+    /// the version out of `time`.
+    retimed: Mutex<HashMap<String, Option<String>>>,
     api_enabled: AtomicBool,
     faults: Faults,
     latency: Mutex<Latency>,
@@ -172,6 +175,7 @@ impl NpmUpstream {
             packages,
             packuments,
             hidden: Mutex::default(),
+            retimed: Mutex::default(),
             api_enabled: AtomicBool::new(true),
             faults: Faults::default(),
             latency: Mutex::default(),
@@ -220,6 +224,13 @@ impl NpmUpstream {
     pub fn hide(&self, name: &str, version: &str) {
         let mut hidden = self.state.hidden.lock().unwrap_or_else(|p| p.into_inner());
         hidden.insert(format!("{name}@{version}"));
+    }
+
+    /// Says in `name`'s packument that `version` was published at `time` (RFC 3339), or, with
+    /// None, leaves it out of `time`.
+    pub fn retime(&self, name: &str, version: &str, time: Option<&str>) {
+        let mut retimed = self.state.retimed.lock().unwrap_or_else(|p| p.into_inner());
+        retimed.insert(format!("{name}@{version}"), time.map(str::to_owned));
     }
 
     /// Publishes every hidden version.
@@ -317,6 +328,33 @@ impl Drop for NpmUpstream {
 }
 
 /// How the registry answers, on `state`.
+/// The packument with the publish times given at run time.
+fn retimed(state: &State, name: &str, document: &Bytes) -> Bytes {
+    let retimed = state.retimed.lock().unwrap_or_else(|p| p.into_inner());
+    let prefix = format!("{name}@");
+    let times: Vec<(&str, &Option<String>)> = retimed
+        .iter()
+        .filter_map(|(key, time)| Some((key.strip_prefix(&prefix)?, time)))
+        .collect();
+    if times.is_empty() {
+        return document.clone();
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(document).expect("fixture packuments are JSON");
+    if let Some(map) = value
+        .get_mut("time")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for (version, time) in times {
+            match time {
+                Some(time) => map.insert(version.to_owned(), time.clone().into()),
+                None => map.remove(version),
+            };
+        }
+    }
+    Bytes::from(serde_json::to_vec(&value).expect("JSON serialises"))
+}
+
 /// The packument as currently published: hidden versions removed from `versions` and `time`.
 fn without_hidden(state: &State, name: &str, document: &Bytes) -> Bytes {
     let hidden = state.hidden.lock().unwrap_or_else(|p| p.into_inner());
@@ -430,7 +468,10 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
     }
     let mut response = match (&kind, &method) {
         (Kind::Packument(name), &Method::GET | &Method::HEAD) => match state.packuments.get(name) {
-            Some(document) => json(StatusCode::OK, without_hidden(state, name, document)),
+            Some(document) => {
+                let published = retimed(state, name, &without_hidden(state, name, document));
+                json(StatusCode::OK, published)
+            }
             None => status_only(StatusCode::NOT_FOUND),
         },
         (Kind::Tarball(_), &Method::GET | &Method::HEAD) => tarball_response(state, &path),

@@ -484,3 +484,31 @@ fn settings_parse_from_toml() {
     assert!(toml::from_str::<Override>("min_release_ages = \"1d\"").is_err());
     assert!(toml::from_str::<RouteConfig>("ecosystem = \"npm\"\nnames = []\n").is_err());
 }
+
+#[test]
+fn the_lists_alone_judge_without_the_age_rule() {
+    let policy = policy(Config {
+        min_release_age: 3 * DAY,
+        deny: strings(&["pypi:ctx@0.2.0", "pypi:evil"]),
+        allow_only: strings(&["pypi:*"]),
+        ..Config::default()
+    });
+    // No publish time, and the age rule on: judge refuses, judge_lists does not.
+    assert_eq!(
+        rule(&policy.judge(Ecosystem::Pypi, "requests", "2.0", None, now())),
+        Some(Rule::UnknownReleaseTime)
+    );
+    assert!(
+        policy
+            .judge_lists(Ecosystem::Pypi, "requests", "2.0")
+            .is_allowed()
+    );
+    assert_eq!(
+        rule(&policy.judge_lists(Ecosystem::Pypi, "Evil", "1.0")),
+        Some(Rule::Deny)
+    );
+    assert_eq!(
+        rule(&policy.judge_lists(Ecosystem::Npm, "left-pad", "1.0.0")),
+        Some(Rule::AllowOnly)
+    );
+}
