@@ -340,3 +340,140 @@ fn versions_without_a_publish_time_follow_unknown_release_time() -> Result<()> {
     );
     Ok(())
 }
+
+mod pypi {
+    //! The same with pip and uv against the PyPI fixture (PEP 691 JSON pages with PEP 700
+    //! `upload-time`).
+
+    use std::time::SystemTime;
+
+    use anyhow::{Context, Result, ensure};
+
+    use crate::support::dists::{LIB_1_0, LIB_1_1};
+    use crate::support::http;
+    use crate::support::pip::Venv;
+    use crate::support::pypi_upstream::{PageFormat, PypiUpstream};
+    use crate::support::uv::Uv;
+
+    type Case = crate::support::case::Case<PypiUpstream>;
+
+    /// The installed demo_lib version, as the package says.
+    fn demo_lib_version(venv: &Venv) -> Result<String> {
+        venv.python("import demo_lib; print(demo_lib.VERSION)")
+    }
+
+    /// The fixture with demo-lib 1.1.0's wheel uploaded just now, and pmcache with `settings`.
+    fn young(settings: &[(&str, &str)]) -> Result<Case> {
+        let upstream = PypiUpstream::start(PageFormat::Json)?;
+        let now = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        upstream.retime(LIB_1_1, &now);
+        let mut all = vec![("PMCACHE_PYPI_METADATA_TTL", "0s")];
+        all.extend_from_slice(settings);
+        Case::new(upstream)?.serve_pypi(&all)
+    }
+
+    /// The file URL pmcache's JSON page gives `filename`, or None when it lists no such file.
+    fn file_url(case: &Case, project: &str, filename: &str) -> Result<Option<String>> {
+        let url = format!("{}{project}/", case.index_url());
+        let page = http::get_with(&url, &[("accept", "application/vnd.pypi.simple.v1+json")])?;
+        ensure!(page.status == 200, "GET {url}: {}", page.describe());
+        let page: serde_json::Value = serde_json::from_slice(&page.body)?;
+        let files = page["files"].as_array().context("no files")?;
+        Ok(files
+            .iter()
+            .find(|file| file["filename"] == filename)
+            .and_then(|file| file["url"].as_str())
+            .map(|path| format!("{}{path}", case.pmcache().base_url())))
+    }
+
+    /// With `min_release_age = "1d"`, a wheel uploaded now is on neither page (JSON, with its
+    /// version gone from `versions`, nor HTML); pip and uv install the release before it; pip
+    /// given the young wheel's URL (as a lockfile with URLs pins it) fails with the reason.
+    #[test]
+    fn a_file_uploaded_now_is_hidden_from_pip_and_uv() -> Result<()> {
+        let case = young(&[("PMCACHE_PYPI_POLICY_MIN_RELEASE_AGE", "1d")])?;
+        // Its URL, as advertised before the rule: a lockfile written elsewhere names it.
+        let url = format!("{}demo-lib/", case.index_url());
+        let json = http::get_with(&url, &[("accept", "application/vnd.pypi.simple.v1+json")])?;
+        let page: serde_json::Value = serde_json::from_slice(&json.body)?;
+        let listed: Vec<&str> = page["files"]
+            .as_array()
+            .context("no files")?
+            .iter()
+            .filter_map(|file| file["filename"].as_str())
+            .collect();
+        ensure!(
+            listed.contains(&LIB_1_0) && !listed.contains(&LIB_1_1),
+            "JSON page lists {listed:?}"
+        );
+        ensure!(
+            !page["versions"]
+                .as_array()
+                .context("no versions")?
+                .iter()
+                .any(|v| v == "1.1.0"),
+            "versions still name 1.1.0: {}",
+            page["versions"]
+        );
+        let html = http::get_with(&url, &[("accept", "text/html")])?;
+        ensure!(
+            html.status == 200 && !html.text().contains(LIB_1_1) && html.text().contains(LIB_1_0),
+            "HTML page: {}",
+            html.describe()
+        );
+        ensure!(
+            file_url(&case, "demo-lib", LIB_1_1)?.is_none(),
+            "JSON lists the young wheel"
+        );
+
+        let venv = Venv::create(&case.path("pip"))?;
+        venv.install(&case.index_url(), &["demo-lib"])?
+            .ensure_success("pip install demo-lib")?;
+        ensure!(
+            demo_lib_version(&venv)? == "1.0.0",
+            "pip installed {}",
+            demo_lib_version(&venv)?
+        );
+
+        let uv = Uv::create(&case.path("uv"), None, &case.trap)?;
+        let uv_venv = uv.venv("venv")?;
+        uv.pip_install(&uv_venv, &case.index_url(), &["demo-lib"])?
+            .ensure_success("uv pip install demo-lib")?;
+        let version = std::process::Command::new(uv_venv.join("bin/python"))
+            .args(["-c", "import demo_lib; print(demo_lib.VERSION)"])
+            .output()?;
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+        ensure!(version == "1.0.0", "uv installed {version}");
+
+        // The young wheel by its pmcache URL: refused with the reason, which pip prints.
+        let young = format!(
+            "{}/pypi/files/{}/{LIB_1_1}",
+            case.pmcache().base_url(),
+            young_file_id(&case)?
+        );
+        let refused = http::get(&young)?;
+        ensure!(
+            refused.status == 403 && refused.text().contains("min_release_age is 1d"),
+            "young wheel: {}",
+            refused.describe()
+        );
+        let pinned = Venv::create(&case.path("pinned"))?;
+        let run = pinned
+            .pip(&["install", "--no-deps", &young])?
+            .ensure_failure("pip install of the young wheel's URL")?;
+        ensure!(
+            run.output
+                .contains("pmcache policy: pypi:demo-lib@1.1.0 was published"),
+            "pip did not print the reason:\n{}",
+            run.output
+        );
+        Ok(())
+    }
+
+    /// The id in pmcache's URL of demo-lib 1.1.0's wheel: the file is advertised though hidden.
+    fn young_file_id(case: &Case) -> Result<String> {
+        let upstream_url = case.upstream.file_url(LIB_1_1)?;
+        let url = url::Url::parse(&upstream_url)?;
+        Ok(pmcache_pypi::rewrite::file_id(&url))
+    }
+}

@@ -1,9 +1,12 @@
 //! The `/pypi/` routes: the simple index root, project pages (HTML or JSON by negotiation),
 //! and the files and core-metadata they link to.
 
+use std::time::SystemTime;
+
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
+use pmcache_policy::{Policy, Verdict};
 use pmcache_proxy::{
     self as proxy, Advertised, Advertisement, ArtifactRequest, Body, Checksum, ClientRequest,
     DocumentRequest, Rendering, Role, Serving, UpstreamDocument, Variant,
@@ -114,19 +117,28 @@ impl Frontend {
             .map_err(|e| Error::Proxy(bad_url(&self.upstream, e)))?;
         let mount = self.mount;
         let package = name.to_string();
+        if let Verdict::Refused(refusal) = self.proxy.policy().judge_name(POLICY, &package) {
+            return Err(self.proxy.policy_refused(POLICY, refusal).into());
+        }
+        let policy = self.proxy.policy();
         let request = self.document_request(project_key(name), url, client.caller.role);
         let document = self
             .proxy
             .document(request, move |upstream| {
-                let page =
+                let mut page =
                     ProjectPage::parse(&upstream.body, &upstream.content_type, &upstream.url)
                         .map_err(|e| document_error(&upstream, e))?;
+                // Every file is advertised, the hidden ones too: a request for one gets the
+                // policy's reason rather than a 404.
                 let sources = page
                     .files()
                     .iter()
                     .flat_map(|file| sources_of(&package, file))
                     .collect();
-                Ok(rendering(rewrite::render_project(&page, mount), sources))
+                let hidden_until = hide_refused(&mut page, &policy, &package, SystemTime::now());
+                let mut rendering = rendering(rewrite::render_project(&page, mount), sources);
+                rendering.hidden_until = hidden_until;
+                Ok(rendering)
             })
             .await?;
         self.negotiated(&document, parts, client)
@@ -204,6 +216,40 @@ impl Frontend {
 
 /// Index keys and metrics label of this frontend.
 pub(crate) const ECOSYSTEM: &str = "pypi";
+/// This frontend in the policy's terms.
+const POLICY: pmcache_policy::Ecosystem = pmcache_policy::Ecosystem::Pypi;
+
+/// Removes from `page` the files of `package` the policy refuses (each judged by its version,
+/// from its filename, and its own upload time: a file added later to an old release is as new
+/// as its upload), and the versions left without files; answers when the first file the age
+/// rule hid comes of age.
+fn hide_refused(
+    page: &mut ProjectPage,
+    policy: &Policy,
+    package: &str,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    let until = std::cell::Cell::new(None::<SystemTime>);
+    let gone = page.hide_files(|file| {
+        let Some(version) = crate::name::version_in_filename(&file.filename) else {
+            return false;
+        };
+        match policy.judge(POLICY, package, &version, file.upload_time(), now) {
+            Verdict::Allowed => false,
+            Verdict::Refused(refusal) => {
+                if let Some(matures_at) = refusal.matures_at {
+                    let earliest = until.get().map_or(matures_at, |t| t.min(matures_at));
+                    until.set(Some(earliest));
+                }
+                true
+            }
+        }
+    });
+    if !gone.is_empty() {
+        tracing::debug!(package, versions = ?gone, "versions hidden by policy");
+    }
+    until.get()
+}
 
 fn rendering(rendered: Rendered, sources: Vec<Advertised>) -> Rendering {
     Rendering {
@@ -246,7 +292,7 @@ fn sources_of(package: &str, file: &File) -> Vec<Advertised> {
         checksum: strongest(&file.hashes),
         package: package.to_owned(),
         version: version.clone(),
-        published: None,
+        published: file.upload_time(),
     }];
     if let CoreMetadata::Present { hashes } = &file.core_metadata {
         let mut url = file.url.clone();
@@ -257,7 +303,7 @@ fn sources_of(package: &str, file: &File) -> Vec<Advertised> {
             checksum: strongest(hashes),
             package: package.to_owned(),
             version,
-            published: None,
+            published: file.upload_time(),
         });
     }
     sources
@@ -296,6 +342,53 @@ fn bad_url(base: &Url, error: url::ParseError) -> proxy::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_the_policy_refuses_are_hidden_with_their_versions() {
+        use pmcache_policy::Config;
+        let file = |name: &str, uploaded: &str| {
+            serde_json::json!({"filename": name, "url": format!("https://files.example/{name}"),
+                "hashes": {"sha256": "ab".repeat(32)}, "upload-time": uploaded})
+        };
+        let page = serde_json::json!({
+        "meta": {"api-version": "1.1"}, "name": "demo",
+        "versions": ["1.0", "1.1", "2.0"],
+        "files": [
+            file("demo-1.0.tar.gz", "2020-01-01T00:00:00.000000Z"),
+            file("demo-1.1.tar.gz", "2020-06-01T00:00:00Z"),
+            // A wheel added to 1.1 just now: as young as its upload.
+            file("demo-1.1-py3-none-any.whl", "2029-12-31T23:00:00Z"),
+            file("demo-2.0.tar.gz", "2029-12-31T22:00:00.5Z"),
+            file("demo-2.0-py3-none-any.whl", "2029-12-31T22:30:00Z"),
+        ]});
+        let url = Url::parse("https://pypi.example/simple/demo/").unwrap();
+        let mut page = ProjectPage::parse(
+            page.to_string().as_bytes(),
+            "application/vnd.pypi.simple.v1+json",
+            &url,
+        )
+        .unwrap();
+        let config = Config {
+            min_release_age: std::time::Duration::from_secs(86_400),
+            deny: vec!["pypi:Demo@1.0".to_owned()],
+            ..Config::default()
+        };
+        let policy = Policy::new(&config, &[], &[]).unwrap();
+        let now = humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
+        let until = hide_refused(&mut page, &policy, "demo", now);
+        let left: Vec<&str> = page.files().iter().map(|f| f.filename.as_str()).collect();
+        assert_eq!(left, ["demo-1.1.tar.gz"]);
+        let expected = humantime::parse_rfc3339_weak("2030-01-01T22:00:00.5Z").unwrap();
+        assert_eq!(until, Some(expected));
+        let rendered: serde_json::Value =
+            serde_json::from_str(&rewrite::render_project(&page, "/pypi").json).unwrap();
+        assert_eq!(rendered["versions"], serde_json::json!(["1.1"]));
+        let html = rewrite::render_project(&page, "/pypi").html;
+        assert!(
+            !html.contains("demo-2.0") && !html.contains("demo-1.0.tar.gz"),
+            "{html}"
+        );
+    }
 
     #[test]
     fn routes_parse_paths() {

@@ -11,7 +11,8 @@
 mod html;
 mod json;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 use url::Url;
@@ -119,9 +120,41 @@ impl ProjectPage {
     pub(crate) fn origin(&self) -> &PageOrigin {
         &self.origin
     }
+
+    /// Removes the files `hidden` says the policy refuses, and from a JSON page's PEP 700
+    /// `versions` the versions none of whose files is left; answers those versions.
+    pub fn hide_files(&mut self, hidden: impl Fn(&File) -> bool) -> HashSet<String> {
+        let mut gone: HashSet<String> = HashSet::new();
+        self.files.retain(|file| {
+            let hide = hidden(file);
+            if hide && let Some(version) = crate::name::version_in_filename(&file.filename) {
+                gone.insert(version);
+            }
+            !hide
+        });
+        for file in &self.files {
+            if let Some(version) = crate::name::version_in_filename(&file.filename) {
+                gone.remove(&version);
+            }
+        }
+        if let PageOrigin::Json { document, .. } = &mut self.origin
+            && let Some(Value::Array(versions)) = document.get_mut("versions")
+        {
+            versions.retain(|version| version.as_str().is_none_or(|v| !gone.contains(v)));
+        }
+        gone
+    }
 }
 
 impl File {
+    /// When it was uploaded (PEP 700 `upload-time`, JSON pages only).
+    pub fn upload_time(&self) -> Option<SystemTime> {
+        let FileOrigin::Json(raw) = &self.origin else {
+            return None;
+        };
+        humantime::parse_rfc3339_weak(raw.get("upload-time")?.as_str()?).ok()
+    }
+
     /// The release's Requires-Python, unescaped.
     pub fn requires_python(&self) -> Option<&str> {
         self.requires_python.as_deref()

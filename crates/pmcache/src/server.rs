@@ -50,7 +50,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     for ecosystem in proxy.undated_age_rules() {
         tracing::warn!(
             ecosystem = ecosystem.as_str(),
-            "min_release_age is not enforced for this ecosystem yet (pmcache reads its publish times only for npm so far); deny and allow_only are"
+            "min_release_age is not enforced for this ecosystem yet (pmcache reads publish times only for npm and PyPI so far); deny and allow_only are"
         );
     }
     let listener = TcpListener::bind(config.listen)

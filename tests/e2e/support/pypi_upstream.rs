@@ -98,6 +98,8 @@ struct State {
     hanging: tokio::sync::watch::Sender<bool>,
     /// Files marked yanked (PEP 592) on their project pages.
     yanked: Mutex<HashSet<String>>,
+    /// Upload times given at run time (RFC 3339), by filename.
+    retimed: Mutex<HashMap<String, String>>,
 }
 
 /// Project pages, rendered on first request: (normalised name, JSON) -> page.
@@ -143,6 +145,7 @@ impl PypiUpstream {
             sent: Mutex::default(),
             hanging: tokio::sync::watch::Sender::new(false),
             yanked: Mutex::default(),
+            retimed: Mutex::default(),
         });
         let server = bound.serve(vec![
             handler(Server::Index, &state),
@@ -190,6 +193,19 @@ impl PypiUpstream {
         if let Ok(dist) = self.state.dists.get(filename) {
             lock(&self.state.pages).retain(|(project, _), _| *project != dist.project);
         }
+    }
+
+    /// Says on its project page (JSON) that `filename` was uploaded at `time` (RFC 3339).
+    pub fn retime(&self, filename: &str, time: &str) {
+        lock(&self.state.retimed).insert(filename.to_owned(), time.to_owned());
+        if let Ok(dist) = self.state.dists.get(filename) {
+            lock(&self.state.pages).retain(|(project, _), _| *project != dist.project);
+        }
+    }
+
+    /// The upstream URL of `filename`, as its project page links it.
+    pub fn file_url(&self, filename: &str) -> Result<String> {
+        Ok(file_url(&self.state, self.state.dists.get(filename)?))
     }
 
     /// Injects `fault` into every later response for the artifact `filename`.
@@ -547,6 +563,7 @@ fn project_json(state: &State, project: &str, files: &[&Dist]) -> String {
     // Written field by field rather than through `serde_json::Value`s: pages of thousands of
     // files render in milliseconds in a debug build, as a CDN's cached copy would come.
     let yanked = lock(&state.yanked);
+    let retimed = lock(&state.retimed);
     let mut json = String::with_capacity(files.len() * 640 + 256);
     json.push_str("{\"files\":[");
     for (position, dist) in files.iter().enumerate() {
@@ -569,7 +586,7 @@ fn project_json(state: &State, project: &str, files: &[&Dist]) -> String {
             quoted(&dist.filename),
             quoted(&dist.sha256),
             dist.size,
-            quoted(&dist.upload_time),
+            quoted(retimed.get(&dist.filename).unwrap_or(&dist.upload_time)),
             quoted(&file_url(state, dist)),
             yanked.contains(&dist.filename),
         );
