@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 /// The ecosystems whose frontends read publish times so far: the age rule applies to them
 /// alone (see [`Proxy::undated_age_rules`]).
-pub(crate) const DATED: [Ecosystem; 1] = [Ecosystem::Npm];
+pub(crate) const DATED: [Ecosystem; 2] = [Ecosystem::Npm, Ecosystem::Packagist];
 
 /// The policy in force, and what each ecosystem's renderings are made under.
 pub(crate) struct InForce {
