@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use pmcache_packagist::minified::expand;
 use pmcache_packagist::name::PackageName;
 use pmcache_packagist::path::{Route, classify};
-use pmcache_packagist::rewrite::{DistRewrite, ENDPOINTS, encode, rewrite_p2, rewrite_root};
+use pmcache_packagist::rewrite::{
+    DistRewrite, ENDPOINTS, encode, rewrite_p2, rewrite_root, serve_all,
+};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -24,7 +26,7 @@ fn check_p2(data: &[u8]) {
         base: &dists_base,
         keep_source: data.first().is_some_and(|byte| byte % 2 == 0),
     };
-    let Ok(p2) = rewrite_p2(data, &url, rewrite) else {
+    let Ok(p2) = rewrite_p2(data, &url, rewrite, &serve_all) else {
         return;
     };
     for dist in &p2.dists {
@@ -139,7 +141,7 @@ fn check_root(data: &[u8]) {
         base: &dists_base,
         keep_source: true,
     };
-    let Ok(root) = rewrite_root(data, &url, BASE, rewrite) else {
+    let Ok(root) = rewrite_root(data, &url, BASE, rewrite, &serve_all) else {
         return;
     };
     for dist in &root.dists {

@@ -11,6 +11,11 @@
 //! through what a rendering recorded for their own package; they are stored by package and reference, verified against a published `shasum`,
 //! else pinned to the bytes first seen. Search, the security advisories API and notify-batch are
 //! relayed.
+//!
+//! The fleet's policy is applied when a document is rendered: versions it refuses (judged by
+//! their `time`) are removed from p2 files and inline packages, while their dists stay recorded
+//! with their publish time, so that the core answers a request for one with the rule's reason.
+//! A package refused whole gets 403 for its p2 files before anything is fetched.
 
 pub mod config;
 pub mod error;
@@ -19,6 +24,7 @@ pub mod name;
 pub mod path;
 #[cfg(test)]
 mod properties;
+pub mod release_time;
 pub mod rewrite;
 mod routes;
 

@@ -9,7 +9,7 @@ use url::Url;
 use crate::minified::{expand, minify};
 use crate::name::PackageName;
 use crate::path::{Route, classify};
-use crate::rewrite::{DistRewrite, rewrite_p2};
+use crate::rewrite::{DistRewrite, rewrite_p2, serve_all};
 
 const DISTS: &str = "http://127.0.0.1:7878/packagist/dists/";
 /// Dists below [`DISTS`], sources kept: the rewrite the properties check.
@@ -141,7 +141,7 @@ proptest! {
         let document = p2_document(&versions, minified);
         let body = serde_json::to_vec(&document).expect("serialises");
         let url = Url::parse("https://repo.example/p2/acme/tool.json").expect("valid");
-        let p2 = rewrite_p2(&body, &url, REWRITE).expect("rewrites");
+        let p2 = rewrite_p2(&body, &url, REWRITE, &serve_all).expect("rewrites");
         prop_assert_eq!(p2.dists.len(), versions.len());
         let served: Value = serde_json::from_slice(&p2.body).expect("JSON");
         prop_assert_eq!(&served["security-advisories"], &document["security-advisories"]);
@@ -195,7 +195,7 @@ fn p2_keys_that_are_no_package_names_are_dropped() {
     }});
     let body = serde_json::to_vec(&document).expect("serialises");
     let url = Url::parse("https://repo.example/p2/acme/tool.json").expect("valid");
-    let p2 = rewrite_p2(&body, &url, REWRITE).expect("rewrites");
+    let p2 = rewrite_p2(&body, &url, REWRITE, &serve_all).expect("rewrites");
     let served: Value = serde_json::from_slice(&p2.body).expect("JSON");
     let keys: Vec<&String> = served["packages"]
         .as_object()
@@ -217,7 +217,7 @@ fn p2_keys_that_are_no_package_names_are_dropped() {
 fn numbers_survive_a_rewrite_exactly() {
     let body = br#"{"packages": {"acme/tool": [{"version": "1.0", "x": 7.777777777777778e103}]}}"#;
     let url = Url::parse("https://repo.example/p2/acme/tool.json").expect("valid");
-    let p2 = rewrite_p2(body, &url, REWRITE).expect("rewrites");
+    let p2 = rewrite_p2(body, &url, REWRITE, &serve_all).expect("rewrites");
     let served = String::from_utf8(p2.body).expect("UTF-8");
     assert!(served.contains(r#""x":7.777777777777778e+103"#), "{served}");
 }

@@ -1,8 +1,11 @@
 //! Rewriting Composer metadata so that clients come back to pmcache: `packages.json` (every URL
-//! in it) and p2 files (every `dist.url`), keeping the minified format valid.
+//! in it) and p2 files (every `dist.url`), keeping the minified format valid, and hiding the
+//! versions the policy refuses.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
+use pmcache_policy::Verdict;
 use pmcache_proxy::Checksum;
 use serde_json::{Map, Value};
 use url::Url;
@@ -10,6 +13,16 @@ use url::Url;
 use crate::minified;
 use crate::name::PackageName;
 use crate::path::Route;
+use crate::release_time;
+
+/// Judges one version for the policy: given its package, its `version` as the metadata spells
+/// it, and when it was published (None: unknown).
+pub type Judge<'a> = &'a dyn Fn(&str, &str, Option<SystemTime>) -> Verdict;
+
+/// A [`Judge`] that serves every version: no policy.
+pub fn serve_all(_package: &str, _version: &str, _published: Option<SystemTime>) -> Verdict {
+    Verdict::Allowed
+}
 
 /// Why upstream Composer metadata cannot be rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -78,18 +91,21 @@ pub struct Root {
     /// The upstream URL (template) behind each endpoint: the names of [`ENDPOINTS`], and
     /// `link/N` for any other URL the document held.
     pub links: BTreeMap<String, String>,
-    /// Dists of packages defined inline.
+    /// Dists of packages defined inline, hidden versions' included.
     pub dists: Vec<Dist>,
+    /// When the first inline version the age rule hid comes of age.
+    pub hidden_until: Option<SystemTime>,
 }
 
 /// Rewrites `packages.json` fetched from `url` for clients that reach pmcache's repository at
 /// `base` (`http://host:7878/packagist`); packages defined inline get their dists rewritten as
-/// `dists` says.
+/// `dists` says, and lose the versions `judge` refuses.
 pub fn rewrite_root(
     body: &[u8],
     url: &Url,
     base: &str,
     dists: DistRewrite<'_>,
+    judge: Judge<'_>,
 ) -> Result<Root, Malformed> {
     let mut root: Map<String, Value> = serde_json::from_slice(body)?;
     if !root.contains_key("metadata-url") {
@@ -120,22 +136,30 @@ pub fn rewrite_root(
             rest.rewrite(value);
         }
     }
-    let inline = match root.get_mut("packages") {
-        Some(packages) => rewrite_inline(packages, url, dists),
-        None => Vec::new(),
+    let (inline, hidden) = match root.get_mut("packages") {
+        Some(packages) => rewrite_inline(packages, url, dists, judge),
+        None => (Vec::new(), Hidden::default()),
     };
+    hidden.log();
     Ok(Root {
         body: to_json(root),
         links,
         dists: inline,
+        hidden_until: hidden.until,
     })
 }
 
 /// Packages a root file defines inline (`{"name": {"version": {…}}}`, as static repositories
-/// publish them): their dists are rewritten like a p2 file's.
-fn rewrite_inline(packages: &mut Value, url: &Url, dists: DistRewrite<'_>) -> Vec<Dist> {
+/// publish them): their dists are rewritten like a p2 file's, and refused versions go.
+fn rewrite_inline(
+    packages: &mut Value,
+    url: &Url,
+    dists: DistRewrite<'_>,
+    judge: Judge<'_>,
+) -> (Vec<Dist>, Hidden) {
+    let mut hidden = Hidden::default();
     let Value::Object(packages) = packages else {
-        return Vec::new();
+        return (Vec::new(), hidden);
     };
     // As in p2 files: a key that is no package name would put its dists outside the dists route.
     packages.retain(|package, _| PackageName::parse(package).is_ok());
@@ -149,8 +173,57 @@ fn rewrite_inline(packages: &mut Value, url: &Url, dists: DistRewrite<'_>) -> Ve
                 found.extend(rewrite_version(version, package, url, dists));
             }
         }
+        versions.retain(|key, version| match version {
+            Value::Object(version) => !hidden.refuses(judge, package, version, key),
+            _ => true,
+        });
     }
-    found
+    (found, hidden)
+}
+
+/// What the policy hid from a document.
+#[derive(Debug, Default)]
+struct Hidden {
+    /// `package@version` of each hidden version, for the log.
+    versions: Vec<String>,
+    /// When the first version the age rule hid comes of age.
+    until: Option<SystemTime>,
+}
+
+impl Hidden {
+    /// Whether `judge` refuses `version` (an expanded entry) of `package`, noting it if so.
+    /// An entry without a `version` is judged by `fallback` (its key in an inline list), or
+    /// left alone in a p2 file: Composer cannot load it anyway.
+    fn refuses(
+        &mut self,
+        judge: Judge<'_>,
+        package: &str,
+        version: &Map<String, Value>,
+        fallback: &str,
+    ) -> bool {
+        let name = version
+            .get("version")
+            .and_then(Value::as_str)
+            .unwrap_or(fallback);
+        if name.is_empty() {
+            return false;
+        }
+        let Verdict::Refused(refusal) = judge(package, name, release_time::of(version)) else {
+            return false;
+        };
+        self.until = match (self.until, refusal.matures_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.versions.push(format!("{package}@{name}"));
+        true
+    }
+
+    fn log(&self) {
+        if !self.versions.is_empty() {
+            tracing::debug!(versions = ?self.versions, "versions hidden by policy");
+        }
+    }
 }
 
 fn to_json(map: Map<String, Value>) -> Vec<u8> {
@@ -232,6 +305,8 @@ pub struct Dist {
     pub checksum: Option<Checksum>,
     /// The version it is the archive of (`version` as the p2 file spells it), if given.
     pub version: Option<String>,
+    /// When that version was published, by its `time`.
+    pub published: Option<SystemTime>,
 }
 
 /// A rewritten p2 file.
@@ -239,15 +314,24 @@ pub struct Dist {
 pub struct P2 {
     /// The JSON to serve, its dist URLs pointing at pmcache.
     pub body: Vec<u8>,
-    /// Every dist the file lists, with its upstream URL: the sources clients may fetch.
+    /// Every dist the file lists, with its upstream URL: the sources clients may fetch, and
+    /// those of hidden versions, so that a request for one gets the policy's reason.
     pub dists: Vec<Dist>,
+    /// When the first version the age rule hid comes of age.
+    pub hidden_until: Option<SystemTime>,
 }
 
 /// Rewrites a p2 file fetched from `url`: every http(s) `dist.url` becomes
 /// `<base><package>/<reference>.<type>` (percent-encoded: branch references may hold `/`);
-/// dist mirrors are dropped, and `source` too unless kept. A minified list is expanded,
-/// rewritten and minified again, so `__unset` keeps its meaning.
-pub fn rewrite_p2(body: &[u8], url: &Url, rewrite: DistRewrite<'_>) -> Result<P2, Malformed> {
+/// dist mirrors are dropped, and `source` too unless kept. Versions `judge` refuses are
+/// removed. A minified list is expanded, rewritten and minified again, so `__unset` keeps its
+/// meaning and the entry after a removed one carries what it inherited.
+pub fn rewrite_p2(
+    body: &[u8],
+    url: &Url,
+    rewrite: DistRewrite<'_>,
+    judge: Judge<'_>,
+) -> Result<P2, Malformed> {
     let mut document: Map<String, Value> = serde_json::from_slice(body)?;
     let minified = document.get("minified").and_then(Value::as_str) == Some("composer/2.0");
     let Some(Value::Object(packages)) = document.get_mut("packages") else {
@@ -257,6 +341,7 @@ pub fn rewrite_p2(body: &[u8], url: &Url, rewrite: DistRewrite<'_>) -> Result<P2
     // `?x`) would put its dist URLs outside `dists_base`, so it goes.
     packages.retain(|package, _| PackageName::parse(package).is_ok());
     let mut dists = Vec::new();
+    let mut hidden = Hidden::default();
     for (package, versions) in packages.iter_mut() {
         let Value::Array(entries) = versions else {
             return Err(Malformed::VersionsNotAList(package.clone()));
@@ -272,15 +357,18 @@ pub fn rewrite_p2(body: &[u8], url: &Url, rewrite: DistRewrite<'_>) -> Result<P2
         for version in &mut expanded {
             dists.extend(rewrite_version(version, package, url, rewrite));
         }
+        expanded.retain(|version| !hidden.refuses(judge, package, version, ""));
         *entries = if minified {
             minified::minify(&expanded)
         } else {
             expanded.into_iter().map(Value::Object).collect()
         };
     }
+    hidden.log();
     Ok(P2 {
         body: to_json(document),
         dists,
+        hidden_until: hidden.until,
     })
 }
 
@@ -363,6 +451,7 @@ fn rewrite_dist(
         .get("version")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let published = release_time::of(version);
     let Some(Value::Object(dist)) = version.get_mut("dist") else {
         return None;
     };
@@ -375,6 +464,7 @@ fn rewrite_dist(
         upstream,
         checksum,
         version: release,
+        published,
     })
 }
 
@@ -432,6 +522,159 @@ mod tests {
         Url::parse(text).unwrap()
     }
 
+    /// `min_release_age = 1d`, `acme/tool@0.9.0` denied, judged at 2029-12-31 12:00 UTC.
+    fn policy() -> pmcache_policy::Policy {
+        let config = pmcache_policy::Config {
+            min_release_age: std::time::Duration::from_secs(86_400),
+            deny: vec!["packagist:acme/tool@0.9.0".to_owned()],
+            ..pmcache_policy::Config::default()
+        };
+        pmcache_policy::Policy::new(&config, &[], &[]).unwrap()
+    }
+
+    fn utc(text: &str) -> SystemTime {
+        humantime::parse_rfc3339(text).unwrap()
+    }
+
+    fn dist(reference: &str) -> Value {
+        json!({"type": "zip", "url": format!("https://code.example/{reference}.zip"),
+               "reference": reference, "shasum": ""})
+    }
+
+    #[test]
+    fn refused_versions_leave_a_minified_list_that_still_expands_right() {
+        // 1.1.0 inherits name, description and require from 2.0.0, and unsets its extra;
+        // 2.0.0 (published 2030-01-01T00:00Z, written with a +02:00 offset) is too young and
+        // 0.9.0 denied, so 1.1.0 must come first and whole.
+        let upstream = json!({"minified": "composer/2.0", "packages": {"acme/tool": [
+            {"name": "acme/tool", "description": "A tool", "version": "2.0.0",
+             "require": {"php": ">=8"}, "extra": {"x": 1}, "time": "2030-01-01T02:00:00+02:00",
+             "dist": dist("aaa")},
+            {"version": "1.1.0", "extra": "__unset", "time": "2021-01-01T00:00:00+00:00",
+             "dist": dist("bbb")},
+            {"version": "1.0.0", "require": {"php": ">=7"}, "time": "2020-01-01T00:00:00-05:00",
+             "dist": dist("ccc")},
+            {"version": "0.9.0", "time": "2019-01-01T00:00:00+00:00", "dist": dist("ddd")}
+        ]}});
+        let policy = policy();
+        let now = utc("2029-12-31T12:00:00Z");
+        let judge = |package: &str, version: &str, published: Option<SystemTime>| {
+            policy.judge(
+                pmcache_policy::Ecosystem::Packagist,
+                package,
+                version,
+                published,
+                now,
+            )
+        };
+        let body = serde_json::to_vec(&upstream).unwrap();
+        let url = url("https://repo.example/p2/acme/tool.json");
+        let p2 = rewrite_p2(&body, &url, DISTS, &judge).unwrap();
+        let document: Value = serde_json::from_slice(&p2.body).unwrap();
+        let entries = document["packages"]["acme/tool"].as_array().unwrap();
+        assert_eq!(entries[0]["name"], "acme/tool", "the first entry is whole");
+        let expanded = Value::Array(
+            minified::expand(entries)
+                .into_iter()
+                .map(Value::Object)
+                .collect(),
+        );
+        let served = |reference: &str| {
+            json!({"type": "zip", "url": format!("http://cache.example/packagist/dists/acme/tool/{reference}.zip"),
+                   "reference": reference, "shasum": ""})
+        };
+        assert_eq!(
+            expanded,
+            json!([
+                {"name": "acme/tool", "description": "A tool", "version": "1.1.0",
+                 "require": {"php": ">=8"}, "time": "2021-01-01T00:00:00+00:00",
+                 "dist": served("bbb")},
+                {"name": "acme/tool", "description": "A tool", "version": "1.0.0",
+                 "require": {"php": ">=7"}, "time": "2020-01-01T00:00:00-05:00",
+                 "dist": served("ccc")}
+            ])
+        );
+        // The hidden versions' dists are still known, so that a request for one gets the
+        // policy's reason; each with its publish time, offsets applied.
+        let dists: Vec<(&str, Option<&str>, Option<SystemTime>)> = p2
+            .dists
+            .iter()
+            .map(|d| (d.file.as_str(), d.version.as_deref(), d.published))
+            .collect();
+        assert_eq!(
+            dists,
+            [
+                ("aaa.zip", Some("2.0.0"), Some(utc("2030-01-01T00:00:00Z"))),
+                ("bbb.zip", Some("1.1.0"), Some(utc("2021-01-01T00:00:00Z"))),
+                ("ccc.zip", Some("1.0.0"), Some(utc("2020-01-01T05:00:00Z"))),
+                ("ddd.zip", Some("0.9.0"), Some(utc("2019-01-01T00:00:00Z"))),
+            ]
+        );
+        // 2.0.0 comes of age a day after its publish time (in UTC); the deny never does.
+        assert_eq!(p2.hidden_until, Some(utc("2030-01-02T00:00:00Z")));
+    }
+
+    #[test]
+    fn without_refusals_nothing_is_hidden_and_nothing_expires() {
+        let upstream = json!({"packages": {"acme/tool": [
+            {"name": "acme/tool", "version": "1.0.0", "time": "2020-01-01T00:00:00+00:00",
+             "dist": dist("ccc")}
+        ]}});
+        let body = serde_json::to_vec(&upstream).unwrap();
+        let url = url("https://repo.example/p2/acme/tool.json");
+        let p2 = rewrite_p2(&body, &url, DISTS, &serve_all).unwrap();
+        let document: Value = serde_json::from_slice(&p2.body).unwrap();
+        assert_eq!(
+            document["packages"]["acme/tool"].as_array().unwrap().len(),
+            1
+        );
+        assert_eq!(p2.hidden_until, None);
+    }
+
+    #[test]
+    fn refused_inline_versions_of_a_root_file_are_hidden() {
+        let upstream = json!({
+            "metadata-url": "/p2/%package%.json",
+            "packages": {"acme/inline": {
+                "1.0.0": {"name": "acme/inline", "version": "1.0.0",
+                          "time": "2021-01-01T00:00:00+00:00", "dist": dist("old")},
+                "2.0.0": {"name": "acme/inline", "version": "2.0.0",
+                          "time": "2029-12-31T11:00:00+00:00", "dist": dist("new")},
+                "3.0.0": {"name": "acme/inline", "version": "3.0.0", "dist": dist("undated")}
+            }}
+        });
+        let policy = policy();
+        let now = utc("2029-12-31T12:00:00Z");
+        let judge = |package: &str, version: &str, published: Option<SystemTime>| {
+            policy.judge(
+                pmcache_policy::Ecosystem::Packagist,
+                package,
+                version,
+                published,
+                now,
+            )
+        };
+        let body = serde_json::to_vec(&upstream).unwrap();
+        let root = rewrite_root(
+            &body,
+            &url("https://repo.example/packages.json"),
+            "http://cache.example/packagist",
+            DISTS,
+            &judge,
+        )
+        .unwrap();
+        let rewritten: Value = serde_json::from_slice(&root.body).unwrap();
+        // 2.0.0 is an hour old; 3.0.0 has no time (unknown_release_time = deny).
+        let shown: Vec<&String> = rewritten["packages"]["acme/inline"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(shown, ["1.0.0"]);
+        assert_eq!(root.dists.len(), 3);
+        assert_eq!(root.hidden_until, Some(utc("2030-01-01T11:00:00Z")));
+    }
+
     #[test]
     fn inline_packages_of_a_root_file_get_pmcache_dists() {
         let upstream = json!({
@@ -445,6 +688,7 @@ mod tests {
             &url("https://repo.example/packages.json"),
             "http://cache.example/packagist",
             DISTS,
+            &serve_all,
         )
         .unwrap();
         let rewritten: Value = serde_json::from_slice(&root.body).unwrap();
@@ -469,7 +713,13 @@ mod tests {
             {"version": "1.0.4", "dist": {"url": "https://code.example/e.zip", "reference": "e"}}
         ]}});
         let body = serde_json::to_vec(&upstream).unwrap();
-        let p2 = rewrite_p2(&body, &url("https://repo.example/p2/acme/tool.json"), DISTS).unwrap();
+        let p2 = rewrite_p2(
+            &body,
+            &url("https://repo.example/p2/acme/tool.json"),
+            DISTS,
+            &serve_all,
+        )
+        .unwrap();
         let files: Vec<_> = p2.dists.iter().map(|d| d.file.as_str()).collect();
         assert_eq!(files, ["c.zip"]);
         let text = String::from_utf8(p2.body).unwrap();
@@ -498,7 +748,13 @@ mod tests {
         ];
         let versions: Vec<Value> = kept.iter().chain(&dropped).map(|u| source(u)).collect();
         let body = serde_json::to_vec(&json!({"packages": {"acme/tool": versions}})).unwrap();
-        let p2 = rewrite_p2(&body, &url("https://repo.example/p2/acme/tool.json"), DISTS).unwrap();
+        let p2 = rewrite_p2(
+            &body,
+            &url("https://repo.example/p2/acme/tool.json"),
+            DISTS,
+            &serve_all,
+        )
+        .unwrap();
         let text = String::from_utf8(p2.body).unwrap();
         for url in kept {
             assert!(
@@ -526,7 +782,7 @@ mod tests {
         });
         let body = serde_json::to_vec(&upstream).unwrap();
         let p2_url = url("https://repo.example/p2/acme/tool.json");
-        let kept = rewrite_p2(&body, &p2_url, DISTS).unwrap();
+        let kept = rewrite_p2(&body, &p2_url, DISTS, &serve_all).unwrap();
         assert_eq!(
             String::from_utf8(kept.body)
                 .unwrap()
@@ -538,7 +794,7 @@ mod tests {
             keep_source: false,
             ..DISTS
         };
-        let dropped = rewrite_p2(&body, &p2_url, without).unwrap();
+        let dropped = rewrite_p2(&body, &p2_url, without, &serve_all).unwrap();
         let text = String::from_utf8(dropped.body).unwrap();
         assert!(!text.contains("source"), "{text}");
         let expanded: Value = serde_json::from_str(&text).unwrap();
@@ -573,6 +829,7 @@ mod tests {
             &url("https://repo.example/packages.json"),
             "http://cache.example/packagist",
             DISTS,
+            &serve_all,
         )
         .unwrap();
         let rewritten: Value = serde_json::from_slice(&root.body).unwrap();
@@ -613,8 +870,14 @@ mod tests {
     #[test]
     fn a_root_without_metadata_url_is_refused() {
         let body = br#"{"packages": [], "providers-url": "/p/%package%$%hash%.json"}"#;
-        let error =
-            rewrite_root(body, &url("https://r.example/packages.json"), "/p", DISTS).unwrap_err();
+        let error = rewrite_root(
+            body,
+            &url("https://r.example/packages.json"),
+            "/p",
+            DISTS,
+            &serve_all,
+        )
+        .unwrap_err();
         assert!(matches!(error, Malformed::NotComposer2), "{error}");
     }
 
@@ -634,7 +897,13 @@ mod tests {
             "security-advisories": [{"advisoryId": "PKSA-1", "affectedVersions": "<1.0.1"}]
         });
         let body = serde_json::to_vec(&upstream).unwrap();
-        let p2 = rewrite_p2(&body, &url("https://repo.example/p2/acme/tool.json"), DISTS).unwrap();
+        let p2 = rewrite_p2(
+            &body,
+            &url("https://repo.example/p2/acme/tool.json"),
+            DISTS,
+            &serve_all,
+        )
+        .unwrap();
         let rewritten: Value = serde_json::from_slice(&p2.body).unwrap();
         insta::assert_json_snapshot!(rewritten, @r#"
         {

@@ -2,11 +2,13 @@
 //! are relayed (search, advisories, lists) or answered at once (notify-batch).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
+use pmcache_policy::{Policy, Verdict};
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, Caller, ClientRequest,
     Document, DocumentRequest, ORIGIN_PLACEHOLDER as ORIGIN, PassThrough, Rendering, Role, Serving,
@@ -22,6 +24,8 @@ use crate::{Frontend, MOUNT};
 
 /// Index keys and metrics label of this frontend.
 const ECOSYSTEM: &str = "packagist";
+/// This frontend in the policy's terms.
+const POLICY: pmcache_policy::Ecosystem = pmcache_policy::Ecosystem::Packagist;
 const JSON: &str = "application/json";
 const VARY: &str = "Accept-Encoding";
 /// The same, when URLs name the origin the client used (no `public_url`): a shared cache in
@@ -125,13 +129,15 @@ impl Frontend {
         };
         let (dists_base, keep_source) = self.dist_rewrite();
         let stored_origin = self.stored_origin();
+        let policy = self.proxy.policy();
         let render = move |document: UpstreamDocument| {
             let dists = DistRewrite {
                 base: &dists_base,
                 keep_source,
             };
             let base = format!("{ORIGIN}{MOUNT}");
-            let root = rewrite::rewrite_root(&document.body, &document.url, &base, dists)
+            let judge = judge_now(&policy);
+            let root = rewrite::rewrite_root(&document.body, &document.url, &base, dists, &judge)
                 .map_err(|reason| malformed(&document, reason))?;
             let links = serde_json::to_vec(&root.links)
                 .map_err(|e| proxy::Error::failed("serialising links", e))?;
@@ -141,7 +147,7 @@ impl Frontend {
                     Variant::new(LINKS, JSON, links).uncompressed(),
                 ],
                 sources: root.dists.iter().map(source_of).collect(),
-                hidden_until: None,
+                hidden_until: root.hidden_until,
             })
         };
         Ok(self.proxy.document(request, render).await?)
@@ -178,9 +184,10 @@ impl Frontend {
         })
     }
 
-    /// `p2/VENDOR/NAME.json` (or `~dev.json`), dists rewritten below the placeholder origin.
-    /// Only the requested package's dists are recorded as sources: a p2 file cannot decide
-    /// where another package's archives come from.
+    /// `p2/VENDOR/NAME.json` (or `~dev.json`), dists rewritten below the placeholder origin,
+    /// the versions the policy refuses hidden (a package it refuses whole is refused before
+    /// anything is fetched). Only the requested package's dists are recorded as sources: a p2
+    /// file cannot decide where another package's archives come from.
     async fn p2(
         &self,
         package: &PackageName,
@@ -188,6 +195,7 @@ impl Frontend {
         ttl: Duration,
         role: Role,
     ) -> Result<Document> {
+        self.check_package(package)?;
         let name = p2_name(package, dev);
         let url = self.link_url("metadata-url", Some(&name), role).await?;
         let request = DocumentRequest {
@@ -203,21 +211,32 @@ impl Frontend {
         let (dists_base, keep_source) = self.dist_rewrite();
         let stored_origin = self.stored_origin();
         let package = package.to_string();
+        let policy = self.proxy.policy();
         let render = move |document: UpstreamDocument| {
             let dists = DistRewrite {
                 base: &dists_base,
                 keep_source,
             };
-            let p2 = rewrite::rewrite_p2(&document.body, &document.url, dists)
+            let judge = judge_now(&policy);
+            let p2 = rewrite::rewrite_p2(&document.body, &document.url, dists, &judge)
                 .map_err(|reason| malformed(&document, reason))?;
             let own = p2.dists.iter().filter(|dist| dist.package == package);
             Ok(Rendering {
                 variants: vec![Variant::new(CLIENT, JSON, p2.body).with_origin(stored_origin)],
                 sources: own.map(source_of).collect(),
-                hidden_until: None,
+                hidden_until: p2.hidden_until,
             })
         };
         Ok(self.proxy.document(request, render).await?)
+    }
+
+    /// Refuses a package the policy does not serve at all (`deny` of every version, or not in
+    /// `allow_only`), before anything is fetched.
+    fn check_package(&self, package: &PackageName) -> Result<()> {
+        match self.proxy.policy().judge_name(POLICY, package.as_str()) {
+            Verdict::Allowed => Ok(()),
+            Verdict::Refused(refusal) => Err(self.proxy.policy_refused(POLICY, refusal).into()),
+        }
     }
 
     async fn dist(
@@ -370,8 +389,14 @@ fn source_of(dist: &Dist) -> Advertised {
         checksum: dist.checksum.clone(),
         package: dist.package.clone(),
         version: dist.version.clone(),
-        published: None,
+        published: dist.published,
     }
+}
+
+/// The policy's judgement of a version, as of the time of rendering.
+fn judge_now(policy: &Arc<Policy>) -> impl Fn(&str, &str, Option<SystemTime>) -> Verdict + '_ {
+    let now = SystemTime::now();
+    move |package, version, published| policy.judge(POLICY, package, version, published, now)
 }
 
 /// `vendor/name`, or `vendor/name~dev` for the branches' file.

@@ -13,9 +13,9 @@ use crate::artifact::Release;
 use crate::document::record::DocumentRecord;
 use crate::error::{Error, Result};
 
-/// The ecosystems whose frontends read publish times so far (PyPI from PEP 700 JSON pages): the age rule applies to them
-/// alone (see [`Proxy::undated_age_rules`]).
-pub(crate) const DATED: [Ecosystem; 2] = [Ecosystem::Pypi, Ecosystem::Npm];
+/// The ecosystems whose frontends read publish times so far (PyPI from PEP 700 JSON pages):
+/// the age rule applies to them alone (see [`Proxy::undated_age_rules`]).
+pub(crate) const DATED: [Ecosystem; 3] = [Ecosystem::Pypi, Ecosystem::Npm, Ecosystem::Packagist];
 
 /// The policy in force, and what each ecosystem's renderings are made under.
 pub(crate) struct InForce {

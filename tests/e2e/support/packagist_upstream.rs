@@ -172,6 +172,9 @@ struct Catalog {
     published: HashSet<Key>,
     /// Dist URLs a test put in place of the code host's.
     dist_urls: HashMap<Key, String>,
+    /// Release times a test put in place of the fixture's: a `time` as Packagist writes it, or
+    /// None to leave `time` out.
+    times: HashMap<Key, Option<String>>,
     /// Releases whose code host serves the regenerated archive.
     regenerated: HashSet<Key>,
     /// Every metadata file with a `Last-Modified`, by path below the prefix.
@@ -192,6 +195,7 @@ impl Catalog {
                 .map(|release| key(&release.name, &release.version))
                 .collect(),
             dist_urls: HashMap::new(),
+            times: HashMap::new(),
             regenerated: HashSet::new(),
             documents: BTreeMap::new(),
             clock: START_TIME,
@@ -304,7 +308,11 @@ impl Catalog {
                     .get(&key(&release.name, &release.version))
                     .cloned()
                     .unwrap_or_else(|| zipball_url(urls, release));
-                entry(release, &dist_url, urls)
+                let time = match self.times.get(&key(&release.name, &release.version)) {
+                    Some(time) => time.as_deref(),
+                    None => Some(release.time.as_str()),
+                };
+                entry(release, &dist_url, time, urls)
             })
             .collect();
         let mut file = Map::new();
@@ -318,7 +326,8 @@ impl Catalog {
 }
 
 /// A version's expanded p2 entry, keys in Packagist's order (`Version::toV2Array`).
-fn entry(release: &Release, dist_url: &str, urls: &Urls) -> Map<String, Value> {
+/// `time` is the release time to publish, if any.
+fn entry(release: &Release, dist_url: &str, time: Option<&str>, urls: &Urls) -> Map<String, Value> {
     let mut entry = Map::new();
     let mut put = |name: &str, value: Value| {
         entry.insert(name.to_owned(), value);
@@ -348,7 +357,9 @@ fn entry(release: &Release, dist_url: &str, urls: &Urls) -> Map<String, Value> {
         }),
     );
     put("type", json!(release.package_type));
-    put("time", json!(release.time));
+    if let Some(time) = time {
+        put("time", json!(time));
+    }
     put("autoload", release.autoload.clone());
     put("require", Value::Object(release.require.clone()));
     for (name, value) in &release.extra_fields {
@@ -606,6 +617,19 @@ impl PackagistUpstream {
         self.state.packages.release(name, version)?;
         self.state.change(|catalog| {
             catalog.dist_urls.insert(key(name, version), url.to_owned());
+            Ok(())
+        })
+    }
+
+    /// Publishes `time` (as Packagist writes it, `2024-06-01T01:00:00+00:00`) as the release
+    /// time of `name` `version`, or, with None, leaves its `time` out (the p2 file changes,
+    /// with a newer `Last-Modified`).
+    pub fn retime(&self, name: &str, version: &str, time: Option<&str>) -> Result<()> {
+        self.state.packages.release(name, version)?;
+        self.state.change(|catalog| {
+            catalog
+                .times
+                .insert(key(name, version), time.map(str::to_owned));
             Ok(())
         })
     }
