@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::support::composer::{Project, Sandbox};
 use crate::support::http;
-use crate::support::packagist_packages::BASE;
+use crate::support::packagist_packages::{BASE, TOOL};
 use crate::support::packagist_upstream::{Kind, PackagistUpstream, expand};
 use crate::support::wait_until;
 
@@ -289,5 +289,66 @@ fn deny_of_a_version_and_of_a_package_applies_to_p2_files_and_cached_dists() -> 
         run.output
     );
     ensure!(refusals(&case, "deny")? >= 3.0, "deny refusals not counted");
+    case.ensure_no_egress()
+}
+
+/// `allow_only`: a package outside the list gets 403 for its p2 file (before the upstream is
+/// asked) and its dists, one inside is served. `unknown_release_time`: under the age rule a
+/// version published without a `time` is hidden (and its dist refused) with `deny`, and shown
+/// with `allow`.
+#[test]
+fn allow_only_and_versions_without_a_time_follow_the_rules() -> Result<()> {
+    let mut case = Case::packagist("1h", |_| {
+        vec![(
+            "PMCACHE_PACKAGIST_POLICY_ALLOW_ONLY".to_owned(),
+            format!("[\"{BASE}\"]"),
+        )]
+    })?;
+    let mark = case.upstream.mark();
+    let outside = http::get(&format!("{}/p2/{TOOL}.json", repository(&case)))?;
+    ensure!(
+        outside.status == 403 && outside.text().contains("allow_only"),
+        "a package outside allow_only: {}",
+        outside.describe()
+    );
+    ensure!(
+        case.upstream.count_since(mark, &Kind::P2(TOOL.to_owned())) == 0,
+        "the upstream was asked for a package outside allow_only:\n{}",
+        case.upstream.request_log()
+    );
+    let (status, versions) = base_versions(&case)?;
+    ensure!(
+        status == 200 && versions == [YOUNG, PREVIOUS],
+        "a package inside allow_only: {status} {versions:?}"
+    );
+    ensure!(
+        refusals(&case, "allow_only")? >= 1.0,
+        "allow_only refusal not counted"
+    );
+
+    case.upstream.retime(BASE, YOUNG, None)?;
+    case.restart_with(&[
+        ("PMCACHE_PACKAGIST_POLICY_ALLOW_ONLY", "[]"),
+        ("PMCACHE_PACKAGIST_POLICY_MIN_RELEASE_AGE", "1d"),
+    ])?;
+    let (_, versions) = base_versions(&case)?;
+    ensure!(
+        versions == [PREVIOUS],
+        "a version without a time under deny: {versions:?}"
+    );
+    let refused = base_dist(&case, YOUNG)?;
+    ensure!(
+        refused.status == 403 && refused.text().contains("unknown_release_time"),
+        "the dist of a version without a time: {}",
+        refused.describe()
+    );
+    case.restart_with(&[("PMCACHE_PACKAGIST_POLICY_UNKNOWN_RELEASE_TIME", "allow")])?;
+    let (_, versions) = base_versions(&case)?;
+    ensure!(
+        versions == [YOUNG, PREVIOUS],
+        "a version without a time under allow: {versions:?}"
+    );
+    let served = base_dist(&case, YOUNG)?;
+    ensure!(served.status == 200, "under allow: {}", served.describe());
     case.ensure_no_egress()
 }

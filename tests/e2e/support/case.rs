@@ -65,9 +65,20 @@ impl<U> Case<U> {
     }
 
     fn spawn(&mut self) -> Result<()> {
+        // A restart keeps the address, as an operator's does: lockfiles and client caches
+        // made before it still name pmcache's URLs.
+        let listen = match &self.pmcache {
+            Some(old) => format!("127.0.0.1:{}", old.port()?),
+            None => "127.0.0.1:0".to_owned(),
+        };
         // The old process goes (and prints its log) before the new one opens the data dir.
         self.pmcache = None;
         let mut launch = Launch::serve(self.dir.path(), &self.data_dir(), &[])?;
+        for arg in &mut launch.args {
+            if arg == "127.0.0.1:0" {
+                arg.clone_from(&listen);
+            }
+        }
         launch.env.extend(self.settings.iter().cloned());
         self.pmcache = Some(Pmcache::spawn(launch)?);
         Ok(())
