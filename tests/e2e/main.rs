@@ -16,6 +16,7 @@ mod live;
 mod npm;
 mod packagist;
 mod policy;
+mod policy_check;
 mod policy_packagist;
 mod pypi;
 mod rubygems;

@@ -28,7 +28,7 @@ pub use ecosystem::{Ecosystem, UnknownEcosystem};
 pub use pattern::{Pattern, PatternError, Versions};
 pub use policy::Policy;
 pub use route::{Route, Upstream};
-pub use verdict::{Refusal, Rule, Verdict};
+pub use verdict::{Refusal, Rule, Verdict, compact};
 
 /// A setting the policy cannot be built from, named as the configuration names it.
 #[derive(Debug, thiserror::Error)]

@@ -195,6 +195,12 @@ impl Policy {
         self.rules(ecosystem).ages(&ecosystem.normalize_name(name))
     }
 
+    /// What the ecosystem does with a version whose publish time is unknown, while the age
+    /// rule is on.
+    pub fn unknown_release_time(&self, ecosystem: Ecosystem) -> UnknownReleaseTime {
+        self.rules(ecosystem).unknown_release_time
+    }
+
     /// The ecosystem's `min_release_age`; zero when the rule is off.
     pub fn min_release_age(&self, ecosystem: Ecosystem) -> Duration {
         self.rules(ecosystem).min_release_age

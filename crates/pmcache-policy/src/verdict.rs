@@ -108,7 +108,7 @@ pub(crate) fn ago(age: Duration) -> String {
 
 /// A configured duration, exactly and as short as humantime reads it back: `3d`, `36h`,
 /// `90m`, `45s`, `1500ms`.
-pub(crate) fn compact(duration: Duration) -> String {
+pub fn compact(duration: Duration) -> String {
     let seconds = duration.as_secs();
     if duration.subsec_nanos() != 0 {
         return format!("{}ms", duration.as_millis());

@@ -17,6 +17,12 @@ use crate::error::{Error, Result};
 /// the age rule applies to them alone (see [`Proxy::undated_age_rules`]).
 pub(crate) const DATED: [Ecosystem; 3] = [Ecosystem::Pypi, Ecosystem::Npm, Ecosystem::Packagist];
 
+/// Whether pmcache reads the publish times of `ecosystem`'s versions, so that its age rule is
+/// applied (`pmcache policy check` says so when it is not).
+pub fn reads_publish_times(ecosystem: Ecosystem) -> bool {
+    DATED.contains(&ecosystem)
+}
+
 /// The policy in force, and what each ecosystem's renderings are made under.
 pub(crate) struct InForce {
     policy: Arc<Policy>,

@@ -17,6 +17,7 @@ mod idle;
 mod input;
 mod metrics;
 mod network;
+mod policy_check;
 mod request_body;
 mod router;
 mod server;
@@ -60,6 +61,33 @@ enum Command {
     /// Manage the tokens that grant roles ([[auth.tokens]]).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Ask the configured supply-chain policy ([policy], [[routes]]) about a package.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print where a package comes from and whether it (and a version of it) is served, and
+    /// why. Reads the configuration `serve` would; asks no upstream. Exits 0 when served, 3 when
+    /// refused.
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Args)]
+struct PolicyCheckArgs {
+    /// pypi, npm, rubygems or packagist.
+    ecosystem: String,
+    /// The package, in any spelling its clients use: Demo_App, @scope/name, rack, vendor/name.
+    name: String,
+    /// A version of it (as the ecosystem spells it).
+    version: Option<String>,
+    /// When VERSION was published, so that min_release_age can judge it: a UTC time
+    /// (2026-12-01T10:00:00Z) or an age (2h, 3d).
+    #[arg(long, requires = "version")]
+    published: Option<String>,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[derive(Subcommand)]
@@ -151,7 +179,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(settings) => gc(&settings.load()?.config),
         Command::Purge(args) => purge(&args),
         Command::Token(TokenCommand::New { name, role }) => new_token(&name, role),
+        Command::Policy(PolicyCommand::Check(args)) => policy_check(&args),
     }
+}
+
+/// `pmcache policy check`: the report on stdout; exit status 3 when a client would be refused.
+fn policy_check(args: &PolicyCheckArgs) -> anyhow::Result<ExitCode> {
+    let config = args.settings.load()?.config;
+    let policy = config
+        .policy()
+        .context("the policy settings are not valid")?;
+    let ecosystem: pmcache_policy::Ecosystem = args
+        .ecosystem
+        .parse()
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let now = std::time::SystemTime::now();
+    let published = args
+        .published
+        .as_deref()
+        .map(|text| policy_check::parse_published(text, now))
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("--published: {why}"))?;
+    let question = policy_check::Question {
+        ecosystem,
+        name: &args.name,
+        version: args.version.as_deref(),
+        published,
+    };
+    let dated = pmcache_proxy::reads_publish_times(ecosystem);
+    let report = policy_check::check(&policy, &question, dated, now);
+    println!("{}", report.lines.join("\n"));
+    Ok(if report.served {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 /// `pmcache token new`: the token goes to the terminal once; only its hash is configured.
