@@ -352,7 +352,7 @@ mod pypi {
     use crate::support::dists::{LIB_1_0, LIB_1_1};
     use crate::support::http;
     use crate::support::pip::Venv;
-    use crate::support::pypi_upstream::{PageFormat, PypiUpstream};
+    use crate::support::pypi_upstream::{PageFormat, PypiUpstream, Server};
     use crate::support::uv::Uv;
 
     type Case = crate::support::case::Case<PypiUpstream>;
@@ -366,7 +366,7 @@ mod pypi {
     fn young(settings: &[(&str, &str)]) -> Result<Case> {
         let upstream = PypiUpstream::start(PageFormat::Json)?;
         let now = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-        upstream.retime(LIB_1_1, &now);
+        upstream.retime(LIB_1_1, Some(&now));
         let mut all = vec![("PMCACHE_PYPI_METADATA_TTL", "0s")];
         all.extend_from_slice(settings);
         Case::new(upstream)?.serve_pypi(&all)
@@ -466,6 +466,159 @@ mod pypi {
                 .contains("pmcache policy: pypi:demo-lib@1.1.0 was published"),
             "pip did not print the reason:\n{}",
             run.output
+        );
+        Ok(())
+    }
+
+    /// The versions pmcache's JSON page for demo-lib lists, or the page's status when it is
+    /// refused.
+    fn lib_versions(case: &Case) -> Result<Result<Vec<String>, u16>> {
+        let url = format!("{}demo-lib/", case.index_url());
+        let page = http::get_with(&url, &[("accept", "application/vnd.pypi.simple.v1+json")])?;
+        if page.status != 200 {
+            return Ok(Err(page.status));
+        }
+        let page: serde_json::Value = serde_json::from_slice(&page.body)?;
+        let versions = page["versions"].as_array().context("no versions")?;
+        Ok(Ok(versions
+            .iter()
+            .filter_map(|version| version.as_str().map(str::to_owned))
+            .collect()))
+    }
+
+    /// GET of demo-lib 1.1.0's wheel by its pmcache URL.
+    fn young_wheel(case: &Case) -> Result<http::Response> {
+        http::get(&format!(
+            "{}/pypi/files/{}/{LIB_1_1}",
+            case.pmcache().base_url(),
+            young_file_id(case)?
+        ))
+    }
+
+    /// With `min_release_age = "5s"` and pages fresh for an hour, the young wheel is hidden
+    /// and refused, then listed and served once it has come of age, without a restart.
+    #[test]
+    fn a_hidden_file_shows_up_once_it_comes_of_age() -> Result<()> {
+        let case = young(&[
+            ("PMCACHE_PYPI_METADATA_TTL", "1h"),
+            ("PMCACHE_PYPI_POLICY_MIN_RELEASE_AGE", "5s"),
+        ])?;
+        ensure!(
+            lib_versions(&case)? == Ok(vec!["1.0.0".to_owned()]),
+            "at once: {:?}",
+            lib_versions(&case)?
+        );
+        let refused = young_wheel(&case)?;
+        ensure!(refused.status == 403, "young wheel: {}", refused.describe());
+        crate::support::wait_until(
+            std::time::Duration::from_secs(30),
+            "the young wheel to come of age",
+            || Ok(lib_versions(&case)? == Ok(vec!["1.0.0".to_owned(), "1.1.0".to_owned()])),
+        )?;
+        let served = young_wheel(&case)?;
+        ensure!(served.status == 200, "mature wheel: {}", served.describe());
+        Ok(())
+    }
+
+    /// `deny` of a version added after pip installed (and pmcache stored) it refuses the stored
+    /// wheel and hides it; `deny` of the project in another spelling refuses its page before
+    /// the upstream is asked; `allow_only` without it does the same; a file without an
+    /// `upload-time` is hidden under `unknown_release_time = "deny"` and listed under `allow`.
+    #[test]
+    fn deny_allow_only_and_unknown_upload_times_apply_to_pages_and_stored_files() -> Result<()> {
+        let upstream = PypiUpstream::start(PageFormat::Json)?;
+        let mut case = Case::new(upstream)?.serve_pypi(&[("PMCACHE_PYPI_METADATA_TTL", "1h")])?;
+        let venv = Venv::create(&case.path("before"))?;
+        venv.install(&case.index_url(), &["demo-lib"])?
+            .ensure_success("pip install demo-lib before the deny")?;
+        ensure!(
+            demo_lib_version(&venv)? == "1.1.0",
+            "installed {}",
+            demo_lib_version(&venv)?
+        );
+
+        case.restart_with(&[("PMCACHE_PYPI_POLICY_DENY", "[\"demo-lib@1.1.0\"]")])?;
+        let refused = young_wheel(&case)?;
+        ensure!(
+            refused.status == 403 && refused.text().contains("pypi:demo-lib@1.1.0 is denied"),
+            "stored, then denied: {}",
+            refused.describe()
+        );
+        ensure!(
+            lib_versions(&case)? == Ok(vec!["1.0.0".to_owned()]),
+            "the stored page still lists 1.1.0: {:?}",
+            lib_versions(&case)?
+        );
+        let after = Venv::create(&case.path("after"))?;
+        after
+            .install(&case.index_url(), &["demo-lib"])?
+            .ensure_success("pip install demo-lib with 1.1.0 denied")?;
+        ensure!(
+            demo_lib_version(&after)? == "1.0.0",
+            "installed {}",
+            demo_lib_version(&after)?
+        );
+
+        case.restart_with(&[("PMCACHE_PYPI_POLICY_DENY", "[\"Demo_Lib\"]")])?;
+        let mark = case.upstream.mark();
+        ensure!(
+            lib_versions(&case)? == Err(403),
+            "a denied project's page is served"
+        );
+        let denied = Venv::create(&case.path("denied"))?;
+        let run = denied
+            .install(&case.index_url(), &["demo-lib"])?
+            .ensure_failure("pip install of a denied project")?;
+        // pip reads a refused project page as "no such project" and prints no reason.
+        ensure!(
+            run.output.contains("No matching distribution found for demo-lib"),
+            "pip:\n{}",
+            run.output
+        );
+        let page = http::get(&format!("{}demo-lib/", case.index_url()))?;
+        ensure!(
+            page.text().contains("pmcache policy: pypi:demo-lib is denied"),
+            "the page's 403: {}",
+            page.describe()
+        );
+        case.restart_with(&[
+            ("PMCACHE_PYPI_POLICY_DENY", "[]"),
+            ("PMCACHE_PYPI_POLICY_ALLOW_ONLY", "[\"demo-app\"]"),
+        ])?;
+        ensure!(
+            lib_versions(&case)? == Err(403),
+            "a project outside allow_only is served"
+        );
+        let asked = case.upstream.requests_per_path_since(mark, Server::Index);
+        ensure!(
+            !asked
+                .keys()
+                .any(|path| path.contains("demo-lib") || path.contains("demo_lib")),
+            "the upstream was asked for a refused project: {asked:?}"
+        );
+
+        case.upstream.retime(LIB_1_1, None);
+        case.restart_with(&[
+            ("PMCACHE_PYPI_POLICY_ALLOW_ONLY", "[]"),
+            ("PMCACHE_PYPI_POLICY_MIN_RELEASE_AGE", "1d"),
+            ("PMCACHE_PYPI_METADATA_TTL", "0s"),
+        ])?;
+        ensure!(
+            lib_versions(&case)? == Ok(vec!["1.0.0".to_owned()]),
+            "a file without upload-time under deny: {:?}",
+            lib_versions(&case)?
+        );
+        let refused = young_wheel(&case)?;
+        ensure!(
+            refused.status == 403 && refused.text().contains("unknown_release_time"),
+            "{}",
+            refused.describe()
+        );
+        case.restart_with(&[("PMCACHE_PYPI_POLICY_UNKNOWN_RELEASE_TIME", "allow")])?;
+        ensure!(
+            lib_versions(&case)? == Ok(vec!["1.0.0".to_owned(), "1.1.0".to_owned()]),
+            "a file without upload-time under allow: {:?}",
+            lib_versions(&case)?
         );
         Ok(())
     }

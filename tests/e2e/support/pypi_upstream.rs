@@ -99,7 +99,7 @@ struct State {
     /// Files marked yanked (PEP 592) on their project pages.
     yanked: Mutex<HashSet<String>>,
     /// Upload times given at run time (RFC 3339), by filename.
-    retimed: Mutex<HashMap<String, String>>,
+    retimed: Mutex<HashMap<String, Option<String>>>,
 }
 
 /// Project pages, rendered on first request: (normalised name, JSON) -> page.
@@ -195,9 +195,10 @@ impl PypiUpstream {
         }
     }
 
-    /// Says on its project page (JSON) that `filename` was uploaded at `time` (RFC 3339).
-    pub fn retime(&self, filename: &str, time: &str) {
-        lock(&self.state.retimed).insert(filename.to_owned(), time.to_owned());
+    /// Says on its project page (JSON) that `filename` was uploaded at `time` (RFC 3339), or,
+    /// with None, leaves its `upload-time` out (PEP 700 makes it optional).
+    pub fn retime(&self, filename: &str, time: Option<&str>) {
+        lock(&self.state.retimed).insert(filename.to_owned(), time.map(str::to_owned));
         if let Ok(dist) = self.state.dists.get(filename) {
             lock(&self.state.pages).retain(|(project, _), _| *project != dist.project);
         }
@@ -574,6 +575,11 @@ fn project_json(state: &State, project: &str, files: &[&Dist]) -> String {
             Some(digest) => format!("{{\"sha256\":{}}}", quoted(digest)),
             None => "false".to_owned(),
         };
+        let upload_time = match retimed.get(&dist.filename) {
+            None => format!("\"upload-time\":{},", quoted(&dist.upload_time)),
+            Some(Some(time)) => format!("\"upload-time\":{},", quoted(time)),
+            Some(None) => String::new(),
+        };
         let requires_python = match &dist.requires_python {
             Some(specifier) => quoted(specifier),
             None => "null".to_owned(),
@@ -582,11 +588,10 @@ fn project_json(state: &State, project: &str, files: &[&Dist]) -> String {
             json,
             "{{\"core-metadata\":{metadata},\"data-dist-info-metadata\":{metadata},\
              \"filename\":{},\"hashes\":{{\"sha256\":{}}},\"requires-python\":{requires_python},\
-             \"size\":{},\"upload-time\":{},\"url\":{},\"yanked\":{}}}",
+             \"size\":{},{upload_time}\"url\":{},\"yanked\":{}}}",
             quoted(&dist.filename),
             quoted(&dist.sha256),
             dist.size,
-            quoted(retimed.get(&dist.filename).unwrap_or(&dist.upload_time)),
             quoted(&file_url(state, dist)),
             yanked.contains(&dist.filename),
         );
