@@ -571,13 +571,15 @@ mod pypi {
             .ensure_failure("pip install of a denied project")?;
         // pip reads a refused project page as "no such project" and prints no reason.
         ensure!(
-            run.output.contains("No matching distribution found for demo-lib"),
+            run.output
+                .contains("No matching distribution found for demo-lib"),
             "pip:\n{}",
             run.output
         );
         let page = http::get(&format!("{}demo-lib/", case.index_url()))?;
         ensure!(
-            page.text().contains("pmcache policy: pypi:demo-lib is denied"),
+            page.text()
+                .contains("pmcache policy: pypi:demo-lib is denied"),
             "the page's 403: {}",
             page.describe()
         );
