@@ -532,6 +532,22 @@ mod tests {
         pmcache_policy::Policy::new(&config, &[], &[]).unwrap()
     }
 
+    /// The policy's judgement of Packagist versions at `now`, as the routes hand it over.
+    fn judge_at(
+        policy: &pmcache_policy::Policy,
+        now: SystemTime,
+    ) -> impl Fn(&str, &str, Option<SystemTime>) -> pmcache_policy::Verdict + '_ {
+        move |package, version, published| {
+            policy.judge(
+                pmcache_policy::Ecosystem::Packagist,
+                package,
+                version,
+                published,
+                now,
+            )
+        }
+    }
+
     fn utc(text: &str) -> SystemTime {
         humantime::parse_rfc3339(text).unwrap()
     }
@@ -557,16 +573,7 @@ mod tests {
             {"version": "0.9.0", "time": "2019-01-01T00:00:00+00:00", "dist": dist("ddd")}
         ]}});
         let policy = policy();
-        let now = utc("2029-12-31T12:00:00Z");
-        let judge = |package: &str, version: &str, published: Option<SystemTime>| {
-            policy.judge(
-                pmcache_policy::Ecosystem::Packagist,
-                package,
-                version,
-                published,
-                now,
-            )
-        };
+        let judge = judge_at(&policy, utc("2029-12-31T12:00:00Z"));
         let body = serde_json::to_vec(&upstream).unwrap();
         let url = url("https://repo.example/p2/acme/tool.json");
         let p2 = rewrite_p2(&body, &url, DISTS, &judge).unwrap();
@@ -644,16 +651,7 @@ mod tests {
             }}
         });
         let policy = policy();
-        let now = utc("2029-12-31T12:00:00Z");
-        let judge = |package: &str, version: &str, published: Option<SystemTime>| {
-            policy.judge(
-                pmcache_policy::Ecosystem::Packagist,
-                package,
-                version,
-                published,
-                now,
-            )
-        };
+        let judge = judge_at(&policy, utc("2029-12-31T12:00:00Z"));
         let body = serde_json::to_vec(&upstream).unwrap();
         let root = rewrite_root(
             &body,
