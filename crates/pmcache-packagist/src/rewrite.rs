@@ -548,6 +548,17 @@ mod tests {
         }
     }
 
+    /// acme/tool's p2 file `body` rewritten with nothing refused.
+    fn tool_p2(body: &[u8]) -> P2 {
+        rewrite_p2(
+            body,
+            &url("https://repo.example/p2/acme/tool.json"),
+            DISTS,
+            &serve_all,
+        )
+        .unwrap()
+    }
+
     fn utc(text: &str) -> SystemTime {
         humantime::parse_rfc3339(text).unwrap()
     }
@@ -711,13 +722,7 @@ mod tests {
             {"version": "1.0.4", "dist": {"url": "https://code.example/e.zip", "reference": "e"}}
         ]}});
         let body = serde_json::to_vec(&upstream).unwrap();
-        let p2 = rewrite_p2(
-            &body,
-            &url("https://repo.example/p2/acme/tool.json"),
-            DISTS,
-            &serve_all,
-        )
-        .unwrap();
+        let p2 = tool_p2(&body);
         let files: Vec<_> = p2.dists.iter().map(|d| d.file.as_str()).collect();
         assert_eq!(files, ["c.zip"]);
         let text = String::from_utf8(p2.body).unwrap();
@@ -746,13 +751,7 @@ mod tests {
         ];
         let versions: Vec<Value> = kept.iter().chain(&dropped).map(|u| source(u)).collect();
         let body = serde_json::to_vec(&json!({"packages": {"acme/tool": versions}})).unwrap();
-        let p2 = rewrite_p2(
-            &body,
-            &url("https://repo.example/p2/acme/tool.json"),
-            DISTS,
-            &serve_all,
-        )
-        .unwrap();
+        let p2 = tool_p2(&body);
         let text = String::from_utf8(p2.body).unwrap();
         for url in kept {
             assert!(
@@ -895,13 +894,7 @@ mod tests {
             "security-advisories": [{"advisoryId": "PKSA-1", "affectedVersions": "<1.0.1"}]
         });
         let body = serde_json::to_vec(&upstream).unwrap();
-        let p2 = rewrite_p2(
-            &body,
-            &url("https://repo.example/p2/acme/tool.json"),
-            DISTS,
-            &serve_all,
-        )
-        .unwrap();
+        let p2 = tool_p2(&body);
         let rewritten: Value = serde_json::from_slice(&p2.body).unwrap();
         insta::assert_json_snapshot!(rewritten, @r#"
         {
