@@ -13,9 +13,15 @@ use crate::artifact::Release;
 use crate::document::record::DocumentRecord;
 use crate::error::{Error, Result};
 
-/// The ecosystems whose frontends read publish times so far (PyPI from PEP 700 JSON pages):
-/// the age rule applies to them alone (see [`Proxy::undated_age_rules`]).
-pub(crate) const DATED: [Ecosystem; 3] = [Ecosystem::Pypi, Ecosystem::Npm, Ecosystem::Packagist];
+/// The ecosystems whose frontends read publish times (PyPI from PEP 700 JSON pages, RubyGems
+/// from its versions API): the age rule applies to them alone (see
+/// [`Proxy::undated_age_rules`]).
+pub(crate) const DATED: [Ecosystem; 4] = [
+    Ecosystem::Pypi,
+    Ecosystem::Npm,
+    Ecosystem::Packagist,
+    Ecosystem::Rubygems,
+];
 
 /// Whether pmcache reads the publish times of `ecosystem`'s versions, so that its age rule is
 /// applied (`pmcache policy check` says so when it is not).

@@ -9,14 +9,24 @@
 //! serves: an `/info` whose MD5 differs from the one `/versions` lists is fetched again. `.gem`
 //! files resolve through the `/info` line that lists them and are verified against its
 //! `checksum:` before they are stored.
+//!
+//! The fleet's policy is applied when an `/info/NAME` is rendered: the lines of versions it
+//! refuses are removed (judged, under the age rule, by each build's `created_at` from the
+//! upstream's versions API, fetched only then), and their `.gem` files stay recorded with their
+//! publish time, so that the core answers a request for one with the rule's reason. `/versions`
+//! is the upstream's file followed by one line per gem whose served `/info` hides versions, in
+//! the index's own syntax (`-VERSION`s and the served MD5), so that its readers see what `/info`
+//! serves. A gem refused whole gets 403 for its `/info` before anything is fetched.
 
 pub mod compact;
 pub mod config;
 pub mod error;
+pub mod filter;
 pub mod name;
 pub mod path;
 #[cfg(test)]
 mod properties;
+pub mod release_time;
 mod routes;
 
 pub use config::Config;
@@ -24,8 +34,8 @@ pub use error::{Error, Result};
 pub use routes::{document_keys, gemspec_of};
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use pmcache_proxy::Proxy;
 use url::Url;
@@ -39,6 +49,21 @@ pub struct Frontend {
     /// The info MD5s of the last `/versions` read, by the sha256 of that file: parsed once per
     /// upstream version rather than on every `/info` request.
     info_checksums: tokio::sync::Mutex<Option<ParsedVersions>>,
+    /// By gem: the `/versions` line that tells readers what its served `/info` hides, for each
+    /// `/info` rendering seen that hides versions. The next `/versions` rendering ends with them.
+    corrections: Mutex<HashMap<String, Correction>>,
+}
+
+/// What one filtered `/info` rendering makes `/versions` say of its gem.
+struct Correction {
+    /// The sha256 of the rendering's record of it (see `routes`), to skip reading it again.
+    digest: pmcache_proxy::Digest,
+    /// `NAME -V1,-V2 MD5`.
+    line: String,
+    /// When a version it hides comes of age: the line is stale from then.
+    until: Option<SystemTime>,
+    /// The rules it was made under: a line made under others is left out.
+    policy: Arc<pmcache_policy::Policy>,
 }
 
 /// The info MD5 of each gem in one `/versions` file, and that file's sha256.
@@ -55,6 +80,7 @@ impl Frontend {
             upstream,
             ttl: config.metadata_ttl,
             info_checksums: tokio::sync::Mutex::default(),
+            corrections: Mutex::default(),
         }
     }
 }

@@ -2,12 +2,13 @@
 //! files, and the probes and retired endpoints clients still ask for.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, header};
+use pmcache_policy::{Policy, Verdict};
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
     DocumentRequest, KnownCurrent, Recency, Release, Rendering, Role, Serving, UpstreamDocument,
@@ -15,16 +16,26 @@ use pmcache_proxy::{
 };
 use url::Url;
 
-use crate::compact;
 use crate::error::{Error, Result};
 use crate::name::{FullName, GemName};
 use crate::path::{self, GemsPath};
-use crate::{Frontend, ParsedVersions};
+use crate::{Correction, Frontend, ParsedVersions};
+use crate::{compact, filter, release_time};
 
 /// Index keys and metrics label of this frontend.
 const ECOSYSTEM: &str = "rubygems";
-/// The one variant of every index file: the upstream's bytes.
+/// This frontend in the policy's terms.
+const POLICY: pmcache_policy::Ecosystem = pmcache_policy::Ecosystem::Rubygems;
+/// The variant clients get: the upstream's bytes, filtered by the policy.
 const BODY: &str = "body";
+/// Never served: of an `/info` file, the upstream's MD5 (as its entity tag), which the
+/// upstream's `/versions` lists; of `/versions`, the length of the upstream's bytes it starts
+/// with (what follows is pmcache's).
+const UPSTREAM: &str = "upstream";
+/// Never served: of an `/info` file that hides versions, its `/versions` line and when it
+/// expires (unix seconds, or `-`).
+const HIDDEN: &str = "hidden";
+const JSON_TYPE: &str = "application/json";
 const COMPACT_TYPE: &str = "text/plain; charset=utf-8";
 const BINARY_TYPE: &str = "application/octet-stream";
 const VARY: &str = "Accept-Encoding";
@@ -44,7 +55,7 @@ impl Frontend {
             GemsPath::Versions => self.versions(client).await,
             GemsPath::Names => {
                 let document = self
-                    .compact_file("names", "names", self.ttl, None, role)
+                    .compact_file("names", "names", self.ttl, None, role, Shape::Verbatim)
                     .await?;
                 self.respond_compact(&document, client)
             }
@@ -71,8 +82,16 @@ impl Frontend {
         let document = match cached {
             Some(document) => document,
             None => {
-                self.compact_file("versions", "versions", self.ttl, None, client.caller.role)
-                    .await?
+                let shape = Shape::Versions(self.current_corrections());
+                self.compact_file(
+                    "versions",
+                    "versions",
+                    self.ttl,
+                    None,
+                    client.caller.role,
+                    shape,
+                )
+                .await?
             }
         };
         self.respond_compact(&document, client)
@@ -93,17 +112,61 @@ impl Frontend {
     /// another, the file is fetched again (Bundler would otherwise fetch it on every run, or
     /// miss a release). With no fresh `/versions` to go by, the TTL decides, or `recency` (a
     /// `.gem` the cached copy does not list).
+    ///
+    /// A gem the policy refuses whole gets 403 before anything is fetched; the versions it
+    /// refuses are left out (see [`filter::filter_info`]).
     async fn info(&self, name: &GemName, recency: Recency, role: Role) -> Result<Document> {
+        match self.proxy.policy().judge_name(POLICY, name.as_str()) {
+            Verdict::Allowed => self.info_of_served(name, recency, role).await,
+            Verdict::Refused(refusal) => Err(self.proxy.policy_refused(POLICY, refusal).into()),
+        }
+    }
+
+    /// `/info/NAME` of a gem the policy does not refuse whole (or, for a `.gem` request, one
+    /// whose refusal the core gives as the artifact's).
+    async fn info_of_served(
+        &self,
+        name: &GemName,
+        recency: Recency,
+        role: Role,
+    ) -> Result<Document> {
         let key = info_key(name.as_str());
         let listed = self.listed_info_checksum(name).await?;
         let (ttl, known_current) = match &listed {
             Some(listed) => (Duration::ZERO, Some(has_md5(listed))),
             None => (recency.ttl(self.ttl), None),
         };
+        let policy = self.proxy.policy();
+        let times = match policy.needs_publish_times(POLICY, name.as_str()) {
+            true => {
+                let cached = self.proxy.cached_document(ECOSYSTEM, &key, ttl)?;
+                let refetched = cached.is_none_or(|cached| match &listed {
+                    Some(listed) => upstream_md5(&cached) != Some(listed.as_str()),
+                    None => !cached.is_fresh(),
+                });
+                // A new /info may list a version the cached times predate.
+                let times_ttl = if refetched { Duration::ZERO } else { self.ttl };
+                self.release_times(name, times_ttl, role).await?
+            }
+            false => None,
+        };
+        let shape = Shape::Info(InfoPolicy {
+            gem: name.to_string(),
+            policy,
+            times,
+        });
         let document = self
-            .compact_file(&key, &format!("info/{name}"), ttl, known_current, role)
+            .compact_file(
+                &key,
+                &format!("info/{name}"),
+                ttl,
+                known_current,
+                role,
+                shape,
+            )
             .await?;
-        if let Some(listed) = listed.filter(|listed| info_md5(&document) != Some(listed)) {
+        self.note_correction(name.as_str(), &document).await;
+        if let Some(listed) = listed.filter(|listed| upstream_md5(&document) != Some(listed)) {
             // The upstream's /info is newer (or older) than the /versions pmcache holds; the
             // next /versions refresh brings them together.
             tracing::info!(gem = %name, versions_md5 = %listed, "upstream /info and /versions differ");
@@ -137,7 +200,17 @@ impl Frontend {
         {
             return Ok(Arc::clone(&parsed.checksums));
         }
-        let body = self.proxy.variant_bytes(versions, BODY).await?;
+        let mut body = self.proxy.variant_bytes(versions, BODY).await?;
+        // Only the upstream's part: pmcache's lines name the MD5s it serves, not the upstream's.
+        if versions.digest(UPSTREAM).is_some() {
+            let length = self.proxy.variant_bytes(versions, UPSTREAM).await?;
+            let length = std::str::from_utf8(&length)
+                .ok()
+                .and_then(|length| length.trim().parse::<usize>().ok());
+            if let Some(length) = length.filter(|length| *length <= body.len()) {
+                body.truncate(length);
+            }
+        }
         let checksums = tokio::task::spawn_blocking(move || compact::info_checksums(&body))
             .await
             .map_err(|e| proxy::Error::failed("versions parse task failed", e))?;
@@ -149,8 +222,9 @@ impl Frontend {
         Ok(checksums)
     }
 
-    /// A compact index file, verbatim, with its MD5 as entity tag; an `/info` file also
-    /// records where each `.gem` it lists comes from and its checksum.
+    /// A compact index file with its MD5 as entity tag, shaped by the policy as `shape` says;
+    /// an `/info` file also records where each `.gem` it lists comes from, its checksum and
+    /// publish time.
     async fn compact_file(
         &self,
         key: &str,
@@ -158,8 +232,8 @@ impl Frontend {
         ttl: Duration,
         known_current: Option<KnownCurrent>,
         role: Role,
+        shape: Shape,
     ) -> Result<Document> {
-        let gem = key.strip_prefix("info/").map(str::to_owned);
         let upstream = self.upstream.clone();
         let render = move |document: UpstreamDocument| {
             if !compact::is_compact_index(&document.body) {
@@ -167,17 +241,15 @@ impl Frontend {
             }
             compact::check_upstream_digests(&document.headers, &document.body)
                 .map_err(|reason| malformed(&document, reason))?;
-            let sources = match &gem {
-                Some(gem) => gem_sources(&upstream, gem, &document.body)?,
-                None => Vec::new(),
-            };
-            let etag = format!("\"{}\"", compact::md5_hex(&document.body));
-            let variant = Variant::new(BODY, COMPACT_TYPE, document.body.to_vec()).with_etag(etag);
-            Ok(Rendering {
-                variants: vec![variant],
-                sources,
-                hidden_until: None,
-            })
+            match shape {
+                Shape::Verbatim => Ok(Rendering {
+                    variants: vec![compact_variant(document.body.to_vec())],
+                    sources: Vec::new(),
+                    hidden_until: None,
+                }),
+                Shape::Info(info) => render_info(&upstream, &info, &document.body),
+                Shape::Versions(corrections) => Ok(render_versions(&document.body, &corrections)),
+            }
         };
         self.index_file(key, upstream_path, ttl, known_current, role, render)
             .await
@@ -234,6 +306,109 @@ impl Frontend {
         Ok(self.proxy.document(request, render).await?)
     }
 
+    /// The upstream's versions API for `name` (`created_at` of each build), kept like the
+    /// index files; None when the upstream has none for it (its versions then have no known
+    /// publish time).
+    async fn release_times(
+        &self,
+        name: &GemName,
+        ttl: Duration,
+        role: Role,
+    ) -> Result<Option<Bytes>> {
+        let request = DocumentRequest {
+            ecosystem: ECOSYSTEM,
+            key: times_key(name.as_str()),
+            url: self.upstream_url(&format!("api/v1/versions/{name}.json"))?,
+            accept: JSON_TYPE,
+            ttl,
+            allow_redirect: proxy::same_origin(&self.upstream),
+            known_current: None,
+            role,
+        };
+        let render = |document: UpstreamDocument| {
+            release_time::parse(&document.body).map_err(|reason| proxy::Error::Document {
+                url: document.url.to_string(),
+                source: Box::new(reason),
+            })?;
+            Ok(Rendering {
+                variants: vec![Variant::new(BODY, JSON_TYPE, document.body.to_vec())],
+                sources: Vec::new(),
+                hidden_until: None,
+            })
+        };
+        match self.proxy.document(request, render).await {
+            Ok(document) => Ok(Some(self.proxy.variant_bytes(&document, BODY).await?)),
+            Err(error) if error.status() == http::StatusCode::NOT_FOUND => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Remembers the `/versions` line a served `/info` rendering calls for, or that it calls
+    /// for none. A line that cannot be read is left out (Bundler then fetches that `/info`
+    /// once more than needed).
+    async fn note_correction(&self, gem: &str, document: &Document) {
+        let digest = document.digest(HIDDEN);
+        let policy = self.proxy.policy();
+        {
+            let mut corrections = self
+                .corrections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(digest) = digest else {
+                corrections.remove(gem);
+                return;
+            };
+            if corrections
+                .get(gem)
+                .is_some_and(|known| known.digest == digest && Arc::ptr_eq(&known.policy, &policy))
+            {
+                return;
+            }
+        }
+        let Some(digest) = digest else { return };
+        let text = match self.proxy.variant_bytes(document, HIDDEN).await {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::warn!(gem, %error, "the /versions line of a filtered /info is unreadable");
+                return;
+            }
+        };
+        let text = String::from_utf8_lossy(&text);
+        let mut lines = text.lines();
+        let (Some(line), Some(until)) = (lines.next(), lines.next()) else {
+            return;
+        };
+        let until = until
+            .parse::<u64>()
+            .ok()
+            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        let correction = Correction {
+            digest,
+            line: line.to_owned(),
+            until,
+            policy,
+        };
+        self.corrections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(gem.to_owned(), correction);
+    }
+
+    /// The `/versions` lines of the filtered `/info` renderings current now: made under the
+    /// rules in force, hiding no version that has come of age since.
+    fn current_corrections(&self) -> Vec<(String, Option<SystemTime>)> {
+        let policy = self.proxy.policy();
+        let now = SystemTime::now();
+        self.corrections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|known| Arc::ptr_eq(&known.policy, &policy))
+            .filter(|known| known.until.is_none_or(|until| now < until))
+            .map(|known| (known.line.clone(), known.until))
+            .collect()
+    }
+
     async fn gem(&self, full_name: &FullName, client: ClientRequest<'_>) -> Result<Response<Body>> {
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
@@ -263,7 +438,8 @@ impl Frontend {
         let advertisement = self
             .proxy
             .advertised_source(ECOSYSTEM, &id, role, &names, |name, recency| async move {
-                match self.info(&name, recency, role).await {
+                // A refused gem's .gem gets the core's 403 with the reason, as its record says.
+                match self.info_of_served(&name, recency, role).await {
                     Ok(document) => Ok(Some(document)),
                     Err(error) if error.is_not_found() => Ok(None),
                     Err(error) => Err(error),
@@ -307,19 +483,118 @@ impl Frontend {
     }
 }
 
-/// The MD5 of a cached `/info` file: its entity tag is that MD5, quoted (see `compact_file`).
-fn info_md5(document: &Document) -> Option<&str> {
-    document.etag(BODY).map(|etag| etag.trim_matches('"'))
+/// How the policy shapes a compact index file.
+enum Shape {
+    /// Served as the upstream sent it (`/names`).
+    Verbatim,
+    /// `/info/NAME`: refused versions removed.
+    Info(InfoPolicy),
+    /// `/versions`: these lines (with when each expires) appended.
+    Versions(Vec<(String, Option<SystemTime>)>),
 }
 
-/// An `/info` copy is current when its MD5 is the one `/versions` lists.
+/// What an `/info` rendering is judged by.
+struct InfoPolicy {
+    gem: String,
+    policy: Arc<Policy>,
+    /// The versions API answer, if the age rule needs it.
+    times: Option<Bytes>,
+}
+
+/// The served variant of a compact index file: its MD5 is its entity tag (and `/versions`' MD5
+/// of an `/info`).
+fn compact_variant(body: Vec<u8>) -> Variant {
+    let etag = quoted(&compact::md5_hex(&body));
+    Variant::new(BODY, COMPACT_TYPE, body).with_etag(etag)
+}
+
+fn quoted(md5: &str) -> String {
+    format!("\"{md5}\"")
+}
+
+/// `/info/NAME` without the versions the policy refuses; every `.gem` it lists stays recorded
+/// with its publish time, so that the core refuses a hidden one with the rule's reason.
+fn render_info(upstream: &Url, info: &InfoPolicy, body: &Bytes) -> proxy::Result<Rendering> {
+    let times = match &info.times {
+        // Checked when it was stored: unreadable now only if the store was tampered with.
+        Some(times) => release_time::parse(times).unwrap_or_default(),
+        None => HashMap::new(),
+    };
+    let now = SystemTime::now();
+    let filtered = filter::filter_info(body, &times, |version, published| {
+        info.policy
+            .judge(POLICY, &info.gem, version, published, now)
+    });
+    let sources = gem_sources(upstream, &info.gem, body, &times)?;
+    let upstream_md5 = compact::md5_hex(body);
+    let hidden = match filtered.hidden.is_empty() {
+        true => None,
+        false => {
+            tracing::debug!(gem = %info.gem, versions = ?filtered.hidden, "versions hidden by policy");
+            let served_md5 = compact::md5_hex(&filtered.body);
+            let line = filter::correction_line(&info.gem, &filtered.hidden, &served_md5);
+            let until = filtered
+                .until
+                .and_then(|until| until.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or_else(|| "-".to_owned(), |until| until.as_secs().to_string());
+            let text = format!("{line}\n{until}\n").into_bytes();
+            Some(Variant::new(HIDDEN, COMPACT_TYPE, text).uncompressed())
+        }
+    };
+    let mut variants = vec![
+        compact_variant(filtered.body),
+        Variant::new(UPSTREAM, COMPACT_TYPE, upstream_md5.clone().into_bytes())
+            .with_etag(quoted(&upstream_md5))
+            .uncompressed(),
+    ];
+    variants.extend(hidden);
+    Ok(Rendering {
+        variants,
+        sources,
+        hidden_until: filtered.until,
+    })
+}
+
+/// `/versions`: the upstream's bytes, then the lines of the filtered `/info` renderings; it
+/// expires when the first of them does.
+fn render_versions(body: &Bytes, corrections: &[(String, Option<SystemTime>)]) -> Rendering {
+    let lines: Vec<String> = corrections.iter().map(|(line, _)| line.clone()).collect();
+    let served = filter::render_versions(body, &lines);
+    let length = body.len().to_string().into_bytes();
+    Rendering {
+        variants: vec![
+            compact_variant(served),
+            Variant::new(UPSTREAM, COMPACT_TYPE, length).uncompressed(),
+        ],
+        sources: Vec::new(),
+        hidden_until: corrections.iter().filter_map(|(_, until)| *until).min(),
+    }
+}
+
+/// The upstream's MD5 of a cached `/info` file, which the upstream's `/versions` lists: kept
+/// as the entity tag of a variant of its own, or (a copy rendered before the policy applied
+/// to RubyGems) the served variant's, which was the upstream's bytes.
+fn upstream_md5(document: &Document) -> Option<&str> {
+    document
+        .etag(UPSTREAM)
+        .or_else(|| document.etag(BODY))
+        .map(|etag| etag.trim_matches('"'))
+}
+
+/// An `/info` copy is current when its upstream MD5 is the one `/versions` lists.
 fn has_md5(listed: &str) -> KnownCurrent {
     let listed = listed.to_owned();
-    Arc::new(move |document: &Document| info_md5(document) == Some(listed.as_str()))
+    Arc::new(move |document: &Document| upstream_md5(document) == Some(listed.as_str()))
 }
 
-/// Every `.gem` an `/info/GEM` file lists: its upstream URL and published checksum.
-fn gem_sources(upstream: &Url, gem: &str, info: &Bytes) -> proxy::Result<Vec<Advertised>> {
+/// Every `.gem` an `/info/GEM` file lists: its upstream URL, published checksum and publish
+/// time.
+fn gem_sources(
+    upstream: &Url,
+    gem: &str,
+    info: &Bytes,
+    times: &HashMap<String, SystemTime>,
+) -> proxy::Result<Vec<Advertised>> {
     compact::info_entries(info)
         .into_iter()
         .map(|entry| {
@@ -341,7 +616,7 @@ fn gem_sources(upstream: &Url, gem: &str, info: &Bytes) -> proxy::Result<Vec<Adv
                 checksum: entry.checksum,
                 package: gem.to_owned(),
                 version: Some(version.to_owned()),
-                published: None,
+                published: times.get(&entry.version).copied(),
             })
         })
         .collect()
@@ -352,10 +627,15 @@ fn info_key(gem: &str) -> String {
     format!("info/{gem}")
 }
 
-/// The keys of the documents pmcache stores for a gem (for a purge): its `/info` file. The
-/// `versions` file and the legacy indexes are shared by every gem and stay.
+/// The key of a gem's versions API answer (publish times).
+fn times_key(gem: &str) -> String {
+    format!("api/versions/{gem}")
+}
+
+/// The keys of the documents pmcache stores for a gem (for a purge): its `/info` file and its
+/// publish times. The `versions` file and the legacy indexes are shared by every gem and stay.
 pub fn document_keys(gem: &GemName) -> Vec<String> {
-    vec![info_key(gem.as_str())]
+    vec![info_key(gem.as_str()), times_key(gem.as_str())]
 }
 
 /// The artifact stored next to a `.gem` without being advertised (for a purge): its
@@ -434,7 +714,7 @@ mod purge_tests {
     fn platform_builds_belong_to_their_version() {
         let upstream = Url::parse("http://127.0.0.1:9/").expect("url");
         let info = Bytes::from_static(b"---\n1.0.0 |checksum:\n1.0.0-java |checksum:\n");
-        let sources = gem_sources(&upstream, "demo", &info).expect("sources");
+        let sources = gem_sources(&upstream, "demo", &info, &HashMap::new()).expect("sources");
         let versions: Vec<(&str, Option<&str>)> = sources
             .iter()
             .map(|source| (source.package.as_str(), source.version.as_deref()))
