@@ -7,6 +7,8 @@ use std::time::SystemTime;
 
 use pmcache_policy::Verdict;
 
+use crate::compact;
+
 /// An `/info/NAME` file as pmcache serves it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FilteredInfo {
@@ -74,21 +76,44 @@ pub fn correction_line(gem: &str, hidden: &[String], served_md5: &str) -> String
     format!("{gem} {} {served_md5}", removed.join(","))
 }
 
-/// `/versions` as pmcache serves it: the upstream's bytes as they are, then `corrections` (one
-/// line each, sorted). With none, the upstream's file byte for byte, so that Bundler's range
-/// appends work as against the upstream; with some, a client's copy ends with lines the new
-/// file has elsewhere, which Bundler detects (its ETag or digest check) and fetches whole.
-pub fn render_versions(upstream: &[u8], corrections: &[String]) -> Vec<u8> {
+/// The `/versions` line of one gem whose served `/info` hides versions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Correction {
+    /// The gem it is about.
+    pub gem: String,
+    /// The MD5 of the upstream's `/info` it was made from.
+    pub upstream_md5: String,
+    /// See [`correction_line`].
+    pub line: String,
+}
+
+/// `/versions` as pmcache serves it: the upstream's bytes as they are, then the line of each of
+/// `corrections` made from the `/info` this file lists (sorted). A correction made from another
+/// `/info` is left out: the upstream's MD5 then differs from the client's copy, so that the
+/// client asks for the `/info` again (and pmcache filters the new one), rather than keeping an
+/// `/info` the correction would call current. With no line, the upstream's file byte for byte,
+/// so that Bundler's range appends work as against the upstream; with some, a client's copy
+/// ends with lines the new file has elsewhere, which Bundler detects (its ETag or digest check)
+/// and fetches whole.
+pub fn render_versions(upstream: &[u8], corrections: &[Correction]) -> Vec<u8> {
     let mut body = upstream.to_vec();
     if corrections.is_empty() {
         return body;
     }
+    let listed = compact::info_checksums(upstream);
+    let mut lines: Vec<&str> = corrections
+        .iter()
+        .filter(|correction| listed.get(&correction.gem) == Some(&correction.upstream_md5))
+        .map(|correction| correction.line.as_str())
+        .collect();
+    if lines.is_empty() {
+        return body;
+    }
+    lines.sort_unstable();
     if !body.is_empty() && !body.ends_with(b"\n") {
         body.push(b'\n');
     }
-    let mut sorted: Vec<&String> = corrections.iter().collect();
-    sorted.sort();
-    for line in sorted {
+    for line in lines {
         body.extend_from_slice(line.as_bytes());
         body.push(b'\n');
     }
@@ -102,7 +127,6 @@ mod tests {
     use pmcache_policy::{Ecosystem, Policy};
 
     use super::*;
-    use crate::compact;
 
     const INFO: &str = "---\n\
         1.0.0 |checksum:aa,ruby:>= 2.5\n\
@@ -192,6 +216,14 @@ mod tests {
         assert_eq!(filtered.body, b"created_at: x\n---\nnospace\n");
     }
 
+    fn correction(gem: &str, upstream_md5: &str, line: &str) -> Correction {
+        Correction {
+            gem: gem.to_owned(),
+            upstream_md5: upstream_md5.to_owned(),
+            line: line.to_owned(),
+        }
+    }
+
     #[test]
     fn corrections_come_last_and_win() {
         let upstream = "created_at: 2024-06-02T00:00:00Z\n---\n\
@@ -199,7 +231,7 @@ mod tests {
             other 1.0 4567\n";
         let line = correction_line("demo", &["1.1.0-x86_64-linux".to_owned()], "89ab");
         assert_eq!(line, "demo -1.1.0-x86_64-linux 89ab");
-        let served = render_versions(upstream.as_bytes(), std::slice::from_ref(&line));
+        let served = render_versions(upstream.as_bytes(), &[correction("demo", "0123", &line)]);
         assert!(served.starts_with(upstream.as_bytes()));
         assert!(served.ends_with(format!("{line}\n").as_bytes()));
         let checksums = compact::info_checksums(&served);
@@ -211,7 +243,20 @@ mod tests {
             upstream.as_bytes()
         );
         // A file without a final newline still gets whole lines.
-        let served = render_versions(b"---\na 1 x", &["b -1 y".to_owned()]);
-        assert_eq!(served, b"---\na 1 x\nb -1 y\n");
+        let served = render_versions(b"---\na 1 x", &[correction("a", "x", "a -1 y")]);
+        assert_eq!(served, b"---\na 1 x\na -1 y\n");
+    }
+
+    #[test]
+    fn a_correction_of_an_older_info_is_left_out() {
+        // The upstream released demo 1.2.0 since: its /info is not the one corrected.
+        let upstream = "---\ndemo 1.0.0,1.1.0 0123\ndemo 1.2.0 cdef\nother 1.0 4567\n";
+        let corrections = [
+            correction("demo", "0123", "demo -1.1.0 89ab"),
+            correction("other", "4567", "other -1.0 eeee"),
+        ];
+        let served = render_versions(upstream.as_bytes(), &corrections);
+        let expected = format!("{upstream}other -1.0 eeee\n");
+        assert_eq!(String::from_utf8(served).unwrap(), expected);
     }
 }

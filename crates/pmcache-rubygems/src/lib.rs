@@ -58,8 +58,8 @@ pub struct Frontend {
 struct Correction {
     /// The sha256 of the rendering's record of it (see `routes`), to skip reading it again.
     digest: pmcache_proxy::Digest,
-    /// `NAME -V1,-V2 MD5`.
-    line: String,
+    /// The line, and the upstream `/info` it was made from.
+    line: filter::Correction,
     /// When a version it hides comes of age: the line is stale from then.
     until: Option<SystemTime>,
     /// The rules it was made under: a line made under others is left out.

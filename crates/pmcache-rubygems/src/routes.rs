@@ -32,8 +32,8 @@ const BODY: &str = "body";
 /// upstream's `/versions` lists; of `/versions`, the length of the upstream's bytes it starts
 /// with (what follows is pmcache's).
 const UPSTREAM: &str = "upstream";
-/// Never served: of an `/info` file that hides versions, its `/versions` line and when it
-/// expires (unix seconds, or `-`).
+/// Never served: of an `/info` file that hides versions, its `/versions` line, when it expires
+/// (unix seconds, or `-`) and the upstream's MD5, one a line.
 const HIDDEN: &str = "hidden";
 const JSON_TYPE: &str = "application/json";
 const COMPACT_TYPE: &str = "text/plain; charset=utf-8";
@@ -344,64 +344,75 @@ impl Frontend {
     }
 
     /// Remembers the `/versions` line a served `/info` rendering calls for, or that it calls
-    /// for none. A line that cannot be read is left out (Bundler then fetches that `/info`
-    /// once more than needed).
+    /// for none; when that changes, the stored `/versions` is made again at the next request
+    /// (its lines must name the `/info` served now). A line that cannot be read is left out
+    /// (Bundler then fetches that `/info` once more than needed).
     async fn note_correction(&self, gem: &str, document: &Document) {
-        let digest = document.digest(HIDDEN);
-        let policy = self.proxy.policy();
+        if self.remember_correction(gem, document).await
+            && let Err(error) = self.proxy.expire_rendering(ECOSYSTEM, "versions").await
         {
-            let mut corrections = self
-                .corrections
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let Some(digest) = digest else {
-                corrections.remove(gem);
-                return;
-            };
-            if corrections
-                .get(gem)
-                .is_some_and(|known| known.digest == digest && Arc::ptr_eq(&known.policy, &policy))
-            {
-                return;
-            }
+            tracing::warn!(%error, "the stored /versions could not be marked for a new rendering");
         }
-        let Some(digest) = digest else { return };
+    }
+
+    /// Records what [`Self::note_correction`] is told: true when the line changed.
+    async fn remember_correction(&self, gem: &str, document: &Document) -> bool {
+        let policy = self.proxy.policy();
+        let Some(digest) = document.digest(HIDDEN) else {
+            return self.corrections().remove(gem).is_some();
+        };
+        let known = self
+            .corrections()
+            .get(gem)
+            .is_some_and(|known| known.digest == digest && Arc::ptr_eq(&known.policy, &policy));
+        if known {
+            return false;
+        }
         let text = match self.proxy.variant_bytes(document, HIDDEN).await {
             Ok(text) => text,
             Err(error) => {
                 tracing::warn!(gem, %error, "the /versions line of a filtered /info is unreadable");
-                return;
+                return false;
             }
         };
         let text = String::from_utf8_lossy(&text);
         let mut lines = text.lines();
-        let (Some(line), Some(until)) = (lines.next(), lines.next()) else {
-            return;
+        let (Some(line), Some(until), Some(upstream_md5)) =
+            (lines.next(), lines.next(), lines.next())
+        else {
+            return false;
         };
         let until = until
             .parse::<u64>()
             .ok()
             .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        let line = filter::Correction {
+            gem: gem.to_owned(),
+            upstream_md5: upstream_md5.to_owned(),
+            line: line.to_owned(),
+        };
         let correction = Correction {
             digest,
-            line: line.to_owned(),
+            line: line.clone(),
             until,
             policy,
         };
+        let old = self.corrections().insert(gem.to_owned(), correction);
+        old.is_none_or(|old| old.line != line)
+    }
+
+    fn corrections(&self) -> std::sync::MutexGuard<'_, HashMap<String, Correction>> {
         self.corrections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(gem.to_owned(), correction);
     }
 
     /// The `/versions` lines of the filtered `/info` renderings current now: made under the
     /// rules in force, hiding no version that has come of age since.
-    fn current_corrections(&self) -> Vec<(String, Option<SystemTime>)> {
+    fn current_corrections(&self) -> Vec<(filter::Correction, Option<SystemTime>)> {
         let policy = self.proxy.policy();
         let now = SystemTime::now();
-        self.corrections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.corrections()
             .values()
             .filter(|known| Arc::ptr_eq(&known.policy, &policy))
             .filter(|known| known.until.is_none_or(|until| now < until))
@@ -490,7 +501,7 @@ enum Shape {
     /// `/info/NAME`: refused versions removed.
     Info(InfoPolicy),
     /// `/versions`: these lines (with when each expires) appended.
-    Versions(Vec<(String, Option<SystemTime>)>),
+    Versions(Vec<(filter::Correction, Option<SystemTime>)>),
 }
 
 /// What an `/info` rendering is judged by.
@@ -537,7 +548,7 @@ fn render_info(upstream: &Url, info: &InfoPolicy, body: &Bytes) -> proxy::Result
                 .until
                 .and_then(|until| until.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map_or_else(|| "-".to_owned(), |until| until.as_secs().to_string());
-            let text = format!("{line}\n{until}\n").into_bytes();
+            let text = format!("{line}\n{until}\n{upstream_md5}\n").into_bytes();
             Some(Variant::new(HIDDEN, COMPACT_TYPE, text).uncompressed())
         }
     };
@@ -557,8 +568,14 @@ fn render_info(upstream: &Url, info: &InfoPolicy, body: &Bytes) -> proxy::Result
 
 /// `/versions`: the upstream's bytes, then the lines of the filtered `/info` renderings; it
 /// expires when the first of them does.
-fn render_versions(body: &Bytes, corrections: &[(String, Option<SystemTime>)]) -> Rendering {
-    let lines: Vec<String> = corrections.iter().map(|(line, _)| line.clone()).collect();
+fn render_versions(
+    body: &Bytes,
+    corrections: &[(filter::Correction, Option<SystemTime>)],
+) -> Rendering {
+    let lines: Vec<filter::Correction> = corrections
+        .iter()
+        .map(|(correction, _)| correction.clone())
+        .collect();
     let served = filter::render_versions(body, &lines);
     let length = body.len().to_string().into_bytes();
     Rendering {

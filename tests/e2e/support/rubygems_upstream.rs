@@ -3,12 +3,13 @@
 //! generated here from the fixture manifest and served with an MD5 `ETag`, `If-None-Match` → 304,
 //! byte ranges and `Repr-Digest`; `.gem` files and quick gemspecs; the legacy `.4.8.gz` indexes
 //! made by `gem generate_index` (no `Content-Encoding`); `HEAD /`; and a 404 for the dependency
-//! API, which rubygems.org has removed. Tests publish held gems, which appends to `versions` and
-//! `info/NAME` as a release on rubygems.org does; inject faults per file; turn validators, ranges
+//! API, which rubygems.org has removed; and the versions API (`api/v1/versions/NAME.json`, each
+//! published build with its `created_at`). Tests publish held gems, which appends to `versions` and
+//! `info/NAME` as a release on rubygems.org does; change a version's `created_at`; inject faults per file; turn validators, ranges
 //! or digests off; and stop and restart the server. Every request is logged with the headers
 //! Bundler revalidates with.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +81,8 @@ pub enum Kind {
     LegacyIndex(String),
     /// `api/v1/dependencies` (Marshal or `.json`).
     Dependencies,
+    /// `api/v1/versions/NAME.json`.
+    VersionsApi(String),
     /// Anything else.
     Other,
 }
@@ -207,6 +210,9 @@ struct State {
     ranges: AtomicBool,
     /// `Digest` and `Repr-Digest` on the compact index.
     digests: AtomicBool,
+    /// `created_at` overrides by `(name, version)`, every platform's build: None leaves the
+    /// field out.
+    times: Mutex<HashMap<(String, String), Option<String>>>,
     faults: Faults,
     log: RequestLog<Logged>,
 }
@@ -233,6 +239,7 @@ impl RubygemsUpstream {
             validators: AtomicBool::new(true),
             ranges: AtomicBool::new(true),
             digests: AtomicBool::new(true),
+            times: Mutex::default(),
             faults: Faults::default(),
             log: RequestLog::default(),
         });
@@ -259,6 +266,25 @@ impl RubygemsUpstream {
     pub fn publish(&self, full_name: &str) -> Result<()> {
         let gem = self.state.gems.gem(full_name)?;
         lock(&self.state.index).publish(gem)
+    }
+
+    /// Sets the `created_at` the versions API gives every build of `name` `version` (RFC 3339,
+    /// as rubygems.org writes it: `2026-12-07T16:20:00.000Z`); None leaves it out, as for a
+    /// version the API does not know.
+    pub fn retime(&self, name: &str, version: &str, time: Option<&str>) -> Result<()> {
+        if self
+            .state
+            .gems
+            .versions_of(name)
+            .all(|gem| gem.version != version)
+        {
+            bail!("the fixture has no {name} {version}");
+        }
+        lock(&self.state.times).insert(
+            (name.to_owned(), version.to_owned()),
+            time.map(str::to_owned),
+        );
+        Ok(())
     }
 
     /// Whether `full_name` is served.
@@ -454,6 +480,10 @@ fn classify(path: &str) -> Kind {
         "versions" => Kind::Versions,
         "names" => Kind::Names,
         "api/v1/dependencies" | "api/v1/dependencies.json" => Kind::Dependencies,
+        _ if file("api/v1/versions/", ".json").is_some_and(|file| file.len() > ".json".len()) => {
+            let file = file("api/v1/versions/", ".json").unwrap_or_default();
+            Kind::VersionsApi(file.strip_suffix(".json").unwrap_or_default().to_owned())
+        }
         _ if LEGACY_INDEXES.contains(&rest) => Kind::LegacyIndex(rest.to_owned()),
         _ => {
             if let Some(name) = file("info/", "").filter(|name| !name.is_empty()) {
@@ -504,6 +534,11 @@ fn answer(state: &State, kind: &Kind, path: &str, headers: &HeaderMap) -> Respon
             None => status_only(StatusCode::NOT_FOUND),
         },
         Kind::Dependencies => plain(StatusCode::NOT_FOUND, DEPENDENCY_API_GONE),
+        Kind::VersionsApi(name) => match versions_api(state, name) {
+            Some(body) => json(&body, fault),
+            // rubygems.org's words for a gem it does not have.
+            None => plain(StatusCode::NOT_FOUND, "This rubygem could not be found."),
+        },
         Kind::Other => status_only(StatusCode::NOT_FOUND),
     }
 }
@@ -608,6 +643,50 @@ fn compact_index(
         .status(status)
         .header(CONTENT_LENGTH, sent.len())
         .body(streamed_body(&sent, fault, |_| {}))
+        .expect("fixture headers are valid")
+}
+
+/// The versions API answer for `name`: each published build, newest first, with its
+/// `created_at` (the manifest's, or the one a test set; none when it set None); None when no
+/// version of `name` is published.
+fn versions_api(state: &State, name: &str) -> Option<Bytes> {
+    let times = lock(&state.times);
+    let mut entries: Vec<serde_json::Value> = state
+        .gems
+        .versions_of(name)
+        .filter(|gem| state.published(gem))
+        .map(|gem| {
+            let created_at = match times.get(&(gem.name.clone(), gem.version.clone())) {
+                Some(time) => time.clone(),
+                None => Some(gem.created_at.clone()),
+            };
+            let mut entry = serde_json::json!({
+                "number": gem.version,
+                "platform": gem.platform,
+                "prerelease": gem.version.chars().any(|c| c.is_ascii_alphabetic()),
+                "sha": gem.sha256,
+                "summary": format!("{} fixture", gem.name),
+            });
+            if let Some(created_at) = created_at {
+                entry["created_at"] = created_at.into();
+                entry["built_at"] = gem.created_at.clone().into();
+            }
+            entry
+        })
+        .collect();
+    if entries.is_empty() {
+        return None;
+    }
+    entries.reverse();
+    Some(Bytes::from(serde_json::to_vec(&entries).ok()?))
+}
+
+/// A JSON answer, whole, with `fault` applied.
+fn json(bytes: &Bytes, fault: Option<Fault>) -> Response<Body> {
+    Response::builder()
+        .header(CONTENT_TYPE, "application/json; charset=utf-8")
+        .header(CONTENT_LENGTH, bytes.len())
+        .body(streamed_body(bytes, fault, |_| {}))
         .expect("fixture headers are valid")
 }
 

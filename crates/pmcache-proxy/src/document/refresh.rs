@@ -125,6 +125,23 @@ impl Proxy {
         outcome
     }
 
+    /// Makes the stored rendering of a document due again, as if it hid a version that has come
+    /// of age: the next request renders it from a fresh upstream copy. For a frontend whose
+    /// rendering depends on other documents (RubyGems' `/versions` ends with a line for each
+    /// filtered `/info`), when one of those changes.
+    pub async fn expire_rendering(&self, ecosystem: &str, key: &str) -> Result<()> {
+        let key = format!("{ecosystem}/{key}");
+        let Some(mut record) = self
+            .inner
+            .store
+            .get::<DocumentRecord>(Table::Documents, &key)?
+        else {
+            return Ok(());
+        };
+        record.hidden_until = Some(std::time::UNIX_EPOCH);
+        self.put_record(&key, record).await
+    }
+
     /// The cached copy of a document, whatever its age, without asking the upstream: for
     /// frontends that know from another document whether it is current.
     pub fn cached_document(
