@@ -165,7 +165,7 @@ impl Frontend {
                 shape,
             )
             .await?;
-        self.note_correction(name.as_str(), &document).await;
+        self.note_correction(name.as_str(), &document, role).await;
         if let Some(listed) = listed.filter(|listed| upstream_md5(&document) != Some(listed)) {
             // The upstream's /info is newer (or older) than the /versions pmcache holds; the
             // next /versions refresh brings them together.
@@ -345,10 +345,12 @@ impl Frontend {
 
     /// Remembers the `/versions` line a served `/info` rendering calls for, or that it calls
     /// for none; when that changes, the stored `/versions` is made again at the next request
-    /// (its lines must name the `/info` served now). A line that cannot be read is left out
-    /// (Bundler then fetches that `/info` once more than needed).
-    async fn note_correction(&self, gem: &str, document: &Document) {
+    /// (its lines must name the `/info` served now), unless `role` may not change the cache. A
+    /// line that cannot be read is left out (Bundler then fetches that `/info` once more than
+    /// needed).
+    async fn note_correction(&self, gem: &str, document: &Document, role: Role) {
         if self.remember_correction(gem, document).await
+            && role.may_populate()
             && let Err(error) = self.proxy.expire_rendering(ECOSYSTEM, "versions").await
         {
             tracing::warn!(%error, "the stored /versions could not be marked for a new rendering");
