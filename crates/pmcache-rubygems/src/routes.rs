@@ -715,7 +715,7 @@ fn gemspec_release(full_name: &FullName) -> Release {
 }
 
 #[cfg(test)]
-mod purge_tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -739,5 +739,50 @@ mod purge_tests {
             .map(|source| (source.package.as_str(), source.version.as_deref()))
             .collect();
         assert_eq!(versions, [("demo", Some("1.0.0")), ("demo", Some("1.0.0"))]);
+    }
+
+    #[test]
+    fn each_gem_is_recorded_with_its_builds_publish_time() {
+        let upstream = Url::parse("http://127.0.0.1:9/").expect("url");
+        let info = Bytes::from_static(b"---\n1.0.0 |checksum:\n1.0.0-java |checksum:\n");
+        let java = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        let times = HashMap::from([("1.0.0-java".to_owned(), java)]);
+        let sources = gem_sources(&upstream, "demo", &info, &times).expect("sources");
+        let published: Vec<_> = sources.iter().map(|source| source.published).collect();
+        assert_eq!(published, [None, Some(java)]);
+    }
+
+    #[test]
+    fn a_filtered_info_records_the_upstreams_md5_and_its_versions_line() {
+        let upstream = Url::parse("http://127.0.0.1:9/").expect("url");
+        let body = Bytes::from_static(b"---\n1.0.0 |checksum:\n1.1.0 |checksum:\n");
+        let config = pmcache_policy::Config {
+            deny: vec!["rubygems:demo@1.1.0".to_owned()],
+            ..pmcache_policy::Config::default()
+        };
+        let info = InfoPolicy {
+            gem: "demo".to_owned(),
+            policy: Arc::new(Policy::new(&config, &[], &[]).expect("policy")),
+            times: None,
+        };
+        let rendering = render_info(&upstream, &info, &body).expect("rendering");
+        let names: Vec<&str> = rendering.variants.iter().map(|v| v.name).collect();
+        assert_eq!(names, [BODY, UPSTREAM, HIDDEN]);
+        let served = &rendering.variants[0].body;
+        assert_eq!(served, b"---\n1.0.0 |checksum:\n");
+        let upstream_md5 = compact::md5_hex(&body);
+        assert_eq!(
+            rendering.variants[1].etag.as_deref(),
+            Some(quoted(&upstream_md5).as_str())
+        );
+        let hidden = String::from_utf8(rendering.variants[2].body.clone()).expect("utf-8");
+        let expected = format!(
+            "demo -1.1.0 {}\n-\n{upstream_md5}\n",
+            compact::md5_hex(served)
+        );
+        assert_eq!(hidden, expected);
+        // Every .gem stays recorded: the core refuses the hidden one with the reason.
+        assert_eq!(rendering.sources.len(), 2);
+        assert_eq!(rendering.hidden_until, None);
     }
 }

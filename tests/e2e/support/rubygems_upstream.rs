@@ -750,6 +750,70 @@ mod tests {
         Ok(())
     }
 
+    /// The versions API: each published build with the manifest's `created_at`, newest first;
+    /// `retime` changes or removes it; held gems appear once published; unknown gems get 404.
+    #[test]
+    fn the_versions_api_gives_each_build_its_created_at() -> Result<()> {
+        let upstream = RubygemsUpstream::start()?;
+        let entries = |name: &str| -> Result<Vec<serde_json::Value>> {
+            let response = http::get(&format!(
+                "{}api/v1/versions/{name}.json",
+                upstream.base_url()
+            ))?;
+            ensure!(
+                response.status == 200,
+                "versions API for {name}: {}",
+                response.status
+            );
+            Ok(serde_json::from_slice(&response.body)?)
+        };
+        let summary = |entries: &[serde_json::Value]| -> Vec<String> {
+            entries
+                .iter()
+                .map(|entry| {
+                    format!(
+                        "{} {} {}",
+                        entry["number"].as_str().unwrap_or("?"),
+                        entry["platform"].as_str().unwrap_or("?"),
+                        entry["created_at"].as_str().unwrap_or("none")
+                    )
+                })
+                .collect()
+        };
+        ensure!(
+            summary(&entries(BASE)?)
+                == [
+                    "1.1.0 ruby 2024-06-01T02:00:00Z",
+                    "1.0.0 ruby 2024-06-01T01:00:00Z"
+                ],
+            "{:?}",
+            summary(&entries(BASE)?)
+        );
+        upstream.publish(HELD_BASE)?;
+        upstream.retime(BASE, "1.2.0", Some("2026-12-07T16:20:00.123Z"))?;
+        upstream.retime(BASE, "1.0.0", None)?;
+        ensure!(
+            summary(&entries(BASE)?)
+                == [
+                    "1.2.0 ruby 2026-12-07T16:20:00.123Z",
+                    "1.1.0 ruby 2024-06-01T02:00:00Z",
+                    "1.0.0 ruby none"
+                ],
+            "{:?}",
+            summary(&entries(BASE)?)
+        );
+        let native = summary(&entries("proxfix_native")?);
+        ensure!(
+            native.len() == 2 && native[0].contains("x86_64-linux"),
+            "{native:?}"
+        );
+        ensure!(upstream.retime(BASE, "9.9.9", None).is_err());
+        let missing = http::get(&format!("{}api/v1/versions/nope.json", upstream.base_url()))?;
+        ensure!(missing.status == 404);
+        ensure!(upstream.count(&Kind::VersionsApi(BASE.to_owned())) == 2);
+        Ok(())
+    }
+
     /// `versions`, `info/NAME` and `names` as the manifest says, with coherent MD5s.
     fn ensure_compact_index(upstream: &RubygemsUpstream) -> Result<()> {
         let base = upstream.base_url();

@@ -21,9 +21,10 @@ use crate::serve::{self, CacheStatus};
 
 /// Identifies the renderer: a new pmcache renders every document again. The generation after
 /// the version changes with the rendering rules (2: npm versions without a servable tarball are
-/// dropped; 3: npm attestations and Composer sources not on another host are dropped), so that
-/// copies rendered by the old rules are not served on.
-pub(crate) const RENDERER: &str = concat!(env!("CARGO_PKG_VERSION"), "+3");
+/// dropped; 3: npm attestations and Composer sources not on another host are dropped; 4:
+/// RubyGems `/info` files filtered by the policy, their `.gem`s recorded with publish times), so
+/// that copies rendered by the old rules are not served on.
+pub(crate) const RENDERER: &str = concat!(env!("CARGO_PKG_VERSION"), "+4");
 
 impl Proxy {
     /// Gets a document: fresh from the cache, revalidated, fetched and rendered, or stale when
