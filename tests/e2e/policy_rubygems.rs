@@ -222,14 +222,7 @@ fn a_version_younger_than_the_minimum_age_is_hidden_from_gem_and_bundler() -> Re
         locked_base(&pinned)?
     );
 
-    let before = source(&case);
     case.restart_with(&[("PMCACHE_RUBYGEMS_POLICY_MIN_RELEASE_AGE", "1d")])?;
-    // pmcache listens on another port now: the lock was made through this pmcache.
-    for file in ["Gemfile", "Gemfile.lock"] {
-        let path = pinned.dir.join(file);
-        let text = std::fs::read_to_string(&path)?.replace(&before, &source(&case));
-        std::fs::write(&path, text)?;
-    }
     let versions = info_versions(&case, BASE)?;
     ensure!(
         versions == ["1.0.0", PREVIOUS],
@@ -298,7 +291,6 @@ fn a_young_gem_version_appears_once_it_comes_of_age() -> Result<()> {
         !versions.iter().any(|version| version == YOUNG),
         "info/{BASE} lists the young version at once: {versions:?}"
     );
-    ensure_versions_agree(&case, BASE)?;
     wait_until(Duration::from_secs(30), "the young version to show", || {
         Ok(info_versions(&case, BASE)?
             .iter()
