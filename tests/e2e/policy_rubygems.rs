@@ -468,8 +468,16 @@ fn bundler_follows_an_upstream_release_through_the_filtered_index() -> Result<()
         "locked {}",
         locked_base(&app)?
     );
+    let versions_answers = || case.pmcache().statuses("/rubygems/versions");
+    let before = versions_answers().len();
     // `bundle install` with a lock that holds reads no index: `update` does.
     bundle(&["update"], "bundle update with nothing new")?;
+    // The line pmcache added at the end came as a range append.
+    ensure!(
+        versions_answers()[before..] == [206],
+        "/versions answers: {:?}",
+        versions_answers()
+    );
     ensure!(
         locked_base(&app)? == "1.0.0",
         "locked {}",
@@ -485,7 +493,16 @@ fn bundler_follows_an_upstream_release_through_the_filtered_index() -> Result<()
     );
 
     case.upstream.publish(HELD_BASE)?;
+    let before = versions_answers().len();
     bundle(&["update"], "bundle update after the upstream release")?;
+    // The upstream's line came where pmcache's was: Bundler's copy is no prefix of the new
+    // file, and it gets the whole file (at once when its copy is longer, else after an append
+    // whose digest does not match).
+    ensure!(
+        matches!(versions_answers()[before..], [200] | [206, 200]),
+        "/versions answers: {:?}",
+        versions_answers()
+    );
     ensure!(locked_base(&app)? == YOUNG, "locked {}", locked_base(&app)?);
     // The new /info, filtered while Bundler read it, gave /versions a new last line since.
     bundle(&["update"], "bundle update after the release, again")?;
