@@ -377,7 +377,7 @@ mod tests {
                 "rubygems".into(),
                 "rack".into(),
                 Some("3.0.0".into()),
-                vec!["info/rack".into()]
+                vec!["info/rack".into(), "api/versions/rack".into()]
             )
         );
     }
