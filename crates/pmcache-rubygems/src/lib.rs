@@ -51,11 +51,11 @@ pub struct Frontend {
     info_checksums: tokio::sync::Mutex<Option<ParsedVersions>>,
     /// By gem: the `/versions` line that tells readers what its served `/info` hides, for each
     /// `/info` rendering seen that hides versions. The next `/versions` rendering ends with them.
-    corrections: Mutex<HashMap<String, Correction>>,
+    corrections: Mutex<HashMap<String, NotedCorrection>>,
 }
 
 /// What one filtered `/info` rendering makes `/versions` say of its gem.
-struct Correction {
+struct NotedCorrection {
     /// The sha256 of the rendering's record of it (see `routes`), to skip reading it again.
     digest: pmcache_proxy::Digest,
     /// The line, and the upstream `/info` it was made from.

@@ -19,7 +19,7 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::name::{FullName, GemName};
 use crate::path::{self, GemsPath};
-use crate::{Correction, Frontend, ParsedVersions};
+use crate::{Frontend, NotedCorrection, ParsedVersions};
 use crate::{compact, filter, release_time};
 
 /// Index keys and metrics label of this frontend.
@@ -393,7 +393,7 @@ impl Frontend {
             upstream_md5: upstream_md5.to_owned(),
             line: line.to_owned(),
         };
-        let correction = Correction {
+        let correction = NotedCorrection {
             digest,
             line: line.clone(),
             until,
@@ -403,7 +403,7 @@ impl Frontend {
         old.is_none_or(|old| old.line != line)
     }
 
-    fn corrections(&self) -> std::sync::MutexGuard<'_, HashMap<String, Correction>> {
+    fn corrections(&self) -> std::sync::MutexGuard<'_, HashMap<String, NotedCorrection>> {
         self.corrections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
