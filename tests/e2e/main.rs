@@ -17,6 +17,7 @@ mod npm;
 mod packagist;
 mod policy;
 mod policy_packagist;
+mod policy_routes;
 mod pypi;
 mod rubygems;
 mod soak;

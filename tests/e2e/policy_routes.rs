@@ -1,0 +1,206 @@
+//! Private routes (`[[routes]]`, the dependency-confusion guard) with the real clients: names a
+//! route takes never reach the public fixture upstream, in any spelling, for documents and
+//! artifacts. Routed to `none`, the client's install fails with pmcache's 404; routed to a
+//! second fixture upstream of the same kind (another port), the client installs from there.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+
+use crate::support::case::Case;
+use crate::support::http;
+use crate::support::npm_packages::{LEFT, SCOPED, packages};
+use crate::support::npm_upstream::{Kind as NpmKind, NpmUpstream};
+
+/// `PMCACHE_ROUTES` with one route of `ecosystem` taking `names` to `upstream`.
+fn routes(ecosystem: &str, names: &str, upstream: &str) -> String {
+    format!(r#"[{{ ecosystem = "{ecosystem}", names = ["{names}"], upstream = "{upstream}" }}]"#)
+}
+
+/// Fails if any request in `log` (one target per line, as sent) names `needles`, compared in
+/// lower case and percent-decoded.
+fn ensure_never_asked(what: &str, targets: &[String], needles: &[&str]) -> Result<()> {
+    for target in targets {
+        let decoded = percent_decode(target).to_ascii_lowercase();
+        for needle in needles {
+            ensure!(
+                !decoded.contains(&needle.to_ascii_lowercase()),
+                "{what} was asked for {target}, which a private route takes"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Fails unless `response` is pmcache's 404 naming `subject` as private with no upstream.
+fn ensure_private_404(what: &str, response: &http::Response, subject: &str) -> Result<()> {
+    let reason = format!("pmcache: {subject} is private (routes[0]) and has no upstream");
+    ensure!(
+        response.status == 404 && response.text().contains(&reason),
+        "{what}: {}",
+        response.describe()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// npm: the scope @demo/*
+
+type NpmCase = Case<NpmUpstream>;
+
+/// The public fixture registry's request targets, with bodies (audits) as text.
+fn npm_targets(upstream: &NpmUpstream) -> Vec<String> {
+    upstream
+        .requests_since(0)
+        .into_iter()
+        .map(|logged| format!("{} {}", logged.target, body_text(&logged.body)))
+        .collect()
+}
+
+/// A request body as text, gunzipped when it is gzip.
+fn body_text(body: &[u8]) -> String {
+    if body.starts_with(&[0x1f, 0x8b]) {
+        let mut text = String::new();
+        if flate2::read::GzDecoder::new(body)
+            .read_to_string(&mut text)
+            .is_ok()
+        {
+            return text;
+        }
+    }
+    String::from_utf8_lossy(body).into_owned()
+}
+
+/// A project depending on `@demo/scoped` (which depends on demo-left).
+fn scoped_project(case: &NpmCase, name: &str) -> Result<PathBuf> {
+    let dir = case.path(name).join("project");
+    std::fs::create_dir_all(&dir)?;
+    let manifest = serde_json::json!({
+        "name": "routes-app",
+        "version": "1.0.0",
+        "private": true,
+        "dependencies": {SCOPED: "^1.0.0"},
+    });
+    std::fs::write(dir.join("package.json"), manifest.to_string())?;
+    Ok(dir)
+}
+
+fn installed_version(project: &Path, package: &str) -> Result<String> {
+    let manifest = project
+        .join("node_modules")
+        .join(package)
+        .join("package.json");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(manifest["version"].as_str().unwrap_or_default().to_owned())
+}
+
+/// `@demo/*` routed to `none`: its packument in every spelling of the scope's slash, its
+/// version document and its tarball are pmcache's 404 naming the route; `npm install` fails
+/// with a 404; the public registry is never asked for anything of the scope.
+#[test]
+fn an_npm_scope_routed_to_none_is_pmcaches_404_and_never_asked_upstream() -> Result<()> {
+    let routes = routes("npm", "@demo/*", "none");
+    let case = NpmCase::npm(NpmUpstream::start()?, &[("PMCACHE_ROUTES", &routes)])?;
+    let registry = case.registry();
+    let tarball = packages()?.tarball(SCOPED, "1.0.0")?;
+    for path in [
+        "@demo/scoped".to_owned(),
+        "@demo%2fscoped".to_owned(),
+        "@demo%2Fscoped".to_owned(),
+        "%40demo%2Fscoped".to_owned(),
+        "@demo/scoped/1.0.0".to_owned(),
+        tarball.registry_path(),
+        tarball.registry_path().replacen('/', "%2f", 1),
+    ] {
+        let response = http::get(&format!("{registry}{path}"))?;
+        ensure_private_404(&path, &response, "npm:@demo/scoped")?;
+    }
+    let npm = case.sandbox("npm")?;
+    let project = scoped_project(&case, "npm")?;
+    let run = npm
+        .npm(&project, &["install"])?
+        .ensure_failure("npm install of a private scope routed nowhere")?;
+    ensure!(
+        run.output.contains("404"),
+        "npm did not say 404:\n{}",
+        run.output
+    );
+    ensure_never_asked(
+        "the public registry",
+        &npm_targets(&case.upstream),
+        &["@demo"],
+    )?;
+    case.ensure_no_egress()
+}
+
+/// `@demo/*` routed to a second fixture registry: npm installs `@demo/scoped` from it (its
+/// packument and tarball asked there), demo-left from the public one; `npm audit` relays the
+/// tree to the public registry without the private name; the public registry is never asked
+/// for anything of the scope.
+#[test]
+fn an_npm_scope_routed_to_a_private_registry_installs_from_it() -> Result<()> {
+    let private = NpmUpstream::start()?;
+    let routes = routes("npm", "@demo/*", &private.registry_url());
+    let case = NpmCase::npm(NpmUpstream::start()?, &[("PMCACHE_ROUTES", &routes)])?;
+    let npm = case.sandbox("npm")?;
+    let project = scoped_project(&case, "npm")?;
+    npm.npm(&project, &["install"])?
+        .ensure_success("npm install of a routed scope")?;
+    ensure!(installed_version(&project, SCOPED)? == "1.0.0");
+    let tarball = packages()?.tarball(SCOPED, "1.0.0")?;
+    ensure!(
+        private.packument_requests(SCOPED) >= 1 && private.requests_for_tarball(tarball) == 1,
+        "the private registry did not serve {SCOPED}:\n{}",
+        private.request_log()
+    );
+    ensure!(
+        case.upstream.packument_requests(LEFT) >= 1,
+        "demo-left did not come from the public registry:\n{}",
+        case.upstream.request_log()
+    );
+    // The other spellings reach the same private copy.
+    for path in ["@demo%2fscoped", "@demo%2Fscoped", "%40demo%2Fscoped"] {
+        let response = http::get(&format!("{}{path}", case.registry()))?;
+        ensure!(response.status == 200, "{path}: {}", response.describe());
+    }
+    // npm audit names every package of the tree; the relayed body must not name the scope.
+    let audited = case.upstream.count(&NpmKind::Advisories);
+    let _ = npm.npm(&project, &["audit", "--audit"])?;
+    ensure!(
+        case.upstream.count(&NpmKind::Advisories) > audited,
+        "npm audit was not relayed:\n{}",
+        case.upstream.request_log()
+    );
+    ensure_never_asked(
+        "the public registry",
+        &npm_targets(&case.upstream),
+        &["@demo"],
+    )?;
+    case.ensure_no_egress()
+}
