@@ -204,3 +204,121 @@ fn an_npm_scope_routed_to_a_private_registry_installs_from_it() -> Result<()> {
     )?;
     case.ensure_no_egress()
 }
+
+// ---------------------------------------------------------------------------------------------
+// PyPI: the prefix demo-lib* (PEP 503: Demo_Lib, demo.lib and demo-lib are one name)
+
+mod pypi {
+    use anyhow::{Result, ensure};
+
+    use super::{ensure_never_asked, ensure_private_404, routes};
+    use crate::support::case::Case;
+    use crate::support::dists::LIB_1_1;
+    use crate::support::http;
+    use crate::support::pip::Venv;
+    use crate::support::pmcache::trusted_hosts;
+    use crate::support::pypi_upstream::{PageFormat, PypiUpstream};
+
+    type PypiCase = Case<PypiUpstream>;
+
+    /// `response`, or where its redirect (pmcache's to a project's normal name) leads.
+    fn follow(base: &str, response: http::Response) -> Result<http::Response> {
+        match (response.status, response.header("location")) {
+            (301, Some(location)) => http::get(&format!("{base}{location}")),
+            _ => Ok(response),
+        }
+    }
+
+    /// Every spelling of demo-lib, as the request log would show it.
+    const SPELLINGS: [&str; 3] = ["demo-lib", "demo_lib", "demo.lib"];
+
+    fn public_requests(case: &PypiCase) -> Vec<String> {
+        case.upstream
+            .request_log()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `demo-lib*` routed to `none`: its page in every PEP 503 spelling (after pmcache's
+    /// redirect to the normal one) and a file URL of it are pmcache's 404 naming the route;
+    /// pip fail to install it; the public index and files servers are never asked for
+    /// anything of it.
+    #[test]
+    fn a_pypi_prefix_routed_to_none_is_pmcaches_404_and_never_asked_upstream() -> Result<()> {
+        let routes = routes("pypi", "demo-lib*", "none");
+        let case = Case::pypi(PageFormat::Json, &[("PMCACHE_ROUTES", &routes)])?;
+        for spelling in ["demo-lib/", "Demo_Lib/", "demo.lib/", "DEMO-LIB"] {
+            let url = format!("{}{spelling}", case.index_url());
+            let response = follow(case.pmcache().base_url(), http::get(&url)?)?;
+            ensure_private_404(&url, &response, "pypi:demo-lib")?;
+        }
+        let venv = Venv::create(&case.path("pip"))?;
+        let run = venv
+            .install(&case.index_url(), &["Demo_Lib"])?
+            .ensure_failure("pip install of a private project routed nowhere")?;
+        // pip takes the 404 as a project with no versions.
+        ensure!(
+            run.output.contains("from versions: none"),
+            "pip found versions:\n{}",
+            run.output
+        );
+        ensure_never_asked("the public index", &public_requests(&case), &SPELLINGS)?;
+        case.ensure_no_egress()
+    }
+
+    /// `demo-lib*` routed to a second fixture index (files on its own files server, trusted as
+    /// the public one's is): pip install demo-lib from it, demo-util (another project)
+    /// still from the public index; a file URL the public page advertised before the route
+    /// existed is not fetched any more; the public servers are never asked for demo-lib after
+    /// the route is set.
+    #[test]
+    fn a_pypi_prefix_routed_to_a_private_index_installs_from_it() -> Result<()> {
+        let private = PypiUpstream::start(PageFormat::Json)?;
+        let mut case = Case::pypi(PageFormat::Json, &[])?;
+        // Before the route: the public page is cached, and its files advertised.
+        let public_page = http::get(&format!("{}demo-lib/", case.index_url()))?;
+        ensure!(public_page.status == 200, "{}", public_page.describe());
+        let public_file =
+            pmcache_pypi::rewrite::file_id(&url::Url::parse(&case.upstream.file_url(LIB_1_1)?)?);
+        let trusted = trusted_hosts(&[case.upstream.files_addr(), private.files_addr()]);
+        let routes = routes("pypi", "demo-lib*", &private.index_url());
+        case.restart_with(&[
+            ("PMCACHE_ROUTES", routes.as_str()),
+            ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", trusted.as_str()),
+        ])?;
+        let mark = case.upstream.mark();
+        let stale = http::get(&format!(
+            "{}/pypi/files/{public_file}/{LIB_1_1}",
+            case.pmcache().base_url()
+        ))?;
+        ensure!(
+            stale.status == 404,
+            "the public copy's file URL: {}",
+            stale.describe()
+        );
+
+        let venv = Venv::create(&case.path("pip"))?;
+        venv.install(&case.index_url(), &["Demo_Lib", "demo-util"])?
+            .ensure_success("pip install of a routed project")?;
+        ensure!(venv.python("import demo_lib; print(demo_lib.VERSION)")? == "1.1.0");
+        let again = Venv::create(&case.path("pip-again"))?;
+        again
+            .install(&case.index_url(), &["demo.lib"])?
+            .ensure_success("pip install of a routed project, cached")?;
+        ensure!(
+            private.requests_for("/simple/demo-lib/") >= 1
+                && private.artifact_requests(LIB_1_1) == 1,
+            "the private index did not serve demo-lib:\n{}",
+            private.request_log()
+        );
+        let since: Vec<String> = public_requests(&case).into_iter().skip(mark).collect();
+        ensure!(
+            since.iter().any(|line| line.contains("demo-util")),
+            "demo-util did not come from the public index:\n{}",
+            case.upstream.request_log()
+        );
+        ensure_never_asked("the public index", &since, &SPELLINGS)?;
+        case.ensure_no_egress()
+    }
+}
