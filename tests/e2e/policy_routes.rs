@@ -322,3 +322,126 @@ mod pypi {
         case.ensure_no_egress()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Packagist: the vendor proxfix/* (Composer names are lower case; other cases are refused)
+
+mod packagist {
+    use anyhow::{Result, ensure};
+
+    use super::{ensure_never_asked, ensure_private_404, routes};
+    use crate::support::case::Case;
+    use crate::support::composer::{Project, Sandbox};
+    use crate::support::http;
+    use crate::support::packagist_packages::{APP, BASE};
+    use crate::support::packagist_upstream::{Kind, PackagistUpstream};
+    use crate::support::pmcache::trusted_hosts;
+
+    type PackagistCase = Case<PackagistUpstream>;
+
+    /// Every request the public repository and its code host saw, with bodies.
+    fn public_requests(case: &PackagistCase) -> Vec<String> {
+        case.upstream
+            .requests_since(0)
+            .into_iter()
+            .map(|logged| format!("{} {}", logged.target, logged.body_text()))
+            .collect()
+    }
+
+    fn project(case: &PackagistCase, name: &str) -> Result<(Sandbox, Project)> {
+        let sandbox = Sandbox::create(&case.path(name).join("client"), &case.trap)?;
+        let repository = format!("{}/packagist", case.pmcache().base_url());
+        let project = Project::create(
+            &case.path(name).join("project"),
+            &repository,
+            &[(APP, "^1.0")],
+            None,
+        )?;
+        Ok((sandbox, project))
+    }
+
+    /// `proxfix/*` routed to `none`: its p2 files (tags and branches), a dist and its
+    /// providers endpoint are pmcache's 404 naming the route, an upper-case spelling is a 404
+    /// as no Composer name; `composer install` cannot find it; the public repository
+    /// is asked for its root file only.
+    #[test]
+    fn a_composer_vendor_routed_to_none_is_pmcaches_404_and_never_asked_upstream() -> Result<()> {
+        let routes = routes("packagist", "proxfix/*", "none");
+        let case = PackagistCase::packagist("60s", |_| {
+            vec![("PMCACHE_ROUTES".to_owned(), routes.clone())]
+        })?;
+        let repository = format!("{}/packagist", case.pmcache().base_url());
+        for path in [
+            format!("/p2/{BASE}.json"),
+            format!("/p2/{BASE}~dev.json"),
+            format!("/dists/{BASE}/1.0.0.zip"),
+            format!("/providers/{BASE}.json"),
+        ] {
+            let response = http::get(&format!("{repository}{path}"))?;
+            ensure_private_404(&path, &response, &format!("packagist:{BASE}"))?;
+        }
+        let shouted = http::get(&format!("{repository}/p2/PROXFIX/Base.json"))?;
+        ensure!(shouted.status == 404, "{}", shouted.describe());
+        let (sandbox, project) = project(&case, "composer")?;
+        let run = sandbox
+            .install(&project)?
+            .ensure_failure("composer install of a private vendor routed nowhere")?;
+        ensure!(
+            run.output.contains("could not be found"),
+            "composer found it:\n{}",
+            run.output
+        );
+        ensure_never_asked(
+            "the public repository",
+            &public_requests(&case),
+            &["proxfix"],
+        )?;
+        case.ensure_no_egress()
+    }
+
+    /// `proxfix/*` routed to a second fixture repository (its code host trusted as the public
+    /// one's is): `composer install` installs proxfix/app and proxfix/base from it; `composer
+    /// audit` asks the public advisories API about no private package; the public repository
+    /// is asked for nothing of the vendor.
+    #[test]
+    fn a_composer_vendor_routed_to_a_private_repository_installs_from_it() -> Result<()> {
+        let private = PackagistUpstream::start()?;
+        let routes = routes(
+            "packagist",
+            "proxfix/*",
+            &format!("{}/", private.repo_url()),
+        );
+        let case = PackagistCase::packagist("60s", |public| {
+            let trusted = trusted_hosts(&[
+                public.repo_addr(),
+                public.code_host_addr(),
+                private.code_host_addr(),
+            ]);
+            vec![
+                ("PMCACHE_ROUTES".to_owned(), routes.clone()),
+                ("PMCACHE_UPSTREAM_TRUSTED_HOSTS".to_owned(), trusted),
+            ]
+        })?;
+        let (sandbox, project) = project(&case, "composer")?;
+        sandbox
+            .install(&project)?
+            .ensure_success("composer install of a routed vendor")?;
+        ensure!(
+            project.locked(APP).is_ok() && project.locked(BASE).is_ok(),
+            "the lock lacks the routed packages"
+        );
+        ensure!(
+            private.count(&Kind::P2(APP.to_owned())) >= 1
+                && private.count(&Kind::P2(BASE.to_owned())) >= 1,
+            "the private repository did not serve the vendor:\n{}",
+            private.request_log()
+        );
+        let _ = sandbox.audit(&project)?;
+        ensure_never_asked(
+            "the public repository",
+            &public_requests(&case),
+            &["proxfix"],
+        )?;
+        case.ensure_no_egress()
+    }
+}
