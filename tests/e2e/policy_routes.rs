@@ -445,3 +445,86 @@ mod packagist {
         case.ensure_no_egress()
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// RubyGems: the gem proxfix-base (gem names are case-sensitive: one spelling)
+
+mod rubygems {
+    use anyhow::{Result, ensure};
+
+    use super::{ensure_never_asked, ensure_private_404, routes};
+    use crate::support::case::Case;
+    use crate::support::gem::Sandbox;
+    use crate::support::http;
+    use crate::support::rubygems_gems::{APP, BASE};
+    use crate::support::rubygems_upstream::{Kind, RubygemsUpstream};
+
+    type GemCase = Case<RubygemsUpstream>;
+
+    fn public_requests(case: &GemCase) -> Vec<String> {
+        case.upstream
+            .requests_since(0)
+            .into_iter()
+            .map(|logged| logged.target)
+            .collect()
+    }
+
+    fn source(case: &GemCase) -> String {
+        format!("{}/rubygems/", case.pmcache().base_url())
+    }
+
+    /// `proxfix-base` routed to `none`: its `/info`, a `.gem` and a gemspec of it are
+    /// pmcache's 404 naming the route; `gem install` of it, and of proxfix_app that depends on
+    /// it, fail; the public gem server is never asked for anything of it.
+    #[test]
+    fn a_gem_routed_to_none_is_pmcaches_404_and_never_asked_upstream() -> Result<()> {
+        let routes = routes("rubygems", BASE, "none");
+        let case = GemCase::rubygems_with("60s", &[("PMCACHE_ROUTES", &routes)])?;
+        for path in [
+            format!("info/{BASE}"),
+            format!("gems/{BASE}-1.0.0.gem"),
+            format!("quick/Marshal.4.8/{BASE}-1.0.0.gemspec.rz"),
+        ] {
+            let response = http::get(&format!("{}{path}", source(&case)))?;
+            ensure_private_404(&path, &response, &format!("rubygems:{BASE}"))?;
+        }
+        let sandbox = Sandbox::create(&case.path("gem"), &case.trap)?;
+        sandbox
+            .gem_install(&source(&case), &[BASE])?
+            .ensure_failure("gem install of a private gem routed nowhere")?;
+        sandbox
+            .gem_install(&source(&case), &[APP])?
+            .ensure_failure("gem install of a gem depending on a private gem routed nowhere")?;
+        ensure_never_asked("the public gem server", &public_requests(&case), &[BASE])?;
+        case.ensure_no_egress()
+    }
+
+    /// `proxfix-base` routed to a second fixture gem server: `gem install proxfix_app` takes
+    /// proxfix_app from the public server and proxfix-base (its `/info` and `.gem`) from the
+    /// private one; the public server is never asked for anything of proxfix-base.
+    #[test]
+    fn a_gem_routed_to_a_private_server_installs_from_it() -> Result<()> {
+        let private = RubygemsUpstream::start()?;
+        let routes = routes("rubygems", BASE, &private.base_url());
+        let case = GemCase::rubygems_with("60s", &[("PMCACHE_ROUTES", &routes)])?;
+        let sandbox = Sandbox::create(&case.path("gem"), &case.trap)?;
+        sandbox
+            .gem_install(&source(&case), &[APP])?
+            .ensure_success("gem install of a gem depending on a routed gem")?;
+        ensure!(
+            private.count(&Kind::Info(BASE.to_owned())) >= 1
+                && private.requests_since(0).iter().any(
+                    |logged| matches!(&logged.kind, Kind::Gem(file) if file.starts_with(BASE))
+                ),
+            "the private gem server did not serve {BASE}:\n{}",
+            private.request_log()
+        );
+        ensure!(
+            case.upstream.count(&Kind::Info(APP.to_owned())) >= 1,
+            "{APP} did not come from the public gem server:\n{}",
+            case.upstream.request_log()
+        );
+        ensure_never_asked("the public gem server", &public_requests(&case), &[BASE])?;
+        case.ensure_no_egress()
+    }
+}

@@ -10,8 +10,8 @@ use http::request::Parts;
 use http::{Method, Response, header};
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
-    DocumentRequest, KnownCurrent, Recency, Release, Rendering, Role, Serving, UpstreamDocument,
-    Variant,
+    DocumentRequest, KnownCurrent, Recency, Release, Rendering, Role, Routing, Serving,
+    UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -23,6 +23,8 @@ use crate::{Frontend, ParsedVersions};
 
 /// Index keys and metrics label of this frontend.
 const ECOSYSTEM: &str = "rubygems";
+/// This frontend in the policy's terms.
+const POLICY: pmcache_policy::Ecosystem = pmcache_policy::Ecosystem::Rubygems;
 /// The one variant of every index file: the upstream's bytes.
 const BODY: &str = "body";
 const COMPACT_TYPE: &str = "text/plain; charset=utf-8";
@@ -44,7 +46,7 @@ impl Frontend {
             GemsPath::Versions => self.versions(client).await,
             GemsPath::Names => {
                 let document = self
-                    .compact_file("names", "names", self.ttl, None, role)
+                    .compact_file(&self.public(), "names", "names", self.ttl, None, role)
                     .await?;
                 self.respond_compact(&document, client)
             }
@@ -71,8 +73,16 @@ impl Frontend {
         let document = match cached {
             Some(document) => document,
             None => {
-                self.compact_file("versions", "versions", self.ttl, None, client.caller.role)
-                    .await?
+                let public = self.public();
+                self.compact_file(
+                    &public,
+                    "versions",
+                    "versions",
+                    self.ttl,
+                    None,
+                    client.caller.role,
+                )
+                .await?
             }
         };
         self.respond_compact(&document, client)
@@ -95,13 +105,35 @@ impl Frontend {
     /// `.gem` the cached copy does not list).
     async fn info(&self, name: &GemName, recency: Recency, role: Role) -> Result<Document> {
         let key = info_key(name.as_str());
+        let routing = self.routing(name)?;
+        if routing.is_routed() {
+            // A private gem's /info comes from its route; the public /versions says nothing of
+            // it, so the TTL alone decides.
+            return self
+                .compact_file(
+                    &routing,
+                    &key,
+                    &format!("info/{name}"),
+                    recency.ttl(self.ttl),
+                    None,
+                    role,
+                )
+                .await;
+        }
         let listed = self.listed_info_checksum(name).await?;
         let (ttl, known_current) = match &listed {
             Some(listed) => (Duration::ZERO, Some(has_md5(listed))),
             None => (recency.ttl(self.ttl), None),
         };
         let document = self
-            .compact_file(&key, &format!("info/{name}"), ttl, known_current, role)
+            .compact_file(
+                &routing,
+                &key,
+                &format!("info/{name}"),
+                ttl,
+                known_current,
+                role,
+            )
             .await?;
         if let Some(listed) = listed.filter(|listed| info_md5(&document) != Some(listed)) {
             // The upstream's /info is newer (or older) than the /versions pmcache holds; the
@@ -149,10 +181,40 @@ impl Frontend {
         Ok(checksums)
     }
 
-    /// A compact index file, verbatim, with its MD5 as entity tag; an `/info` file also
-    /// records where each `.gem` it lists comes from and its checksum.
+    /// The configured upstream's routing: unprefixed keys.
+    fn public(&self) -> Routing {
+        Routing::public(&self.upstream)
+    }
+
+    /// Where gem `name`'s files come from: the configured upstream, or a private route's (a
+    /// route to `none` is answered 404 here, before anything is fetched).
+    fn routing(&self, name: &GemName) -> Result<Routing> {
+        Ok(self.proxy.routing(POLICY, name.as_str(), &self.upstream)?)
+    }
+
+    /// The gem a `.gem` or gemspec file belongs to when a route takes one of its readings
+    /// (that reading, and the route), else None: a private name never goes to the public
+    /// upstream, even where the full name reads as a public gem's too.
+    fn routed_reading(&self, full_name: &FullName) -> Result<Option<(GemName, Routing)>> {
+        let routed = full_name
+            .splits()
+            .into_iter()
+            .map(|(name, _)| name)
+            .find(|name| self.proxy.is_routed(POLICY, name.as_str()));
+        match routed {
+            Some(name) => {
+                let routing = self.routing(&name)?;
+                Ok(Some((name, routing)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A compact index file of `routing`'s upstream, verbatim, with its MD5 as entity tag; an
+    /// `/info` file also records where each `.gem` it lists comes from and its checksum.
     async fn compact_file(
         &self,
+        routing: &Routing,
         key: &str,
         upstream_path: &str,
         ttl: Duration,
@@ -160,7 +222,7 @@ impl Frontend {
         role: Role,
     ) -> Result<Document> {
         let gem = key.strip_prefix("info/").map(str::to_owned);
-        let upstream = self.upstream.clone();
+        let own = routing.clone();
         let render = move |document: UpstreamDocument| {
             if !compact::is_compact_index(&document.body) {
                 return Err(malformed(&document, compact::Malformed::NotCompactIndex));
@@ -168,7 +230,7 @@ impl Frontend {
             compact::check_upstream_digests(&document.headers, &document.body)
                 .map_err(|reason| malformed(&document, reason))?;
             let sources = match &gem {
-                Some(gem) => gem_sources(&upstream, gem, &document.body)?,
+                Some(gem) => gem_sources(&own, gem, &document.body)?,
                 None => Vec::new(),
             };
             let etag = format!("\"{}\"", compact::md5_hex(&document.body));
@@ -179,8 +241,16 @@ impl Frontend {
                 hidden_until: None,
             })
         };
-        self.index_file(key, upstream_path, ttl, known_current, role, render)
-            .await
+        self.index_file(
+            routing,
+            key,
+            upstream_path,
+            ttl,
+            known_current,
+            role,
+            render,
+        )
+        .await
     }
 
     async fn legacy_index(
@@ -201,16 +271,27 @@ impl Frontend {
             })
         };
         let key = format!("legacy/{file}");
+        let public = self.public();
         let document = self
-            .index_file(&key, file, self.ttl, None, client.caller.role, render)
+            .index_file(
+                &public,
+                &key,
+                file,
+                self.ttl,
+                None,
+                client.caller.role,
+                render,
+            )
             .await?;
         Ok(self
             .proxy
             .respond(&document, BODY, client, Serving::whole(VARY))?)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn index_file<R>(
         &self,
+        routing: &Routing,
         key: &str,
         upstream_path: &str,
         ttl: Duration,
@@ -223,11 +304,11 @@ impl Frontend {
     {
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: key.to_owned(),
-            url: self.upstream_url(upstream_path)?,
+            key: routing.key(key),
+            url: upstream_url(&routing.upstream, upstream_path)?,
             accept: "*/*",
             ttl,
-            allow_redirect: proxy::same_origin(&self.upstream),
+            allow_redirect: proxy::same_origin(&routing.upstream),
             known_current,
             role,
         };
@@ -251,6 +332,11 @@ impl Frontend {
     /// Where a `.gem` comes from: the `/info` file of the gem its name starts with (gem names
     /// known to `/versions` first), fetched again if the cached copy may predate the release.
     async fn gem_source(&self, full_name: &FullName, role: Role) -> Result<ArtifactSource> {
+        if let Some((name, routing)) = self.routed_reading(full_name)? {
+            // Known by the route's own id: never a source the public upstream advertised.
+            let id = routing.key(&gem_id(full_name.as_str()));
+            return self.advertised_gem(&id, vec![name], role).await;
+        }
         let id = gem_id(full_name.as_str());
         let mut names: Vec<GemName> = full_name.splits().into_iter().map(|(n, _)| n).collect();
         if let Some(versions) = self
@@ -260,9 +346,19 @@ impl Frontend {
             let known = self.info_checksums(&versions).await?;
             names.sort_by_key(|name| !known.contains_key(name.as_str()));
         }
+        self.advertised_gem(&id, names, role).await
+    }
+
+    /// The source advertised as `id` by the `/info` file of one of `names`.
+    async fn advertised_gem(
+        &self,
+        id: &str,
+        names: Vec<GemName>,
+        role: Role,
+    ) -> Result<ArtifactSource> {
         let advertisement = self
             .proxy
-            .advertised_source(ECOSYSTEM, &id, role, &names, |name, recency| async move {
+            .advertised_source(ECOSYSTEM, id, role, &names, |name, recency| async move {
                 match self.info(&name, recency, role).await {
                     Ok(document) => Ok(Some(document)),
                     Err(error) if error.is_not_found() => Ok(None),
@@ -280,12 +376,27 @@ impl Frontend {
         full_name: &FullName,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
-        let url = self.upstream_url(&format!("quick/Marshal.4.8/{full_name}.gemspec.rz"))?;
+        let path = format!("quick/Marshal.4.8/{full_name}.gemspec.rz");
+        // A private gem's gemspec comes from its route, judged by the routed name.
+        let (url, release) = match self.routed_reading(full_name)? {
+            Some((name, routing)) => (
+                upstream_url(&routing.upstream, &path)?,
+                Release {
+                    package: name.to_string(),
+                    version: None,
+                    published: None,
+                },
+            ),
+            None => (
+                upstream_url(&self.upstream, &path)?,
+                gemspec_release(full_name),
+            ),
+        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
             // No index lists gemspecs: the path is the upstream's own, below its base URL, for
             // a parsed gem name.
-            source: ArtifactSource::unadvertised(url, gemspec_release(full_name)),
+            source: ArtifactSource::unadvertised(url, release),
             content_type: BINARY_TYPE,
             client,
             redirect_hosts: &[],
@@ -295,16 +406,14 @@ impl Frontend {
         };
         Ok(self.proxy.artifact(request).await?)
     }
+}
 
-    fn upstream_url(&self, path: &str) -> Result<Url> {
-        Ok(self
-            .upstream
-            .join(path)
-            .map_err(|e| proxy::Error::BadUpstreamUrl {
-                url: self.upstream.to_string(),
-                source: e.into(),
-            })?)
-    }
+/// `path` below the upstream base `base`.
+fn upstream_url(base: &Url, path: &str) -> Result<Url> {
+    Ok(base.join(path).map_err(|e| proxy::Error::BadUpstreamUrl {
+        url: base.to_string(),
+        source: e.into(),
+    })?)
 }
 
 /// The MD5 of a cached `/info` file: its entity tag is that MD5, quoted (see `compact_file`).
@@ -319,7 +428,8 @@ fn has_md5(listed: &str) -> KnownCurrent {
 }
 
 /// Every `.gem` an `/info/GEM` file lists: its upstream URL and published checksum.
-fn gem_sources(upstream: &Url, gem: &str, info: &Bytes) -> proxy::Result<Vec<Advertised>> {
+fn gem_sources(routing: &Routing, gem: &str, info: &Bytes) -> proxy::Result<Vec<Advertised>> {
+    let upstream = &routing.upstream;
     compact::info_entries(info)
         .into_iter()
         .map(|entry| {
@@ -336,7 +446,7 @@ fn gem_sources(upstream: &Url, gem: &str, info: &Bytes) -> proxy::Result<Vec<Adv
                 None => entry.version.as_str(),
             };
             Ok(Advertised {
-                id: gem_id(&full_name),
+                id: routing.key(&gem_id(&full_name)),
                 url,
                 checksum: entry.checksum,
                 package: gem.to_owned(),
@@ -434,7 +544,7 @@ mod purge_tests {
     fn platform_builds_belong_to_their_version() {
         let upstream = Url::parse("http://127.0.0.1:9/").expect("url");
         let info = Bytes::from_static(b"---\n1.0.0 |checksum:\n1.0.0-java |checksum:\n");
-        let sources = gem_sources(&upstream, "demo", &info).expect("sources");
+        let sources = gem_sources(&Routing::public(&upstream), "demo", &info).expect("sources");
         let versions: Vec<(&str, Option<&str>)> = sources
             .iter()
             .map(|source| (source.package.as_str(), source.version.as_deref()))
