@@ -137,6 +137,7 @@ fn an_npm_scope_routed_to_none_is_pmcaches_404_and_never_asked_upstream() -> Res
         "@demo/scoped/1.0.0".to_owned(),
         tarball.registry_path(),
         tarball.registry_path().replacen('/', "%2f", 1),
+        "-/package/@demo%2fscoped/dist-tags".to_owned(),
     ] {
         let response = http::get(&format!("{registry}{path}"))?;
         ensure_private_404(&path, &response, "npm:@demo/scoped")?;
@@ -157,6 +158,24 @@ fn an_npm_scope_routed_to_none_is_pmcaches_404_and_never_asked_upstream() -> Res
         &["@demo"],
     )?;
     case.ensure_no_egress()
+}
+
+/// A tarball cached before its scope was routed to `none` is pmcache's 404 once the route is
+/// set: the stored copy is not served, and the registry is not asked.
+#[test]
+fn an_npm_tarball_cached_before_its_route_is_refused_once_routed_nowhere() -> Result<()> {
+    let mut case = NpmCase::npm(NpmUpstream::start()?, &[])?;
+    let tarball = packages()?.tarball(SCOPED, "1.0.0")?;
+    let cached = http::get(&format!("{}{}", case.registry(), tarball.registry_path()))?;
+    ensure!(cached.status == 200, "before the route: {}", cached.describe());
+    let routes = routes("npm", "@demo/*", "none");
+    case.restart_with(&[("PMCACHE_ROUTES", routes.as_str())])?;
+    let mark = case.upstream.mark();
+    let url = format!("{}{}", case.registry(), tarball.registry_path());
+    ensure_private_404(&url, &http::get(&url)?, "npm:@demo/scoped")?;
+    let asked = case.upstream.requests_since(mark);
+    ensure!(asked.is_empty(), "the registry was asked {} times", asked.len());
+    Ok(())
 }
 
 /// `@demo/*` routed to a second fixture registry: npm installs `@demo/scoped` from it (its

@@ -253,7 +253,17 @@ impl Frontend {
             Some("security audit") => self.audit_body(path, parts, body)?,
             _ => body,
         };
-        let url = self.upstream_api_url(endpoint, parts)?;
+        // An endpoint of one package (`/-/package/NAME/dist-tags`) goes to its route's
+        // registry: a private name is never asked of the public one.
+        let upstream = match api_package(path) {
+            Some(package) => {
+                self.proxy
+                    .routing(POLICY, &package, &self.upstream)?
+                    .upstream
+            }
+            None => self.upstream.clone(),
+        };
+        let url = upstream_api_url(&upstream, endpoint, parts)?;
         let response = self
             .proxy
             .pass_through(PassThrough {
@@ -304,24 +314,38 @@ impl Frontend {
         }
     }
 
-    fn upstream_api_url(&self, endpoint: &str, parts: &Parts) -> Result<Url> {
-        let relative = endpoint.trim_start_matches('/');
-        let mut url = self
-            .upstream
-            .join(relative.split('?').next().unwrap_or(relative))
-            .map_err(|e| proxy::Error::BadUpstreamUrl {
-                url: self.upstream.to_string(),
-                source: e.into(),
-            })?;
-        url.set_query(parts.uri.query());
-        Ok(url)
-    }
-
     /// The origin this client reaches pmcache at (`public_url` when configured).
     fn client_origin(&self, parts: &Parts) -> Result<String> {
         let authority = parts.uri.authority().map(|a| a.as_str());
         proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
             .ok_or(Error::NoHost)
+    }
+}
+
+/// `endpoint` (an API path, `/-/…`) below the registry base `upstream`, with the client's query.
+fn upstream_api_url(upstream: &Url, endpoint: &str, parts: &Parts) -> Result<Url> {
+    let relative = endpoint.trim_start_matches('/');
+    let mut url = upstream
+        .join(relative.split('?').next().unwrap_or(relative))
+        .map_err(|e| proxy::Error::BadUpstreamUrl {
+            url: upstream.to_string(),
+            source: e.into(),
+        })?;
+    url.set_query(parts.uri.query());
+    Ok(url)
+}
+
+/// The package an API path of one package names (`/-/package/NAME/…`, the scope's slash
+/// escaped or not), decoded.
+fn api_package(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/-/package/")?;
+    let mut segments = rest
+        .split('/')
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy());
+    let first = segments.next()?;
+    match first.starts_with('@') && !first.contains('/') {
+        true => Some(format!("{first}/{}", segments.next()?)),
+        false => Some(first.into_owned()),
     }
 }
 
@@ -401,6 +425,22 @@ fn sources_of(routing: &Routing, package: &PackageName, tarballs: &[Tarball]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_endpoints_name_their_package_in_any_spelling() {
+        for path in [
+            "/-/package/@acme/tool/dist-tags",
+            "/-/package/@acme%2ftool/dist-tags",
+            "/-/package/%40acme%2Ftool/dist-tags",
+        ] {
+            assert_eq!(api_package(path).as_deref(), Some("@acme/tool"), "{path}");
+        }
+        assert_eq!(
+            api_package("/-/package/left-pad/dist-tags").as_deref(),
+            Some("left-pad")
+        );
+        assert_eq!(api_package("/-/v1/search"), None);
+    }
 
     #[test]
     fn an_unpublished_package_is_gone_not_a_bad_gateway() {
