@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
+use crate::auth::Token;
 use crate::support::case::Case;
 use crate::support::http;
 use crate::support::npm_packages::{LEFT, SCOPED, packages};
@@ -167,14 +168,22 @@ fn an_npm_tarball_cached_before_its_route_is_refused_once_routed_nowhere() -> Re
     let mut case = NpmCase::npm(NpmUpstream::start()?, &[])?;
     let tarball = packages()?.tarball(SCOPED, "1.0.0")?;
     let cached = http::get(&format!("{}{}", case.registry(), tarball.registry_path()))?;
-    ensure!(cached.status == 200, "before the route: {}", cached.describe());
+    ensure!(
+        cached.status == 200,
+        "before the route: {}",
+        cached.describe()
+    );
     let routes = routes("npm", "@demo/*", "none");
     case.restart_with(&[("PMCACHE_ROUTES", routes.as_str())])?;
     let mark = case.upstream.mark();
     let url = format!("{}{}", case.registry(), tarball.registry_path());
     ensure_private_404(&url, &http::get(&url)?, "npm:@demo/scoped")?;
     let asked = case.upstream.requests_since(mark);
-    ensure!(asked.is_empty(), "the registry was asked {} times", asked.len());
+    ensure!(
+        asked.is_empty(),
+        "the registry was asked {} times",
+        asked.len()
+    );
     Ok(())
 }
 
@@ -186,7 +195,14 @@ fn an_npm_tarball_cached_before_its_route_is_refused_once_routed_nowhere() -> Re
 fn an_npm_scope_routed_to_a_private_registry_installs_from_it() -> Result<()> {
     let private = NpmUpstream::start()?;
     let routes = routes("npm", "@demo/*", &private.registry_url());
-    let case = NpmCase::npm(NpmUpstream::start()?, &[("PMCACHE_ROUTES", &routes)])?;
+    let admin = Token::new("ops", "admin")?;
+    let case = NpmCase::npm(
+        NpmUpstream::start()?,
+        &[
+            ("PMCACHE_ROUTES", &routes),
+            ("PMCACHE_AUTH_TOKENS_FILE", &admin.file),
+        ],
+    )?;
     let npm = case.sandbox("npm")?;
     let project = scoped_project(&case, "npm")?;
     npm.npm(&project, &["install"])?
@@ -221,6 +237,20 @@ fn an_npm_scope_routed_to_a_private_registry_installs_from_it() -> Result<()> {
         &npm_targets(&case.upstream),
         &["@demo"],
     )?;
+    // A purge of the routed package removes the route's copy of its packument.
+    let bearer = admin.bearer();
+    let purged = http::send(
+        "DELETE",
+        &format!("{}/admin/packages/npm/{SCOPED}", case.pmcache().base_url()),
+        &[("Authorization", bearer.as_str())],
+        b"",
+    )?;
+    let report: serde_json::Value = serde_json::from_slice(&purged.body)
+        .with_context(|| format!("purge: {}", purged.describe()))?;
+    ensure!(
+        report["documents"] == 1 && report["artifacts"].as_u64() >= Some(1),
+        "the purge missed the routed copies: {report}"
+    );
     case.ensure_no_egress()
 }
 

@@ -78,6 +78,30 @@ impl Proxy {
         self.policy().route(ecosystem, name).is_some()
     }
 
+    /// `documents` (keys of `package`'s documents in `ecosystem`) as stored for the route that
+    /// takes the package now, if it has an upstream: what a purge removes besides them.
+    pub(crate) fn routed_keys(
+        &self,
+        ecosystem: &str,
+        package: &str,
+        documents: &[String],
+    ) -> Vec<String> {
+        let Ok(ecosystem) = ecosystem.parse::<Ecosystem>() else {
+            return Vec::new();
+        };
+        let policy = self.policy();
+        match policy
+            .route(ecosystem, package)
+            .map(|route| route.upstream())
+        {
+            Some(RouteUpstream::Url(url)) => {
+                let routing = Routing::private(url);
+                documents.iter().map(|key| routing.key(key)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Refuses an artifact of a package routed to `none`, stored copy or not.
     pub(crate) fn check_route(&self, ecosystem: Ecosystem, name: &str) -> Result<()> {
         let policy = self.policy();
