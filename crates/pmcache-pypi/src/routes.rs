@@ -386,6 +386,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_routed_projects_files_are_recorded_under_the_routes_ids_too() {
+        let page = serde_json::json!({
+            "meta": {"api-version": "1.1"}, "name": "acme-lib",
+            "files": [{"filename": "acme_lib-1.0-py3-none-any.whl",
+                "url": "http://127.0.0.9:1/files/acme_lib-1.0-py3-none-any.whl",
+                "hashes": {"sha256": "ab".repeat(32)}, "core-metadata": true}]});
+        let url = Url::parse("http://127.0.0.9:2/simple/acme-lib/").unwrap();
+        let page = ProjectPage::parse(
+            page.to_string().as_bytes(),
+            "application/vnd.pypi.simple.v1+json",
+            &url,
+        )
+        .unwrap();
+        let file = &page.files()[0];
+        let public = proxy::Routing::public(&url);
+        let ids = |routing: &proxy::Routing| -> Vec<String> {
+            sources_of(routing, "acme-lib", file)
+                .into_iter()
+                .map(|source| source.id)
+                .collect()
+        };
+        let plain = rewrite::file_id(&file.url);
+        assert_eq!(ids(&public), [plain.clone(), format!("{plain}.metadata")]);
+        let routed = proxy::Routing {
+            upstream: url.clone(),
+            prefix: "routed/0123456789abcdef/".to_owned(),
+        };
+        let mut routed_ids = ids(&routed);
+        routed_ids.sort();
+        assert_eq!(
+            routed_ids,
+            [
+                plain.clone(),
+                format!("{plain}.metadata"),
+                routed.key(&plain),
+                routed.key(&format!("{plain}.metadata")),
+            ]
+        );
+    }
+
+    #[test]
     fn files_the_policy_refuses_are_hidden_with_their_versions() {
         use pmcache_policy::Config;
         let file = |name: &str, uploaded: &str| {
