@@ -64,6 +64,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
+    crate::frontend::check_routes_are_not_self(&config, local)?;
     let mut mounts = Vec::with_capacity(Ecosystem::ALL.len());
     for ecosystem in Ecosystem::ALL {
         let frontend = match Frontend::build(ecosystem, &config, &proxy, local).await {
