@@ -158,6 +158,12 @@ fn an_npm_scope_routed_to_none_is_pmcaches_404_and_never_asked_upstream() -> Res
         &npm_targets(&case.upstream),
         &["@demo"],
     )?;
+    let counted = case
+        .pmcache()
+        .metric_sum("pmcache_policy_refusals_total", |labels| {
+            labels.contains("ecosystem=\"npm\"") && labels.contains("rule=\"routes\"")
+        })?;
+    ensure!(counted >= 8.0, "{counted} private 404s counted");
     case.ensure_no_egress()
 }
 

@@ -9,6 +9,9 @@ use url::Url;
 use crate::Proxy;
 use crate::error::{Error, Result};
 
+/// The `rule` label a route to `none` is counted under in `pmcache_policy_refusals_total`.
+const ROUTE_RULE: &str = "routes";
+
 /// Where one package's documents come from, and what its keys start with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Routing {
@@ -116,6 +119,9 @@ impl Proxy {
     fn private_refused(&self, ecosystem: Ecosystem, name: &str, index: usize) -> Error {
         let subject = format!("{}:{}", ecosystem.as_str(), ecosystem.normalize_name(name));
         tracing::info!(%subject, route = index, "private name with no upstream");
+        self.inner
+            .metrics
+            .policy_refused(ecosystem.as_str(), ROUTE_RULE);
         Error::Private { subject, index }
     }
 }
