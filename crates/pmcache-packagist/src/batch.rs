@@ -24,8 +24,32 @@ pub(crate) fn form_without_private(form: &str, private: &dyn Fn(&str) -> bool) -
 }
 
 /// Whether `form` asks about any package (a `packages[]` value).
-pub(crate) fn names_packages(form: &str) -> bool {
+fn names_packages(form: &str) -> bool {
     url::form_urlencoded::parse(form.as_bytes()).any(|(key, _)| key.starts_with("packages"))
+}
+
+/// An advisories API request (its query, and its form body) without the packages `private`
+/// takes; None when it asked about packages and all of them are private: nothing is left to
+/// ask the public repository.
+pub(crate) fn advisories_without_private(
+    query: Option<&str>,
+    body: &Bytes,
+    private: &dyn Fn(&str) -> bool,
+) -> Option<(Option<String>, Bytes)> {
+    let form = String::from_utf8_lossy(body);
+    let asked = query.is_some_and(names_packages) || names_packages(&form);
+    let query = query.map(|query| form_without_private(query, private));
+    let kept = form_without_private(&form, private);
+    let body = match kept == form {
+        true => body.clone(),
+        false => Bytes::from(kept),
+    };
+    let left = query.as_deref().is_some_and(names_packages)
+        || names_packages(&String::from_utf8_lossy(&body));
+    match asked && !left {
+        true => None,
+        false => Some((query, body)),
+    }
 }
 
 /// A notify-batch body (`{"downloads": [{"name": …, "version": …}, …]}`) without the downloads
@@ -70,6 +94,22 @@ mod tests {
         assert_eq!(form_without_private(public, &acme), public);
         assert_eq!(form_without_private("packages[]=ACME/Tool", &acme), "");
         assert!(names_packages(form) && !names_packages("updatedSince=1"));
+    }
+
+    #[test]
+    fn advisory_requests_about_private_packages_only_are_not_relayed() {
+        let form = Bytes::from_static(b"packages%5B%5D=acme%2Ftool&packages%5B%5D=psr%2Flog");
+        let (query, body) = advisories_without_private(None, &form, &acme).unwrap();
+        assert_eq!((query, &body[..]), (None, &b"packages%5B%5D=psr%2Flog"[..]));
+        let private_only = Bytes::from_static(b"packages[]=acme/tool");
+        assert_eq!(advisories_without_private(None, &private_only, &acme), None);
+        let empty = Bytes::new();
+        assert_eq!(
+            advisories_without_private(Some("packages[]=acme/x&updatedSince=1"), &empty, &acme),
+            None
+        );
+        let (query, _) = advisories_without_private(Some("updatedSince=1"), &empty, &acme).unwrap();
+        assert_eq!(query.as_deref(), Some("updatedSince=1"));
     }
 
     #[test]

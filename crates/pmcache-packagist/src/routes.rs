@@ -412,31 +412,16 @@ impl Frontend {
             )
             .await?;
         let private = |name: &str| self.proxy.is_routed(POLICY, name);
-        let original = body.clone();
         let (query, body) = match endpoint {
-            Endpoint::SecurityAdvisories => (
-                parts
-                    .uri
-                    .query()
-                    .map(|query| batch::form_without_private(query, &private)),
-                Bytes::from(batch::form_without_private(
-                    &String::from_utf8_lossy(&body),
-                    &private,
-                )),
-            ),
+            Endpoint::SecurityAdvisories => {
+                match batch::advisories_without_private(parts.uri.query(), &body, &private) {
+                    Some(kept) => kept,
+                    // Every package asked about is private: nothing to ask the public one.
+                    None => return Ok(no_advisories()),
+                }
+            }
             _ => (parts.uri.query().map(str::to_owned), body),
         };
-        let asked = |form: Option<&str>| form.is_some_and(batch::names_packages);
-        let body_text = String::from_utf8_lossy(&body).into_owned();
-        if endpoint == Endpoint::SecurityAdvisories
-            && (asked(parts.uri.query())
-                || batch::names_packages(&String::from_utf8_lossy(&original)))
-            && !asked(query.as_deref())
-            && !batch::names_packages(&body_text)
-        {
-            // Every package asked about is private: nothing to ask the public repository.
-            return Ok(no_advisories());
-        }
         if let Some(query) = query {
             url.set_query(Some(&query));
         }
