@@ -18,6 +18,7 @@ mod packagist;
 mod policy;
 mod policy_check;
 mod policy_packagist;
+mod policy_routes;
 mod policy_rubygems;
 mod pypi;
 mod rubygems;

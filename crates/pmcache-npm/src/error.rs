@@ -67,6 +67,15 @@ pub enum Error {
         /// The version or dist-tag the client asked for, as sent.
         version: String,
     },
+    /// An audit body pmcache cannot read while private routes are set: relaying it could tell
+    /// the public registry the private names it holds.
+    #[error(
+        "pmcache cannot read this audit request ({reason}), so it is not relayed: it may name private packages ([[routes]])"
+    )]
+    UnreadableAudit {
+        /// What was wrong with the body.
+        reason: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].
@@ -88,9 +97,10 @@ impl Error {
         match self {
             // Not 404 for names and paths: pacote retries a 404 for the full document, and
             // there is nothing to find.
-            Error::InvalidName { .. } | Error::BadPath { .. } | Error::NoHost => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::InvalidName { .. }
+            | Error::BadPath { .. }
+            | Error::NoHost
+            | Error::UnreadableAudit { .. } => StatusCode::BAD_REQUEST,
             Error::Document { .. } => StatusCode::BAD_GATEWAY,
             Error::Proxy(error) => error.status(),
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

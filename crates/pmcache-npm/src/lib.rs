@@ -11,6 +11,7 @@
 //! `shasum`): tarball requests resolve only through those records, cold ones by fetching the
 //! packument first.
 
+mod audit;
 pub mod config;
 pub mod discover;
 mod dist_tags;

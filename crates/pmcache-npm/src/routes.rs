@@ -9,11 +9,12 @@ use http::{Method, Response, StatusCode, header};
 use pmcache_policy::Verdict;
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, Body, Caller, ClientRequest, DocumentRequest,
-    PassThrough, Rendering, Serving, Variant,
+    PassThrough, Rendering, Routing, Serving, Variant,
 };
 use url::Url;
 
 use crate::Frontend;
+use crate::audit;
 use crate::error::{Error, Result};
 use crate::name::{self, NpmPath, PackageName};
 use crate::negotiate::{self, Representation};
@@ -95,20 +96,20 @@ impl Frontend {
             false => variant.with_origin(origin.clone()),
         };
         let registry = format!("{}{}/", proxy::ORIGIN_PLACEHOLDER, self.mount);
-        let url =
-            self.upstream
-                .join(&package.escaped())
-                .map_err(|e| proxy::Error::BadUpstreamUrl {
-                    url: self.upstream.to_string(),
-                    source: e.into(),
-                })?;
+        let routing = self.routing(package)?;
+        let url = routing.upstream.join(&package.escaped()).map_err(|e| {
+            proxy::Error::BadUpstreamUrl {
+                url: routing.upstream.to_string(),
+                source: e.into(),
+            }
+        })?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: packument_key(package),
+            key: routing.key(&packument_key(package)),
             url,
             accept: UPSTREAM_ACCEPT,
             ttl,
-            allow_redirect: proxy::same_origin(&self.upstream),
+            allow_redirect: proxy::same_origin(&routing.upstream),
             known_current: None,
             role: Caller::attached(parts).role,
         };
@@ -129,7 +130,7 @@ impl Frontend {
                     &judge,
                 )
                 .map_err(|error| packument_error(&upstream.url, error))?;
-                let sources = sources_of(&requested, &rewritten.tarballs);
+                let sources = sources_of(&routing, &requested, &rewritten.tarballs);
                 Ok(Rendering {
                     variants: vec![
                         placed(Variant::new(
@@ -149,6 +150,14 @@ impl Frontend {
             })
             .await?;
         Ok(document)
+    }
+
+    /// Where the package's documents come from: the configured registry, or a private route's
+    /// (a route to `none` is answered 404 here, before anything is fetched).
+    fn routing(&self, package: &PackageName) -> Result<Routing> {
+        Ok(self
+            .proxy
+            .routing(POLICY, package.as_str(), &self.upstream)?)
     }
 
     /// Refuses a package the policy does not serve at all (`deny` of every version, or not in
@@ -197,11 +206,14 @@ impl Frontend {
         // Cold tarball requests (`npm ci` and pnpm's frozen installs read the lockfile, not the
         // packument) learn the tarball's source from the packument, fetched again if the cached
         // one may predate the version.
+        // A routed package's tarballs are known by ids of the route's own: a source the public
+        // registry advertised before the route existed is never used for it.
+        let id = self.routing(package)?.key(&tarball_id(package, filename));
         let advertisement = self
             .proxy
             .advertised_source(
                 ECOSYSTEM,
-                &tarball_id(package, filename),
+                &id,
                 client.caller.role,
                 std::slice::from_ref(package),
                 |package, recency| async move {
@@ -237,7 +249,21 @@ impl Frontend {
                 });
             }
         };
-        let url = self.upstream_api_url(endpoint, parts)?;
+        let body = match relayed {
+            Some("security audit") => self.audit_body(path, parts, body)?,
+            _ => body,
+        };
+        // An endpoint of one package (`/-/package/NAME/dist-tags`) goes to its route's
+        // registry: a private name is never asked of the public one.
+        let upstream = match api_package(path) {
+            Some(package) => {
+                self.proxy
+                    .routing(POLICY, &package, &self.upstream)?
+                    .upstream
+            }
+            None => self.upstream.clone(),
+        };
+        let url = upstream_api_url(&upstream, endpoint, parts)?;
         let response = self
             .proxy
             .pass_through(PassThrough {
@@ -265,17 +291,27 @@ impl Frontend {
         }
     }
 
-    fn upstream_api_url(&self, endpoint: &str, parts: &Parts) -> Result<Url> {
-        let relative = endpoint.trim_start_matches('/');
-        let mut url = self
-            .upstream
-            .join(relative.split('?').next().unwrap_or(relative))
-            .map_err(|e| proxy::Error::BadUpstreamUrl {
-                url: self.upstream.to_string(),
-                source: e.into(),
-            })?;
-        url.set_query(parts.uri.query());
-        Ok(url)
+    /// An audit body as relayed: without the packages private routes take (they must not
+    /// reach the public registry, not even by name); as it came when no npm route is set.
+    fn audit_body(&self, path: &str, parts: &Parts, body: Bytes) -> Result<Bytes> {
+        let policy = self.proxy.policy();
+        if !policy
+            .routes()
+            .iter()
+            .any(|route| route.ecosystem() == POLICY)
+        {
+            return Ok(body);
+        }
+        let gzipped = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case("gzip"));
+        let private = |name: &str| policy.route(POLICY, name).is_some();
+        match audit::without_private(&body, gzipped, audit::Shape::of(path), &private)? {
+            Some(kept) => Ok(Bytes::from(kept)),
+            None => Ok(body),
+        }
     }
 
     /// The origin this client reaches pmcache at (`public_url` when configured).
@@ -283,6 +319,33 @@ impl Frontend {
         let authority = parts.uri.authority().map(|a| a.as_str());
         proxy::client_origin(&parts.headers, authority, self.public_url.as_ref())
             .ok_or(Error::NoHost)
+    }
+}
+
+/// `endpoint` (an API path, `/-/…`) below the registry base `upstream`, with the client's query.
+fn upstream_api_url(upstream: &Url, endpoint: &str, parts: &Parts) -> Result<Url> {
+    let relative = endpoint.trim_start_matches('/');
+    let mut url = upstream
+        .join(relative.split('?').next().unwrap_or(relative))
+        .map_err(|e| proxy::Error::BadUpstreamUrl {
+            url: upstream.to_string(),
+            source: e.into(),
+        })?;
+    url.set_query(parts.uri.query());
+    Ok(url)
+}
+
+/// The package an API path of one package names (`/-/package/NAME/…`, the scope's slash
+/// escaped or not), decoded.
+fn api_package(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/-/package/")?;
+    let mut segments = rest
+        .split('/')
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy());
+    let first = segments.next()?;
+    match first.starts_with('@') && !first.contains('/') {
+        true => Some(format!("{first}/{}", segments.next()?)),
+        false => Some(first.into_owned()),
     }
 }
 
@@ -331,15 +394,18 @@ pub fn document_keys(package: &PackageName) -> Vec<String> {
 /// A tarball is reachable by its conventional filename and, when the upstream named it
 /// otherwise, by the upstream's filename too (lockfiles made against the upstream use that).
 /// Conventional names win where an upstream name happens to equal another version's.
-fn sources_of(package: &PackageName, tarballs: &[Tarball]) -> Vec<Advertised> {
+fn sources_of(routing: &Routing, package: &PackageName, tarballs: &[Tarball]) -> Vec<Advertised> {
     let mut sources = std::collections::BTreeMap::new();
     for tarball in tarballs {
-        sources.insert(tarball_id(package, &tarball.filename), tarball);
+        sources.insert(
+            routing.key(&tarball_id(package, &tarball.filename)),
+            tarball,
+        );
     }
     for tarball in tarballs {
         if let Some(upstream_filename) = &tarball.upstream_filename {
             sources
-                .entry(tarball_id(package, upstream_filename))
+                .entry(routing.key(&tarball_id(package, upstream_filename)))
                 .or_insert(tarball);
         }
     }
@@ -359,6 +425,22 @@ fn sources_of(package: &PackageName, tarballs: &[Tarball]) -> Vec<Advertised> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_endpoints_name_their_package_in_any_spelling() {
+        for path in [
+            "/-/package/@acme/tool/dist-tags",
+            "/-/package/@acme%2ftool/dist-tags",
+            "/-/package/%40acme%2Ftool/dist-tags",
+        ] {
+            assert_eq!(api_package(path).as_deref(), Some("@acme/tool"), "{path}");
+        }
+        assert_eq!(
+            api_package("/-/package/left-pad/dist-tags").as_deref(),
+            Some("left-pad")
+        );
+        assert_eq!(api_package("/-/v1/search"), None);
+    }
 
     #[test]
     fn an_unpublished_package_is_gone_not_a_bad_gateway() {

@@ -17,6 +17,7 @@
 //! with their publish time, so that the core answers a request for one with the rule's reason.
 //! A package refused whole gets 403 for its p2 files before anything is fetched.
 
+mod batch;
 pub mod config;
 pub mod error;
 pub mod minified;

@@ -11,11 +11,12 @@ use http::{Method, Response, StatusCode, header};
 use pmcache_policy::{Policy, Verdict};
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, Caller, ClientRequest,
-    Document, DocumentRequest, ORIGIN_PLACEHOLDER as ORIGIN, PassThrough, Rendering, Role, Serving,
-    UpstreamDocument, Variant,
+    Document, DocumentRequest, ORIGIN_PLACEHOLDER as ORIGIN, PassThrough, Rendering, Role, Routing,
+    Serving, UpstreamDocument, Variant,
 };
 use url::Url;
 
+use crate::batch;
 use crate::error::{Error, Result};
 use crate::name::PackageName;
 use crate::path::{self, Endpoint, Route};
@@ -50,7 +51,7 @@ impl Frontend {
         let role = client.caller.role;
         match path::classify(path)? {
             Route::PackagesJson if readable => {
-                let document = self.root(self.ttl, role).await?;
+                let document = self.root(&self.public(), self.ttl, role).await?;
                 self.respond(&document, parts, client).await
             }
             Route::P2 { package, dev } if readable => {
@@ -114,22 +115,38 @@ impl Frontend {
         (format!("{ORIGIN}{MOUNT}/dists/"), self.keep_source)
     }
 
-    /// `packages.json`, rewritten with the placeholder origin, with the upstream URLs behind it.
-    async fn root(&self, ttl: Duration, role: Role) -> Result<Document> {
-        let url = self.upstream_url("packages.json")?;
+    /// The configured repository's routing: unprefixed keys.
+    fn public(&self) -> Routing {
+        Routing::public(&self.upstream)
+    }
+
+    /// Where `package`'s files come from: the configured repository, or a private route's (a
+    /// route to `none` is answered 404 here, before anything is fetched).
+    fn routing(&self, package: &PackageName) -> Result<Routing> {
+        Ok(self
+            .proxy
+            .routing(POLICY, package.as_str(), &self.upstream)?)
+    }
+
+    /// `packages.json` of `routing`'s repository, rewritten with the placeholder origin, with
+    /// the upstream URLs behind it.
+    async fn root(&self, routing: &Routing, ttl: Duration, role: Role) -> Result<Document> {
+        let url = upstream_url(&routing.upstream, "packages.json")?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: ROOT_KEY.to_owned(),
+            key: routing.key(ROOT_KEY),
             url,
             accept: JSON,
             ttl,
-            allow_redirect: proxy::same_origin(&self.upstream),
+            allow_redirect: proxy::same_origin(&routing.upstream),
             known_current: None,
             role,
         };
         let (dists_base, keep_source) = self.dist_rewrite();
         let stored_origin = self.stored_origin();
         let policy = self.proxy.policy();
+        // Dists inline in a private repository's root are known by its route's ids only.
+        let own = routing.clone();
         let render = move |document: UpstreamDocument| {
             let dists = DistRewrite {
                 base: &dists_base,
@@ -146,7 +163,11 @@ impl Frontend {
                     Variant::new(CLIENT, JSON, root.body).with_origin(stored_origin),
                     Variant::new(LINKS, JSON, links).uncompressed(),
                 ],
-                sources: root.dists.iter().map(source_of).collect(),
+                sources: root
+                    .dists
+                    .iter()
+                    .map(|dist| source_of(&own, dist))
+                    .collect(),
                 hidden_until: root.hidden_until,
             })
         };
@@ -156,19 +177,29 @@ impl Frontend {
     /// The upstream URL (template) behind each endpoint, from the cached root file however old
     /// (they rarely change, and asking the upstream for the root before every p2 file would
     /// double the requests), else from a fetched one.
-    async fn links(&self, role: Role) -> Result<BTreeMap<String, String>> {
-        let document = match self.proxy.cached_document(ECOSYSTEM, ROOT_KEY, self.ttl)? {
+    async fn links(&self, routing: &Routing, role: Role) -> Result<BTreeMap<String, String>> {
+        let cached = self
+            .proxy
+            .cached_document(ECOSYSTEM, &routing.key(ROOT_KEY), self.ttl)?;
+        let document = match cached {
             Some(document) => document,
-            None => self.root(self.ttl, role).await?,
+            None => self.root(routing, self.ttl, role).await?,
         };
         let bytes = self.proxy.variant_bytes(&document, LINKS).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::Proxy(proxy::Error::failed("stored links are unreadable", e)))
     }
 
-    /// The upstream URL behind `link` (a key of the root's links), `%package%` filled in.
-    async fn link_url(&self, link: &str, package: Option<&str>, role: Role) -> Result<Url> {
-        let links = self.links(role).await?;
+    /// The upstream URL behind `link` (a key of the links of `routing`'s root), `%package%`
+    /// filled in.
+    async fn link_url(
+        &self,
+        routing: &Routing,
+        link: &str,
+        package: Option<&str>,
+        role: Role,
+    ) -> Result<Url> {
+        let links = self.links(routing, role).await?;
         let template = links.get(link).ok_or_else(|| Error::UpstreamLacks {
             what: link.to_owned(),
         })?;
@@ -196,11 +227,14 @@ impl Frontend {
         role: Role,
     ) -> Result<Document> {
         self.check_package(package)?;
+        let routing = self.routing(package)?;
         let name = p2_name(package, dev);
-        let url = self.link_url("metadata-url", Some(&name), role).await?;
+        let url = self
+            .link_url(&routing, "metadata-url", Some(&name), role)
+            .await?;
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: format!("p2/{name}"),
+            key: routing.key(&format!("p2/{name}")),
             allow_redirect: proxy::same_origin(&url),
             url,
             accept: JSON,
@@ -223,7 +257,7 @@ impl Frontend {
             let own = p2.dists.iter().filter(|dist| dist.package == package);
             Ok(Rendering {
                 variants: vec![Variant::new(CLIENT, JSON, p2.body).with_origin(stored_origin)],
-                sources: own.map(source_of).collect(),
+                sources: own.map(|dist| source_of(&routing, dist)).collect(),
                 hidden_until: p2.hidden_until,
             })
         };
@@ -245,7 +279,9 @@ impl Frontend {
         file: &str,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
-        let id = dist_id(package.as_str(), file);
+        // A routed package's dists are known (and stored) by ids of its route's own: never the
+        // public repository's copy of the same name.
+        let id = self.routing(package)?.key(&dist_id(package.as_str(), file));
         let source = self.dist_source(package, &id, client.caller.role).await?;
         if !self.dist_host_allowed(source.url()) {
             return Err(Error::DistHostNotAllowed {
@@ -306,8 +342,24 @@ impl Frontend {
         let proxy = self.proxy.clone();
         let headers = parts.headers.clone();
         let cached_root = self.proxy.cached_document(ECOSYSTEM, ROOT_KEY, self.ttl);
+        // The report goes to the public repository: without the downloads of private names.
+        let routed = self
+            .proxy
+            .policy()
+            .routes()
+            .iter()
+            .any(|r| r.ecosystem() == POLICY);
+        let body = match routed {
+            true => {
+                let private = |name: &str| self.proxy.is_routed(POLICY, name);
+                batch::downloads_without_private(&body, &private)
+            }
+            false => Some(body),
+        };
         tokio::spawn(async move {
-            let Ok(Some(root)) = cached_root else { return };
+            let (Ok(Some(root)), Some(body)) = (cached_root, body) else {
+                return;
+            };
             let Ok(bytes) = proxy.variant_bytes(&root, LINKS).await else {
                 return;
             };
@@ -345,17 +397,35 @@ impl Frontend {
         parts: &Parts,
         body: Bytes,
     ) -> Result<Response<Body>> {
+        // A package's own endpoint (providers) goes to its route's repository; lists of
+        // packages (advisories) lose the routed names.
+        let routing = match package {
+            Some(package) => self.routing(package)?,
+            None => self.public(),
+        };
         let mut url = self
             .link_url(
+                &routing,
                 &endpoint.link(),
                 package.map(PackageName::as_str),
                 Caller::attached(parts).role,
             )
             .await?;
-        if let Some(query) = parts.uri.query() {
-            url.set_query(Some(query));
+        let private = |name: &str| self.proxy.is_routed(POLICY, name);
+        let (query, body) = match endpoint {
+            Endpoint::SecurityAdvisories => {
+                match batch::advisories_without_private(parts.uri.query(), &body, &private) {
+                    Some(kept) => kept,
+                    // Every package asked about is private: nothing to ask the public one.
+                    None => return Ok(no_advisories()),
+                }
+            }
+            _ => (parts.uri.query().map(str::to_owned), body),
+        };
+        if let Some(query) = query {
+            url.set_query(Some(&query));
         }
-        let forward_credentials = url.origin() == self.upstream.origin();
+        let forward_credentials = url.origin() == routing.upstream.origin();
         Ok(self
             .proxy
             .pass_through(PassThrough {
@@ -367,24 +437,26 @@ impl Frontend {
             })
             .await?)
     }
+}
 
-    fn upstream_url(&self, path: &str) -> Result<Url> {
-        self.upstream.join(path).map_err(|e| {
-            Error::Proxy(proxy::Error::BadUpstreamUrl {
-                url: self.upstream.to_string(),
-                source: e.into(),
-            })
+/// `path` below the repository base `base`.
+fn upstream_url(base: &Url, path: &str) -> Result<Url> {
+    base.join(path).map_err(|e| {
+        Error::Proxy(proxy::Error::BadUpstreamUrl {
+            url: base.to_string(),
+            source: e.into(),
         })
-    }
+    })
 }
 
 fn dist_id(package: &str, file: &str) -> String {
     format!("dist/{package}/{file}")
 }
 
-fn source_of(dist: &Dist) -> Advertised {
+/// The source a dist of a document of `routing`'s repository advertises.
+fn source_of(routing: &Routing, dist: &Dist) -> Advertised {
     Advertised {
-        id: dist_id(&dist.package, &dist.file),
+        id: routing.key(&dist_id(&dist.package, &dist.file)),
         url: dist.upstream.clone(),
         checksum: dist.checksum.clone(),
         package: dist.package.clone(),
@@ -430,6 +502,15 @@ fn malformed(document: &UpstreamDocument, reason: rewrite::Malformed) -> proxy::
         url: document.url.to_string(),
         source: Box::new(reason),
     }
+}
+
+/// The advisories API's answer when it was asked about no package that may be asked upstream.
+fn no_advisories() -> Response<Body> {
+    let mut response = Response::new(proxy::full("{\"advisories\":[]}"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(JSON));
+    response
 }
 
 async fn drain(response: Response<Body>) {

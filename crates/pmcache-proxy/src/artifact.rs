@@ -83,6 +83,11 @@ impl ArtifactSource {
     pub fn checksum(&self) -> Option<&Checksum> {
         self.checksum.as_ref()
     }
+
+    /// The release its document said it belongs to, if any.
+    pub fn release(&self) -> Option<&Release> {
+        self.release.as_ref()
+    }
 }
 
 /// Where the upstream may redirect the fetch of an artifact: within the origin it was

@@ -162,6 +162,15 @@ pub enum Error {
         /// The policy's refusal.
         refusal: Box<pmcache_policy::Refusal>,
     },
+    /// A private name (`[[routes]]`) whose route has no upstream: pmcache answers 404 itself,
+    /// and the public upstream never hears of it.
+    #[error("pmcache: {subject} is private (routes[{index}]) and has no upstream")]
+    Private {
+        /// The package, normalised: `npm:@acme/tool`.
+        subject: String,
+        /// The route's place in `[[routes]]`.
+        index: usize,
+    },
     /// A read-role request missed an artifact under `read_misses = "refuse"` (403).
     #[error(
         "not cached, and a read-role request may not fill the cache (use a populate token, or wait until a trusted job has cached it): {url}"
@@ -313,7 +322,9 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Shared(inner) => inner.status(),
-            Error::NotFound { .. } | Error::NotAdvertised { .. } => StatusCode::NOT_FOUND,
+            Error::NotFound { .. } | Error::NotAdvertised { .. } | Error::Private { .. } => {
+                StatusCode::NOT_FOUND
+            }
             // Never a 404: the artifact may be newer than the cached documents.
             Error::AdvertiserDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::CircuitOpen { .. } | Error::BlobRemoved { .. } => {

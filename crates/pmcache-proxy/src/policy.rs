@@ -111,8 +111,9 @@ impl Proxy {
         }
     }
 
-    /// Refuses an artifact of `release` the policy does not serve now. Records an older
-    /// pmcache wrote (no package) and ecosystems the policy does not know pass.
+    /// Refuses an artifact of `release` the policy does not serve now, or whose package is
+    /// routed to no upstream. Records an older pmcache wrote (no package) and ecosystems the
+    /// policy does not know pass.
     pub(crate) fn check_release(&self, ecosystem: &str, release: Option<&Release>) -> Result<()> {
         let Some(release) = release.filter(|release| !release.package.is_empty()) else {
             return Ok(());
@@ -120,6 +121,7 @@ impl Proxy {
         let Ok(ecosystem) = ecosystem.parse::<Ecosystem>() else {
             return Ok(());
         };
+        self.check_route(ecosystem, &release.package)?;
         let policy = self.policy();
         let verdict = match &release.version {
             Some(version) if DATED.contains(&ecosystem) => policy.judge(

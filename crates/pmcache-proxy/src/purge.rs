@@ -61,7 +61,9 @@ impl Proxy {
     /// Purges `target` from the store (see the module comment), off the async runtime.
     /// The documents and sources relayed to read-role requests are forgotten too (they are
     /// only in memory).
-    pub async fn purge(&self, target: PurgeTarget) -> Result<PurgeReport> {
+    pub async fn purge(&self, mut target: PurgeTarget) -> Result<PurgeReport> {
+        let routed = self.routed_keys(target.ecosystem, &target.package, &target.documents);
+        target.documents.extend(routed);
         let store = self.inner.store.clone();
         let forget = target.clone();
         let mut report = tokio::task::spawn_blocking(move || purge(&store, &target))

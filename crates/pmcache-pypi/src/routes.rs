@@ -111,17 +111,22 @@ impl Frontend {
         parts: &Parts,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
-        let url = self
-            .upstream
-            .join(&format!("{name}/"))
-            .map_err(|e| Error::Proxy(bad_url(&self.upstream, e)))?;
         let mount = self.mount;
         let package = name.to_string();
         if let Verdict::Refused(refusal) = self.proxy.policy().judge_name(POLICY, &package) {
             return Err(self.proxy.policy_refused(POLICY, refusal).into());
         }
+        // A private project's page comes from its route's index (a route to none is a 404
+        // here), stored under a key of the route's own.
+        let routing = self.proxy.routing(POLICY, &package, &self.upstream)?;
+        let url = routing
+            .upstream
+            .join(&format!("{name}/"))
+            .map_err(|e| Error::Proxy(bad_url(&routing.upstream, e)))?;
         let policy = self.proxy.policy();
-        let request = self.document_request(project_key(name), url, client.caller.role);
+        let mut request =
+            self.document_request(routing.key(&project_key(name)), url, client.caller.role);
+        request.allow_redirect = proxy::same_origin(&routing.upstream);
         let document = self
             .proxy
             .document(request, move |upstream| {
@@ -133,7 +138,7 @@ impl Frontend {
                 let sources = page
                     .files()
                     .iter()
-                    .flat_map(|file| sources_of(&package, file))
+                    .flat_map(|file| sources_of(&routing, &package, file))
                     .collect();
                 let hidden_until = hide_refused(&mut page, &policy, &package, SystemTime::now());
                 let mut rendering = rendering(rewrite::render_project(&page, mount), sources);
@@ -192,13 +197,33 @@ impl Frontend {
             None => id.to_owned(),
         };
         // pip reads the page before its files: an id no stored page lists is unknown.
+        let unknown = || Error::UnknownFile {
+            filename: filename.to_owned(),
+        };
         let Advertisement::Known(source) =
             self.proxy
                 .advertised(ECOSYSTEM, &source_id, client.caller.role)?
         else {
-            return Err(Error::UnknownFile {
-                filename: filename.to_owned(),
-            });
+            return Err(unknown());
+        };
+        // A private project's file is served only as its route's page advertised it (also
+        // recorded under the route's own id): not as the public index did before the route
+        // existed. A route to none is a 404 here.
+        let package = source.release().map(|release| release.package.clone());
+        let routing = match &package {
+            Some(package) => self.proxy.routing(POLICY, package, &self.upstream)?,
+            None => proxy::Routing::public(&self.upstream),
+        };
+        let source = match routing.is_routed() {
+            false => source,
+            true => match self.proxy.advertised(
+                ECOSYSTEM,
+                &routing.key(&source_id),
+                client.caller.role,
+            )? {
+                Advertisement::Known(source) => source,
+                _ => return Err(unknown()),
+            },
         };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
@@ -283,7 +308,24 @@ pub fn document_keys(name: &ProjectName) -> Vec<String> {
 
 /// The artifact sources a file link of `package`'s page advertises: the file, and its core
 /// metadata if any, both belonging to the version its filename names.
-fn sources_of(package: &str, file: &File) -> Vec<Advertised> {
+/// A routed project's sources are recorded twice: under the id in their pmcache URL, by which
+/// a request finds its package, and under the route's own id, which proves the route's page
+/// advertised it.
+fn sources_of(routing: &proxy::Routing, package: &str, file: &File) -> Vec<Advertised> {
+    let sources = file_sources(package, file);
+    match routing.is_routed() {
+        false => sources,
+        true => {
+            let own = sources.iter().map(|source| Advertised {
+                id: routing.key(&source.id),
+                ..source.clone()
+            });
+            own.collect::<Vec<_>>().into_iter().chain(sources).collect()
+        }
+    }
+}
+
+fn file_sources(package: &str, file: &File) -> Vec<Advertised> {
     let id = rewrite::file_id(&file.url);
     let version = crate::name::version_in_filename(&file.filename);
     let mut sources = vec![Advertised {
@@ -342,6 +384,47 @@ fn bad_url(base: &Url, error: url::ParseError) -> proxy::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_routed_projects_files_are_recorded_under_the_routes_ids_too() {
+        let page = serde_json::json!({
+            "meta": {"api-version": "1.1"}, "name": "acme-lib",
+            "files": [{"filename": "acme_lib-1.0-py3-none-any.whl",
+                "url": "http://127.0.0.9:1/files/acme_lib-1.0-py3-none-any.whl",
+                "hashes": {"sha256": "ab".repeat(32)}, "core-metadata": true}]});
+        let url = Url::parse("http://127.0.0.9:2/simple/acme-lib/").unwrap();
+        let page = ProjectPage::parse(
+            page.to_string().as_bytes(),
+            "application/vnd.pypi.simple.v1+json",
+            &url,
+        )
+        .unwrap();
+        let file = &page.files()[0];
+        let public = proxy::Routing::public(&url);
+        let ids = |routing: &proxy::Routing| -> Vec<String> {
+            sources_of(routing, "acme-lib", file)
+                .into_iter()
+                .map(|source| source.id)
+                .collect()
+        };
+        let plain = rewrite::file_id(&file.url);
+        assert_eq!(ids(&public), [plain.clone(), format!("{plain}.metadata")]);
+        let routed = proxy::Routing {
+            upstream: url.clone(),
+            prefix: "routed/0123456789abcdef/".to_owned(),
+        };
+        let mut routed_ids = ids(&routed);
+        routed_ids.sort();
+        assert_eq!(
+            routed_ids,
+            [
+                plain.clone(),
+                format!("{plain}.metadata"),
+                routed.key(&plain),
+                routed.key(&format!("{plain}.metadata")),
+            ]
+        );
+    }
 
     #[test]
     fn files_the_policy_refuses_are_hidden_with_their_versions() {

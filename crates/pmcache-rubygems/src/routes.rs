@@ -11,8 +11,8 @@ use http::{Method, Response, header};
 use pmcache_policy::{Policy, Verdict};
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
-    DocumentRequest, KnownCurrent, Recency, Release, Rendering, Role, Serving, UpstreamDocument,
-    Variant,
+    DocumentRequest, KnownCurrent, Recency, Release, Rendering, Role, Routing, Serving,
+    UpstreamDocument, Variant,
 };
 use url::Url;
 
@@ -55,7 +55,15 @@ impl Frontend {
             GemsPath::Versions => self.versions(client).await,
             GemsPath::Names => {
                 let document = self
-                    .compact_file("names", "names", self.ttl, None, role, Shape::Verbatim)
+                    .compact_file(
+                        &self.public(),
+                        "names",
+                        "names",
+                        self.ttl,
+                        None,
+                        role,
+                        Shape::Verbatim,
+                    )
                     .await?;
                 self.respond_compact(&document, client)
             }
@@ -84,6 +92,7 @@ impl Frontend {
             None => {
                 let shape = Shape::Versions(self.current_corrections());
                 self.compact_file(
+                    &self.public(),
                     "versions",
                     "versions",
                     self.ttl,
@@ -131,6 +140,10 @@ impl Frontend {
         role: Role,
     ) -> Result<Document> {
         let key = info_key(name.as_str());
+        let routing = self.routing(name)?;
+        if routing.is_routed() {
+            return self.routed_info(name, &routing, recency, role).await;
+        }
         let listed = self.listed_info_checksum(name).await?;
         let (ttl, known_current) = match &listed {
             Some(listed) => (Duration::ZERO, Some(has_md5(listed))),
@@ -146,7 +159,7 @@ impl Frontend {
                 });
                 // A new /info may list a version the cached times predate.
                 let times_ttl = if refetched { Duration::ZERO } else { self.ttl };
-                self.release_times(name, times_ttl, role).await?
+                self.release_times(&routing, name, times_ttl, role).await?
             }
             false => None,
         };
@@ -157,6 +170,7 @@ impl Frontend {
         });
         let document = self
             .compact_file(
+                &routing,
                 &key,
                 &format!("info/{name}"),
                 ttl,
@@ -172,6 +186,40 @@ impl Frontend {
             tracing::info!(gem = %name, versions_md5 = %listed, "upstream /info and /versions differ");
         }
         Ok(document)
+    }
+
+    /// `/info/NAME` of a gem a route takes, from the route's server and judged by the same
+    /// rules (its publish times from the route's versions API). The public `/versions` says
+    /// nothing of it, so the TTL alone decides.
+    async fn routed_info(
+        &self,
+        name: &GemName,
+        routing: &Routing,
+        recency: Recency,
+        role: Role,
+    ) -> Result<Document> {
+        let ttl = recency.ttl(self.ttl);
+        let policy = self.proxy.policy();
+        let times = match policy.needs_publish_times(POLICY, name.as_str()) {
+            true => self.release_times(routing, name, ttl, role).await?,
+            false => None,
+        };
+        let shape = Shape::Info(InfoPolicy {
+            gem: name.to_string(),
+            policy,
+            times,
+        });
+        let key = info_key(name.as_str());
+        self.compact_file(
+            routing,
+            &key,
+            &format!("info/{name}"),
+            ttl,
+            None,
+            role,
+            shape,
+        )
+        .await
     }
 
     /// The info MD5 that the cached `/versions` lists for `name`, if that copy is fresh.
@@ -222,11 +270,42 @@ impl Frontend {
         Ok(checksums)
     }
 
-    /// A compact index file with its MD5 as entity tag, shaped by the policy as `shape` says;
-    /// an `/info` file also records where each `.gem` it lists comes from, its checksum and
-    /// publish time.
+    /// The configured upstream's routing: unprefixed keys.
+    fn public(&self) -> Routing {
+        Routing::public(&self.upstream)
+    }
+
+    /// Where gem `name`'s files come from: the configured upstream, or a private route's (a
+    /// route to `none` is answered 404 here, before anything is fetched).
+    fn routing(&self, name: &GemName) -> Result<Routing> {
+        Ok(self.proxy.routing(POLICY, name.as_str(), &self.upstream)?)
+    }
+
+    /// The gem a `.gem` or gemspec file belongs to when a route takes one of its readings
+    /// (that reading, and the route), else None: a private name never goes to the public
+    /// upstream, even where the full name reads as a public gem's too.
+    fn routed_reading(&self, full_name: &FullName) -> Result<Option<(GemName, Routing)>> {
+        let routed = full_name
+            .splits()
+            .into_iter()
+            .map(|(name, _)| name)
+            .find(|name| self.proxy.is_routed(POLICY, name.as_str()));
+        match routed {
+            Some(name) => {
+                let routing = self.routing(&name)?;
+                Ok(Some((name, routing)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A compact index file of `routing`'s upstream with its MD5 as entity tag, shaped by the
+    /// policy as `shape` says; an `/info` file also records where each `.gem` it lists comes
+    /// from, its checksum and publish time.
+    #[allow(clippy::too_many_arguments)]
     async fn compact_file(
         &self,
+        routing: &Routing,
         key: &str,
         upstream_path: &str,
         ttl: Duration,
@@ -234,7 +313,7 @@ impl Frontend {
         role: Role,
         shape: Shape,
     ) -> Result<Document> {
-        let upstream = self.upstream.clone();
+        let own = routing.clone();
         let render = move |document: UpstreamDocument| {
             if !compact::is_compact_index(&document.body) {
                 return Err(malformed(&document, compact::Malformed::NotCompactIndex));
@@ -247,12 +326,20 @@ impl Frontend {
                     sources: Vec::new(),
                     hidden_until: None,
                 }),
-                Shape::Info(info) => render_info(&upstream, &info, &document.body),
+                Shape::Info(info) => render_info(&own, &info, &document.body),
                 Shape::Versions(corrections) => Ok(render_versions(&document.body, &corrections)),
             }
         };
-        self.index_file(key, upstream_path, ttl, known_current, role, render)
-            .await
+        self.index_file(
+            routing,
+            key,
+            upstream_path,
+            ttl,
+            known_current,
+            role,
+            render,
+        )
+        .await
     }
 
     async fn legacy_index(
@@ -274,15 +361,25 @@ impl Frontend {
         };
         let key = format!("legacy/{file}");
         let document = self
-            .index_file(&key, file, self.ttl, None, client.caller.role, render)
+            .index_file(
+                &self.public(),
+                &key,
+                file,
+                self.ttl,
+                None,
+                client.caller.role,
+                render,
+            )
             .await?;
         Ok(self
             .proxy
             .respond(&document, BODY, client, Serving::whole(VARY))?)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn index_file<R>(
         &self,
+        routing: &Routing,
         key: &str,
         upstream_path: &str,
         ttl: Duration,
@@ -295,33 +392,34 @@ impl Frontend {
     {
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: key.to_owned(),
-            url: self.upstream_url(upstream_path)?,
+            key: routing.key(key),
+            url: upstream_url(&routing.upstream, upstream_path)?,
             accept: "*/*",
             ttl,
-            allow_redirect: proxy::same_origin(&self.upstream),
+            allow_redirect: proxy::same_origin(&routing.upstream),
             known_current,
             role,
         };
         Ok(self.proxy.document(request, render).await?)
     }
 
-    /// The upstream's versions API for `name` (`created_at` of each build), kept like the
-    /// index files; None when the upstream has none for it (its versions then have no known
-    /// publish time).
+    /// The versions API of `routing`'s upstream for `name` (`created_at` of each build), kept
+    /// like the index files; None when the upstream has none for it (its versions then have no
+    /// known publish time).
     async fn release_times(
         &self,
+        routing: &Routing,
         name: &GemName,
         ttl: Duration,
         role: Role,
     ) -> Result<Option<Bytes>> {
         let request = DocumentRequest {
             ecosystem: ECOSYSTEM,
-            key: times_key(name.as_str()),
-            url: self.upstream_url(&format!("api/v1/versions/{name}.json"))?,
+            key: routing.key(&times_key(name.as_str())),
+            url: upstream_url(&routing.upstream, &format!("api/v1/versions/{name}.json"))?,
             accept: JSON_TYPE,
             ttl,
-            allow_redirect: proxy::same_origin(&self.upstream),
+            allow_redirect: proxy::same_origin(&routing.upstream),
             known_current: None,
             role,
         };
@@ -439,6 +537,11 @@ impl Frontend {
     /// Where a `.gem` comes from: the `/info` file of the gem its name starts with (gem names
     /// known to `/versions` first), fetched again if the cached copy may predate the release.
     async fn gem_source(&self, full_name: &FullName, role: Role) -> Result<ArtifactSource> {
+        if let Some((name, routing)) = self.routed_reading(full_name)? {
+            // Known by the route's own id: never a source the public upstream advertised.
+            let id = routing.key(&gem_id(full_name.as_str()));
+            return self.advertised_gem(&id, vec![name], role).await;
+        }
         let id = gem_id(full_name.as_str());
         let mut names: Vec<GemName> = full_name.splits().into_iter().map(|(n, _)| n).collect();
         if let Some(versions) = self
@@ -448,9 +551,19 @@ impl Frontend {
             let known = self.info_checksums(&versions).await?;
             names.sort_by_key(|name| !known.contains_key(name.as_str()));
         }
+        self.advertised_gem(&id, names, role).await
+    }
+
+    /// The source advertised as `id` by the `/info` file of one of `names`.
+    async fn advertised_gem(
+        &self,
+        id: &str,
+        names: Vec<GemName>,
+        role: Role,
+    ) -> Result<ArtifactSource> {
         let advertisement = self
             .proxy
-            .advertised_source(ECOSYSTEM, &id, role, &names, |name, recency| async move {
+            .advertised_source(ECOSYSTEM, id, role, &names, |name, recency| async move {
                 // A refused gem's .gem gets the core's 403 with the reason, as its record says.
                 match self.info_of_served(&name, recency, role).await {
                     Ok(document) => Ok(Some(document)),
@@ -469,12 +582,27 @@ impl Frontend {
         full_name: &FullName,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
-        let url = self.upstream_url(&format!("quick/Marshal.4.8/{full_name}.gemspec.rz"))?;
+        let path = format!("quick/Marshal.4.8/{full_name}.gemspec.rz");
+        // A private gem's gemspec comes from its route, judged by the routed name.
+        let (url, release) = match self.routed_reading(full_name)? {
+            Some((name, routing)) => (
+                upstream_url(&routing.upstream, &path)?,
+                Release {
+                    package: name.to_string(),
+                    version: None,
+                    published: None,
+                },
+            ),
+            None => (
+                upstream_url(&self.upstream, &path)?,
+                gemspec_release(full_name),
+            ),
+        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
             // No index lists gemspecs: the path is the upstream's own, below its base URL, for
             // a parsed gem name.
-            source: ArtifactSource::unadvertised(url, gemspec_release(full_name)),
+            source: ArtifactSource::unadvertised(url, release),
             content_type: BINARY_TYPE,
             client,
             redirect_hosts: &[],
@@ -484,16 +612,14 @@ impl Frontend {
         };
         Ok(self.proxy.artifact(request).await?)
     }
+}
 
-    fn upstream_url(&self, path: &str) -> Result<Url> {
-        Ok(self
-            .upstream
-            .join(path)
-            .map_err(|e| proxy::Error::BadUpstreamUrl {
-                url: self.upstream.to_string(),
-                source: e.into(),
-            })?)
-    }
+/// `path` below the upstream base `base`.
+fn upstream_url(base: &Url, path: &str) -> Result<Url> {
+    Ok(base.join(path).map_err(|e| proxy::Error::BadUpstreamUrl {
+        url: base.to_string(),
+        source: e.into(),
+    })?)
 }
 
 /// How the policy shapes a compact index file.
@@ -527,7 +653,7 @@ fn quoted(md5: &str) -> String {
 
 /// `/info/NAME` without the versions the policy refuses; every `.gem` it lists stays recorded
 /// with its publish time, so that the core refuses a hidden one with the rule's reason.
-fn render_info(upstream: &Url, info: &InfoPolicy, body: &Bytes) -> proxy::Result<Rendering> {
+fn render_info(routing: &Routing, info: &InfoPolicy, body: &Bytes) -> proxy::Result<Rendering> {
     let times = match &info.times {
         // Checked when it was stored: unreadable now only if the store was tampered with.
         Some(times) => release_time::parse(times).unwrap_or_default(),
@@ -538,7 +664,7 @@ fn render_info(upstream: &Url, info: &InfoPolicy, body: &Bytes) -> proxy::Result
         info.policy
             .judge(POLICY, &info.gem, version, published, now)
     });
-    let sources = gem_sources(upstream, &info.gem, body, &times)?;
+    let sources = gem_sources(routing, &info.gem, body, &times)?;
     let upstream_md5 = compact::md5_hex(body);
     let hidden = match filtered.hidden.is_empty() {
         true => None,
@@ -609,11 +735,12 @@ fn has_md5(listed: &str) -> KnownCurrent {
 /// Every `.gem` an `/info/GEM` file lists: its upstream URL, published checksum and publish
 /// time.
 fn gem_sources(
-    upstream: &Url,
+    routing: &Routing,
     gem: &str,
     info: &Bytes,
     times: &HashMap<String, SystemTime>,
 ) -> proxy::Result<Vec<Advertised>> {
+    let upstream = &routing.upstream;
     compact::info_entries(info)
         .into_iter()
         .map(|entry| {
@@ -630,7 +757,7 @@ fn gem_sources(
                 None => entry.version.as_str(),
             };
             Ok(Advertised {
-                id: gem_id(&full_name),
+                id: routing.key(&gem_id(&full_name)),
                 url,
                 checksum: entry.checksum,
                 package: gem.to_owned(),
@@ -733,7 +860,8 @@ mod tests {
     fn platform_builds_belong_to_their_version() {
         let upstream = Url::parse("http://127.0.0.1:9/").expect("url");
         let info = Bytes::from_static(b"---\n1.0.0 |checksum:\n1.0.0-java |checksum:\n");
-        let sources = gem_sources(&upstream, "demo", &info, &HashMap::new()).expect("sources");
+        let sources = gem_sources(&Routing::public(&upstream), "demo", &info, &HashMap::new())
+            .expect("sources");
         let versions: Vec<(&str, Option<&str>)> = sources
             .iter()
             .map(|source| (source.package.as_str(), source.version.as_deref()))
@@ -747,7 +875,8 @@ mod tests {
         let info = Bytes::from_static(b"---\n1.0.0 |checksum:\n1.0.0-java |checksum:\n");
         let java = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
         let times = HashMap::from([("1.0.0-java".to_owned(), java)]);
-        let sources = gem_sources(&upstream, "demo", &info, &times).expect("sources");
+        let sources =
+            gem_sources(&Routing::public(&upstream), "demo", &info, &times).expect("sources");
         let published: Vec<_> = sources.iter().map(|source| source.published).collect();
         assert_eq!(published, [None, Some(java)]);
     }
@@ -765,7 +894,7 @@ mod tests {
             policy: Arc::new(Policy::new(&config, &[], &[]).expect("policy")),
             times: None,
         };
-        let rendering = render_info(&upstream, &info, &body).expect("rendering");
+        let rendering = render_info(&Routing::public(&upstream), &info, &body).expect("rendering");
         let names: Vec<&str> = rendering.variants.iter().map(|v| v.name).collect();
         assert_eq!(names, [BODY, UPSTREAM, HIDDEN]);
         let served = &rendering.variants[0].body;

@@ -281,6 +281,24 @@ pub(crate) fn check_route_upstreams(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a `[[routes]]` upstream at pmcache's own address (known once it listens on
+/// `local`): every request for its names would loop back.
+pub(crate) fn check_routes_are_not_self(config: &Config, local: SocketAddr) -> anyhow::Result<()> {
+    for (index, route) in config.routes.iter().enumerate() {
+        let url = match route.upstream.as_str() {
+            ROUTE_NONE => continue,
+            text => usable_upstream(text).ok(),
+        };
+        if url.is_some_and(|url| is_self(&url, local, config.public_url.as_ref())) {
+            anyhow::bail!(
+                "routes[{index}].upstream = {:?} cannot be used: it is pmcache's own address: every request would loop back",
+                route.upstream
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `upstream = "auto"` resolved through the ecosystem's discovery; else the reason the
 /// frontend is off, logged once, naming the key and variable to set.
 async fn discovered_upstream(
@@ -377,6 +395,26 @@ fn is_self(url: &Url, local: SocketAddr, public_url: Option<&Url>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_to_pmcache_itself_is_refused() {
+        let local: SocketAddr = "127.0.0.1:7878".parse().unwrap();
+        let mut config = Config::default();
+        config.routes.push(pmcache_policy::RouteConfig {
+            ecosystem: "npm".to_owned(),
+            names: vec!["@acme/*".to_owned()],
+            upstream: "http://127.0.0.1:7878/npm/".to_owned(),
+        });
+        let error = check_routes_are_not_self(&config, local).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "routes[0].upstream = \"http://127.0.0.1:7878/npm/\" cannot be used: it is pmcache's own address: every request would loop back"
+        );
+        config.routes[0].upstream = "http://127.0.0.2:7879/npm/".to_owned();
+        assert!(check_routes_are_not_self(&config, local).is_ok());
+        config.routes[0].upstream = "none".to_owned();
+        assert!(check_routes_are_not_self(&config, local).is_ok());
+    }
 
     #[test]
     fn mounts_match_whole_segments() {

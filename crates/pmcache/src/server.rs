@@ -46,7 +46,14 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let proxies = TrustedProxies::new(&config.server)?;
     let proxy = Proxy::new(store.clone(), &config.upstream)?;
     proxy.set_read_misses(config.auth.read_misses);
-    proxy.set_policy(config.policy()?);
+    let policy = config.policy()?;
+    // A route's upstream is configured like a frontend's: it may be on a private address.
+    for route in policy.routes() {
+        if let pmcache_policy::Upstream::Url(url) = route.upstream() {
+            proxy.trust_upstream(url);
+        }
+    }
+    proxy.set_policy(policy);
     for ecosystem in proxy.undated_age_rules() {
         tracing::warn!(
             ecosystem = ecosystem.as_str(),
@@ -57,6 +64,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
+    crate::frontend::check_routes_are_not_self(&config, local)?;
     let mut mounts = Vec::with_capacity(Ecosystem::ALL.len());
     for ecosystem in Ecosystem::ALL {
         let frontend = match Frontend::build(ecosystem, &config, &proxy, local).await {

@@ -1,0 +1,164 @@
+//! Private routes (`[[routes]]`) applied in the core: which upstream a package's documents and
+//! artifacts come from, the keys that keep a route's copies apart from the public upstream's,
+//! and the 404 pmcache answers itself for a route to `none`.
+
+use pmcache_policy::{Ecosystem, Upstream as RouteUpstream};
+use pmcache_store::Digest;
+use url::Url;
+
+use crate::Proxy;
+use crate::error::{Error, Result};
+
+/// The `rule` label a route to `none` is counted under in `pmcache_policy_refusals_total`.
+const ROUTE_RULE: &str = "routes";
+
+/// Where one package's documents come from, and what its keys start with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routing {
+    /// The base URL (ending in `/`) its documents are fetched below: the ecosystem's upstream,
+    /// or the route's.
+    pub upstream: Url,
+    /// What its document keys and artifact ids start with: empty for the ecosystem's upstream;
+    /// for a route, a tag derived from the route's upstream URL, so that a copy fetched from
+    /// one upstream is never served as another's when the routes change.
+    pub prefix: String,
+}
+
+impl Routing {
+    /// The ecosystem's own upstream, unprefixed keys.
+    pub fn public(upstream: &Url) -> Routing {
+        Routing {
+            upstream: upstream.clone(),
+            prefix: String::new(),
+        }
+    }
+
+    /// A route's upstream, with keys of its own.
+    fn private(upstream: &Url) -> Routing {
+        Routing {
+            upstream: upstream.clone(),
+            prefix: prefix_of(upstream),
+        }
+    }
+
+    /// Whether a route sends the package elsewhere than the ecosystem's upstream.
+    pub fn is_routed(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
+    /// `key` (a document key or an artifact id) in this routing's own space.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// `routed/<16 hex digits of the upstream URL's SHA-256>/`: the tag of a route's copies. By
+/// URL rather than by the route's place in `[[routes]]`, so that reordering routes keeps the
+/// copies and pointing a route elsewhere does not serve the old upstream's.
+fn prefix_of(upstream: &Url) -> String {
+    let digest = Digest::of(upstream.as_str().as_bytes()).to_string();
+    format!("routed/{}/", &digest[..16])
+}
+
+impl Proxy {
+    /// Where the documents of `ecosystem`'s package `name` come from: `public` (the ecosystem's
+    /// upstream) unless a route takes the name, in any spelling the ecosystem treats as the
+    /// same; a route to `none` is a 404 pmcache answers itself ([`Error::Private`]).
+    pub fn routing(&self, ecosystem: Ecosystem, name: &str, public: &Url) -> Result<Routing> {
+        let policy = self.policy();
+        let Some(route) = policy.route(ecosystem, name) else {
+            return Ok(Routing::public(public));
+        };
+        match route.upstream() {
+            RouteUpstream::Url(url) => Ok(Routing::private(url)),
+            RouteUpstream::None => Err(self.private_refused(ecosystem, name, route.index())),
+        }
+    }
+
+    /// Whether a route takes `ecosystem`'s package `name`: it must not reach the public
+    /// upstream, not even inside a batch request that names many packages.
+    pub fn is_routed(&self, ecosystem: Ecosystem, name: &str) -> bool {
+        self.policy().route(ecosystem, name).is_some()
+    }
+
+    /// `documents` (keys of `package`'s documents in `ecosystem`) as stored for the route that
+    /// takes the package now, if it has an upstream: what a purge removes besides them.
+    pub(crate) fn routed_keys(
+        &self,
+        ecosystem: &str,
+        package: &str,
+        documents: &[String],
+    ) -> Vec<String> {
+        let Ok(ecosystem) = ecosystem.parse::<Ecosystem>() else {
+            return Vec::new();
+        };
+        let policy = self.policy();
+        match policy
+            .route(ecosystem, package)
+            .map(|route| route.upstream())
+        {
+            Some(RouteUpstream::Url(url)) => {
+                let routing = Routing::private(url);
+                documents.iter().map(|key| routing.key(key)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Refuses an artifact of a package routed to `none`, stored copy or not.
+    pub(crate) fn check_route(&self, ecosystem: Ecosystem, name: &str) -> Result<()> {
+        let policy = self.policy();
+        match policy.route(ecosystem, name) {
+            Some(route) if *route.upstream() == RouteUpstream::None => {
+                Err(self.private_refused(ecosystem, name, route.index()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn private_refused(&self, ecosystem: Ecosystem, name: &str, index: usize) -> Error {
+        let subject = format!("{}:{}", ecosystem.as_str(), ecosystem.normalize_name(name));
+        tracing::info!(%subject, route = index, "private name with no upstream");
+        self.inner
+            .metrics
+            .policy_refused(ecosystem.as_str(), ROUTE_RULE);
+        Error::Private { subject, index }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_routes_keys_name_its_upstream() {
+        let a = Url::parse("http://127.0.0.2:1/npm/").unwrap();
+        let b = Url::parse("http://127.0.0.2:2/npm/").unwrap();
+        let public = Routing::public(&a);
+        assert!(!public.is_routed());
+        assert_eq!(public.key("packument/x"), "packument/x");
+        let private = Routing::private(&a);
+        assert!(private.is_routed());
+        let key = private.key("packument/x");
+        assert!(
+            key.starts_with("routed/") && key.ends_with("/packument/x"),
+            "{key}"
+        );
+        assert_eq!(key.len(), "routed/".len() + 16 + "/packument/x".len());
+        assert_ne!(key, Routing::private(&b).key("packument/x"));
+    }
+
+    #[test]
+    fn a_private_name_is_a_404_naming_its_route() {
+        let error = Error::Private {
+            subject: "npm:@acme/tool".to_owned(),
+            index: 0,
+        };
+        assert_eq!(
+            error.to_string(),
+            "pmcache: npm:@acme/tool is private (routes[0]) and has no upstream"
+        );
+        assert_eq!(error.status(), http::StatusCode::NOT_FOUND);
+        assert!(!error.is_upstream_fault());
+    }
+}
