@@ -146,8 +146,9 @@ impl Policy {
         Verdict::Refused(refusal)
     }
 
-    /// `deny` and `allow_only` alone: for a version of an ecosystem whose publish times pmcache
-    /// does not read yet, which the age rule cannot judge.
+    /// `deny` and `allow_only` alone: for a version whose publish time is not at hand (a record
+    /// an older pmcache wrote, another version naming the same bytes), which the age rule
+    /// cannot judge.
     pub fn judge_lists(&self, ecosystem: Ecosystem, name: &str, version: &str) -> Verdict {
         let rules = self.rules(ecosystem);
         let name = ecosystem.normalize_name(name);

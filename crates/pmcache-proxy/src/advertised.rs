@@ -128,7 +128,9 @@ impl Proxy {
         F: Future<Output = Result<Option<Document>, E>>,
         E: From<Error>,
     {
-        if let Some(source) = self.recorded_source(ecosystem, id, role)? {
+        if let Some(source) = self.recorded_source(ecosystem, id, role)?
+            && !self.needs_dating(ecosystem, &source)
+        {
             return Ok(Advertisement::Known(source));
         }
         // Per advertiser: None once the upstream said it has no such document, else whether
@@ -179,6 +181,7 @@ impl Proxy {
                 published: record.published,
             };
             ArtifactSource::advertised(record.url, record.checksum, Some(release))
+                .recorded(record.other_versions, !record.dated)
         });
         Ok(match (stored, role.may_populate()) {
             (Some(stored), _) => Some(stored),
@@ -207,6 +210,10 @@ pub(crate) struct SourceRecord {
     /// When the version was published, if the document said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) published: Option<SystemTime>,
+    /// Written by a pmcache that keeps publish times (false in older records): `published`
+    /// None then means the document gave none, not that it was never read.
+    #[serde(default)]
+    pub(crate) dated: bool,
 }
 
 impl SourceRecord {
@@ -239,6 +246,7 @@ pub(crate) fn records(ecosystem: &str, advertised: Vec<Advertised>) -> Vec<(Stri
                 version: advertised.version,
                 other_versions: Vec::new(),
                 published: advertised.published,
+                dated: true,
             };
             (key, record)
         })

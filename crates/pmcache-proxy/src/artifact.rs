@@ -32,6 +32,12 @@ pub struct ArtifactSource {
     checksum: Option<Checksum>,
     /// The release it belongs to, as its document said: what the policy judges.
     release: Option<Release>,
+    /// Other versions whose documents named this very artifact (a Composer tag and branch at
+    /// one commit share one archive): a version refused refuses the bytes under any name.
+    other_versions: Vec<String>,
+    /// Recorded by a pmcache that did not keep publish times: the age rule cannot judge it
+    /// until its document is rendered again.
+    undated: bool,
 }
 
 /// The package, version and publish time an artifact belongs to.
@@ -57,7 +63,27 @@ impl ArtifactSource {
             url,
             checksum,
             release,
+            other_versions: Vec::new(),
+            undated: false,
         }
+    }
+
+    /// The same source, as a stored record names it: with the other versions that named the
+    /// artifact, and whether the record predates publish times.
+    pub(crate) fn recorded(mut self, other_versions: Vec<String>, undated: bool) -> ArtifactSource {
+        self.other_versions = other_versions;
+        self.undated = undated;
+        self
+    }
+
+    /// Other versions whose documents named this artifact.
+    pub(crate) fn other_versions(&self) -> &[String] {
+        &self.other_versions
+    }
+
+    /// Whether its record predates publish times.
+    pub(crate) fn is_undated(&self) -> bool {
+        self.undated
     }
 
     /// A source no document advertised, with no published checksum: only for artifacts at a
@@ -71,6 +97,8 @@ impl ArtifactSource {
             url,
             checksum: None,
             release: Some(release),
+            other_versions: Vec::new(),
+            undated: false,
         }
     }
 
@@ -144,7 +172,7 @@ impl Proxy {
     /// checksum exists, else through a single-flight verified fill.
     pub async fn artifact(&self, request: ArtifactRequest<'_>) -> Result<Response<Body>> {
         // Whether or not a copy is stored: a rule added later applies to it too.
-        self.check_release(request.ecosystem, request.source.release.as_ref())?;
+        self.check_release(request.ecosystem, &request.source)?;
         let key = match &request.key {
             Some(key) => format!("{}/{key}", request.ecosystem),
             None => artifact_key(request.ecosystem, &request.source.url),

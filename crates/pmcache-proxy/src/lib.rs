@@ -63,7 +63,6 @@ pub use freshness::{Freshness, assess};
 pub use origin::{RedirectPolicy, base_url, client_origin, host_listed, same_origin};
 pub use passthrough::PassThrough;
 pub use pmcache_store::Digest;
-pub use policy::reads_publish_times;
 pub use purge::{PurgeReport, PurgeTarget, purge};
 pub use role::{ANONYMOUS_POPULATE, Caller, ReadMisses, Role};
 pub use route::Routing;

@@ -9,25 +9,9 @@ use pmcache_policy::{Ecosystem, Policy, Refusal, Verdict};
 use pmcache_store::Digest;
 
 use crate::Proxy;
-use crate::artifact::Release;
+use crate::artifact::ArtifactSource;
 use crate::document::record::DocumentRecord;
 use crate::error::{Error, Result};
-
-/// The ecosystems whose frontends read publish times (PyPI from PEP 700 JSON pages, RubyGems
-/// from its versions API): the age rule applies to them alone (see
-/// [`Proxy::undated_age_rules`]).
-pub(crate) const DATED: [Ecosystem; 4] = [
-    Ecosystem::Pypi,
-    Ecosystem::Npm,
-    Ecosystem::Packagist,
-    Ecosystem::Rubygems,
-];
-
-/// Whether pmcache reads the publish times of `ecosystem`'s versions, so that its age rule is
-/// applied (`pmcache policy check` says so when it is not).
-pub fn reads_publish_times(ecosystem: Ecosystem) -> bool {
-    DATED.contains(&ecosystem)
-}
 
 /// The policy in force, and what each ecosystem's renderings are made under.
 pub(crate) struct InForce {
@@ -83,17 +67,6 @@ impl Proxy {
         Arc::clone(&self.in_force().policy)
     }
 
-    /// The ecosystems with a `min_release_age` set whose publish times pmcache does not read
-    /// yet: the age rule is not applied to them, and the operator should be told.
-    pub fn undated_age_rules(&self) -> Vec<Ecosystem> {
-        let policy = self.policy();
-        Ecosystem::ALL
-            .into_iter()
-            .filter(|ecosystem| !DATED.contains(ecosystem))
-            .filter(|ecosystem| !policy.min_release_age(*ecosystem).is_zero())
-            .collect()
-    }
-
     /// Counts and logs a refusal the policy made for an `ecosystem` request, and gives the
     /// error its client gets (403 with the reason).
     pub fn policy_refused(&self, ecosystem: Ecosystem, refusal: Refusal) -> Error {
@@ -111,11 +84,15 @@ impl Proxy {
         }
     }
 
-    /// Refuses an artifact of `release` the policy does not serve now, or whose package is
+    /// Refuses an artifact of a release the policy does not serve now, or whose package is
     /// routed to no upstream. Records an older pmcache wrote (no package) and ecosystems the
-    /// policy does not know pass.
-    pub(crate) fn check_release(&self, ecosystem: &str, release: Option<&Release>) -> Result<()> {
-        let Some(release) = release.filter(|release| !release.package.is_empty()) else {
+    /// policy does not know pass. The same bytes named by another version are refused when
+    /// `deny` or `allow_only` refuses that version.
+    pub(crate) fn check_release(&self, ecosystem: &str, source: &ArtifactSource) -> Result<()> {
+        let Some(release) = source
+            .release()
+            .filter(|release| !release.package.is_empty())
+        else {
             return Ok(());
         };
         let Ok(ecosystem) = ecosystem.parse::<Ecosystem>() else {
@@ -123,21 +100,45 @@ impl Proxy {
         };
         self.check_route(ecosystem, &release.package)?;
         let policy = self.policy();
+        let package = release.package.as_str();
         let verdict = match &release.version {
-            Some(version) if DATED.contains(&ecosystem) => policy.judge(
+            // Its document, read again at the next metadata request, will date it; until
+            // then the lists alone can judge it.
+            Some(version) if source.is_undated() => policy.judge_lists(ecosystem, package, version),
+            Some(version) => policy.judge(
                 ecosystem,
-                &release.package,
+                package,
                 version,
                 release.published,
                 SystemTime::now(),
             ),
-            Some(version) => policy.judge_lists(ecosystem, &release.package, version),
-            None => policy.judge_name(ecosystem, &release.package),
+            None => policy.judge_name(ecosystem, package),
         };
+        let verdict = source
+            .other_versions()
+            .iter()
+            .map(|other| policy.judge_lists(ecosystem, package, other))
+            .fold(verdict, |first, next| match first {
+                Verdict::Allowed => next,
+                refused => refused,
+            });
         match verdict {
             Verdict::Allowed => Ok(()),
             Verdict::Refused(refusal) => Err(self.policy_refused(ecosystem, refusal)),
         }
+    }
+
+    /// Whether `source`'s record predates publish times while the age rule applies to its
+    /// package: its documents are read again before it is judged.
+    pub(crate) fn needs_dating(&self, ecosystem: &str, source: &ArtifactSource) -> bool {
+        let (Some(release), Ok(ecosystem)) = (source.release(), ecosystem.parse::<Ecosystem>())
+        else {
+            return false;
+        };
+        source.is_undated()
+            && self
+                .policy()
+                .needs_publish_times(ecosystem, &release.package)
     }
 
     /// Whether `record` was rendered under the rules in force now and everything it hid is
@@ -161,5 +162,82 @@ impl Proxy {
             .position(|known| known.as_str() == ecosystem)
             .and_then(|index| in_force.renderers.get(index).cloned())
             .unwrap_or_else(|| crate::document::RENDERER.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use url::Url;
+
+    use super::*;
+    use crate::artifact::Release;
+    use crate::config::Config;
+
+    fn proxy(dir: &std::path::Path, config: &pmcache_policy::Config) -> Proxy {
+        let store = pmcache_store::Store::open(dir).expect("store");
+        let proxy = Proxy::new(store, &Config::default()).expect("proxy");
+        proxy.set_policy(Policy::new(config, &[], &[]).expect("policy"));
+        proxy
+    }
+
+    fn source(version: &str, published: Option<SystemTime>) -> ArtifactSource {
+        let release = Release {
+            package: "acme/tool".to_owned(),
+            version: Some(version.to_owned()),
+            published,
+        };
+        let url = Url::parse("https://code.example/acme/tool/abc.zip").expect("url");
+        ArtifactSource::advertised(url, None, Some(release))
+    }
+
+    fn refused_by(result: Result<()>) -> Option<&'static str> {
+        match result {
+            Err(Error::Policy { refusal }) => Some(refusal.rule.as_str()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn bytes_a_denied_version_also_names_are_refused_under_any_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = pmcache_policy::Config {
+            deny: vec!["packagist:acme/tool@2.0.0".to_owned()],
+            ..pmcache_policy::Config::default()
+        };
+        let proxy = proxy(dir.path(), &config);
+        let branch = source("dev-main", None);
+        assert_eq!(refused_by(proxy.check_release("packagist", &branch)), None);
+        let shared = branch.recorded(vec!["2.0.0".to_owned()], false);
+        assert_eq!(
+            refused_by(proxy.check_release("packagist", &shared)),
+            Some("deny")
+        );
+    }
+
+    #[test]
+    fn a_record_from_before_publish_times_is_judged_by_the_lists_until_dated() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = pmcache_policy::Config {
+            min_release_age: Duration::from_secs(86_400),
+            ..pmcache_policy::Config::default()
+        };
+        let proxy = proxy(dir.path(), &config);
+        let legacy = source("1.0.0", None).recorded(Vec::new(), true);
+        assert!(proxy.needs_dating("packagist", &legacy));
+        assert_eq!(refused_by(proxy.check_release("packagist", &legacy)), None);
+
+        let undated = source("1.0.0", None);
+        assert!(!proxy.needs_dating("packagist", &undated));
+        assert_eq!(
+            refused_by(proxy.check_release("packagist", &undated)),
+            Some("unknown_release_time")
+        );
+        let young = source("1.0.0", Some(SystemTime::now()));
+        assert_eq!(
+            refused_by(proxy.check_release("packagist", &young)),
+            Some("min_release_age")
+        );
     }
 }

@@ -206,8 +206,7 @@ fn policy_check(args: &PolicyCheckArgs) -> anyhow::Result<ExitCode> {
         version: args.version.as_deref(),
         published,
     };
-    let dated = pmcache_proxy::reads_publish_times(ecosystem);
-    let report = policy_check::check(&policy, &question, dated, now);
+    let report = policy_check::check(&policy, &question, now);
     println!("{}", report.lines.join("\n"));
     Ok(if report.served {
         ExitCode::SUCCESS

@@ -24,9 +24,8 @@ pub(crate) struct Question<'a> {
     pub published: Option<SystemTime>,
 }
 
-/// Judges `question` by `policy` at `now`; `dated` tells whether pmcache reads this
-/// ecosystem's publish times (so that its age rule is applied).
-pub(crate) fn check(policy: &Policy, question: &Question, dated: bool, now: SystemTime) -> Report {
+/// Judges `question` by `policy` at `now`.
+pub(crate) fn check(policy: &Policy, question: &Question, now: SystemTime) -> Report {
     let ecosystem = question.ecosystem;
     let name = ecosystem.normalize_name(question.name);
     let mut report = Report {
@@ -39,9 +38,9 @@ pub(crate) fn check(policy: &Policy, question: &Question, dated: bool, now: Syst
         Verdict::Allowed => report.note("package: served (deny and allow_only let it through)"),
     }
     if report.served {
-        report.age_rule(policy, ecosystem, &name, dated);
+        report.age_rule(policy, ecosystem, &name);
         if let Some(version) = question.version {
-            report.version(policy, question, &name, version, dated, now);
+            report.version(policy, question, &name, version, now);
         }
     }
     report
@@ -72,18 +71,13 @@ impl Report {
         }
     }
 
-    fn age_rule(&mut self, policy: &Policy, ecosystem: Ecosystem, name: &str, dated: bool) {
+    fn age_rule(&mut self, policy: &Policy, ecosystem: Ecosystem, name: &str) {
         let min_age = policy.min_release_age(ecosystem);
         if min_age.is_zero() {
             self.note("min_release_age: off");
         } else if !policy.needs_publish_times(ecosystem, name) {
             self.note(format!(
                 "min_release_age: {}, but the name is in min_release_age_exclude",
-                compact(min_age)
-            ));
-        } else if !dated {
-            self.note(format!(
-                "min_release_age: {}, not applied: pmcache does not read {ecosystem} publish times",
                 compact(min_age)
             ));
         } else {
@@ -106,11 +100,10 @@ impl Report {
         question: &Question,
         name: &str,
         version: &str,
-        dated: bool,
         now: SystemTime,
     ) {
         let ecosystem = question.ecosystem;
-        let ages = dated && policy.needs_publish_times(ecosystem, name);
+        let ages = policy.needs_publish_times(ecosystem, name);
         let verdict = match (ages, question.published) {
             (true, Some(published)) => policy.judge(ecosystem, name, version, Some(published), now),
             _ => policy.judge_lists(ecosystem, name, version),
@@ -201,7 +194,6 @@ mod tests {
         let report = check(
             &fleet(),
             &ask("left-pad", Some("1.3.0"), Some(published)),
-            true,
             now,
         );
         assert!(!report.served);
@@ -220,12 +212,7 @@ mod tests {
     #[test]
     fn an_exempt_routed_scope_names_its_route_and_skips_the_age_rule() {
         let now = SystemTime::now();
-        let report = check(
-            &fleet(),
-            &ask("@acme/tool", Some("1.0.0"), Some(now)),
-            true,
-            now,
-        );
+        let report = check(&fleet(), &ask("@acme/tool", Some("1.0.0"), Some(now)), now);
         assert!(report.served, "{report:?}");
         let text = report.lines.join("\n");
         assert!(
@@ -239,12 +226,7 @@ mod tests {
     #[test]
     fn deny_of_a_version_and_a_route_to_nowhere_refuse() {
         let now = SystemTime::now();
-        let report = check(
-            &fleet(),
-            &ask("event-stream", Some("3.3.6"), None),
-            true,
-            now,
-        );
+        let report = check(&fleet(), &ask("event-stream", Some("3.3.6"), None), now);
         assert!(!report.served);
         assert!(
             report
@@ -259,7 +241,7 @@ mod tests {
             upstream: "none".to_owned(),
         }];
         let nowhere = policy(Config::default(), Override::default(), &routes);
-        let report = check(&nowhere, &ask("@secret/x", None, None), true, now);
+        let report = check(&nowhere, &ask("@secret/x", None, None), now);
         assert!(!report.served);
         assert!(
             report
@@ -272,11 +254,9 @@ mod tests {
     #[test]
     fn without_a_publish_time_the_age_rule_is_explained_not_guessed() {
         let now = SystemTime::now();
-        let report = check(&fleet(), &ask("left-pad", Some("1.3.0"), None), true, now);
+        let report = check(&fleet(), &ask("left-pad", Some("1.3.0"), None), now);
         assert!(report.served);
         assert!(report.lines.join("\n").contains("give --published TIME"));
-        let undated = check(&fleet(), &ask("left-pad", None, None), false, now);
-        assert!(undated.lines.join("\n").contains("not applied"));
     }
 
     #[test]

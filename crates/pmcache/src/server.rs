@@ -54,12 +54,6 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     proxy.set_policy(policy);
-    for ecosystem in proxy.undated_age_rules() {
-        tracing::warn!(
-            ecosystem = ecosystem.as_str(),
-            "min_release_age is not enforced for this ecosystem yet (pmcache reads publish times only for npm and PyPI so far); deny and allow_only are"
-        );
-    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
