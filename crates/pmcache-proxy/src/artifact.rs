@@ -173,6 +173,7 @@ impl Proxy {
     pub async fn artifact(&self, request: ArtifactRequest<'_>) -> Result<Response<Body>> {
         // Whether or not a copy is stored: a rule added later applies to it too.
         self.check_release(request.ecosystem, &request.source)?;
+        let route_hosts = self.route_host_guard(request.ecosystem, &request.source)?;
         let key = match &request.key {
             Some(key) => format!("{}/{key}", request.ecosystem),
             None => artifact_key(request.ecosystem, &request.source.url),
@@ -194,11 +195,14 @@ impl Proxy {
             url: request.source.url.clone(),
             pinned: pinned && checksum.is_some(),
             checksum,
-            allow_redirect: redirect_policy(
-                &request.source,
-                request.pin_first_seen,
-                request.redirect_hosts,
-            ),
+            allow_redirect: {
+                let allowed = redirect_policy(
+                    &request.source,
+                    request.pin_first_seen,
+                    request.redirect_hosts,
+                );
+                Arc::new(move |next: &Url| allowed(next) && route_hosts(next))
+            },
             keep,
         };
         let mut follower = self

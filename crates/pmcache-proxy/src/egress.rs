@@ -16,6 +16,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use tower_service::Service;
 
+/// Whether `host` on `port` is in `list` (a port of None there: any).
+fn listed(list: &[(String, Option<u16>)], host: &str, port: u16) -> bool {
+    list.iter().any(|(trusted, trusted_port)| {
+        trusted.eq_ignore_ascii_case(host) && trusted_port.is_none_or(|p| p == port)
+    })
+}
+
 /// Which addresses connections may go to.
 pub(crate) struct AddressPolicy {
     /// Connect anywhere (`upstream.allow_private_addresses`).
@@ -23,6 +30,9 @@ pub(crate) struct AddressPolicy {
     /// Configured upstreams and operator-listed hosts, lower case, with their port (`None`:
     /// any): they may be private (a registry on the LAN or on this machine).
     trusted: RwLock<Vec<(String, Option<u16>)>>,
+    /// Private routes' upstreams, lower case, with their port: they may be private too, but
+    /// where nothing else is trusted only packages routed there are fetched from them.
+    routes: RwLock<Vec<(String, Option<u16>)>>,
     /// Bounds name resolution like a connect.
     resolve_timeout: Duration,
 }
@@ -32,6 +42,7 @@ impl AddressPolicy {
         AddressPolicy {
             allow_private,
             trusted: RwLock::default(),
+            routes: RwLock::default(),
             resolve_timeout,
         }
     }
@@ -47,17 +58,40 @@ impl AddressPolicy {
         }
     }
 
+    /// Lets a private route's upstream, `host` on `port`, be at a private address.
+    pub(crate) fn trust_route(&self, host: &str, port: Option<u16>) {
+        let entry = (bare_host(host).to_ascii_lowercase(), port);
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if !routes.contains(&entry) {
+            routes.push(entry);
+        }
+    }
+
+    /// The routes' hosts (with their ports) that are no configured upstream's or listed
+    /// host's: only packages routed there may be fetched from them.
+    pub(crate) fn route_only(&self) -> Vec<(String, Option<u16>)> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let trusted = self.trusted.read().unwrap_or_else(|p| p.into_inner());
+        routes
+            .iter()
+            .filter(|(host, port)| !listed(&trusted, host, port.unwrap_or(0)))
+            .cloned()
+            .collect()
+    }
+
     fn permits(&self, host: &str, port: u16, ip: IpAddr) -> bool {
         self.allow_private
             || is_public(ip)
-            || self
-                .trusted
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .any(|(trusted, trusted_port)| {
-                    trusted.eq_ignore_ascii_case(host) && trusted_port.is_none_or(|p| p == port)
-                })
+            || listed(
+                &self.trusted.read().unwrap_or_else(|p| p.into_inner()),
+                host,
+                port,
+            )
+            || listed(
+                &self.routes.read().unwrap_or_else(|p| p.into_inner()),
+                host,
+                port,
+            )
     }
 
     /// The addresses `uri` may be reached at, in resolution order; an error saying why when

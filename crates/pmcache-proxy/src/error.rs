@@ -171,6 +171,15 @@ pub enum Error {
         /// The route's place in `[[routes]]`.
         index: usize,
     },
+    /// An artifact URL on a host trusted only as a private route's upstream, for a package not
+    /// routed there: public metadata may not send pmcache into a private registry (403).
+    #[error(
+        "pmcache will not fetch {url}: its host is a private route's upstream, and only packages routed there are fetched from it"
+    )]
+    RouteHost {
+        /// The URL pmcache was asked to fetch (or redirected to).
+        url: String,
+    },
     /// A read-role request missed an artifact under `read_misses = "refuse"` (403).
     #[error(
         "not cached, and a read-role request may not fill the cache (use a populate token, or wait until a trusted job has cached it): {url}"
@@ -330,9 +339,10 @@ impl Error {
             Error::CircuitOpen { .. } | Error::BlobRemoved { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::Refused { .. } | Error::ReadMissRefused { .. } | Error::Policy { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            Error::Refused { .. }
+            | Error::RouteHost { .. }
+            | Error::ReadMissRefused { .. }
+            | Error::Policy { .. } => StatusCode::FORBIDDEN,
             Error::Timeout { .. } | Error::Slow { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Status { status, .. }
                 if *status == StatusCode::SERVICE_UNAVAILABLE

@@ -7,7 +7,18 @@ use pmcache_store::Digest;
 use url::Url;
 
 use crate::Proxy;
+use crate::artifact::ArtifactSource;
 use crate::error::{Error, Result};
+use crate::origin::RedirectPolicy;
+
+/// A host, lower case, and a port: where a route's upstream is.
+pub(crate) type HostPort = (String, Option<u16>);
+
+/// `url`'s host, lower case, and port.
+fn host_port(url: &Url) -> Option<HostPort> {
+    let host = url.host_str()?.to_ascii_lowercase();
+    Some((host, url.port_or_known_default()))
+}
 
 /// The `rule` label a route to `none` is counted under in `pmcache_policy_refusals_total`.
 const ROUTE_RULE: &str = "routes";
@@ -72,6 +83,47 @@ impl Proxy {
         match route.upstream() {
             RouteUpstream::Url(url) => Ok(Routing::private(url)),
             RouteUpstream::None => Err(self.private_refused(ecosystem, name, route.index())),
+        }
+    }
+
+    /// Lets a route's upstream be on a private address, like a configured upstream's, but only
+    /// for the packages routed there when no configured upstream or listed host is there too:
+    /// a public document naming a URL on that host does not make pmcache fetch it.
+    pub fn trust_route(&self, upstream: &Url) {
+        self.inner.upstream.trust_route(upstream);
+    }
+
+    /// Refuses an artifact of `source` on a host only a route's upstream is trusted at, unless
+    /// its package is routed to that host; gives the check every redirect of its fetch must
+    /// pass too.
+    pub(crate) fn route_host_guard(
+        &self,
+        ecosystem: &str,
+        source: &ArtifactSource,
+    ) -> Result<RedirectPolicy> {
+        let route_hosts = self.inner.upstream.route_only_hosts();
+        let routed_to = self.route_host_of(ecosystem, source);
+        let allowed = move |url: &Url| {
+            host_port(url).is_none_or(|place| {
+                !route_hosts.contains(&place) || routed_to.as_ref() == Some(&place)
+            })
+        };
+        if !allowed(source.url()) {
+            return Err(Error::RouteHost {
+                url: source.url().to_string(),
+            });
+        }
+        Ok(std::sync::Arc::new(allowed))
+    }
+
+    /// Where the route that takes `source`'s package has its upstream, if one does.
+    fn route_host_of(&self, ecosystem: &str, source: &ArtifactSource) -> Option<HostPort> {
+        let ecosystem = ecosystem.parse::<Ecosystem>().ok()?;
+        let package = &source.release()?.package;
+        let policy = self.policy();
+        match policy.route(ecosystem, package)?.upstream() {
+            RouteUpstream::Url(url) => host_port(url),
+            RouteUpstream::None => None,
         }
     }
 
@@ -160,5 +212,52 @@ mod tests {
         );
         assert_eq!(error.status(), http::StatusCode::NOT_FOUND);
         assert!(!error.is_upstream_fault());
+    }
+
+    fn release_of(package: &str, url: &str) -> crate::ArtifactSource {
+        let release = crate::Release {
+            package: package.to_owned(),
+            version: Some("1.0.0".to_owned()),
+            published: None,
+        };
+        crate::ArtifactSource::advertised(Url::parse(url).unwrap(), None, Some(release))
+    }
+
+    #[test]
+    fn a_route_host_serves_only_the_packages_routed_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = pmcache_store::Store::open(dir.path()).unwrap();
+        let proxy = Proxy::new(store, &crate::Config::default()).unwrap();
+        let private = Url::parse("http://127.0.0.2:7001/npm/").unwrap();
+        let routes = [pmcache_policy::RouteConfig {
+            ecosystem: "npm".to_owned(),
+            names: vec!["@acme/*".to_owned()],
+            upstream: private.to_string(),
+        }];
+        let config = pmcache_policy::Config::default();
+        proxy.set_policy(pmcache_policy::Policy::new(&config, &[], &routes).unwrap());
+        proxy.trust_route(&private);
+
+        // A public packument naming a tarball on the private registry: refused, by URL and by
+        // redirect.
+        let public = release_of("left-pad", "http://127.0.0.2:7001/npm/secret.tgz");
+        let Err(error) = proxy.route_host_guard("npm", &public) else {
+            panic!("a public package's URL on the route's host is fetched");
+        };
+        assert!(matches!(error, Error::RouteHost { .. }), "{error}");
+        assert_eq!(error.status(), http::StatusCode::FORBIDDEN);
+        let elsewhere = release_of("left-pad", "https://cdn.example/left-pad.tgz");
+        let redirects = proxy.route_host_guard("npm", &elsewhere).unwrap();
+        assert!(!redirects(&Url::parse("http://127.0.0.2:7001/x").unwrap()));
+        assert!(redirects(&Url::parse("http://127.0.0.2:7002/x").unwrap()));
+
+        // The routed package's own tarball is fetched from there.
+        let routed = release_of("@acme/tool", "http://127.0.0.2:7001/npm/tool.tgz");
+        let redirects = proxy.route_host_guard("npm", &routed).unwrap();
+        assert!(redirects(&Url::parse("http://127.0.0.2:7001/blob").unwrap()));
+
+        // A host that is also a configured upstream's is not the route's alone.
+        proxy.trust_upstream(&private);
+        assert!(proxy.route_host_guard("npm", &public).is_ok());
     }
 }

@@ -120,6 +120,20 @@ impl Upstream {
         }
     }
 
+    /// Lets a private route's upstream be on a private address (see
+    /// [`AddressPolicy::route_only`](crate::egress::AddressPolicy::route_only)).
+    pub fn trust_route(&self, upstream: &Url) {
+        if let Some(host) = upstream.host_str() {
+            self.policy
+                .trust_route(host, upstream.port_or_known_default());
+        }
+    }
+
+    /// The routes' hosts (lower case, with port) nothing else is trusted at.
+    pub(crate) fn route_only_hosts(&self) -> Vec<(String, Option<u16>)> {
+        self.policy.route_only()
+    }
+
     /// Lets a host the operator listed (`host` or `host:port`) be on a private address; false
     /// when `listed` is no host.
     pub fn trust_listed(&self, listed: &str) -> bool {

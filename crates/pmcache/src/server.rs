@@ -50,7 +50,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     // A route's upstream is configured like a frontend's: it may be on a private address.
     for route in policy.routes() {
         if let pmcache_policy::Upstream::Url(url) = route.upstream() {
-            proxy.trust_upstream(url);
+            proxy.trust_route(url);
         }
     }
     proxy.set_policy(policy);
