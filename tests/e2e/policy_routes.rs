@@ -193,6 +193,27 @@ fn an_npm_tarball_cached_before_its_route_is_refused_once_routed_nowhere() -> Re
     Ok(())
 }
 
+/// With no route at all, `npm audit` (which gzips its bulk report) reaches the registry in a
+/// form it can read: the fixture, like a registry, reads gzip only when `Content-Encoding`
+/// says so.
+#[test]
+fn npm_audit_without_routes_reaches_the_registry_readable() -> Result<()> {
+    let case = NpmCase::npm(NpmUpstream::start()?, &[])?;
+    let npm = case.sandbox("npm")?;
+    let project = scoped_project(&case, "npm")?;
+    npm.npm(&project, &["install"])?
+        .ensure_success("npm install")?;
+    let audited = case.upstream.count(&NpmKind::Advisories);
+    npm.npm(&project, &["audit"])?
+        .ensure_success("npm audit through pmcache")?;
+    ensure!(
+        case.upstream.count(&NpmKind::Advisories) > audited,
+        "npm audit was not relayed:\n{}",
+        case.upstream.request_log()
+    );
+    Ok(())
+}
+
 /// `@demo/*` routed to a second fixture registry: npm installs `@demo/scoped` from it (its
 /// packument and tarball asked there), demo-left from the public one; `npm audit` relays the
 /// tree to the public registry without the private name; the public registry is never asked

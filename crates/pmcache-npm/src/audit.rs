@@ -68,6 +68,13 @@ pub(crate) fn without_private(
         .map_err(|e| unreadable(format!("JSON: {e}")))
 }
 
+/// A gzip-encoded audit body, decoded; one that cannot be read is an error (not relayed).
+pub(crate) fn decoded(body: &[u8]) -> Result<Vec<u8>> {
+    gunzip(body).map_err(|e| Error::UnreadableAudit {
+        reason: format!("gzip: {e}"),
+    })
+}
+
 fn gunzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut decoded = Vec::new();
     flate2::read::GzDecoder::new(body)

@@ -291,26 +291,30 @@ impl Frontend {
         }
     }
 
-    /// An audit body as relayed: without the packages private routes take (they must not
-    /// reach the public registry, not even by name); as it came when no npm route is set.
+    /// An audit body as relayed: plain JSON (the relay sends no `Content-Encoding`, and npm
+    /// gzips its bulk report), without the packages private routes take (they must not reach
+    /// the public registry, not even by name).
     fn audit_body(&self, path: &str, parts: &Parts, body: Bytes) -> Result<Bytes> {
-        let policy = self.proxy.policy();
-        if !policy
-            .routes()
-            .iter()
-            .any(|route| route.ecosystem() == POLICY)
-        {
-            return Ok(body);
-        }
         let gzipped = parts
             .headers
             .get(header::CONTENT_ENCODING)
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.trim().eq_ignore_ascii_case("gzip"));
-        let private = |name: &str| policy.route(POLICY, name).is_some();
-        match audit::without_private(&body, gzipped, audit::Shape::of(path), &private)? {
-            Some(kept) => Ok(Bytes::from(kept)),
-            None => Ok(body),
+        let policy = self.proxy.policy();
+        let routed = policy
+            .routes()
+            .iter()
+            .any(|route| route.ecosystem() == POLICY);
+        if routed {
+            let private = |name: &str| policy.route(POLICY, name).is_some();
+            let shape = audit::Shape::of(path);
+            if let Some(kept) = audit::without_private(&body, gzipped, shape, &private)? {
+                return Ok(Bytes::from(kept));
+            }
+        }
+        match gzipped {
+            true => Ok(Bytes::from(audit::decoded(&body)?)),
+            false => Ok(body),
         }
     }
 

@@ -254,7 +254,9 @@ mod tests {
         // The routed package's own tarball is fetched from there.
         let routed = release_of("@acme/tool", "http://127.0.0.2:7001/npm/tool.tgz");
         let redirects = proxy.route_host_guard("npm", &routed).unwrap();
-        assert!(redirects(&Url::parse("http://127.0.0.2:7001/blob").unwrap()));
+        assert!(redirects(
+            &Url::parse("http://127.0.0.2:7001/blob").unwrap()
+        ));
 
         // A host that is also a configured upstream's is not the route's alone.
         proxy.trust_upstream(&private);

@@ -448,6 +448,10 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
     );
     let path = request.uri().path().to_owned();
     let authorization = request.headers().contains_key(http::header::AUTHORIZATION);
+    let gzipped = request
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let body = request
         .into_body()
         .collect()
@@ -455,6 +459,8 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
         .map(|collected| collected.to_bytes())
         .unwrap_or_default();
     let kind = classify(&path, &method);
+    // As a registry reads it: gzip only when the request says so.
+    let json_body = readable_json(&body, gzipped);
     let latency = super::fixture_server::lock(&state.latency).for_target(&target);
     state.log.push(Logged {
         method: method.clone(),
@@ -478,6 +484,7 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
         (Kind::Search, &Method::GET) if state.api_enabled.load(Ordering::SeqCst) => {
             json(StatusCode::OK, Bytes::from_static(SEARCH_RESULT.as_bytes()))
         }
+        (Kind::Advisories, &Method::POST) if !json_body => status_only(StatusCode::BAD_REQUEST),
         (Kind::Advisories, &Method::POST) if state.api_enabled.load(Ordering::SeqCst) => json(
             StatusCode::OK,
             Bytes::from_static(ADVISORIES_RESULT.as_bytes()),
@@ -492,6 +499,26 @@ async fn respond(state: &Arc<State>, request: Request<Incoming>) -> Response<Bod
         *response.body_mut() = empty_body();
     }
     response
+}
+
+/// Whether a request body is a JSON document, gunzipped first only when `gzipped` (its
+/// `Content-Encoding` says so).
+fn readable_json(body: &[u8], gzipped: bool) -> bool {
+    let decoded;
+    let json = match gzipped {
+        true => {
+            let mut text = Vec::new();
+            if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut text)
+                .is_err()
+            {
+                return false;
+            }
+            decoded = text;
+            decoded.as_slice()
+        }
+        false => body,
+    };
+    serde_json::from_slice::<serde_json::Value>(json).is_ok()
 }
 
 /// What `path` asks for, by npm's URL rules (protocol brief section 3): below the prefix, `-/…`
