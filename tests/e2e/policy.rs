@@ -22,15 +22,16 @@ const PREVIOUS: &str = "1.2.0";
 type Case = crate::support::case::Case<NpmUpstream>;
 
 impl Case {
-    /// The fixture registry with demo-left [`YOUNG`] published just now, and pmcache with
+    /// The fixture registry with demo-left [`YOUNG`] published just now (once pmcache has
+    /// started, so that a slow start does not eat into a short age), and pmcache with
     /// `settings` (packuments revalidated on every request).
     fn young(settings: &[(&str, &str)]) -> Result<Case> {
-        let upstream = NpmUpstream::start()?;
-        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        upstream.retime(LEFT, YOUNG, Some(&now));
         let mut all = vec![("PMCACHE_NPM_METADATA_TTL", "0s")];
         all.extend_from_slice(settings);
-        Case::npm(upstream, &all)
+        let case = Case::npm(NpmUpstream::start()?, &all)?;
+        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        case.upstream.retime(LEFT, YOUNG, Some(&now));
+        Ok(case)
     }
 
     /// A project depending on `demo-left` at `range`, with `lockfile` as package-lock.json.
@@ -279,7 +280,13 @@ fn deny_and_allow_only_apply_to_documents_and_cached_tarballs() -> Result<()> {
         "a denied package's tarball: {}",
         tarball.describe()
     );
-    ensure!(case.refusals("deny")? >= 2.0, "deny refusals not counted");
+    let manifest = http::get(&format!("{url}/{PREVIOUS}"))?;
+    ensure!(
+        manifest.status == 403 && manifest.text().contains("is denied"),
+        "a denied package's version document: {}",
+        manifest.describe()
+    );
+    ensure!(case.refusals("deny")? >= 3.0, "deny refusals not counted");
 
     case.restart_with(&[
         ("PMCACHE_NPM_POLICY_DENY", "[]"),
@@ -362,14 +369,15 @@ mod pypi {
         venv.python("import demo_lib; print(demo_lib.VERSION)")
     }
 
-    /// The fixture with demo-lib 1.1.0's wheel uploaded just now, and pmcache with `settings`.
+    /// The fixture with demo-lib 1.1.0's wheel uploaded just now (once pmcache has started),
+    /// and pmcache with `settings`.
     fn young(settings: &[(&str, &str)]) -> Result<Case> {
-        let upstream = PypiUpstream::start(PageFormat::Json)?;
-        let now = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-        upstream.retime(LIB_1_1, Some(&now));
         let mut all = vec![("PMCACHE_PYPI_METADATA_TTL", "0s")];
         all.extend_from_slice(settings);
-        Case::new(upstream)?.serve_pypi(&all)
+        let case = Case::new(PypiUpstream::start(PageFormat::Json)?)?.serve_pypi(&all)?;
+        let now = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        case.upstream.retime(LIB_1_1, Some(&now));
+        Ok(case)
     }
 
     /// The file URL pmcache's JSON page gives `filename`, or None when it lists no such file.

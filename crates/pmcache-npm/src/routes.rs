@@ -177,6 +177,7 @@ impl Frontend {
         wanted: &str,
         parts: &Parts,
     ) -> Result<Response<Body>> {
+        self.check_package(package)?;
         let origin = self.client_origin(parts)?;
         let document = self.load_packument(package, parts, self.ttl).await?;
         let full = self
