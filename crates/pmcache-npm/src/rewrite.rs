@@ -138,7 +138,7 @@ fn publish_times(root: &Map<String, Value>) -> HashMap<String, SystemTime> {
     };
     time.iter()
         .filter_map(|(version, stamp)| {
-            let published = humantime::parse_rfc3339_weak(stamp.as_str()?).ok()?;
+            let published = pmcache_policy::parse_time(stamp.as_str()?)?;
             Some((version.clone(), published))
         })
         .collect()

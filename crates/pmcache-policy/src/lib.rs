@@ -20,6 +20,7 @@ mod pattern;
 mod policy;
 #[cfg(test)]
 mod properties;
+mod published;
 mod route;
 mod verdict;
 
@@ -27,6 +28,7 @@ pub use config::{Config, Override, RouteConfig, UnknownReleaseTime};
 pub use ecosystem::{Ecosystem, UnknownEcosystem};
 pub use pattern::{Pattern, PatternError, Versions};
 pub use policy::Policy;
+pub use published::parse_time;
 pub use route::{Route, Upstream};
 pub use verdict::{Refusal, Rule, Verdict, compact};
 

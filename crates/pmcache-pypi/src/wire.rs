@@ -152,7 +152,7 @@ impl File {
         let FileOrigin::Json(raw) = &self.origin else {
             return None;
         };
-        humantime::parse_rfc3339_weak(raw.get("upload-time")?.as_str()?).ok()
+        pmcache_policy::parse_time(raw.get("upload-time")?.as_str()?)
     }
 
     /// The release's Requires-Python, unescaped.
