@@ -156,10 +156,7 @@ fn hide_refused(
     let mut until: Option<SystemTime> = None;
     for plan in plans {
         if let Verdict::Refused(refusal) = judge(&plan.version, plan.published) {
-            until = match (until, refusal.matures_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            until = refusal.first_maturity(until);
             hidden.insert(plan.version.clone());
         }
     }

@@ -6,7 +6,6 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, header};
-use pmcache_policy::Verdict;
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, Body, Caller, ClientRequest, DocumentRequest,
     PassThrough, Rendering, Routing, Serving, Variant,
@@ -163,10 +162,7 @@ impl Frontend {
     /// Refuses a package the policy does not serve at all (`deny` of every version, or not in
     /// `allow_only`), before anything is fetched.
     fn check_package(&self, package: &PackageName) -> Result<()> {
-        match self.proxy.policy().judge_name(POLICY, package.as_str()) {
-            Verdict::Allowed => Ok(()),
-            Verdict::Refused(refusal) => Err(self.proxy.policy_refused(POLICY, refusal).into()),
-        }
+        Ok(self.proxy.check_package(POLICY, package.as_str())?)
     }
 
     /// `/<name>/<version-or-tag>`: one version's manifest, cut from the rewritten full

@@ -211,10 +211,7 @@ impl Hidden {
         let Verdict::Refused(refusal) = judge(package, name, release_time::of(version)) else {
             return false;
         };
-        self.until = match (self.until, refusal.matures_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.until = refusal.first_maturity(self.until);
         self.versions.push(format!("{package}@{name}"));
         true
     }

@@ -267,10 +267,7 @@ impl Frontend {
     /// Refuses a package the policy does not serve at all (`deny` of every version, or not in
     /// `allow_only`), before anything is fetched.
     fn check_package(&self, package: &PackageName) -> Result<()> {
-        match self.proxy.policy().judge_name(POLICY, package.as_str()) {
-            Verdict::Allowed => Ok(()),
-            Verdict::Refused(refusal) => Err(self.proxy.policy_refused(POLICY, refusal).into()),
-        }
+        Ok(self.proxy.check_package(POLICY, package.as_str())?)
     }
 
     async fn dist(

@@ -45,6 +45,15 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// The earlier of `until` and when this refusal's version comes of age: when a rendering
+    /// that hides it and others must be made again.
+    pub fn first_maturity(&self, until: Option<SystemTime>) -> Option<SystemTime> {
+        match (until, self.matures_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     pub(crate) fn new(rule: Rule, subject: String, because: String) -> Refusal {
         Refusal {
             rule,

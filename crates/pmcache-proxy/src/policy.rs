@@ -84,6 +84,15 @@ impl Proxy {
         }
     }
 
+    /// Refuses `ecosystem`'s package `name` when the policy serves none of it (`deny` of every
+    /// version, or outside `allow_only`): before any of its documents is fetched.
+    pub fn check_package(&self, ecosystem: Ecosystem, name: &str) -> Result<()> {
+        match self.policy().judge_name(ecosystem, name) {
+            Verdict::Allowed => Ok(()),
+            Verdict::Refused(refusal) => Err(self.policy_refused(ecosystem, refusal)),
+        }
+    }
+
     /// Refuses an artifact of a release the policy does not serve now, or whose package is
     /// routed to no upstream. Records an older pmcache wrote (no package) and ecosystems the
     /// policy does not know pass. The same bytes named by another version are refused when

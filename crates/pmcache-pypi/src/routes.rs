@@ -113,9 +113,7 @@ impl Frontend {
     ) -> Result<Response<Body>> {
         let mount = self.mount;
         let package = name.to_string();
-        if let Verdict::Refused(refusal) = self.proxy.policy().judge_name(POLICY, &package) {
-            return Err(self.proxy.policy_refused(POLICY, refusal).into());
-        }
+        self.proxy.check_package(POLICY, &package)?;
         // A private project's page comes from its route's index (a route to none is a 404
         // here), stored under a key of the route's own.
         let routing = self.proxy.routing(POLICY, &package, &self.upstream)?;
@@ -262,10 +260,7 @@ fn hide_refused(
         match policy.judge(POLICY, package, &version, file.upload_time(), now) {
             Verdict::Allowed => false,
             Verdict::Refused(refusal) => {
-                if let Some(matures_at) = refusal.matures_at {
-                    let earliest = until.get().map_or(matures_at, |t| t.min(matures_at));
-                    until.set(Some(earliest));
-                }
+                until.set(refusal.first_maturity(until.get()));
                 true
             }
         }
