@@ -20,6 +20,7 @@
 
 pub mod compact;
 pub mod config;
+mod corrections;
 pub mod error;
 pub mod filter;
 pub mod name;
@@ -35,8 +36,9 @@ pub use routes::{document_keys, gemspec_of};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use corrections::NotedCorrection;
 use pmcache_proxy::Proxy;
 use url::Url;
 
@@ -52,18 +54,6 @@ pub struct Frontend {
     /// By gem: the `/versions` line that tells readers what its served `/info` hides, for each
     /// `/info` rendering seen that hides versions. The next `/versions` rendering ends with them.
     corrections: Mutex<HashMap<String, NotedCorrection>>,
-}
-
-/// What one filtered `/info` rendering makes `/versions` say of its gem.
-struct NotedCorrection {
-    /// The sha256 of the rendering's record of it (see `routes`), to skip reading it again.
-    digest: pmcache_proxy::Digest,
-    /// The line, and the upstream `/info` it was made from.
-    line: filter::Correction,
-    /// When a version it hides comes of age: the line is stale from then.
-    until: Option<SystemTime>,
-    /// The rules it was made under: a line made under others is left out.
-    policy: Arc<pmcache_policy::Policy>,
 }
 
 /// The info MD5 of each gem in one `/versions` file, and that file's sha256.

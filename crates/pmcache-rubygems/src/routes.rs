@@ -2,7 +2,7 @@
 //! files, and the probes and retired endpoints clients still ask for.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -19,11 +19,11 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::name::{FullName, GemName};
 use crate::path::{self, GemsPath};
-use crate::{Frontend, NotedCorrection, ParsedVersions};
+use crate::{Frontend, ParsedVersions};
 use crate::{compact, filter, release_time};
 
 /// Index keys and metrics label of this frontend.
-const ECOSYSTEM: &str = "rubygems";
+pub(crate) const ECOSYSTEM: &str = "rubygems";
 /// This frontend in the policy's terms.
 const POLICY: pmcache_policy::Ecosystem = pmcache_policy::Ecosystem::Rubygems;
 /// The variant clients get: the upstream's bytes, filtered by the policy.
@@ -34,7 +34,7 @@ const BODY: &str = "body";
 const UPSTREAM: &str = "upstream";
 /// Never served: of an `/info` file that hides versions, its `/versions` line, when it expires
 /// (unix seconds, or `-`) and the upstream's MD5, one a line.
-const HIDDEN: &str = "hidden";
+pub(crate) const HIDDEN: &str = "hidden";
 const JSON_TYPE: &str = "application/json";
 const COMPACT_TYPE: &str = "text/plain; charset=utf-8";
 const BINARY_TYPE: &str = "application/octet-stream";
@@ -439,85 +439,6 @@ impl Frontend {
             Err(error) if error.status() == http::StatusCode::NOT_FOUND => Ok(None),
             Err(error) => Err(error.into()),
         }
-    }
-
-    /// Remembers the `/versions` line a served `/info` rendering calls for, or that it calls
-    /// for none; when that changes, the stored `/versions` is made again at the next request
-    /// (its lines must name the `/info` served now), unless `role` may not change the cache. A
-    /// line that cannot be read is left out (Bundler then fetches that `/info` once more than
-    /// needed).
-    async fn note_correction(&self, gem: &str, document: &Document, role: Role) {
-        if self.remember_correction(gem, document).await
-            && role.may_populate()
-            && let Err(error) = self.proxy.expire_rendering(ECOSYSTEM, "versions").await
-        {
-            tracing::warn!(%error, "the stored /versions could not be marked for a new rendering");
-        }
-    }
-
-    /// Records what [`Self::note_correction`] is told: true when the line changed.
-    async fn remember_correction(&self, gem: &str, document: &Document) -> bool {
-        let policy = self.proxy.policy();
-        let Some(digest) = document.digest(HIDDEN) else {
-            return self.corrections().remove(gem).is_some();
-        };
-        let known = self
-            .corrections()
-            .get(gem)
-            .is_some_and(|known| known.digest == digest && Arc::ptr_eq(&known.policy, &policy));
-        if known {
-            return false;
-        }
-        let text = match self.proxy.variant_bytes(document, HIDDEN).await {
-            Ok(text) => text,
-            Err(error) => {
-                tracing::warn!(gem, %error, "the /versions line of a filtered /info is unreadable");
-                return false;
-            }
-        };
-        let text = String::from_utf8_lossy(&text);
-        let mut lines = text.lines();
-        let (Some(line), Some(until), Some(upstream_md5)) =
-            (lines.next(), lines.next(), lines.next())
-        else {
-            return false;
-        };
-        let until = until
-            .parse::<u64>()
-            .ok()
-            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-        let line = filter::Correction {
-            gem: gem.to_owned(),
-            upstream_md5: upstream_md5.to_owned(),
-            line: line.to_owned(),
-        };
-        let correction = NotedCorrection {
-            digest,
-            line: line.clone(),
-            until,
-            policy,
-        };
-        let old = self.corrections().insert(gem.to_owned(), correction);
-        old.is_none_or(|old| old.line != line)
-    }
-
-    fn corrections(&self) -> std::sync::MutexGuard<'_, HashMap<String, NotedCorrection>> {
-        self.corrections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The `/versions` lines of the filtered `/info` renderings current now: made under the
-    /// rules in force, hiding no version that has come of age since.
-    fn current_corrections(&self) -> Vec<(filter::Correction, Option<SystemTime>)> {
-        let policy = self.proxy.policy();
-        let now = SystemTime::now();
-        self.corrections()
-            .values()
-            .filter(|known| Arc::ptr_eq(&known.policy, &policy))
-            .filter(|known| known.until.is_none_or(|until| now < until))
-            .map(|known| (known.line.clone(), known.until))
-            .collect()
     }
 
     async fn gem(&self, full_name: &FullName, client: ClientRequest<'_>) -> Result<Response<Body>> {
