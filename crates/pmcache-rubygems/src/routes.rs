@@ -497,33 +497,17 @@ impl Frontend {
     }
 
     /// `/quick/Marshal.4.8/FULL.gemspec.rz`: immutable, from the upstream's own path (no
-    /// checksum is published for it).
+    /// checksum is published for it), judged as the `.gem` of the same full name.
     async fn gemspec(
         &self,
         full_name: &FullName,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
-        let path = format!("quick/Marshal.4.8/{full_name}.gemspec.rz");
-        // A private gem's gemspec comes from its route, judged by the routed name.
-        let (url, release) = match self.routed_reading(full_name)? {
-            Some((name, routing)) => (
-                upstream_url(&routing.upstream, &path)?,
-                Release {
-                    package: name.to_string(),
-                    version: None,
-                    published: None,
-                },
-            ),
-            None => (
-                upstream_url(&self.upstream, &path)?,
-                gemspec_release(full_name),
-            ),
-        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
             // No index lists gemspecs: the path is the upstream's own, below its base URL, for
             // a parsed gem name.
-            source: ArtifactSource::unadvertised(url, release),
+            source: self.gemspec_source(full_name, client.caller.role).await?,
             content_type: BINARY_TYPE,
             client,
             redirect_hosts: &[],
@@ -532,6 +516,38 @@ impl Frontend {
             announce_unverified_length: false,
         };
         Ok(self.proxy.artifact(request).await?)
+    }
+
+    /// Where a gemspec comes from (a private gem's from its route), and the release it is
+    /// judged as: the one the `/info` listing its `.gem` records (so a version that `/info`
+    /// hides, by age or by `deny`, has its metadata refused too), else every reading of the
+    /// full name by the deny and allow lists.
+    async fn gemspec_source(&self, full_name: &FullName, role: Role) -> Result<ArtifactSource> {
+        let path = format!("quick/Marshal.4.8/{full_name}.gemspec.rz");
+        let routed = self.routed_reading(full_name)?;
+        let base = routed
+            .as_ref()
+            .map_or(&self.upstream, |(_, routing)| &routing.upstream);
+        let url = upstream_url(base, &path)?;
+        let listed = match self.gem_source(full_name, role).await {
+            Ok(source) => source.release().cloned(),
+            // No /info lists it: the upstream has most likely none either.
+            Err(error) if error.is_not_found() => None,
+            Err(error) => return Err(error),
+        };
+        let release = match listed {
+            Some(release) => release,
+            None => {
+                let readings = match &routed {
+                    Some((name, _)) => vec![name.clone()],
+                    None => full_name.splits().into_iter().map(|(n, _)| n).collect(),
+                };
+                let policy = self.proxy.policy();
+                unlisted_gemspec_release(&policy, full_name, &readings)
+                    .map_err(|refusal| self.proxy.policy_refused(POLICY, refusal))?
+            }
+        };
+        Ok(ArtifactSource::unadvertised(url, release))
     }
 }
 
@@ -746,25 +762,73 @@ fn root(client: ClientRequest<'_>) -> Response<Body> {
     response
 }
 
-/// What the policy judges a gemspec by: its gem's name only (the shortest reading of the full
-/// name), so that a denied gem's metadata is refused too; the age rule is for the `.gem`, whose
-/// publish time the index gives.
-fn gemspec_release(full_name: &FullName) -> Release {
-    let package = full_name
-        .splits()
-        .first()
-        .map(|(name, _)| name.to_string())
-        .unwrap_or_default();
-    Release {
-        package,
+/// What the policy judges a gemspec no `/info` lists by: refused when the deny or allow lists
+/// refuse any reading of its full name among `readings` (where the name ends is unknown), else
+/// its shortest reading's name (the core judges the name again).
+fn unlisted_gemspec_release(
+    policy: &Policy,
+    full_name: &FullName,
+    readings: &[GemName],
+) -> std::result::Result<Release, pmcache_policy::Refusal> {
+    for (name, version) in full_name.splits() {
+        if !readings.contains(&name) {
+            continue;
+        }
+        let number = version
+            .split_once('-')
+            .map_or(version, |(number, _)| number);
+        if let Verdict::Refused(refusal) = policy.judge_lists(POLICY, name.as_str(), number) {
+            return Err(refusal);
+        }
+    }
+    Ok(Release {
+        package: readings.first().map(GemName::to_string).unwrap_or_default(),
         version: None,
         published: None,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn denying(patterns: &[&str]) -> Policy {
+        let config = pmcache_policy::Config {
+            deny: patterns.iter().map(|p| (*p).to_owned()).collect(),
+            ..pmcache_policy::Config::default()
+        };
+        Policy::new(&config, &[], &[]).expect("policy")
+    }
+
+    fn readings(full_name: &FullName) -> Vec<GemName> {
+        full_name
+            .splits()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    #[test]
+    fn an_unlisted_gemspec_is_refused_when_any_reading_is_denied() {
+        // `demo-2-1.0.0-java` reads as demo 2-1.0.0-java or demo-2 1.0.0-java.
+        let full_name = FullName::parse("demo-2-1.0.0-java").expect("full name");
+        let all = readings(&full_name);
+        let refused =
+            unlisted_gemspec_release(&denying(&["rubygems:demo-2@1.0.0"]), &full_name, &all)
+                .expect_err("refused");
+        assert_eq!(refused.subject, "rubygems:demo-2@1.0.0");
+        // A version the lists do not name passes, judged by its shortest reading's name.
+        let release = unlisted_gemspec_release(&denying(&["rubygems:demo-2@9"]), &full_name, &all)
+            .expect("served");
+        assert_eq!(release.package, "demo");
+        assert_eq!(release.version, None);
+        // A routed gem has only its routed reading.
+        let routed = [GemName::parse("demo").expect("name")];
+        assert!(
+            unlisted_gemspec_release(&denying(&["rubygems:demo-2@1.0.0"]), &full_name, &routed)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn a_gems_gemspec_is_at_the_upstreams_quick_path() {
