@@ -408,7 +408,8 @@ fn deny_and_allow_only_refuse_gem_versions_and_whole_gems() -> Result<()> {
 }
 
 /// A version the versions API gives no `created_at` is hidden under the age rule with
-/// `unknown_release_time = "deny"` (the default), and shown with `"allow"`.
+/// `unknown_release_time = "deny"` (the default), its `.gem` and gemspec refused, and shown
+/// with `"allow"`.
 #[test]
 fn a_gem_version_without_a_publish_time_follows_unknown_release_time() -> Result<()> {
     let mut case = Case::rubygems_with("1h", &[("PMCACHE_RUBYGEMS_POLICY_MIN_RELEASE_AGE", "1d")])?;
@@ -422,6 +423,17 @@ fn a_gem_version_without_a_publish_time_follows_unknown_release_time() -> Result
         "the .gem without a publish time: {} {}",
         gem.status,
         gem.text()
+    );
+    // Its gemspec too: it is judged as the .gem its /info records.
+    let gemspec = get(
+        &case,
+        &format!("quick/Marshal.4.8/{BASE}-{PREVIOUS}.gemspec.rz"),
+    )?;
+    ensure!(
+        gemspec.status == 403 && gemspec.text().contains("has no known publish time"),
+        "the gemspec without a publish time: {} {}",
+        gemspec.status,
+        gemspec.text()
     );
     ensure!(refusals(&case, "unknown_release_time")? >= 1.0);
 

@@ -521,7 +521,7 @@ impl Frontend {
     /// Where a gemspec comes from (a private gem's from its route), and the release it is
     /// judged as: the one the `/info` listing its `.gem` records (so a version that `/info`
     /// hides, by age or by `deny`, has its metadata refused too), else every reading of the
-    /// full name by the deny and allow lists.
+    /// full name by the deny and allow lists. A reading refused whole refuses it at once.
     async fn gemspec_source(&self, full_name: &FullName, role: Role) -> Result<ArtifactSource> {
         let path = format!("quick/Marshal.4.8/{full_name}.gemspec.rz");
         let routed = self.routed_reading(full_name)?;
@@ -529,6 +529,17 @@ impl Frontend {
             .as_ref()
             .map_or(&self.upstream, |(_, routing)| &routing.upstream);
         let url = upstream_url(base, &path)?;
+        let readings = match &routed {
+            Some((name, _)) => vec![name.clone()],
+            None => full_name.splits().into_iter().map(|(n, _)| n).collect(),
+        };
+        let policy = self.proxy.policy();
+        // A gem refused whole is refused as such, before its /info is fetched.
+        for name in &readings {
+            if let Verdict::Refused(refusal) = policy.judge_name(POLICY, name.as_str()) {
+                return Err(self.proxy.policy_refused(POLICY, refusal).into());
+            }
+        }
         let listed = match self.gem_source(full_name, role).await {
             Ok(source) => source.release().cloned(),
             // No /info lists it: the upstream has most likely none either.
@@ -537,15 +548,8 @@ impl Frontend {
         };
         let release = match listed {
             Some(release) => release,
-            None => {
-                let readings = match &routed {
-                    Some((name, _)) => vec![name.clone()],
-                    None => full_name.splits().into_iter().map(|(n, _)| n).collect(),
-                };
-                let policy = self.proxy.policy();
-                unlisted_gemspec_release(&policy, full_name, &readings)
-                    .map_err(|refusal| self.proxy.policy_refused(POLICY, refusal))?
-            }
+            None => unlisted_gemspec_release(&policy, full_name, &readings)
+                .map_err(|refusal| self.proxy.policy_refused(POLICY, refusal))?,
         };
         Ok(ArtifactSource::unadvertised(url, release))
     }
