@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, header};
-use pmcache_policy::{Policy, Verdict};
+use pmcache_policy::{Policy, Rule, Verdict};
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
     DocumentRequest, KnownCurrent, Recency, Release, Rendering, Role, Routing, Serving,
@@ -152,13 +152,9 @@ impl Frontend {
         let policy = self.proxy.policy();
         let times = match policy.needs_publish_times(POLICY, name.as_str()) {
             true => {
-                let cached = self.proxy.cached_document(ECOSYSTEM, &key, ttl)?;
-                let refetched = cached.is_none_or(|cached| match &listed {
-                    Some(listed) => upstream_md5(&cached) != Some(listed.as_str()),
-                    None => !cached.is_fresh(),
-                });
-                // A new /info may list a version the cached times predate.
-                let times_ttl = if refetched { Duration::ZERO } else { self.ttl };
+                let times_ttl = self
+                    .times_ttl(&routing, name, listed.as_deref(), ttl)
+                    .await?;
                 self.release_times(&routing, name, times_ttl, role).await?
             }
             false => None,
@@ -167,6 +163,7 @@ impl Frontend {
             gem: name.to_string(),
             policy,
             times,
+            retry: self.ttl,
         });
         let document = self
             .compact_file(
@@ -201,13 +198,17 @@ impl Frontend {
         let ttl = recency.ttl(self.ttl);
         let policy = self.proxy.policy();
         let times = match policy.needs_publish_times(POLICY, name.as_str()) {
-            true => self.release_times(routing, name, ttl, role).await?,
+            true => {
+                let times_ttl = self.times_ttl(routing, name, None, ttl).await?;
+                self.release_times(routing, name, times_ttl, role).await?
+            }
             false => None,
         };
         let shape = Shape::Info(InfoPolicy {
             gem: name.to_string(),
             policy,
             times,
+            retry: self.ttl,
         });
         let key = info_key(name.as_str());
         self.compact_file(
@@ -220,6 +221,44 @@ impl Frontend {
             shape,
         )
         .await
+    }
+
+    /// How old the publish times an `/info` rendering is made from may be: any age within the
+    /// TTL, unless the `/info` is fetched again (a new one may list a version the cached times
+    /// predate: `listed` is the MD5 a fresh `/versions` lists, `ttl` the `/info`'s own) or its
+    /// cached rendering hid a version until now (its time may be known since: the versions API
+    /// lags the compact index, or failed).
+    async fn times_ttl(
+        &self,
+        routing: &Routing,
+        name: &GemName,
+        listed: Option<&str>,
+        ttl: Duration,
+    ) -> Result<Duration> {
+        let key = routing.key(&info_key(name.as_str()));
+        let Some(cached) = self.proxy.cached_document(ECOSYSTEM, &key, ttl)? else {
+            return Ok(Duration::ZERO);
+        };
+        let refetched = match listed {
+            Some(listed) => upstream_md5(&cached) != Some(listed),
+            None => !cached.is_fresh(),
+        };
+        if refetched || self.hid_until_now(&cached).await {
+            return Ok(Duration::ZERO);
+        }
+        Ok(self.ttl)
+    }
+
+    /// Whether a cached `/info` rendering hides a version until a time that has passed.
+    async fn hid_until_now(&self, cached: &Document) -> bool {
+        if cached.digest(HIDDEN).is_none() {
+            return false;
+        }
+        let Ok(text) = self.proxy.variant_bytes(cached, HIDDEN).await else {
+            // Unreadable: asking the versions API again is the safe side.
+            return true;
+        };
+        hidden_until(&text).is_some_and(|until| until <= SystemTime::now())
     }
 
     /// The info MD5 that the cached `/versions` lists for `name`, if that copy is fresh.
@@ -579,6 +618,29 @@ struct InfoPolicy {
     policy: Arc<Policy>,
     /// The versions API answer, if the age rule needs it.
     times: Option<Bytes>,
+    /// How long a version hidden for want of a publish time stays hidden before the versions
+    /// API is asked again (the metadata TTL).
+    retry: Duration,
+}
+
+/// A version hidden because its publish time is unknown is judged again at `retry_at` (its time
+/// may be known by then), as one hidden by age is when it comes of age.
+fn retry_unknown(verdict: Verdict, retry_at: SystemTime) -> Verdict {
+    match verdict {
+        Verdict::Refused(mut refusal) if refusal.rule == Rule::UnknownReleaseTime => {
+            refusal.matures_at = Some(refusal.matures_at.map_or(retry_at, |at| at.min(retry_at)));
+            Verdict::Refused(refusal)
+        }
+        other => other,
+    }
+}
+
+/// The time until which a cached `/info` rendering hides versions, from its record of them (see
+/// `HIDDEN`); None when they are hidden for good (or the record cannot be read).
+fn hidden_until(text: &[u8]) -> Option<SystemTime> {
+    let text = std::str::from_utf8(text).ok()?;
+    let secs = text.lines().nth(1)?.parse::<u64>().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// The served variant of a compact index file: its MD5 is its entity tag (and `/versions`' MD5
@@ -602,8 +664,10 @@ fn render_info(routing: &Routing, info: &InfoPolicy, body: &Bytes) -> proxy::Res
     };
     let now = SystemTime::now();
     let filtered = filter::filter_info(body, &times, |version, published| {
-        info.policy
-            .judge(POLICY, &info.gem, version, published, now)
+        let verdict = info
+            .policy
+            .judge(POLICY, &info.gem, version, published, now);
+        retry_unknown(verdict, now + info.retry)
     });
     let sources = gem_sources(routing, &info.gem, body, &times)?;
     let upstream_md5 = compact::md5_hex(body);
@@ -882,6 +946,7 @@ mod tests {
             gem: "demo".to_owned(),
             policy: Arc::new(Policy::new(&config, &[], &[]).expect("policy")),
             times: None,
+            retry: Duration::from_secs(60),
         };
         let rendering = render_info(&Routing::public(&upstream), &info, &body).expect("rendering");
         let names: Vec<&str> = rendering.variants.iter().map(|v| v.name).collect();
@@ -902,5 +967,55 @@ mod tests {
         // Every .gem stays recorded: the core refuses the hidden one with the reason.
         assert_eq!(rendering.sources.len(), 2);
         assert_eq!(rendering.hidden_until, None);
+    }
+    #[test]
+    fn a_version_without_a_publish_time_is_judged_again_a_ttl_later() {
+        let upstream = Url::parse("http://127.0.0.1:9/").expect("url");
+        let body = Bytes::from_static(b"---\n1.0.0 |checksum:\n1.1.0 |checksum:\n");
+        let config = pmcache_policy::Config {
+            min_release_age: Duration::from_secs(86_400),
+            ..pmcache_policy::Config::default()
+        };
+        // 1.0.0 is old; the versions API does not know 1.1.0 yet (or did not answer).
+        let times = br#"[{"number":"1.0.0","created_at":"2020-01-01T00:00:00Z"}]"#;
+        let info = InfoPolicy {
+            gem: "demo".to_owned(),
+            policy: Arc::new(Policy::new(&config, &[], &[]).expect("policy")),
+            times: Some(Bytes::from_static(times)),
+            retry: Duration::from_secs(60),
+        };
+        let before = SystemTime::now();
+        let rendering = render_info(&Routing::public(&upstream), &info, &body).expect("rendering");
+        assert_eq!(rendering.variants[0].body, b"---\n1.0.0 |checksum:\n");
+        let until = rendering.hidden_until.expect("hidden until a retry");
+        assert!(until >= before + Duration::from_secs(59));
+        assert!(until <= SystemTime::now() + Duration::from_secs(60));
+        // The record says so too: that is what makes the next rendering ask the API again.
+        let hidden = &rendering.variants[2].body;
+        let recorded = hidden_until(hidden).expect("a time");
+        assert!(recorded <= until && recorded + Duration::from_secs(1) >= until);
+        assert_eq!(hidden_until(b"demo -1.1.0 x\n-\nabc\n"), None);
+    }
+
+    #[test]
+    fn an_age_refusal_keeps_its_own_time_and_others_none() {
+        let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let config = pmcache_policy::Config {
+            min_release_age: Duration::from_secs(100),
+            deny: vec!["rubygems:demo@2".to_owned()],
+            ..pmcache_policy::Config::default()
+        };
+        let policy = Policy::new(&config, &[], &[]).expect("policy");
+        let judge = |version, published| {
+            let verdict = policy.judge(POLICY, "demo", version, published, at(1_000));
+            match retry_unknown(verdict, at(1_060)) {
+                Verdict::Refused(refusal) => Some(refusal.matures_at),
+                Verdict::Allowed => None,
+            }
+        };
+        assert_eq!(judge("1", Some(at(950))), Some(Some(at(1_050))));
+        assert_eq!(judge("1", None), Some(Some(at(1_060))));
+        assert_eq!(judge("2", Some(at(0))), Some(None));
+        assert_eq!(judge("1", Some(at(0))), None);
     }
 }
