@@ -54,7 +54,12 @@ pub struct Frontend {
     /// By gem: the `/versions` line that tells readers what its served `/info` hides, for each
     /// `/info` rendering seen that hides versions. The next `/versions` rendering ends with them.
     corrections: Mutex<HashMap<String, NotedCorrection>>,
+    /// Bounds the versions API fetches in flight (rubygems.org rate-limits its API).
+    versions_api: tokio::sync::Semaphore,
 }
+
+/// How many versions API fetches run at once.
+const VERSIONS_API_CONCURRENCY: usize = 4;
 
 /// The info MD5 of each gem in one `/versions` file, and that file's sha256.
 struct ParsedVersions {
@@ -71,6 +76,7 @@ impl Frontend {
             ttl: config.metadata_ttl,
             info_checksums: tokio::sync::Mutex::default(),
             corrections: Mutex::default(),
+            versions_api: tokio::sync::Semaphore::new(VERSIONS_API_CONCURRENCY),
         }
     }
 }

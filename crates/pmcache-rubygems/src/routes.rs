@@ -443,8 +443,8 @@ impl Frontend {
     }
 
     /// The versions API of `routing`'s upstream for `name` (`created_at` of each build), kept
-    /// like the index files; None when the upstream has none for it (its versions then have no
-    /// known publish time).
+    /// like the index files; None when the upstream has none for it or fails (its versions then
+    /// have no known publish time).
     async fn release_times(
         &self,
         routing: &Routing,
@@ -473,10 +473,20 @@ impl Frontend {
                 hidden_until: None,
             })
         };
-        match self.proxy.document(request, render).await {
+        // rubygems.org rate-limits its API: a cold `bundle install` asks for many gems at once.
+        let fetched = {
+            let _permit = self.versions_api.acquire().await;
+            self.proxy.document(request, render).await
+        };
+        match fetched {
             Ok(document) => Ok(Some(self.proxy.variant_bytes(&document, BODY).await?)),
             Err(error) if error.status() == http::StatusCode::NOT_FOUND => Ok(None),
-            Err(error) => Err(error.into()),
+            Err(error) => {
+                // Fail closed but keep serving: the versions without a known time are hidden
+                // (under `unknown_release_time = deny`) until the next try, a TTL later.
+                tracing::warn!(gem = %name, %error, "versions API failed: publish times unknown");
+                Ok(None)
+            }
         }
     }
 

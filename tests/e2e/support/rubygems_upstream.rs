@@ -214,6 +214,9 @@ struct State {
     /// field out.
     times: Mutex<HashMap<(String, String), Option<String>>>,
     faults: Faults,
+    /// The status the versions API answers every gem with instead of its JSON (a rate limit,
+    /// an outage), if any.
+    versions_api_status: Mutex<Option<StatusCode>>,
     log: RequestLog<Logged>,
 }
 
@@ -241,6 +244,7 @@ impl RubygemsUpstream {
             digests: AtomicBool::new(true),
             times: Mutex::default(),
             faults: Faults::default(),
+            versions_api_status: Mutex::default(),
             log: RequestLog::default(),
         });
         let server = FixtureServer::bind("rubygems-upstream", 1)?.serve(vec![handler(&state)]);
@@ -342,6 +346,12 @@ impl RubygemsUpstream {
     /// Whether the compact index carries `Digest` and `Repr-Digest` (on at start).
     pub fn set_digests(&self, enabled: bool) {
         self.state.digests.store(enabled, Ordering::SeqCst);
+    }
+
+    /// Answers every later versions API request with `status` (e.g. 429 or 503) and no body, or
+    /// (None) with the versions again.
+    pub fn set_versions_api_status(&self, status: Option<StatusCode>) {
+        *lock(&self.state.versions_api_status) = status;
     }
 
     /// Injects `fault` into every later response for `path`, below the prefix
@@ -534,11 +544,15 @@ fn answer(state: &State, kind: &Kind, path: &str, headers: &HeaderMap) -> Respon
             None => status_only(StatusCode::NOT_FOUND),
         },
         Kind::Dependencies => plain(StatusCode::NOT_FOUND, DEPENDENCY_API_GONE),
-        Kind::VersionsApi(name) => match versions_api(state, name) {
-            Some(body) => json(&body, fault),
-            // rubygems.org's words for a gem it does not have.
-            None => plain(StatusCode::NOT_FOUND, "This rubygem could not be found."),
-        },
+        Kind::VersionsApi(name) => {
+            let status = *lock(&state.versions_api_status);
+            match (status, versions_api(state, name)) {
+                (Some(status), _) => status_only(status),
+                (None, Some(body)) => json(&body, fault),
+                // rubygems.org's words for a gem it does not have.
+                (None, None) => plain(StatusCode::NOT_FOUND, "This rubygem could not be found."),
+            }
+        }
         Kind::Other => status_only(StatusCode::NOT_FOUND),
     }
 }
