@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use pmcache_proxy::{Document, Role};
 
 use crate::Frontend;
-use crate::filter;
-use crate::routes::{ECOSYSTEM, HIDDEN};
+use crate::routes::{BODY, ECOSYSTEM, HIDDEN};
+use crate::{compact, filter};
 
 /// What one filtered `/info` rendering makes `/versions` say of its gem.
 pub(crate) struct NotedCorrection {
@@ -31,12 +31,64 @@ impl Frontend {
     /// line that cannot be read is left out (Bundler then fetches that `/info` once more than
     /// needed).
     pub(crate) async fn note_correction(&self, gem: &str, document: &Document, role: Role) {
-        if self.remember_correction(gem, document).await
+        let changed = self.remember_correction(gem, document).await;
+        self.versions_changed(changed, role).await;
+    }
+
+    /// Remembers the `/versions` line of a gem a route takes, from the `/info` pmcache serves
+    /// from the route (see [`filter::routed_line`]), as [`Self::note_correction`] does.
+    pub(crate) async fn note_routed(&self, gem: &str, document: &Document, role: Role) {
+        let changed = self.remember_routed(gem, document).await;
+        self.versions_changed(changed, role).await;
+    }
+
+    /// Has the stored `/versions` made again at the next request when a line `changed`.
+    async fn versions_changed(&self, changed: bool, role: Role) {
+        if changed
             && role.may_populate()
             && let Err(error) = self.proxy.expire_rendering(ECOSYSTEM, "versions").await
         {
             tracing::warn!(%error, "the stored /versions could not be marked for a new rendering");
         }
+    }
+
+    /// Records what [`Self::note_routed`] is told: true when the line changed.
+    async fn remember_routed(&self, gem: &str, document: &Document) -> bool {
+        let policy = self.proxy.policy();
+        let Some(digest) = document.digest(BODY) else {
+            return self.corrections().remove(gem).is_some();
+        };
+        let known = self
+            .corrections()
+            .get(gem)
+            .is_some_and(|known| known.digest == digest && Arc::ptr_eq(&known.policy, &policy));
+        if known {
+            return false;
+        }
+        let body = match self.proxy.variant_bytes(document, BODY).await {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::warn!(gem, %error, "a routed /info is unreadable for its /versions line");
+                return false;
+            }
+        };
+        let versions: Vec<String> = compact::info_entries(&body)
+            .into_iter()
+            .map(|entry| entry.version)
+            .collect();
+        let line = filter::Correction {
+            gem: gem.to_owned(),
+            upstream_md5: None,
+            line: filter::routed_line(gem, &versions, &compact::md5_hex(&body)),
+        };
+        let correction = NotedCorrection {
+            digest,
+            line: line.clone(),
+            until: None,
+            policy,
+        };
+        let old = self.corrections().insert(gem.to_owned(), correction);
+        old.is_none_or(|old| old.line != line)
     }
 
     /// Records what [`Self::note_correction`] is told: true when the line changed.
@@ -72,7 +124,7 @@ impl Frontend {
             .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
         let line = filter::Correction {
             gem: gem.to_owned(),
-            upstream_md5: upstream_md5.to_owned(),
+            upstream_md5: Some(upstream_md5.to_owned()),
             line: line.to_owned(),
         };
         let correction = NotedCorrection {

@@ -16,7 +16,8 @@
 //! publish time, so that the core answers a request for one with the rule's reason. `/versions`
 //! is the upstream's file followed by one line per gem whose served `/info` hides versions, in
 //! the index's own syntax (`-VERSION`s and the served MD5), so that its readers see what `/info`
-//! serves. A gem refused whole gets 403 for its `/info` before anything is fetched.
+//! serves, and one per gem a private route takes (its versions and the MD5 of the `/info` served
+//! from the route), so that Bundler asks for it. A gem refused whole gets 403 for its `/info` before anything is fetched.
 
 pub mod compact;
 pub mod config;

@@ -27,7 +27,7 @@ pub(crate) const ECOSYSTEM: &str = "rubygems";
 /// This frontend in the policy's terms.
 const POLICY: pmcache_policy::Ecosystem = pmcache_policy::Ecosystem::Rubygems;
 /// The variant clients get: the upstream's bytes, filtered by the policy.
-const BODY: &str = "body";
+pub(crate) const BODY: &str = "body";
 /// Never served: of an `/info` file, the upstream's MD5 (as its entity tag), which the
 /// upstream's `/versions` lists; of `/versions`, the length of the upstream's bytes it starts
 /// with (what follows is pmcache's).
@@ -90,6 +90,7 @@ impl Frontend {
         let document = match cached {
             Some(document) => document,
             None => {
+                self.note_routed_gems(client.caller.role).await;
                 let shape = Shape::Versions(self.current_corrections());
                 self.compact_file(
                     &self.public(),
@@ -211,16 +212,74 @@ impl Frontend {
             retry: self.ttl,
         });
         let key = info_key(name.as_str());
-        self.compact_file(
-            routing,
-            &key,
-            &format!("info/{name}"),
-            ttl,
-            None,
-            role,
-            shape,
-        )
-        .await
+        let document = self
+            .compact_file(
+                routing,
+                &key,
+                &format!("info/{name}"),
+                ttl,
+                None,
+                role,
+                shape,
+            )
+            .await?;
+        self.note_routed(name.as_str(), &document, role).await;
+        Ok(document)
+    }
+
+    /// Notes the `/versions` line of every gem the rubygems routes take that their servers'
+    /// own `/versions` lists (Bundler asks only for the gems `/versions` lists), its `/info`
+    /// fetched from the route if the cached copy is stale. A route that fails is logged and
+    /// skipped: the public `/versions` is served all the same.
+    async fn note_routed_gems(&self, role: Role) {
+        let policy = self.proxy.policy();
+        let upstreams = policy
+            .routes()
+            .iter()
+            .filter_map(|route| match route.upstream() {
+                pmcache_policy::Upstream::Url(url) if route.ecosystem() == POLICY => Some(url),
+                _ => None,
+            });
+        for upstream in upstreams {
+            let routing = Routing::private(upstream);
+            if let Err(error) = self.note_route(&routing, role).await {
+                tracing::warn!(upstream = %routing.upstream, %error, "routed gems left out of /versions");
+            }
+        }
+    }
+
+    /// [`Self::note_routed_gems`] for one route's server.
+    async fn note_route(&self, routing: &Routing, role: Role) -> Result<()> {
+        let versions = self
+            .compact_file(
+                routing,
+                "versions",
+                "versions",
+                self.ttl,
+                None,
+                role,
+                Shape::Verbatim,
+            )
+            .await?;
+        let body = self.proxy.variant_bytes(&versions, BODY).await?;
+        for gem in compact::info_checksums(&body).into_keys() {
+            let Ok(name) = GemName::parse(&gem) else {
+                continue;
+            };
+            // Another route (or none) may take it: only this one's gems.
+            let taken = self.routing(&name).ok().as_ref() == Some(routing);
+            let allowed = matches!(
+                self.proxy.policy().judge_name(POLICY, name.as_str()),
+                Verdict::Allowed
+            );
+            if !taken || !allowed {
+                continue;
+            }
+            if let Err(error) = self.routed_info(&name, routing, Recency::Usual, role).await {
+                tracing::warn!(gem = %name, %error, "a routed gem left out of /versions");
+            }
+        }
+        Ok(())
     }
 
     /// How old the publish times an `/info` rendering is made from may be: any age within the

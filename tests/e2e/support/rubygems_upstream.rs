@@ -189,6 +189,25 @@ impl CompactIndex {
         Ok(())
     }
 
+    /// Forgets `name` as if it had never been published here: its `versions` lines, its
+    /// `info/NAME` and its files.
+    fn unlist(&mut self, name: &str) {
+        let prefix = format!("{name} ");
+        self.versions = self
+            .versions
+            .lines()
+            .filter(|line| !line.starts_with(&prefix))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        self.info.remove(name);
+        let own = |full_name: &String| {
+            full_name
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('-'))
+        };
+        self.published.retain(|full_name| !own(full_name));
+    }
+
     /// `names`: every published name, sorted.
     fn names(&self) -> String {
         let mut text = "---\n".to_owned();
@@ -270,6 +289,12 @@ impl RubygemsUpstream {
     pub fn publish(&self, full_name: &str) -> Result<()> {
         let gem = self.state.gems.gem(full_name)?;
         lock(&self.state.index).publish(gem)
+    }
+
+    /// Makes this server one that never had the gem `name` (a private gem, on the public
+    /// server): it is in no index and its files are 404.
+    pub fn unlist(&self, name: &str) {
+        lock(&self.state.index).unlist(name);
     }
 
     /// Sets the `created_at` the versions API gives every build of `name` `version` (RFC 3339,
