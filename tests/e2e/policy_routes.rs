@@ -530,7 +530,7 @@ mod rubygems {
 
     use super::{ensure_never_asked, ensure_private_404, routes};
     use crate::support::case::Case;
-    use crate::support::gem::Sandbox;
+    use crate::support::gem::{GemfileSource, Project, Sandbox};
     use crate::support::http;
     use crate::support::rubygems_gems::{APP, BASE};
     use crate::support::rubygems_upstream::{Kind, RubygemsUpstream};
@@ -599,6 +599,41 @@ mod rubygems {
             case.upstream.count(&Kind::Info(APP.to_owned())) >= 1,
             "{APP} did not come from the public gem server:\n{}",
             case.upstream.request_log()
+        );
+        ensure_never_asked("the public gem server", &public_requests(&case), &[BASE])?;
+        case.ensure_no_egress()
+    }
+    /// `proxfix-base`, which the public gem server does not have, routed to a second fixture
+    /// gem server: `bundle install` of proxfix_app (public, depending on it) resolves and
+    /// installs proxfix-base from the private server, as pmcache's `/versions` lists it (with
+    /// the MD5 of the `/info` it serves from the route); the public server is never asked for
+    /// anything of it.
+    #[test]
+    fn bundler_installs_a_routed_gem_the_public_server_does_not_have() -> Result<()> {
+        let private = RubygemsUpstream::start()?;
+        let routes = routes("rubygems", BASE, &private.base_url());
+        let case = GemCase::rubygems_with("60s", &[("PMCACHE_ROUTES", &routes)])?;
+        case.upstream.unlist(BASE);
+        let project = Project::create(
+            &case.path("bundle").join("project"),
+            GemfileSource::Direct(&source(&case)),
+            &[(APP, &[])],
+        )?;
+        Sandbox::create(&case.path("bundle").join("client"), &case.trap)?
+            .bundle(&project.dir, &["install"], &project.env(&[]))?
+            .ensure_success("bundle install of a gem depending on a private gem")?;
+        let lock = std::fs::read_to_string(project.dir.join("Gemfile.lock"))?;
+        ensure!(
+            lock.contains(&format!("    {BASE} (")),
+            "the lock lacks {BASE}:\n{lock}"
+        );
+        ensure!(
+            private.count(&Kind::Info(BASE.to_owned())) >= 1
+                && private.requests_since(0).iter().any(
+                    |logged| matches!(&logged.kind, Kind::Gem(file) if file.starts_with(BASE))
+                ),
+            "the private gem server did not serve {BASE}:\n{}",
+            private.request_log()
         );
         ensure_never_asked("the public gem server", &public_requests(&case), &[BASE])?;
         case.ensure_no_egress()

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
+use hyper::StatusCode;
 
 use crate::support::gem::{GemfileSource, Project, Sandbox};
 use crate::support::http;
 use crate::support::rubygems_gems::{APP, BAD, BASE, HELD_BASE, PRE};
-use crate::support::rubygems_upstream::{RubygemsUpstream, etag_of};
+use crate::support::rubygems_upstream::{Kind, RubygemsUpstream, etag_of};
 use crate::support::wait_until;
 
 /// proxfix-base's held version, which the tests publish "now".
@@ -408,7 +409,8 @@ fn deny_and_allow_only_refuse_gem_versions_and_whole_gems() -> Result<()> {
 }
 
 /// A version the versions API gives no `created_at` is hidden under the age rule with
-/// `unknown_release_time = "deny"` (the default), and shown with `"allow"`.
+/// `unknown_release_time = "deny"` (the default), its `.gem` and gemspec refused, and shown
+/// with `"allow"`.
 #[test]
 fn a_gem_version_without_a_publish_time_follows_unknown_release_time() -> Result<()> {
     let mut case = Case::rubygems_with("1h", &[("PMCACHE_RUBYGEMS_POLICY_MIN_RELEASE_AGE", "1d")])?;
@@ -423,6 +425,17 @@ fn a_gem_version_without_a_publish_time_follows_unknown_release_time() -> Result
         gem.status,
         gem.text()
     );
+    // Its gemspec too: it is judged as the .gem its /info records.
+    let gemspec = get(
+        &case,
+        &format!("quick/Marshal.4.8/{BASE}-{PREVIOUS}.gemspec.rz"),
+    )?;
+    ensure!(
+        gemspec.status == 403 && gemspec.text().contains("has no known publish time"),
+        "the gemspec without a publish time: {} {}",
+        gemspec.status,
+        gemspec.text()
+    );
     ensure!(refusals(&case, "unknown_release_time")? >= 1.0);
 
     case.restart_with(&[("PMCACHE_RUBYGEMS_POLICY_UNKNOWN_RELEASE_TIME", "allow")])?;
@@ -436,6 +449,62 @@ fn a_gem_version_without_a_publish_time_follows_unknown_release_time() -> Result
         .gem_install(&source(&case), &[BASE])?
         .ensure_success("gem install proxfix-base")?;
     ensure!(installing.ruby(BASE_PROBE)? == PREVIOUS);
+    case.ensure_no_egress()
+}
+
+/// The versions API failing (429, rubygems.org's rate limit, then 503) does not fail `/info`:
+/// it is served with every version hidden for want of a publish time, and asked again a TTL
+/// later; once the API answers, but without a time for one version (it lags the compact index),
+/// only that one stays hidden, and it shows once its time is known, without a restart, with
+/// `/versions` fresh and listing the served `/info` all along.
+#[test]
+fn the_versions_api_failing_or_lagging_hides_versions_only_until_the_next_try() -> Result<()> {
+    let case = Case::rubygems_with("2s", &[("PMCACHE_RUBYGEMS_POLICY_MIN_RELEASE_AGE", "1d")])?;
+    let api = Kind::VersionsApi(BASE.to_owned());
+    case.upstream
+        .set_versions_api_status(Some(StatusCode::TOO_MANY_REQUESTS));
+    let versions = info_versions(&case, BASE)?;
+    ensure!(versions.is_empty(), "info/{BASE} lists {versions:?}");
+    ensure_versions_agree(&case, BASE)?;
+
+    let mark = case.upstream.mark();
+    case.upstream
+        .set_versions_api_status(Some(StatusCode::SERVICE_UNAVAILABLE));
+    wait_until(
+        Duration::from_secs(30),
+        "the versions API asked again",
+        || {
+            let versions = info_versions(&case, BASE)?;
+            ensure!(versions.is_empty(), "info/{BASE} lists {versions:?}");
+            Ok(case.upstream.count_since(mark, &api) >= 1)
+        },
+    )?;
+
+    case.upstream.retime(BASE, PREVIOUS, None)?;
+    case.upstream.set_versions_api_status(None);
+    wait_until(
+        Duration::from_secs(30),
+        "the versions with a time to show",
+        || {
+            // A fresh /versions listing the cached /info's upstream MD5 keeps that copy
+            // current: only its hidden_until makes it rendered again.
+            get(&case, "versions")?;
+            Ok(info_versions(&case, BASE)? == ["1.0.0"])
+        },
+    )?;
+    case.upstream
+        .retime(BASE, PREVIOUS, Some("2020-01-01T00:00:00.000Z"))?;
+    wait_until(
+        Duration::from_secs(30),
+        "the lagging version to show",
+        || {
+            // A fresh /versions listing the cached /info's upstream MD5 keeps that copy
+            // current: only its hidden_until makes it rendered again.
+            get(&case, "versions")?;
+            Ok(info_versions(&case, BASE)? == ["1.0.0", PREVIOUS])
+        },
+    )?;
+    ensure_versions_agree(&case, BASE)?;
     case.ensure_no_egress()
 }
 

@@ -45,7 +45,7 @@ impl Routing {
     }
 
     /// A route's upstream, with keys of its own.
-    fn private(upstream: &Url) -> Routing {
+    pub fn private(upstream: &Url) -> Routing {
         Routing {
             upstream: upstream.clone(),
             prefix: prefix_of(upstream),

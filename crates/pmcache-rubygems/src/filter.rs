@@ -76,15 +76,24 @@ pub fn correction_line(gem: &str, hidden: &[String], served_md5: &str) -> String
     format!("{gem} {} {served_md5}", removed.join(","))
 }
 
-/// The `/versions` line of one gem whose served `/info` hides versions.
+/// The `/versions` line of one gem whose served `/info` hides versions, or that a route takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Correction {
     /// The gem it is about.
     pub gem: String,
-    /// The MD5 of the upstream's `/info` it was made from.
-    pub upstream_md5: String,
-    /// See [`correction_line`].
+    /// The MD5 of the upstream's `/info` it was made from; None for a routed gem, whose
+    /// `/info` comes from elsewhere than the public `/versions` describes (see [`routed_line`]).
+    pub upstream_md5: Option<String>,
+    /// See [`correction_line`] and [`routed_line`].
     pub line: String,
+}
+
+/// The `/versions` line of a gem a route takes: every version its served `/info` lists and that
+/// file's MD5, so that Bundler (which skips a gem `/versions` does not list) asks for it.
+/// [`render_versions`] adds the removal of each version the public `/versions` lists under that
+/// name and the private `/info` does not.
+pub fn routed_line(gem: &str, versions: &[String], served_md5: &str) -> String {
+    format!("{gem} {} {served_md5}", versions.join(","))
 }
 
 /// `/versions` as pmcache serves it: the upstream's bytes as they are, then the line of each of
@@ -101,10 +110,20 @@ pub fn render_versions(upstream: &[u8], corrections: &[Correction]) -> Vec<u8> {
         return body;
     }
     let listed = compact::info_checksums(upstream);
-    let mut lines: Vec<&str> = corrections
+    let routed: Vec<&str> = corrections
         .iter()
-        .filter(|correction| listed.get(&correction.gem) == Some(&correction.upstream_md5))
-        .map(|correction| correction.line.as_str())
+        .filter(|correction| correction.upstream_md5.is_none())
+        .map(|correction| correction.gem.as_str())
+        .collect();
+    let public = listed_versions(upstream, &routed);
+    let mut lines: Vec<String> = corrections
+        .iter()
+        .filter_map(|correction| match &correction.upstream_md5 {
+            Some(md5) => {
+                (listed.get(&correction.gem) == Some(md5)).then(|| correction.line.clone())
+            }
+            None => Some(with_removals(&correction.line, public.get(&correction.gem))),
+        })
         .collect();
     if lines.is_empty() {
         return body;
@@ -118,6 +137,55 @@ pub fn render_versions(upstream: &[u8], corrections: &[Correction]) -> Vec<u8> {
         body.push(b'\n');
     }
     body
+}
+
+/// A routed gem's line with `-VERSION` for each of `public` (what the public `/versions` lists
+/// under its name) that the line does not list.
+fn with_removals(line: &str, public: Option<&Vec<String>>) -> String {
+    let mut fields = line.splitn(3, ' ');
+    let (Some(gem), Some(versions), Some(md5)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return line.to_owned();
+    };
+    let private: Vec<&str> = versions.split(',').filter(|v| !v.is_empty()).collect();
+    let removed = public
+        .into_iter()
+        .flatten()
+        .filter(|version| !private.contains(&version.as_str()))
+        .map(|version| format!("-{version}"));
+    let all: Vec<String> = private
+        .iter()
+        .map(|version| (*version).to_owned())
+        .chain(removed)
+        .collect();
+    format!("{gem} {} {md5}", all.join(","))
+}
+
+/// The versions the `/versions` file `versions` lists for each of `gems` (a `-VERSION` removes
+/// one), in one pass over the file.
+fn listed_versions(versions: &[u8], gems: &[&str]) -> HashMap<String, Vec<String>> {
+    let mut listed: HashMap<String, Vec<String>> = HashMap::new();
+    if gems.is_empty() {
+        return listed;
+    }
+    let text = String::from_utf8_lossy(versions);
+    for line in text.lines().skip_while(|line| *line != "---").skip(1) {
+        let mut fields = line.split(' ');
+        let (Some(name), Some(entries)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !gems.contains(&name) {
+            continue;
+        }
+        let known = listed.entry(name.to_owned()).or_default();
+        for entry in entries.split(',').filter(|entry| !entry.is_empty()) {
+            match entry.strip_prefix('-') {
+                Some(removed) => known.retain(|version| version != removed),
+                None => known.push(entry.to_owned()),
+            }
+        }
+    }
+    listed
 }
 
 #[cfg(test)]
@@ -219,7 +287,7 @@ mod tests {
     fn correction(gem: &str, upstream_md5: &str, line: &str) -> Correction {
         Correction {
             gem: gem.to_owned(),
-            upstream_md5: upstream_md5.to_owned(),
+            upstream_md5: Some(upstream_md5.to_owned()),
             line: line.to_owned(),
         }
     }
@@ -257,6 +325,25 @@ mod tests {
         ];
         let served = render_versions(upstream.as_bytes(), &corrections);
         let expected = format!("{upstream}other -1.0 eeee\n");
+        assert_eq!(String::from_utf8(served).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_routed_gem_is_listed_with_the_served_info_and_without_the_public_versions() {
+        let upstream = "---\ndemo 1.0.0,2.0.0,-2.0.0,3.0.0 0123\nother 1.0 4567\n";
+        let line = routed_line("private", &["0.1".to_owned(), "0.2".to_owned()], "aaaa");
+        let shadowed = routed_line("demo", &["1.0.0".to_owned(), "9.0".to_owned()], "bbbb");
+        let routed = |gem: &str, line: &str| Correction {
+            gem: gem.to_owned(),
+            upstream_md5: None,
+            line: line.to_owned(),
+        };
+        let served = render_versions(
+            upstream.as_bytes(),
+            &[routed("private", &line), routed("demo", &shadowed)],
+        );
+        // No upstream MD5 to match: both lines are there, the public demo's 3.0.0 removed.
+        let expected = format!("{upstream}demo 1.0.0,9.0,-3.0.0 bbbb\nprivate 0.1,0.2 aaaa\n");
         assert_eq!(String::from_utf8(served).unwrap(), expected);
     }
 }

@@ -16,10 +16,12 @@
 //! publish time, so that the core answers a request for one with the rule's reason. `/versions`
 //! is the upstream's file followed by one line per gem whose served `/info` hides versions, in
 //! the index's own syntax (`-VERSION`s and the served MD5), so that its readers see what `/info`
-//! serves. A gem refused whole gets 403 for its `/info` before anything is fetched.
+//! serves, and one per gem a private route takes (its versions and the MD5 of the `/info` served
+//! from the route), so that Bundler asks for it. A gem refused whole gets 403 for its `/info` before anything is fetched.
 
 pub mod compact;
 pub mod config;
+mod corrections;
 pub mod error;
 pub mod filter;
 pub mod name;
@@ -35,8 +37,9 @@ pub use routes::{document_keys, gemspec_of};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use corrections::NotedCorrection;
 use pmcache_proxy::Proxy;
 use url::Url;
 
@@ -52,19 +55,12 @@ pub struct Frontend {
     /// By gem: the `/versions` line that tells readers what its served `/info` hides, for each
     /// `/info` rendering seen that hides versions. The next `/versions` rendering ends with them.
     corrections: Mutex<HashMap<String, NotedCorrection>>,
+    /// Bounds the versions API fetches in flight (rubygems.org rate-limits its API).
+    versions_api: tokio::sync::Semaphore,
 }
 
-/// What one filtered `/info` rendering makes `/versions` say of its gem.
-struct NotedCorrection {
-    /// The sha256 of the rendering's record of it (see `routes`), to skip reading it again.
-    digest: pmcache_proxy::Digest,
-    /// The line, and the upstream `/info` it was made from.
-    line: filter::Correction,
-    /// When a version it hides comes of age: the line is stale from then.
-    until: Option<SystemTime>,
-    /// The rules it was made under: a line made under others is left out.
-    policy: Arc<pmcache_policy::Policy>,
-}
+/// How many versions API fetches run at once.
+const VERSIONS_API_CONCURRENCY: usize = 4;
 
 /// The info MD5 of each gem in one `/versions` file, and that file's sha256.
 struct ParsedVersions {
@@ -81,6 +77,7 @@ impl Frontend {
             ttl: config.metadata_ttl,
             info_checksums: tokio::sync::Mutex::default(),
             corrections: Mutex::default(),
+            versions_api: tokio::sync::Semaphore::new(VERSIONS_API_CONCURRENCY),
         }
     }
 }

@@ -2,13 +2,13 @@
 //! files, and the probes and retired endpoints clients still ask for.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, header};
-use pmcache_policy::{Policy, Verdict};
+use pmcache_policy::{Policy, Rule, Verdict};
 use pmcache_proxy::{
     self as proxy, Advertised, ArtifactRequest, ArtifactSource, Body, ClientRequest, Document,
     DocumentRequest, KnownCurrent, Recency, Release, Rendering, Role, Routing, Serving,
@@ -19,22 +19,22 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::name::{FullName, GemName};
 use crate::path::{self, GemsPath};
-use crate::{Frontend, NotedCorrection, ParsedVersions};
+use crate::{Frontend, ParsedVersions};
 use crate::{compact, filter, release_time};
 
 /// Index keys and metrics label of this frontend.
-const ECOSYSTEM: &str = "rubygems";
+pub(crate) const ECOSYSTEM: &str = "rubygems";
 /// This frontend in the policy's terms.
 const POLICY: pmcache_policy::Ecosystem = pmcache_policy::Ecosystem::Rubygems;
 /// The variant clients get: the upstream's bytes, filtered by the policy.
-const BODY: &str = "body";
+pub(crate) const BODY: &str = "body";
 /// Never served: of an `/info` file, the upstream's MD5 (as its entity tag), which the
 /// upstream's `/versions` lists; of `/versions`, the length of the upstream's bytes it starts
 /// with (what follows is pmcache's).
 const UPSTREAM: &str = "upstream";
 /// Never served: of an `/info` file that hides versions, its `/versions` line, when it expires
 /// (unix seconds, or `-`) and the upstream's MD5, one a line.
-const HIDDEN: &str = "hidden";
+pub(crate) const HIDDEN: &str = "hidden";
 const JSON_TYPE: &str = "application/json";
 const COMPACT_TYPE: &str = "text/plain; charset=utf-8";
 const BINARY_TYPE: &str = "application/octet-stream";
@@ -90,6 +90,7 @@ impl Frontend {
         let document = match cached {
             Some(document) => document,
             None => {
+                self.note_routed_gems(client.caller.role).await;
                 let shape = Shape::Versions(self.current_corrections());
                 self.compact_file(
                     &self.public(),
@@ -152,13 +153,9 @@ impl Frontend {
         let policy = self.proxy.policy();
         let times = match policy.needs_publish_times(POLICY, name.as_str()) {
             true => {
-                let cached = self.proxy.cached_document(ECOSYSTEM, &key, ttl)?;
-                let refetched = cached.is_none_or(|cached| match &listed {
-                    Some(listed) => upstream_md5(&cached) != Some(listed.as_str()),
-                    None => !cached.is_fresh(),
-                });
-                // A new /info may list a version the cached times predate.
-                let times_ttl = if refetched { Duration::ZERO } else { self.ttl };
+                let times_ttl = self
+                    .times_ttl(&routing, name, listed.as_deref(), ttl)
+                    .await?;
                 self.release_times(&routing, name, times_ttl, role).await?
             }
             false => None,
@@ -167,6 +164,7 @@ impl Frontend {
             gem: name.to_string(),
             policy,
             times,
+            retry: self.ttl,
         });
         let document = self
             .compact_file(
@@ -201,25 +199,125 @@ impl Frontend {
         let ttl = recency.ttl(self.ttl);
         let policy = self.proxy.policy();
         let times = match policy.needs_publish_times(POLICY, name.as_str()) {
-            true => self.release_times(routing, name, ttl, role).await?,
+            true => {
+                let times_ttl = self.times_ttl(routing, name, None, ttl).await?;
+                self.release_times(routing, name, times_ttl, role).await?
+            }
             false => None,
         };
         let shape = Shape::Info(InfoPolicy {
             gem: name.to_string(),
             policy,
             times,
+            retry: self.ttl,
         });
         let key = info_key(name.as_str());
-        self.compact_file(
-            routing,
-            &key,
-            &format!("info/{name}"),
-            ttl,
-            None,
-            role,
-            shape,
-        )
-        .await
+        let document = self
+            .compact_file(
+                routing,
+                &key,
+                &format!("info/{name}"),
+                ttl,
+                None,
+                role,
+                shape,
+            )
+            .await?;
+        self.note_routed(name.as_str(), &document, role).await;
+        Ok(document)
+    }
+
+    /// Notes the `/versions` line of every gem the rubygems routes take that their servers'
+    /// own `/versions` lists (Bundler asks only for the gems `/versions` lists), its `/info`
+    /// fetched from the route if the cached copy is stale. A route that fails is logged and
+    /// skipped: the public `/versions` is served all the same.
+    async fn note_routed_gems(&self, role: Role) {
+        let policy = self.proxy.policy();
+        let upstreams = policy
+            .routes()
+            .iter()
+            .filter_map(|route| match route.upstream() {
+                pmcache_policy::Upstream::Url(url) if route.ecosystem() == POLICY => Some(url),
+                _ => None,
+            });
+        for upstream in upstreams {
+            let routing = Routing::private(upstream);
+            if let Err(error) = self.note_route(&routing, role).await {
+                tracing::warn!(upstream = %routing.upstream, %error, "routed gems left out of /versions");
+            }
+        }
+    }
+
+    /// [`Self::note_routed_gems`] for one route's server.
+    async fn note_route(&self, routing: &Routing, role: Role) -> Result<()> {
+        let versions = self
+            .compact_file(
+                routing,
+                "versions",
+                "versions",
+                self.ttl,
+                None,
+                role,
+                Shape::Verbatim,
+            )
+            .await?;
+        let body = self.proxy.variant_bytes(&versions, BODY).await?;
+        for gem in compact::info_checksums(&body).into_keys() {
+            let Ok(name) = GemName::parse(&gem) else {
+                continue;
+            };
+            // Another route (or none) may take it: only this one's gems.
+            let taken = self.routing(&name).ok().as_ref() == Some(routing);
+            let allowed = matches!(
+                self.proxy.policy().judge_name(POLICY, name.as_str()),
+                Verdict::Allowed
+            );
+            if !taken || !allowed {
+                continue;
+            }
+            if let Err(error) = self.routed_info(&name, routing, Recency::Usual, role).await {
+                tracing::warn!(gem = %name, %error, "a routed gem left out of /versions");
+            }
+        }
+        Ok(())
+    }
+
+    /// How old the publish times an `/info` rendering is made from may be: any age within the
+    /// TTL, unless the `/info` is fetched again (a new one may list a version the cached times
+    /// predate: `listed` is the MD5 a fresh `/versions` lists, `ttl` the `/info`'s own) or its
+    /// cached rendering hid a version until now (its time may be known since: the versions API
+    /// lags the compact index, or failed).
+    async fn times_ttl(
+        &self,
+        routing: &Routing,
+        name: &GemName,
+        listed: Option<&str>,
+        ttl: Duration,
+    ) -> Result<Duration> {
+        let key = routing.key(&info_key(name.as_str()));
+        let Some(cached) = self.proxy.cached_document(ECOSYSTEM, &key, ttl)? else {
+            return Ok(Duration::ZERO);
+        };
+        let refetched = match listed {
+            Some(listed) => upstream_md5(&cached) != Some(listed),
+            None => !cached.is_fresh(),
+        };
+        if refetched || self.hid_until_now(&cached).await {
+            return Ok(Duration::ZERO);
+        }
+        Ok(self.ttl)
+    }
+
+    /// Whether a cached `/info` rendering hides a version until a time that has passed.
+    async fn hid_until_now(&self, cached: &Document) -> bool {
+        if cached.digest(HIDDEN).is_none() {
+            return false;
+        }
+        let Ok(text) = self.proxy.variant_bytes(cached, HIDDEN).await else {
+            // Unreadable: asking the versions API again is the safe side.
+            return true;
+        };
+        hidden_until(&text).is_some_and(|until| until <= SystemTime::now())
     }
 
     /// The info MD5 that the cached `/versions` lists for `name`, if that copy is fresh.
@@ -404,8 +502,8 @@ impl Frontend {
     }
 
     /// The versions API of `routing`'s upstream for `name` (`created_at` of each build), kept
-    /// like the index files; None when the upstream has none for it (its versions then have no
-    /// known publish time).
+    /// like the index files; None when the upstream has none for it or fails (its versions then
+    /// have no known publish time).
     async fn release_times(
         &self,
         routing: &Routing,
@@ -434,90 +532,21 @@ impl Frontend {
                 hidden_until: None,
             })
         };
-        match self.proxy.document(request, render).await {
+        // rubygems.org rate-limits its API: a cold `bundle install` asks for many gems at once.
+        let fetched = {
+            let _permit = self.versions_api.acquire().await;
+            self.proxy.document(request, render).await
+        };
+        match fetched {
             Ok(document) => Ok(Some(self.proxy.variant_bytes(&document, BODY).await?)),
             Err(error) if error.status() == http::StatusCode::NOT_FOUND => Ok(None),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// Remembers the `/versions` line a served `/info` rendering calls for, or that it calls
-    /// for none; when that changes, the stored `/versions` is made again at the next request
-    /// (its lines must name the `/info` served now), unless `role` may not change the cache. A
-    /// line that cannot be read is left out (Bundler then fetches that `/info` once more than
-    /// needed).
-    async fn note_correction(&self, gem: &str, document: &Document, role: Role) {
-        if self.remember_correction(gem, document).await
-            && role.may_populate()
-            && let Err(error) = self.proxy.expire_rendering(ECOSYSTEM, "versions").await
-        {
-            tracing::warn!(%error, "the stored /versions could not be marked for a new rendering");
-        }
-    }
-
-    /// Records what [`Self::note_correction`] is told: true when the line changed.
-    async fn remember_correction(&self, gem: &str, document: &Document) -> bool {
-        let policy = self.proxy.policy();
-        let Some(digest) = document.digest(HIDDEN) else {
-            return self.corrections().remove(gem).is_some();
-        };
-        let known = self
-            .corrections()
-            .get(gem)
-            .is_some_and(|known| known.digest == digest && Arc::ptr_eq(&known.policy, &policy));
-        if known {
-            return false;
-        }
-        let text = match self.proxy.variant_bytes(document, HIDDEN).await {
-            Ok(text) => text,
             Err(error) => {
-                tracing::warn!(gem, %error, "the /versions line of a filtered /info is unreadable");
-                return false;
+                // Fail closed but keep serving: the versions without a known time are hidden
+                // (under `unknown_release_time = deny`) until the next try, a TTL later.
+                tracing::warn!(gem = %name, %error, "versions API failed: publish times unknown");
+                Ok(None)
             }
-        };
-        let text = String::from_utf8_lossy(&text);
-        let mut lines = text.lines();
-        let (Some(line), Some(until), Some(upstream_md5)) =
-            (lines.next(), lines.next(), lines.next())
-        else {
-            return false;
-        };
-        let until = until
-            .parse::<u64>()
-            .ok()
-            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-        let line = filter::Correction {
-            gem: gem.to_owned(),
-            upstream_md5: upstream_md5.to_owned(),
-            line: line.to_owned(),
-        };
-        let correction = NotedCorrection {
-            digest,
-            line: line.clone(),
-            until,
-            policy,
-        };
-        let old = self.corrections().insert(gem.to_owned(), correction);
-        old.is_none_or(|old| old.line != line)
-    }
-
-    fn corrections(&self) -> std::sync::MutexGuard<'_, HashMap<String, NotedCorrection>> {
-        self.corrections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The `/versions` lines of the filtered `/info` renderings current now: made under the
-    /// rules in force, hiding no version that has come of age since.
-    fn current_corrections(&self) -> Vec<(filter::Correction, Option<SystemTime>)> {
-        let policy = self.proxy.policy();
-        let now = SystemTime::now();
-        self.corrections()
-            .values()
-            .filter(|known| Arc::ptr_eq(&known.policy, &policy))
-            .filter(|known| known.until.is_none_or(|until| now < until))
-            .map(|known| (known.line.clone(), known.until))
-            .collect()
+        }
     }
 
     async fn gem(&self, full_name: &FullName, client: ClientRequest<'_>) -> Result<Response<Body>> {
@@ -576,33 +605,17 @@ impl Frontend {
     }
 
     /// `/quick/Marshal.4.8/FULL.gemspec.rz`: immutable, from the upstream's own path (no
-    /// checksum is published for it).
+    /// checksum is published for it), judged as the `.gem` of the same full name.
     async fn gemspec(
         &self,
         full_name: &FullName,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
-        let path = format!("quick/Marshal.4.8/{full_name}.gemspec.rz");
-        // A private gem's gemspec comes from its route, judged by the routed name.
-        let (url, release) = match self.routed_reading(full_name)? {
-            Some((name, routing)) => (
-                upstream_url(&routing.upstream, &path)?,
-                Release {
-                    package: name.to_string(),
-                    version: None,
-                    published: None,
-                },
-            ),
-            None => (
-                upstream_url(&self.upstream, &path)?,
-                gemspec_release(full_name),
-            ),
-        };
         let request = ArtifactRequest {
             ecosystem: ECOSYSTEM,
             // No index lists gemspecs: the path is the upstream's own, below its base URL, for
             // a parsed gem name.
-            source: ArtifactSource::unadvertised(url, release),
+            source: self.gemspec_source(full_name, client.caller.role).await?,
             content_type: BINARY_TYPE,
             client,
             redirect_hosts: &[],
@@ -611,6 +624,42 @@ impl Frontend {
             announce_unverified_length: false,
         };
         Ok(self.proxy.artifact(request).await?)
+    }
+
+    /// Where a gemspec comes from (a private gem's from its route), and the release it is
+    /// judged as: the one the `/info` listing its `.gem` records (so a version that `/info`
+    /// hides, by age or by `deny`, has its metadata refused too), else every reading of the
+    /// full name by the deny and allow lists. A reading refused whole refuses it at once.
+    async fn gemspec_source(&self, full_name: &FullName, role: Role) -> Result<ArtifactSource> {
+        let path = format!("quick/Marshal.4.8/{full_name}.gemspec.rz");
+        let routed = self.routed_reading(full_name)?;
+        let base = routed
+            .as_ref()
+            .map_or(&self.upstream, |(_, routing)| &routing.upstream);
+        let url = upstream_url(base, &path)?;
+        let readings = match &routed {
+            Some((name, _)) => vec![name.clone()],
+            None => full_name.splits().into_iter().map(|(n, _)| n).collect(),
+        };
+        let policy = self.proxy.policy();
+        // A gem refused whole is refused as such, before its /info is fetched.
+        for name in &readings {
+            if let Verdict::Refused(refusal) = policy.judge_name(POLICY, name.as_str()) {
+                return Err(self.proxy.policy_refused(POLICY, refusal).into());
+            }
+        }
+        let listed = match self.gem_source(full_name, role).await {
+            Ok(source) => source.release().cloned(),
+            // No /info lists it: the upstream has most likely none either.
+            Err(error) if error.is_not_found() => None,
+            Err(error) => return Err(error),
+        };
+        let release = match listed {
+            Some(release) => release,
+            None => unlisted_gemspec_release(&policy, full_name, &readings)
+                .map_err(|refusal| self.proxy.policy_refused(POLICY, refusal))?,
+        };
+        Ok(ArtifactSource::unadvertised(url, release))
     }
 }
 
@@ -638,6 +687,29 @@ struct InfoPolicy {
     policy: Arc<Policy>,
     /// The versions API answer, if the age rule needs it.
     times: Option<Bytes>,
+    /// How long a version hidden for want of a publish time stays hidden before the versions
+    /// API is asked again (the metadata TTL).
+    retry: Duration,
+}
+
+/// A version hidden because its publish time is unknown is judged again at `retry_at` (its time
+/// may be known by then), as one hidden by age is when it comes of age.
+fn retry_unknown(verdict: Verdict, retry_at: SystemTime) -> Verdict {
+    match verdict {
+        Verdict::Refused(mut refusal) if refusal.rule == Rule::UnknownReleaseTime => {
+            refusal.matures_at = Some(refusal.matures_at.map_or(retry_at, |at| at.min(retry_at)));
+            Verdict::Refused(refusal)
+        }
+        other => other,
+    }
+}
+
+/// The time until which a cached `/info` rendering hides versions, from its record of them (see
+/// `HIDDEN`); None when they are hidden for good (or the record cannot be read).
+fn hidden_until(text: &[u8]) -> Option<SystemTime> {
+    let text = std::str::from_utf8(text).ok()?;
+    let secs = text.lines().nth(1)?.parse::<u64>().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// The served variant of a compact index file: its MD5 is its entity tag (and `/versions`' MD5
@@ -661,8 +733,10 @@ fn render_info(routing: &Routing, info: &InfoPolicy, body: &Bytes) -> proxy::Res
     };
     let now = SystemTime::now();
     let filtered = filter::filter_info(body, &times, |version, published| {
-        info.policy
-            .judge(POLICY, &info.gem, version, published, now)
+        let verdict = info
+            .policy
+            .judge(POLICY, &info.gem, version, published, now);
+        retry_unknown(verdict, now + info.retry)
     });
     let sources = gem_sources(routing, &info.gem, body, &times)?;
     let upstream_md5 = compact::md5_hex(body);
@@ -825,25 +899,73 @@ fn root(client: ClientRequest<'_>) -> Response<Body> {
     response
 }
 
-/// What the policy judges a gemspec by: its gem's name only (the shortest reading of the full
-/// name), so that a denied gem's metadata is refused too; the age rule is for the `.gem`, whose
-/// publish time the index gives.
-fn gemspec_release(full_name: &FullName) -> Release {
-    let package = full_name
-        .splits()
-        .first()
-        .map(|(name, _)| name.to_string())
-        .unwrap_or_default();
-    Release {
-        package,
+/// What the policy judges a gemspec no `/info` lists by: refused when the deny or allow lists
+/// refuse any reading of its full name among `readings` (where the name ends is unknown), else
+/// its shortest reading's name (the core judges the name again).
+fn unlisted_gemspec_release(
+    policy: &Policy,
+    full_name: &FullName,
+    readings: &[GemName],
+) -> std::result::Result<Release, pmcache_policy::Refusal> {
+    for (name, version) in full_name.splits() {
+        if !readings.contains(&name) {
+            continue;
+        }
+        let number = version
+            .split_once('-')
+            .map_or(version, |(number, _)| number);
+        if let Verdict::Refused(refusal) = policy.judge_lists(POLICY, name.as_str(), number) {
+            return Err(refusal);
+        }
+    }
+    Ok(Release {
+        package: readings.first().map(GemName::to_string).unwrap_or_default(),
         version: None,
         published: None,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn denying(patterns: &[&str]) -> Policy {
+        let config = pmcache_policy::Config {
+            deny: patterns.iter().map(|p| (*p).to_owned()).collect(),
+            ..pmcache_policy::Config::default()
+        };
+        Policy::new(&config, &[], &[]).expect("policy")
+    }
+
+    fn readings(full_name: &FullName) -> Vec<GemName> {
+        full_name
+            .splits()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    #[test]
+    fn an_unlisted_gemspec_is_refused_when_any_reading_is_denied() {
+        // `demo-2-1.0.0-java` reads as demo 2-1.0.0-java or demo-2 1.0.0-java.
+        let full_name = FullName::parse("demo-2-1.0.0-java").expect("full name");
+        let all = readings(&full_name);
+        let refused =
+            unlisted_gemspec_release(&denying(&["rubygems:demo-2@1.0.0"]), &full_name, &all)
+                .expect_err("refused");
+        assert_eq!(refused.subject, "rubygems:demo-2@1.0.0");
+        // A version the lists do not name passes, judged by its shortest reading's name.
+        let release = unlisted_gemspec_release(&denying(&["rubygems:demo-2@9"]), &full_name, &all)
+            .expect("served");
+        assert_eq!(release.package, "demo");
+        assert_eq!(release.version, None);
+        // A routed gem has only its routed reading.
+        let routed = [GemName::parse("demo").expect("name")];
+        assert!(
+            unlisted_gemspec_release(&denying(&["rubygems:demo-2@1.0.0"]), &full_name, &routed)
+                .is_ok()
+        );
+    }
 
     #[test]
     fn a_gems_gemspec_is_at_the_upstreams_quick_path() {
@@ -893,6 +1015,7 @@ mod tests {
             gem: "demo".to_owned(),
             policy: Arc::new(Policy::new(&config, &[], &[]).expect("policy")),
             times: None,
+            retry: Duration::from_secs(60),
         };
         let rendering = render_info(&Routing::public(&upstream), &info, &body).expect("rendering");
         let names: Vec<&str> = rendering.variants.iter().map(|v| v.name).collect();
@@ -913,5 +1036,55 @@ mod tests {
         // Every .gem stays recorded: the core refuses the hidden one with the reason.
         assert_eq!(rendering.sources.len(), 2);
         assert_eq!(rendering.hidden_until, None);
+    }
+    #[test]
+    fn a_version_without_a_publish_time_is_judged_again_a_ttl_later() {
+        let upstream = Url::parse("http://127.0.0.1:9/").expect("url");
+        let body = Bytes::from_static(b"---\n1.0.0 |checksum:\n1.1.0 |checksum:\n");
+        let config = pmcache_policy::Config {
+            min_release_age: Duration::from_secs(86_400),
+            ..pmcache_policy::Config::default()
+        };
+        // 1.0.0 is old; the versions API does not know 1.1.0 yet (or did not answer).
+        let times = br#"[{"number":"1.0.0","created_at":"2020-01-01T00:00:00Z"}]"#;
+        let info = InfoPolicy {
+            gem: "demo".to_owned(),
+            policy: Arc::new(Policy::new(&config, &[], &[]).expect("policy")),
+            times: Some(Bytes::from_static(times)),
+            retry: Duration::from_secs(60),
+        };
+        let before = SystemTime::now();
+        let rendering = render_info(&Routing::public(&upstream), &info, &body).expect("rendering");
+        assert_eq!(rendering.variants[0].body, b"---\n1.0.0 |checksum:\n");
+        let until = rendering.hidden_until.expect("hidden until a retry");
+        assert!(until >= before + Duration::from_secs(59));
+        assert!(until <= SystemTime::now() + Duration::from_secs(60));
+        // The record says so too: that is what makes the next rendering ask the API again.
+        let hidden = &rendering.variants[2].body;
+        let recorded = hidden_until(hidden).expect("a time");
+        assert!(recorded <= until && recorded + Duration::from_secs(1) >= until);
+        assert_eq!(hidden_until(b"demo -1.1.0 x\n-\nabc\n"), None);
+    }
+
+    #[test]
+    fn an_age_refusal_keeps_its_own_time_and_others_none() {
+        let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let config = pmcache_policy::Config {
+            min_release_age: Duration::from_secs(100),
+            deny: vec!["rubygems:demo@2".to_owned()],
+            ..pmcache_policy::Config::default()
+        };
+        let policy = Policy::new(&config, &[], &[]).expect("policy");
+        let judge = |version, published| {
+            let verdict = policy.judge(POLICY, "demo", version, published, at(1_000));
+            match retry_unknown(verdict, at(1_060)) {
+                Verdict::Refused(refusal) => Some(refusal.matures_at),
+                Verdict::Allowed => None,
+            }
+        };
+        assert_eq!(judge("1", Some(at(950))), Some(Some(at(1_050))));
+        assert_eq!(judge("1", None), Some(Some(at(1_060))));
+        assert_eq!(judge("2", Some(at(0))), Some(None));
+        assert_eq!(judge("1", Some(at(0))), None);
     }
 }

@@ -189,6 +189,25 @@ impl CompactIndex {
         Ok(())
     }
 
+    /// Forgets `name` as if it had never been published here: its `versions` lines, its
+    /// `info/NAME` and its files.
+    fn unlist(&mut self, name: &str) {
+        let prefix = format!("{name} ");
+        self.versions = self
+            .versions
+            .lines()
+            .filter(|line| !line.starts_with(&prefix))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        self.info.remove(name);
+        let own = |full_name: &String| {
+            full_name
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('-'))
+        };
+        self.published.retain(|full_name| !own(full_name));
+    }
+
     /// `names`: every published name, sorted.
     fn names(&self) -> String {
         let mut text = "---\n".to_owned();
@@ -214,6 +233,9 @@ struct State {
     /// field out.
     times: Mutex<HashMap<(String, String), Option<String>>>,
     faults: Faults,
+    /// The status the versions API answers every gem with instead of its JSON (a rate limit,
+    /// an outage), if any.
+    versions_api_status: Mutex<Option<StatusCode>>,
     log: RequestLog<Logged>,
 }
 
@@ -241,6 +263,7 @@ impl RubygemsUpstream {
             digests: AtomicBool::new(true),
             times: Mutex::default(),
             faults: Faults::default(),
+            versions_api_status: Mutex::default(),
             log: RequestLog::default(),
         });
         let server = FixtureServer::bind("rubygems-upstream", 1)?.serve(vec![handler(&state)]);
@@ -266,6 +289,12 @@ impl RubygemsUpstream {
     pub fn publish(&self, full_name: &str) -> Result<()> {
         let gem = self.state.gems.gem(full_name)?;
         lock(&self.state.index).publish(gem)
+    }
+
+    /// Makes this server one that never had the gem `name` (a private gem, on the public
+    /// server): it is in no index and its files are 404.
+    pub fn unlist(&self, name: &str) {
+        lock(&self.state.index).unlist(name);
     }
 
     /// Sets the `created_at` the versions API gives every build of `name` `version` (RFC 3339,
@@ -342,6 +371,12 @@ impl RubygemsUpstream {
     /// Whether the compact index carries `Digest` and `Repr-Digest` (on at start).
     pub fn set_digests(&self, enabled: bool) {
         self.state.digests.store(enabled, Ordering::SeqCst);
+    }
+
+    /// Answers every later versions API request with `status` (e.g. 429 or 503) and no body, or
+    /// (None) with the versions again.
+    pub fn set_versions_api_status(&self, status: Option<StatusCode>) {
+        *lock(&self.state.versions_api_status) = status;
     }
 
     /// Injects `fault` into every later response for `path`, below the prefix
@@ -534,11 +569,15 @@ fn answer(state: &State, kind: &Kind, path: &str, headers: &HeaderMap) -> Respon
             None => status_only(StatusCode::NOT_FOUND),
         },
         Kind::Dependencies => plain(StatusCode::NOT_FOUND, DEPENDENCY_API_GONE),
-        Kind::VersionsApi(name) => match versions_api(state, name) {
-            Some(body) => json(&body, fault),
-            // rubygems.org's words for a gem it does not have.
-            None => plain(StatusCode::NOT_FOUND, "This rubygem could not be found."),
-        },
+        Kind::VersionsApi(name) => {
+            let status = *lock(&state.versions_api_status);
+            match (status, versions_api(state, name)) {
+                (Some(status), _) => status_only(status),
+                (None, Some(body)) => json(&body, fault),
+                // rubygems.org's words for a gem it does not have.
+                (None, None) => plain(StatusCode::NOT_FOUND, "This rubygem could not be found."),
+            }
+        }
         Kind::Other => status_only(StatusCode::NOT_FOUND),
     }
 }
