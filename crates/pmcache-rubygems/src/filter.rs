@@ -50,10 +50,7 @@ where
         match judge(number, times.get(version).copied()) {
             Verdict::Allowed => filtered.body.extend_from_slice(line),
             Verdict::Refused(refusal) => {
-                filtered.until = match (filtered.until, refusal.matures_at) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                filtered.until = refusal.first_maturity(filtered.until);
                 filtered.hidden.push(version.to_owned());
             }
         }

@@ -45,9 +45,9 @@ fn index_version(number: &str, platform: Option<&str>) -> String {
     }
 }
 
-/// An RFC 3339 time in UTC (`2024-06-01T01:00:00.000Z`), as rubygems.org writes them.
+/// An RFC 3339 time (`2024-06-01T01:00:00.000Z`, as rubygems.org writes them; any offset).
 fn parse_time(text: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(text.trim()).ok()
+    pmcache_policy::parse_time(text)
 }
 
 #[cfg(test)]

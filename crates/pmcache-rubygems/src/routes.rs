@@ -126,10 +126,8 @@ impl Frontend {
     /// A gem the policy refuses whole gets 403 before anything is fetched; the versions it
     /// refuses are left out (see [`filter::filter_info`]).
     async fn info(&self, name: &GemName, recency: Recency, role: Role) -> Result<Document> {
-        match self.proxy.policy().judge_name(POLICY, name.as_str()) {
-            Verdict::Allowed => self.info_of_served(name, recency, role).await,
-            Verdict::Refused(refusal) => Err(self.proxy.policy_refused(POLICY, refusal).into()),
-        }
+        self.proxy.check_package(POLICY, name.as_str())?;
+        self.info_of_served(name, recency, role).await
     }
 
     /// `/info/NAME` of a gem the policy does not refuse whole (or, for a `.gem` request, one
@@ -641,12 +639,9 @@ impl Frontend {
             Some((name, _)) => vec![name.clone()],
             None => full_name.splits().into_iter().map(|(n, _)| n).collect(),
         };
-        let policy = self.proxy.policy();
         // A gem refused whole is refused as such, before its /info is fetched.
         for name in &readings {
-            if let Verdict::Refused(refusal) = policy.judge_name(POLICY, name.as_str()) {
-                return Err(self.proxy.policy_refused(POLICY, refusal).into());
-            }
+            self.proxy.check_package(POLICY, name.as_str())?;
         }
         let listed = match self.gem_source(full_name, role).await {
             Ok(source) => source.release().cloned(),
@@ -656,7 +651,7 @@ impl Frontend {
         };
         let release = match listed {
             Some(release) => release,
-            None => unlisted_gemspec_release(&policy, full_name, &readings)
+            None => unlisted_gemspec_release(&self.proxy.policy(), full_name, &readings)
                 .map_err(|refusal| self.proxy.policy_refused(POLICY, refusal))?,
         };
         Ok(ArtifactSource::unadvertised(url, release))
