@@ -58,11 +58,7 @@ impl Frontend {
         let Some(digest) = document.digest(BODY) else {
             return self.corrections().remove(gem).is_some();
         };
-        let known = self
-            .corrections()
-            .get(gem)
-            .is_some_and(|known| known.digest == digest && Arc::ptr_eq(&known.policy, &policy));
-        if known {
+        if self.already_noted(gem, &digest, &policy) {
             return false;
         }
         let body = match self.proxy.variant_bytes(document, BODY).await {
@@ -81,14 +77,15 @@ impl Frontend {
             upstream_md5: None,
             line: filter::routed_line(gem, &versions, &compact::md5_hex(&body)),
         };
-        let correction = NotedCorrection {
-            digest,
-            line: line.clone(),
-            until: None,
-            policy,
-        };
-        let old = self.corrections().insert(gem.to_owned(), correction);
-        old.is_none_or(|old| old.line != line)
+        self.note(
+            gem,
+            NotedCorrection {
+                digest,
+                line,
+                until: None,
+                policy,
+            },
+        )
     }
 
     /// Records what [`Self::note_correction`] is told: true when the line changed.
@@ -97,11 +94,7 @@ impl Frontend {
         let Some(digest) = document.digest(HIDDEN) else {
             return self.corrections().remove(gem).is_some();
         };
-        let known = self
-            .corrections()
-            .get(gem)
-            .is_some_and(|known| known.digest == digest && Arc::ptr_eq(&known.policy, &policy));
-        if known {
+        if self.already_noted(gem, &digest, &policy) {
             return false;
         }
         let text = match self.proxy.variant_bytes(document, HIDDEN).await {
@@ -127,12 +120,33 @@ impl Frontend {
             upstream_md5: Some(upstream_md5.to_owned()),
             line: line.to_owned(),
         };
-        let correction = NotedCorrection {
-            digest,
-            line: line.clone(),
-            until,
-            policy,
-        };
+        self.note(
+            gem,
+            NotedCorrection {
+                digest,
+                line,
+                until,
+                policy,
+            },
+        )
+    }
+
+    /// Whether the line noted for `gem` was made from the rendering record `digest` under
+    /// `policy`: then there is nothing to read again.
+    fn already_noted(
+        &self,
+        gem: &str,
+        digest: &pmcache_proxy::Digest,
+        policy: &Arc<pmcache_policy::Policy>,
+    ) -> bool {
+        self.corrections()
+            .get(gem)
+            .is_some_and(|known| known.digest == *digest && Arc::ptr_eq(&known.policy, policy))
+    }
+
+    /// Notes `correction` as `gem`'s line: true when the line changed.
+    fn note(&self, gem: &str, correction: NotedCorrection) -> bool {
+        let line = correction.line.clone();
         let old = self.corrections().insert(gem.to_owned(), correction);
         old.is_none_or(|old| old.line != line)
     }

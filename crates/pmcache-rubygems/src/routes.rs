@@ -148,22 +148,9 @@ impl Frontend {
             Some(listed) => (Duration::ZERO, Some(has_md5(listed))),
             None => (recency.ttl(self.ttl), None),
         };
-        let policy = self.proxy.policy();
-        let times = match policy.needs_publish_times(POLICY, name.as_str()) {
-            true => {
-                let times_ttl = self
-                    .times_ttl(&routing, name, listed.as_deref(), ttl)
-                    .await?;
-                self.release_times(&routing, name, times_ttl, role).await?
-            }
-            false => None,
-        };
-        let shape = Shape::Info(InfoPolicy {
-            gem: name.to_string(),
-            policy,
-            times,
-            retry: self.ttl,
-        });
+        let shape = self
+            .info_shape(&routing, name, listed.as_deref(), ttl, role)
+            .await?;
         let document = self
             .compact_file(
                 &routing,
@@ -184,6 +171,33 @@ impl Frontend {
         Ok(document)
     }
 
+    /// How gem `name`'s `/info` is filtered: by the rules in force, with its versions' publish
+    /// times when the age rule needs them (`listed`: the MD5 the public `/versions` lists for
+    /// it, when it goes by that; `ttl`: the `/info`'s own).
+    async fn info_shape(
+        &self,
+        routing: &Routing,
+        name: &GemName,
+        listed: Option<&str>,
+        ttl: Duration,
+        role: Role,
+    ) -> Result<Shape> {
+        let policy = self.proxy.policy();
+        let times = match policy.needs_publish_times(POLICY, name.as_str()) {
+            true => {
+                let times_ttl = self.times_ttl(routing, name, listed, ttl).await?;
+                self.release_times(routing, name, times_ttl, role).await?
+            }
+            false => None,
+        };
+        Ok(Shape::Info(InfoPolicy {
+            gem: name.to_string(),
+            policy,
+            times,
+            retry: self.ttl,
+        }))
+    }
+
     /// `/info/NAME` of a gem a route takes, from the route's server and judged by the same
     /// rules (its publish times from the route's versions API). The public `/versions` says
     /// nothing of it, so the TTL alone decides.
@@ -195,20 +209,7 @@ impl Frontend {
         role: Role,
     ) -> Result<Document> {
         let ttl = recency.ttl(self.ttl);
-        let policy = self.proxy.policy();
-        let times = match policy.needs_publish_times(POLICY, name.as_str()) {
-            true => {
-                let times_ttl = self.times_ttl(routing, name, None, ttl).await?;
-                self.release_times(routing, name, times_ttl, role).await?
-            }
-            false => None,
-        };
-        let shape = Shape::Info(InfoPolicy {
-            gem: name.to_string(),
-            policy,
-            times,
-            retry: self.ttl,
-        });
+        let shape = self.info_shape(routing, name, None, ttl, role).await?;
         let key = info_key(name.as_str());
         let document = self
             .compact_file(
