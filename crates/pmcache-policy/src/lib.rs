@@ -29,7 +29,7 @@ pub use ecosystem::{Ecosystem, UnknownEcosystem};
 pub use pattern::{Pattern, PatternError, Versions};
 pub use policy::Policy;
 pub use published::parse_time;
-pub use route::{Route, Upstream};
+pub use route::{Route, Upstream, upstream_url};
 pub use verdict::{Refusal, Rule, Verdict, compact};
 
 /// A setting the policy cannot be built from, named as the configuration names it.

@@ -94,27 +94,36 @@ fn upstream(text: &str) -> Result<Upstream, String> {
     if text == NONE {
         return Ok(Upstream::None);
     }
-    let mut url = Url::parse(text.trim()).map_err(|error| {
-        format!("it is not a URL ({error}); write http(s)://host/path/ or \"none\"")
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("its scheme is {}, not http or https", url.scheme()));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "it carries user info (user:password@), which pmcache does not send".to_owned(),
-        );
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(
-            "a query or fragment would be lost when package paths are joined to it".to_owned(),
-        );
-    }
+    let mut url = upstream_url(text, NONE)?;
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);
     }
     Ok(Upstream::Url(url))
+}
+
+/// `text` as an upstream URL package paths can be joined below (a frontend's or a route's);
+/// else why not, with `alternative` (the other value the setting takes) named in the hint.
+pub fn upstream_url(text: &str, alternative: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|error| {
+        format!("it is not a URL ({error}); write http(s)://host/path/ or \"{alternative}\"")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("its scheme is {}, not http or https", url.scheme()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // pmcache sends no credentials from a URL; they would only reach its logs.
+        return Err(
+            "it carries user info (user:password@), which pmcache does not send".to_owned(),
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        // Package paths are joined to the URL, which drops both.
+        return Err(
+            "a query or fragment would be lost when package paths are joined to it".to_owned(),
+        );
+    }
+    Ok(url)
 }
 
 #[cfg(test)]

@@ -343,24 +343,7 @@ fn configured_upstream(
 
 /// `text` as an upstream base URL; else why pmcache could not fetch from it.
 fn usable_upstream(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|error| {
-        format!("it is not a URL ({error}); write http(s)://host/path/ or \"{AUTO}\"")
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("its scheme is {}, not http or https", url.scheme()));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        // pmcache sends no credentials from a URL; they would only reach its logs.
-        return Err(
-            "it carries user info (user:password@), which pmcache does not send".to_owned(),
-        );
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        // Package paths are joined to the URL, which drops both.
-        return Err(
-            "a query or fragment would be lost when package paths are joined to it".to_owned(),
-        );
-    }
+    let url = pmcache_policy::upstream_url(text, AUTO)?;
     if url.port() == Some(0) {
         return Err("port 0 cannot be connected to".to_owned());
     }
