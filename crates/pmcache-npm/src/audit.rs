@@ -8,9 +8,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// The most a gzip-encoded audit body may decode to (pmcache's request body limit is smaller,
-/// and audit bodies compress perhaps tenfold).
-const MAX_DECODED: u64 = 128 * 1024 * 1024;
+/// The most a gzip-encoded audit body may decode to: four times the 8 MiB an audit request
+/// may send (audit bodies compress perhaps tenfold, and the largest real trees decode to a few
+/// MiB); more is refused, not relayed cut off.
+const MAX_DECODED: u64 = 32 * 1024 * 1024;
 
 /// Which audit request a body belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,8 +79,14 @@ pub(crate) fn decoded(body: &[u8]) -> Result<Vec<u8>> {
 fn gunzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut decoded = Vec::new();
     flate2::read::GzDecoder::new(body)
-        .take(MAX_DECODED)
+        .take(MAX_DECODED + 1)
         .read_to_end(&mut decoded)?;
+    if decoded.len() as u64 > MAX_DECODED {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it decodes to more than {} MiB", MAX_DECODED >> 20),
+        ));
+    }
     Ok(decoded)
 }
 
@@ -177,5 +184,19 @@ mod tests {
             let error = without_private(body, gzipped, Shape::Bulk, &acme).unwrap_err();
             assert!(matches!(error, Error::UnreadableAudit { .. }), "{error}");
         }
+    }
+
+    #[test]
+    fn a_body_decoding_past_the_cap_is_refused_not_cut() {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![b' '; 1024 * 1024];
+        for _ in 0..=(MAX_DECODED >> 20) {
+            encoder.write_all(&zeros).unwrap();
+        }
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 256 * 1024, "{} bytes", bomb.len());
+        let error = decoded(&bomb).unwrap_err();
+        assert!(error.to_string().contains("more than 32 MiB"), "{error}");
     }
 }

@@ -66,7 +66,7 @@ pub struct Tarball {
 /// filename are dropped, and so are `dist-tags` naming them: pmcache could not serve their
 /// tarballs, and a client handed the URL as it stands would fetch it itself. Versions `judge`
 /// refuses (given their version key and publish time) are hidden: gone from `versions` and
-/// `time`, their `dist-tags` moved to the newest older version shown (see [`crate::dist_tags`]).
+/// `time`, their `dist-tags` moved to the newest older version shown (see the `dist_tags` module).
 pub fn rewrite_packument(
     body: &[u8],
     package: &PackageName,

@@ -200,6 +200,7 @@ impl Frontend {
         parts: &Parts,
         client: ClientRequest<'_>,
     ) -> Result<Response<Body>> {
+        self.check_package(package)?;
         // Cold tarball requests (`npm ci` and pnpm's frozen installs read the lockfile, not the
         // packument) learn the tarball's source from the packument, fetched again if the cached
         // one may predate the version.

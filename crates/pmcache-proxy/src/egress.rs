@@ -60,7 +60,7 @@ impl AddressPolicy {
 
     /// Lets a private route's upstream, `host` on `port`, be at a private address.
     pub(crate) fn trust_route(&self, host: &str, port: Option<u16>) {
-        let entry = (bare_host(host).to_ascii_lowercase(), port);
+        let entry = (route_host(host), port);
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         if !routes.contains(&entry) {
             routes.push(entry);
@@ -89,7 +89,7 @@ impl AddressPolicy {
             )
             || listed(
                 &self.routes.read().unwrap_or_else(|p| p.into_inner()),
-                host,
+                &route_host(host),
                 port,
             )
     }
@@ -174,6 +174,12 @@ pub(crate) fn host_and_port(text: &str) -> Option<(String, Option<u16>)> {
 /// `[::1]` → `::1`: URIs bracket IPv6 literals.
 fn bare_host(host: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// `host` in the one spelling route hosts are compared in: lower case, without IPv6 brackets
+/// or a DNS name's trailing dot (`Example.COM.` and `example.com` are one host).
+pub(crate) fn route_host(host: &str) -> String {
+    bare_host(host).trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Whether `ip` is an address on the public internet rather than on this machine or its

@@ -14,9 +14,9 @@ use crate::origin::RedirectPolicy;
 /// A host, lower case, and a port: where a route's upstream is.
 pub(crate) type HostPort = (String, Option<u16>);
 
-/// `url`'s host, lower case, and port.
+/// `url`'s host, in the spelling route hosts are compared in, and port.
 fn host_port(url: &Url) -> Option<HostPort> {
-    let host = url.host_str()?.to_ascii_lowercase();
+    let host = crate::egress::route_host(url.host_str()?);
     Some((host, url.port_or_known_default()))
 }
 
@@ -258,8 +258,26 @@ mod tests {
             &Url::parse("http://127.0.0.2:7001/blob").unwrap()
         ));
 
+        // Other spellings of the host are the same host.
+        let dotted = release_of("left-pad", "http://127.0.0.2.:7001/npm/secret.tgz");
+        assert!(proxy.route_host_guard("npm", &dotted).is_err());
+
         // A host that is also a configured upstream's is not the route's alone.
         proxy.trust_upstream(&private);
         assert!(proxy.route_host_guard("npm", &public).is_ok());
+
+        // An IPv6 route upstream, bracketed in URLs.
+        let v6 = Url::parse("http://[fd00::5]:7003/npm/").unwrap();
+        let routes = [pmcache_policy::RouteConfig {
+            ecosystem: "npm".to_owned(),
+            names: vec!["@acme/*".to_owned()],
+            upstream: v6.to_string(),
+        }];
+        proxy.set_policy(pmcache_policy::Policy::new(&config, &[], &routes).unwrap());
+        proxy.trust_route(&v6);
+        let public = release_of("left-pad", "http://[FD00::5]:7003/npm/secret.tgz");
+        assert!(proxy.route_host_guard("npm", &public).is_err());
+        let routed = release_of("@acme/tool", "http://[fd00::5]:7003/npm/tool.tgz");
+        assert!(proxy.route_host_guard("npm", &routed).is_ok());
     }
 }

@@ -120,8 +120,8 @@ impl Upstream {
         }
     }
 
-    /// Lets a private route's upstream be on a private address (see
-    /// [`AddressPolicy::route_only`](crate::egress::AddressPolicy::route_only)).
+    /// Lets a private route's upstream be on a private address; where nothing else is trusted,
+    /// only packages routed there are fetched from it (`route_only_hosts`).
     pub fn trust_route(&self, upstream: &Url) {
         if let Some(host) = upstream.host_str() {
             self.policy

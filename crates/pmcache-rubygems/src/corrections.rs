@@ -144,11 +144,13 @@ impl Frontend {
             .is_some_and(|known| known.digest == *digest && Arc::ptr_eq(&known.policy, policy))
     }
 
-    /// Notes `correction` as `gem`'s line: true when the line changed.
+    /// Notes `correction` as `gem`'s line: true when `/versions` must be made again, because
+    /// the line changed or the old one had expired (a `/versions` made since left it out).
     fn note(&self, gem: &str, correction: NotedCorrection) -> bool {
         let line = correction.line.clone();
+        let now = SystemTime::now();
         let old = self.corrections().insert(gem.to_owned(), correction);
-        old.is_none_or(|old| old.line != line)
+        old.is_none_or(|old| old.line != line || old.until.is_some_and(|until| until <= now))
     }
 
     fn corrections(&self) -> std::sync::MutexGuard<'_, HashMap<String, NotedCorrection>> {

@@ -640,9 +640,17 @@ impl Frontend {
             Some((name, _)) => vec![name.clone()],
             None => full_name.splits().into_iter().map(|(n, _)| n).collect(),
         };
-        // A gem refused whole is refused as such, before its /info is fetched.
-        for name in &readings {
-            self.proxy.check_package(POLICY, name.as_str())?;
+        // A gem refused whole is refused as such, before its /info is fetched, when every
+        // reading of the name is (another reading may be a gem of its own that is served).
+        let policy = self.proxy.policy();
+        let verdicts: Vec<Verdict> = readings
+            .iter()
+            .map(|name| policy.judge_name(POLICY, name.as_str()))
+            .collect();
+        if verdicts.iter().all(|verdict| !verdict.is_allowed())
+            && let Some(Verdict::Refused(refusal)) = verdicts.into_iter().next()
+        {
+            return Err(self.proxy.policy_refused(POLICY, refusal).into());
         }
         let listed = match self.gem_source(full_name, role).await {
             Ok(source) => source.release().cloned(),

@@ -61,7 +61,7 @@ enum Command {
     /// Manage the tokens that grant roles ([[auth.tokens]]).
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Ask the configured supply-chain policy ([policy], [[routes]]) about a package.
+    /// Ask the configured supply-chain policy (`[policy]`, `[[routes]]`) about a package.
     #[command(subcommand)]
     Policy(PolicyCommand),
 }
@@ -82,7 +82,7 @@ struct PolicyCheckArgs {
     name: String,
     /// A version of it (as the ecosystem spells it).
     version: Option<String>,
-    /// When VERSION was published, so that min_release_age can judge it: a UTC time
+    /// When VERSION was published, so that min_release_age can judge it: an RFC 3339 time
     /// (2026-12-01T10:00:00Z) or an age (2h, 3d).
     #[arg(long, requires = "version")]
     published: Option<String>,

@@ -125,14 +125,14 @@ impl Report {
     }
 }
 
-/// Parses `--published`: RFC 3339 in UTC (`2026-12-01T10:00:00Z`), or an age (`2h`, `3d`)
-/// meaning that long before now.
+/// Parses `--published`: an RFC 3339 time as registries write them (`2026-12-01T10:00:00Z`,
+/// any offset), or an age (`2h`, `3d`) meaning that long before now.
 pub(crate) fn parse_published(text: &str, now: SystemTime) -> Result<SystemTime, String> {
-    if let Ok(time) = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')) {
+    if let Some(time) = pmcache_policy::parse_time(text) {
         return Ok(time);
     }
     let age: Duration = humantime::parse_duration(text).map_err(|_| {
-        format!("{text:?} is neither a UTC time (2026-12-01T10:00:00Z) nor an age (2h, 3d)")
+        format!("{text:?} is neither a time (2026-12-01T10:00:00Z) nor an age (2h, 3d)")
     })?;
     now.checked_sub(age)
         .ok_or_else(|| format!("{text:?} reaches before the epoch"))
@@ -268,6 +268,10 @@ mod tests {
         );
         assert_eq!(
             parse_published("1970-01-01T00:01:00Z", now),
+            Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_published("1970-01-01T02:01:00+02:00", now),
             Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(60))
         );
         assert!(parse_published("yesterday", now).is_err());
