@@ -253,14 +253,11 @@ impl Frontend {
         };
         // An endpoint of one package (`/-/package/NAME/dist-tags`) goes to its route's
         // registry: a private name is never asked of the public one.
-        let upstream = match api_package(path) {
-            Some(package) => {
-                self.proxy
-                    .routing(POLICY, &package, &self.upstream)?
-                    .upstream
-            }
-            None => self.upstream.clone(),
+        let routing = match api_package(path) {
+            Some(package) => self.proxy.routing(POLICY, &package, &self.upstream)?,
+            None => Routing::public(&self.upstream),
         };
+        let (upstream, routed) = (routing.upstream.clone(), routing.is_routed());
         let url = upstream_api_url(&upstream, endpoint, parts)?;
         let response = self
             .proxy
@@ -271,6 +268,7 @@ impl Frontend {
                 body,
                 // Search and audit go to the configured registry itself.
                 forward_credentials: true,
+                routed,
             })
             .await?;
         // An upstream without search or audit (some intermediaries answer 404 or 405) is said

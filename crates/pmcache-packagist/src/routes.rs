@@ -372,6 +372,7 @@ impl Frontend {
                 headers: &headers,
                 body,
                 forward_credentials: false,
+                routed: false,
             });
             if let Ok(Ok(response)) = tokio::time::timeout(NOTIFY_TIMEOUT, relay).await {
                 let _ = tokio::time::timeout(NOTIFY_TIMEOUT, drain(response)).await;
@@ -431,6 +432,7 @@ impl Frontend {
                 headers: &parts.headers,
                 body,
                 forward_credentials,
+                routed: routing.is_routed(),
             })
             .await?)
     }

@@ -41,11 +41,15 @@ pub struct PassThrough<'a> {
     /// Relay the client's `Authorization`: only to the upstream it was configured for, never
     /// to another host a document named (a client's registry token is not theirs to see).
     pub forward_credentials: bool,
+    /// Made for a package a private route takes: the URL may be on the route's host (which
+    /// serves nothing else).
+    pub routed: bool,
 }
 
 impl Proxy {
     /// Relays a request to the upstream and streams its answer back, whatever its status.
     pub async fn pass_through(&self, request: PassThrough<'_>) -> Result<Response<Body>> {
+        self.check_route_host(&request.url, request.routed)?;
         let mut headers = HeaderMap::new();
         for name in FORWARDED_REQUEST_HEADERS {
             if let Some(value) = request.headers.get(&name) {

@@ -68,8 +68,11 @@ impl Routing {
 /// copies and pointing a route elsewhere does not serve the old upstream's.
 fn prefix_of(upstream: &Url) -> String {
     let digest = Digest::of(upstream.as_str().as_bytes()).to_string();
-    format!("routed/{}/", &digest[..16])
+    format!("{ROUTED}{}/", &digest[..16])
 }
+
+/// What every routed key starts with.
+const ROUTED: &str = "routed/";
 
 impl Proxy {
     /// Where the documents of `ecosystem`'s package `name` come from: `public` (the ecosystem's
@@ -114,6 +117,25 @@ impl Proxy {
             });
         }
         Ok(std::sync::Arc::new(allowed))
+    }
+
+    /// Refuses a document fetch or a relay to `url` on a host only a route's upstream is
+    /// trusted at, unless it is made for a routed package (`routed`): a public document's links
+    /// (a Composer `metadata-url`, say) do not send pmcache into a private registry.
+    pub(crate) fn check_route_host(&self, url: &Url, routed: bool) -> Result<()> {
+        let on_route_host = host_port(url)
+            .is_some_and(|place| self.inner.upstream.route_only_hosts().contains(&place));
+        match on_route_host && !routed {
+            true => Err(Error::RouteHost {
+                url: url.to_string(),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether a document `key` is a routed package's (see [`Routing::key`]).
+    pub(crate) fn is_routed_key(key: &str) -> bool {
+        key.starts_with(ROUTED)
     }
 
     /// Where the route that takes `source`'s package has its upstream, if one does.
@@ -257,6 +279,13 @@ mod tests {
         assert!(redirects(
             &Url::parse("http://127.0.0.2:7001/blob").unwrap()
         ));
+
+        // Documents and relays: only those made for a routed package go there.
+        let link = Url::parse("http://127.0.0.2:7001/npm/p2/left-pad.json").unwrap();
+        assert!(proxy.check_route_host(&link, false).is_err());
+        assert!(proxy.check_route_host(&link, true).is_ok());
+        let key = Routing::private(&private).key("packument/@acme/tool");
+        assert!(Proxy::is_routed_key(&key) && !Proxy::is_routed_key("packument/left-pad"));
 
         // Other spellings of the host are the same host.
         let dotted = release_of("left-pad", "http://127.0.0.2.:7001/npm/secret.tgz");

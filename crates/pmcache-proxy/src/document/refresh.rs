@@ -41,6 +41,7 @@ impl Proxy {
     where
         R: FnOnce(UpstreamDocument) -> Result<Rendering> + Send + 'static,
     {
+        self.check_route_host(&request.url, Proxy::is_routed_key(&request.key))?;
         let key = format!("{}/{}", request.ecosystem, request.key);
         if let Some(document) = self.fresh(&key, &request)? {
             return Ok(document);
