@@ -449,8 +449,8 @@ mod tests {
                 "https://index.example/simple/",
             ),
             (
-                "http://127.0.0.1:3141/root/pypi/",
-                "http://127.0.0.1:3141/root/pypi/",
+                "http://127.0.0.1:3141/mirror/pypi/",
+                "http://127.0.0.1:3141/mirror/pypi/",
             ),
             (" http://[::1]:8080/npm ", "http://[::1]:8080/npm/"),
             ("https://rubygems.org/", "https://rubygems.org/"),
