@@ -57,6 +57,17 @@ pub struct Frontend {
     corrections: Mutex<HashMap<String, NotedCorrection>>,
     /// Bounds the versions API fetches in flight (rubygems.org rate-limits its API).
     versions_api: tokio::sync::Semaphore,
+    /// By route upstream: the walk of its gems for `/versions` last done (see
+    /// `note_routed_gems`), so that `/versions` requests do not each walk them again.
+    walked_routes: Mutex<HashMap<Url, WalkedRoute>>,
+}
+
+/// One walk of a route's gems: the route server's `/versions` it read, the rules it was
+/// judged by and when it ran.
+struct WalkedRoute {
+    versions: pmcache_proxy::Digest,
+    policy: Arc<pmcache_policy::Policy>,
+    at: std::time::Instant,
 }
 
 /// How many versions API fetches run at once.
@@ -78,6 +89,7 @@ impl Frontend {
             info_checksums: tokio::sync::Mutex::default(),
             corrections: Mutex::default(),
             versions_api: tokio::sync::Semaphore::new(VERSIONS_API_CONCURRENCY),
+            walked_routes: Mutex::default(),
         }
     }
 }

@@ -260,7 +260,15 @@ impl Frontend {
                 Shape::Verbatim,
             )
             .await?;
+        let policy = self.proxy.policy();
+        let Some(digest) = versions.digest(BODY) else {
+            return Ok(());
+        };
+        if self.walked_recently(routing, digest, &policy) {
+            return Ok(());
+        }
         let body = self.proxy.variant_bytes(&versions, BODY).await?;
+        let mut complete = true;
         for gem in compact::info_checksums(&body).into_keys() {
             let Ok(name) = GemName::parse(&gem) else {
                 continue;
@@ -276,9 +284,43 @@ impl Frontend {
             }
             if let Err(error) = self.routed_info(&name, routing, Recency::Usual, role).await {
                 tracing::warn!(gem = %name, %error, "a routed gem left out of /versions");
+                complete = false;
             }
         }
+        if complete {
+            let walked = crate::WalkedRoute {
+                versions: digest,
+                policy,
+                at: std::time::Instant::now(),
+            };
+            self.walked_routes()
+                .insert(routing.upstream.clone(), walked);
+        }
         Ok(())
+    }
+
+    /// Whether `routing`'s gems were walked for this `/versions` of its server (`digest`)
+    /// under these rules within the metadata TTL: a change of any `/info` there changes its
+    /// `/versions`, and a hidden version coming of age shows within a TTL.
+    fn walked_recently(
+        &self,
+        routing: &Routing,
+        digest: pmcache_proxy::Digest,
+        policy: &Arc<Policy>,
+    ) -> bool {
+        self.walked_routes()
+            .get(&routing.upstream)
+            .is_some_and(|walked| {
+                walked.versions == digest
+                    && Arc::ptr_eq(&walked.policy, policy)
+                    && walked.at.elapsed() < self.ttl
+            })
+    }
+
+    fn walked_routes(&self) -> std::sync::MutexGuard<'_, HashMap<Url, crate::WalkedRoute>> {
+        self.walked_routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How old the publish times an `/info` rendering is made from may be: any age within the
