@@ -252,7 +252,7 @@ fn hide_refused(
     package: &str,
     now: SystemTime,
 ) -> Option<SystemTime> {
-    let until = std::cell::Cell::new(None::<SystemTime>);
+    let mut until = None::<SystemTime>;
     let gone = page.hide_files(|file| {
         let Some(version) = crate::name::version_in_filename(&file.filename) else {
             return false;
@@ -260,7 +260,7 @@ fn hide_refused(
         match policy.judge(POLICY, package, &version, file.upload_time(), now) {
             Verdict::Allowed => false,
             Verdict::Refused(refusal) => {
-                until.set(refusal.first_maturity(until.get()));
+                until = refusal.first_maturity(until);
                 true
             }
         }
@@ -268,7 +268,7 @@ fn hide_refused(
     if !gone.is_empty() {
         tracing::debug!(package, versions = ?gone, "versions hidden by policy");
     }
-    until.get()
+    until
 }
 
 fn rendering(rendered: Rendered, sources: Vec<Advertised>) -> Rendering {

@@ -123,7 +123,7 @@ impl ProjectPage {
 
     /// Removes the files `hidden` says the policy refuses, and from a JSON page's PEP 700
     /// `versions` the versions none of whose files is left; answers those versions.
-    pub fn hide_files(&mut self, hidden: impl Fn(&File) -> bool) -> HashSet<String> {
+    pub fn hide_files(&mut self, mut hidden: impl FnMut(&File) -> bool) -> HashSet<String> {
         let mut gone: HashSet<String> = HashSet::new();
         self.files.retain(|file| {
             let hide = hidden(file);
