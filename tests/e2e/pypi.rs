@@ -1,6 +1,8 @@
 //! PyPI end-to-end tests: real pip through pmcache against the fixture upstream (and, in
 //! `live_pypi_install`, against the index the local pip would use).
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -562,6 +564,108 @@ fn default_run_command() -> Result<()> {
             upstream.request_log()
         );
     }
+    Ok(())
+}
+
+/// `upstream = "auto"` runs the local pip to find the index (about a second, or forever when pip
+/// hangs): pmcache listens and answers `/healthz` before discovery ends. A page asked for
+/// meanwhile waits for discovery and is then answered from the discovered index; while
+/// discovery never ends, a page gets 503 with a reason that says so (after pmcache's bounded
+/// wait). pip is made slow by a `python3` ahead of the real one on PATH that waits for a file.
+#[test]
+fn auto_discovery_does_not_hold_up_the_start() -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("pmcache-e2e-discovery-")
+        .tempdir()?;
+    let upstream = PypiUpstream::start(PageFormat::Json)?;
+    let index_url = upstream.index_url();
+    let trusted_hosts = upstream.trusted_hosts();
+    // pmcache with a pip that starts once `release` exists.
+    let launch = |name: &str, release: &Path| -> Result<Pmcache> {
+        let scratch = dir.path().join(name);
+        let slow_bin = scratch.join("slow-pip-bin");
+        std::fs::create_dir_all(&slow_bin)?;
+        let python = crate::support::python()?;
+        for program in ["python3", "python"] {
+            let script = slow_bin.join(program);
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.05; done\nexec '{}' \"$@\"\n",
+                    release.display(),
+                    python.display()
+                ),
+            )?;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let mut launch = Launch::serve(
+            &scratch,
+            &scratch.join("data"),
+            &[
+                ("PIP_INDEX_URL", index_url.as_str()),
+                ("PIP_CONFIG_FILE", "/dev/null"),
+                ("PMCACHE_NPM_ENABLED", "false"),
+                ("PMCACHE_UPSTREAM_TRUSTED_HOSTS", trusted_hosts.as_str()),
+            ],
+        )?;
+        let path = format!(
+            "{}:{}",
+            slow_bin.display(),
+            crate::support::subprocess_path()?
+        );
+        for (key, value) in &mut launch.env {
+            if key == "PATH" {
+                value.clone_from(&path);
+            }
+        }
+        Pmcache::spawn(launch)
+    };
+    let release = dir.path().join("release-pip");
+    let released = launch("released", &release)?;
+    let stuck = launch("stuck", &dir.path().join("never-created"))?;
+    for pmcache in [&released, &stuck] {
+        let health = http::get(&format!("{}/healthz", pmcache.base_url()))?;
+        ensure!(
+            health.status == 200,
+            "GET /healthz while pip discovery runs: {}",
+            health.describe()
+        );
+    }
+    ensure!(
+        upstream.requests_for("/simple/demo-lib/") == 0,
+        "a page was fetched before pip said where the index is"
+    );
+
+    let page = |pmcache: &Pmcache| {
+        let url = format!("{}demo-lib/", pmcache.pypi_index_url());
+        http::get_with(&url, &[("Accept", PIP_ACCEPT)])
+    };
+    let (waited, stuck_answer) = std::thread::scope(|scope| {
+        let waited = scope.spawn(|| page(&released));
+        let stuck_answer = scope.spawn(|| page(&stuck));
+        // The page request is on its way (or already waiting): let pip go.
+        std::fs::write(&release, b"")?;
+        anyhow::Ok((
+            waited
+                .join()
+                .map_err(|_| anyhow!("request thread panicked"))??,
+            stuck_answer
+                .join()
+                .map_err(|_| anyhow!("request thread panicked"))??,
+        ))
+    })?;
+    ensure!(
+        waited.status == 200 && upstream.requests_for("/simple/demo-lib/") >= 1,
+        "the page asked for during discovery: {} (upstream requests for it: {})",
+        waited.describe(),
+        upstream.requests_for("/simple/demo-lib/")
+    );
+    let reason = String::from_utf8_lossy(&stuck_answer.body);
+    ensure!(
+        stuck_answer.status == 503 && reason.contains("still being discovered"),
+        "a page while pip never answers: {}",
+        stuck_answer.describe()
+    );
     Ok(())
 }
 

@@ -4,6 +4,8 @@
 //! how a request reaches it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -13,6 +15,7 @@ use pmcache_packagist as packagist;
 use pmcache_proxy::{Body, Classify, Proxy};
 use pmcache_pypi as pypi;
 use pmcache_rubygems as rubygems;
+use tokio::sync::watch;
 use url::Url;
 
 use crate::config::Config;
@@ -166,16 +169,6 @@ pub(crate) enum Frontend {
 /// The error a frontend answered with, classified, with its whole chain of causes.
 pub(crate) type Failure = Box<dyn Classify>;
 
-/// Why a frontend is not served.
-#[derive(Debug)]
-pub(crate) enum Unserved {
-    /// Disabled, or `auto` found no upstream: its requests get 503 with this reason, and the
-    /// other frontends serve.
-    Off(String),
-    /// Its configured upstream cannot be used: pmcache does not start.
-    Unusable(anyhow::Error),
-}
-
 impl Frontend {
     /// Answers one request below the frontend's mount (`rest` is the path after it).
     pub(crate) async fn handle(
@@ -194,15 +187,16 @@ impl Frontend {
         }
     }
 
-    /// Builds `ecosystem`'s frontend from its config section, resolving its upstream; else the
-    /// reason it is off (logged once in one line that names the key to set), or why its
-    /// configured upstream cannot be used.
-    pub(crate) async fn build(
+    /// Mounts `ecosystem`'s frontend from its config section. A disabled frontend is off; one
+    /// whose upstream is a URL is built now (a URL that cannot be used stops the start); one set
+    /// to `auto` is built in the background, once discovery (which runs the local client, about
+    /// a second) has found its upstream, so that pmcache listens at once.
+    pub(crate) fn mount(
         ecosystem: Ecosystem,
         config: &Config,
         proxy: &Proxy,
         local: SocketAddr,
-    ) -> Result<Frontend, Unserved> {
+    ) -> anyhow::Result<Mount> {
         let Wiring {
             key,
             label,
@@ -211,24 +205,40 @@ impl Frontend {
         } = ecosystem.wiring();
         let (enabled, setting) = ecosystem.section(config);
         if !enabled {
-            return Err(Unserved::Off(format!(
-                "the {label} frontend is disabled ({key}.enabled = false)"
-            )));
+            return Ok(Mount::ready(
+                ecosystem,
+                Err(format!(
+                    "the {label} frontend is disabled ({key}.enabled = false)"
+                )),
+            ));
         }
         let public_url = config.public_url.clone();
         let is_own = move |url: &Url| is_self(url, local, public_url.as_ref());
-        let upstream = match setting {
-            AUTO => discovered_upstream(ecosystem, move || discover(&is_own))
+        if setting != AUTO {
+            let upstream = configured_upstream(ecosystem, setting, &is_own)?;
+            let frontend = Frontend::build(ecosystem, config, proxy, upstream);
+            return Ok(Mount::ready(ecosystem, Ok(frontend)));
+        }
+        let (sender, mount) = Mount::pending(ecosystem);
+        let (config, proxy) = (config.clone(), proxy.clone());
+        tokio::spawn(async move {
+            let built = discovered_upstream(ecosystem, move || discover(&is_own))
                 .await
-                .map_err(Unserved::Off)?,
-            _ => configured_upstream(ecosystem, setting, &is_own).map_err(Unserved::Unusable)?,
-        };
+                .map(|upstream| Frontend::build(ecosystem, &config, &proxy, upstream));
+            sender.send_replace(Some(built.map(Arc::new)));
+        });
+        Ok(mount)
+    }
+
+    /// Builds `ecosystem`'s frontend over `upstream`.
+    fn build(ecosystem: Ecosystem, config: &Config, proxy: &Proxy, upstream: Url) -> Frontend {
+        let Wiring { key, label, .. } = ecosystem.wiring();
         tracing::info!(%upstream, "{label} frontend on /{key}/");
         // A configured upstream may be on a private address; hosts its documents name may not.
         proxy.trust_upstream(&upstream);
         let proxy = proxy.clone();
         let public_url = config.public_url.clone();
-        Ok(match ecosystem {
+        match ecosystem {
             Ecosystem::Pypi => Frontend::Pypi(pypi::Frontend::new(proxy, upstream, &config.pypi)),
             Ecosystem::Npm => {
                 Frontend::Npm(npm::Frontend::new(proxy, upstream, &config.npm, public_url))
@@ -242,9 +252,64 @@ impl Frontend {
                 &config.packagist,
                 public_url,
             )),
-        })
+        }
     }
 }
+
+/// How long a request waits for a frontend whose upstream is still being discovered before it
+/// gets 503: discovery takes about a second, and a client retries a 503.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// A frontend as requests reach it: built, off (with the reason requests get), or not yet
+/// known while `auto` discovery runs.
+#[derive(Clone)]
+pub(crate) struct Mount {
+    ecosystem: Ecosystem,
+    state: watch::Receiver<Option<Result<Arc<Frontend>, String>>>,
+}
+
+impl Mount {
+    fn ready(ecosystem: Ecosystem, frontend: Result<Frontend, String>) -> Mount {
+        Mount::pending_with(ecosystem, Some(frontend.map(Arc::new))).1
+    }
+
+    fn pending(ecosystem: Ecosystem) -> (MountSender, Mount) {
+        Mount::pending_with(ecosystem, None)
+    }
+
+    fn pending_with(
+        ecosystem: Ecosystem,
+        state: Option<Result<Arc<Frontend>, String>>,
+    ) -> (MountSender, Mount) {
+        let (sender, state) = watch::channel(state);
+        (sender, Mount { ecosystem, state })
+    }
+
+    /// The frontend, once known; else the one-line reason its requests get 503.
+    pub(crate) async fn frontend(&self) -> Result<Arc<Frontend>, String> {
+        let mut state = self.state.clone();
+        let known = tokio::time::timeout(DISCOVERY_WAIT, state.wait_for(Option::is_some)).await;
+        match known {
+            Ok(Ok(known)) => known.clone().unwrap_or_else(|| Err(self.not_yet())),
+            // The discovery task ended without an answer (it panicked): say so.
+            Ok(Err(_)) => Err(format!(
+                "the {} frontend's upstream discovery failed; see pmcache's log",
+                self.ecosystem.wiring().label
+            )),
+            Err(_) => Err(self.not_yet()),
+        }
+    }
+
+    fn not_yet(&self) -> String {
+        let Wiring { key, label, .. } = self.ecosystem.wiring();
+        format!(
+            "the {label} upstream is still being discovered ({key}.upstream = \"auto\"); retry in a moment"
+        )
+    }
+}
+
+/// Where the discovery task puts a frontend's outcome.
+type MountSender = watch::Sender<Option<Result<Arc<Frontend>, String>>>;
 
 fn boxed(error: impl Classify) -> Failure {
     Box::new(error)

@@ -166,7 +166,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config,
                 ignored_env,
             } = settings.load()?;
-            init_logging(&config);
+            // Held to the end of this arm: the log is written out after the server stops,
+            // whether it stopped cleanly or with an error.
+            let _log = init_logging(&config);
             for name in ignored_env {
                 tracing::warn!(variable = %name, "ignoring a PMCACHE_ variable that names no setting");
             }
@@ -371,16 +373,26 @@ fn open_store(
     })
 }
 
-fn init_logging(config: &Config) {
+/// Installs the log subscriber. Lines are formatted on the thread that logs and written to
+/// stderr by a writer thread, in batches: a request line costs the serving thread no system
+/// call. The writer never drops a line (a full queue makes loggers wait); the returned guard
+/// writes out what is queued when it is dropped, so it must live until the end of `serve`.
+#[must_use = "dropping the guard stops the log writer"]
+fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("pmcache-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }

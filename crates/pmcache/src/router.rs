@@ -13,15 +13,15 @@ use pmcache_proxy::{self as proxy, Body, CACHE_HEADER, Caller, Classify, Role};
 
 use crate::admin::{self, Admin};
 use crate::auth::{self, Auth, Denied};
-use crate::frontend::{Ecosystem, Frontend};
+use crate::frontend::{Ecosystem, Mount};
 use crate::input::{self, Limits};
 use crate::metrics::Metrics;
 use crate::request_body::{self, Budget};
 
 /// Everything a request can reach.
 pub(crate) struct App {
-    /// Every ecosystem's frontend, or the reason it is off.
-    pub mounts: Vec<(Ecosystem, Result<Frontend, String>)>,
+    /// Every ecosystem's frontend: built, off, or still discovering its upstream.
+    pub mounts: Vec<(Ecosystem, Mount)>,
     pub metrics: Metrics,
     pub limits: Limits,
     pub auth: Auth,
@@ -139,16 +139,16 @@ impl App {
         rest: &str,
     ) -> Response<Body> {
         let mounted = self.mounts.iter().find(|(each, _)| *each == ecosystem);
-        match mounted.map(|(_, frontend)| frontend) {
-            Some(Ok(frontend)) => match frontend.handle(parts, body, rest).await {
+        let frontend = match mounted {
+            Some((_, mount)) => mount.frontend().await,
+            None => Err(format!("the {} frontend was not built", ecosystem.key())),
+        };
+        match frontend {
+            Ok(frontend) => match frontend.handle(parts, body, rest).await {
                 Ok(response) => response,
                 Err(error) => failure(&*error),
             },
-            Some(Err(reason)) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
-            None => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("the {} frontend was not built", ecosystem.key()),
-            ),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &reason),
         }
     }
 

@@ -18,7 +18,7 @@ use crate::config::{Config, ServerConfig};
 use crate::connection::{self, Protocols};
 use crate::control::Control;
 use crate::forwarded::TrustedProxies;
-use crate::frontend::{Ecosystem, Frontend, Unserved};
+use crate::frontend::{Ecosystem, Frontend};
 use crate::input::Limits;
 use crate::metrics::Metrics;
 use crate::request_body::Budget;
@@ -61,12 +61,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     crate::frontend::check_routes_are_not_self(&config, local)?;
     let mut mounts = Vec::with_capacity(Ecosystem::ALL.len());
     for ecosystem in Ecosystem::ALL {
-        let frontend = match Frontend::build(ecosystem, &config, &proxy, local).await {
-            Ok(frontend) => Ok(frontend),
-            Err(Unserved::Off(reason)) => Err(reason),
-            Err(Unserved::Unusable(error)) => return Err(error),
-        };
-        mounts.push((ecosystem, frontend));
+        mounts.push((
+            ecosystem,
+            Frontend::mount(ecosystem, &config, &proxy, local)?,
+        ));
     }
     let admin = Arc::new(Admin {
         proxy: proxy.clone(),

@@ -23,6 +23,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const LISTENING_PREFIX: &str = "pmcache listening on ";
 /// How long a failed or aborted fill may take to clean its temp file up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the log may take to show the line of the request sent as a barrier.
+const LOG_BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The log filter pmcache runs with: requests (info) and the decisions of the proxy, the PyPI
 /// frontend and the store (debug). A case adds a frontend's with its own `RUST_LOG` setting.
 pub const LOG_FILTER: &str =
@@ -326,8 +328,24 @@ impl Pmcache {
     }
 
     /// Its stderr so far, as written: JSON lines, and whatever else reached stderr (a panic).
+    /// pmcache writes its log from a thread of its own, so the line of an answer may reach the
+    /// file a moment after the answer: while pmcache runs, this first sends a `HEAD /healthz`
+    /// and waits for its line. One writer writes lines in order, so once that line is in the
+    /// file, so is every line logged before it. A pmcache that does not answer has stopped,
+    /// and a stopped pmcache has written everything.
     pub fn log_text(&self) -> String {
-        read_lossy(&self.log)
+        let barriers = |text: &str| text.lines().filter(|line| is_log_barrier(line)).count();
+        let before = barriers(&read_lossy(&self.log));
+        let url = format!("{}/healthz", self.base_url);
+        if self.base_url.is_empty() || super::http::send("HEAD", &url, &[], b"").is_err() {
+            return read_lossy(&self.log);
+        }
+        let mut text = String::new();
+        let _ = wait_until(LOG_BARRIER_TIMEOUT, "pmcache's log to catch up", || {
+            text = read_lossy(&self.log);
+            Ok(barriers(&text) > before)
+        });
+        text
     }
 
     /// Its stderr so far with each JSON event as one readable line, for messages.
@@ -356,11 +374,13 @@ impl Pmcache {
             .collect()
     }
 
-    /// Every request it answered so far, in order (its `request` log events).
+    /// Every request it answered so far, in order (its `request` log events), less the
+    /// `HEAD /healthz` requests [`Pmcache::log_text`] sends.
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.events_named("request")
             .iter()
             .filter_map(LoggedRequest::of)
+            .filter(|request| !(request.method == "HEAD" && request.path == "/healthz"))
             .collect()
     }
 
@@ -444,6 +464,7 @@ impl Event {
 /// A request pmcache answered, from its `request` log event.
 #[derive(Clone, Debug)]
 pub struct LoggedRequest {
+    pub method: String,
     /// Without the query.
     pub path: String,
     pub status: u16,
@@ -454,6 +475,7 @@ pub struct LoggedRequest {
 impl LoggedRequest {
     fn of(event: &Event) -> Option<LoggedRequest> {
         Some(LoggedRequest {
+            method: event.text("method")?,
             path: event.text("path")?,
             status: u16::try_from(event.field("status")?.as_u64()?).ok()?,
             cache: event.text("cache")?,
@@ -618,4 +640,14 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn trusted_hosts(addrs: &[std::net::SocketAddr]) -> String {
     let quoted: Vec<String> = addrs.iter().map(|addr| format!("\"{addr}\"")).collect();
     format!("[{}]", quoted.join(", "))
+}
+
+/// Whether a log line is that of a `HEAD /healthz` request, the barrier [`Pmcache::log_text`]
+/// sends.
+fn is_log_barrier(line: &str) -> bool {
+    Event::parse(line).is_some_and(|event| {
+        event.message() == "request"
+            && event.text("method").as_deref() == Some("HEAD")
+            && event.text("path").as_deref() == Some("/healthz")
+    })
 }
