@@ -230,7 +230,11 @@ impl Proxy {
         request: &ArtifactRequest<'_>,
     ) -> Result<Option<Response<Body>>> {
         let access = request.client.access();
-        let Some((record, file)) = stored(&self.inner.store, key, checksum, access)? else {
+        let store = &self.inner.store;
+        let Some((record, content)) = stored(store, key, checksum, |digest| {
+            store.blob_content(digest, access)
+        })?
+        else {
             return Ok(None);
         };
         let headers = artifact_headers(request.content_type, CacheStatus::Hit);
@@ -240,7 +244,7 @@ impl Proxy {
             last_modified: None,
             ranges: Ranges::Honour,
         };
-        let response = serve::blob_response(file, &answer, request.client, headers)?;
+        let response = serve::blob_response(content, &answer, request.client, headers)?;
         Ok(Some(self.watch_abandon(response, Answer::artifact)))
     }
 }

@@ -2,7 +2,7 @@
 //! what the upstream publishes. A leaf: serving (`artifact`) and filling (`inflight`) both read
 //! it, neither is read by it.
 
-use pmcache_store::{Access, Digest, Store, Table};
+use pmcache_store::{Digest, Store, Table};
 
 use crate::checksum::{Algorithm, Checksum};
 use crate::error::Result;
@@ -68,13 +68,14 @@ impl ArtifactRecord {
 }
 
 /// The stored copy of an artifact, if there is one verified against `checksum` (the one now
-/// published) and its blob is still on disk; opening it counts for eviction as `access` says.
-pub(crate) fn stored(
+/// published) and its blob is still there, as `open` opens it (which counts for eviction as the
+/// caller's access says).
+pub(crate) fn stored<T>(
     store: &Store,
     key: &str,
     checksum: Option<&Checksum>,
-    access: Access,
-) -> Result<Option<(ArtifactRecord, std::fs::File)>> {
+    open: impl FnOnce(&Digest) -> pmcache_store::Result<Option<T>>,
+) -> Result<Option<(ArtifactRecord, T)>> {
     let Some(record) = store.get::<ArtifactRecord>(Table::Artifacts, key)? else {
         return Ok(None);
     };
@@ -87,7 +88,7 @@ pub(crate) fn stored(
         tracing::warn!(url = %record.url, "published checksum changed; fetching again");
         return Ok(None);
     }
-    let Some(file) = store.open_blob_as(&record.digest, access)? else {
+    let Some(file) = open(&record.digest)? else {
         tracing::warn!(url = %record.url, digest = %record.digest, "blob missing; fetching again");
         return Ok(None);
     };

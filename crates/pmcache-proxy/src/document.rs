@@ -236,6 +236,22 @@ impl Document {
     }
 }
 
+/// A stored document blob to serve (see [`Store::blob_content`]); like [`open_blob`], a blob
+/// its record named a moment ago may have been purged or evicted since.
+///
+/// [`Store::blob_content`]: pmcache_store::Store::blob_content
+pub(crate) fn blob_content(
+    store: &pmcache_store::Store,
+    digest: &Digest,
+    access: pmcache_store::Access,
+) -> Result<pmcache_store::BlobContent> {
+    store
+        .blob_content(digest, access)?
+        .ok_or_else(|| Error::BlobRemoved {
+            digest: digest.to_hex(),
+        })
+}
+
 /// Opens a stored document blob; one its record named a moment ago may have been purged or
 /// evicted since (a 503 the client retries).
 pub(crate) fn open_blob(

@@ -115,7 +115,9 @@ impl Fills {
         // A fill that finished between the caller's look-up and this lock has already written
         // its record (before leaving `running`): serve that instead of fetching again.
         if let Some((record, file)) =
-            artifact_record::stored(store, &job.key, job.checksum.as_ref(), job.keep.access())?
+            artifact_record::stored(store, &job.key, job.checksum.as_ref(), |digest| {
+                store.open_blob_as(digest, job.keep.access())
+            })?
         {
             let spool = Spool::of_file(Arc::new(file), record.size);
             let done = Progress::Done { size: record.size };

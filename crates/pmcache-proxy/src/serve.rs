@@ -226,6 +226,15 @@ impl From<std::fs::File> for Content {
     }
 }
 
+impl From<pmcache_store::BlobContent> for Content {
+    fn from(content: pmcache_store::BlobContent) -> Content {
+        match content {
+            pmcache_store::BlobContent::Memory(bytes) => Content::Bytes(bytes),
+            pmcache_store::BlobContent::File(file) => Content::File(file),
+        }
+    }
+}
+
 impl Content {
     fn range(self, start: u64, length: u64) -> Body {
         match self {
@@ -245,16 +254,14 @@ impl Content {
 /// as a second small write, they would wait for the client's delayed ACK of the first.
 const SMALL_BODY: u64 = 64 * 1024;
 
-/// A small blob slice read now, on the serving thread: one positional read of a file that is
-/// almost always in the page cache costs less than a trip to the blocking pool. (On a disk so
-/// slow that this read blocks, it holds one runtime worker for that long.)
+/// A small blob slice read now, on the serving thread, when the page cache holds it: that costs
+/// less than a trip to the blocking pool, which takes it otherwise (and reports a blob shorter
+/// than its record as a body error).
 fn small_file_range(file: std::fs::File, start: u64, length: u64) -> Body {
-    use std::os::unix::fs::FileExt as _;
     let mut bytes = vec![0u8; length as usize];
-    match file.read_exact_at(&mut bytes, start) {
-        Ok(()) => body::full(bytes),
-        // Shorter than its record says: the streaming path reports that as a body error.
-        Err(_) => body::file_range(file, start, length),
+    match pmcache_store::read_cached_at(&file, &mut bytes, start) {
+        Ok(Some(read)) if read == bytes.len() => body::full(bytes),
+        _ => body::file_range(file, start, length),
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::digest::{Digest, Sha256Writer};
 use crate::error::{Result, io};
 use crate::hold::{Hold, Holds};
+use crate::hot::HotBlobs;
 
 const TEMP_SUFFIX: &str = ".part";
 
@@ -20,6 +21,8 @@ pub(crate) struct Blobs {
     quarantine: PathBuf,
     /// Temp files of fills in progress in this process: never swept, whatever their age.
     live: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Small blobs served lately, in memory.
+    pub(crate) hot: HotBlobs,
 }
 
 /// A blob made durable by [`Blobs::commit`].
@@ -64,6 +67,7 @@ impl Blobs {
             temp,
             quarantine: root.join("quarantine"),
             live: Arc::default(),
+            hot: HotBlobs::default(),
         })
     }
 
@@ -133,6 +137,7 @@ impl Blobs {
 
     /// Deletes a blob file; its size, or None when it was not there.
     pub(crate) fn delete(&self, digest: &Digest) -> Result<Option<u64>> {
+        self.hot.remove(digest);
         let path = self.path(digest);
         let size = match fs::metadata(&path) {
             Ok(metadata) => metadata.len(),
@@ -149,6 +154,7 @@ impl Blobs {
     /// Moves a blob whose content does not match its name to `quarantine/`, for a person to
     /// look at; the next request for it fetches it again.
     pub(crate) fn quarantine(&self, digest: &Digest) -> Result<PathBuf> {
+        self.hot.remove(digest);
         fs::create_dir_all(&self.quarantine).map_err(io(&self.quarantine))?;
         let target = self
             .quarantine
@@ -237,6 +243,24 @@ impl Blobs {
             }
         }
         Ok(found)
+    }
+}
+
+/// Reads into `buffer` at `offset` only what the page cache already holds: `preadv2` with
+/// `RWF_NOWAIT` never waits for the disk, so a serving thread may call it. `None` when nothing
+/// could be read without waiting (or the kernel or filesystem cannot say): read on a thread
+/// that may block instead. `Some(0)` is the end of the file.
+pub fn read_cached_at(
+    file: &File,
+    buffer: &mut [u8],
+    offset: u64,
+) -> std::io::Result<Option<usize>> {
+    use rustix::io::{Errno, ReadWriteFlags};
+    let mut slices = [std::io::IoSliceMut::new(buffer)];
+    match rustix::io::preadv2(file, &mut slices, offset, ReadWriteFlags::NOWAIT) {
+        Ok(read) => Ok(Some(read)),
+        Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INTR) => Ok(None),
+        Err(errno) => Err(errno.into()),
     }
 }
 

@@ -19,6 +19,7 @@ mod config;
 mod digest;
 mod error;
 mod hold;
+mod hot;
 mod index;
 mod layout;
 mod maintain;
@@ -26,11 +27,12 @@ mod size;
 mod stats;
 
 pub use access::Access;
-pub use blob::TempBlob;
+pub use blob::{TempBlob, read_cached_at};
 pub use config::Config;
 pub use digest::{Digest, Sha256Writer};
 pub use error::{Error, Result};
 pub use hold::Hold;
+pub use hot::HOT_BLOB_MAX;
 pub use index::{RemovedRecords, Schema, Table};
 pub use layout::LAYOUT_VERSION;
 pub use maintain::{Freed, GcReport, VerifyReport};
@@ -61,6 +63,14 @@ struct Inner {
     over_cap: tokio::sync::Notify,
     /// One maintenance or verify pass at a time (the background one, `pmcache gc`, ...).
     maintenance: std::sync::Mutex<()>,
+}
+
+/// A committed blob, as [`Store::blob_content`] hands it out.
+pub enum BlobContent {
+    /// The whole blob, small enough to keep in memory.
+    Memory(bytes::Bytes),
+    /// The open blob file.
+    File(std::fs::File),
 }
 
 /// A blob made durable, held (see [`Hold`]) until the caller has recorded it.
@@ -215,6 +225,46 @@ impl Store {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(Error::Io {
                 path: self.inner.blobs.path(digest),
+                source,
+            }),
+        }
+    }
+
+    /// A committed blob to serve: its bytes when it is small (from the hot-blob cache, or read
+    /// now and kept there), else the open file; notes the access for eviction when `access`
+    /// says so.
+    pub fn blob_content(&self, digest: &Digest, access: Access) -> Result<Option<BlobContent>> {
+        if let Some(bytes) = self.inner.blobs.hot.get(digest) {
+            if access == Access::Note {
+                self.inner.access.note(*digest);
+            }
+            return Ok(Some(BlobContent::Memory(bytes)));
+        }
+        let Some(file) = self.open_blob_as(digest, access)? else {
+            return Ok(None);
+        };
+        let path = || self.inner.blobs.path(digest);
+        let size = file
+            .metadata()
+            .map_err(|source| Error::Io {
+                path: path(),
+                source,
+            })?
+            .len();
+        if size > HOT_BLOB_MAX {
+            return Ok(Some(BlobContent::File(file)));
+        }
+        let mut bytes = vec![0u8; size as usize];
+        match read_cached_at(&file, &mut bytes, 0) {
+            Ok(Some(read)) if read as u64 == size => {
+                let bytes = bytes::Bytes::from(bytes);
+                self.inner.blobs.hot.insert(*digest, bytes.clone());
+                Ok(Some(BlobContent::Memory(bytes)))
+            }
+            // Not (wholly) in the page cache: the caller reads it where it may wait for the disk.
+            Ok(_) => Ok(Some(BlobContent::File(file))),
+            Err(source) => Err(Error::Io {
+                path: path(),
                 source,
             }),
         }

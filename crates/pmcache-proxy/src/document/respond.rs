@@ -90,7 +90,7 @@ impl Proxy {
         if let Some(bytes) = document.relayed_blob(digest) {
             return Ok(Content::Bytes(bytes));
         }
-        super::open_blob(&self.inner.store, digest, client.access()).map(Content::File)
+        super::blob_content(&self.inner.store, digest, client.access()).map(Content::from)
     }
 }
 
