@@ -713,9 +713,6 @@ async fn pinned_artifacts_keep_their_first_bytes_wherever_they_are_fetched_from(
         .join(&blob[2..4])
         .join(&blob);
     std::fs::remove_file(&path).unwrap();
-    // A running pmcache may still hold the small blob in memory: a new one has only the disk.
-    drop(proxy);
-    let proxy = self::proxy(dir.path());
     let (_, body) = fetch_stored_as(&proxy, &moved.url, None, key).await;
     assert!(
         body.is_err(),

@@ -1,7 +1,7 @@
 //! The hot-blob cache: the bytes of small, recently served blobs kept in memory, bounded by
 //! bytes, so that a warm small answer (a wheel of a few KiB, a project page) costs no `openat`,
-//! read or `close`. Blobs are immutable, so a cached copy is never stale; deleting or
-//! quarantining a blob drops it here too.
+//! read or `close` (only a `stat` that the file is still there). Blobs are immutable, so a
+//! cached copy is never stale; deleting or quarantining a blob drops it here too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

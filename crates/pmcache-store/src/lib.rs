@@ -232,9 +232,11 @@ impl Store {
 
     /// A committed blob to serve: its bytes when it is small (from the hot-blob cache, or read
     /// now and kept there), else the open file; notes the access for eviction when `access`
-    /// says so.
+    /// says so. A cached blob is served only while its file is there: one removed behind
+    /// pmcache's back (an operator freeing space by hand) is gone, as the index will find.
     pub fn blob_content(&self, digest: &Digest, access: Access) -> Result<Option<BlobContent>> {
-        if let Some(bytes) = self.inner.blobs.hot.get(digest) {
+        let cached = self.inner.blobs.hot.get(digest);
+        if let Some(bytes) = cached.filter(|_| self.inner.blobs.path(digest).is_file()) {
             if access == Access::Note {
                 self.inner.access.note(*digest);
             }
