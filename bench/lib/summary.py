@@ -90,16 +90,23 @@ def main():
             runs = select(row, system)
             if not runs:
                 if f"{row} {system}" in na:
-                    warm.append([row, system, f"n/a ({na[f'{row} {system}']})"] + [""] * 8)
+                    warm.append([row, system, "", f"n/a ({na[f'{row} {system}']})"] + [""] * 7)
                 continue
-            if not any(number(r["req_per_s"]) for r in runs):
-                # wrk counts only answers completed within its run: none is no figure at all.
-                warm.append([row, system, "n/a (no answer completed within a run)"] + [""] * 8)
+            # wrk counts only answers completed within its run: a run with none has no figure
+            # (its latencies read 0), so it is left out, and the system's name says so.
+            answered = [r for r in runs if number(r["req_per_s"])]
+            if not answered:
+                warm.append([row, system, fmt(median(runs, "body_bytes"), 0),
+                             "n/a (no answer completed within any run)"] + [""] * 7)
                 continue
+            label = system
+            if len(answered) < len(runs):
+                label = f"{system} ({len(runs) - len(answered)} of {len(runs)} runs: no answer)"
+            runs = answered
             rps = median(runs, "req_per_s")
             p99 = median(runs, "p99_ms")
             warm.append([
-                row, system, fmt(median(runs, "body_bytes"), 0), fmt(rps), fmt(median(runs, "p50_ms"), 2),
+                row, label, fmt(median(runs, "body_bytes"), 0), fmt(rps), fmt(median(runs, "p50_ms"), 2),
                 fmt(p99, 2), fmt(median(runs, "cpu_ms_per_req"), 3),
                 fmt(sum(number(r["errors"]) or 0 for r in runs), 0), fmt(most(runs, "busy_pct"), 0),
                 ratio(rps, nginx_rps), ratio(p99, nginx_p99),
