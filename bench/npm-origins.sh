@@ -119,8 +119,6 @@ start() {
         grep -qF "\"$wanted/npm/$PACKAGE/-/" || die "tarball URLs do not name $wanted"
 }
 
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-
 # run LABEL KIND ENCODING: one wrk run against the running pmcache, one TSV row.
 run() {
     local out=$WORK/wrk.$1.$2.$3.txt busy before after size_before size_after up_before up_after
@@ -159,16 +157,6 @@ run() {
             printf "%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.2f\t%.1f\t%d\t%d\n", kind, enc, label,
                 rps, p50, p99, n, err + 0, cpu, grown / 1048576, upstream, busy
         }' "$out" >>"$WORK/results.tsv"
-}
-
-duration_seconds() {
-    local d=$1
-    case $d in
-    *h) echo $((${d%h} * 3600)) ;;
-    *m) echo $((${d%m} * 60)) ;;
-    *s) echo "${d%s}" ;;
-    *) echo "$d" ;;
-    esac
 }
 
 report() {

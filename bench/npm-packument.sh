@@ -199,70 +199,15 @@ verify_same_bytes() {
     done
 }
 
-# Seconds in a wrk duration such as 10s, 2m, 1h or 30.
-duration_seconds() {
-    local d=$1
-    case $d in
-    *h) echo $((${d%h} * 3600)) ;;
-    *m) echo $((${d%m} * 60)) ;;
-    *s) echo "${d%s}" ;;
-    *) echo "$d" ;;
-    esac
-}
-
-# CPU time (clock ticks) used so far by a process and its direct children (nginx's workers).
-cpu_ticks() {
-    local pid total=0 t
-    for pid in "$1" $(pgrep -P "$1" || true); do
-        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || t=0
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
-}
-
 run_wrk() { # run_wrk SERVER ENCODING URL PID
-    local out=$WORK/wrk.$1.$2.txt bound busy before after
-    bound=$(($(duration_seconds "$WRK_DURATION") + $(duration_seconds "$WRK_TIMEOUT") + 30))
+    local busy fields
     busy=$(busy_percent)
     log "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION: $1, Accept-Encoding: $2" \
         "(CPU busy before: ${busy}%)"
-    before=$(cpu_ticks "$4")
-    timeout "$bound" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" \
-        --timeout "$WRK_TIMEOUT" --latency \
-        -H 'Accept: application/json' -H "Accept-Encoding: $2" "$3" >"$out" 2>&1 ||
-        die "wrk failed or overran ${bound}s: $(cat "$out")"
-    after=$(cpu_ticks "$4")
-    # req/s, MB/s, avg, p50, p90, p99, max (ms), requests, errors, server CPU ms per request,
-    # CPU busy % before the run
-    awk -v srv="$1" -v enc="$2" -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" \
-        -v busy="$busy" '
-        function ms(v) {
-            if (v ~ /us$/) return v / 1000
-            if (v ~ /ms$/) return v + 0
-            if (v ~ /m$/) return v * 60000
-            if (v ~ /s$/) return v * 1000
-            return v + 0
-        }
-        function mb(v) {
-            if (v ~ /GB$/) return v * 1024
-            if (v ~ /MB$/) return v + 0
-            if (v ~ /KB$/) return v / 1024
-            return v / 1048576
-        }
-        $1 == "Latency" && avg == "" { avg = ms($2); max = ms($4) }
-        $1 == "50%" { p50 = ms($2) }
-        $1 == "90%" { p90 = ms($2) }
-        $1 == "99%" { p99 = ms($2) }
-        $2 == "requests" && $3 == "in" { n = $1 }
-        /^Requests\/sec:/ { rps = $2 }
-        /^Transfer\/sec:/ { tps = mb($2) }
-        /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
-        /Non-2xx or 3xx responses:/ { err += $5 }
-        END {
-            cpu = n > 0 ? 1000 * ticks / hz / n : 0
-            printf "%s\t%s\t%.1f\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.2f\t%d\n",
-                enc, srv, rps, tps, avg, p50, p90, p99, max, n, err + 0, cpu, busy
-        }' "$out" >>"$WORK/results.tsv"
+    # req/s, MB/s, avg, p50, p90, p99, max (ms), requests, errors, server CPU ms per request
+    fields=$(measure_wrk "$WORK/wrk.$1.$2.txt" "$4" "$3" 'Accept: application/json' \
+        "Accept-Encoding: $2")
+    printf '%s\t%s\t%s\t%s\n' "$2" "$1" "$fields" "$busy" >>"$WORK/results.tsv"
 }
 
 report() {

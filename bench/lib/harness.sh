@@ -1,11 +1,12 @@
 # What the pmcache-vs-nginx benchmarks share: arguments, logging, the processes they start (all
 # stopped on exit), Debian packages they install, pmcache's build and start, a static upstream
-# and an nginx, all on 127.0.0.1. Sourced (not run) by bench/npm-packument.sh and
-# bench/warm-small-file.sh after they set HERE (the bench dir) and ROOT (the repository).
+# and an nginx, all on 127.0.0.1. Sourced (not run) by the bench/*.sh scripts after they set
+# HERE (the bench dir) and ROOT (the repository).
 #
 # The sourcing script sets STARTUP_TIMEOUT before it starts anything; the helpers here set
-# WORK (by the script), PIDS, PORTS, PMCACHE_BIN/PID/PORT/BASE, UPSTREAM_PID/PORT and
-# NGINX_PORT/PID/BASE.
+# WORK (by the script), PIDS, PORTS, PMCACHE_BIN/PID/PORT/BASE, UPSTREAM_PID/PORT,
+# NGINX_PORT/PID/BASE and IDLE_BUSY. bench/run.sh, the one entry point over all systems and
+# scenarios, is built on them too.
 
 # -h/--help prints the script's header comment; any other argument is an error.
 handle_arguments() {
@@ -154,33 +155,37 @@ build_pmcache() {
     PMCACHE_BIN=$WORK/pmcache
 }
 
-# Starts pmcache on a free 127.0.0.1 port with a data dir in $WORK and the settings
-# (NAME=VALUE) in "$@"; sets PMCACHE_PID, PMCACHE_PORT and PMCACHE_BASE.
+# Starts pmcache on a free 127.0.0.1 port with the settings (NAME=VALUE) in "$@"; sets
+# PMCACHE_PID, PMCACHE_PORT and PMCACHE_BASE. Its data dir is $WORK/<instance>-data and its
+# output $WORK/<instance>.out and .err, where the instance is $PMCACHE_INSTANCE (default
+# `pmcache`): a script running several pmcaches names each.
 start_pmcache_with() {
-    mkdir -p "$WORK/pmcache-data"
+    local name=${PMCACHE_INSTANCE:-pmcache}
+    mkdir -p "$WORK/$name-data"
     # PMCACHE_BIN is the script's, not a setting. Request logs are off on both sides (nginx:
     # access_log off; pmcache: warn level) unless PMCACHE_LOG_FILTER says otherwise.
-    env -u PMCACHE_BIN \
+    env -u PMCACHE_BIN -u PMCACHE_INSTANCE \
         PMCACHE_LOG_FILTER="${PMCACHE_LOG_FILTER:-warn}" \
         "$@" \
-        "$PMCACHE_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/pmcache-data" \
-        >"$WORK/pmcache.out" 2>"$WORK/pmcache.err" &
+        "$PMCACHE_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/$name-data" \
+        >"$WORK/$name.out" 2>"$WORK/$name.err" &
     PMCACHE_PID=$!
     PIDS+=("$PMCACHE_PID")
-    WAIT_LOG=$WORK/pmcache.err wait_for pmcache "$STARTUP_TIMEOUT" "$PMCACHE_PID" \
-        grep -qs '^pmcache listening on http://127\.0\.0\.1:[0-9]' "$WORK/pmcache.out"
+    WAIT_LOG=$WORK/$name.err wait_for "$name" "$STARTUP_TIMEOUT" "$PMCACHE_PID" \
+        grep -qs '^pmcache listening on http://127\.0\.0\.1:[0-9]' "$WORK/$name.out"
     PMCACHE_PORT=$(sed -n 's|^pmcache listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' \
-        "$WORK/pmcache.out" | head -n1)
+        "$WORK/$name.out" | head -n1)
     PORTS+=("$PMCACHE_PORT")
     PMCACHE_BASE=http://127.0.0.1:$PMCACHE_PORT
 }
 
 # --- upstream and nginx --------------------------------------------------------------------
 
-# Serves directory $1 with `python3 -m http.server` on a free 127.0.0.1 port; sets UPSTREAM_PID
-# and UPSTREAM_PORT.
+# Serves directory $1 on a free 127.0.0.1 port with bench/lib/upstream.py (http.server, where a
+# directory holding index.json is that document); sets UPSTREAM_PID and UPSTREAM_PORT. Each
+# request is a line of $WORK/upstream.log.
 start_static_upstream() {
-    python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$1" >"$WORK/upstream.log" 2>&1 &
+    python3 -u "$HERE/lib/upstream.py" --directory "$1" >"$WORK/upstream.log" 2>&1 &
     UPSTREAM_PID=$!
     PIDS+=("$UPSTREAM_PID")
     WAIT_LOG=$WORK/upstream.log wait_for "upstream static server" "$STARTUP_TIMEOUT" "$UPSTREAM_PID" \
@@ -252,6 +257,103 @@ busy_percent() {
     awk -v a="$a" -v b="$b" 'BEGIN {
         split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
         printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
+}
+
+# Waits until the machine is idle (busy under BENCH_IDLE_PERCENT, default 20) for one second,
+# at most BENCH_IDLE_TIMEOUT seconds (default 60); sets IDLE_BUSY to the last busy percent seen.
+# A machine that stays busy is not waited for forever: the run goes on and its busy% says so.
+wait_idle() {
+    local limit=${BENCH_IDLE_PERCENT:-20} deadline=$((SECONDS + ${BENCH_IDLE_TIMEOUT:-60}))
+    IDLE_BUSY=$(busy_percent)
+    while ((IDLE_BUSY > limit && SECONDS < deadline)); do
+        IDLE_BUSY=$(busy_percent)
+    done
+    ((IDLE_BUSY <= limit)) || log "warning: still ${IDLE_BUSY}% busy after ${BENCH_IDLE_TIMEOUT:-60}s; measuring anyway"
+}
+
+# Seconds in a wrk duration such as 10s, 2m, 1h or 30.
+duration_seconds() {
+    local d=$1
+    case $d in
+    *h) echo $((${d%h} * 3600)) ;;
+    *m) echo $((${d%m} * 60)) ;;
+    *s) echo "${d%s}" ;;
+    *) echo "$d" ;;
+    esac
+}
+
+# CPU time (clock ticks) used so far by a process and its direct children (nginx's workers,
+# gunicorn's workers).
+cpu_ticks() {
+    local pid total=0 t
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || t=0
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
+# Peak resident memory (VmHWM, KiB) of a process plus its direct children, and its reset (writing
+# 5 to clear_refs sets VmHWM back to the current RSS).
+peak_rss_kib() {
+    local pid total=0 k
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        k=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || k=0
+        total=$((total + ${k:-0}))
+    done
+    echo "$total"
+}
+reset_peak_rss() {
+    local pid
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || log "warning: cannot reset VmHWM of pid $pid"
+    done
+}
+
+# Runs wrk (WRK_THREADS, WRK_CONNECTIONS, WRK_DURATION, WRK_TIMEOUT, --latency) against URL
+# with the given headers while measuring the CPU time of server process PID (and its children),
+# keeps wrk's output in OUT, and prints one tab-separated line: req/s, MB/s, avg, p50, p90, p99
+# and max latency (ms), requests, errors (socket errors and non-2xx/3xx answers) and the
+# server's CPU ms per request. measure_wrk OUT PID URL [HEADER…]
+measure_wrk() {
+    local out=$1 pid=$2 url=$3 bound before after h
+    shift 3
+    local headers=()
+    for h in "$@"; do headers+=(-H "$h"); done
+    bound=$(($(duration_seconds "$WRK_DURATION") + $(duration_seconds "$WRK_TIMEOUT") + 30))
+    before=$(cpu_ticks "$pid")
+    timeout "$bound" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" \
+        --timeout "$WRK_TIMEOUT" --latency "${headers[@]}" "$url" >"$out" 2>&1 ||
+        die "wrk failed or overran ${bound}s: $(cat "$out")"
+    after=$(cpu_ticks "$pid")
+    awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000
+            if (v ~ /ms$/) return v + 0
+            if (v ~ /m$/) return v * 60000
+            if (v ~ /s$/) return v * 1000
+            return v + 0
+        }
+        function mb(v) {
+            if (v ~ /GB$/) return v * 1024
+            if (v ~ /MB$/) return v + 0
+            if (v ~ /KB$/) return v / 1024
+            return v / 1048576
+        }
+        $1 == "Latency" && avg == "" { avg = ms($2); max = ms($4) }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "90%" { p90 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        $2 == "requests" && $3 == "in" { n = $1 }
+        /^Requests\/sec:/ { rps = $2 }
+        /^Transfer\/sec:/ { tps = mb($2) }
+        /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+        /Non-2xx or 3xx responses:/ { err += $5 }
+        END {
+            cpu = n > 0 ? 1000 * ticks / hz / n : 0
+            printf "%.1f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\t%.1f\t%d\t%d\t%.3f\n",
+                rps, tps, avg, p50, p90, p99, max, n, err + 0, cpu
+        }' "$out"
 }
 
 # One line about the machine: cores, CPU model, kernel.
