@@ -591,7 +591,8 @@ fn auto_discovery_does_not_hold_up_the_start() -> Result<()> {
             std::fs::write(
                 &script,
                 format!(
-                    "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.05; done\nexec '{}' \"$@\"\n",
+                    // Waits at most a minute, so that no shell outlives the test for long.
+                    "#!/bin/sh\nfor _ in $(seq 1200); do [ -e '{}' ] && exec '{}' \"$@\"; sleep 0.05; done\nexit 1\n",
                     release.display(),
                     python.display()
                 ),
@@ -622,7 +623,7 @@ fn auto_discovery_does_not_hold_up_the_start() -> Result<()> {
     };
     let release = dir.path().join("release-pip");
     let released = launch("released", &release)?;
-    let stuck = launch("stuck", &dir.path().join("never-created"))?;
+    let mut stuck = launch("stuck", &dir.path().join("never-created"))?;
     for pmcache in [&released, &stuck] {
         let health = http::get(&format!("{}/healthz", pmcache.base_url()))?;
         ensure!(
@@ -665,6 +666,12 @@ fn auto_discovery_does_not_hold_up_the_start() -> Result<()> {
         stuck_answer.status == 503 && reason.contains("still being discovered"),
         "a page while pip never answers: {}",
         stuck_answer.describe()
+    );
+    // A discovery stuck on pip does not keep pmcache from stopping.
+    let status = stuck.stop()?;
+    ensure!(
+        status.success(),
+        "pmcache stopped with {status} while pip discovery hung"
     );
     Ok(())
 }

@@ -66,7 +66,7 @@ pub(crate) fn file_range(file: File, start: u64, length: u64) -> Body {
 /// cannot block), else on the blocking pool.
 pub(crate) async fn read_at(file: Arc<File>, offset: u64, want: u64) -> io::Result<Bytes> {
     let mut buffer = vec![0u8; want as usize];
-    if let Some(read) = pmcache_store::read_cached_at(&file, &mut buffer, offset)? {
+    if let Some(read) = pmcache_store::read_cached_at(&file, &mut buffer, offset) {
         buffer.truncate(read);
         return Ok(Bytes::from(buffer));
     }

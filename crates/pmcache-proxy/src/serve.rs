@@ -259,9 +259,10 @@ const SMALL_BODY: u64 = 64 * 1024;
 /// than its record as a body error).
 fn small_file_range(file: std::fs::File, start: u64, length: u64) -> Body {
     let mut bytes = vec![0u8; length as usize];
-    match pmcache_store::read_cached_at(&file, &mut bytes, start) {
-        Ok(Some(read)) if read == bytes.len() => body::full(bytes),
-        _ => body::file_range(file, start, length),
+    if pmcache_store::read_cached_at(&file, &mut bytes, start) == Some(bytes.len()) {
+        body::full(bytes)
+    } else {
+        body::file_range(file, start, length)
     }
 }
 

@@ -113,6 +113,9 @@ impl Blobs {
             .parent()
             .expect("a blob path always has a fan-out parent");
         let hold = holds.hold(digest);
+        // A reader that read a quarantined (corrupt) file before it was moved may have put its
+        // bytes in memory after the quarantine dropped them: the committed file is the truth.
+        self.hot.remove(&digest);
         self.create_fan_out(parent)?;
         if target.is_file() {
             // Same content already stored: content addressing makes the new copy redundant.
@@ -247,20 +250,18 @@ impl Blobs {
 }
 
 /// Reads into `buffer` at `offset` only what the page cache already holds: `preadv2` with
-/// `RWF_NOWAIT` never waits for the disk, so a serving thread may call it. `None` when nothing
-/// could be read without waiting (or the kernel or filesystem cannot say): read on a thread
-/// that may block instead. `Some(0)` is the end of the file.
-pub fn read_cached_at(
-    file: &File,
-    buffer: &mut [u8],
-    offset: u64,
-) -> std::io::Result<Option<usize>> {
-    use rustix::io::{Errno, ReadWriteFlags};
+/// `RWF_NOWAIT` never waits for the disk, so a serving thread may call it. The count of bytes
+/// read (at least one), or `None` when nothing could be read that way: read on a thread that
+/// may block instead, which also tells the end of the file and real errors.
+pub fn read_cached_at(file: &File, buffer: &mut [u8], offset: u64) -> Option<usize> {
+    use rustix::io::ReadWriteFlags;
     let mut slices = [std::io::IoSliceMut::new(buffer)];
+    // Any refusal (EAGAIN, a kernel or sandbox without the flag) only means "not this way": the
+    // ordinary read that follows reports real I/O errors. A zero-byte answer is not trusted as
+    // the end of the file either (some filesystems give it instead of EAGAIN).
     match rustix::io::preadv2(file, &mut slices, offset, ReadWriteFlags::NOWAIT) {
-        Ok(read) => Ok(Some(read)),
-        Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INTR) => Ok(None),
-        Err(errno) => Err(errno.into()),
+        Ok(read) if read > 0 => Some(read),
+        _ => None,
     }
 }
 

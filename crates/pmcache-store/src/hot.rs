@@ -13,7 +13,7 @@ use crate::digest::Digest;
 /// Blobs up to this size are kept; larger ones stream from disk. A wheel or tarball of a few
 /// KiB and most project pages fit; measured answers above this size are bound by copying bytes,
 /// not by opening the file.
-pub const HOT_BLOB_MAX: u64 = 64 * 1024;
+pub(crate) const HOT_BLOB_MAX: u64 = 64 * 1024;
 
 /// The bytes all cached blobs may take together.
 const HOT_BYTES: usize = 16 << 20;

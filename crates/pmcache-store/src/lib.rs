@@ -32,7 +32,6 @@ pub use config::Config;
 pub use digest::{Digest, Sha256Writer};
 pub use error::{Error, Result};
 pub use hold::Hold;
-pub use hot::HOT_BLOB_MAX;
 pub use index::{RemovedRecords, Schema, Table};
 pub use layout::LAYOUT_VERSION;
 pub use maintain::{Freed, GcReport, VerifyReport};
@@ -235,12 +234,14 @@ impl Store {
     /// says so. A cached blob is served only while its file is there: one removed behind
     /// pmcache's back (an operator freeing space by hand) is gone, as the index will find.
     pub fn blob_content(&self, digest: &Digest, access: Access) -> Result<Option<BlobContent>> {
-        let cached = self.inner.blobs.hot.get(digest);
-        if let Some(bytes) = cached.filter(|_| self.inner.blobs.path(digest).is_file()) {
-            if access == Access::Note {
-                self.inner.access.note(*digest);
+        if let Some(bytes) = self.inner.blobs.hot.get(digest) {
+            if self.inner.blobs.path(digest).is_file() {
+                if access == Access::Note {
+                    self.inner.access.note(*digest);
+                }
+                return Ok(Some(BlobContent::Memory(bytes)));
             }
-            return Ok(Some(BlobContent::Memory(bytes)));
+            self.inner.blobs.hot.remove(digest);
         }
         let Some(file) = self.open_blob_as(digest, access)? else {
             return Ok(None);
@@ -253,23 +254,17 @@ impl Store {
                 source,
             })?
             .len();
-        if size > HOT_BLOB_MAX {
+        if size > hot::HOT_BLOB_MAX {
             return Ok(Some(BlobContent::File(file)));
         }
         let mut bytes = vec![0u8; size as usize];
-        match read_cached_at(&file, &mut bytes, 0) {
-            Ok(Some(read)) if read as u64 == size => {
-                let bytes = bytes::Bytes::from(bytes);
-                self.inner.blobs.hot.insert(*digest, bytes.clone());
-                Ok(Some(BlobContent::Memory(bytes)))
-            }
+        if size == 0 || read_cached_at(&file, &mut bytes, 0) != Some(bytes.len()) {
             // Not (wholly) in the page cache: the caller reads it where it may wait for the disk.
-            Ok(_) => Ok(Some(BlobContent::File(file))),
-            Err(source) => Err(Error::Io {
-                path: path(),
-                source,
-            }),
+            return Ok(Some(BlobContent::File(file)));
         }
+        let bytes = bytes::Bytes::from(bytes);
+        self.inner.blobs.hot.insert(*digest, bytes.clone());
+        Ok(Some(BlobContent::Memory(bytes)))
     }
 
     /// Reads one record.

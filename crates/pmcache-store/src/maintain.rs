@@ -407,6 +407,48 @@ mod tests {
         }
     }
 
+    fn served(store: &Store, digest: &Digest) -> Option<Vec<u8>> {
+        match store.blob_content(digest, crate::Access::Note).unwrap()? {
+            crate::BlobContent::Memory(bytes) => Some(bytes.to_vec()),
+            crate::BlobContent::File(file) => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut &file, &mut bytes).unwrap();
+                Some(bytes)
+            }
+        }
+    }
+
+    #[test]
+    fn small_blobs_in_memory_follow_deletion_quarantine_and_a_new_commit() {
+        let (_dir, store) = store();
+        let digest = artifact(&store, "a/small", b"small wheel", 1000);
+        assert_eq!(
+            served(&store, &digest).as_deref(),
+            Some(&b"small wheel"[..])
+        );
+        assert!(
+            store.inner.blobs.hot.get(&digest).is_some(),
+            "kept in memory"
+        );
+        // Removed behind the store's back: not served from memory.
+        std::fs::remove_file(store.inner.blobs.path(&digest)).unwrap();
+        assert_eq!(served(&store, &digest), None);
+        assert!(store.inner.blobs.hot.get(&digest).is_none());
+
+        // A corrupt copy read into memory just as verify quarantines it: the good bytes
+        // committed after the quarantine are what is served.
+        let digest = artifact(&store, "a/other", b"good bytes", 1000);
+        std::fs::write(store.inner.blobs.path(&digest), b"rotten bits").unwrap();
+        store.inner.blobs.quarantine(&digest).unwrap();
+        store
+            .inner
+            .blobs
+            .hot
+            .insert(digest, bytes::Bytes::from_static(b"rotten bits"));
+        store.put_bytes(b"good bytes").unwrap();
+        assert_eq!(served(&store, &digest).as_deref(), Some(&b"good bytes"[..]));
+    }
+
     #[test]
     fn eviction_takes_least_recently_used_down_to_the_low_water_mark() {
         let (_dir, store) = store();

@@ -259,6 +259,9 @@ impl Frontend {
 /// How long a request waits for a frontend whose upstream is still being discovered before it
 /// gets 503: discovery takes about a second, and a client retries a 503.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(10);
+/// How long discovery may run the local client (pip, npm) before the frontend is left off: a
+/// client that hangs must not leave its frontend answering "still being discovered" forever.
+const DISCOVERY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A frontend as requests reach it: built, off (with the reason requests get), or not yet
 /// known while `auto` discovery runs.
@@ -372,9 +375,15 @@ async fn discovered_upstream(
 ) -> Result<Url, String> {
     let Wiring { key, label, .. } = ecosystem.wiring();
     let variable = format!("PMCACHE_{}_UPSTREAM", key.to_ascii_uppercase());
-    let discovered = tokio::task::spawn_blocking(discover)
-        .await
-        .unwrap_or_else(|e| Err(format!("discovery task failed: {e}")));
+    let blocking = tokio::task::spawn_blocking(discover);
+    let discovered = match tokio::time::timeout(DISCOVERY_DEADLINE, blocking).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(error)) => Err(format!("discovery task failed: {error}")),
+        Err(_) => Err(format!(
+            "the local client did not answer within {}s",
+            DISCOVERY_DEADLINE.as_secs()
+        )),
+    };
     match discovered {
         Ok((url, source)) => {
             tracing::info!(upstream = %url, %source, "{label} upstream discovered");

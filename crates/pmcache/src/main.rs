@@ -174,7 +174,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(server::serve(config))?;
+            let served = runtime.block_on(server::serve(config));
+            // A discovery still waiting on a hung pip or npm holds a blocking thread: do not
+            // wait for it to stop.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(settings) => verify(&settings.load()?.config),
@@ -374,9 +378,11 @@ fn open_store(
 }
 
 /// Installs the log subscriber. Lines are formatted on the thread that logs and written to
-/// stderr by a writer thread, in batches: a request line costs the serving thread no system
-/// call. The writer never drops a line (a full queue makes loggers wait); the returned guard
-/// writes out what is queued when it is dropped, so it must live until the end of `serve`.
+/// stderr by a writer thread through a buffer it flushes whenever its queue is empty: a
+/// request line costs the serving thread no system call, and a burst of lines one write. The
+/// writer never drops a line (a full queue makes loggers wait); the returned guard writes out
+/// what is queued when it is dropped (waiting up to a second), so it must live until the end of
+/// `serve`. Lines still queued when the process is killed are lost.
 #[must_use = "dropping the guard stops the log writer"]
 fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_default_env()
@@ -385,7 +391,10 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("pmcache-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
