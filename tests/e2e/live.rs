@@ -15,7 +15,7 @@ use tempfile::TempDir;
 
 use crate::support::pip::{PIP_ACCEPT, Venv};
 use crate::support::pmcache::{Launch, Pmcache};
-use crate::support::{Finished, repo_root, run_bounded};
+use crate::support::{Finished, repo_root, run_bounded, wait_until};
 
 /// The `Accept-Encoding` pip sends for project pages.
 const PIP_ACCEPT_ENCODING: &str = "gzip, deflate";
@@ -210,13 +210,24 @@ struct ArtifactRequests {
     hits: usize,
 }
 
-/// The upstream of pmcache's `PyPI upstream discovered` log event, ending in `/`.
+/// The upstream of pmcache's `PyPI upstream discovered` log event, ending in `/`. Discovery runs
+/// after pmcache listens: this waits (up to its 30 s deadline and a margin) until it has found
+/// the index or logged that the frontend is off.
 fn discovered_index(pmcache: &Pmcache) -> Option<String> {
-    let event = pmcache
-        .events_named("PyPI upstream discovered")
-        .into_iter()
-        .next()?;
-    let url = event.text("upstream")?;
+    let found = || {
+        pmcache
+            .events_named("PyPI upstream discovered")
+            .into_iter()
+            .next()
+    };
+    let _ = wait_until(Duration::from_secs(40), "PyPI upstream discovery", || {
+        Ok(found().is_some()
+            || pmcache
+                .events()
+                .iter()
+                .any(|event| event.mentions("the PyPI frontend is off")))
+    });
+    let url = found()?.text("upstream")?;
     Some(format!("{}/", url.trim_end_matches('/')))
 }
 
